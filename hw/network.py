@@ -1,0 +1,466 @@
+"""Network description: ``torch.nn``-like layers composed in a :class:`Sequential`.
+
+Layers carry the same names, argument order and defaults as their ``torch.nn`` counterparts, so a
+PyTorch user can copy a model definition. Tensors are NCHW. Weights are float32 NumPy arrays,
+loaded from a mapping (or an ``.npz`` file) whose keys follow ``state_dict`` naming:
+``"<layer index>.weight"`` and ``"<layer index>.bias"``.
+
+Every user error raises :class:`NetworkError` whose message names the layer index, its type and
+what is wrong, e.g. ``layer 3 (Conv2d): in_channels=4 but its input has 8 channels``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "NetworkError", "Layer", "Conv2d", "Linear", "ReLU", "ReLU6", "MaxPool2d", "Flatten",
+    "Sequential", "load_network",
+]
+
+
+class NetworkError(ValueError):
+    """A user error in a network description, its weights or its file (one-line message)."""
+
+
+def _pair(value, what):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{what} must be an int or a pair, not {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+class Layer:
+    """Base class of all layers.
+
+    Members
+    -------
+    index : int
+        Position in the :class:`Sequential` (set when the layer is added); the ``state_dict``
+        prefix of its parameters.
+    """
+
+    index = None
+    params = ()                                     # names of trainable parameters
+
+    @property
+    def type(self):
+        return type(self).__name__
+
+    @property
+    def where(self):
+        """``"layer 3 (Conv2d)"``: how error messages name this layer."""
+        return f"layer {self.index} ({self.type})"
+
+    def error(self, what):
+        return NetworkError(f"{self.where}: {what}")
+
+    def output_shape(self, shape):
+        """Output shape (C, H, W) or (F,) for an input of ``shape`` (without the batch axis)."""
+        return shape
+
+    def forward(self, x):
+        """Float forward pass on a batch ``x`` (float32, NCHW or NF); returns float32."""
+        raise NotImplementedError
+
+    def parameter_shapes(self):
+        return {}
+
+    def __repr__(self):
+        return f"{self.type}({self.extra_repr()})"
+
+    def extra_repr(self):
+        return ""
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation), as ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+        Zero padding on every side (in the quantized network, padding holds the input zero point,
+        which is the quantized value of 0.0).
+    dilation : int
+        Only 1 is supported.
+    groups : int
+        Only 1 is supported.
+    bias : bool
+    padding_mode : str
+        Only ``"zeros"`` is supported.
+
+    Members
+    -------
+    weight : ndarray, float32, shape (out_channels, in_channels, kh, kw)
+    bias : ndarray, float32, shape (out_channels,), or None
+    """
+
+    params = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros"):
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups = int(groups)
+        self.has_bias = bool(bias)
+        self.padding_mode = padding_mode
+        self.weight = None
+        self.bias = None
+
+    def check(self):
+        """Reject parameters cnnforge does not implement (called when added to a network)."""
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise self.error("in_channels and out_channels must be >= 1")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise self.error("kernel_size and stride must be >= 1 and padding >= 0")
+        if self.dilation != (1, 1):
+            raise self.error(f"dilation={self.dilation} is not supported (only 1)")
+        if self.groups != 1:
+            raise self.error(f"groups={self.groups} is not supported (only 1)")
+        if self.padding_mode != "zeros":
+            raise self.error(f"padding_mode={self.padding_mode!r} is not supported (only 'zeros')")
+
+    def output_shape(self, shape):
+        if len(shape) != 3:
+            raise self.error(f"expects a (C, H, W) input, got shape {shape}")
+        c, h, w = shape
+        if c != self.in_channels:
+            raise self.error(f"in_channels={self.in_channels} but its input has {c} channels")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise self.error(f"kernel {kh}x{kw} does not fit its {h}x{w} input with padding "
+                             f"{ph},{pw}")
+        return (self.out_channels, oh, ow)
+
+    def parameter_shapes(self):
+        shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size)}
+        if self.has_bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def forward(self, x):
+        from cnnforge.sim.golden import conv2d_float
+        return conv2d_float(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.has_bias}")
+
+
+class Linear(Layer):
+    """Fully connected layer ``y = x Wᵀ + b``, as ``torch.nn.Linear``.
+
+    Members
+    -------
+    weight : ndarray, float32, shape (out_features, in_features)
+    bias : ndarray, float32, shape (out_features,), or None
+    """
+
+    params = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.has_bias = bool(bias)
+        self.weight = None
+        self.bias = None
+
+    def check(self):
+        if self.in_features < 1 or self.out_features < 1:
+            raise self.error("in_features and out_features must be >= 1")
+
+    def output_shape(self, shape):
+        if len(shape) != 1:
+            raise self.error(f"expects a flat (features,) input, got shape {shape}; "
+                             "put a Flatten() before it")
+        if shape[0] != self.in_features:
+            raise self.error(f"in_features={self.in_features} but its input has "
+                             f"{shape[0]} features")
+        return (self.out_features,)
+
+    def parameter_shapes(self):
+        shapes = {"weight": (self.out_features, self.in_features)}
+        if self.has_bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
+    def forward(self, x):
+        from cnnforge.sim.golden import linear_float
+        return linear_float(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class ReLU(Layer):
+    """``max(x, 0)``, as ``torch.nn.ReLU``."""
+
+    def __init__(self, inplace=False):
+        pass
+
+    def check(self):
+        pass
+
+    def forward(self, x):
+        return np.maximum(x, 0).astype(np.float32)
+
+
+class ReLU6(Layer):
+    """``min(max(x, 0), 6)``, as ``torch.nn.ReLU6``."""
+
+    def __init__(self, inplace=False):
+        pass
+
+    def check(self):
+        pass
+
+    def forward(self, x):
+        return np.clip(x, 0, 6).astype(np.float32)
+
+
+class MaxPool2d(Layer):
+    """Max pooling, as ``torch.nn.MaxPool2d`` (floor mode: a partial window at the border is
+    dropped). ``stride`` defaults to ``kernel_size``; padding, dilation and ceil_mode are not
+    supported."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.ceil_mode = bool(ceil_mode)
+
+    def check(self):
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise self.error("kernel_size and stride must be >= 1")
+        if self.padding != (0, 0):
+            raise self.error(f"padding={self.padding} is not supported (only 0)")
+        if self.dilation != (1, 1):
+            raise self.error(f"dilation={self.dilation} is not supported (only 1)")
+        if self.ceil_mode:
+            raise self.error("ceil_mode=True is not supported")
+
+    def output_shape(self, shape):
+        if len(shape) != 3:
+            raise self.error(f"expects a (C, H, W) input, got shape {shape}")
+        c, h, w = shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        if h < kh or w < kw:
+            raise self.error(f"window {kh}x{kw} is larger than its {h}x{w} input")
+        return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+    def forward(self, x):
+        from cnnforge.sim.golden import max_pool2d
+        return max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Flatten(Layer):
+    """Flatten (C, H, W) to (C·H·W,) in C, H, W order, as ``torch.nn.Flatten()``."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def check(self):
+        if (self.start_dim, self.end_dim) != (1, -1):
+            raise self.error("only Flatten(start_dim=1, end_dim=-1) is supported")
+
+    def output_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    input: tuple
+    output: tuple
+
+
+class Sequential:
+    """A chain of layers with a fixed input shape, as ``torch.nn.Sequential``.
+
+    Parameters
+    ----------
+    *layers : Layer
+    input_shape : (C, H, W)
+        Shape of one input image (no batch axis).
+    calibration : ndarray, float32, shape (B, C, H, W), optional
+        Sample inputs the quantizer calibrates activation ranges on.
+
+    Raises
+    ------
+    NetworkError
+        On an unsupported parameter or a shape mismatch, naming the layer.
+    """
+
+    def __init__(self, *layers, input_shape, calibration=None):
+        if not layers:
+            raise NetworkError("network: a Sequential needs at least one layer")
+        self.layers = list(layers)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise NetworkError(f"network: input_shape must be (C, H, W), got {input_shape}")
+        shape = self.input_shape
+        self.shapes = []
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise NetworkError(f"layer {index} ({type(layer).__name__}): not a cnnforge "
+                                   "layer (Conv2d, Linear, ReLU, ReLU6, MaxPool2d, Flatten)")
+            layer.index = index
+            layer.check()
+            out = layer.output_shape(shape)
+            self.shapes.append(_Shape(shape, out))
+            shape = out
+        self.calibration = None if calibration is None else np.asarray(calibration, np.float32)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    @property
+    def output_shape(self):
+        return self.shapes[-1].output
+
+    def __repr__(self):
+        body = "".join(f"\n  ({layer.index}): {layer!r}" for layer in self.layers)
+        return f"Sequential(input_shape={self.input_shape},{body}\n)"
+
+    def state_dict_shapes(self):
+        """``{"0.weight": (8, 1, 3, 3), ...}``: the parameters this network expects."""
+        return {f"{layer.index}.{name}": shape for layer in self.layers
+                for name, shape in layer.parameter_shapes().items()}
+
+    def load_state_dict(self, state, source="state_dict"):
+        """Set every layer's parameters from ``state`` (``{"0.weight": array, ...}``).
+
+        Raises
+        ------
+        NetworkError
+            For a missing or wrongly shaped parameter (naming the layer) or an unexpected key.
+        """
+        expected = self.state_dict_shapes()
+        for key in state:
+            if key not in expected:
+                raise NetworkError(f"{source}: unexpected key {key!r} (this network expects "
+                                   f"{', '.join(expected) or 'no parameters'})")
+        for layer in self.layers:
+            for name, shape in layer.parameter_shapes().items():
+                key = f"{layer.index}.{name}"
+                if key not in state:
+                    raise layer.error(f"missing parameter {key!r} in {source}")
+                value = np.asarray(state[key], dtype=np.float32)
+                if value.shape != tuple(shape):
+                    raise layer.error(f"{key} has shape {value.shape}, expected {tuple(shape)}")
+                if not np.all(np.isfinite(value)):
+                    raise layer.error(f"{key} holds NaN or infinite values")
+                setattr(layer, name, value)
+        return self
+
+    def load_npz(self, path):
+        """Load parameters from an ``.npz`` file with ``state_dict`` keys (see
+        :meth:`load_state_dict`)."""
+        try:
+            with np.load(path) as data:
+                state = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as exc:
+            raise NetworkError(f"{path}: cannot read weights ({exc})") from None
+        return self.load_state_dict(state, source=str(path))
+
+    def check_loaded(self):
+        for layer in self.layers:
+            for name in layer.parameter_shapes():
+                if getattr(layer, name) is None:
+                    raise layer.error(f"parameter {layer.index}.{name} was never loaded")
+
+    def forward(self, x, *, intermediates=False):
+        """Float forward pass.
+
+        Parameters
+        ----------
+        x : ndarray, float32, shape (B, C, H, W)
+        intermediates : bool
+            Return the list of every layer's output instead of the last one.
+        """
+        self.check_loaded()
+        x = np.asarray(x, np.float32)
+        if x.shape[1:] != self.input_shape:
+            raise NetworkError(f"network: input has shape {x.shape[1:]}, expected "
+                               f"{self.input_shape}")
+        outs = []
+        for layer in self.layers:
+            x = layer.forward(x)
+            outs.append(x)
+        return outs if intermediates else x
+
+    __call__ = forward
+
+    def macs(self):
+        """Multiply-accumulates per image, by layer index (Conv2d and Linear only)."""
+        result = {}
+        for layer, shape in zip(self.layers, self.shapes):
+            if isinstance(layer, Conv2d):
+                m, oh, ow = shape.output
+                result[layer.index] = m * oh * ow * layer.in_channels * int(np.prod(
+                    layer.kernel_size))
+            elif isinstance(layer, Linear):
+                result[layer.index] = layer.in_features * layer.out_features
+        return result
+
+
+def load_network(path):
+    """Import the Python file ``path`` and return its module-level ``network``.
+
+    The file defines ``network`` (a :class:`Sequential` with weights loaded) and may define
+    ``calibration`` (float32 inputs, shape (B, C, H, W)) and ``test_data()`` returning
+    ``(inputs, labels)``; they are attached to the returned network as ``network.calibration``
+    and ``network.test_data``.
+
+    Raises
+    ------
+    NetworkError
+        If the file is missing, fails to import, or defines no ``network``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise NetworkError(f"{path}: no such network file")
+    if path.endswith(".onnx"):
+        raise NetworkError(f"{path}: ONNX import is not supported yet; give a Python network file")
+    spec = importlib.util.spec_from_file_location(
+        "cnnforge_net_" + os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except NetworkError as exc:
+        raise NetworkError(f"{path}: {exc}") from None
+    except Exception as exc:  # a user's file may raise anything; report it on one line
+        raise NetworkError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from None
+    network = getattr(module, "network", None)
+    if not isinstance(network, Sequential):
+        raise NetworkError(f"{path}: defines no module-level `network` (a cnnforge Sequential)")
+    if network.calibration is None and getattr(module, "calibration", None) is not None:
+        network.calibration = np.asarray(module.calibration, np.float32)
+    network.test_data = getattr(module, "test_data", None)
+    network.source = path
+    network.check_loaded()
+    return network

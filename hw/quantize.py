@@ -1,0 +1,296 @@
+"""Post-training static quantization to int8, integer-only (Jacob et al., CVPR 2018).
+
+The arithmetic contract (``docs/arithmetic.md``):
+
+* activations int8, per-tensor scale ``s`` and zero point ``z`` (asymmetric), calibrated from the
+  min/max of sample inputs (the range always includes 0, so 0.0 is exactly representable and
+  zero padding is the zero point);
+* weights int8 in [−127, 127], symmetric, one scale per output channel;
+* bias int32 with scale ``s_in·s_w[m]``, with the input zero point folded in:
+  ``Σ w·(x − z_in) + b = Σ w·x + (b − z_in·Σ w)``;
+* requantization by the fixed-point multiplier ``M = s_in·s_w[m]/s_out = M0·2^(−31−n)``,
+  ``M0`` in [2^30, 2^31), ``n`` in [0, 31] (gemmlowp); ``M < 1`` is guaranteed by raising
+  ``s_out`` if a layer would need ``M ≥ 1``;
+* ReLU / ReLU6 fused into the preceding op as clamp bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .network import Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential
+
+__all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params"]
+
+QMIN, QMAX = -128, 127
+WMAX = 127
+
+
+def quantize_multiplier(real):
+    """Split a real multiplier 0 ≤ M < 1 into ``(M0, n)`` with ``M ≈ M0 · 2^(−31−n)``.
+
+    ``M0`` is an int32 in [2^30, 2^31) and ``n`` in [0, 31] (TFLite's ``QuantizeMultiplier``
+    restricted to right shifts). A multiplier below 2^−63 (whose product always rounds to 0)
+    returns ``(0, 0)``.
+
+    Raises
+    ------
+    ValueError
+        If ``real`` is negative or ≥ 1.
+    """
+    if not 0 <= real < 1:
+        raise ValueError(f"requantization multiplier {real} is outside [0, 1)")
+    if real == 0:
+        return 0, 0
+    frac, exp = math.frexp(real)                      # real = frac·2^exp, frac in [0.5, 1)
+    m0 = int(round(frac * (1 << 31)))
+    if m0 == 1 << 31:
+        m0 //= 2
+        exp += 1
+    n = -exp
+    if n > 31:
+        return 0, 0
+    return m0, n
+
+
+def activation_params(lo, hi):
+    """Asymmetric int8 scale and zero point for a float range (widened to include 0).
+
+    Returns ``(scale, zero_point)`` with ``zero_point`` in [−128, 127] such that 0.0 is exactly
+    representable (Jacob et al. 2018 §2.1)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / (QMAX - QMIN)
+    zero_point = int(np.clip(round(QMIN - lo / scale), QMIN, QMAX))
+    return scale, zero_point
+
+
+@dataclass
+class QuantOp:
+    """One op of a quantized network.
+
+    Members
+    -------
+    kind : str
+        ``"conv"``, ``"linear"``, ``"maxpool"`` or ``"flatten"``.
+    name : str
+        The ``torch.nn`` layer indices it covers, e.g. ``"0+1"`` for Conv2d fused with ReLU.
+    layers : list of Layer
+    input_shape, output_shape : tuple
+        Per image, (C, H, W) or (F,).
+    input_scale, output_scale : float; input_zero_point, output_zero_point : int
+    act_min, act_max : int
+        Output clamp bounds (activation fused in).
+    weight : ndarray int8 (M, N, kh, kw) or (O, F); weight_scale : ndarray float64 (M,)
+    bias : ndarray int32 (M,)
+        Quantized bias with ``−z_in·Σ w`` folded in.
+    bias_raw : ndarray int32 (M,)
+        Quantized bias before folding.
+    multiplier, shift : ndarray int64 (M,)
+        Requantization ``M0`` and right shift ``n`` per output channel.
+    kernel_size, stride, padding : (int, int)
+    """
+
+    kind: str
+    name: str
+    layers: list
+    input_shape: tuple
+    output_shape: tuple
+    input_scale: float
+    input_zero_point: int
+    output_scale: float = 0.0
+    output_zero_point: int = 0
+    act_min: int = QMIN
+    act_max: int = QMAX
+    weight: np.ndarray = None
+    weight_scale: np.ndarray = None
+    bias: np.ndarray = None
+    bias_raw: np.ndarray = None
+    multiplier: np.ndarray = None
+    shift: np.ndarray = None
+    kernel_size: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+
+    @property
+    def type(self):
+        return "+".join(layer.type for layer in self.layers)
+
+    @property
+    def macs(self):
+        """Multiply-accumulates per image."""
+        if self.kind == "conv":
+            m, oh, ow = self.output_shape
+            return m * oh * ow * int(np.prod(self.weight.shape[1:]))
+        if self.kind == "linear":
+            return int(self.weight.size)
+        return 0
+
+
+@dataclass
+class QuantizedNetwork:
+    """An int8 network: the ops the golden model and the hardware execute.
+
+    Members
+    -------
+    network : Sequential
+        The float network it came from.
+    ops : list of QuantOp
+    input_scale : float; input_zero_point : int
+        How float inputs map to the int8 input tensor.
+    """
+
+    network: Sequential
+    ops: list = field(default_factory=list)
+    input_scale: float = 1.0
+    input_zero_point: int = 0
+
+    @property
+    def output_scale(self):
+        return self.ops[-1].output_scale
+
+    @property
+    def output_zero_point(self):
+        return self.ops[-1].output_zero_point
+
+    def quantize_input(self, x):
+        """float32 (B, C, H, W) -> int8 with the network's input scale and zero point
+        (round half to even, saturating)."""
+        q = np.round(np.asarray(x, np.float64) / self.input_scale) + self.input_zero_point
+        return np.clip(q, QMIN, QMAX).astype(np.int8)
+
+    def dequantize_output(self, y):
+        return (np.asarray(y, np.float64) - self.output_zero_point) * self.output_scale
+
+    def macs(self):
+        return sum(op.macs for op in self.ops)
+
+
+def _quantize_weights(w):
+    """Per-output-channel symmetric int8: returns (q int8, scale float64 (M,))."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    amax = np.abs(flat).max(axis=1)
+    scale = np.where(amax > 0, amax / WMAX, 1.0)
+    q = np.clip(np.round(flat / scale[:, None]), -WMAX, WMAX).astype(np.int8)
+    return q.reshape(w.shape), scale
+
+
+def quantize(network, calibration=None):
+    """Quantize a float network post-training (static, int8, integer-only).
+
+    Parameters
+    ----------
+    network : Sequential
+        With weights loaded.
+    calibration : ndarray, float32, shape (B, C, H, W), optional
+        Sample inputs; defaults to ``network.calibration``.
+
+    Returns
+    -------
+    QuantizedNetwork
+
+    Raises
+    ------
+    NetworkError
+        If there is no calibration data, or an activation has nothing to fuse into.
+    """
+    network.check_loaded()
+    calib = network.calibration if calibration is None else calibration
+    if calib is None or len(calib) == 0:
+        raise NetworkError("network: no calibration data (attach `calibration` to the network "
+                           "or pass it to quantize())")
+    calib = np.asarray(calib, np.float32)
+    if calib.shape[1:] != network.input_shape:
+        raise NetworkError(f"network: calibration data has shape {calib.shape[1:]}, expected "
+                           f"{network.input_shape}")
+    outs = network.forward(calib, intermediates=True)
+
+    in_scale, in_zp = activation_params(calib.min(), calib.max())
+    qnet = QuantizedNetwork(network, input_scale=in_scale, input_zero_point=in_zp)
+    scale, zp = in_scale, in_zp
+    for layer, shape, out in zip(network.layers, network.shapes, outs):
+        if isinstance(layer, (ReLU, ReLU6)):
+            if not qnet.ops:
+                raise layer.error("an activation must follow a Conv2d, Linear or MaxPool2d")
+            op = qnet.ops[-1]
+            op.layers.append(layer)
+            op.name = f"{op.name}+{layer.index}"
+            if op.kind in ("conv", "linear"):
+                continue                     # recalibrated below from the activated output
+            # after max-pool / flatten: clamp at the quantized 0 (and 6)
+            op.act_min = max(op.act_min, op.output_zero_point)
+            if isinstance(layer, ReLU6):
+                op.act_max = min(op.act_max, int(round(6 / op.output_scale)) + op.output_zero_point)
+            continue
+        common = dict(name=str(layer.index), layers=[layer], input_shape=shape.input,
+                      output_shape=shape.output, input_scale=scale, input_zero_point=zp)
+        if isinstance(layer, (Conv2d, Linear)):
+            kind = "conv" if isinstance(layer, Conv2d) else "linear"
+            qw, w_scale = _quantize_weights(layer.weight)
+            op = QuantOp(kind, weight=qw, weight_scale=w_scale, **common)
+            if kind == "conv":
+                op.kernel_size, op.stride, op.padding = (layer.kernel_size, layer.stride,
+                                                        layer.padding)
+            qnet.ops.append(op)
+        elif isinstance(layer, MaxPool2d):
+            qnet.ops.append(QuantOp("maxpool", kernel_size=layer.kernel_size,
+                                    stride=layer.stride, output_scale=scale,
+                                    output_zero_point=zp, **common))
+        elif isinstance(layer, Flatten):
+            qnet.ops.append(QuantOp("flatten", output_scale=scale, output_zero_point=zp,
+                                    **common))
+        else:
+            raise layer.error("cannot be quantized")
+        scale, zp = qnet.ops[-1].output_scale, qnet.ops[-1].output_zero_point
+        if qnet.ops[-1].kind in ("conv", "linear"):
+            scale, zp = _finish_gemm_op(qnet.ops[-1], network, outs)
+    return qnet
+
+
+def _finish_gemm_op(op, network, outs):
+    """Calibrate a Conv2d/Linear op's output (after its fused activation, which is applied
+    later in the layer loop: so the range is taken from the float output of the last layer the
+    op will cover) and derive bias, multipliers and clamp bounds."""
+    first = op.layers[0].index
+    # the op covers the following activation too, if there is one
+    last = first
+    while last + 1 < len(network.layers) and isinstance(network.layers[last + 1], (ReLU, ReLU6)):
+        last += 1
+    fused = network.layers[first + 1:last + 1]
+    y = outs[last]
+    out_scale, out_zp = activation_params(y.min(), y.max())
+    s_in = op.input_scale
+    # M = s_in·s_w/s_out must stay below 1 for a right-shift-only requantizer
+    need = s_in * op.weight_scale.max() * (1 + 1e-6)
+    if out_scale <= need:
+        lo = min(float(y.min()), 0.0)
+        out_scale = need
+        out_zp = int(np.clip(round(QMIN - lo / out_scale), QMIN, QMAX))
+    op.output_scale, op.output_zero_point = out_scale, out_zp
+    layer = op.layers[0]
+    m = op.weight.shape[0]
+    bias_f = layer.bias if layer.bias is not None else np.zeros(m, np.float32)
+    bias_q = np.round(bias_f.astype(np.float64) / (s_in * op.weight_scale))
+    bias_q = np.clip(bias_q, -(1 << 31), (1 << 31) - 1).astype(np.int64)
+    op.bias_raw = bias_q.astype(np.int32)
+    wsum = op.weight.reshape(m, -1).astype(np.int64).sum(axis=1)
+    folded = bias_q - op.input_zero_point * wsum
+    k = op.weight[0].size
+    worst = np.abs(folded) + k * 128 * WMAX
+    if worst.max() >= 1 << 31:
+        raise layer.error("accumulator could overflow int32 (bias too large for its scale)")
+    op.bias = folded.astype(np.int32)
+    real = s_in * op.weight_scale / out_scale
+    pairs = [quantize_multiplier(r) for r in real]
+    op.multiplier = np.array([p[0] for p in pairs], np.int64)
+    op.shift = np.array([p[1] for p in pairs], np.int64)
+    op.act_min, op.act_max = QMIN, QMAX
+    if fused:
+        op.act_min = max(QMIN, out_zp)
+        if any(isinstance(act, ReLU6) for act in fused):
+            op.act_max = min(QMAX, out_zp + int(round(6.0 / out_scale)))
+    return out_scale, out_zp
