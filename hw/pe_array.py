@@ -10,8 +10,8 @@ column c by c cycles at the edge, so PE(r, c) sees ``W[r, k]`` and ``X[k, c]`` t
 Each PE keeps its partial sum (output stationary) and, on the beat flagged ``last``, copies the
 finished sum into its result register while the next pass already streams in behind it, so passes
 run back to back. The results of a pass stay readable until the same PE finishes the next pass:
-for passes of L ≥ R·C beats the drain (one result per cycle, row-major, starting at ``done``)
-never loses one.
+for passes of L ≥ R·C + 1 beats the drain (one result per cycle, row-major, starting the cycle
+after ``done``) never loses one.
 """
 
 from amaranth.hdl import Module, Signal, signed
@@ -94,7 +94,7 @@ class SystolicArray(wiring.Component):
     ctl_edge : In(BeatControl)
     done : Out(1)
         Pulses one cycle after PE(R−1, C−1) took a ``last`` beat: every PE's ``result`` now holds
-        the pass that ended, and keeps it for at least R·C cycles if passes last ≥ R·C beats.
+        the pass that ended, and keeps it for R·C more cycles if passes last ≥ R·C + 1 beats.
     results : Out(signed(acc_width)).array(rows, cols)
     latency : int
         Cycles from a ``last`` beat at the edge to ``done`` (R + C − 1).

@@ -13,7 +13,7 @@ for it is transparent to the write port, so back-to-back updates of the same win
 other.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -107,7 +107,7 @@ class PostProcessor(wiring.Component):
         # stage 5 (combinational part): RoundingDivideByPOT, zero point, clamp; issue the
         # pooling read
         mask = Signal(32)
-        m.d.comb += mask.eq((1 << n4) - 1)
+        m.d.comb += mask.eq((Const(1, 33) << n4) - 1)
         remainder = Signal(32)
         m.d.comb += remainder.eq(high4.as_unsigned() & mask)
         threshold = Signal(33)

@@ -33,8 +33,10 @@ def quantize_multiplier(real):
     """Split a real multiplier 0 ≤ M < 1 into ``(M0, n)`` with ``M ≈ M0 · 2^(−31−n)``.
 
     ``M0`` is an int32 in [2^30, 2^31) and ``n`` in [0, 31] (TFLite's ``QuantizeMultiplier``
-    restricted to right shifts). A multiplier below 2^−63 (whose product always rounds to 0)
-    returns ``(0, 0)``.
+    restricted to right shifts). A multiplier below 2^−32 (after rounding to 31 significant bits)
+    returns ``(0, 0)``: it cannot be represented with ``n`` ≤ 31, and |acc·M| < 1/2 for every
+    int32 ``acc``, so the exact result rounds to 0 anyway. A multiplier within 2^−32 of 1 (which
+    would round to ``M0`` = 2^31) returns ``(2^31 − 1, 0)``.
 
     Raises
     ------
@@ -51,6 +53,8 @@ def quantize_multiplier(real):
         m0 //= 2
         exp += 1
     n = -exp
+    if n < 0:                                         # real rounded up to 1.0
+        return (1 << 31) - 1, 0
     if n > 31:
         return 0, 0
     return m0, n

@@ -1,0 +1,394 @@
+"""Compiler: from a quantized network and an accelerator configuration to a hardware program.
+
+The program holds everything the hardware is elaborated from: one descriptor per engine layer
+(a Conv2d or Linear with its fused activation and max-pool), the weight ROM (one word of R int8
+weights per reduction step k), the per-channel parameter ROM (bias, M0, shift), the feature-map
+allocation (two regions that swap between layers) and every derived width and depth.
+
+Tiling follows Zhang et al., "Optimizing FPGA-based Accelerator Design for Deep Convolutional
+Neural Networks", FPGA 2015: an output tile of Tm channels × Tr rows × Tc columns is computed from
+an input tile of Tn channels × ((Tr−1)·S + K) rows × ((Tc−1)·S + K) columns. The output-reuse
+(OR) controller keeps Tn = N (the whole reduction stays in the PEs, output stationary) and
+Tm = M (each input tile is reused by every output channel); the planner picks Tr and Tc.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .network import NetworkError
+
+__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration that cannot work (one-line message saying why)."""
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every parameter of an accelerator instance.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size R × C (rows unroll output channels, columns output pixels).
+    input_buffer_bytes : int
+        Capacity of one ping-pong half of the input tile buffer, in int8 values (all C banks
+        together); the planner's tiles must fit.
+    dataflow : str
+        ``"or"`` (output reuse, output stationary); IR and WR plug in beside it later.
+
+    Raises
+    ------
+    ConfigError
+        On a size out of range.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    input_buffer_bytes: int = 4096
+    dataflow: str = "or"
+
+    def __post_init__(self):
+        if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
+            raise ConfigError(f"array {self.rows}x{self.cols}: rows and cols must be in 1..64")
+        if self.dataflow != "or":
+            raise ConfigError(f"dataflow {self.dataflow!r}: only 'or' (output reuse) exists yet")
+        if self.input_buffer_bytes < self.cols:
+            raise ConfigError(f"input_buffer_bytes={self.input_buffer_bytes} is smaller than one "
+                              f"word per bank ({self.cols} banks)")
+
+    @property
+    def pes(self):
+        return self.rows * self.cols
+
+    @property
+    def min_pass_beats(self):
+        """Shortest pass (beats between two ``first`` flags): R·C + 1, so the drain (one result
+        per cycle, starting the cycle after ``done``) reads every PE before it finishes the next
+        pass (see ``SystolicArray``)."""
+        return self.rows * self.cols + 1
+
+
+# Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
+DESCRIPTOR_FIELDS = (
+    # geometry
+    "N", "H", "W", "M", "OH", "OW", "kh", "kw", "sh", "sw", "pshift", "PH", "PW",
+    # quantization
+    "z_in", "z_out", "act_min", "act_max",
+    # memory bases
+    "src", "dst", "w_base", "ch_base",
+    # tiling
+    "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "groups_full", "groups_last",
+    "MB", "K", "L",
+    # loader address steps
+    "ld_start", "ld_row_step", "ld_chan_step", "ld_tile_col_step", "ld_tile_row_step",
+    "y_start", "x_start", "tile_y_step", "tile_x_step",
+    # input tile buffer layout
+    "Wq", "row_words", "slot_words",
+    # feeder address steps
+    "fd_row_step", "fd_ky_step", "fd_chan_step",
+    # output
+    "PHW", "oy_lim", "ox_lim", "out_size",
+)
+
+
+@dataclass
+class LayerPlan:
+    """One layer as the engine runs it (a Conv2d or Linear, its activation and max-pool).
+
+    All fields are per image; ``ops`` are the quantized ops it covers (the last one's output is
+    what the layer writes to the feature map).
+    """
+
+    name: str
+    ops: list
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, key):
+        values = self.__dict__.get("values", {})
+        if key in values:
+            return values[key]
+        raise AttributeError(key)
+
+    @property
+    def type(self):
+        return "+".join(op.type for op in self.ops)
+
+    @property
+    def gemm(self):
+        return self.ops[0]
+
+    @property
+    def macs(self):
+        return self.gemm.macs
+
+    @property
+    def passes(self):
+        """Number of array passes (each R output channels × C output pixels)."""
+        v = self.values
+        total = 0
+        for tr in range(v["ntr"]):
+            rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
+            groups = v["groups_full"] * (v["ntc"] - 1) + v["groups_last"]
+            total += rows * groups
+        return total * v["MB"]
+
+
+@dataclass
+class Program:
+    """A compiled network: what the accelerator is elaborated from.
+
+    Members
+    -------
+    config : AcceleratorConfig
+    qnet : QuantizedNetwork
+    layers : list of LayerPlan
+    weights : ndarray, int8, shape (depth, rows)
+        Weight ROM: word ``w_base + mb·K + k`` holds W[mb·R + r, k] for r in 0..R−1 (0 beyond M).
+    params : list of dict
+        Parameter ROM: ``{"bias", "multiplier", "shift"}`` per output channel of every layer.
+    fm_depth : int
+        Feature-map memory depth (two regions).
+    slot_words : int
+        Depth of one half of each input tile buffer bank.
+    acc_width : int
+        Accumulator width: enough for the longest reduction (|w·x| ≤ 127·128).
+    image_size, output_size : int
+        int8 values in one input image and in the logits.
+    """
+
+    config: AcceleratorConfig
+    qnet: object
+    layers: list
+    weights: np.ndarray
+    params: list
+    fm_depth: int
+    slot_words: int
+    acc_width: int
+    image_size: int
+    output_size: int
+
+    def descriptor_widths(self):
+        """Bits per descriptor field, derived from the values (signed where any is negative)."""
+        widths = {}
+        for name in DESCRIPTOR_FIELDS:
+            vals = [layer.values[name] for layer in self.layers]
+            lo, hi = min(vals), max(vals)
+            if lo < 0:
+                widths[name] = (True, max(max(hi, 0).bit_length(), (-lo - 1).bit_length()) + 1)
+            else:
+                widths[name] = (False, max(1, hi.bit_length()))
+        return widths
+
+    @property
+    def ideal_cycles(self):
+        return sum(_ceil_div(layer.macs, self.config.pes) for layer in self.layers)
+
+
+def _layers_from_ops(qnet):
+    """Group quantized ops into engine layers: GEMM op [+ max-pool] (Flatten is free: the
+    feature map is stored C, H, W-major, which is Flatten's order)."""
+    groups = []
+    for op in qnet.ops:
+        if op.kind in ("conv", "linear"):
+            groups.append([op])
+        elif op.kind == "maxpool":
+            if not groups or groups[-1][-1].kind != "conv":
+                raise NetworkError(f"layer {op.name} (MaxPool2d): the accelerator fuses max-pool "
+                                   "into the Conv2d before it; it must directly follow one")
+            (kh, kw), (sh, sw) = op.kernel_size, op.stride
+            if (kh, kw) != (sh, sw) or kh != kw or kh & (kh - 1):
+                raise NetworkError(f"layer {op.name} (MaxPool2d): the accelerator needs a square "
+                                   f"window of a power-of-two size equal to its stride, got "
+                                   f"kernel {op.kernel_size} stride {op.stride}")
+            groups[-1].append(op)
+        elif op.kind == "flatten":
+            if op.act_min != -128 or op.act_max != 127:
+                raise NetworkError(f"layer {op.name} (Flatten): an activation after Flatten is "
+                                   "not supported by the accelerator; put it before")
+            continue
+    if not groups:
+        raise NetworkError("network: has no Conv2d or Linear layer to run on the accelerator")
+    return groups
+
+
+def _tile_estimate(v, cfg):
+    """Cycle estimate of a tiling (for the planner): first load, then per tile the slower of
+    compute and the next tile's load (double buffering)."""
+    load = v["N"] * v["Tr_in"] * v["Tc_in"]
+    tiles = []
+    for tr in range(v["ntr"]):
+        rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
+        for tc in range(v["ntc"]):
+            groups = v["groups_last"] if tc == v["ntc"] - 1 else v["groups_full"]
+            tiles.append(v["MB"] * rows * groups * v["L"])
+    total = load
+    for i, compute in enumerate(tiles):
+        total += max(compute, load if i + 1 < len(tiles) else 0)
+    return total
+
+
+def _geometry(op, pool, cfg):
+    """Layer geometry as the engine sees it (Linear = 1×1 convolution on a 1×1 map)."""
+    if op.kind == "linear":
+        n = op.input_shape[0]
+        g = dict(N=n, H=1, W=1, M=op.output_shape[0], OH=1, OW=1, kh=1, kw=1, sh=1, sw=1,
+                 ph=0, pw=0)
+    else:
+        n, h, w = op.input_shape
+        m, oh, ow = op.output_shape
+        (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
+        g = dict(N=n, H=h, W=w, M=m, OH=oh, OW=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    pk = pool.kernel_size[0] if pool is not None else 1
+    g["pk"] = pk
+    g["pshift"] = pk.bit_length() - 1
+    g["PH"], g["PW"] = g["OH"] // pk, g["OW"] // pk
+    return g
+
+
+def _tiling(g, Tr, Tc, cfg):
+    """Derived tiling values for output tile Tr × Tc (input tile buffer layout included)."""
+    C = cfg.cols
+    v = dict(g)
+    v["Tr"], v["Tc"] = Tr, Tc
+    v["Tr_in"] = (Tr - 1) * g["sh"] + g["kh"]
+    v["Tc_in"] = (Tc - 1) * g["sw"] + g["kw"]
+    v["ntr"], v["ntc"] = _ceil_div(g["OH"], Tr), _ceil_div(g["OW"], Tc)
+    v["rows_last"] = g["OH"] - (v["ntr"] - 1) * Tr
+    v["groups_full"] = _ceil_div(Tc, C)
+    v["groups_last"] = _ceil_div(g["OW"] - (v["ntc"] - 1) * Tc, C)
+    v["MB"] = _ceil_div(g["M"], cfg.rows)
+    v["K"] = g["N"] * g["kh"] * g["kw"]
+    v["L"] = max(v["K"], cfg.min_pass_beats)
+    # input tile buffer: bank (xi // sw) % C, word ((n·Tr_in + yi)·sw + xi % sw)·Wq + xi//sw//C
+    v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
+    v["row_words"] = g["sw"] * v["Wq"]
+    v["slot_words"] = g["N"] * v["Tr_in"] * v["row_words"]
+    return v
+
+
+def _plan_tiles(g, cfg, name, type_):
+    """Choose Tr, Tc: the fastest tiling (by :func:`_tile_estimate`) whose input tile fits
+    ``cfg.input_buffer_bytes``; output tiles are whole pooling windows."""
+    pk = g["pk"]
+    budget_words = cfg.input_buffer_bytes // cfg.cols
+    best = None
+    rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
+    cols = sorted({min(t, g["OW"]) for t in range(pk, g["OW"] + pk, pk)})
+    for Tr in rows:
+        if Tr % pk and Tr != g["OH"]:
+            continue
+        for Tc in cols:
+            if Tc % pk and Tc != g["OW"]:
+                continue
+            v = _tiling(g, Tr, Tc, cfg)
+            if v["slot_words"] > budget_words:
+                continue
+            key = (_tile_estimate(v, cfg), -Tr * Tc)
+            if best is None or key < best[0]:
+                best = (key, v)
+    if best is None:
+        v = _tiling(g, min(pk, g["OH"]), min(pk, g["OW"]), cfg)
+        raise ConfigError(
+            f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * cfg.cols} "
+            f"bytes of input tile buffer ({g['N']} channels), more than input_buffer_bytes="
+            f"{cfg.input_buffer_bytes}")
+    return best[1]
+
+
+def compile_network(qnet, config=None, *, tiles=None):
+    """Compile a quantized network for an accelerator configuration.
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+    config : AcceleratorConfig, optional
+    tiles : dict, optional
+        ``{layer name: (Tr, Tc)}`` to override the planner for some layers.
+
+    Returns
+    -------
+    Program
+
+    Raises
+    ------
+    NetworkError
+        If the network uses something the engine cannot run (naming the layer).
+    ConfigError
+        If the configuration cannot hold a layer (naming the layer, the need and the budget).
+    """
+    cfg = config or AcceleratorConfig()
+    R = cfg.rows
+    groups = _layers_from_ops(qnet)
+    first_in = groups[0][0].input_shape
+    image_size = int(np.prod(first_in))
+    region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
+    layers, weight_words, params = [], [], []
+    max_k = 1
+    for index, grp in enumerate(groups):
+        op = grp[0]
+        pool = grp[1] if len(grp) > 1 else None
+        name = "+".join(o.name for o in grp)
+        g = _geometry(op, pool, cfg)
+        override = (tiles or {}).get(name)
+        if override is not None:
+            v = _tiling(g, *override, cfg)
+            if v["slot_words"] > cfg.input_buffer_bytes // cfg.cols:
+                raise ConfigError(f"layer {name}: tile {override} needs {v['slot_words'] * cfg.cols}"
+                                  f" bytes of input tile buffer, more than "
+                                  f"input_buffer_bytes={cfg.input_buffer_bytes}")
+        else:
+            v = _plan_tiles(g, cfg, name, "+".join(o.type for o in grp))
+        last = grp[-1]
+        v["z_in"] = op.input_zero_point
+        v["z_out"] = op.output_zero_point
+        v["act_min"] = max(o.act_min for o in grp)
+        v["act_max"] = min(o.act_max for o in grp)
+        v["src"] = (index % 2) * region
+        v["dst"] = ((index + 1) % 2) * region
+        v["w_base"] = len(weight_words)
+        v["ch_base"] = len(params)
+        # loader: FM address of (n, y, x) = src + n·H·W + y·W + x, with y = tile y0 + yi
+        H, W, sh, sw = g["H"], g["W"], g["sh"], g["sw"]
+        v["y_start"], v["x_start"] = -g["ph"], -g["pw"]
+        v["ld_start"] = v["src"] - g["ph"] * W - g["pw"]
+        v["ld_row_step"] = W - v["Tc_in"] + 1            # after the last x of a row
+        v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
+        v["ld_tile_col_step"] = v["Tc"] * sw
+        v["ld_tile_row_step"] = v["Tr"] * sh * W
+        v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
+        # feeder: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
+        v["fd_row_step"] = sh * v["row_words"]
+        v["fd_ky_step"] = v["row_words"]
+        v["fd_chan_step"] = (v["Tr_in"] - g["kh"] + 1) * v["row_words"]
+        v["PHW"] = g["PH"] * g["PW"]
+        v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
+        v["out_size"] = g["M"] * v["PHW"]
+        # weights: word w_base + mb·K + k, k = (n, ky, kx) row-major
+        wmat = op.weight.reshape(g["M"], -1)
+        for mb in range(v["MB"]):
+            block = np.zeros((R, v["K"]), np.int8)
+            rows_ = wmat[mb * R:(mb + 1) * R]
+            block[:rows_.shape[0]] = rows_
+            weight_words.extend(block.T)
+        for mm in range(g["M"]):
+            params.append({"bias": int(op.bias[mm]), "multiplier": int(op.multiplier[mm]),
+                           "shift": int(op.shift[mm])})
+        max_k = max(max_k, v["K"])
+        layers.append(LayerPlan(name=name, ops=grp, values=v))
+    acc_width = (max_k * 128 * 127).bit_length() + 1
+    slot_words = max(layer.values["slot_words"] for layer in layers)
+    weights = np.array(weight_words, np.int8).reshape(-1, R)
+    return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
+                   fm_depth=2 * region, slot_words=slot_words, acc_width=acc_width,
+                   image_size=image_size,
+                   output_size=int(np.prod(groups[-1][-1].output_shape)))
