@@ -1,0 +1,204 @@
+"""Plain-function wrappers that run hardware blocks in Amaranth's simulator.
+
+Each ``rtl_<block>(inputs, ...) -> ndarray`` elaborates the block, simulates it and returns what
+it computed, so tests compare it with the golden model using ``np.array_equal``. They are meant
+for unit tests of small cases (Amaranth's Python simulator runs a few thousand cycles per
+second on the whole accelerator); the full network runs on Verilator through cocotb
+(:mod:`cnnforge.sim.bench`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from cnnforge.hw.accelerator import Accelerator
+from cnnforge.hw.pe_array import SystolicArray
+from cnnforge.hw.ppu import PostProcessor
+
+__all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream"]
+
+
+def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
+    """``W @ X`` on a ``rows × cols`` :class:`SystolicArray`, passes back to back.
+
+    Parameters
+    ----------
+    weights : ndarray, int8, shape (P, rows, K)
+        P passes' weight blocks.
+    inputs : ndarray, int8, shape (P, K, cols)
+    bubbles : int
+        Idle beats appended to each pass (a pass lasts ``max(K + bubbles, R·C + 1)`` beats).
+
+    Returns
+    -------
+    ndarray, int64, shape (P, rows, cols): each pass's result, read during the drain window.
+    """
+    weights = np.asarray(weights)
+    inputs = np.asarray(inputs)
+    passes, _, k = weights.shape
+    beats = max(k + bubbles, rows * cols + 1)
+    dut = SystolicArray(rows, cols, acc_width)
+    out = np.zeros((passes, rows, cols), np.int64)
+
+    async def drive(ctx):
+        for p in range(passes):
+            for s in range(beats):
+                valid = s < k
+                for r in range(rows):
+                    ctx.set(dut.w_edge[r], int(weights[p, r, s]) if valid else 0)
+                for c in range(cols):
+                    ctx.set(dut.x_edge[c], int(inputs[p, s, c]) if valid else 0)
+                ctx.set(dut.ctl_edge, {"valid": valid, "first": s == 0, "last": s == k - 1})
+                await ctx.tick()
+        ctx.set(dut.ctl_edge, {"valid": 0, "first": 0, "last": 0})
+
+    async def drain(ctx):
+        for p in range(passes):
+            # until() returns after the edge at which `done` was sampled high: the first drain
+            # cycle; then one result per cycle, row-major, as the accelerator's drainer reads
+            await ctx.tick().until(dut.done)
+            for i in range(rows * cols):
+                if i:
+                    await ctx.tick()
+                r, c = divmod(i, cols)
+                out[p, r, c] = ctx.get(dut.results[r][c])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(drain)
+    sim.run()
+    return out
+
+
+def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_width=32):
+    """Run accumulators through the :class:`PostProcessor` (no pooling).
+
+    Parameters
+    ----------
+    acc : ndarray, int, shape (T,)
+    channels : ndarray, int, shape (T,)
+        Parameter ROM address of each value.
+    params : list of dict
+        ``{"bias", "multiplier", "shift"}`` per channel.
+
+    Returns
+    -------
+    ndarray, int8, shape (T,): what the unit wrote at addresses 0..T−1.
+    """
+    acc = np.asarray(acc)
+    n = len(acc)
+    dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()))
+    written = {}
+
+    async def bench(ctx):
+        ctx.set(dut.zero_point, zero_point)
+        ctx.set(dut.act_min, act_min)
+        ctx.set(dut.act_max, act_max)
+        for i in range(n + dut.latency + 1):
+            if i < n:
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.acc, int(acc[i]))
+                ctx.set(dut.channel, int(channels[i]))
+                ctx.set(dut.addr, i)
+                ctx.set(dut.first, 1)
+            else:
+                ctx.set(dut.valid, 0)
+            if ctx.get(dut.wr_en):
+                written[ctx.get(dut.wr_addr)] = ctx.get(dut.wr_data)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array([written[i] for i in range(n)], np.int8)
+
+
+def split_debug_stream(program, data):
+    """Split the accelerator's debug stream of one image into ``[(cycles, ofm), ...]`` per
+    layer; ``ofm`` is int8 shaped as the layer's output (C, H, W) or (F,)."""
+    data = bytes(data)
+    layers, pos = [], 0
+    for layer in program.layers:
+        cycles = int.from_bytes(data[pos:pos + 4], "little")
+        pos += 4
+        size = layer.values["out_size"]
+        ofm = np.frombuffer(data[pos:pos + size], np.int8).reshape(layer.ops[-1].output_shape)
+        pos += size
+        layers.append((cycles, ofm))
+    if pos != len(data):
+        raise ValueError(f"debug stream has {len(data)} bytes, expected {pos}")
+    return layers
+
+
+def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0,
+                    max_cycles=2_000_000):
+    """Run int8 images through the :class:`Accelerator` in Amaranth's simulator.
+
+    Parameters
+    ----------
+    program : Program
+    images : ndarray, int8, shape (B, C, H, W)
+    debug : bool
+        Collect every layer's output map and cycle count.
+    gaps, backpressure : float
+        Probability that the producer pauses ``valid`` / the consumer drops ``ready`` in a cycle.
+
+    Returns
+    -------
+    logits : ndarray, int8, shape (B, output_size)
+    layers : list (per image) of list of (cycles, ofm), empty without debug
+    cycles : ndarray, int64, shape (B,): engine cycles per image (the ``cycles`` output)
+    """
+    rng = np.random.default_rng(seed)
+    dut = Accelerator(program)
+    images = np.asarray(images, np.int8)
+    logits = np.zeros((len(images), program.output_size), np.int8)
+    dumps = [bytearray() for _ in images]
+    cycles = np.zeros(len(images), np.int64)
+    state = {"image": 0, "done": False}
+
+    async def producer(ctx):
+        ctx.set(dut.debug, int(debug))
+        for b, image in enumerate(images):
+            for value in image.reshape(-1):
+                while gaps and rng.random() < gaps:
+                    ctx.set(dut.i_image.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i_image.valid, 1)
+                ctx.set(dut.i_image.payload, int(value))
+                await ctx.tick().until(dut.i_image.ready)
+            ctx.set(dut.i_image.valid, 0)
+            while state["image"] == b:                 # wait for this image's logits
+                await ctx.tick()
+
+    async def consumer(ctx):
+        count = 0
+        for _ in range(max_cycles):
+            ready = not (backpressure and rng.random() < backpressure)
+            ctx.set(dut.o_logits.ready, ready)
+            ctx.set(dut.o_debug.ready, ready)
+            b = state["image"]
+            if ready and ctx.get(dut.o_debug.valid):
+                dumps[b].append(ctx.get(dut.o_debug.payload))
+            if ready and ctx.get(dut.o_logits.valid):
+                logits[b, count] = ctx.get(dut.o_logits.payload)
+                count += 1
+                if count == program.output_size:
+                    cycles[b] = ctx.get(dut.cycles)
+                    count = 0
+                    state["image"] += 1
+            await ctx.tick()
+            if state["image"] == len(images):
+                return
+        raise TimeoutError(f"accelerator did not finish within {max_cycles} cycles")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    layers = [split_debug_stream(program, dump) for dump in dumps] if debug else []
+    return logits, layers, cycles
