@@ -328,6 +328,9 @@ class Sequential:
             self.shapes.append(_Shape(shape, out))
             shape = out
         self.calibration = None if calibration is None else np.asarray(calibration, np.float32)
+        if self.calibration is not None and self.calibration.shape[1:] != self.input_shape:
+            raise NetworkError(f"network: calibration data has shape {self.calibration.shape[1:]}, "
+                               f"expected {self.input_shape}")
 
     def __iter__(self):
         return iter(self.layers)
@@ -362,6 +365,12 @@ class Sequential:
         expected = self.state_dict_shapes()
         for key in state:
             if key not in expected:
+                index, _, _ = str(key).partition(".")
+                if index.isdigit() and int(index) < len(self.layers):
+                    layer = self.layers[int(index)]
+                    has = ", ".join(f"{index}.{name}" for name in layer.parameter_shapes())
+                    raise layer.error(f"unexpected parameter {key!r} in {source} (it has "
+                                      f"{has or 'no parameters'})")
                 raise NetworkError(f"{source}: unexpected key {key!r} (this network expects "
                                    f"{', '.join(expected) or 'no parameters'})")
         for layer in self.layers:

@@ -178,7 +178,11 @@ def _quantize_weights(w):
     """Per-output-channel symmetric int8: returns (q int8, scale float64 (M,))."""
     flat = w.reshape(w.shape[0], -1).astype(np.float64)
     amax = np.abs(flat).max(axis=1)
-    scale = np.where(amax > 0, amax / WMAX, 1.0)
+    live = amax > 0
+    # an all-zero channel has no scale of its own: borrow the largest live one, so that it does
+    # not force s_out up through M = s_in·s_w/s_out < 1 (a scale of 1.0 did)
+    fallback = amax[live].max() / WMAX if live.any() else 1.0
+    scale = np.where(live, amax / WMAX, fallback)
     q = np.clip(np.round(flat / scale[:, None]), -WMAX, WMAX).astype(np.int8)
     return q.reshape(w.shape), scale
 
