@@ -1,0 +1,260 @@
+"""``cnnforge`` command line: ``run``, ``sim`` and ``verilog``.
+
+Every subcommand takes NET, a Python file defining a module-level ``network`` (see
+``examples/digits/net.py``). User errors print one line (``cnnforge: error: ...``) and exit
+with status 2, leaving no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .compiler import AcceleratorConfig, ConfigError, compile_network
+from .network import NetworkError, load_network
+from .quantize import quantize
+
+__all__ = ["main"]
+
+
+class UserError(Exception):
+    """An error in what the user asked for: reported on one line, exit status 2."""
+
+
+def _atomic_write(path, write):
+    """Write a file through a temporary in the same folder, renamed into place when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _config(args):
+    return AcceleratorConfig(rows=args.rows, cols=args.cols,
+                             input_buffer_bytes=args.buffer_bytes)
+
+
+def _compile(args):
+    network = load_network(args.net)
+    qnet = quantize(network)
+    program = compile_network(qnet, _config(args))
+    return network, qnet, program
+
+
+def _load_inputs(args, network):
+    """Float inputs and labels: --inputs/--labels, else the network file's test_data()."""
+    if args.inputs:
+        try:
+            x = np.load(args.inputs)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{args.inputs}: cannot read inputs ({exc})") from None
+        if x.ndim == len(network.input_shape):
+            x = x[None]
+        if x.shape[1:] != network.input_shape:
+            raise UserError(f"{args.inputs}: inputs have shape {x.shape[1:]} per image, the "
+                            f"network expects {network.input_shape}")
+        y = None
+        if args.labels:
+            try:
+                y = np.load(args.labels).astype(np.int64).reshape(-1)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{args.labels}: cannot read labels ({exc})") from None
+            if len(y) != len(x):
+                raise UserError(f"{args.labels}: {len(y)} labels for {len(x)} inputs")
+    else:
+        if args.labels:
+            raise UserError("--labels needs --inputs")
+        if not callable(getattr(network, "test_data", None)):
+            raise UserError(f"{args.net}: defines no test_data(); give --inputs X.npy")
+        x, y = network.test_data()
+    if args.images is not None:
+        if args.images < 1:
+            raise UserError(f"--images must be >= 1, got {args.images}")
+        x = x[:args.images]
+        y = None if y is None else y[:args.images]
+    return np.asarray(x, np.float32), y
+
+
+def _add_common(p, images_default):
+    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("--rows", type=int, default=4, help="PE array rows R (default 4)")
+    p.add_argument("--cols", type=int, default=4, help="PE array columns C (default 4)")
+    p.add_argument("--buffer-bytes", type=int, default=4096,
+                   help="input tile buffer capacity per ping-pong half (default 4096)")
+    p.add_argument("--inputs", help="float inputs .npy, shape (N, C, H, W) (default: the "
+                   "network file's test_data())")
+    p.add_argument("--labels", help="int labels .npy, shape (N,)")
+    p.add_argument("--images", type=int, default=images_default,
+                   help=f"number of images (default {images_default or 'all'})")
+    p.add_argument("--outputs", help="write the RTL int8 logits, shape (N, outputs), to .npy")
+    p.add_argument("--json", help="write the report to this JSON file")
+    p.add_argument("--build-dir", help="simulation build folder (default build/<NET stem>)")
+    p.add_argument("--gaps", type=float, default=0.0,
+                   help="probability per cycle that the input stream pauses (default 0)")
+    p.add_argument("--backpressure", type=float, default=0.0,
+                   help="probability per cycle that the output stream is not ready (default 0)")
+    p.add_argument("--no-debug", action="store_true",
+                   help="do not dump and check every layer's output map (logits only)")
+
+
+def cmd_verilog(args):
+    from amaranth.back import verilog
+
+    from .accelerator import Accelerator
+
+    _, _, program = _compile(args)
+    text = verilog.convert(Accelerator(program), name="accelerator")
+
+    def write(tmp):
+        Path(tmp).write_text(text)
+    _atomic_write(args.output, write)
+    print(f"wrote {args.output}: {program.config.rows}x{program.config.cols} PE array, "
+          f"{len(program.layers)} layers, {len(text.splitlines())} lines")
+    return 0
+
+
+def cmd_run(args):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from cnnforge.sim.accel import AcceleratorSim, compare
+
+    console = Console()
+    t0 = time.perf_counter()
+    network, qnet, program = _compile(args)
+    x, y = _load_inputs(args, network)
+    xq = qnet.quantize_input(x)
+    build_dir = Path(args.build_dir or Path("build") / Path(args.net).resolve().parent.name)
+    cfg = program.config
+    console.print(f"[bold]cnnforge[/] {args.net}: {len(program.layers)} layers on a "
+                  f"{cfg.rows}x{cfg.cols} PE array, {len(x)} images")
+    with console.status("generating Verilog and building the simulator"):
+        sim = AcceleratorSim(program, build_dir).build()
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("RTL simulation", total=len(x))
+        result = sim.run(xq, debug=not args.no_debug, gaps=args.gaps,
+                         backpressure=args.backpressure,
+                         progress=lambda n: bar.update(task, completed=n))
+    golden, mismatches = compare(program, xq, result)
+    float_pred = network.forward(x).argmax(axis=1)
+    int8_pred = golden[-1].reshape(len(x), -1).argmax(axis=1)
+    rtl_pred = result.logits.argmax(axis=1)
+    layer_cycles = (np.array([[c for c, _ in per_image] for per_image in result.layers])
+                    if result.layers else None)
+    ideal = program.ideal_cycles
+    cycles = float(result.cycles.mean())
+    report = {
+        "network": str(args.net),
+        "images": int(len(x)),
+        "float_accuracy": None if y is None else float(np.mean(float_pred == y)),
+        "int8_accuracy": None if y is None else float(np.mean(int8_pred == y)),
+        "rtl_accuracy": None if y is None else float(np.mean(rtl_pred == y)),
+        "rtl_golden_mismatches": mismatches["logits"],
+        "layer_mismatches": mismatches["layers"],
+        "cycles_per_image": cycles,
+        "ideal_cycles_per_image": ideal,
+        "pe_utilization": ideal / cycles if cycles else 0.0,
+        "array": [cfg.rows, cfg.cols],
+        "output_scale": qnet.output_scale,
+        "output_zero_point": qnet.output_zero_point,
+        "simulated_cycles_per_second": result.cycles_per_second,
+        "layers": [],
+    }
+    for i, layer in enumerate(program.layers):
+        ideal_l = -(-layer.macs // cfg.pes)
+        measured = None if layer_cycles is None else float(layer_cycles[:, i].mean())
+        report["layers"].append({
+            "name": layer.name, "type": layer.type, "macs": int(layer.macs),
+            "cycles": measured, "ideal_cycles": ideal_l,
+            "pe_utilization": None if not measured else ideal_l / measured,
+            "dataflow": cfg.dataflow, "algorithm": "direct",
+            "tiling": {k: int(layer.values[k]) for k in ("Tr", "Tc")} | {
+                "Tm": int(layer.values["M"]), "Tn": int(layer.values["N"])},
+        })
+    table = Table(title="per layer")
+    for col in ("layer", "type", "MACs", "cycles", "ideal", "util.", "Tm/Tn/Tr/Tc"):
+        table.add_column(col, justify="right" if col not in ("layer", "type") else "left")
+    for entry in report["layers"]:
+        t = entry["tiling"]
+        table.add_row(entry["name"], entry["type"], str(entry["macs"]),
+                      "-" if entry["cycles"] is None else f"{entry['cycles']:.0f}",
+                      str(entry["ideal_cycles"]),
+                      "-" if not entry["pe_utilization"] else f"{entry['pe_utilization']:.1%}",
+                      f"{t['Tm']}/{t['Tn']}/{t['Tr']}/{t['Tc']}")
+    console.print(table)
+
+    def pct(v):
+        return "n/a (no labels)" if v is None else f"{v:.2%}"
+    console.print(f"float accuracy          {pct(report['float_accuracy'])}")
+    console.print(f"int8 golden accuracy    {pct(report['int8_accuracy'])}")
+    console.print(f"RTL accuracy            {pct(report['rtl_accuracy'])}")
+    bad_layers = sum(mismatches["layers"].values())
+    console.print(f"RTL/golden mismatches   {mismatches['logits']} images"
+                  + ("" if args.no_debug else f" (layer maps: {bad_layers})"))
+    console.print(f"cycles per image        {cycles:.0f} (ideal {ideal}: MACs / "
+                  f"{cfg.pes} PEs)")
+    console.print(f"PE utilization         {report['pe_utilization']:.1%}")
+    console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
+                  f"wall time {time.perf_counter() - t0:.1f} s")
+    if args.outputs:
+        _atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), result.logits))
+    if args.json:
+        _atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        console.print(f"report: {args.json}")
+    if mismatches["logits"] or bad_layers:
+        console.print("[red]RTL and golden model disagree[/]")
+        return 1
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="cnnforge", description="Generate, simulate and check int8 CNN accelerators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="the main job: Verilog, RTL simulation of test images, "
+                       "accuracy and cycles, checked against the golden model")
+    _add_common(p, images_default=100)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sim", help="RTL simulation against the golden model (as run; default "
+                       "20 images with stream gaps and back-pressure options)")
+    _add_common(p, images_default=20)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("verilog", help="write the accelerator's Verilog")
+    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
+    p.add_argument("--rows", type=int, default=4)
+    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--buffer-bytes", type=int, default=4096)
+    p.set_defaults(func=cmd_verilog)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, NetworkError, ConfigError) as exc:
+        print(f"cnnforge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
