@@ -5,29 +5,46 @@ Block diagram (one engine, layers run one after another from the layer-descripto
     i_image ─► feature-map memory (two regions, C,H,W-major) ◄──────────── PostProcessor
                    │ read port A                                  (bias, requantize, clamp,
                    ▼                                                 fused max-pool, write-back)
-              TileLoader ──► input tile buffer: C banks × 2 halves (ping-pong)      ▲
-                                   │ im2col addresses, one word per bank             │
-                                   ▼                                                  │
-              OutputReuseController (im2col address generator + tile loop nest)       │
-                   │ x[c] (rotated bank data)     w[r] (weight ROM word)             │
-                   ▼                                                                  │
-              SystolicArray R×C (output stationary) ── done ──► Drainer ─────────────┘
-                                                                  (one result per cycle)
+              tile loader ──► input tile buffer: banks × 2 halves (ping-pong)          ▲
+                                   │ one word per bank per cycle                       │
+                                   ▼                                                    │
+              dataflow controller: OR / IR / WR (tile loop nest, im2col addresses)     │
+                   │ streamed operands, preloads          weight ROM                   │
+                   ▼                                                                    │
+              SystolicArray R×C ── OS: results ──────────────► drainer ────────────────┤
+                               └─ IS/WS: column sums ─► partial-sum buffer ─► drainer ─┘
+
+Dataflows (one per layer, from its descriptor; see ``docs/dataflows.md``):
+
+* **OR** (output reuse, output stationary): a pass computes R output channels × C output pixels
+  of one row; inputs (im2col from the x-banked tile buffer) and weights stream, sums stay in
+  the PEs.
+* **IR** (input reuse, input stationary): R reduction steps × C pixels of inputs are preloaded
+  into the PEs; the weights of all M output channels stream past them (one channel per beat);
+  column sums accumulate over the reduction blocks in the partial-sum buffer.
+* **WR** (weight reuse, weight stationary): R input channels × C output channels of weights are
+  preloaded; every pixel of the tile streams past them (R channels per beat from the
+  channel-banked tile buffer); column sums accumulate in the partial-sum buffer.
 
 The tile loader fills one half of the input tile buffer while the controller computes from the
-other (double buffering). ``o_logits`` streams the last layer's int8 outputs; with ``debug``
-high, ``o_debug`` streams after every layer its cycle count (4 bytes, little endian) and its
-whole output feature map (C, H, W order), so a testbench checks every layer bit for bit.
+other (double buffering); the partial-sum buffer is double-buffered too, so draining a group of
+outputs overlaps computing the next. ``o_logits`` streams the last layer's int8 outputs; with
+``debug`` high, ``o_debug`` streams after every layer its counters (:data:`COUNTERS`, 4 bytes
+each, little endian) and its whole output feature map (C, H, W order), so a testbench checks
+every layer bit for bit and reads the measured cycles and buffer accesses.
 
-Input tile buffer layout (the im2col address generator's contract): input value (n, yi, xi) of a
-tile (tile-relative, padding included) lives in bank ``(xi // S) % C`` at word
-``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``. For output columns c = 0..C−1 of one row and
-kernel offset (ky, kx), the C inputs ``xi = (g·C + c)·S + kx`` then fall in C distinct banks
-(bank ``(c + q) % C`` with ``q = kx // S``), so one word per bank per cycle feeds the whole
-array: no im2col copy, any stride.
+Input tile buffer layouts (the address generators' contract):
+
+* x-banked (OR, IR): input (n, yi, xi) of a tile (tile-relative, padding included) lives in bank
+  ``(xi // S) % C`` at word ``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``. For output
+  columns c = 0..C−1 of one row and kernel offset (ky, kx), the C inputs
+  ``xi = (g·C + c)·S + kx`` fall in C distinct banks (bank ``(c + q) % C``, ``q = kx // S``), so
+  one word per bank per cycle feeds the whole array: no im2col copy, any stride.
+* channel-banked (WR): input (n, yi, xi) in bank ``n % R`` at word
+  ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``: R consecutive channels of one pixel, one per bank.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,7 +52,11 @@ from .compiler import DESCRIPTOR_FIELDS, Program
 from .pe_array import BeatControl, SystolicArray
 from .ppu import PostProcessor
 
-__all__ = ["Accelerator", "elaborate"]
+__all__ = ["Accelerator", "COUNTERS", "elaborate"]
+
+#: Per-layer counters sent on the debug stream, in this order (32 bits each).
+COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
+            "fm_reads", "fm_writes")
 
 
 def _bits(n):
@@ -60,11 +81,11 @@ class Accelerator(wiring.Component):
         ``program.output_size`` int8 outputs of the last layer; the consumer may hold ``ready``
         low at any time.
     o_debug : Out(stream.Signature(8))
-        With ``debug`` high: per layer, 4 bytes of its cycle count then its output map.
+        With ``debug`` high: per layer, the :data:`COUNTERS` (4 bytes each) then its output map.
     debug : In(1)
     cycles : Out(32)
-        Engine cycles of the last image (layers only: image load, debug dump and logits output
-        not counted). Valid while ``o_logits`` streams and after.
+        Engine cycles of the last image (from the image's last beat to the logits: layers and
+        sequencing, not the debug dump). Valid while ``o_logits`` streams and after.
     """
 
     def __init__(self, program: Program):
@@ -88,7 +109,9 @@ class Accelerator(wiring.Component):
         prog = self.program
         cfg = prog.config
         R, C = cfg.rows, cfg.cols
+        NB = prog.input_banks
         nlayers = len(prog.layers)
+        stationary = any(layer.values["df"] for layer in prog.layers)
 
         # ---- memories ---------------------------------------------------------------------
         desc_layout = self.descriptor_layout()
@@ -105,14 +128,15 @@ class Accelerator(wiring.Component):
         fm_rd_b = fm.read_port(transparent_for=(fm_wr,))   # PPU pooling read-modify-write
 
         m.submodules.weights = wrom = memory.Memory(
-            shape=data.ArrayLayout(signed(8), R), depth=max(2, len(prog.weights)),
+            shape=data.ArrayLayout(signed(8), cfg.lanes), depth=max(2, len(prog.weights)),
             init=[[int(v) for v in word] for word in prog.weights])
         w_port = wrom.read_port()
+        w_aw = _bits(len(prog.weights)) + 1
 
         bank_depth = 2 * prog.slot_words
-        bank_aw = _bits(bank_depth - 1)
+        bank_aw = _bits(bank_depth - 1) + 1
         banks_wr, banks_rd = [], []
-        for b in range(C):
+        for b in range(NB):
             bank = memory.Memory(shape=signed(8), depth=bank_depth, init=[])
             m.submodules[f"ibuf{b}"] = bank
             banks_wr.append(bank.write_port())
@@ -122,12 +146,14 @@ class Accelerator(wiring.Component):
         m.submodules.ppu = ppu = PostProcessor(prog.acc_width, prog.params, fm_aw)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max),
-                     fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data)]
+                     fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),
+                     array.mode.eq(d.df != 0)]
+        is_or, is_ir, is_wr = d.df == 0, d.df == 1, d.df == 2
 
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))
         run = Signal()             # pulses when a layer starts: loader and controller begin
-        layer_cycles = Signal(32)
+        counters = {name: Signal(32, name=f"n_{name}") for name in COUNTERS}
         total_cycles = Signal(32)
         loader_done = Signal()
         feeder_done = Signal()
@@ -136,21 +162,27 @@ class Accelerator(wiring.Component):
         slot_clr = Signal(2)       # cleared by the controller this cycle
         m.d.sync += slot_full.eq((slot_full | slot_set) & ~slot_clr)
 
+        increments = {name: [] for name in COUNTERS}
+
+        def count(name, amount=1):
+            """Add ``amount`` to a counter in the cycles where the enclosing conditions hold
+            (several places may count the same counter in one cycle)."""
+            inc = Signal(range(amount + 1), name=f"inc_{name}_{len(increments[name])}")
+            m.d.comb += inc.eq(amount)
+            increments[name].append(inc)
+
         # ---- tile loader: feature map -> input tile buffer ----------------------------------
         ld_active = Signal()
         ld_slot = Signal()
         ld_tr, ld_tc = Signal(16), Signal(16)
-        ld_row_fm, ld_tile_fm, ld_fm = Signal(signed(fm_aw + 2)), Signal(signed(fm_aw + 2)), \
-            Signal(signed(fm_aw + 2))
+        ld_row_fm, ld_tile_fm, ld_fm = (Signal(signed(fm_aw + 2)) for _ in range(3))
         ld_y0, ld_x0, ld_y, ld_x = (Signal(signed(16)) for _ in range(4))
         ld_n, ld_yi, ld_xi = Signal(16), Signal(16), Signal(16)
-        ld_phase, ld_bank, ld_word = Signal(8), Signal(range(C)), Signal(bank_aw + 1)
-        ld_phase_off, ld_rowterm = Signal(bank_aw + 1), Signal(bank_aw + 1)
+        ld_phase, ld_bank, ld_word = Signal(8), Signal(range(max(2, NB))), Signal(bank_aw)
+        ld_phase_off, ld_rowterm = Signal(bank_aw), Signal(bank_aw)
         ld_loading = Signal()
-        # pipeline registers (FM read latency)
-        lw_en, lw_bank, lw_addr, lw_inb, lw_last, lw_slot = (Signal(), Signal(range(C)),
-                                                            Signal(bank_aw), Signal(), Signal(),
-                                                            Signal())
+        lw_en, lw_bank, lw_addr, lw_inb, lw_last, lw_slot = (
+            Signal(), Signal(range(max(2, NB))), Signal(bank_aw), Signal(), Signal(), Signal())
 
         inb = Signal()
         m.d.comb += inb.eq((ld_y >= 0) & (ld_y < d.H) & (ld_x >= 0) & (ld_x < d.W))
@@ -174,13 +206,17 @@ class Accelerator(wiring.Component):
                              ld_rowterm.eq(0)]
         with m.Elif(ld_loading):
             m.d.comb += fm_rd_a.addr.eq(ld_fm)
+            with m.If(inb):
+                count("fm_reads")
             m.d.sync += [lw_en.eq(1), lw_bank.eq(ld_bank), lw_inb.eq(inb), lw_slot.eq(ld_slot),
                          lw_addr.eq(Mux(ld_slot, prog.slot_words, 0) + ld_rowterm + ld_phase_off
                                     + ld_word),
                          lw_last.eq(ld_last_elem)]
             with m.If(~ld_last_x):
                 m.d.sync += [ld_xi.eq(ld_xi + 1), ld_x.eq(ld_x + 1), ld_fm.eq(ld_fm + 1)]
-                with m.If(ld_phase == d.sw - 1):
+                with m.If(is_wr):
+                    m.d.sync += ld_word.eq(ld_word + 1)
+                with m.Elif(ld_phase == d.sw - 1):
                     m.d.sync += [ld_phase.eq(0), ld_phase_off.eq(0)]
                     with m.If(ld_bank == C - 1):
                         m.d.sync += [ld_bank.eq(0), ld_word.eq(ld_word + 1)]
@@ -189,15 +225,25 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [ld_phase.eq(ld_phase + 1), ld_phase_off.eq(ld_phase_off + d.Wq)]
             with m.Else():
-                m.d.sync += [ld_xi.eq(0), ld_x.eq(ld_x0), ld_phase.eq(0), ld_phase_off.eq(0),
-                             ld_bank.eq(0), ld_word.eq(0),
-                             ld_rowterm.eq(ld_rowterm + d.row_words)]
+                m.d.sync += [ld_xi.eq(0), ld_x.eq(ld_x0)]
                 with m.If(~ld_last_y):
                     m.d.sync += [ld_yi.eq(ld_yi + 1), ld_y.eq(ld_y + 1),
                                  ld_fm.eq(ld_fm + d.ld_row_step)]
                 with m.Else():
                     m.d.sync += [ld_yi.eq(0), ld_y.eq(ld_y0), ld_n.eq(ld_n + 1),
                                  ld_fm.eq(ld_fm + d.ld_chan_step)]
+                with m.If(is_wr):
+                    # channel-banked: next row continues the word; next channel: next bank
+                    with m.If(~ld_last_y):
+                        m.d.sync += ld_word.eq(ld_word + 1)
+                    with m.Elif(ld_bank == R - 1):
+                        m.d.sync += [ld_bank.eq(0), ld_rowterm.eq(ld_rowterm + d.chan_words),
+                                     ld_word.eq(ld_rowterm + d.chan_words)]
+                    with m.Else():
+                        m.d.sync += [ld_bank.eq(ld_bank + 1), ld_word.eq(ld_rowterm)]
+                with m.Else():
+                    m.d.sync += [ld_phase.eq(0), ld_phase_off.eq(0), ld_bank.eq(0),
+                                 ld_word.eq(0), ld_rowterm.eq(ld_rowterm + d.row_words)]
             with m.If(ld_last_elem):
                 m.d.sync += [ld_loading.eq(0), ld_slot.eq(~ld_slot)]
                 with m.If(ld_last_tile):
@@ -211,170 +257,459 @@ class Accelerator(wiring.Component):
                     m.d.sync += [ld_tc.eq(ld_tc + 1),
                                  ld_tile_fm.eq(ld_tile_fm + d.ld_tile_col_step),
                                  ld_x0.eq(ld_x0 + d.tile_x_step)]
+        # in the WR layout the word is absolute (ld_word), not an offset from ld_rowterm
+        lw_addr_wr = Signal(bank_aw)
+        m.d.comb += lw_addr_wr.eq(Mux(ld_slot, prog.slot_words, 0) + ld_word)
+        with m.If(ld_loading & is_wr):
+            m.d.sync += lw_addr.eq(lw_addr_wr)
         # write stage
-        for b in range(C):
+        for b in range(NB):
             m.d.comb += [banks_wr[b].addr.eq(lw_addr),
                          banks_wr[b].data.eq(Mux(lw_inb, fm_rd_a.data, d.z_in)),
                          banks_wr[b].en.eq(lw_en & (lw_bank == b))]
+        with m.If(lw_en):
+            count("ibuf_writes")
         with m.If(lw_en & lw_last):
             m.d.comb += slot_set.eq(Mux(lw_slot, 0b10, 0b01))
 
-        # ---- output-reuse controller + im2col address generator ------------------------------
+        # ---- dataflow controller -------------------------------------------------------------
         meta_layout = data.StructLayout({
-            "m0": 16, "oy": 16, "ox0": 16, "x_end": 16, "out_base": fm_aw + 1,
+            "m0": 16, "oy": 16, "ox0": 16, "x_end": 16, "rows": 16, "cols": 16,
+            "out_base": fm_aw + 1,
         })
         m.submodules.meta = meta_fifo = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
-        fd_active, fd_running = Signal(), Signal()
+        meta_w = Signal(meta_layout)
+        m.d.comb += meta_fifo.w_data.eq(meta_w)
+
         fd_slot = Signal()
         fd_tr, fd_tc, fd_tr0, fd_tc0 = Signal(16), Signal(16), Signal(16), Signal(16)
-        fd_rows, fd_groups = Signal(16), Signal(16)
+        fd_rows, fd_groups, fd_cols = Signal(16), Signal(16), Signal(16)
         fd_mb, fd_row, fd_g, fd_m0 = Signal(16), Signal(16), Signal(16), Signal(16)
-        fd_s = Signal(16)
-        fd_n, fd_ky, fd_kx = Signal(16), Signal(8), Signal(8)
-        fd_phase, fd_phase_off, fd_q0, fd_q1 = Signal(8), Signal(bank_aw + 1), Signal(8), \
-            Signal(range(C))
-        fd_rowterm, fd_row_base = Signal(bank_aw + 1), Signal(bank_aw + 1)
-        fd_w, fd_w_pass = Signal(_bits(len(prog.weights)) + 1), Signal(_bits(len(prog.weights)) + 1)
+        fd_s, fd_kb, fd_len, fd_beats = Signal(16), Signal(16), Signal(16), Signal(16)
         fd_ox0 = Signal(16)
+        fd_row_base = Signal(bank_aw)
+        fd_w, fd_w_pass = Signal(w_aw), Signal(w_aw)
         passes_issued, passes_drained = Signal(24), Signal(24)
+        slot_base = Mux(fd_slot, prog.slot_words, 0)
 
-        beat = Signal(BeatControl)
-        beat_q1 = Signal(range(C))
-        fd_last_kx = fd_kx == d.kw - 1
-        fd_last_ky = fd_ky == d.kh - 1
-        fd_valid_beat = fd_s < d.K
-        fd_pass_end = fd_s == d.L - 1
-        fd_last_g = fd_g == fd_groups - 1
-        fd_last_row = fd_row == fd_rows - 1
-        fd_last_mb = fd_mb == d.MB - 1
-        fd_last_tile = (fd_tr == d.ntr - 1) & (fd_tc == d.ntc - 1)
+        # im2col walker over k = (n, ky, kx) in the x-banked layout (OR feed, IR preload)
+        wk_k, wk_ky, wk_kx = Signal(16), Signal(8), Signal(8)
+        wk_phase, wk_phase_off, wk_q0, wk_q1 = (Signal(8), Signal(bank_aw), Signal(8),
+                                                Signal(range(max(2, C))))
+        wk_rowterm = Signal(bank_aw)
+        walker_addr = [Signal(bank_aw, name=f"walker_addr{b}") for b in range(C)]
+        for b in range(C):
+            m.d.comb += walker_addr[b].eq(slot_base + wk_rowterm + wk_phase_off + fd_g + wk_q0
+                                          + (b < wk_q1))
 
-        m.d.sync += beat.eq(0)
-        with m.If(run):
-            m.d.sync += [fd_active.eq(1), fd_running.eq(0), fd_slot.eq(0), fd_tr.eq(0),
-                         fd_tc.eq(0), fd_tr0.eq(0), fd_tc0.eq(0), feeder_done.eq(0),
-                         passes_issued.eq(0)]
-        with m.Elif(fd_active & ~fd_running):
-            with m.If(slot_full.bit_select(fd_slot, 1)):
-                m.d.sync += [fd_running.eq(1), fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0),
-                             fd_m0.eq(0), fd_s.eq(0), fd_n.eq(0), fd_ky.eq(0), fd_kx.eq(0),
-                             fd_phase.eq(0), fd_phase_off.eq(0), fd_q0.eq(0), fd_q1.eq(0),
-                             fd_rowterm.eq(0), fd_row_base.eq(0), fd_ox0.eq(fd_tc0),
-                             fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
-                             fd_rows.eq(Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)),
-                             fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
-                                              d.groups_full))]
-        with m.Elif(fd_running):
-            # addresses for this beat
-            for b in range(C):
-                m.d.comb += banks_rd[b].addr.eq(
-                    Mux(fd_slot, prog.slot_words, 0) + fd_rowterm + fd_phase_off + fd_g
-                    + fd_q0 + (b < fd_q1))
-            m.d.comb += w_port.addr.eq(fd_w)
-            m.d.sync += [beat.valid.eq(fd_valid_beat), beat.first.eq(fd_s == 0),
-                         beat.last.eq(fd_s == d.K - 1), beat_q1.eq(fd_q1)]
-            # metadata of the pass, at its first beat
-            oy = fd_tr0 + fd_row
-            m.d.comb += meta_fifo.w_en.eq(fd_s == 0)
-            meta_w = Signal(meta_layout)
-            m.d.comb += [meta_w.m0.eq(fd_m0), meta_w.oy.eq(oy), meta_w.ox0.eq(fd_ox0),
-                         meta_w.x_end.eq(Mux(fd_tc0 + d.Tc < d.OW, fd_tc0 + d.Tc, d.OW)),
-                         meta_w.out_base.eq(d.dst + fd_m0 * d.PHW + (oy >> d.pshift) * d.PW),
-                         meta_fifo.w_data.eq(meta_w)]
-            # advance k = (n, ky, kx)
-            with m.If(fd_valid_beat):
-                m.d.sync += fd_w.eq(fd_w + 1)
-                with m.If(~fd_last_kx):
-                    m.d.sync += fd_kx.eq(fd_kx + 1)
-                    with m.If(fd_phase == d.sw - 1):
-                        m.d.sync += [fd_phase.eq(0), fd_phase_off.eq(0)]
-                        with m.If(fd_q1 == C - 1):
-                            m.d.sync += [fd_q1.eq(0), fd_q0.eq(fd_q0 + 1)]
-                        with m.Else():
-                            m.d.sync += fd_q1.eq(fd_q1 + 1)
+        def walker_reset(rowterm):
+            m.d.sync += [wk_k.eq(0), wk_ky.eq(0), wk_kx.eq(0), wk_phase.eq(0),
+                         wk_phase_off.eq(0), wk_q0.eq(0), wk_q1.eq(0), wk_rowterm.eq(rowterm)]
+
+        def walker_step():
+            m.d.sync += wk_k.eq(wk_k + 1)
+            with m.If(wk_kx != d.kw - 1):
+                m.d.sync += wk_kx.eq(wk_kx + 1)
+                with m.If(wk_phase == d.sw - 1):
+                    m.d.sync += [wk_phase.eq(0), wk_phase_off.eq(0)]
+                    with m.If(wk_q1 == C - 1):
+                        m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1)]
                     with m.Else():
-                        m.d.sync += [fd_phase.eq(fd_phase + 1),
-                                     fd_phase_off.eq(fd_phase_off + d.Wq)]
+                        m.d.sync += wk_q1.eq(wk_q1 + 1)
                 with m.Else():
-                    m.d.sync += [fd_kx.eq(0), fd_phase.eq(0), fd_phase_off.eq(0), fd_q0.eq(0),
-                                 fd_q1.eq(0)]
-                    with m.If(~fd_last_ky):
-                        m.d.sync += [fd_ky.eq(fd_ky + 1),
-                                     fd_rowterm.eq(fd_rowterm + d.fd_ky_step)]
-                    with m.Else():
-                        m.d.sync += [fd_ky.eq(0), fd_n.eq(fd_n + 1),
-                                     fd_rowterm.eq(fd_rowterm + d.fd_chan_step)]
-            # end of a pass: next column group / row / output-channel block / tile
-            with m.If(fd_pass_end):
-                m.d.sync += [fd_s.eq(0), fd_n.eq(0), fd_ky.eq(0), fd_kx.eq(0), fd_phase.eq(0),
-                             fd_phase_off.eq(0), fd_q0.eq(0), fd_q1.eq(0),
-                             passes_issued.eq(passes_issued + 1)]
-                with m.If(~fd_last_g):
-                    m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
-                                 fd_rowterm.eq(fd_row_base), fd_w.eq(fd_w_pass)]
-                with m.Elif(~fd_last_row):
-                    m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
-                                 fd_row_base.eq(fd_row_base + d.fd_row_step),
-                                 fd_rowterm.eq(fd_row_base + d.fd_row_step), fd_w.eq(fd_w_pass)]
-                with m.Elif(~fd_last_mb):
-                    m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0), fd_row_base.eq(0),
-                                 fd_rowterm.eq(0), fd_mb.eq(fd_mb + 1), fd_m0.eq(fd_m0 + R),
-                                 fd_w.eq(fd_w_pass + d.K), fd_w_pass.eq(fd_w_pass + d.K)]
-                with m.Else():
-                    # tile finished: release its half of the buffer
-                    m.d.comb += slot_clr.eq(Mux(fd_slot, 0b10, 0b01))
-                    m.d.sync += [fd_running.eq(0), fd_slot.eq(~fd_slot)]
-                    with m.If(fd_last_tile):
-                        m.d.sync += [fd_active.eq(0), feeder_done.eq(1)]
-                    with m.Elif(fd_tc == d.ntc - 1):
-                        m.d.sync += [fd_tc.eq(0), fd_tc0.eq(0), fd_tr.eq(fd_tr + 1),
-                                     fd_tr0.eq(fd_tr0 + d.Tr)]
-                    with m.Else():
-                        m.d.sync += [fd_tc.eq(fd_tc + 1), fd_tc0.eq(fd_tc0 + d.Tc)]
+                    m.d.sync += [wk_phase.eq(wk_phase + 1), wk_phase_off.eq(wk_phase_off + d.Wq)]
             with m.Else():
-                m.d.sync += fd_s.eq(fd_s + 1)
+                m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_phase_off.eq(0), wk_q0.eq(0),
+                             wk_q1.eq(0)]
+                with m.If(wk_ky != d.kh - 1):
+                    m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowterm.eq(wk_rowterm + d.fd_ky_step)]
+                with m.Else():
+                    m.d.sync += [wk_ky.eq(0), wk_rowterm.eq(wk_rowterm + d.fd_chan_step)]
 
-        # edge of the array: memory data arrives one cycle after the addresses
+        # WR stream walker: pixels (row, col) of the tile for one (nb, ky, kx) block
+        ws_row, ws_col = Signal(16), Signal(16)
+        ws_rowoff, ws_coloff = Signal(bank_aw), Signal(bank_aw)
+        ws_nb, ws_ky, ws_kx = Signal(16), Signal(8), Signal(8)
+        ws_nboff, ws_kyxoff = Signal(bank_aw), Signal(bank_aw)
+
+        # preload sequencer (IR: inputs from the walker; WR: weight-ROM rows)
+        pl_active, pl_row = Signal(), Signal(range(max(2, R)))
+        pl_w = Signal(w_aw)
+        pl_start = Signal()        # pulse: begin a preload sequence of R rows next cycle
+        # registered alongside memory reads (data arrives next cycle)
+        beat = Signal(BeatControl)
+        beat_q1 = Signal(range(max(2, C)))
+        pl_en_d, pl_row_d, pl_zero_d = Signal(), Signal(range(max(2, R))), Signal()
+        m.d.sync += [beat.eq(0), pl_en_d.eq(0)]
+
+        psum_busy = Signal(2)
+        psum_set, psum_clr = Signal(2), Signal(2)
+        m.d.sync += psum_busy.eq((psum_busy | psum_set) & ~psum_clr)
+        fd_half = Signal()
+        groups_issued, groups_drained = Signal(24), Signal(24)
+
+        with m.If(pl_active):
+            with m.If(is_ir):
+                for b in range(C):
+                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                m.d.sync += [beat_q1.eq(wk_q1), pl_zero_d.eq(wk_k >= d.K)]
+                with m.If(wk_k < d.K):
+                    count("ibuf_reads", C)
+                walker_step()
+            with m.Else():
+                m.d.comb += w_port.addr.eq(pl_w)
+                m.d.sync += [pl_w.eq(pl_w + 1), pl_zero_d.eq(0)]
+                count("weight_reads")
+            m.d.sync += [pl_en_d.eq(1), pl_row_d.eq(pl_row), pl_row.eq(pl_row + 1)]
+            with m.If(pl_row == R - 1):
+                m.d.sync += [pl_active.eq(0), pl_row.eq(0)]
+        with m.If(pl_start):
+            m.d.sync += [pl_active.eq(1), pl_row.eq(0)]
+
+        def tile_next():
+            """Release the tile's half of the input buffer and move to the next tile."""
+            m.d.comb += slot_clr.eq(Mux(fd_slot, 0b10, 0b01))
+            m.d.sync += fd_slot.eq(~fd_slot)
+            with m.If((fd_tr == d.ntr - 1) & (fd_tc == d.ntc - 1)):
+                m.d.sync += feeder_done.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.next = "WAIT_TILE"
+                with m.If(fd_tc == d.ntc - 1):
+                    m.d.sync += [fd_tc.eq(0), fd_tc0.eq(0), fd_tr.eq(fd_tr + 1),
+                                 fd_tr0.eq(fd_tr0 + d.Tr)]
+                with m.Else():
+                    m.d.sync += [fd_tc.eq(fd_tc + 1), fd_tc0.eq(fd_tc0 + d.Tc)]
+
+        x_end = Mux(fd_tc0 + d.Tc < d.OW, fd_tc0 + d.Tc, d.OW)
+        oy = fd_tr0 + fd_row
+        with m.FSM(name="controller"):
+            with m.State("IDLE"):
+                with m.If(run):
+                    m.d.sync += [fd_slot.eq(0), fd_tr.eq(0), fd_tc.eq(0), fd_tr0.eq(0),
+                                 fd_tc0.eq(0), feeder_done.eq(0), passes_issued.eq(0),
+                                 groups_issued.eq(0), fd_half.eq(0)]
+                    m.next = "WAIT_TILE"
+            with m.State("WAIT_TILE"):
+                with m.If(slot_full.bit_select(fd_slot, 1)):
+                    rows = Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)
+                    cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
+                    m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
+                                 fd_row_base.eq(0), fd_ox0.eq(fd_tc0),
+                                 fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
+                                 fd_rows.eq(rows), fd_cols.eq(cols),
+                                 fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
+                                                  d.groups_full))]
+                    walker_reset(0)
+                    with m.If(is_or):
+                        m.next = "OR_PASS"
+                    with m.Else():
+                        m.next = "GROUP"
+
+            # ---- OR: passes of L beats, R channels × C pixels each --------------------------
+            with m.State("OR_PASS"):
+                valid = fd_s < d.K
+                for b in range(C):
+                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                m.d.comb += w_port.addr.eq(fd_w)
+                m.d.sync += [beat.valid.eq(valid), beat.first.eq(fd_s == 0),
+                             beat.last.eq(fd_s == d.K - 1), beat_q1.eq(wk_q1)]
+                m.d.comb += [meta_fifo.w_en.eq(fd_s == 0),
+                             meta_w.m0.eq(fd_m0), meta_w.oy.eq(oy), meta_w.ox0.eq(fd_ox0),
+                             meta_w.x_end.eq(x_end),
+                             meta_w.out_base.eq(d.dst + fd_m0 * d.PHW + (oy >> d.pshift) * d.PW)]
+                with m.If(valid):
+                    m.d.sync += fd_w.eq(fd_w + 1)
+                    count("ibuf_reads", C)
+                    count("weight_reads")
+                    walker_step()
+                with m.If(fd_s == d.L - 1):
+                    m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1)]
+                    with m.If(fd_g != fd_groups - 1):
+                        m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
+                                     fd_w.eq(fd_w_pass)]
+                        walker_reset(fd_row_base)
+                    with m.Elif(fd_row != fd_rows - 1):
+                        m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
+                                     fd_row_base.eq(fd_row_base + d.fd_row_step),
+                                     fd_w.eq(fd_w_pass)]
+                        walker_reset(fd_row_base + d.fd_row_step)
+                    with m.Elif(fd_mb != d.MB - 1):
+                        m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
+                                     fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
+                                     fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
+                                     fd_w_pass.eq(fd_w_pass + d.K)]
+                        walker_reset(0)
+                    with m.Else():
+                        tile_next()
+                with m.Else():
+                    m.d.sync += fd_s.eq(fd_s + 1)
+
+            # ---- IR / WR: groups of reduction blocks with a stationary operand -------------
+            with m.State("GROUP"):
+                # a group: IR one p-group (C pixels, all M channels); WR one channel block
+                # (C channels, all pixels of the tile). Wait for its half of the psum buffer.
+                with m.If(~psum_busy.bit_select(fd_half, 1) & ~pl_active):
+                    m.d.comb += [psum_set.eq(Mux(fd_half, 0b10, 0b01)), meta_fifo.w_en.eq(1),
+                                 pl_start.eq(1),
+                                 meta_w.m0.eq(fd_m0), meta_w.oy.eq(Mux(is_ir, oy, fd_tr0)),
+                                 meta_w.ox0.eq(fd_ox0), meta_w.x_end.eq(x_end),
+                                 meta_w.rows.eq(fd_rows), meta_w.cols.eq(fd_cols)]
+                    m.d.sync += [fd_kb.eq(0), fd_s.eq(0), groups_issued.eq(groups_issued + 1),
+                                 fd_half.eq(~fd_half),
+                                 ws_nb.eq(0), ws_ky.eq(0), ws_kx.eq(0), ws_nboff.eq(0),
+                                 ws_kyxoff.eq(0), ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
+                                 ws_coloff.eq(0),
+                                 pl_w.eq(fd_w_pass)]
+                    with m.If(is_ir):
+                        m.d.sync += [fd_beats.eq(d.M), fd_len.eq(d.L)]
+                        walker_reset(fd_row_base)
+                    with m.Else():
+                        pixels = fd_rows * fd_cols
+                        m.d.sync += [fd_beats.eq(pixels),
+                                     fd_len.eq(Mux(pixels > d.Lmin, pixels, d.Lmin))]
+                    m.next = "PRELOAD"
+            with m.State("PRELOAD"):
+                # the first block's stationary operands; then stream
+                with m.If(~pl_active & ~pl_start):
+                    m.d.sync += fd_w.eq(fd_w_pass)       # IR: stream pointer of block 0
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                valid = fd_s < fd_beats
+                m.d.sync += [beat.valid.eq(valid), beat.swap.eq(fd_s == 0),
+                             beat.tail.eq(fd_s == fd_beats - 1),
+                             beat.first.eq(fd_kb == 0), beat.last.eq(fd_kb == d.KB - 1)]
+                with m.If(is_ir):
+                    m.d.comb += w_port.addr.eq(fd_w)
+                    with m.If(valid):
+                        m.d.sync += fd_w.eq(fd_w + d.KB)
+                        count("weight_reads")
+                with m.Else():
+                    for b in range(min(R, NB)):
+                        m.d.comb += banks_rd[b].addr.eq(slot_base + ws_nboff + ws_kyxoff
+                                                        + ws_rowoff + ws_coloff)
+                    with m.If(valid):
+                        count("ibuf_reads", R)
+                        with m.If(ws_col != fd_cols - 1):
+                            m.d.sync += [ws_col.eq(ws_col + 1), ws_coloff.eq(ws_coloff + d.sw)]
+                        with m.Else():
+                            m.d.sync += [ws_col.eq(0), ws_coloff.eq(0), ws_row.eq(ws_row + 1),
+                                         ws_rowoff.eq(ws_rowoff + d.fd_row_step)]
+                # preload the next block's stationary operands once this block's first beat
+                # has passed every column
+                with m.If((fd_s == C - 1) & (fd_kb != d.KB - 1)):
+                    m.d.comb += pl_start.eq(1)
+                with m.If(fd_s == fd_len - 1):
+                    m.d.sync += fd_s.eq(0)
+                    with m.If(fd_kb != d.KB - 1):
+                        m.d.sync += [fd_kb.eq(fd_kb + 1),
+                                     fd_w.eq(fd_w_pass + fd_kb + 1),
+                                     ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
+                                     ws_coloff.eq(0)]
+                        # WR: next (ky, kx, nb) block, nb fastest
+                        with m.If(ws_nb != d.nblk - 1):
+                            m.d.sync += [ws_nb.eq(ws_nb + 1),
+                                         ws_nboff.eq(ws_nboff + d.chan_words)]
+                        with m.Else():
+                            m.d.sync += [ws_nb.eq(0), ws_nboff.eq(0)]
+                            with m.If(ws_kx != d.kw - 1):
+                                m.d.sync += [ws_kx.eq(ws_kx + 1), ws_kyxoff.eq(ws_kyxoff + 1)]
+                            with m.Else():
+                                m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1),
+                                             ws_kyxoff.eq(ws_kyxoff + d.fd_ky_step - d.kw + 1)]
+                    with m.Elif(is_ir):
+                        m.next = "GROUP"
+                        with m.If(fd_g != fd_groups - 1):
+                            m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
+                        with m.Elif(fd_row != fd_rows - 1):
+                            m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
+                                         fd_row_base.eq(fd_row_base + d.fd_row_step)]
+                        with m.Else():
+                            tile_next()
+                    with m.Else():
+                        m.next = "GROUP"
+                        with m.If(fd_mb != d.MB - 1):
+                            m.d.sync += [fd_mb.eq(fd_mb + 1), fd_m0.eq(fd_m0 + C),
+                                         fd_w_pass.eq(fd_w_pass + d.KB * R)]
+                        with m.Else():
+                            tile_next()
+                with m.Else():
+                    m.d.sync += fd_s.eq(fd_s + 1)
+
+        # ---- array edge: memory data arrives one cycle after the addresses -------------------
         bank_data = Array(port.data for port in banks_rd)
+        rotated = []
         for c in range(C):
             sel = Signal(range(2 * C), name=f"x_sel{c}")
             m.d.comb += sel.eq(beat_q1 + c)
-            m.d.comb += array.x_edge[c].eq(bank_data[Mux(sel >= C, sel - C, sel)])
+            value = Signal(signed(8), name=f"rotated{c}")
+            m.d.comb += value.eq(bank_data[Mux(sel >= C, sel - C, sel)])
+            rotated.append(value)
+        for c in range(C):
+            m.d.comb += [array.x_edge[c].eq(rotated[c]),
+                         array.preload_data[c].eq(Mux(is_ir, Mux(pl_zero_d, 0, rotated[c]),
+                                                      w_port.data[c]))]
         for r in range(R):
-            m.d.comb += array.w_edge[r].eq(w_port.data[r])
-        m.d.comb += array.ctl_edge.eq(beat)
+            streamed_input = banks_rd[r].data if r < NB else 0     # WR layers have NB >= R
+            m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, w_port.data[r]))
+        m.d.comb += [array.ctl_edge.eq(beat), array.preload_en.eq(pl_en_d),
+                     array.preload_row.eq(pl_row_d)]
 
-        # ---- drainer: one finished accumulator per cycle into the post-processor ------------
+        # ---- OR drainer: one finished accumulator per cycle from the PE results ------------
         dr_active = Signal()
         dr_r, dr_c = Signal(range(max(2, R))), Signal(range(max(2, C)))
         dr_meta = Signal(meta_layout)
         dr_row_base = Signal(fm_aw + 1)
         results = Array(Array(array.results[r][c] for c in range(C)) for r in range(R))
+        head = data.View(meta_layout, meta_fifo.r_data)
         with m.If(array.done):
             m.d.comb += meta_fifo.r_en.eq(1)
-            head = data.View(meta_layout, meta_fifo.r_data)
             m.d.sync += [dr_active.eq(1), dr_r.eq(0), dr_c.eq(0), dr_meta.eq(head),
                          dr_row_base.eq(head.out_base)]
+            count("obuf_writes", R * C)
         with m.Elif(dr_active):
+            count("obuf_reads")
             with m.If(dr_c == C - 1):
                 m.d.sync += [dr_c.eq(0), dr_r.eq(dr_r + 1), dr_row_base.eq(dr_row_base + d.PHW)]
                 with m.If(dr_r == R - 1):
                     m.d.sync += [dr_active.eq(0), passes_drained.eq(passes_drained + 1)]
             with m.Else():
                 m.d.sync += dr_c.eq(dr_c + 1)
+
+        # ---- IR / WR: partial-sum buffer (C banks × 2 halves) and its drainer ---------------
+        gd_active = Signal()
+        ppu_in = Signal(data.StructLayout({"valid": 1, "acc": signed(prog.acc_width),
+                                           "ch": 16, "oy": 16, "ox": 16}))
+        if stationary:
+            depth = prog.psum_depth
+            ps_aw = _bits(2 * depth - 1)
+            ps_wr, ps_rd_acc, ps_rd_dr = [], [], []
+            for c in range(C):
+                mem = memory.Memory(shape=signed(prog.acc_width), depth=2 * depth, init=[])
+                m.submodules[f"psum{c}"] = mem
+                wp = mem.write_port()
+                ps_wr.append(wp)
+                ps_rd_acc.append(mem.read_port(transparent_for=(wp,)))
+                ps_rd_dr.append(mem.read_port())
+            # accumulate: column sums (aligned) + what the buffer holds
+            pc = array.psum_ctl
+            acc_j, acc_half = Signal(16), Signal()
+            a_valid, a_first, a_addr, a_done = Signal(), Signal(), Signal(ps_aw), Signal()
+            a_psums = [Signal(signed(prog.acc_width), name=f"a_psum{c}") for c in range(C)]
+            j = Mux(pc.swap, 0, acc_j)
+            addr_now = Mux(acc_half, depth, 0) + j
+            for c in range(C):
+                m.d.comb += ps_rd_acc[c].addr.eq(addr_now)
+            m.d.sync += [a_valid.eq(pc.valid), a_first.eq(pc.first), a_addr.eq(addr_now),
+                         a_done.eq(0)]
+            m.d.sync += [a_psums[c].eq(array.psums[c]) for c in range(C)]
+            with m.If(pc.valid):
+                m.d.sync += acc_j.eq(j + 1)
+                with m.If(~pc.first):
+                    count("obuf_reads", C)
+                count("obuf_writes", C)
+            group_ready = Signal(2)
+            ready_set = Signal(2)
+            # the group is complete after the last beat of its last block
+            last_of_group = Signal()
+            m.d.comb += last_of_group.eq(pc.valid & pc.last & pc.tail)
+            with m.If(last_of_group):
+                m.d.sync += [a_done.eq(1), acc_half.eq(~acc_half)]
+            for c in range(C):
+                m.d.comb += [ps_wr[c].addr.eq(a_addr),
+                             ps_wr[c].data.eq(Mux(a_first, a_psums[c],
+                                                  a_psums[c] + ps_rd_acc[c].data)),
+                             ps_wr[c].en.eq(a_valid)]
+            a_done_half = Signal()
+            with m.If(last_of_group):
+                m.d.sync += a_done_half.eq(acc_half)
+            with m.If(a_done):
+                m.d.comb += ready_set.eq(Mux(a_done_half, 0b10, 0b01))
+
+            # drain one group: IR (m outer, c inner), WR (c outer, pixel inner)
+            gd_half, gd_o, gd_i = Signal(), Signal(16), Signal(16)
+            gd_row, gd_col = Signal(16), Signal(16)
+            gd_meta = Signal(meta_layout)
+            gd_valid_d = Signal()
+            gd_bank_d = Signal(range(max(2, C)))
+            gd_info_d = Signal(data.StructLayout({"ch": 16, "oy": 16, "ox": 16}))
+            m.d.sync += group_ready.eq((group_ready | ready_set) & ~Mux(
+                gd_active & gd_last(m, is_ir, gd_o, gd_i, gd_row, gd_col, gd_meta, d, C),
+                Mux(gd_half, 0b10, 0b01), 0))
+            m.d.sync += gd_valid_d.eq(0)
+            with m.If(~gd_active & group_ready.bit_select(gd_half, 1) & meta_fifo.r_rdy
+                      & ~is_or):
+                m.d.comb += meta_fifo.r_en.eq(1)
+                m.d.sync += [gd_active.eq(1), gd_meta.eq(head), gd_o.eq(0), gd_i.eq(0),
+                             gd_row.eq(0), gd_col.eq(0)]
+            with m.If(gd_active):
+                bank = Mux(is_ir, gd_i, gd_o)
+                word = Mux(is_ir, gd_o, gd_i)
+                for c in range(C):
+                    m.d.comb += ps_rd_dr[c].addr.eq(Mux(gd_half, depth, 0) + word)
+                count("obuf_reads")
+                m.d.sync += [gd_valid_d.eq(1), gd_bank_d.eq(bank),
+                             gd_info_d.ch.eq(Mux(is_ir, gd_o, gd_meta.m0 + gd_o)),
+                             gd_info_d.oy.eq(Mux(is_ir, gd_meta.oy, gd_meta.oy + gd_row)),
+                             gd_info_d.ox.eq(Mux(is_ir, gd_meta.ox0 + gd_i,
+                                                 gd_meta.ox0 + gd_col))]
+                last = gd_last(m, is_ir, gd_o, gd_i, gd_row, gd_col, gd_meta, d, C)
+                with m.If(last):
+                    m.d.comb += psum_clr.eq(Mux(gd_half, 0b10, 0b01))
+                    m.d.sync += [gd_active.eq(0), gd_half.eq(~gd_half),
+                                 groups_drained.eq(groups_drained + 1)]
+                inner_end = Mux(is_ir, gd_i == C - 1,
+                                (gd_row == gd_meta.rows - 1) & (gd_col == gd_meta.cols - 1))
+                with m.If(inner_end):
+                    m.d.sync += [gd_o.eq(gd_o + 1), gd_i.eq(0), gd_row.eq(0), gd_col.eq(0)]
+                with m.Else():
+                    m.d.sync += gd_i.eq(gd_i + 1)
+                    with m.If(gd_col == gd_meta.cols - 1):
+                        m.d.sync += [gd_col.eq(0), gd_row.eq(gd_row + 1)]
+                    with m.Else():
+                        m.d.sync += gd_col.eq(gd_col + 1)
+            with m.If(run):
+                m.d.sync += [groups_drained.eq(0), gd_half.eq(0), acc_half.eq(0),
+                             group_ready.eq(0)]
+            ps_data = Array(port.data for port in ps_rd_dr)
+            info = gd_info_d
+            gd_x_end = Mux(is_ir, gd_meta.x_end, d.OW)
+            m.d.comb += [
+                ppu_in.valid.eq(gd_valid_d & (info.ch < d.M) & (info.ox < gd_x_end)),
+                ppu_in.acc.eq(ps_data[gd_bank_d]), ppu_in.ch.eq(info.ch),
+                ppu_in.oy.eq(info.oy), ppu_in.ox.eq(info.ox)]
+
+        # ---- post-processor input: from the OR drainer or the group drainer ------------------
         ch = Signal(16)
         ox = Signal(16)
-        m.d.comb += [ch.eq(dr_meta.m0 + dr_r), ox.eq(dr_meta.ox0 + dr_c)]
+        oy_ = Signal(16)
+        acc = Signal(signed(prog.acc_width))
+        in_valid = Signal()
+        with m.If(is_or):
+            m.d.comb += [ch.eq(dr_meta.m0 + dr_r), ox.eq(dr_meta.ox0 + dr_c),
+                         oy_.eq(dr_meta.oy), acc.eq(results[dr_r][dr_c]),
+                         in_valid.eq(dr_active & (ch < d.M) & (ox < dr_meta.x_end))]
+        with m.Else():
+            m.d.comb += [ch.eq(ppu_in.ch), ox.eq(ppu_in.ox), oy_.eq(ppu_in.oy),
+                         acc.eq(ppu_in.acc), in_valid.eq(ppu_in.valid)]
         pool_mask = Signal(8)
         m.d.comb += pool_mask.eq((Const(1, 8) << d.pshift) - 1)
+        first = ((oy_ & pool_mask) == 0) & ((ox & pool_mask) == 0)
         m.d.comb += [
-            ppu.valid.eq(dr_active & (ch < d.M) & (ox < dr_meta.x_end)
-                         & (dr_meta.oy < d.oy_lim) & (ox < d.ox_lim)),
-            ppu.acc.eq(results[dr_r][dr_c]),
+            ppu.valid.eq(in_valid & (oy_ < d.oy_lim) & (ox < d.ox_lim)),
+            ppu.acc.eq(acc),
             ppu.channel.eq(d.ch_base + ch),
-            ppu.addr.eq(dr_row_base + (ox >> d.pshift)),
-            ppu.first.eq(((dr_meta.oy & pool_mask) == 0) & ((ox & pool_mask) == 0)),
+            ppu.addr.eq(Mux(is_or, dr_row_base, d.dst + ch * d.PHW + (oy_ >> d.pshift) * d.PW)
+                        + (ox >> d.pshift)),
+            ppu.first.eq(first),
         ]
+        with m.If(ppu.wr_en):
+            count("fm_writes")
+        # the pooling read is used when a write is not its window's first
+        pool_read = Signal()
+        m.d.comb += pool_read.eq(ppu.valid & ~first)
+        with m.If(pool_read):
+            count("fm_reads")
         with m.If(run):
             m.d.sync += passes_drained.eq(0)
 
@@ -386,13 +721,15 @@ class Accelerator(wiring.Component):
         out_valid = Signal()
         out_data = Signal(8)
         out_wait = Signal()          # read issued, data arrives next cycle
-        hdr = Signal(2)
+        hdr = Signal(range(4 * len(COUNTERS)))
         to_logits = Signal()
         m.d.comb += [self.o_logits.payload.eq(out_data), self.o_debug.payload.eq(out_data),
                      self.o_logits.valid.eq(out_valid & to_logits),
                      self.o_debug.valid.eq(out_valid & ~to_logits)]
         out_ready = Mux(to_logits, self.o_logits.ready, self.o_debug.ready)
         m.d.comb += self.cycles.eq(total_cycles)
+        header = Signal(32 * len(COUNTERS))
+        m.d.comb += header.eq(Cat(*(counters[n] for n in COUNTERS)))
 
         def stream_out(m, next_state):
             """Read ``out_total`` bytes from the FM at ``out_base`` and send them."""
@@ -407,9 +744,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += fm_rd_a.addr.eq(out_base + out_idx)
                 m.d.sync += out_wait.eq(1)
 
+        for name in COUNTERS[1:]:
+            if increments[name]:
+                with m.If(~run):
+                    m.d.sync += counters[name].eq(counters[name] + sum(increments[name]))
         layer_busy = (~loader_done | ~feeder_done | (passes_issued != passes_drained)
-                      | dr_active | ppu.busy | array.done)
-        with m.FSM():
+                      | (groups_issued != groups_drained) | dr_active | gd_active
+                      | ppu.busy | array.done)
+        with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
                 m.d.comb += [self.i_image.ready.eq(1), fm_wr.addr.eq(img_count),
                              fm_wr.data.eq(self.i_image.payload),
@@ -421,21 +763,23 @@ class Accelerator(wiring.Component):
                         m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += desc_port.addr.eq(layer)
+                m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.next = "START"
             with m.State("START"):
-                m.d.sync += [d.eq(desc_port.data), layer_cycles.eq(0)]
+                m.d.sync += [d.eq(desc_port.data), total_cycles.eq(total_cycles + 1)]
+                m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):
                 m.d.comb += run.eq(1)
-                m.d.sync += layer_cycles.eq(1)
+                m.d.sync += [counters["cycles"].eq(1), total_cycles.eq(total_cycles + 1)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [fm_wr.addr.eq(ppu.wr_addr), fm_wr.data.eq(ppu.wr_data),
                              fm_wr.en.eq(ppu.wr_en)]
-                m.d.sync += layer_cycles.eq(layer_cycles + 1)
+                m.d.sync += [counters["cycles"].eq(counters["cycles"] + 1),
+                             total_cycles.eq(total_cycles + 1)]
                 with m.If(~layer_busy):
-                    m.d.sync += [total_cycles.eq(total_cycles + layer_cycles),
-                                 out_base.eq(d.dst), out_total.eq(d.out_size), out_idx.eq(0),
+                    m.d.sync += [out_base.eq(d.dst), out_total.eq(d.out_size), out_idx.eq(0),
                                  hdr.eq(0), to_logits.eq(0)]
                     with m.If(self.debug):
                         m.next = "DUMP_HEADER"
@@ -445,14 +789,14 @@ class Accelerator(wiring.Component):
                 with m.If(out_valid):
                     with m.If(out_ready):
                         m.d.sync += [out_valid.eq(0), hdr.eq(hdr + 1)]
-                        with m.If(hdr == 3):
+                        with m.If(hdr == 4 * len(COUNTERS) - 1):
                             m.next = "DUMP"
                 with m.Else():
-                    m.d.sync += [out_valid.eq(1),
-                                 out_data.eq(layer_cycles.word_select(hdr, 8))]
+                    m.d.sync += [out_valid.eq(1), out_data.eq(header.word_select(hdr, 8))]
             with m.State("DUMP"):
                 stream_out(m, "NEXT")
             with m.State("NEXT"):
+                m.d.sync += total_cycles.eq(total_cycles + 1)
                 with m.If(layer == nlayers - 1):
                     m.d.sync += [out_base.eq(d.dst), out_total.eq(prog.output_size),
                                  out_idx.eq(0), to_logits.eq(1)]
@@ -463,6 +807,13 @@ class Accelerator(wiring.Component):
             with m.State("OUTPUT"):
                 stream_out(m, "LOAD_IMAGE")
         return m
+
+
+def gd_last(m, is_ir, o, i, row, col, meta, d, C):
+    """Last element of a group drain."""
+    last_ir = (o == d.M - 1) & (i == C - 1)
+    last_wr = (o == C - 1) & (row == meta.rows - 1) & (col == meta.cols - 1)
+    return Mux(is_ir, last_ir, last_wr)
 
 
 def elaborate(qnet, config=None, **kwargs):

@@ -154,8 +154,8 @@ def cmd_run(args):
     float_pred = network.forward(x).argmax(axis=1)
     int8_pred = golden[-1].reshape(len(x), -1).argmax(axis=1)
     rtl_pred = result.logits.argmax(axis=1)
-    layer_cycles = (np.array([[c for c, _ in per_image] for per_image in result.layers])
-                    if result.layers else None)
+    layer_cycles = (np.array([[c["cycles"] for c, _ in per_image]
+                              for per_image in result.layers]) if result.layers else None)
     ideal = program.ideal_cycles
     cycles = float(result.cycles.mean())
     report = {
@@ -182,7 +182,7 @@ def cmd_run(args):
             "name": layer.name, "type": layer.type, "macs": int(layer.macs),
             "cycles": measured, "ideal_cycles": ideal_l,
             "pe_utilization": None if not measured else ideal_l / measured,
-            "dataflow": cfg.dataflow, "algorithm": "direct",
+            "dataflow": layer.dataflow, "algorithm": "direct",
             "tiling": {k: int(layer.values[k]) for k in ("Tr", "Tc")} | {
                 "Tm": int(layer.values["M"]), "Tn": int(layer.values["N"])},
         })

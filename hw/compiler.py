@@ -24,6 +24,9 @@ from .network import NetworkError
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError"]
 
 
+DATAFLOWS = ("or", "ir", "wr")
+
+
 class ConfigError(ValueError):
     """An accelerator configuration that cannot work (one-line message saying why)."""
 
@@ -44,7 +47,9 @@ class AcceleratorConfig:
         Capacity of one ping-pong half of the input tile buffer, in int8 values (all C banks
         together); the planner's tiles must fit.
     dataflow : str
-        ``"or"`` (output reuse, output stationary); IR and WR plug in beside it later.
+        Default dataflow of every layer: ``"or"`` (output reuse, output stationary), ``"ir"``
+        (input reuse, input stationary), ``"wr"`` (weight reuse, weight stationary) or
+        ``"auto"`` (the fastest by the performance model, per layer).
 
     Raises
     ------
@@ -60,8 +65,9 @@ class AcceleratorConfig:
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
             raise ConfigError(f"array {self.rows}x{self.cols}: rows and cols must be in 1..64")
-        if self.dataflow != "or":
-            raise ConfigError(f"dataflow {self.dataflow!r}: only 'or' (output reuse) exists yet")
+        if self.dataflow not in DATAFLOWS + ("auto",):
+            raise ConfigError(f"dataflow {self.dataflow!r}: choose one of 'or', 'ir', 'wr', "
+                              "'auto'")
         if self.input_buffer_bytes < self.cols:
             raise ConfigError(f"input_buffer_bytes={self.input_buffer_bytes} is smaller than one "
                               f"word per bank ({self.cols} banks)")
@@ -69,6 +75,18 @@ class AcceleratorConfig:
     @property
     def pes(self):
         return self.rows * self.cols
+
+    @property
+    def lanes(self):
+        """int8 lanes per weight-ROM word: R (OR, IR) or C (WR preloads a row of C weights)."""
+        return max(self.rows, self.cols)
+
+    @property
+    def min_block_beats(self):
+        """Shortest block in the stationary dataflows (IR, WR): a row is preloaded C cycles after
+        the previous block's first beat entered it, before the next block's first beat enters
+        it, and the R rows take R cycles: max(C + 1, R)."""
+        return max(self.cols + 1, self.rows)
 
     @property
     def min_pass_beats(self):
@@ -80,6 +98,7 @@ class AcceleratorConfig:
 
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
+    "df",
     # geometry
     "N", "H", "W", "M", "OH", "OW", "kh", "kw", "sh", "sw", "pshift", "PH", "PW",
     # quantization
@@ -87,15 +106,15 @@ DESCRIPTOR_FIELDS = (
     # memory bases
     "src", "dst", "w_base", "ch_base",
     # tiling
-    "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "groups_full", "groups_last",
-    "MB", "K", "L",
+    "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "cols_last", "groups_full",
+    "groups_last", "MB", "K", "L", "KB", "Lmin",
     # loader address steps
     "ld_start", "ld_row_step", "ld_chan_step", "ld_tile_col_step", "ld_tile_row_step",
     "y_start", "x_start", "tile_y_step", "tile_x_step",
     # input tile buffer layout
     "Wq", "row_words", "slot_words",
     # feeder address steps
-    "fd_row_step", "fd_ky_step", "fd_chan_step",
+    "fd_row_step", "fd_ky_step", "fd_chan_step", "chan_words", "nblk",
     # output
     "PHW", "oy_lim", "ox_lim", "out_size",
 )
@@ -122,6 +141,10 @@ class LayerPlan:
     @property
     def type(self):
         return "+".join(op.type for op in self.ops)
+
+    @property
+    def dataflow(self):
+        return DATAFLOWS[self.values["df"]]
 
     @property
     def gemm(self):
@@ -190,6 +213,26 @@ class Program:
         return widths
 
     @property
+    def psum_depth(self):
+        """Depth of one ping-pong half of each partial-sum buffer bank: M of IR layers (one
+        p-group's outputs per column), Tr·Tc of WR layers (one tile's pixels per column)."""
+        depth = [1]
+        for layer in self.layers:
+            v = layer.values
+            if v["df"] == 1:
+                depth.append(v["M"])
+            elif v["df"] == 2:
+                depth.append(v["Tr"] * v["Tc"])
+        return max(depth)
+
+    @property
+    def input_banks(self):
+        """Banks of the input tile buffer: C (x-banked, OR/IR), R if a WR layer needs more."""
+        cfg = self.config
+        wr = any(layer.values["df"] == 2 for layer in self.layers)
+        return max(cfg.cols, cfg.rows if wr else 1)
+
+    @property
     def ideal_cycles(self):
         return sum(_ceil_div(layer.macs, self.config.pes) for layer in self.layers)
 
@@ -221,22 +264,6 @@ def _layers_from_ops(qnet):
     return groups
 
 
-def _tile_estimate(v, cfg):
-    """Cycle estimate of a tiling (for the planner): first load, then per tile the slower of
-    compute and the next tile's load (double buffering)."""
-    load = v["N"] * v["Tr_in"] * v["Tc_in"]
-    tiles = []
-    for tr in range(v["ntr"]):
-        rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
-        for tc in range(v["ntc"]):
-            groups = v["groups_last"] if tc == v["ntc"] - 1 else v["groups_full"]
-            tiles.append(v["MB"] * rows * groups * v["L"])
-    total = load
-    for i, compute in enumerate(tiles):
-        total += max(compute, load if i + 1 < len(tiles) else 0)
-    return total
-
-
 def _geometry(op, pool, cfg):
     """Layer geometry as the engine sees it (Linear = 1×1 convolution on a 1×1 map)."""
     if op.kind == "linear":
@@ -255,32 +282,55 @@ def _geometry(op, pool, cfg):
     return g
 
 
-def _tiling(g, Tr, Tc, cfg):
-    """Derived tiling values for output tile Tr × Tc (input tile buffer layout included)."""
-    C = cfg.cols
+def _tiling(g, Tr, Tc, cfg, df):
+    """Derived tiling values for output tile Tr × Tc and dataflow ``df`` (0 OR, 1 IR, 2 WR),
+    the input tile buffer layout included."""
+    R, C = cfg.rows, cfg.cols
     v = dict(g)
+    v["df"] = df
     v["Tr"], v["Tc"] = Tr, Tc
     v["Tr_in"] = (Tr - 1) * g["sh"] + g["kh"]
     v["Tc_in"] = (Tc - 1) * g["sw"] + g["kw"]
     v["ntr"], v["ntc"] = _ceil_div(g["OH"], Tr), _ceil_div(g["OW"], Tc)
     v["rows_last"] = g["OH"] - (v["ntr"] - 1) * Tr
+    v["cols_last"] = g["OW"] - (v["ntc"] - 1) * Tc
     v["groups_full"] = _ceil_div(Tc, C)
-    v["groups_last"] = _ceil_div(g["OW"] - (v["ntc"] - 1) * Tc, C)
-    v["MB"] = _ceil_div(g["M"], cfg.rows)
+    v["groups_last"] = _ceil_div(v["cols_last"], C)
     v["K"] = g["N"] * g["kh"] * g["kw"]
     v["L"] = max(v["K"], cfg.min_pass_beats)
-    # input tile buffer: bank (xi // sw) % C, word ((n·Tr_in + yi)·sw + xi % sw)·Wq + xi//sw//C
-    v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
-    v["row_words"] = g["sw"] * v["Wq"]
-    v["slot_words"] = g["N"] * v["Tr_in"] * v["row_words"]
+    v["Lmin"] = cfg.min_block_beats
+    if df == 0:            # OR: R output channels per pass
+        v["MB"], v["KB"] = _ceil_div(g["M"], R), 1
+    elif df == 1:          # IR: R reduction steps per block, all M channels streamed
+        v["MB"], v["KB"] = 1, _ceil_div(v["K"], R)
+        v["L"] = max(g["M"], v["Lmin"])
+    else:                  # WR: C output channels per block, R input channels per block
+        v["MB"], v["KB"] = _ceil_div(g["M"], C), g["kh"] * g["kw"] * _ceil_div(g["N"], R)
+    v["nblk"] = _ceil_div(g["N"], R)
+    if df == 2:
+        # channel-banked: input (n, yi, xi) in bank n % R, word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
+        v["Wq"] = v["row_words"] = 0
+        v["chan_words"] = v["Tr_in"] * v["Tc_in"]
+        v["slot_words"] = _ceil_div(g["N"], R) * v["chan_words"]
+    else:
+        # x-banked: bank (xi // sw) % C, word ((n·Tr_in + yi)·sw + xi % sw)·Wq + xi // sw // C
+        v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
+        v["row_words"] = g["sw"] * v["Wq"]
+        v["chan_words"] = 0
+        v["slot_words"] = g["N"] * v["Tr_in"] * v["row_words"]
     return v
 
 
-def _plan_tiles(g, cfg, name, type_):
-    """Choose Tr, Tc: the fastest tiling (by :func:`_tile_estimate`) whose input tile fits
+def _buffer_words(cfg, df):
+    """Depth of one ping-pong half of each input tile buffer bank the budget allows."""
+    return cfg.input_buffer_bytes // (cfg.rows if df == 2 else cfg.cols)
+
+
+def _plan_tiles(g, cfg, name, type_, df):
+    """Choose Tr, Tc: the fastest tiling (by the performance model) whose input tile fits
     ``cfg.input_buffer_bytes``; output tiles are whole pooling windows."""
+    from .perf import layer_cycles
     pk = g["pk"]
-    budget_words = cfg.input_buffer_bytes // cfg.cols
     best = None
     rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
     cols = sorted({min(t, g["OW"]) for t in range(pk, g["OW"] + pk, pk)})
@@ -290,22 +340,57 @@ def _plan_tiles(g, cfg, name, type_):
         for Tc in cols:
             if Tc % pk and Tc != g["OW"]:
                 continue
-            v = _tiling(g, Tr, Tc, cfg)
-            if v["slot_words"] > budget_words:
+            v = _tiling(g, Tr, Tc, cfg, df)
+            if v["slot_words"] > _buffer_words(cfg, df):
                 continue
-            key = (_tile_estimate(v, cfg), -Tr * Tc)
+            key = (layer_cycles(v, cfg), -Tr * Tc)
             if best is None or key < best[0]:
                 best = (key, v)
     if best is None:
-        v = _tiling(g, min(pk, g["OH"]), min(pk, g["OW"]), cfg)
+        v = _tiling(g, min(pk, g["OH"]), min(pk, g["OW"]), cfg, df)
+        banks = cfg.rows if df == 2 else cfg.cols
         raise ConfigError(
-            f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * cfg.cols} "
+            f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * banks} "
             f"bytes of input tile buffer ({g['N']} channels), more than input_buffer_bytes="
             f"{cfg.input_buffer_bytes}")
     return best[1]
 
 
-def compile_network(qnet, config=None, *, tiles=None):
+def _weight_words(op, v, cfg):
+    """Weight-ROM words of a layer, ``cfg.lanes`` int8 each, in the order its controller reads:
+
+    * OR: word ``mb·K + k`` holds ``W[mb·R + r, k]`` in lane r;
+    * IR: word ``m·KB + kb`` holds ``W[m, kb·R + r]`` in lane r (streamed, one channel a beat);
+    * WR: word ``(mb·KB + kb)·R + r`` holds ``W[mb·C + c, n, ky, kx]`` in lane c with
+      ``kb = (ky·kw + kx)·NB + nb`` and ``n = nb·R + r`` (preloaded, one array row a word).
+
+    k = (n, ky, kx) row-major; lanes beyond M, K or N hold 0.
+    """
+    R, C, lanes = cfg.rows, cfg.cols, cfg.lanes
+    M, K, N, kh, kw = v["M"], v["K"], v["N"], v["kh"], v["kw"]
+    w = op.weight.reshape(M, N, kh, kw).astype(np.int8)
+    if v["df"] == 0:
+        out = np.zeros((v["MB"], K, lanes), np.int8)
+        wm = np.zeros((v["MB"] * R, K), np.int8)
+        wm[:M] = w.reshape(M, K)
+        out[:, :, :R] = wm.reshape(v["MB"], R, K).transpose(0, 2, 1)
+    elif v["df"] == 1:
+        out = np.zeros((M, v["KB"], lanes), np.int8)
+        wk = np.zeros((M, v["KB"] * R), np.int8)
+        wk[:, :K] = w.reshape(M, K)
+        out[:, :, :R] = wk.reshape(M, v["KB"], R)
+    else:
+        nb = _ceil_div(N, R)
+        wp = np.zeros((v["MB"] * C, nb * R, kh, kw), np.int8)
+        wp[:M, :N] = w
+        # [mb, c, nb, r, ky, kx] -> [mb, ky, kx, nb, r, c]
+        blk = wp.reshape(v["MB"], C, nb, R, kh, kw).transpose(0, 4, 5, 2, 3, 1)
+        out = np.zeros((v["MB"], kh, kw, nb, R, lanes), np.int8)
+        out[..., :C] = blk
+    return out.reshape(-1, lanes)
+
+
+def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
     """Compile a quantized network for an accelerator configuration.
 
     Parameters
@@ -314,6 +399,8 @@ def compile_network(qnet, config=None, *, tiles=None):
     config : AcceleratorConfig, optional
     tiles : dict, optional
         ``{layer name: (Tr, Tc)}`` to override the planner for some layers.
+    dataflows : dict, optional
+        ``{layer name: "or" | "ir" | "wr" | "auto"}`` overriding ``config.dataflow``.
 
     Returns
     -------
@@ -326,29 +413,48 @@ def compile_network(qnet, config=None, *, tiles=None):
     ConfigError
         If the configuration cannot hold a layer (naming the layer, the need and the budget).
     """
+    from .perf import layer_cycles
     cfg = config or AcceleratorConfig()
-    R = cfg.rows
     groups = _layers_from_ops(qnet)
     first_in = groups[0][0].input_shape
     image_size = int(np.prod(first_in))
     region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
     layers, weight_words, params = [], [], []
+    names = ["+".join(o.name for o in grp) for grp in groups]
+    for key in list(tiles or {}) + list(dataflows or {}):
+        if key not in names:
+            raise ConfigError(f"no engine layer named {key!r} (layers: {', '.join(names)})")
     max_k = 1
-    for index, grp in enumerate(groups):
+    for index, (grp, name) in enumerate(zip(groups, names)):
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
-        name = "+".join(o.name for o in grp)
+        type_ = "+".join(o.type for o in grp)
         g = _geometry(op, pool, cfg)
+        choice = (dataflows or {}).get(name, cfg.dataflow)
+        if choice not in DATAFLOWS + ("auto",):
+            raise ConfigError(f"layer {name} ({type_}): dataflow {choice!r}: choose one of "
+                              "'or', 'ir', 'wr', 'auto'")
+        candidates = range(3) if choice == "auto" else [DATAFLOWS.index(choice)]
         override = (tiles or {}).get(name)
-        if override is not None:
-            v = _tiling(g, *override, cfg)
-            if v["slot_words"] > cfg.input_buffer_bytes // cfg.cols:
-                raise ConfigError(f"layer {name}: tile {override} needs {v['slot_words'] * cfg.cols}"
-                                  f" bytes of input tile buffer, more than "
-                                  f"input_buffer_bytes={cfg.input_buffer_bytes}")
-        else:
-            v = _plan_tiles(g, cfg, name, "+".join(o.type for o in grp))
-        last = grp[-1]
+        plans, errors = [], []
+        for df in candidates:
+            try:
+                if override is not None:
+                    v = _tiling(g, *override, cfg, df)
+                    if v["slot_words"] > _buffer_words(cfg, df):
+                        banks = cfg.rows if df == 2 else cfg.cols
+                        raise ConfigError(
+                            f"layer {name} ({type_}): tile {tuple(override)} needs "
+                            f"{v['slot_words'] * banks} bytes of input tile buffer, more than "
+                            f"input_buffer_bytes={cfg.input_buffer_bytes}")
+                else:
+                    v = _plan_tiles(g, cfg, name, type_, df)
+                plans.append((layer_cycles(v, cfg), df, v))
+            except ConfigError as exc:
+                errors.append(exc)
+        if not plans:
+            raise errors[0]
+        _, _, v = min(plans, key=lambda p: (p[0], p[1]))
         v["z_in"] = op.input_zero_point
         v["z_out"] = op.output_zero_point
         v["act_min"] = max(o.act_min for o in grp)
@@ -366,20 +472,20 @@ def compile_network(qnet, config=None, *, tiles=None):
         v["ld_tile_col_step"] = v["Tc"] * sw
         v["ld_tile_row_step"] = v["Tr"] * sh * W
         v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
-        # feeder: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
-        v["fd_row_step"] = sh * v["row_words"]
-        v["fd_ky_step"] = v["row_words"]
-        v["fd_chan_step"] = (v["Tr_in"] - g["kh"] + 1) * v["row_words"]
+        if v["df"] == 2:
+            # WR stream: word of (nb, row·sh + ky, col·sw + kx) = nb·chan_words + ... ·Tc_in + ...
+            v["fd_row_step"] = sh * v["Tc_in"]
+            v["fd_ky_step"] = v["Tc_in"]
+            v["fd_chan_step"] = 0
+        else:
+            # im2col: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
+            v["fd_row_step"] = sh * v["row_words"]
+            v["fd_ky_step"] = v["row_words"]
+            v["fd_chan_step"] = (v["Tr_in"] - g["kh"] + 1) * v["row_words"]
         v["PHW"] = g["PH"] * g["PW"]
         v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
         v["out_size"] = g["M"] * v["PHW"]
-        # weights: word w_base + mb·K + k, k = (n, ky, kx) row-major
-        wmat = op.weight.reshape(g["M"], -1)
-        for mb in range(v["MB"]):
-            block = np.zeros((R, v["K"]), np.int8)
-            rows_ = wmat[mb * R:(mb + 1) * R]
-            block[:rows_.shape[0]] = rows_
-            weight_words.extend(block.T)
+        weight_words.extend(_weight_words(op, v, cfg))
         for mm in range(g["M"]):
             params.append({"bias": int(op.bias[mm]), "multiplier": int(op.multiplier[mm]),
                            "shift": int(op.shift[mm])})
@@ -387,7 +493,7 @@ def compile_network(qnet, config=None, *, tiles=None):
         layers.append(LayerPlan(name=name, ops=grp, values=v))
     acc_width = (max_k * 128 * 127).bit_length() + 1
     slot_words = max(layer.values["slot_words"] for layer in layers)
-    weights = np.array(weight_words, np.int8).reshape(-1, R)
+    weights = np.array(weight_words, np.int8).reshape(-1, cfg.lanes)
     return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
                    fm_depth=2 * region, slot_words=slot_words, acc_width=acc_width,
                    image_size=image_size,

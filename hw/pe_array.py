@@ -22,50 +22,83 @@ __all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
 
 
 class BeatControl(data.Struct):
-    """Control bits travelling with each beat: ``valid`` (a real beat, not a bubble), ``first``
-    (start a new sum) and ``last`` (the sum is complete after this beat)."""
+    """Control bits travelling with each beat.
+
+    ``valid``: a real beat, not a bubble. Output-stationary mode: ``first`` starts a new sum,
+    ``last`` completes it. Stationary mode: ``swap`` (on a block's first beat) makes each PE
+    switch to the stationary operand preloaded for the block as the beat reaches it; ``first`` /
+    ``last`` mark the first / last reduction block of an output (the partial-sum buffer writes
+    instead of accumulating / the output is complete); ``tail`` marks a block's last real
+    beat."""
     valid: 1
     first: 1
     last: 1
+    swap: 1
+    tail: 1
 
 
 class ProcessingElement(wiring.Component):
-    """One int8 MAC with an output-stationary accumulator.
+    """One int8 MAC, output stationary or with a stationary operand.
 
     Parameters
     ----------
     acc_width : int
-        Accumulator width in bits (signed); the compiler derives it from the longest reduction.
+        Accumulator / partial-sum width in bits (signed); derived from the longest reduction.
 
     Members
     -------
+    mode : In(1)
+        0: output stationary (OS): ``w_in·x_in`` accumulates in the PE. 1: stationary operand
+        (input or weight stationary, IS/WS): ``psum_out = psum_in + w_in·stationary``.
     w_in, x_in : In(signed(8))
-        Operands from the left / upper neighbour.
+        Operands from the left / upper neighbour (in mode 1, ``w_in`` is the streaming operand).
     ctl_in : In(BeatControl)
     w_out, x_out, ctl_out : Out
         The same, registered (one cycle later), to the right / lower neighbour.
     result : Out(signed(acc_width))
-        The last finished sum; updated at the end of the cycle in which a ``last`` beat arrives.
+        Mode 0: the last finished sum; updated at the end of the cycle in which a ``last`` beat
+        arrives.
+    psum_in : In(signed(acc_width)); psum_out : Out(signed(acc_width))
+        Mode 1: partial sum from above / to below, registered.
+    preload, preload_data : In
+        Mode 1: when ``preload`` is high, ``preload_data`` is stored as the stationary operand of
+        the next block (taken over at the next ``swap`` beat).
     """
 
     def __init__(self, acc_width):
         self.acc_width = acc_width
         super().__init__({
+            "mode": In(1),
             "w_in": In(signed(8)), "x_in": In(signed(8)), "ctl_in": In(BeatControl),
             "w_out": Out(signed(8)), "x_out": Out(signed(8)), "ctl_out": Out(BeatControl),
             "result": Out(signed(acc_width)),
+            "psum_in": In(signed(acc_width)), "psum_out": Out(signed(acc_width)),
+            "preload": In(1), "preload_data": In(signed(8)),
         })
 
     def elaborate(self, platform):
         m = Module()
         acc = Signal(signed(self.acc_width))
+        stat, stat_next = Signal(signed(8)), Signal(signed(8))
+        operand = Signal(signed(8))
         product = Signal(signed(16))
-        m.d.comb += product.eq(self.w_in * self.x_in)
+        swapping = self.ctl_in.valid & self.ctl_in.swap
+        with m.If(self.mode == 0):
+            m.d.comb += operand.eq(self.x_in)
+        with m.Elif(swapping):
+            m.d.comb += operand.eq(stat_next)
+        with m.Else():
+            m.d.comb += operand.eq(stat)
+        m.d.comb += product.eq(self.w_in * operand)
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
-                     self.ctl_out.eq(self.ctl_in)]
+                     self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]
+        with m.If(swapping):
+            m.d.sync += stat.eq(stat_next)
+        with m.If(self.preload):
+            m.d.sync += stat_next.eq(self.preload_data)
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(product + acc)
-        with m.If(self.ctl_in.valid):
+        with m.If(self.ctl_in.valid & (self.mode == 0)):
             with m.If(self.ctl_in.first):
                 m.d.sync += acc.eq(product)
                 m.d.comb += total.eq(product)
@@ -77,7 +110,7 @@ class ProcessingElement(wiring.Component):
 
 
 class SystolicArray(wiring.Component):
-    """R×C output-stationary systolic array with edge skew.
+    """R×C systolic array with edge skew, output stationary (OS) or stationary-operand (IS/WS).
 
     Parameters
     ----------
@@ -87,17 +120,30 @@ class SystolicArray(wiring.Component):
 
     Members
     -------
+    mode : In(1)
+        0: output stationary; 1: stationary operand (see :class:`ProcessingElement`).
     w_edge : In(signed(8)).array(rows)
-        ``W[r, k]`` for every row, all rows for the same k in the same cycle (the array skews).
+        Per row, one streaming operand per cycle, all rows in the same cycle for the same beat
+        (the array skews): ``W[r, k]`` in OS mode; in mode 1 the streamed operand of row r
+        (a weight for IS, an input for WS).
     x_edge : In(signed(8)).array(cols)
-        ``X[k, c]`` for every column, same cycle as the weights of the same k.
+        OS mode: ``X[k, c]`` for every column, same cycle as the weights of the same k.
     ctl_edge : In(BeatControl)
+    preload_en : In(1); preload_row : In(range(rows)); preload_data : In(signed(8)).array(cols)
+        Mode 1: store ``preload_data[c]`` as row ``preload_row``'s stationary operands for the
+        next block. A row may be preloaded once the previous block's ``swap`` beat has passed
+        it (C cycles after that beat entered the row) and must be preloaded before the next
+        block's ``swap`` beat enters it.
     done : Out(1)
-        Pulses one cycle after PE(R−1, C−1) took a ``last`` beat: every PE's ``result`` now holds
-        the pass that ended, and keeps it for R·C more cycles if passes last ≥ R·C + 1 beats.
+        OS mode: pulses one cycle after PE(R−1, C−1) took a ``last`` beat: every PE's ``result``
+        now holds the pass that ended, and keeps it for R·C more cycles if passes last
+        ≥ R·C + 1 beats.
     results : Out(signed(acc_width)).array(rows, cols)
+    psums : Out(signed(acc_width)).array(cols); psum_ctl : Out(BeatControl)
+        Mode 1: the column sums of one beat, all columns aligned (deskewed), with the beat's
+        control bits, ``latency`` cycles after the beat entered the edge.
     latency : int
-        Cycles from a ``last`` beat at the edge to ``done`` (R + C − 1).
+        Cycles from a beat at the edge to ``done`` / ``psums`` (R + C − 1).
     """
 
     def __init__(self, rows, cols, acc_width):
@@ -105,11 +151,16 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
         super().__init__({
+            "mode": In(1),
             "w_edge": In(signed(8)).array(rows),
             "x_edge": In(signed(8)).array(cols),
             "ctl_edge": In(BeatControl),
+            "preload_en": In(1), "preload_row": In(range(max(2, rows))),
+            "preload_data": In(signed(8)).array(cols),
             "done": Out(1),
             "results": Out(signed(acc_width)).array(rows, cols),
+            "psums": Out(signed(acc_width)).array(cols),
+            "psum_ctl": Out(BeatControl),
         })
 
     @property
@@ -122,9 +173,12 @@ class SystolicArray(wiring.Component):
         pes = [[ProcessingElement(self.acc_width) for _ in range(C)] for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+                m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
+                m.d.comb += [pe.mode.eq(self.mode),
+                             pe.preload.eq(self.preload_en & (self.preload_row == r)),
+                             pe.preload_data.eq(self.preload_data[c])]
 
-        def skew(value, depth, name):
+        def delay(value, depth, name):
             """``value`` delayed by ``depth`` cycles through a register chain."""
             for i in range(depth):
                 reg = Signal.like(value, name=f"{name}_d{i}")
@@ -133,18 +187,23 @@ class SystolicArray(wiring.Component):
             return value
 
         for r in range(R):
-            m.d.comb += [pes[r][0].w_in.eq(skew(self.w_edge[r], r, f"w_skew{r}")),
-                         pes[r][0].ctl_in.eq(skew(self.ctl_edge, r, f"ctl_skew{r}"))]
+            m.d.comb += [pes[r][0].w_in.eq(delay(self.w_edge[r], r, f"w_skew{r}")),
+                         pes[r][0].ctl_in.eq(delay(self.ctl_edge, r, f"ctl_skew{r}"))]
             for c in range(1, C):
                 m.d.comb += [pes[r][c].w_in.eq(pes[r][c - 1].w_out),
                              pes[r][c].ctl_in.eq(pes[r][c - 1].ctl_out)]
         for c in range(C):
-            m.d.comb += pes[0][c].x_in.eq(skew(self.x_edge[c], c, f"x_skew{c}"))
+            m.d.comb += [pes[0][c].x_in.eq(delay(self.x_edge[c], c, f"x_skew{c}")),
+                         pes[0][c].psum_in.eq(0)]
             for r in range(1, R):
-                m.d.comb += pes[r][c].x_in.eq(pes[r - 1][c].x_out)
+                m.d.comb += [pes[r][c].x_in.eq(pes[r - 1][c].x_out),
+                             pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)]
+            # deskew the bottom row: column c is c cycles ahead of column C-1
+            m.d.comb += self.psums[c].eq(delay(pes[R - 1][c].psum_out, C - 1 - c, f"deskew{c}"))
         for r in range(R):
             for c in range(C):
                 m.d.comb += self.results[r][c].eq(pes[r][c].result)
         corner = pes[R - 1][C - 1].ctl_out
-        m.d.comb += self.done.eq(corner.valid & corner.last)
+        m.d.comb += [self.done.eq(corner.valid & corner.last & (self.mode == 0)),
+                     self.psum_ctl.eq(corner)]
         return m

@@ -19,7 +19,7 @@ import numpy as np
 from cnnforge.hw.accelerator import Accelerator
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
-from cnnforge.sim.rtl import split_debug_stream
+from cnnforge.sim.rtl import debug_stream_size, split_debug_stream
 
 __all__ = ["AcceleratorSim", "RTLResult", "compare"]
 
@@ -33,7 +33,8 @@ class RTLResult:
     Members
     -------
     logits : ndarray, int8, shape (B, output_size)
-    layers : list (per image) of list (per layer) of (cycles, ofm int8), empty without debug
+    layers : list (per image) of list (per layer) of (counters dict, ofm int8), empty
+        without debug
     cycles : ndarray, int64, shape (B,)
         Engine cycles per image (the accelerator's own counter).
     sim_cycles : int
@@ -102,7 +103,7 @@ class AcceleratorSim:
             self.build()
         prog = self.program
         images = np.asarray(images, np.int8)
-        debug_size = sum(4 + layer.values["out_size"] for layer in prog.layers)
+        debug_size = debug_stream_size(prog)
         run_dir = self.build_dir / name
         run_dir.mkdir(parents=True, exist_ok=True)
         stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",

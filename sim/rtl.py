@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from cnnforge.hw.accelerator import Accelerator
+from cnnforge.hw.accelerator import COUNTERS, Accelerator
 from cnnforge.hw.pe_array import SystolicArray
 from cnnforge.hw.ppu import PostProcessor
 
-__all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream"]
+__all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream",
+           "debug_stream_size"]
 
 
 def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
@@ -116,18 +117,26 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     return np.array([written[i] for i in range(n)], np.int8)
 
 
+def debug_stream_size(program):
+    """Bytes of the debug stream of one image: per layer the counters and the output map."""
+    return sum(4 * len(COUNTERS) + layer.values["out_size"] for layer in program.layers)
+
+
 def split_debug_stream(program, data):
-    """Split the accelerator's debug stream of one image into ``[(cycles, ofm), ...]`` per
-    layer; ``ofm`` is int8 shaped as the layer's output (C, H, W) or (F,)."""
+    """Split the accelerator's debug stream of one image into ``[(counters, ofm), ...]`` per
+    layer: ``counters`` is a dict of :data:`~cnnforge.hw.accelerator.COUNTERS` (cycles, buffer
+    reads and writes); ``ofm`` is int8 shaped as the layer's output (C, H, W) or (F,)."""
     data = bytes(data)
     layers, pos = [], 0
     for layer in program.layers:
-        cycles = int.from_bytes(data[pos:pos + 4], "little")
-        pos += 4
+        counters = {}
+        for name in COUNTERS:
+            counters[name] = int.from_bytes(data[pos:pos + 4], "little")
+            pos += 4
         size = layer.values["out_size"]
         ofm = np.frombuffer(data[pos:pos + size], np.int8).reshape(layer.ops[-1].output_shape)
         pos += size
-        layers.append((cycles, ofm))
+        layers.append((counters, ofm))
     if pos != len(data):
         raise ValueError(f"debug stream has {len(data)} bytes, expected {pos}")
     return layers
@@ -149,7 +158,7 @@ def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, 
     Returns
     -------
     logits : ndarray, int8, shape (B, output_size)
-    layers : list (per image) of list of (cycles, ofm), empty without debug
+    layers : list (per image) of list of (counters dict, ofm), empty without debug
     cycles : ndarray, int64, shape (B,): engine cycles per image (the ``cycles`` output)
     """
     rng = np.random.default_rng(seed)
