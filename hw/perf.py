@@ -1,25 +1,221 @@
-"""Analytic performance model (placeholder estimate; replaced by the exact model)."""
+"""Analytic performance model of the accelerator: cycles, buffer sizes and buffer accesses.
+
+For one layer, an array size, a dataflow and a tiling (a :class:`~.compiler.LayerPlan`'s
+values), :func:`layer_model` predicts what the RTL's per-layer counters measure
+(:data:`~.accelerator.COUNTERS`): the cycle count, and the reads and writes of the input tile
+buffer, the weight ROM, the output / partial-sum buffer and the feature-map memory.
+
+The model walks the tile loop nest at tile and group granularity (never per cycle) with the
+hardware's exact timing rules: the loader streams one value per cycle into a ping-pong half of
+the input tile buffer and starts the next tile three cycles after the last value, or two cycles
+after the controller releases the half; the controller starts a tile two cycles after the last
+write lands; OR passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
+1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
+results leave the array ``R + C − 1`` cycles after their last beat is issued (plus the memory
+and control registers) and the post-processor writes five cycles after its input. Access counts
+are closed forms of the loop bounds. ``tests/sim/test_perf_rtl.py`` checks every figure against
+the RTL counters.
+
+The model follows Zhang et al., FPGA 2015 (tile loop nests, double buffering) and SCALE-Sim's
+os/ws/is timing for the array itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
+
+PPU_LATENCY = 5          # cycles from a post-processor input to its write (ppu.PostProcessor)
+
 
 def _ceil_div(a, b):
     return -(-a // b)
 
 
-def layer_cycles(v, cfg):
-    R, C = cfg.rows, cfg.cols
-    load = v["N"] * v["Tr_in"] * v["Tc_in"]
-    tiles = []
+@dataclass
+class LayerModel:
+    """Predicted counters of one layer (same names as the RTL's ``COUNTERS``)."""
+
+    cycles: int
+    ibuf_reads: int
+    ibuf_writes: int
+    weight_reads: int
+    obuf_reads: int
+    obuf_writes: int
+    fm_reads: int
+    fm_writes: int
+    macs: int
+    ideal_cycles: int
+
+    def counters(self):
+        return {k: getattr(self, k) for k in ("cycles", "ibuf_reads", "ibuf_writes",
+                                               "weight_reads", "obuf_reads", "obuf_writes",
+                                               "fm_reads", "fm_writes")}
+
+
+def _tiles(v):
+    """Tiles in loop order: (tr0, tc0, rows, cols)."""
     for tr in range(v["ntr"]):
         rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
         for tc in range(v["ntc"]):
             cols = v["cols_last"] if tc == v["ntc"] - 1 else v["Tc"]
-            groups = _ceil_div(cols, C)
-            if v["df"] == 0:
-                tiles.append(v["MB"] * rows * groups * v["L"])
-            elif v["df"] == 1:
-                tiles.append(rows * groups * (R + v["KB"] * v["L"]))
+            yield tr * v["Tr"], tc * v["Tc"], rows, cols
+
+
+def _span(start, length, limit):
+    """How many of start..start+length-1 fall in [0, limit)."""
+    return max(0, min(start + length, limit) - max(start, 0))
+
+
+def _ppu_valid(v, m, oy, ox):
+    return m < v["M"] and oy < v["PH"] * v["pk"] and ox < v["PW"] * v["pk"]
+
+
+def layer_model(v, cfg):
+    """Predict a layer's RTL counters.
+
+    Parameters
+    ----------
+    v : dict
+        ``LayerPlan.values`` (geometry, dataflow ``df``, tiling and derived sizes).
+    cfg : AcceleratorConfig
+
+    Returns
+    -------
+    LayerModel
+    """
+    R, C = cfg.rows, cfg.cols
+    df, K, M, N = v["df"], v["K"], v["M"], v["N"]
+    E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
+    tiles = list(_tiles(v))
+    ntiles = len(tiles)
+
+    # loader / controller handshake over the two halves of the input tile buffer
+    l_last = [0] * ntiles
+    free = [0] * ntiles                           # cycle the controller releases tile t's half
+    ibuf_writes = ntiles * E
+    fm_reads = 0
+    for tr0, tc0, _, _ in tiles:
+        y0, x0 = tr0 * v["sh"] - v["ph"], tc0 * v["sw"] - v["pw"]
+        fm_reads += N * _span(y0, v["Tr_in"], v["H"]) * _span(x0, v["Tc_in"], v["W"])
+
+    ibuf_reads = weight_reads = obuf_reads = obuf_writes = 0
+    wait = 1                                      # controller's WAIT_TILE entry cycle
+    end = 0                                       # last cycle the layer is busy
+    drain_done = [-10, -10]                       # IR/WR: last drain cycle per psum half
+    drain_free = -10                              # IR/WR: cycle the group drainer is free from
+    half = 0
+    for t, (tr0, tc0, rows, cols) in enumerate(tiles):
+        first = 2 if t == 0 else l_last[t - 1] + 3
+        if t >= 2:
+            first = max(first, free[t - 2] + 2)
+        l_last[t] = first + E - 1
+        start = max(wait, l_last[t] + 2) + 1       # first working cycle of the tile
+        groups_t = _ceil_div(cols, C)
+        x_end = min(tc0 + v["Tc"], v["OW"])
+        if df == 0:
+            passes = v["MB"] * rows * groups_t
+            L = v["L"]
+            f_end = start + passes * L - 1
+            ibuf_reads += C * K * passes
+            weight_reads += K * passes
+            obuf_reads += R * C * passes
+            obuf_writes += R * C * passes
+            # the tile's last pass: its drain decides when the layer can end
+            last_beat = f_end - (L - K)
+            done = last_beat + R + C
+            end = max(end, f_end + 1, done + R * C + 1)
+            mb, row, g = v["MB"] - 1, rows - 1, groups_t - 1
+            for i in reversed(range(R * C)):
+                r, c = divmod(i, C)
+                ox = tc0 + g * C + c
+                if mb * R + r < M and ox < x_end and _ppu_valid(v, mb * R + r, tr0 + row, ox):
+                    end = max(end, done + 1 + i + PPU_LATENCY + 1)
+                    break
+        else:
+            if df == 1:
+                groups = [(tr0 + row, tc0 + g * C, None) for row in range(rows)
+                          for g in range(groups_t)]
+                beats, L = M, v["L"]
             else:
-                tiles.append(v["MB"] * (R + v["KB"] * max(rows * cols, v["Lmin"])))
-    total = load
-    for i, compute in enumerate(tiles):
-        total += max(compute, load if i + 1 < len(tiles) else 0)
-    return total
+                groups = [(tr0, tc0, mb) for mb in range(v["MB"])]
+                beats = rows * cols
+                L = max(beats, v["Lmin"])
+            KB = v["KB"]
+            cycle = start                                   # GROUP state entry
+            for gi, (goy, gox, mb) in enumerate(groups):
+                g_start = max(cycle, drain_done[half] + 1)  # psum half free
+                s_first = g_start + R + 2                   # first stream beat
+                s_end = s_first + KB * L - 1
+                last_beat = s_end - (L - beats)
+                ready = last_beat + R + C + 2               # group_ready visible
+                y = max(ready, drain_free)
+                if df == 1:
+                    n_drain = M * C
+                    ibuf_reads += C * K
+                    weight_reads += M * KB
+                    obuf_writes += C * M * KB
+                    obuf_reads += C * M * (KB - 1) + n_drain
+                    order = [(m, goy, gox + c) for m in range(M) for c in range(C)]
+                    gx_end = x_end
+                else:
+                    n_drain = C * beats
+                    ibuf_reads += R * beats * KB
+                    weight_reads += R * KB
+                    obuf_writes += C * beats * KB
+                    obuf_reads += C * beats * (KB - 1) + n_drain
+                    order = [(mb * C + c, goy + i // cols, gox + i % cols)
+                             for c in range(C) for i in range(beats)]
+                    gx_end = v["OW"]
+                drain_done[half] = y + n_drain
+                drain_free = y + n_drain + 1
+                half ^= 1
+                end = max(end, y + n_drain + 1)
+                for i in reversed(range(n_drain)):
+                    m, oy, ox = order[i]
+                    if ox < gx_end and _ppu_valid(v, m, oy, ox):
+                        end = max(end, y + 2 + i + PPU_LATENCY + 1)
+                        break
+                cycle = s_end + 1
+            f_end = cycle - 1
+            end = max(end, f_end + 1)
+        free[t] = f_end
+        wait = f_end + 1
+    pk = v["pk"]
+    outputs = M * v["PH"] * v["PW"]
+    fm_writes = outputs * pk * pk
+    fm_reads += outputs * (pk * pk - 1)
+    macs = M * v["OH"] * v["OW"] * K
+    return LayerModel(cycles=end + 1, ibuf_reads=ibuf_reads, ibuf_writes=ibuf_writes,
+                      weight_reads=weight_reads, obuf_reads=obuf_reads,
+                      obuf_writes=obuf_writes, fm_reads=fm_reads, fm_writes=fm_writes,
+                      macs=macs, ideal_cycles=_ceil_div(macs, cfg.pes))
+
+
+def layer_cycles(v, cfg):
+    """Predicted cycles of one layer (see :func:`layer_model`)."""
+    return layer_model(v, cfg).cycles
+
+
+def network_model(program):
+    """Predicted counters of every layer of a program, and the cycles per image: the layers
+    plus 3 cycles of sequencing each (descriptor fetch and start, next layer)."""
+    layers = [layer_model(layer.values, program.config) for layer in program.layers]
+    return layers, sum(lm.cycles + 3 for lm in layers)
+
+
+def buffer_bits(program):
+    """On-chip memory of a program, in bits: ``{"input": ..., "weights": ..., "psum": ...,
+    "fm": ..., "params": ...}``."""
+    cfg = program.config
+    out = {
+        "input": program.input_banks * 2 * program.slot_words * 8,
+        "weights": len(program.weights) * cfg.lanes * 8,
+        "fm": program.fm_depth * 8,
+        "params": len(program.params) * 68,
+        "psum": 0,
+    }
+    if any(layer.values["df"] for layer in program.layers):
+        out["psum"] = cfg.cols * 2 * program.psum_depth * program.acc_width
+    return out
