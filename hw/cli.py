@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import AcceleratorConfig, ConfigError, compile_network
+from .compiler import AcceleratorConfig, ConfigError, compile_network, load_plan
 from .network import NetworkError, load_network
+from .perf import network_model
 from .quantize import quantize
 
 __all__ = ["main"]
@@ -42,16 +43,33 @@ def _atomic_write(path, write):
         raise
 
 
-def _config(args):
-    return AcceleratorConfig(rows=args.rows, cols=args.cols,
-                             input_buffer_bytes=args.buffer_bytes)
-
-
 def _compile(args):
+    """Network, quantized network and program from NET and the design options (--plan wins
+    over --rows/--cols/--buffer-bytes/--dataflow)."""
     network = load_network(args.net)
     qnet = quantize(network)
-    program = compile_network(qnet, _config(args))
+    if getattr(args, "plan", None):
+        config, tiles, dataflows = load_plan(args.plan)
+        program = compile_network(qnet, config, tiles=tiles, dataflows=dataflows)
+    else:
+        config = AcceleratorConfig(rows=args.rows, cols=args.cols,
+                                   input_buffer_bytes=args.buffer_bytes,
+                                   dataflow=args.dataflow)
+        program = compile_network(qnet, config)
     return network, qnet, program
+
+
+def add_design_options(p):
+    """The options that choose a design: array, buffer, dataflow, or a plan file."""
+    p.add_argument("--rows", type=int, default=4, help="PE array rows R (default 4)")
+    p.add_argument("--cols", type=int, default=4, help="PE array columns C (default 4)")
+    p.add_argument("--buffer-bytes", type=int, default=4096,
+                   help="input tile buffer capacity per ping-pong half (default 4096)")
+    p.add_argument("--dataflow", choices=("or", "ir", "wr", "auto"), default="or",
+                   help="dataflow of every layer: output, input or weight reuse, or the "
+                   "fastest per layer by the performance model (default or)")
+    p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
+                   "per-layer dataflow and tiles; overrides the options above")
 
 
 def _load_inputs(args, network):
@@ -90,10 +108,7 @@ def _load_inputs(args, network):
 
 def _add_common(p, images_default):
     p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
-    p.add_argument("--rows", type=int, default=4, help="PE array rows R (default 4)")
-    p.add_argument("--cols", type=int, default=4, help="PE array columns C (default 4)")
-    p.add_argument("--buffer-bytes", type=int, default=4096,
-                   help="input tile buffer capacity per ping-pong half (default 4096)")
+    add_design_options(p)
     p.add_argument("--inputs", help="float inputs .npy, shape (N, C, H, W) (default: the "
                    "network file's test_data())")
     p.add_argument("--labels", help="int labels .npy, shape (N,)")
@@ -134,6 +149,8 @@ def cmd_run(args):
     from cnnforge.sim.accel import AcceleratorSim, compare
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
     t0 = time.perf_counter()
     network, qnet, program = _compile(args)
     x, y = _load_inputs(args, network)
@@ -170,12 +187,14 @@ def cmd_run(args):
         "ideal_cycles_per_image": ideal,
         "pe_utilization": ideal / cycles if cycles else 0.0,
         "array": [cfg.rows, cfg.cols],
+        "plan": program.plan(),
         "output_scale": qnet.output_scale,
         "output_zero_point": qnet.output_zero_point,
         "simulated_cycles_per_second": result.cycles_per_second,
         "layers": [],
     }
-    for i, layer in enumerate(program.layers):
+    models, _ = network_model(program)
+    for i, (layer, model) in enumerate(zip(program.layers, models)):
         ideal_l = -(-layer.macs // cfg.pes)
         measured = None if layer_cycles is None else float(layer_cycles[:, i].mean())
         report["layers"].append({
@@ -183,16 +202,20 @@ def cmd_run(args):
             "cycles": measured, "ideal_cycles": ideal_l,
             "pe_utilization": None if not measured else ideal_l / measured,
             "dataflow": layer.dataflow, "algorithm": "direct",
-            "tiling": {k: int(layer.values[k]) for k in ("Tr", "Tc")} | {
-                "Tm": int(layer.values["M"]), "Tn": int(layer.values["N"])},
+            "tiling": {k: int(val) for k, val in layer.tiling.items()},
+            "counters": result.layers[0][i][0] if result.layers else None,
+            "model": model.counters(),
         })
     table = Table(title="per layer")
-    for col in ("layer", "type", "MACs", "cycles", "ideal", "util.", "Tm/Tn/Tr/Tc"):
-        table.add_column(col, justify="right" if col not in ("layer", "type") else "left")
+    for col in ("layer", "type", "dataflow", "MACs", "cycles", "model", "ideal", "util.",
+                "Tm/Tn/Tr/Tc"):
+        table.add_column(col, justify="left" if col in ("layer", "type", "dataflow")
+                         else "right")
     for entry in report["layers"]:
         t = entry["tiling"]
-        table.add_row(entry["name"], entry["type"], str(entry["macs"]),
+        table.add_row(entry["name"], entry["type"], entry["dataflow"].upper(), str(entry["macs"]),
                       "-" if entry["cycles"] is None else f"{entry['cycles']:.0f}",
+                      str(entry["model"]["cycles"]),
                       str(entry["ideal_cycles"]),
                       "-" if not entry["pe_utilization"] else f"{entry['pe_utilization']:.1%}",
                       f"{t['Tm']}/{t['Tn']}/{t['Tr']}/{t['Tc']}")
@@ -237,9 +260,7 @@ def build_parser():
     p = sub.add_parser("verilog", help="write the accelerator's Verilog")
     p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
-    p.add_argument("--rows", type=int, default=4)
-    p.add_argument("--cols", type=int, default=4)
-    p.add_argument("--buffer-bytes", type=int, default=4096)
+    add_design_options(p)
     p.set_defaults(func=cmd_verilog)
     return parser
 

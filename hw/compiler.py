@@ -21,7 +21,8 @@ import numpy as np
 
 from .network import NetworkError
 
-__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError"]
+__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
+           "load_plan", "DATAFLOWS"]
 
 
 DATAFLOWS = ("or", "ir", "wr")
@@ -147,6 +148,17 @@ class LayerPlan:
         return DATAFLOWS[self.values["df"]]
 
     @property
+    def tiling(self):
+        """Zhang et al.'s tile sizes: Tm output channels and Tn input channels held on chip at
+        once (WR: the C×R weight block in the array), Tr × Tc output pixels."""
+        v, cfg = self.values, None
+        if v["df"] == 2:
+            tm, tn = min(v["M"], v["MBw"]), min(v["N"], v["NBw"])
+        else:
+            tm, tn = v["M"], v["N"]
+        return {"Tm": tm, "Tn": tn, "Tr": v["Tr"], "Tc": v["Tc"]}
+
+    @property
     def gemm(self):
         return self.ops[0]
 
@@ -232,6 +244,16 @@ class Program:
         wr = any(layer.values["df"] == 2 for layer in self.layers)
         return max(cfg.cols, cfg.rows if wr else 1)
 
+    def plan(self):
+        """The design choices as a JSON-able dict (``cnnforge ... --plan FILE`` reads it back
+        with :func:`load_plan`): array, buffer budget, and per layer dataflow and tile."""
+        cfg = self.config
+        return {"rows": cfg.rows, "cols": cfg.cols,
+                "input_buffer_bytes": cfg.input_buffer_bytes,
+                "layers": {layer.name: {"dataflow": layer.dataflow,
+                                        "Tr": layer.values["Tr"], "Tc": layer.values["Tc"]}
+                           for layer in self.layers}}
+
     @property
     def ideal_cycles(self):
         return sum(_ceil_div(layer.macs, self.config.pes) for layer in self.layers)
@@ -307,6 +329,7 @@ def _tiling(g, Tr, Tc, cfg, df):
     else:                  # WR: C output channels per block, R input channels per block
         v["MB"], v["KB"] = _ceil_div(g["M"], C), g["kh"] * g["kw"] * _ceil_div(g["N"], R)
     v["nblk"] = _ceil_div(g["N"], R)
+    v["MBw"], v["NBw"] = C, R            # WR weight block (columns × rows), for reports
     if df == 2:
         # channel-banked: input (n, yi, xi) in bank n % R, word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
         v["Wq"] = v["row_words"] = 0
@@ -388,6 +411,45 @@ def _weight_words(op, v, cfg):
         out = np.zeros((v["MB"], kh, kw, nb, R, lanes), np.int8)
         out[..., :C] = blk
     return out.reshape(-1, lanes)
+
+
+def load_plan(plan, source="plan"):
+    """Read a plan (dict, or the path of a JSON file written from :meth:`Program.plan`).
+
+    Returns
+    -------
+    (AcceleratorConfig, tiles, dataflows)
+        Arguments for :func:`compile_network`.
+
+    Raises
+    ------
+    ConfigError
+        On a missing file, bad JSON or a malformed entry (naming the file and the entry).
+    """
+    import json
+    import os
+    if isinstance(plan, (str, os.PathLike)):
+        source = str(plan)
+        try:
+            with open(plan) as f:
+                plan = json.load(f)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read plan ({exc.strerror})") from None
+        except ValueError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
+    try:
+        cfg = AcceleratorConfig(rows=int(plan["rows"]), cols=int(plan["cols"]),
+                                input_buffer_bytes=int(plan.get("input_buffer_bytes", 4096)))
+        tiles, dataflows = {}, {}
+        for name, entry in plan.get("layers", {}).items():
+            dataflows[name] = entry.get("dataflow", "auto")
+            if "Tr" in entry and "Tc" in entry:
+                tiles[name] = (int(entry["Tr"]), int(entry["Tc"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
+    return cfg, tiles, dataflows
 
 
 def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
