@@ -49,8 +49,7 @@ def _compile(args):
     network = load_network(args.net)
     qnet = quantize(network)
     if getattr(args, "plan", None):
-        config, tiles, dataflows = load_plan(args.plan)
-        program = compile_network(qnet, config, tiles=tiles, dataflows=dataflows)
+        program = compile_network(qnet, **load_plan(args.plan))
     else:
         config = AcceleratorConfig(rows=args.rows, cols=args.cols,
                                    input_buffer_bytes=args.buffer_bytes,
@@ -201,7 +200,7 @@ def cmd_run(args):
             "name": layer.name, "type": layer.type, "macs": int(layer.macs),
             "cycles": measured, "ideal_cycles": ideal_l,
             "pe_utilization": None if not measured else ideal_l / measured,
-            "dataflow": layer.dataflow, "algorithm": "direct",
+            "dataflow": layer.dataflow, "algorithm": layer.algorithm,
             "tiling": {k: int(val) for k, val in layer.tiling.items()},
             "counters": result.layers[0][i][0] if result.layers else None,
             "model": model.counters(),

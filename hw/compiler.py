@@ -26,6 +26,9 @@ __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "Conf
 
 
 DATAFLOWS = ("or", "ir", "wr")
+ALGORITHMS = ("direct", "winograd")
+WINOGRAD = 3            # the descriptor's df code of a Winograd F(2×2, 3×3) layer (OS-based)
+_WINOGRAD_HW = False
 
 
 class ConfigError(ValueError):
@@ -145,7 +148,12 @@ class LayerPlan:
 
     @property
     def dataflow(self):
-        return DATAFLOWS[self.values["df"]]
+        """``"or"``, ``"ir"`` or ``"wr"`` (a Winograd layer runs output stationary: ``"or"``)."""
+        return DATAFLOWS[self.values["df"] % WINOGRAD]
+
+    @property
+    def algorithm(self):
+        return "winograd" if self.values["df"] == WINOGRAD else "direct"
 
     @property
     def tiling(self):
@@ -251,6 +259,7 @@ class Program:
         return {"rows": cfg.rows, "cols": cfg.cols,
                 "input_buffer_bytes": cfg.input_buffer_bytes,
                 "layers": {layer.name: {"dataflow": layer.dataflow,
+                                        "algorithm": layer.algorithm,
                                         "Tr": layer.values["Tr"], "Tc": layer.values["Tc"]}
                            for layer in self.layers}}
 
@@ -304,9 +313,20 @@ def _geometry(op, pool, cfg):
     return g
 
 
+def _winograd_geometry(g):
+    """The geometry the loader and im2col walker see for a Winograd layer: 4×4 input tiles at
+    stride 2, one "output pixel" per 2×2 output tile (OH, OW become the tile counts); the real
+    output size stays in PH, PW (pooling) and OHr, OWr."""
+    v = dict(g)
+    v.update(kh=4, kw=4, sh=2, sw=2, OH=-(-g["OH"] // 2), OW=-(-g["OW"] // 2),
+             OHr=g["OH"], OWr=g["OW"])
+    return v
+
+
 def _tiling(g, Tr, Tc, cfg, df):
-    """Derived tiling values for output tile Tr × Tc and dataflow ``df`` (0 OR, 1 IR, 2 WR),
-    the input tile buffer layout included."""
+    """Derived tiling values for output tile Tr × Tc and dataflow ``df`` (0 OR, 1 IR, 2 WR,
+    3 Winograd; for Winograd, ``g`` is from :func:`_winograd_geometry` and Tr × Tc counts 2×2
+    output tiles), the input tile buffer layout included."""
     R, C = cfg.rows, cfg.cols
     v = dict(g)
     v["df"] = df
@@ -323,6 +343,10 @@ def _tiling(g, Tr, Tc, cfg, df):
     v["Lmin"] = cfg.min_block_beats
     if df == 0:            # OR: R output channels per pass
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 1
+    elif df == WINOGRAD:   # 16 passes (one per transform position) of N beats, R channels each
+        v["MB"], v["KB"] = _ceil_div(g["M"], R), 16
+        v["K"] = g["N"]
+        v["L"] = max(g["N"], R + C)
     elif df == 1:          # IR: R reduction steps per block, all M channels streamed
         v["MB"], v["KB"] = 1, _ceil_div(v["K"], R)
         v["L"] = max(g["M"], v["Lmin"])
@@ -353,7 +377,7 @@ def _plan_tiles(g, cfg, name, type_, df):
     """Choose Tr, Tc: the fastest tiling (by the performance model) whose input tile fits
     ``cfg.input_buffer_bytes``; output tiles are whole pooling windows."""
     from .perf import layer_cycles
-    pk = g["pk"]
+    pk = g["pk"] if df != WINOGRAD else max(1, g["pk"] // 2)
     best = None
     rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
     cols = sorted({min(t, g["OW"]) for t in range(pk, g["OW"] + pk, pk)})
@@ -391,6 +415,14 @@ def _weight_words(op, v, cfg):
     """
     R, C, lanes = cfg.rows, cfg.cols, cfg.lanes
     M, K, N, kh, kw = v["M"], v["K"], v["N"], v["kh"], v["kw"]
+    if v["df"] == WINOGRAD:
+        # word (mb·16 + ξ)·N + n holds U[mb·R + r, n, ξ] in lane r (U = G2 g G2ᵀ, 12 bits)
+        from cnnforge.sim.winograd import weight_transform
+        u = np.zeros((v["MB"] * R, N, 16), np.int64)
+        u[:M] = weight_transform(op.weight).reshape(M, N, 16)
+        out = np.zeros((v["MB"], 16, N, lanes), np.int64)
+        out[..., :R] = u.reshape(v["MB"], R, N, 16).transpose(0, 3, 2, 1)
+        return out.reshape(-1, lanes)
     w = op.weight.reshape(M, N, kh, kw).astype(np.int8)
     if v["df"] == 0:
         out = np.zeros((v["MB"], K, lanes), np.int8)
@@ -418,8 +450,9 @@ def load_plan(plan, source="plan"):
 
     Returns
     -------
-    (AcceleratorConfig, tiles, dataflows)
-        Arguments for :func:`compile_network`.
+    dict
+        Keyword arguments of :func:`compile_network`: ``config``, ``tiles``, ``dataflows``,
+        ``algorithms``.
 
     Raises
     ------
@@ -440,19 +473,20 @@ def load_plan(plan, source="plan"):
     try:
         cfg = AcceleratorConfig(rows=int(plan["rows"]), cols=int(plan["cols"]),
                                 input_buffer_bytes=int(plan.get("input_buffer_bytes", 4096)))
-        tiles, dataflows = {}, {}
+        tiles, dataflows, algorithms = {}, {}, {}
         for name, entry in plan.get("layers", {}).items():
             dataflows[name] = entry.get("dataflow", "auto")
+            algorithms[name] = entry.get("algorithm", "auto")
             if "Tr" in entry and "Tc" in entry:
                 tiles[name] = (int(entry["Tr"]), int(entry["Tc"]))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
-    return cfg, tiles, dataflows
+    return {"config": cfg, "tiles": tiles, "dataflows": dataflows, "algorithms": algorithms}
 
 
-def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
+def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms=None):
     """Compile a quantized network for an accelerator configuration.
 
     Parameters
@@ -463,6 +497,10 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
         ``{layer name: (Tr, Tc)}`` to override the planner for some layers.
     dataflows : dict, optional
         ``{layer name: "or" | "ir" | "wr" | "auto"}`` overriding ``config.dataflow``.
+    algorithms : dict, optional
+        ``{layer name: "direct" | "winograd" | "auto"}`` overriding the Conv2d's
+        ``algorithm``. ``auto`` takes Winograd F(2×2, 3×3) for a 3×3 stride-1 layer when the
+        performance model finds it faster than the best direct dataflow.
 
     Returns
     -------
@@ -483,7 +521,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
     region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
     layers, weight_words, params = [], [], []
     names = ["+".join(o.name for o in grp) for grp in groups]
-    for key in list(tiles or {}) + list(dataflows or {}):
+    for key in list(tiles or {}) + list(dataflows or {}) + list(algorithms or {}):
         if key not in names:
             raise ConfigError(f"no engine layer named {key!r} (layers: {', '.join(names)})")
     max_k = 1
@@ -496,13 +534,27 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
         if choice not in DATAFLOWS + ("auto",):
             raise ConfigError(f"layer {name} ({type_}): dataflow {choice!r}: choose one of "
                               "'or', 'ir', 'wr', 'auto'")
-        candidates = range(3) if choice == "auto" else [DATAFLOWS.index(choice)]
+        candidates = list(range(3)) if choice == "auto" else [DATAFLOWS.index(choice)]
+        layer0 = op.layers[0]
+        algorithm = (algorithms or {}).get(name, getattr(layer0, "algorithm", "direct"))
+        if algorithm not in ALGORITHMS + ("auto",):
+            raise ConfigError(f"layer {name} ({type_}): algorithm {algorithm!r}: choose one of "
+                              "'direct', 'winograd', 'auto'")
+        applies = op.kind == "conv" and layer0.winograd_applies
+        if algorithm == "winograd" and not applies:
+            raise NetworkError(f"layer {name} ({type_}): Winograd F(2x2, 3x3) needs a 3x3 kernel "
+                               f"with stride 1, got kernel {op.kernel_size} stride {op.stride}")
+        if algorithm == "winograd":
+            candidates = [WINOGRAD]
+        elif algorithm == "auto" and applies and _WINOGRAD_HW:
+            candidates.append(WINOGRAD)
         override = (tiles or {}).get(name)
         plans, errors = [], []
         for df in candidates:
+            geo = _winograd_geometry(g) if df == WINOGRAD else g
             try:
                 if override is not None:
-                    v = _tiling(g, *override, cfg, df)
+                    v = _tiling(geo, *override, cfg, df)
                     if v["slot_words"] > _buffer_words(cfg, df):
                         banks = cfg.rows if df == 2 else cfg.cols
                         raise ConfigError(
@@ -510,7 +562,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None):
                             f"{v['slot_words'] * banks} bytes of input tile buffer, more than "
                             f"input_buffer_bytes={cfg.input_buffer_bytes}")
                 else:
-                    v = _plan_tiles(g, cfg, name, type_, df)
+                    v = _plan_tiles(geo, cfg, name, type_, df)
                 plans.append((layer_cycles(v, cfg), df, v))
             except ConfigError as exc:
                 errors.append(exc)

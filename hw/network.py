@@ -94,6 +94,10 @@ class Conv2d(Layer):
     bias : bool
     padding_mode : str
         Only ``"zeros"`` is supported.
+    algorithm : str
+        cnnforge's choice of convolution algorithm on the accelerator: ``"direct"`` (im2col GEMM),
+        ``"winograd"`` (F(2×2, 3×3); 3×3 stride-1 layers only) or ``"auto"`` (Winograd when
+        it applies and the performance model finds it faster).
 
     Members
     -------
@@ -104,7 +108,7 @@ class Conv2d(Layer):
     params = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros"):
+                 groups=1, bias=True, padding_mode="zeros", *, algorithm="auto"):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -114,6 +118,7 @@ class Conv2d(Layer):
         self.groups = int(groups)
         self.has_bias = bool(bias)
         self.padding_mode = padding_mode
+        self.algorithm = algorithm
         self.weight = None
         self.bias = None
 
@@ -129,6 +134,17 @@ class Conv2d(Layer):
             raise self.error(f"groups={self.groups} is not supported (only 1)")
         if self.padding_mode != "zeros":
             raise self.error(f"padding_mode={self.padding_mode!r} is not supported (only 'zeros')")
+        if self.algorithm not in ("auto", "direct", "winograd"):
+            raise self.error(f"algorithm={self.algorithm!r}: choose 'auto', 'direct' or "
+                             "'winograd'")
+        if self.algorithm == "winograd" and not self.winograd_applies:
+            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1, got "
+                             f"kernel {self.kernel_size} stride {self.stride}")
+
+    @property
+    def winograd_applies(self):
+        """Whether Winograd F(2×2, 3×3) computes this layer: a 3×3 kernel with stride 1."""
+        return self.kernel_size == (3, 3) and self.stride == (1, 1)
 
     def output_shape(self, shape):
         if len(shape) != 3:

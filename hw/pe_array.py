@@ -44,6 +44,9 @@ class ProcessingElement(wiring.Component):
     ----------
     acc_width : int
         Accumulator / partial-sum width in bits (signed); derived from the longest reduction.
+    w_width, x_width : int
+        Operand widths (8; 12 and 11 when the program has Winograd layers, whose transformed
+        weights and inputs are wider, see ``sim/winograd.py``).
 
     Members
     -------
@@ -65,23 +68,27 @@ class ProcessingElement(wiring.Component):
         the next block (taken over at the next ``swap`` beat).
     """
 
-    def __init__(self, acc_width):
+    def __init__(self, acc_width, w_width=8, x_width=8):
         self.acc_width = acc_width
+        self.w_width, self.x_width = w_width, x_width
+        stat_width = max(w_width, x_width)
         super().__init__({
             "mode": In(1),
-            "w_in": In(signed(8)), "x_in": In(signed(8)), "ctl_in": In(BeatControl),
-            "w_out": Out(signed(8)), "x_out": Out(signed(8)), "ctl_out": Out(BeatControl),
+            "w_in": In(signed(w_width)), "x_in": In(signed(x_width)), "ctl_in": In(BeatControl),
+            "w_out": Out(signed(w_width)), "x_out": Out(signed(x_width)),
+            "ctl_out": Out(BeatControl),
             "result": Out(signed(acc_width)),
             "psum_in": In(signed(acc_width)), "psum_out": Out(signed(acc_width)),
-            "preload": In(1), "preload_data": In(signed(8)),
+            "preload": In(1), "preload_data": In(signed(stat_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
         acc = Signal(signed(self.acc_width))
-        stat, stat_next = Signal(signed(8)), Signal(signed(8))
-        operand = Signal(signed(8))
-        product = Signal(signed(16))
+        stat_width = max(self.w_width, self.x_width)
+        stat, stat_next = Signal(signed(stat_width)), Signal(signed(stat_width))
+        operand = Signal(signed(stat_width))
+        product = Signal(signed(self.w_width + stat_width))
         swapping = self.ctl_in.valid & self.ctl_in.swap
         with m.If(self.mode == 0):
             m.d.comb += operand.eq(self.x_in)
@@ -116,7 +123,8 @@ class SystolicArray(wiring.Component):
     ----------
     rows, cols : int
         R and C, at least 1.
-    acc_width : int
+    acc_width, w_width, x_width : int
+        See :class:`ProcessingElement`.
 
     Members
     -------
@@ -146,17 +154,18 @@ class SystolicArray(wiring.Component):
         Cycles from a beat at the edge to ``done`` / ``psums`` (R + C − 1).
     """
 
-    def __init__(self, rows, cols, acc_width):
+    def __init__(self, rows, cols, acc_width, w_width=8, x_width=8):
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
+        self.w_width, self.x_width = w_width, x_width
         super().__init__({
             "mode": In(1),
-            "w_edge": In(signed(8)).array(rows),
-            "x_edge": In(signed(8)).array(cols),
+            "w_edge": In(signed(w_width)).array(rows),
+            "x_edge": In(signed(x_width)).array(cols),
             "ctl_edge": In(BeatControl),
             "preload_en": In(1), "preload_row": In(range(max(2, rows))),
-            "preload_data": In(signed(8)).array(cols),
+            "preload_data": In(signed(max(w_width, x_width))).array(cols),
             "done": Out(1),
             "results": Out(signed(acc_width)).array(rows, cols),
             "psums": Out(signed(acc_width)).array(cols),
@@ -170,7 +179,8 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[ProcessingElement(self.acc_width) for _ in range(C)] for _ in range(R)]
+        pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width) for _ in range(C)]
+               for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]

