@@ -48,7 +48,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .compiler import DESCRIPTOR_FIELDS, Program
+from .compiler import DESCRIPTOR_FIELDS, WINOGRAD, Program
 from .pe_array import BeatControl, SystolicArray
 from .ppu import PostProcessor
 
@@ -128,7 +128,8 @@ class Accelerator(wiring.Component):
         fm_rd_b = fm.read_port(transparent_for=(fm_wr,))   # PPU pooling read-modify-write
 
         m.submodules.weights = wrom = memory.Memory(
-            shape=data.ArrayLayout(signed(8), cfg.lanes), depth=max(2, len(prog.weights)),
+            shape=data.ArrayLayout(signed(prog.w_width), cfg.lanes),
+            depth=max(2, len(prog.weights)),
             init=[[int(v) for v in word] for word in prog.weights])
         w_port = wrom.read_port()
         w_aw = _bits(len(prog.weights)) + 1
@@ -142,13 +143,16 @@ class Accelerator(wiring.Component):
             banks_wr.append(bank.write_port())
             banks_rd.append(bank.read_port())
 
-        m.submodules.array = array = SystolicArray(R, C, prog.acc_width)
-        m.submodules.ppu = ppu = PostProcessor(prog.acc_width, prog.params, fm_aw)
+        m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
+                                                   prog.x_width)
+        ppu_width = max(prog.acc_width, prog.y4_width - 2)
+        m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max),
                      fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),
-                     array.mode.eq(d.df != 0)]
-        is_or, is_ir, is_wr = d.df == 0, d.df == 1, d.df == 2
+                     array.mode.eq((d.df == 1) | (d.df == 2))]
+        is_or, is_ir, is_wr, is_wino = d.df == 0, d.df == 1, d.df == 2, d.df == WINOGRAD
+        wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
 
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))
@@ -381,6 +385,22 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [fd_tc.eq(fd_tc + 1), fd_tc0.eq(fd_tc0 + d.Tc)]
 
+        # Winograd: transform side (the controller) -> compute side handshake over two halves
+        # of the transformed-input (V) buffer, and the groups' output coordinates
+        v_full, v_set, v_clr = Signal(2), Signal(2), Signal(2)
+        m.d.sync += v_full.eq((v_full | v_set) & ~v_clr)
+        vh = Signal()                 # V half the transform writes next
+        wgroup_layout = data.StructLayout({"ty": 16, "tx0": 16, "tx_end": 16})
+        m.submodules.wgroups = wg_fifo = fifo.SyncFIFOBuffered(width=wgroup_layout.size, depth=4)
+        wg_w = Signal(wgroup_layout)
+        m.d.comb += wg_fifo.w_data.eq(wg_w)
+        wn = Signal(16)               # channel whose 4×4 patches the transform reads
+        # registered alongside the bank reads: which patch element arrives next cycle
+        t_valid, t_first, t_last, t_ij = Signal(), Signal(), Signal(), Signal(4)
+        t_n, t_half, t_group_last = Signal(16), Signal(), Signal()
+        m.d.sync += t_valid.eq(0)
+        x_end_w = Mux(fd_tc0 + d.Tc < d.OW, fd_tc0 + d.Tc, d.OW)
+
         x_end = Mux(fd_tc0 + d.Tc < d.OW, fd_tc0 + d.Tc, d.OW)
         oy = fd_tr0 + fd_row
         with m.FSM(name="controller"):
@@ -388,7 +408,7 @@ class Accelerator(wiring.Component):
                 with m.If(run):
                     m.d.sync += [fd_slot.eq(0), fd_tr.eq(0), fd_tc.eq(0), fd_tr0.eq(0),
                                  fd_tc0.eq(0), feeder_done.eq(0), passes_issued.eq(0),
-                                 groups_issued.eq(0), fd_half.eq(0)]
+                                 groups_issued.eq(0), fd_half.eq(0), vh.eq(0)]
                     m.next = "WAIT_TILE"
             with m.State("WAIT_TILE"):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
@@ -403,6 +423,8 @@ class Accelerator(wiring.Component):
                     walker_reset(0)
                     with m.If(is_or):
                         m.next = "OR_PASS"
+                    with m.Elif(is_wino):
+                        m.next = "W_GROUP"
                     with m.Else():
                         m.next = "GROUP"
 
@@ -536,6 +558,39 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += fd_s.eq(fd_s + 1)
 
+            # ---- Winograd transform side: 4×4 input patches of C tiles -> V buffer -----------
+            with m.State("W_GROUP"):
+                # a group: C tiles of one tile row; wait for a free half of the V buffer
+                with m.If(~v_full.bit_select(vh, 1) & wg_fifo.w_rdy):
+                    m.d.comb += [wg_fifo.w_en.eq(1), wg_w.ty.eq(oy), wg_w.tx0.eq(fd_ox0),
+                                 wg_w.tx_end.eq(x_end_w)]
+                    m.d.sync += [wn.eq(0), groups_issued.eq(groups_issued + 1)]
+                    walker_reset(fd_row_base)
+                    m.next = "W_READ"
+            with m.State("W_READ"):
+                for b in range(C):
+                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                count("ibuf_reads", C)
+                patch_last = (wk_ky == 3) & (wk_kx == 3)
+                group_last = patch_last & (wn == d.N - 1)
+                m.d.sync += [t_valid.eq(1), t_first.eq((wk_ky == 0) & (wk_kx == 0)),
+                             t_last.eq(patch_last), t_ij.eq(wk_ky[:2] * 4 + wk_kx[:2]),
+                             t_n.eq(wn), t_half.eq(vh), t_group_last.eq(group_last),
+                             beat_q1.eq(wk_q1)]
+                walker_step()
+                with m.If(patch_last):
+                    m.d.sync += wn.eq(wn + 1)
+                with m.If(group_last):
+                    m.d.sync += vh.eq(~vh)
+                    m.next = "W_GROUP"
+                    with m.If(fd_g != fd_groups - 1):
+                        m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
+                    with m.Elif(fd_row != fd_rows - 1):
+                        m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
+                                     fd_row_base.eq(fd_row_base + d.fd_row_step)]
+                    with m.Else():
+                        tile_next()
+
         # ---- array edge: memory data arrives one cycle after the addresses -------------------
         bank_data = Array(port.data for port in banks_rd)
         rotated = []
@@ -562,7 +617,7 @@ class Accelerator(wiring.Component):
         dr_row_base = Signal(fm_aw + 1)
         results = Array(Array(array.results[r][c] for c in range(C)) for r in range(R))
         head = data.View(meta_layout, meta_fifo.r_data)
-        with m.If(array.done):
+        with m.If(array.done & is_or):
             m.d.comb += meta_fifo.r_en.eq(1)
             m.d.sync += [dr_active.eq(1), dr_r.eq(0), dr_c.eq(0), dr_meta.eq(head),
                          dr_row_base.eq(head.out_base)]
@@ -592,7 +647,8 @@ class Accelerator(wiring.Component):
                 ps_rd_acc.append(mem.read_port(transparent_for=(wp,)))
                 ps_rd_dr.append(mem.read_port())
             # accumulate: column sums (aligned) + what the buffer holds
-            pc = array.psum_ctl
+            pc = Signal(BeatControl)
+            m.d.comb += [pc.eq(array.psum_ctl), pc.valid.eq(array.psum_ctl.valid & (is_ir | is_wr))]
             acc_j, acc_half = Signal(16), Signal()
             a_valid, a_first, a_addr, a_done = Signal(), Signal(), Signal(ps_aw), Signal()
             a_psums = [Signal(signed(prog.acc_width), name=f"a_psum{c}") for c in range(C)]
@@ -679,16 +735,240 @@ class Accelerator(wiring.Component):
                 ppu_in.acc.eq(ps_data[gd_bank_d]), ppu_in.ch.eq(info.ch),
                 ppu_in.oy.eq(info.oy), ppu_in.ox.eq(info.ox)]
 
+        # ---- Winograd F(2×2, 3×3): input transform, V buffer, compute, output transform -----
+        wo_in = Signal(data.StructLayout({"valid": 1, "acc": signed(ppu_width),
+                                          "ch": 16, "oy": 16, "ox": 16}))
+        wino_busy = Signal()
+        if wino:
+            from cnnforge.sim.winograd import AT, BT
+            vdepth = prog.winograd_depth
+            v_aw = _bits(2 * vdepth - 1)
+            vb_wr, vb_rd = [], []
+            for c in range(C):
+                mem = memory.Memory(shape=signed(prog.x_width), depth=2 * vdepth, init=[])
+                m.submodules[f"vbuf{c}"] = mem
+                vb_wr.append(mem.write_port())
+                vb_rd.append(mem.read_port())
+            with m.If(is_wino):
+                m.d.comb += [array.x_edge[c].eq(vb_rd[c].data) for c in range(C)]
+            # input transform units: V = Bᵀ d B accumulated over the 16 reads of a patch
+            vacc = [[Signal(signed(prog.x_width), name=f"vacc{c}_{x}") for x in range(16)]
+                    for c in range(C)]
+            vout = [[Signal(signed(prog.x_width), name=f"vout{c}_{x}") for x in range(16)]
+                    for c in range(C)]
+            vw_active, vw_count, vw_n = Signal(), Signal(4), Signal(16)
+            vw_half, vw_group_last = Signal(), Signal()
+            with m.If(vw_active):
+                for c in range(C):
+                    m.d.comb += [vb_wr[c].addr.eq(Mux(vw_half, vdepth, 0) + vw_n * 16 + vw_count),
+                                 vb_wr[c].data.eq(Array(vout[c])[vw_count]),
+                                 vb_wr[c].en.eq(1)]
+                count("ibuf_writes", C)
+                m.d.sync += vw_count.eq(vw_count + 1)
+                with m.If(vw_count == 15):
+                    m.d.sync += vw_active.eq(0)
+                    with m.If(vw_group_last):
+                        m.d.comb += v_set.eq(Mux(vw_half, 0b10, 0b01))
+            with m.If(t_valid):
+                with m.Switch(t_ij):
+                    for i in range(4):
+                        for jj in range(4):
+                            with m.Case(i * 4 + jj):
+                                for c in range(C):
+                                    dval = rotated[c]
+                                    for a in range(4):
+                                        for b in range(4):
+                                            coef = int(BT[a][i] * BT[b][jj])
+                                            x = a * 4 + b
+                                            base = Mux(t_first, 0, vacc[c][x])
+                                            new = (base + dval if coef > 0 else
+                                                   base - dval if coef < 0 else base)
+                                            m.d.sync += vacc[c][x].eq(new)
+                                            with m.If(t_last):
+                                                m.d.sync += vout[c][x].eq(new)
+                with m.If(t_last):
+                    m.d.sync += [vw_active.eq(1), vw_count.eq(0), vw_n.eq(t_n),
+                                 vw_half.eq(t_half), vw_group_last.eq(t_group_last)]
+
+            # compute side: for each group, for each block of R channels, 16 passes (one per
+            # transform position ξ) of N beats over the V buffer and the U weights
+            o_busy, o_set, o_clr = Signal(2), Signal(2), Signal(2)
+            o_ready, o_ready_set, o_ready_clr = Signal(2), Signal(2), Signal(2)
+            m.d.sync += [o_busy.eq((o_busy | o_set) & ~o_clr),
+                         o_ready.eq((o_ready | o_ready_set) & ~o_ready_clr)]
+            pass_layout = data.StructLayout({"xi": 4, "half": 1})
+            m.submodules.wpasses = wp_fifo = fifo.SyncFIFOBuffered(width=pass_layout.size,
+                                                                   depth=4)
+            set_layout = data.StructLayout({"m0": 16, "ty": 16, "tx0": 16, "tx_end": 16,
+                                            "half": 1})
+            m.submodules.wsets = ws_fifo = fifo.SyncFIFOBuffered(width=set_layout.size, depth=4)
+            cf_group = Signal(wgroup_layout)
+            cf_vh, cf_oh = Signal(), Signal()
+            cf_mb, cf_m0, cf_xi, cf_s = Signal(16), Signal(16), Signal(4), Signal(16)
+            cf_w = Signal(w_aw)
+            cf_busy = Signal()
+            pw_w, sw_w = Signal(pass_layout), Signal(set_layout)
+            m.d.comb += [wp_fifo.w_data.eq(pw_w), ws_fifo.w_data.eq(sw_w)]
+            wsets_issued, wsets_done = Signal(24), Signal(24)
+            with m.FSM(name="wino_compute"):
+                with m.State("IDLE"):
+                    with m.If(run):
+                        m.d.sync += [cf_vh.eq(0), cf_oh.eq(0), wsets_issued.eq(0),
+                                     groups_drained.eq(0)]
+                    with m.Elif(is_wino & wg_fifo.r_rdy & v_full.bit_select(cf_vh, 1)):
+                        m.d.comb += wg_fifo.r_en.eq(1)
+                        m.d.sync += [cf_group.eq(wg_fifo.r_data), cf_mb.eq(0), cf_m0.eq(0),
+                                     cf_w.eq(d.w_base)]
+                        m.next = "BLOCK"
+                with m.State("BLOCK"):
+                    m.d.comb += cf_busy.eq(1)
+                    with m.If(~o_busy.bit_select(cf_oh, 1) & ws_fifo.w_rdy):
+                        m.d.comb += [o_set.eq(Mux(cf_oh, 0b10, 0b01)), ws_fifo.w_en.eq(1),
+                                     sw_w.m0.eq(cf_m0), sw_w.ty.eq(cf_group.ty),
+                                     sw_w.tx0.eq(cf_group.tx0), sw_w.tx_end.eq(cf_group.tx_end),
+                                     sw_w.half.eq(cf_oh)]
+                        m.d.sync += [cf_xi.eq(0), cf_s.eq(0),
+                                     wsets_issued.eq(wsets_issued + 1)]
+                        m.next = "PASS"
+                with m.State("PASS"):
+                    m.d.comb += cf_busy.eq(1)
+                    valid = cf_s < d.K
+                    for c in range(C):
+                        m.d.comb += vb_rd[c].addr.eq(Mux(cf_vh, vdepth, 0) + cf_s * 16 + cf_xi)
+                    m.d.comb += w_port.addr.eq(cf_w)
+                    m.d.sync += [beat.valid.eq(valid), beat.first.eq(cf_s == 0),
+                                 beat.last.eq(cf_s == d.K - 1)]
+                    m.d.comb += [wp_fifo.w_en.eq(cf_s == 0), pw_w.xi.eq(cf_xi),
+                                 pw_w.half.eq(cf_oh)]
+                    with m.If(valid):
+                        m.d.sync += cf_w.eq(cf_w + 1)
+                        count("ibuf_reads", C)
+                        count("weight_reads")
+                    with m.If(cf_s == d.L - 1):
+                        m.d.sync += [cf_s.eq(0), passes_issued.eq(passes_issued + 1)]
+                        with m.If(cf_xi != 15):
+                            m.d.sync += cf_xi.eq(cf_xi + 1)
+                        with m.Else():
+                            m.d.sync += cf_oh.eq(~cf_oh)
+                            with m.If(cf_mb != d.MB - 1):
+                                m.d.sync += [cf_mb.eq(cf_mb + 1), cf_m0.eq(cf_m0 + R)]
+                                m.next = "BLOCK"
+                            with m.Else():
+                                m.d.comb += v_clr.eq(Mux(cf_vh, 0b10, 0b01))
+                                m.d.sync += [cf_vh.eq(~cf_vh),
+                                             groups_drained.eq(groups_drained + 1)]
+                                m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += cf_s.eq(cf_s + 1)
+
+            # output transform, accumulated as the 16 passes finish: per column c, word
+            # (half, r) holds 4Y[i][j] of output channel m0 + r of tile c (4 lanes)
+            y4 = prog.y4_width
+            ot_layout = data.ArrayLayout(signed(y4), 4)
+            ot_wr, ot_rd, ot_sr = [], [], []
+            for c in range(C):
+                mem = memory.Memory(shape=ot_layout, depth=2 * R, init=[])
+                m.submodules[f"otbuf{c}"] = mem
+                wp = mem.write_port()
+                ot_wr.append(wp)
+                ot_rd.append(mem.read_port(transparent_for=(wp,)))
+                ot_sr.append(mem.read_port())
+            ot_active, ot_r = Signal(), Signal(range(max(2, R)))
+            ot_meta = Signal(pass_layout)
+            o_valid, o_first, o_addr, o_xi, o_done = (Signal(), Signal(), Signal(_bits(2 * R)),
+                                                      Signal(4), Signal())
+            o_res = [Signal(signed(prog.acc_width), name=f"o_res{c}") for c in range(C)]
+            o_done_half = Signal()
+            results_w = Array(Array(array.results[r][c] for c in range(C)) for r in range(R))
+            m.d.sync += [o_valid.eq(0), o_done.eq(0)]
+            with m.If(array.done & is_wino):
+                m.d.comb += wp_fifo.r_en.eq(1)
+                m.d.sync += [ot_active.eq(1), ot_r.eq(0),
+                             ot_meta.eq(data.View(pass_layout, wp_fifo.r_data))]
+            with m.Elif(ot_active):
+                addr = Mux(ot_meta.half, R, 0) + ot_r
+                for c in range(C):
+                    m.d.comb += ot_rd[c].addr.eq(addr)
+                m.d.sync += [o_valid.eq(1), o_first.eq(ot_meta.xi == 0), o_addr.eq(addr),
+                             o_xi.eq(ot_meta.xi)]
+                m.d.sync += [o_res[c].eq(results_w[ot_r][c]) for c in range(C)]
+                count("obuf_writes", C)
+                with m.If(ot_meta.xi != 0):
+                    count("obuf_reads", C)
+                with m.If(ot_r == R - 1):
+                    m.d.sync += [ot_active.eq(0), passes_drained.eq(passes_drained + 1),
+                                 o_done.eq(ot_meta.xi == 15), o_done_half.eq(ot_meta.half)]
+                with m.Else():
+                    m.d.sync += ot_r.eq(ot_r + 1)
+            coefs = [Array(Const(int(AT[i][x // 4] * AT[jj][x % 4]), signed(2)) for x in range(16))
+                     for i in range(2) for jj in range(2)]
+            for c in range(C):
+                m.d.comb += [ot_wr[c].addr.eq(o_addr), ot_wr[c].en.eq(o_valid)]
+                for lane in range(4):
+                    coef = coefs[lane][o_xi]
+                    term = Mux(coef == 0, 0, Mux(coef > 0, o_res[c], -o_res[c]))
+                    m.d.comb += ot_wr[c].data[lane].eq(Mux(o_first, 0, ot_rd[c].data[lane]) + term)
+            with m.If(o_done):
+                m.d.comb += o_ready_set.eq(Mux(o_done_half, 0b10, 0b01))
+
+            # serializer: 4·R·C outputs of a finished set, one per cycle, to the post-processor
+            sr_active, sr_half = Signal(), Signal()
+            sr_r, sr_c, sr_q = Signal(range(max(2, R))), Signal(range(max(2, C))), Signal(2)
+            sr_meta = Signal(set_layout)
+            sr_valid_d, sr_c_d, sr_q_d = Signal(), Signal(range(max(2, C))), Signal(2)
+            sr_info = Signal(data.StructLayout({"ch": 16, "oy": 16, "ox": 16, "ok": 1}))
+            m.d.sync += sr_valid_d.eq(0)
+            with m.If(~sr_active & o_ready.bit_select(sr_half, 1) & ws_fifo.r_rdy):
+                m.d.comb += ws_fifo.r_en.eq(1)
+                m.d.sync += [sr_active.eq(1), sr_meta.eq(data.View(set_layout, ws_fifo.r_data)),
+                             sr_r.eq(0), sr_c.eq(0), sr_q.eq(0)]
+            with m.If(sr_active):
+                for c in range(C):
+                    m.d.comb += ot_sr[c].addr.eq(Mux(sr_half, R, 0) + sr_r)
+                with m.If(sr_q == 0):
+                    count("obuf_reads")
+                tx = sr_meta.tx0 + sr_c
+                m.d.sync += [sr_valid_d.eq(1), sr_c_d.eq(sr_c), sr_q_d.eq(sr_q),
+                             sr_info.ch.eq(sr_meta.m0 + sr_r),
+                             sr_info.oy.eq(sr_meta.ty * 2 + sr_q[1]),
+                             sr_info.ox.eq(tx * 2 + sr_q[0]),
+                             sr_info.ok.eq(tx < sr_meta.tx_end)]
+                m.d.sync += sr_q.eq(sr_q + 1)
+                with m.If(sr_q == 3):
+                    with m.If(sr_c == C - 1):
+                        m.d.sync += [sr_c.eq(0), sr_r.eq(sr_r + 1)]
+                        with m.If(sr_r == R - 1):
+                            m.d.comb += [o_clr.eq(Mux(sr_half, 0b10, 0b01)),
+                                         o_ready_clr.eq(Mux(sr_half, 0b10, 0b01))]
+                            m.d.sync += [sr_active.eq(0), sr_half.eq(~sr_half),
+                                         wsets_done.eq(wsets_done + 1)]
+                    with m.Else():
+                        m.d.sync += sr_c.eq(sr_c + 1)
+            with m.If(run):
+                m.d.sync += [sr_half.eq(0), wsets_done.eq(0)]
+            word = Array(port.data for port in ot_sr)[sr_c_d]
+            m.d.comb += [
+                wo_in.valid.eq(sr_valid_d & sr_info.ok & (sr_info.ch < d.M)),
+                wo_in.acc.eq(word[sr_q_d] >> 2),        # exact: 4Y is a multiple of 4
+                wo_in.ch.eq(sr_info.ch), wo_in.oy.eq(sr_info.oy), wo_in.ox.eq(sr_info.ox),
+                wino_busy.eq(cf_busy | wg_fifo.r_rdy | ot_active | sr_active | o_done
+                             | (o_ready != 0) | (wsets_issued != wsets_done) | vw_active
+                             | t_valid),
+            ]
+
         # ---- post-processor input: from the OR drainer or the group drainer ------------------
         ch = Signal(16)
         ox = Signal(16)
         oy_ = Signal(16)
-        acc = Signal(signed(prog.acc_width))
+        acc = Signal(signed(ppu_width))
         in_valid = Signal()
         with m.If(is_or):
             m.d.comb += [ch.eq(dr_meta.m0 + dr_r), ox.eq(dr_meta.ox0 + dr_c),
                          oy_.eq(dr_meta.oy), acc.eq(results[dr_r][dr_c]),
                          in_valid.eq(dr_active & (ch < d.M) & (ox < dr_meta.x_end))]
+        with m.Elif(is_wino):
+            m.d.comb += [ch.eq(wo_in.ch), ox.eq(wo_in.ox), oy_.eq(wo_in.oy),
+                         acc.eq(wo_in.acc), in_valid.eq(wo_in.valid)]
         with m.Else():
             m.d.comb += [ch.eq(ppu_in.ch), ox.eq(ppu_in.ox), oy_.eq(ppu_in.oy),
                          acc.eq(ppu_in.acc), in_valid.eq(ppu_in.valid)]
@@ -750,7 +1030,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += counters[name].eq(counters[name] + sum(increments[name]))
         layer_busy = (~loader_done | ~feeder_done | (passes_issued != passes_drained)
                       | (groups_issued != groups_drained) | dr_active | gd_active
-                      | ppu.busy | array.done)
+                      | ppu.busy | array.done | wino_busy)
         with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
                 m.d.comb += [self.i_image.ready.eq(1), fm_wr.addr.eq(img_count),

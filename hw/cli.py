@@ -1,4 +1,5 @@
-"""``cnnforge`` command line: ``run``, ``sim`` and ``verilog``.
+"""``cnnforge`` command line: ``run``, ``sim`` and ``verilog``; ``synth``, ``build``, ``flash``
+and ``infer`` come from :mod:`cnnforge.boards.commands`.
 
 Every subcommand takes NET, a Python file defining a module-level ``network`` (see
 ``examples/digits/net.py``). User errors print one line (``cnnforge: error: ...``) and exit
@@ -261,6 +262,9 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     add_design_options(p)
     p.set_defaults(func=cmd_verilog)
+    # synth, build, flash, infer: the FPGA flow (cnnforge.boards.commands)
+    from cnnforge.boards.commands import add_subcommands
+    add_subcommands(sub)
     return parser
 
 

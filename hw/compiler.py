@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnnforge.sim.winograd import widths as winograd_widths
+
 from .network import NetworkError
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
@@ -204,7 +206,12 @@ class Program:
     slot_words : int
         Depth of one half of each input tile buffer bank.
     acc_width : int
-        Accumulator width: enough for the longest reduction (|w·x| ≤ 127·128).
+        Accumulator width: enough for the longest reduction (|w·x| ≤ 127·128; for Winograd
+        layers the transformed products, see ``sim/winograd.py``).
+    w_width, x_width : int
+        PE operand widths: 8, or 12 and 11 with Winograd layers (U and V).
+    y4_width : int
+        Width of the Winograd output-transform accumulators (4·Y), 0 without Winograd.
     image_size, output_size : int
         int8 values in one input image and in the logits.
     """
@@ -219,6 +226,16 @@ class Program:
     acc_width: int
     image_size: int
     output_size: int
+    w_width: int = 8
+    x_width: int = 8
+    y4_width: int = 0
+
+    @property
+    def winograd_depth(self):
+        """Depth of one half of each transformed-input (V) buffer bank: 16 values per input
+        channel of the widest Winograd layer (0 without Winograd layers)."""
+        return max([16 * layer.values["N"] for layer in self.layers
+                    if layer.values["df"] == WINOGRAD] + [0])
 
     def descriptor_widths(self):
         """Bits per descriptor field, derived from the values (signed where any is negative)."""
@@ -346,7 +363,7 @@ def _tiling(g, Tr, Tc, cfg, df):
     elif df == WINOGRAD:   # 16 passes (one per transform position) of N beats, R channels each
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 16
         v["K"] = g["N"]
-        v["L"] = max(g["N"], R + C)
+        v["L"] = max(g["N"], R + C + 1)     # the row-parallel drain reads row r R+C+r later
     elif df == 1:          # IR: R reduction steps per block, all M channels streamed
         v["MB"], v["KB"] = 1, _ceil_div(v["K"], R)
         v["L"] = max(g["M"], v["Lmin"])
@@ -524,7 +541,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     for key in list(tiles or {}) + list(dataflows or {}) + list(algorithms or {}):
         if key not in names:
             raise ConfigError(f"no engine layer named {key!r} (layers: {', '.join(names)})")
-    max_k = 1
+    acc_bits, y4_bits = 1, 0
     for index, (grp, name) in enumerate(zip(groups, names)):
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
@@ -578,9 +595,10 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         v["w_base"] = len(weight_words)
         v["ch_base"] = len(params)
         # loader: FM address of (n, y, x) = src + n·H·W + y·W + x, with y = tile y0 + yi
-        H, W, sh, sw = g["H"], g["W"], g["sh"], g["sw"]
-        v["y_start"], v["x_start"] = -g["ph"], -g["pw"]
-        v["ld_start"] = v["src"] - g["ph"] * W - g["pw"]
+        # (v, not g: a Winograd layer's loader and walker see 4×4 patches at stride 2)
+        H, W, sh, sw = v["H"], v["W"], v["sh"], v["sw"]
+        v["y_start"], v["x_start"] = -v["ph"], -v["pw"]
+        v["ld_start"] = v["src"] - v["ph"] * W - v["pw"]
         v["ld_row_step"] = W - v["Tc_in"] + 1            # after the last x of a row
         v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
         v["ld_tile_col_step"] = v["Tc"] * sw
@@ -595,7 +613,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
             # im2col: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
             v["fd_row_step"] = sh * v["row_words"]
             v["fd_ky_step"] = v["row_words"]
-            v["fd_chan_step"] = (v["Tr_in"] - g["kh"] + 1) * v["row_words"]
+            v["fd_chan_step"] = (v["Tr_in"] - v["kh"] + 1) * v["row_words"]
         v["PHW"] = g["PH"] * g["PW"]
         v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
         v["out_size"] = g["M"] * v["PHW"]
@@ -603,12 +621,18 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         for mm in range(g["M"]):
             params.append({"bias": int(op.bias[mm]), "multiplier": int(op.multiplier[mm]),
                            "shift": int(op.shift[mm])})
-        max_k = max(max_k, v["K"])
+        if v["df"] == WINOGRAD:
+            wide = winograd_widths(v["N"])
+            acc_bits = max(acc_bits, wide["M"])
+            y4_bits = max(y4_bits, wide["Y4"])
+        else:
+            acc_bits = max(acc_bits, (v["K"] * 128 * 127).bit_length() + 1)
         layers.append(LayerPlan(name=name, ops=grp, values=v))
-    acc_width = (max_k * 128 * 127).bit_length() + 1
     slot_words = max(layer.values["slot_words"] for layer in layers)
-    weights = np.array(weight_words, np.int8).reshape(-1, cfg.lanes)
+    weights = np.array(weight_words, np.int64).reshape(-1, cfg.lanes)
+    wino = y4_bits > 0
     return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
-                   fm_depth=2 * region, slot_words=slot_words, acc_width=acc_width,
+                   fm_depth=2 * region, slot_words=slot_words, acc_width=acc_bits,
                    image_size=image_size,
-                   output_size=int(np.prod(groups[-1][-1].output_shape)))
+                   output_size=int(np.prod(groups[-1][-1].output_shape)),
+                   w_width=12 if wino else 8, x_width=11 if wino else 8, y4_width=y4_bits)

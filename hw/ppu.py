@@ -13,7 +13,7 @@ for it is transparent to the write port, so back-to-back updates of the same win
 other.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -55,10 +55,13 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (5).
+        Cycles from a beat at the input to its write (10: parameter read, bias, four registered
+        16×16 partial products, two adder levels to the 64-bit product, two for SRDHM, one for
+        the rounding shift, one for zero point and clamp). One adder or one DSP multiply per
+        stage keeps the unit off the critical path (48 MHz on iCE40 UP5K, 100 MHz on ECP5).
     """
 
-    latency = 5
+    latency = 10
 
     def __init__(self, acc_width, params, addr_width):
         self.acc_width = acc_width
@@ -80,42 +83,74 @@ class PostProcessor(wiring.Component):
         port = rom.read_port()
         m.d.comb += port.addr.eq(self.channel)
 
-        # stage 1: parameters arrive; add the bias
-        v1, acc1, addr1, first1 = (Signal(), Signal(signed(self.acc_width)),
-                                   Signal.like(self.addr), Signal())
-        m.d.sync += [v1.eq(self.valid), acc1.eq(self.acc), addr1.eq(self.addr),
-                     first1.eq(self.first)]
+        # Every stage below is one register level; data registers are reset-less so that yosys
+        # can pack the ones around the multiplies into the DSP blocks' own registers.
+        def stage(name, shape):
+            return Signal(shape, name=name, reset_less=True)
+
+        def delayed(value, name, depth, reset_less=True):
+            """``value`` through ``depth`` registers (returns the list of stages)."""
+            out = []
+            for i in range(depth):
+                reg = Signal(value.shape(), name=f"{name}{i + 1}", reset_less=reset_less)
+                m.d.sync += reg.eq(value)
+                out.append(reg)
+                value = reg
+            return out
+
+        n_stages = self.latency
+        valid = delayed(self.valid, "v", n_stages, reset_less=False)   # a reset empties it
+        addr = delayed(self.addr, "addr", n_stages)
+        first = delayed(self.first, "first", n_stages)
+
+        # stage 1: the parameter ROM is read (addressed by the beat's channel)
+        acc1 = stage("acc1", signed(self.acc_width))
+        m.d.sync += acc1.eq(self.acc)
         # stage 2: x = acc + bias (the compiler guarantees int32 range)
-        v2, x2, m02, n2, addr2, first2 = (Signal(), Signal(signed(32)), Signal(unsigned(31)),
-                                          Signal(5), Signal.like(self.addr), Signal())
-        m.d.sync += [v2.eq(v1), x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
-                     n2.eq(port.data.shift), addr2.eq(addr1), first2.eq(first1)]
-        # stage 3: 64-bit product x·M0
-        v3, ab3, n3, addr3, first3 = (Signal(), Signal(signed(64)), Signal(5),
-                                      Signal.like(self.addr), Signal())
-        m.d.sync += [v3.eq(v2), ab3.eq(x2 * m02), n3.eq(n2), addr3.eq(addr2), first3.eq(first2)]
-        # stage 4: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
+        x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
+        m.d.sync += [x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
+                     n2.eq(port.data.shift)]
+        # stage 3: x·M0 as four unsigned 16×16 partial products (one DSP block each, with
+        # registered inputs and outputs). x is signed: x·M0 = (x + 2^31)·M0 − 2^31·M0, and
+        # x + 2^31 is x with its sign bit flipped, an unsigned 32-bit number.
+        xu = Signal(32)
+        m.d.comb += xu.eq(x2.as_unsigned() ^ (1 << 31))
+        pll3, plh3 = stage("pll3", 32), stage("plh3", 31)
+        phl3, phh3 = stage("phl3", 32), stage("phh3", 31)
+        m03, n3 = stage("m03", 31), stage("n3", 5)
+        m.d.sync += [pll3.eq(xu[:16] * m02[:16]), plh3.eq(xu[:16] * m02[16:]),
+                     phl3.eq(xu[16:] * m02[:16]), phh3.eq(xu[16:] * m02[16:]),
+                     m03.eq(m02), n3.eq(n2)]
+        # stage 4: middle sum; the high part with the offset removed, in units of 2^31:
+        # phh·2^32 − M0·2^31 = (2·phh − M0)·2^31
+        mid4, lo4, hi4, n4 = stage("mid4", 33), stage("lo4", 32), stage("hi4", signed(34)), \
+            stage("n4", 5)
+        m.d.sync += [mid4.eq(plh3 + phl3), lo4.eq(pll3),
+                     hi4.eq((phh3 << 1).as_signed() - m03), n4.eq(n3)]
+        # stage 5: low part; stage 6: the 64-bit product ab = x·M0
+        low5, hi5, n5 = stage("low5", 50), stage("hi5", signed(34)), stage("n5", 5)
+        m.d.sync += [low5.eq(lo4 + (mid4 << 16)), hi5.eq(hi4), n5.eq(n4)]
+        ab6, n6 = stage("ab6", signed(64)), stage("n6", 5)
+        m.d.sync += [ab6.eq(low5 + (hi5 << 31)), n6.eq(n5)]
+        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur)
-        nudged = Signal(signed(65))
-        m.d.comb += nudged.eq(ab3 + Mux(ab3 >= 0, 1 << 30, 1 - (1 << 30)))
-        toward_zero = Signal(signed(65))
-        m.d.comb += toward_zero.eq(nudged + Mux(nudged < 0, (1 << 31) - 1, 0))
-        v4, high4, n4, addr4, first4 = (Signal(), Signal(signed(32)), Signal(5),
-                                        Signal.like(self.addr), Signal())
-        m.d.sync += [v4.eq(v3), high4.eq(toward_zero >> 31), n4.eq(n3), addr4.eq(addr3),
-                     first4.eq(first3)]
-        # stage 5 (combinational part): RoundingDivideByPOT, zero point, clamp; issue the
-        # pooling read
+        nudged7, n7 = stage("nudged7", signed(65)), stage("n7", 5)
+        m.d.sync += [nudged7.eq(ab6 + Mux(ab6 >= 0, 1 << 30, 1 - (1 << 30))), n7.eq(n6)]
+        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
+        m.d.sync += [high8.eq((nudged7 + Mux(nudged7 < 0, (1 << 31) - 1, 0)) >> 31),
+                     n8.eq(n7)]
+        # stage 9: RoundingDivideByPOT: the shifted value and its rounding bit
         mask = Signal(32)
-        m.d.comb += mask.eq((Const(1, 33) << n4) - 1)
+        m.d.comb += mask.eq((Const(1, 33) << n8) - 1)
         remainder = Signal(32)
-        m.d.comb += remainder.eq(high4.as_unsigned() & mask)
+        m.d.comb += remainder.eq(high8.as_unsigned() & mask)
         threshold = Signal(33)
-        m.d.comb += threshold.eq((mask >> 1) + (high4 < 0))
-        rounded = Signal(signed(33))
-        m.d.comb += rounded.eq((high4 >> n4) + (remainder > threshold))
+        m.d.comb += threshold.eq((mask >> 1) + (high8 < 0))
+        sh9, up9 = stage("sh9", signed(32)), stage("up9", 1)
+        m.d.sync += [sh9.eq(high8 >> n8), up9.eq(remainder > threshold)]
+        # stage 10 (combinational part): round, zero point, clamp; issue the pooling read
         shifted = Signal(signed(34))
-        m.d.comb += shifted.eq(rounded + self.zero_point)
+        m.d.comb += shifted.eq(sh9 + up9 + self.zero_point)
         clamped = Signal(signed(9))
         with m.If(shifted < self.act_min):
             m.d.comb += clamped.eq(self.act_min)
@@ -123,14 +158,14 @@ class PostProcessor(wiring.Component):
             m.d.comb += clamped.eq(self.act_max)
         with m.Else():
             m.d.comb += clamped.eq(shifted)
-        v5, y5, addr5, first5 = Signal(), Signal(signed(8)), Signal.like(self.addr), Signal()
-        m.d.sync += [v5.eq(v4), y5.eq(clamped), addr5.eq(addr4), first5.eq(first4)]
-        m.d.comb += self.rd_addr.eq(addr4)
-        # stage 6: write (max with the window's value so far)
+        y10 = stage("y10", signed(8))
+        m.d.sync += y10.eq(clamped)
+        m.d.comb += self.rd_addr.eq(addr[-2])
+        # write (max with the window's value so far)
         m.d.comb += [
-            self.wr_en.eq(v5),
-            self.wr_addr.eq(addr5),
-            self.wr_data.eq(Mux(first5 | (y5 > self.rd_data), y5, self.rd_data)),
-            self.busy.eq(self.valid | v1 | v2 | v3 | v4 | v5),
+            self.wr_en.eq(valid[-1]),
+            self.wr_addr.eq(addr[-1]),
+            self.wr_data.eq(Mux(first[-1] | (y10 > self.rd_data), y10, self.rd_data)),
+            self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m

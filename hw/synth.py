@@ -391,24 +391,12 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     rc, report.nextpnr_seconds = _run(cmd, build_dir / "nextpnr.out", build_dir)
     pnr_log = (build_dir / "nextpnr.log").read_text(errors="replace") \
         if (build_dir / "nextpnr.log").is_file() else ""
-    util = _utilization_from_log(pnr_log)
-    if (build_dir / "report.json").is_file():
-        data = json.loads((build_dir / "report.json").read_text())
-        util.update({k: v.get("used", 0) for k, v in data.get("utilization", {}).items()})
-        fmax = data.get("fmax", {})
-        if fmax:
-            clk = _core_clock(fmax)
-            report.fmax_mhz = round(float(fmax[clk]["achieved"]), 2)
-        report.critical_path = _critical_path(data)
-    if device.family == "ice40":
-        report.luts = util.get("ICESTORM_LC")
-        report.dsps = util.get("ICESTORM_DSP", report.dsps)
-        report.bram = util.get("ICESTORM_RAM", report.bram)
-        report.spram = util.get("ICESTORM_SPRAM", report.spram)
-    else:
-        report.luts = util.get("TRELLIS_COMB")
-        report.dsps = util.get("MULT18X18_CORE", report.dsps)
-        report.bram = util.get("DP16KD", report.bram)
+    summary = pnr_summary(build_dir / "report.json", device, pnr_log)
+    for key in ("luts", "dsps", "bram", "spram", "fmax_mhz", "critical_path"):
+        if summary.get(key) is not None:
+            setattr(report, key, summary[key])
+    if device.family != "ice40":
+        report.spram = None
     over = []
     for name, used, total in (("logic", report.luts, device.luts),
                               ("DSP", report.dsps, device.dsps),
@@ -437,6 +425,40 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
         if mem["mapped"] not in ("block RAM", "SPRAM"):
             report.notes.append(f"memory {mem['memory']} in {mem['mapped']}: {mem['reason']}")
     return report
+
+
+def pnr_summary(report_json, device, log_text=""):
+    """Resources and Fmax from a nextpnr ``--report`` file (and its log, whose utilization
+    table is printed even when placement fails).
+
+    Returns
+    -------
+    dict
+        ``luts``, ``dsps``, ``bram``, ``spram`` (iCE40), ``fmax_mhz``, ``critical_path`` and the
+        device totals ``*_total``; a value nextpnr did not report is None.
+    """
+    if isinstance(device, str):
+        device = DEVICES[device]
+    util = _utilization_from_log(log_text)
+    fmax_mhz, critical = None, []
+    path = Path(report_json)
+    if path.is_file():
+        data = json.loads(path.read_text())
+        util.update({k: v.get("used", 0) for k, v in data.get("utilization", {}).items()})
+        fmax = data.get("fmax", {})
+        if fmax:
+            fmax_mhz = round(float(fmax[_core_clock(fmax)]["achieved"]), 2)
+        critical = _critical_path(data)
+    if device.family == "ice40":
+        out = {"luts": util.get("ICESTORM_LC"), "dsps": util.get("ICESTORM_DSP"),
+               "bram": util.get("ICESTORM_RAM"), "spram": util.get("ICESTORM_SPRAM"),
+               "spram_total": device.spram}
+    else:
+        out = {"luts": util.get("TRELLIS_COMB"), "dsps": util.get("MULT18X18_CORE"),
+               "bram": util.get("DP16KD")}
+    out.update({"luts_total": device.luts, "dsps_total": device.dsps,
+                "bram_total": device.bram, "fmax_mhz": fmax_mhz, "critical_path": critical})
+    return out
 
 
 def _utilization_from_log(text):

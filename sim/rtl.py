@@ -143,7 +143,7 @@ def split_debug_stream(program, data):
 
 
 def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0,
-                    max_cycles=2_000_000):
+                    max_cycles=2_000_000, vcd=None):
     """Run int8 images through the :class:`Accelerator` in Amaranth's simulator.
 
     Parameters
@@ -154,6 +154,8 @@ def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, 
         Collect every layer's output map and cycle count.
     gaps, backpressure : float
         Probability that the producer pauses ``valid`` / the consumer drops ``ready`` in a cycle.
+    vcd : path, optional
+        Write a waveform of the whole simulation.
 
     Returns
     -------
@@ -208,6 +210,10 @@ def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, 
     sim.add_clock(1e-8)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.run()
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
     layers = [split_debug_stream(program, dump) for dump in dumps] if debug else []
     return logits, layers, cycles
