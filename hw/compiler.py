@@ -30,7 +30,6 @@ __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "Conf
 DATAFLOWS = ("or", "ir", "wr")
 ALGORITHMS = ("direct", "winograd")
 WINOGRAD = 3            # the descriptor's df code of a Winograd F(2×2, 3×3) layer (OS-based)
-_WINOGRAD_HW = False
 
 
 class ConfigError(ValueError):
@@ -563,7 +562,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
                                f"with stride 1, got kernel {op.kernel_size} stride {op.stride}")
         if algorithm == "winograd":
             candidates = [WINOGRAD]
-        elif algorithm == "auto" and applies and _WINOGRAD_HW:
+        elif algorithm == "auto" and applies:
             candidates.append(WINOGRAD)
         override = (tiles or {}).get(name)
         plans, errors = [], []

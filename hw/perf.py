@@ -12,7 +12,7 @@ after the controller releases the half; the controller starts a tile two cycles 
 write lands; OR passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``R + C − 1`` cycles after their last beat is issued (plus the memory
-and control registers) and the post-processor writes five cycles after its input. Access counts
+and control registers) and the post-processor writes ``PostProcessor.latency`` cycles after its input. Access counts
 are closed forms of the loop bounds. ``tests/sim/test_perf_rtl.py`` checks every figure against
 the RTL counters.
 
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
 
-PPU_LATENCY = 5          # cycles from a post-processor input to its write (ppu.PostProcessor)
+from .ppu import PostProcessor
+
+PPU_LATENCY = PostProcessor.latency    # cycles from a post-processor input to its write
 
 
 def _ceil_div(a, b):
@@ -106,6 +108,8 @@ def layer_model(v, cfg):
     drain_done = [-10, -10]                       # IR/WR: last drain cycle per psum half
     drain_free = -10                              # IR/WR: cycle the group drainer is free from
     half = 0
+    wstate = {"v_free": [-10, -10], "vh": 0, "cf_free": 0, "cf_vh": 0, "o_free": [-10, -10],
+              "oh": 0, "sr_free": -10, "sr_half": 0}
     for t, (tr0, tc0, rows, cols) in enumerate(tiles):
         first = 2 if t == 0 else l_last[t - 1] + 3
         if t >= 2:
@@ -133,6 +137,14 @@ def layer_model(v, cfg):
                 if mb * R + r < M and ox < x_end and _ppu_valid(v, mb * R + r, tr0 + row, ox):
                     end = max(end, done + 1 + i + PPU_LATENCY + 1)
                     break
+        elif df == 3:
+            f_end, end = _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, wstate, end)
+            groups = rows * groups_t
+            ibuf_reads += groups * (16 * N * C + C * N * 16 * v["MB"])
+            ibuf_writes += groups * 16 * N * C
+            weight_reads += groups * 16 * N * v["MB"]
+            obuf_writes += groups * 16 * R * C * v["MB"]
+            obuf_reads += groups * (15 * R * C + R * C) * v["MB"]
         else:
             if df == 1:
                 groups = [(tr0 + row, tc0 + g * C, None) for row in range(rows)
@@ -191,6 +203,55 @@ def layer_model(v, cfg):
                       weight_reads=weight_reads, obuf_reads=obuf_reads,
                       obuf_writes=obuf_writes, fm_reads=fm_reads, fm_writes=fm_writes,
                       macs=macs, ideal_cycles=_ceil_div(macs, cfg.pes))
+
+
+def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
+    """Timing of one input tile of a Winograd layer: the transform side (one W_GROUP cycle and
+    16·N patch reads per group of C tiles), the compute side (per group and channel block: a
+    BLOCK cycle and 16 passes of L beats), the row-parallel output-transform drain and the
+    serializer (4·R·C outputs per set). Returns (cycle the tile's input half is released,
+    updated end). ``st`` carries the handshake state across tiles."""
+    R, C, N, MB, L = cfg.rows, cfg.cols, v["N"], v["MB"], v["L"]
+    groups_t = _ceil_div(cols, C)
+    cycle = start
+    for row in range(rows):
+        for g in range(groups_t):
+            vh = st["vh"]
+            accept = max(cycle, st["v_free"][vh] + 1)
+            last_read = accept + 16 * N
+            v_full = last_read + 18                       # last V write lands, flag visible
+            st["vh"] ^= 1
+            cycle = last_read + 1
+            # compute side
+            x = max(st["cf_free"], v_full)                # IDLE takes the group
+            block = x + 1
+            ty, tx0 = tr0 + row, tc0 + g * C
+            tx_end = min(tc0 + v["Tc"], v["OW"])
+            for mb in range(MB):
+                oh = st["oh"]
+                block = max(block, st["o_free"][oh])
+                p0 = block + 1
+                last_pass_end = p0 + 16 * L - 1
+                last_beat = last_pass_end - (L - N)
+                done = last_beat + R + C
+                ready = done + R + 2
+                y = max(ready, st["sr_free"])
+                st["o_free"][oh] = y + 4 * R * C + 1
+                st["sr_free"] = y + 4 * R * C + 1
+                st["oh"] ^= 1
+                end = max(end, y + 4 * R * C + 1, done + R + 1)
+                for e in reversed(range(4 * R * C)):
+                    r, rest = divmod(e, 4 * C)
+                    c, q = divmod(rest, 4)
+                    tx = tx0 + c
+                    oy, ox = 2 * ty + (q >> 1), 2 * tx + (q & 1)
+                    if tx < tx_end and _ppu_valid(v, mb * R + r, oy, ox):
+                        end = max(end, y + 2 + e + PPU_LATENCY + 1)
+                        break
+                block = last_pass_end + 1
+            st["v_free"][vh] = last_pass_end + 1          # v_clr at the last pass cycle
+            st["cf_free"] = last_pass_end + 1
+    return cycle - 1, max(end, cycle)
 
 
 def layer_cycles(v, cfg):
