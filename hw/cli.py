@@ -9,6 +9,7 @@ with status 2, leaving no half-written output behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -54,7 +55,7 @@ def _compile(args):
     else:
         config = AcceleratorConfig(rows=args.rows, cols=args.cols,
                                    input_buffer_bytes=args.buffer_bytes,
-                                   dataflow=args.dataflow)
+                                   dataflow=args.dataflow, algorithm=args.algorithm)
         program = compile_network(qnet, config)
     return network, qnet, program
 
@@ -65,6 +66,10 @@ def add_design_options(p):
     p.add_argument("--cols", type=int, default=4, help="PE array columns C (default 4)")
     p.add_argument("--buffer-bytes", type=int, default=4096,
                    help="input tile buffer capacity per ping-pong half (default 4096)")
+    p.add_argument("--algorithm", choices=("auto", "direct", "winograd"), default="auto",
+                   help="convolution algorithm: each Conv2d's own choice (auto: Winograd "
+                   "F(2x2,3x3) on 3x3 stride-1 layers when the model finds it faster), direct "
+                   "everywhere, or Winograd wherever it applies (default auto)")
     p.add_argument("--dataflow", choices=("or", "ir", "wr", "auto"), default="or",
                    help="dataflow of every layer: output, input or weight reuse, or the "
                    "fastest per layer by the performance model (default or)")
@@ -168,6 +173,17 @@ def cmd_run(args):
                          backpressure=args.backpressure,
                          progress=lambda n: bar.update(task, completed=n))
     golden, mismatches = compare(program, xq, result)
+    direct_cycles = {}
+    if any(layer.algorithm == "winograd" for layer in program.layers) and result.layers:
+        # measure the same layers computed directly, on the same array, for the speedup
+        twin = compile_network(qnet, dataclasses.replace(program.config, algorithm="direct"),
+                               tiles=None, dataflows={layer.name: layer.dataflow
+                                                      for layer in program.layers},
+                               algorithms={layer.name: "direct" for layer in program.layers})
+        with console.status("measuring the Winograd layers' direct twins in RTL"):
+            twin_result = AcceleratorSim(twin, build_dir / "direct").build().run(xq[:1])
+        for layer, (counters, _) in zip(twin.layers, twin_result.layers[0]):
+            direct_cycles[layer.name] = counters["cycles"]
     float_pred = network.forward(x).argmax(axis=1)
     int8_pred = golden[-1].reshape(len(x), -1).argmax(axis=1)
     rtl_pred = result.logits.argmax(axis=1)
@@ -202,18 +218,27 @@ def cmd_run(args):
             "cycles": measured, "ideal_cycles": ideal_l,
             "pe_utilization": None if not measured else ideal_l / measured,
             "dataflow": layer.dataflow, "algorithm": layer.algorithm,
+            "multiplications": int(layer.multiplications),
             "tiling": {k: int(val) for k, val in layer.tiling.items()},
             "counters": result.layers[0][i][0] if result.layers else None,
             "model": model.counters(),
         })
+        if layer.algorithm == "winograd" and layer.name in direct_cycles:
+            report["layers"][-1]["direct_cycles"] = direct_cycles[layer.name]
+            report["layers"][-1]["speedup"] = (direct_cycles[layer.name] / measured
+                                               if measured else None)
     table = Table(title="per layer")
-    for col in ("layer", "type", "dataflow", "MACs", "cycles", "model", "ideal", "util.",
-                "Tm/Tn/Tr/Tc"):
+    for col in ("layer", "type", "dataflow", "MACs", "mults", "cycles", "model", "ideal",
+                "util.", "Tm/Tn/Tr/Tc"):
         table.add_column(col, justify="left" if col in ("layer", "type", "dataflow")
                          else "right")
     for entry in report["layers"]:
         t = entry["tiling"]
-        table.add_row(entry["name"], entry["type"], entry["dataflow"].upper(), str(entry["macs"]),
+        flow = entry["dataflow"].upper() + (" wino" if entry["algorithm"] == "winograd" else "")
+        if "speedup" in entry and entry["speedup"]:
+            flow += f" {entry['speedup']:.2f}x"
+        table.add_row(entry["name"], entry["type"], flow, str(entry["macs"]),
+                      str(entry["multiplications"]),
                       "-" if entry["cycles"] is None else f"{entry['cycles']:.0f}",
                       str(entry["model"]["cycles"]),
                       str(entry["ideal_cycles"]),
@@ -265,6 +290,9 @@ def build_parser():
     # synth, build, flash, infer: the FPGA flow (cnnforge.boards.commands)
     from cnnforge.boards.commands import add_subcommands
     add_subcommands(sub)
+    # explore: design-space exploration (cnnforge.hw.explore)
+    from .explore import add_parser as add_explore
+    add_explore(sub)
     return parser
 
 

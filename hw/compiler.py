@@ -55,6 +55,9 @@ class AcceleratorConfig:
         Default dataflow of every layer: ``"or"`` (output reuse, output stationary), ``"ir"``
         (input reuse, input stationary), ``"wr"`` (weight reuse, weight stationary) or
         ``"auto"`` (the fastest by the performance model, per layer).
+    algorithm : str
+        ``"auto"`` (each Conv2d's own ``algorithm``), ``"direct"`` (every layer direct) or
+        ``"winograd"`` (Winograd F(2×2, 3×3) on every 3×3 stride-1 layer, direct elsewhere).
 
     Raises
     ------
@@ -66,6 +69,7 @@ class AcceleratorConfig:
     cols: int = 4
     input_buffer_bytes: int = 4096
     dataflow: str = "or"
+    algorithm: str = "auto"
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -73,6 +77,9 @@ class AcceleratorConfig:
         if self.dataflow not in DATAFLOWS + ("auto",):
             raise ConfigError(f"dataflow {self.dataflow!r}: choose one of 'or', 'ir', 'wr', "
                               "'auto'")
+        if self.algorithm not in ("auto", "direct", "winograd"):
+            raise ConfigError(f"algorithm {self.algorithm!r}: choose one of 'auto', 'direct', "
+                              "'winograd'")
         if self.input_buffer_bytes < self.cols:
             raise ConfigError(f"input_buffer_bytes={self.input_buffer_bytes} is smaller than one "
                               f"word per bank ({self.cols} banks)")
@@ -160,12 +167,13 @@ class LayerPlan:
     def tiling(self):
         """Zhang et al.'s tile sizes: Tm output channels and Tn input channels held on chip at
         once (WR: the C×R weight block in the array), Tr × Tc output pixels."""
-        v, cfg = self.values, None
+        v = self.values
         if v["df"] == 2:
             tm, tn = min(v["M"], v["MBw"]), min(v["N"], v["NBw"])
         else:
             tm, tn = v["M"], v["N"]
-        return {"Tm": tm, "Tn": tn, "Tr": v["Tr"], "Tc": v["Tc"]}
+        scale = 2 if v["df"] == WINOGRAD else 1       # Winograd tiles count 2×2 outputs
+        return {"Tm": tm, "Tn": tn, "Tr": scale * v["Tr"], "Tc": scale * v["Tc"]}
 
     @property
     def gemm(self):
@@ -174,6 +182,15 @@ class LayerPlan:
     @property
     def macs(self):
         return self.gemm.macs
+
+    @property
+    def multiplications(self):
+        """Multiplications per image: the MACs of direct convolution; for Winograd
+        F(2×2, 3×3), 16 per 4×4 tile per (output, input) channel pair."""
+        if self.values["df"] != WINOGRAD:
+            return self.macs
+        v = self.values
+        return v["M"] * v["N"] * 16 * v["OH"] * v["OW"]     # OH, OW count 2×2 tiles here
 
     @property
     def passes(self):
@@ -552,7 +569,12 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
                               "'or', 'ir', 'wr', 'auto'")
         candidates = list(range(3)) if choice == "auto" else [DATAFLOWS.index(choice)]
         layer0 = op.layers[0]
-        algorithm = (algorithms or {}).get(name, getattr(layer0, "algorithm", "direct"))
+        applies = op.kind == "conv" and layer0.winograd_applies
+        if cfg.algorithm == "auto":
+            default = getattr(layer0, "algorithm", "direct")
+        else:
+            default = "winograd" if cfg.algorithm == "winograd" and applies else "direct"
+        algorithm = (algorithms or {}).get(name, default)
         if algorithm not in ALGORITHMS + ("auto",):
             raise ConfigError(f"layer {name} ({type_}): algorithm {algorithm!r}: choose one of "
                               "'direct', 'winograd', 'auto'")
