@@ -1,0 +1,182 @@
+"""Post-processing unit (``cnnforge.hw.ppu``): ``rtl_requantize`` against the golden
+:func:`cnnforge.sim.golden.requantize`, bit for bit.
+
+Contract of the unit (and of the compiler that fills its parameter ROM): per channel a bias,
+``M0`` in [2^30, 2^31) or 0, and a right shift ``n`` in [0, 31]; ``|acc + bias| < 2^31``.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from cnnforge.sim.golden import requantize
+from cnnforge.sim.rtl import rtl_requantize
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def golden(acc, channels, params, zero_point, lo, hi):
+    """The golden requantization of one value per beat, each with its own channel's params."""
+    bias = np.array([p["bias"] for p in params], np.int64)[channels]
+    mult = np.array([p["multiplier"] for p in params], np.int64)[channels]
+    shift = np.array([p["shift"] for p in params], np.int64)[channels]
+    x = np.asarray(acc, np.int64) + bias
+    assert np.all(np.abs(x) < 1 << 31), "test case outside the contract"
+    return requantize(x[None, :], mult, shift, zero_point, lo, hi, axis=1)[0]
+
+
+def check(acc, channels, params, zero_point=0, lo=-128, hi=127, acc_width=32):
+    acc = np.asarray(acc, np.int64)
+    channels = np.asarray(channels, np.int64)
+    got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width)
+    expected = golden(acc, channels, params, zero_point, lo, hi)
+    bad = np.flatnonzero(got != expected)
+    assert bad.size == 0, "; ".join(
+        f"acc={acc[i]} ch={channels[i]} {params[channels[i]]}: got {got[i]}, expected "
+        f"{expected[i]}" for i in bad[:5])
+    return got
+
+
+def param(bias=0, multiplier=1 << 30, shift=0):
+    assert multiplier == 0 or (1 << 30) <= multiplier < (1 << 31)
+    assert 0 <= shift <= 31
+    return {"bias": int(bias), "multiplier": int(multiplier), "shift": int(shift)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-picked cases
+
+
+def test_ties_round_away_from_zero():
+    """M0 = 2^30 halves (SRDHM rounds the odd values: ties) and RoundingDivideByPOT sees exact
+    halves for acc = ±(2j + 1)·2^n (n < 30): both roundings' ties, both signs, every shift."""
+    params = [param(multiplier=1 << 30, shift=n) for n in range(32)]
+    acc, channels = [], []
+    for n in range(32):
+        for j in (0, 1, 2, 5):
+            for sign in (1, -1):
+                v = sign * (2 * j + 1) << n if n < 30 else sign * (1 << n) // 2
+                if abs(v) < 1 << 31:
+                    acc.append(v)
+                    channels.append(n)
+        acc += [1, -1, 3, -3, 7, -7]                    # SRDHM ties
+        channels += [n] * 6
+    check(acc, channels, params, lo=-128, hi=127)
+
+
+@pytest.mark.parametrize("zero_point", [-128, -5, 0, 17, 127])
+def test_saturates_both_ends(zero_point):
+    """Large accumulators with shift 0 saturate at −128 and 127, whatever the zero point."""
+    params = [param(multiplier=(1 << 31) - 1, shift=0), param(multiplier=1 << 30, shift=3)]
+    acc = [INT32_MAX, INT32_MIN + 1, 1000, -1000, 300, -300, 128, -129, 0, 255, -256]
+    channels = [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    got = check(acc, channels, params, zero_point=zero_point)
+    assert got[0] == 127 and got[1] == -128
+
+
+def test_extreme_accumulators_with_bias():
+    """|acc + bias| just below 2^31 from both sides, through a bias of either sign."""
+    params = [param(bias=INT32_MAX, multiplier=(1 << 31) - 1, shift=31),
+              param(bias=INT32_MIN + 1, multiplier=(1 << 31) - 1, shift=31),
+              param(bias=-5, multiplier=1 << 30, shift=24)]
+    acc = [0, -1, -INT32_MAX, 0, 1, INT32_MAX - 1, INT32_MAX - 5 - (1 << 23), 5 - INT32_MAX]
+    channels = [0, 0, 0, 1, 1, 1, 2, 2]
+    check(acc, channels, params)
+
+
+def test_multiplier_zero_gives_zero_point():
+    """A channel whose real multiplier underflowed (M0 = 0) outputs the zero point, clamped."""
+    params = [param(multiplier=0, shift=0), param(multiplier=0, shift=31),
+              param(bias=123456, multiplier=0, shift=7)]
+    acc = [INT32_MAX, INT32_MIN + 1, 0, 12345, -99, 7]
+    channels = [0, 0, 1, 1, 2, 2]
+    for zp, lo, hi in [(0, -128, 127), (-128, -128, 127), (127, -128, 127), (40, 50, 60),
+                       (70, 50, 60)]:
+        got = check(acc, channels, params, zero_point=zp, lo=lo, hi=hi)
+        assert np.all(got == min(max(zp, lo), hi))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 15, 30, 31])
+def test_every_shift_extreme(shift):
+    params = [param(multiplier=m, shift=shift) for m in (1 << 30, (1 << 30) + 1, (1 << 31) - 1)]
+    acc = [INT32_MAX, INT32_MIN + 1, (1 << 30), -(1 << 30), 12345678, -12345678, 1, -1, 0]
+    check(acc * 3, [0] * 9 + [1] * 9 + [2] * 9, params, zero_point=3)
+
+
+@pytest.mark.parametrize("zero_point, lo, hi", [
+    (-128, -128, 127),       # ReLU on an output range starting at 0: lo = zero point
+    (-100, -100, 127),       # ReLU
+    (-128, -128, -5),        # ReLU6 with 6 inside the range
+    (-20, -20, 40),          # ReLU6
+    (10, 10, 10),            # degenerate range
+])
+def test_activation_clamp(zero_point, lo, hi):
+    rng = np.random.default_rng((lo + 128) * 256 + hi + 128)
+    params = [param(multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=int(s))
+              for s in (0, 4, 8)]
+    acc = rng.integers(-5000, 5000, 60)
+    channels = rng.integers(0, 3, 60)
+    got = check(acc, channels, params, zero_point=zero_point, lo=lo, hi=hi)
+    assert got.min() == lo and got.max() == hi          # both bounds actually reached
+
+
+def test_narrow_accumulator_sign_extends():
+    """The accumulator input is only as wide as the compiler derives (here 22 bits for K = 72):
+    negative values sign-extend into the 32-bit bias addition."""
+    width = (72 * 128 * 127).bit_length() + 1
+    params = [param(bias=-1000, multiplier=1 << 30, shift=2),
+              param(bias=1 << 24, multiplier=(1 << 31) - 1, shift=20)]
+    lim = 72 * 128 * 127
+    acc = [lim, -lim, 0, -1, 1, lim - 1, -(lim - 1)]
+    check(acc * 2, [0] * 7 + [1] * 7, params, acc_width=width)
+
+
+def test_many_channels_one_rom():
+    """Per-channel parameters are read from the ROM address of each beat (a layer's channels
+    start at its ``ch_base`` inside a ROM shared by the whole network)."""
+    rng = np.random.default_rng(5)
+    params = [param(bias=int(rng.integers(-10**6, 10**6)),
+                    multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=int(rng.integers(0, 32)))
+              for _ in range(37)]
+    channels = rng.integers(0, 37, 200)
+    acc = rng.integers(-(1 << 28), 1 << 28, 200)
+    check(acc, channels, params, zero_point=-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# Random cases
+
+
+@st.composite
+def requant_case(draw):
+    nch = draw(st.integers(1, 6))
+    params = []
+    for _ in range(nch):
+        mult = draw(st.one_of(st.just(0), st.just(1 << 30), st.just((1 << 31) - 1),
+                              st.integers(1 << 30, (1 << 31) - 1)))
+        params.append(param(bias=draw(st.integers(-(1 << 30), 1 << 30)), multiplier=mult,
+                            shift=draw(st.integers(0, 31))))
+    n = draw(st.integers(1, 40))
+    channels = draw(st.lists(st.integers(0, nch - 1), min_size=n, max_size=n))
+    acc = []
+    for ch in channels:
+        bias = params[ch]["bias"]
+        magnitude = draw(st.sampled_from([1 << 8, 1 << 16, 1 << 24, INT32_MAX]))
+        lo_, hi_ = max(-magnitude, INT32_MIN + 1 - bias), min(magnitude, INT32_MAX - bias)
+        acc.append(draw(st.integers(lo_, hi_)))
+    zero_point = draw(st.integers(-128, 127))
+    lo = draw(st.sampled_from([-128, -128, zero_point, draw(st.integers(-128, 127))]))
+    hi = draw(st.sampled_from([127, 127, draw(st.integers(lo, 127))]))
+    return acc, channels, params, zero_point, lo, max(lo, hi)
+
+
+@settings(max_examples=60, deadline=None)
+@given(requant_case())
+@example(([INT32_MAX - 1], [0], [param(bias=1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
+          127))
+@example(([INT32_MIN + 2], [0], [param(bias=-1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
+          127))
+def test_random(case):
+    acc, channels, params, zero_point, lo, hi = case
+    check(acc, channels, params, zero_point, lo, hi)

@@ -1,0 +1,128 @@
+"""The generated accelerator Verilog on Verilator (:mod:`cnnforge.sim.accel`), against the golden
+model: every layer's output map and the logits, bit for bit, on a random small network with
+stream gaps and back-pressure and on the bundled digits network on several array shapes.
+
+Builds go under ``build/test/`` (:func:`cnnforge.sim.runner.build_root`); rebuilding an
+unchanged design is a no-op, so a second run of these tests only pays for the simulation.
+"""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnforge.hw.compiler import AcceleratorConfig, compile_network
+from cnnforge.hw.network import ReLU, ReLU6, load_network
+from cnnforge.hw.quantize import quantize
+from cnnforge.sim import runner
+from cnnforge.sim.accel import AcceleratorSim, compare
+from tests.hw.test_accelerator import (
+    check_result, compile_tight, conv_net, random_images, tile_counts,
+)
+
+DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "net.py"
+
+
+def build_dir(name):
+    return runner.build_root() / "test" / name
+
+
+def check_sim(program, images, result):
+    """``compare`` reports no mismatch, and the independent per-layer check agrees."""
+    _, mismatches = compare(program, images, result)
+    assert mismatches["logits"] == 0, mismatches
+    assert mismatches["layers"] == {layer.name: 0 for layer in program.layers}, mismatches
+    check_result(program, images, result.logits, result.layers, result.cycles)
+
+
+# ------------------------------------------------------------------------------------------------
+# (a) a random small network, 3x2 array, stream gaps and back-pressure
+
+
+def seeded_network(seed):
+    """A small random Conv2d [+ReLU/ReLU6] [+MaxPool2d(2)] + Flatten + Linear + ReLU + Linear
+    network (shapes drawn from ``seed``, as tests/hw/test_accelerator.py's random networks)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.choice([2, 3]))
+    stride, padding = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+    h, w = (int(v) for v in rng.integers(5, 10, 2))
+    n, m = (int(v) for v in rng.integers(1, 8, 2))
+    act = [None, "ReLU", "ReLU6"][int(rng.integers(0, 3))]
+    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    return conv_net(seed, (n, h, w), m=m, k=k, stride=stride, padding=padding,
+                    act={"ReLU": ReLU, "ReLU6": ReLU6, None: None}[act],
+                    pool=min(oh, ow) >= 2 and bool(rng.integers(0, 2)),
+                    hidden=int(rng.integers(2, 9)), out=int(rng.integers(1, 11)))
+
+
+def test_random_network_3x2_with_stalls():
+    """Six images (one all int8 extremes) through a random network tiled for the smallest input
+    buffer, with 30 % input gaps and 50 % output back-pressure: every layer equals the golden
+    model. Then ``compare`` must notice a single corrupted value."""
+    net = seeded_network(2025)
+    qnet = quantize(net)
+    program = compile_tight(qnet, 3, 2)
+    assert max(ntr * ntc for ntr, ntc in tile_counts(program).values()) > 1
+    images = random_images(qnet, 6, 3)
+    sim = AcceleratorSim(program, build_dir("random-3x2")).build()
+    result = sim.run(images, gaps=0.3, backpressure=0.5, seed=5)
+    check_sim(program, images, result)
+    clean = sim.run(images, name="clean")
+    check_sim(program, images, clean)
+    assert np.array_equal(result.cycles, clean.cycles)
+
+    # the checker itself: one flipped value in one layer of one image, one wrong logit
+    bad = copy.deepcopy(result)
+    counters, ofm = bad.layers[4][1]
+    ofm = ofm.copy()
+    ofm.flat[0] ^= 1
+    bad.layers[4][1] = (counters, ofm)
+    bad.logits = bad.logits.copy()
+    bad.logits[2, -1] ^= 1
+    _, mismatches = compare(program, images, bad)
+    assert mismatches["logits"] == 1
+    assert mismatches["layers"][program.layers[1].name] == 1
+    assert sum(mismatches["layers"].values()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# (b), (c) the digits network
+
+
+@pytest.fixture(scope="module")
+def digits():
+    net = load_network(DIGITS)
+    qnet = quantize(net)
+    x, y = net.test_data()
+    return net, qnet, qnet.quantize_input(x), y
+
+
+def run_digits(digits, rows, cols, count):
+    net, qnet, xq, y = digits
+    program = compile_network(qnet, AcceleratorConfig(rows, cols))
+    images, labels = xq[:count], y[:count]
+    sim = AcceleratorSim(program, build_dir(f"digits-{rows}x{cols}")).build()
+    result = sim.run(images)
+    golden, _ = compare(program, images, result)
+    check_sim(program, images, result)
+    rtl_accuracy = float(np.mean(result.logits.argmax(axis=1) == labels))
+    int8_accuracy = float(np.mean(golden[-1].argmax(axis=1) == labels))
+    assert rtl_accuracy == int8_accuracy
+    return program, result, int8_accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows, cols", [(4, 4), (2, 8)])
+def test_digits(digits, rows, cols):
+    """150 held-out digits: 0 mismatches on every layer, RTL accuracy = int8 accuracy (≥ 90 %)."""
+    _, result, accuracy = run_digits(digits, rows, cols, 150)
+    assert len(result.logits) == 150
+    assert accuracy >= 0.9
+
+
+@pytest.mark.slow
+def test_digits_8x8(digits):
+    """The largest array of the brief: 8x8 (64 PEs, more rows than the first layer's channels)."""
+    program, _, _ = run_digits(digits, 8, 8, 6)
+    assert program.weights.shape[1] >= 8

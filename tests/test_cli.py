@@ -1,0 +1,220 @@
+"""Command line (``cnnforge.hw.cli``): ``verilog`` and ``run`` on the bundled digits network, in
+process through :func:`main` and as the installed ``cnnforge`` script; user errors exit with
+status 2 and one ``cnnforge: error:`` line, no traceback, and no output file left behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnforge.hw.cli import _atomic_write, main
+from cnnforge.hw.compiler import AcceleratorConfig, compile_network
+from cnnforge.hw.network import load_network
+from cnnforge.hw.quantize import quantize
+from cnnforge.sim import runner
+from cnnforge.sim.golden import run_quantized
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "examples" / "digits" / "net.py"
+SCRIPT = Path(sys.executable).parent / "cnnforge"
+# the same design as tests/sim/test_accelerator_rtl.py's digits 4x4: one Verilator build
+BUILD = runner.build_root() / "test" / "digits-4x4"
+
+
+def cli(*args, cwd=None):
+    """Run the installed script; returns (exit status, stdout, stderr)."""
+    proc = subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=900)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_user_error(status, stderr, message):
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("cnnforge: error: "), lines[0]
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.fixture(scope="module")
+def digits():
+    net = load_network(DIGITS)
+    return net, quantize(net)
+
+
+# ------------------------------------------------------------------------------------------------
+# verilog
+
+
+def test_verilog_in_process(tmp_path, capsys):
+    out = tmp_path / "sub" / "acc.v"
+    assert main(["verilog", str(DIGITS), "-o", str(out), "--rows", "2", "--cols", "3"]) == 0
+    text = out.read_text()
+    assert "module accelerator" in text
+    assert "endmodule" in text
+    assert f"wrote {out}: 2x3 PE array, 3 layers" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["acc.v"]      # no temporary left
+
+
+def test_verilog_script(tmp_path):
+    out = tmp_path / "acc.v"
+    status, stdout, stderr = cli("verilog", DIGITS, "-o", out, cwd=tmp_path)
+    assert status == 0, stderr
+    assert "module accelerator" in out.read_text()
+    assert "4x4 PE array" in stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# run
+
+REPORT_KEYS = {"images", "float_accuracy", "int8_accuracy", "rtl_accuracy",
+               "rtl_golden_mismatches", "cycles_per_image", "ideal_cycles_per_image",
+               "pe_utilization", "array", "layers"}
+LAYER_KEYS = {"name", "type", "macs", "cycles", "ideal_cycles", "dataflow", "algorithm"}
+
+
+def check_report(report, outputs, digits):
+    net, qnet = digits
+    assert REPORT_KEYS <= set(report), REPORT_KEYS - set(report)
+    assert report["images"] == 5
+    assert report["rtl_golden_mismatches"] == 0
+    for key in ("float_accuracy", "int8_accuracy", "rtl_accuracy"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["rtl_accuracy"] == report["int8_accuracy"]
+    program = compile_network(qnet, AcceleratorConfig(4, 4))
+    assert report["array"] == [4, 4]
+    assert report["ideal_cycles_per_image"] == program.ideal_cycles
+    assert report["cycles_per_image"] >= program.ideal_cycles
+    assert report["pe_utilization"] == pytest.approx(
+        program.ideal_cycles / report["cycles_per_image"])
+    assert 0 < report["pe_utilization"] <= 1
+    assert [layer["name"] for layer in report["layers"]] == ["0+1+2", "3+4+5", "7"]
+    for entry, layer in zip(report["layers"], program.layers):
+        assert LAYER_KEYS <= set(entry), LAYER_KEYS - set(entry)
+        assert entry["type"] == layer.type
+        assert entry["macs"] == layer.macs
+        assert entry["ideal_cycles"] == -(-layer.macs // 16)
+        assert entry["cycles"] >= entry["ideal_cycles"]
+        assert entry["dataflow"] == "or"
+        assert isinstance(entry["algorithm"], str) and entry["algorithm"]
+    assert sum(entry["cycles"] for entry in report["layers"]) <= report["cycles_per_image"]
+    # the logits written are the golden model's, for the first five test images
+    x, _ = net.test_data()
+    golden = run_quantized(qnet, qnet.quantize_input(x[:5]))[-1]
+    assert outputs.dtype == np.int8 and outputs.shape == (5, 10)
+    assert np.array_equal(outputs, golden)
+
+
+def test_run_in_process(tmp_path, capsys, digits):
+    report_file, outputs_file = tmp_path / "report.json", tmp_path / "out" / "logits.npy"
+    status = main(["run", str(DIGITS), "--images", "5", "--json", str(report_file),
+                   "--outputs", str(outputs_file), "--build-dir", str(BUILD)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "RTL/golden mismatches   0 images" in out
+    check_report(json.loads(report_file.read_text()), np.load(outputs_file), digits)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["logits.npy", "out", "report.json"]
+
+
+def test_run_script(tmp_path, digits):
+    """The installed script, with stream gaps and back-pressure (same build as above)."""
+    report_file, outputs_file = tmp_path / "report.json", tmp_path / "logits.npy"
+    status, stdout, stderr = cli("run", DIGITS, "--images", 5, "--json", report_file,
+                                 "--outputs", outputs_file, "--build-dir", BUILD,
+                                 "--gaps", 0.3, "--backpressure", 0.4, cwd=tmp_path)
+    assert status == 0, stdout + stderr
+    check_report(json.loads(report_file.read_text()), np.load(outputs_file), digits)
+
+
+# ------------------------------------------------------------------------------------------------
+# user errors
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Input files for the error cases, and the output paths that must not appear."""
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 1, 7, 7), np.float32))
+    np.save(tmp_path / "good.npy", np.zeros((3, 1, 8, 8), np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(3, np.int64))
+    np.save(tmp_path / "labels2.npy", np.zeros(2, np.int64))
+    (tmp_path / "notnpy.npy").write_text("not an array")
+    (tmp_path / "raising.py").write_text("raise RuntimeError('boom in the network file')\n")
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    return tmp_path
+
+
+ERRORS = {
+    "missing-net": (["run", "{d}/nope.py"], "no such network file"),
+    "inputs-shape": (["run", "{net}", "--inputs", "{d}/wrong.npy"],
+                     "inputs have shape (1, 7, 7) per image, the network expects (1, 8, 8)"),
+    "inputs-unreadable": (["run", "{net}", "--inputs", "{d}/notnpy.npy"], "cannot read inputs"),
+    "labels-without-inputs": (["run", "{net}", "--labels", "{d}/labels.npy"],
+                              "--labels needs --inputs"),
+    "labels-count": (["run", "{net}", "--inputs", "{d}/good.npy", "--labels",
+                      "{d}/labels2.npy"], "2 labels for 3 inputs"),
+    "net-raises": (["run", "{d}/raising.py"],
+                   "failed to import: RuntimeError: boom in the network file"),
+    "net-without-network": (["run", "{d}/empty.py"], "defines no module-level `network`"),
+    "rows-0": (["run", "{net}", "--rows", "0"], "array 0x4: rows and cols must be in 1..64"),
+    "images-0": (["run", "{net}", "--images", "0"], "--images must be >= 1, got 0"),
+    "buffer-too-small": (["run", "{net}", "--buffer-bytes", "8"],
+                         "even the smallest tile needs 16 bytes"),
+}
+
+
+def error_args(case, d):
+    args, message = ERRORS[case]
+    args = [a.format(d=d, net=DIGITS) for a in args]
+    return args + ["--json", str(d / "out" / "r.json"), "--outputs", str(d / "out" / "o.npy"),
+                   "--build-dir", str(d / "build")], message
+
+
+def assert_no_output(d):
+    assert not (d / "out").exists() or not any((d / "out").iterdir())
+    assert not (d / "build").exists()
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_user_error_in_process(case, files, capsys):
+    args, message = error_args(case, files)
+    status = main(args)
+    assert_user_error(status, capsys.readouterr().err, message)
+    assert_no_output(files)
+
+
+@pytest.mark.parametrize("case", ["missing-net", "inputs-shape", "labels-without-inputs",
+                                  "net-raises", "rows-0"])
+def test_user_error_script(case, files):
+    args, message = error_args(case, files)
+    status, _, stderr = cli(*args, cwd=files)
+    assert_user_error(status, stderr, message)
+    assert_no_output(files)
+
+
+def test_verilog_error_leaves_no_file(tmp_path):
+    out = tmp_path / "acc.v"
+    status, _, stderr = cli("verilog", DIGITS, "-o", out, "--rows", "65", cwd=tmp_path)
+    assert_user_error(status, stderr, "array 65x4: rows and cols must be in 1..64")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    """An output whose writing fails half way leaves neither the file nor a temporary."""
+    target = tmp_path / "report.json"
+
+    def write(tmp):
+        Path(tmp).write_text("{ half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        _atomic_write(target, write)
+    assert list(tmp_path.iterdir()) == []
+    # an existing file is kept intact
+    target.write_text("old")
+    with pytest.raises(OSError):
+        _atomic_write(target, write)
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
