@@ -8,6 +8,8 @@ testbench). :func:`compare` checks the RTL's logits and every layer's output fea
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -22,6 +24,18 @@ from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import debug_stream_size, split_debug_stream
 
 __all__ = ["AcceleratorSim", "RTLResult", "compare"]
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive lock on ``path`` (created) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 TOPLEVEL = "accelerator"
 
@@ -74,10 +88,12 @@ class AcceleratorSim:
         self._runner = None
 
     def build(self):
-        """Write the Verilog and compile the simulator (a no-op when nothing changed)."""
-        runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
-        self._runner = runner.build([self.verilog], TOPLEVEL, self.build_dir / "sim_build",
-                                    sim=self.sim)
+        """Write the Verilog and compile the simulator (a no-op when nothing changed). Several
+        processes may build the same design into the same folder: they take turns."""
+        with _locked(self.build_dir / ".build.lock"):
+            runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
+            self._runner = runner.build([self.verilog], TOPLEVEL, self.build_dir / "sim_build",
+                                        sim=self.sim)
         return self
 
     def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
@@ -106,6 +122,12 @@ class AcceleratorSim:
         debug_size = debug_stream_size(prog)
         run_dir = self.build_dir / name
         run_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(run_dir / ".run.lock"):
+            return self._run(run_dir, images, debug, debug_size, gaps, backpressure, seed,
+                             progress)
+
+    def _run(self, run_dir, images, debug, debug_size, gaps, backpressure, seed, progress):
+        prog = self.program
         stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",
                                     run_dir / "progress")
         for path in (results, prog_file):
