@@ -217,7 +217,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
     for row in range(rows):
         for g in range(groups_t):
             vh = st["vh"]
-            accept = max(cycle, st["v_free"][vh] + 1)
+            accept = max(cycle, st["v_free"][vh])         # v_full clear from v_free on
             last_read = accept + 16 * N
             v_full = last_read + 18                       # last V write lands, flag visible
             st["vh"] ^= 1
