@@ -9,8 +9,14 @@ NET    ?= examples/digits/net.py
 OUT    ?= build/digits
 IMAGES ?= 100
 PYTEST_ARGS ?=
+# tests of one file stay on one worker (they share simulator builds); files spread over cores
+JOBS ?= auto
+DEVICE ?= up5k
+BOARD  ?= icebreaker
+FLASH_ARGS ?=
 
-.PHONY: all venv demo test test-fast verilog sim train benchmarks clean
+.PHONY: all venv demo test test-fast verilog sim train benchmarks clean synth bitstream flash \
+        benchmark-synth explore benchmark-dataflows
 
 all: demo
 
@@ -28,7 +34,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite (slow RTL tests included)
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 ## make test-fast: skip the tests marked slow
 test-fast: $(STAMP)
@@ -48,6 +54,30 @@ train: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/utilization.py
+
+## make explore DEVICE=up5k|lfe5u-25f|lfe5u-85f: Pareto designs, plan in $(OUT)/plan.json
+explore: $(STAMP)
+	$(BIN)/cnnforge explore $(NET) --device $(DEVICE) --json $(OUT)/explore-$(DEVICE).json
+
+## make benchmark-dataflows: OR vs IR vs WR per layer, RTL vs model (benchmarks/dataflows.py)
+benchmark-dataflows: $(STAMP)
+	$(BIN)/python benchmarks/dataflows.py
+
+## make synth DEVICE=up5k|lfe5u-25f|lfe5u-85f: yosys + nextpnr, resources and Fmax
+synth: $(STAMP)
+	$(BIN)/cnnforge synth $(NET) --device $(DEVICE) --json build/synth/$(DEVICE).json
+
+## make bitstream BOARD=icebreaker|ulx3s-85f|ulx3s-25f (ulx3s = ulx3s-85f): build/<board>/top.bin|bit
+bitstream: $(STAMP)
+	$(BIN)/cnnforge build $(NET) --board $(BOARD) --json build/bitstream-$(BOARD).json
+
+## make flash BOARD=...: program the board with openFPGALoader (FLASH_ARGS=--dry-run to only print)
+flash: $(STAMP)
+	$(BIN)/cnnforge flash --board $(BOARD) $(FLASH_ARGS)
+
+## make benchmark-synth: the synthesis table of the README (UP5K and LFE5U-85F, whole flow)
+benchmark-synth: $(STAMP)
+	$(BIN)/python benchmarks/synth.py
 
 clean:
 	rm -rf build

@@ -56,9 +56,10 @@ class PostProcessor(wiring.Component):
         A beat is still in the pipeline.
     latency : int
         Cycles from a beat at the input to its write (10: parameter read, bias, four registered
-        16×16 partial products, two adder levels to the 64-bit product, two for SRDHM, one for
-        the rounding shift, one for zero point and clamp). One adder or one DSP multiply per
-        stage keeps the unit off the critical path (48 MHz on iCE40 UP5K, 100 MHz on ECP5).
+        16×16 partial products, three adder levels to the 64-bit product, two for SRDHM, one
+        for the rounding shift, one for zero point and clamp). One adder or one DSP multiply per
+        stage keeps the unit off the critical path (nextpnr's worst paths are in the engine,
+        see docs/boards.md).
     """
 
     latency = 10
@@ -110,8 +111,8 @@ class PostProcessor(wiring.Component):
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
         m.d.sync += [x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
                      n2.eq(port.data.shift)]
-        # stage 3: x·M0 as four unsigned 16×16 partial products (one DSP block each, with
-        # registered inputs and outputs). x is signed: x·M0 = (x + 2^31)·M0 − 2^31·M0, and
+        # stage 3: x·M0 as four unsigned 16×16 partial products between registers (each fits
+        # one DSP block). x is signed: x·M0 = (x + 2^31)·M0 − 2^31·M0, and
         # x + 2^31 is x with its sign bit flipped, an unsigned 32-bit number.
         xu = Signal(32)
         m.d.comb += xu.eq(x2.as_unsigned() ^ (1 << 31))

@@ -12,7 +12,6 @@ multiplier left in logic or a buffer/ROM left in flip-flops is named with the re
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -50,6 +49,8 @@ class Device:
         Core clock target when none is requested.
     rows, cols : int
         Default PE array for this device (what its DSP blocks hold; docs/boards.md).
+    algorithm : str
+        Default ``AcceleratorConfig.algorithm`` (``"direct"`` on the UP5K: no Winograd unit).
     """
 
     key: str
@@ -63,17 +64,13 @@ class Device:
     target_mhz: float
     rows: int
     cols: int
-
-    @property
-    def ppu_dsps(self):
-        """DSP blocks of the post-processor's 32×31-bit requantization multiply (split into
-        16×16 pieces on iCE40, 18×18 on ECP5 by yosys' mul2dsp: 2×2 either way)."""
-        return 4
+    algorithm: str = "auto"
 
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
-                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=2, cols=2),
+                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=2, cols=2,
+                   algorithm="direct"),
     "lfe5u-25f": Device("lfe5u-25f", "ecp5", "LFE5U-25F-6BG381C",
                         ("--25k", "--package", "CABGA381", "--speed", "6"),
                         luts=24288, dsps=28, bram=56, spram=0, target_mhz=100.0,
@@ -151,6 +148,7 @@ class SynthReport:
     part: str
     design: str
     array: list
+    algorithm: str = "auto"
     luts: int | None = None
     luts_total: int = 0
     dsps: int | None = None
@@ -249,14 +247,24 @@ def _multipliers(cells, device):
     return out
 
 
-def _memories(cells, log_text, device):
-    sizes = {}
-    for cell in cells:
-        if cell["type"] != "$mem_v2":
-            continue
-        memid = cell["params"].get("MEMID", cell["name"]).strip('"').lstrip("\\")
-        sizes[memid] = (_int_param(cell["params"].get("SIZE", "0")),
-                        _int_param(cell["params"].get("WIDTH", "0")))
+def _rtlil_memories(il_text):
+    """``{hierarchical name: (depth, width)}`` of the ``memory`` declarations of an RTLIL file
+    (amaranth names modules ``\\top.link.accel``; yosys then calls the memory
+    ``top.link.accel.weights``)."""
+    sizes, module = {}, ""
+    for line in il_text.splitlines():
+        if line.startswith("module "):
+            module = line.split()[1].lstrip("\\")
+        else:
+            m = re.match(r"\s*memory width (\d+) (?:offset -?\d+ )?size (\d+) \\(\S+)", line)
+            if m:
+                sizes[f"{module}.{m.group(3)}"] = (int(m.group(2)), int(m.group(1)))
+    return sizes
+
+
+def _memories(sizes, log_text, device):
+    """Where each memory went, from yosys' ``memory_libmap`` log lines; ``sizes`` is
+    ``{name: (depth, width)}`` (:func:`_rtlil_memories`)."""
     out = []
     for line in log_text.splitlines():
         m = re.match(r"mapping memory (\S+) via (\S+)", line)
@@ -297,10 +305,11 @@ def _stat_cells(stat_json):
     return mod.get("num_cells_by_type", {})
 
 
-def synth_top(program, device, clock_mhz):
-    """The design that :func:`synthesize` places: the board core at ``clock_mhz``."""
+def synth_top(program, device):
+    """The design that :func:`synthesize` places: the board core (its UART divisor and LED timers
+    for the device's target clock; their values do not change the resources)."""
     from cnnforge.boards.top import LinkTop
-    return LinkTop(program, clock_mhz * 1e6, 115200)
+    return LinkTop(program, device.target_mhz * 1e6, 115200)
 
 
 def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
@@ -341,11 +350,12 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     cfg = program.config
     report = SynthReport(device=device.key, part=device.part,
                          design="accelerator + UART host link + status LEDs (no PLL, no pins)",
-                         array=[cfg.rows, cfg.cols], luts_total=device.luts,
+                         array=[cfg.rows, cfg.cols], algorithm=cfg.algorithm,
+                         luts_total=device.luts,
                          dsps_total=device.dsps, bram_total=device.bram,
                          spram_total=device.spram if device.family == "ice40" else None,
                          clock_mhz=clock, build_dir=str(build_dir))
-    top = synth_top(program, device, clock)
+    top = synth_top(program, device)
     (build_dir / "top.il").write_text(rtlil.convert(top, name="top"))
 
     synth_cmd = "synth_ice40 -dsp" if device.family == "ice40" else "synth_ecp5"
@@ -354,7 +364,6 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
         "hierarchy -top top",
         "proc", "flatten", "wreduce", "opt_clean",
         "tee -q -o pre_mul.txt dump t:$mul",
-        "tee -q -o pre_mem.txt dump t:$mem_v2",
         f"{synth_cmd} -top top",
         "tee -q -o stat.json stat -json",
         "write_json top.json",
@@ -366,11 +375,6 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     if rc != 0:
         raise SynthError(f"yosys failed (exit {rc}); see {build_dir / 'yosys.log'}\n"
                          + _tail(build_dir / "yosys.log"))
-    cells = _parse_dump((build_dir / "pre_mul.txt").read_text())
-    mem_cells = _parse_dump((build_dir / "pre_mem.txt").read_text())
-    log_text = (build_dir / "yosys.log").read_text(errors="replace")
-    report.multipliers = _multipliers(cells, device)
-    report.memories = _memories(mem_cells, log_text, device)
     stat = _stat_cells(build_dir / "stat.json")
     if device.family == "ice40":
         report.dsps = _count(stat, ["SB_MAC16"])
@@ -412,18 +416,10 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     report.meets_clock = report.fmax_mhz is not None and report.fmax_mhz >= clock
     if report.fits and not report.meets_clock:
         report.notes.append(f"Fmax {report.fmax_mhz} MHz misses the {clock:g} MHz clock")
-    logic_muls = [m for m in report.multipliers if m["mapped"] == "logic"]
-    if logic_muls:
-        report.notes.append(f"{len(logic_muls)} multiplier(s) in logic: " + "; ".join(
-            f"{m['src']} {m['width']} ({m['reason']})" for m in logic_muls))
-    expected = sum(int(m["mapped"].split()[0]) for m in report.multipliers
-                   if m["mapped"] != "logic")
-    if report.dsps is not None and report.dsps < expected:
-        report.notes.append(f"only {report.dsps} of the {expected} DSP blocks the multipliers "
-                            "need were used: the others are in logic")
-    for mem in report.memories:
-        if mem["mapped"] not in ("block RAM", "SPRAM"):
-            report.notes.append(f"memory {mem['memory']} in {mem['mapped']}: {mem['reason']}")
+    found = analyze(build_dir / "pre_mul.txt", build_dir / "top.il", build_dir / "yosys.log",
+                    device, report.dsps)
+    report.multipliers, report.memories = found["multipliers"], found["memories"]
+    report.notes += found["notes"]
     return report
 
 
@@ -454,11 +450,41 @@ def pnr_summary(report_json, device, log_text=""):
                "bram": util.get("ICESTORM_RAM"), "spram": util.get("ICESTORM_SPRAM"),
                "spram_total": device.spram}
     else:
-        out = {"luts": util.get("TRELLIS_COMB"), "dsps": util.get("MULT18X18_CORE"),
+        out = {"luts": util.get("TRELLIS_COMB"),
+               "dsps": util.get("MULT18X18D", util.get("MULT18X18_CORE")),
                "bram": util.get("DP16KD")}
     out.update({"luts_total": device.luts, "dsps_total": device.dsps,
                 "bram_total": device.bram, "fmax_mhz": fmax_mhz, "critical_path": critical})
     return out
+
+
+def analyze(mul_dump, rtlil, yosys_log, device, dsps_used=None):
+    """Where the multipliers and memories went, with notes for those not in DSP blocks / block
+    RAM (from a yosys ``dump t:$mul`` taken before synthesis, the RTLIL and the yosys log).
+
+    Returns
+    -------
+    dict
+        ``multipliers``, ``memories``, ``notes``.
+    """
+    if isinstance(device, str):
+        device = DEVICES[device]
+    multipliers = _multipliers(_parse_dump(Path(mul_dump).read_text()), device)
+    memories = _memories(_rtlil_memories(Path(rtlil).read_text()),
+                         Path(yosys_log).read_text(errors="replace"), device)
+    notes = []
+    logic_muls = [m for m in multipliers if m["mapped"] == "logic"]
+    if logic_muls:
+        notes.append(f"{len(logic_muls)} multiplier(s) in logic: " + "; ".join(
+            f"{m['src']} {m['width']} ({m['reason']})" for m in logic_muls))
+    expected = sum(int(m["mapped"].split()[0]) for m in multipliers if m["mapped"] != "logic")
+    if dsps_used is not None and dsps_used < expected:
+        notes.append(f"{dsps_used} DSP blocks used where the multipliers could take {expected}: "
+                     "yosys packed adders and registers into some and built the rest from logic")
+    for mem in memories:
+        if mem["mapped"] not in ("block RAM", "SPRAM"):
+            notes.append(f"memory {mem['memory']} in {mem['mapped']}: {mem['reason']}")
+    return {"multipliers": multipliers, "memories": memories, "notes": notes}
 
 
 def _utilization_from_log(text):
@@ -488,7 +514,7 @@ def _critical_path(data):
         return []
     first, last = steps[0], steps[-1]
     total = sum(float(s.get("delay", 0.0)) for s in steps)
-    logic = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") == "logic")
+    logic = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") != "routing")
     return [{"from": first.get("from", {}).get("cell", ""),
              "to": last.get("to", {}).get("cell", ""),
              "delay_ns": round(total, 2), "logic_ns": round(logic, 2),

@@ -1,0 +1,238 @@
+"""The ``cnnforge`` subcommands of the FPGA flow: ``synth``, ``build``, ``flash``, ``infer``.
+
+:func:`add_subcommands` adds them to the parser of :mod:`cnnforge.hw.cli`; each reports a user
+error as :class:`cnnforge.hw.cli.UserError` (one line, exit status 2). ``synth`` exits with 1 when
+the design does not fit or misses the clock, with the report printed all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+__all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"]
+
+
+def _user_error(message):
+    from cnnforge.hw.cli import UserError
+    return UserError(message)
+
+
+def _digits_net():
+    import cnnforge.examples.digits as digits
+    return str(Path(digits.__file__).resolve().parent / "net.py")
+
+
+def _program(net, rows, cols, buffer_bytes, algorithm="auto"):
+    from cnnforge.hw.compiler import AcceleratorConfig, compile_network
+    from cnnforge.hw.network import load_network
+    from cnnforge.hw.quantize import quantize
+    network = load_network(net)
+    qnet = quantize(network)
+    return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
+                                                   input_buffer_bytes=buffer_bytes,
+                                                   algorithm=algorithm))
+
+
+def _write_json(path, data):
+    from cnnforge.hw.cli import _atomic_write
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
+def _pct(used, total):
+    if used is None:
+        return "-"
+    return f"{used}/{total} ({100 * used / total:.0f}%)" if total else str(used)
+
+
+def print_synth_report(report, console):
+    """The human-readable form of a :class:`~cnnforge.hw.synth.SynthReport`."""
+    from rich.table import Table
+    table = Table(title=f"{report.part}: {report.array[0]}x{report.array[1]} PE array "
+                  f"({report.design})")
+    table.add_column("resource")
+    table.add_column("used / total", justify="right")
+    table.add_row("logic cells" if report.spram_total is not None else "LUT4s",
+                  _pct(report.luts, report.luts_total))
+    table.add_row("DSP blocks", _pct(report.dsps, report.dsps_total))
+    table.add_row("block RAM (EBR)", _pct(report.bram, report.bram_total))
+    if report.spram_total is not None:
+        table.add_row("SPRAM", _pct(report.spram, report.spram_total))
+    table.add_row("flip-flops", "-" if report.flip_flops is None else str(report.flip_flops))
+    fmax = "-" if report.fmax_mhz is None else f"{report.fmax_mhz:.1f} MHz"
+    table.add_row("Fmax (core clock)", f"{fmax} (target {report.clock_mhz:g} MHz)")
+    console.print(table)
+    mapped = [m for m in report.multipliers if m["mapped"] != "logic"]
+    console.print(f"multipliers on DSP blocks: {len(mapped)} of {len(report.multipliers)} "
+                  f"({', '.join(sorted({m['width'] + ' ' + m['mapped'] for m in mapped}))})")
+    in_bram = [m["memory"] for m in report.memories if m["mapped"] in ("block RAM", "SPRAM")]
+    console.print(f"memories in block RAM: {', '.join(in_bram) or 'none'}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if report.critical_path:
+        cp = report.critical_path[0]
+        console.print(f"critical path: {cp['from']} -> {cp['to']}, {cp['delay_ns']} ns "
+                      f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)")
+    verdict = ("fits" if report.fits else "DOES NOT FIT") + ", " + (
+        "meets" if report.meets_clock else "MISSES") + f" {report.clock_mhz:g} MHz"
+    console.print(f"[bold]{verdict}[/] (yosys {report.yosys_seconds:.0f} s, nextpnr "
+                  f"{report.nextpnr_seconds:.0f} s)")
+
+
+def cmd_synth(args):
+    from rich.console import Console
+
+    from cnnforge.hw.synth import DEVICES, SynthError, synthesize
+
+    console = Console()
+    device = DEVICES[args.device]
+    rows = args.rows or device.rows
+    cols = args.cols or device.cols
+    program = _program(args.net, rows, cols, args.buffer_bytes,
+                       args.algorithm or device.algorithm)
+    build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
+    try:
+        report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
+                            seed=args.seed, log=lambda msg: console.print(f"[dim]{msg}[/]"))
+    except SynthError as exc:
+        raise _user_error(str(exc).splitlines()[0]) from None
+    print_synth_report(report, console)
+    if args.json:
+        _write_json(args.json, report.to_json())
+        console.print(f"report: {args.json}")
+    return 0 if report.ok else 1
+
+
+def cmd_build(args):
+    from .build import BoardError, board, build_bitstream
+
+    try:
+        spec, _, _ = board(args.board)
+    except BoardError as exc:
+        raise _user_error(str(exc)) from None
+    rows = args.rows or spec.rows
+    cols = args.cols or spec.cols
+    program = _program(args.net, rows, cols, args.buffer_bytes,
+                       args.algorithm or spec.algorithm)
+    t0 = time.perf_counter()
+    try:
+        result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
+                                 log=print)
+    except BoardError as exc:
+        raise _user_error(str(exc)) from None
+    s = result.summary
+    print(f"wrote {result.bitstream}: {rows}x{cols} PE array at {result.core_mhz:g} MHz, "
+          f"{s['luts']} of {s['luts_total']} LUTs, {s['dsps']} of {s['dsps_total']} DSPs, "
+          f"{s['bram']} of {s['bram_total']} EBR, Fmax {s['fmax_mhz']} MHz "
+          f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        _write_json(args.json, result.to_json())
+    return 0
+
+
+def cmd_flash(args):
+    from .build import BoardError, default_bitstream, flash
+
+    try:
+        bitstream = args.bitstream or default_bitstream(args.board, args.build_dir)
+        return flash(args.board, bitstream, sram=args.sram, dry_run=args.dry_run)
+    except BoardError as exc:
+        raise _user_error(str(exc)) from None
+
+
+def cmd_infer(args):
+    import numpy as np
+
+    from cnnforge.hw.network import load_network
+    from cnnforge.hw.quantize import quantize
+
+    from .protocol import LinkError
+    from .runtime import BoardLink
+
+    try:
+        images = np.load(args.image)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _user_error(f"{args.image}: cannot read the image ({exc})") from None
+    network = load_network(args.net)
+    qnet = quantize(network)
+    shape = tuple(network.input_shape)
+    if images.shape == shape:
+        images = images[None]
+    if images.shape[1:] != shape:
+        raise _user_error(f"{args.image}: shape {images.shape}, the network expects {shape} "
+                          "per image")
+    if images.dtype != np.int8:
+        images = qnet.quantize_input(images.astype(np.float32))
+    output_size = int(np.prod(qnet.ops[-1].output_shape))
+    try:
+        with BoardLink(args.port, output_size, baud=args.baud, timeout=args.timeout) as link:
+            for index, image in enumerate(images):
+                result = link.infer(image)
+                logits = " ".join(str(int(v)) for v in result.logits)
+                prefix = f"image {index}: " if len(images) > 1 else ""
+                print(f"{prefix}class {result.cls}  logits [{logits}]  "
+                      f"({result.cycles} cycles)")
+    except LinkError as exc:
+        raise _user_error(str(exc)) from None
+    return 0
+
+
+def add_subcommands(sub):
+    """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
+    from cnnforge.hw.synth import DEVICES
+
+    from .build import BOARDS
+
+    boards = [*BOARDS, "ulx3s"]
+    p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "
+                       "logic, DSP, block RAM against the device, Fmax of the core clock")
+    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("--device", required=True, choices=sorted(DEVICES))
+    p.add_argument("--rows", type=int, help="PE array rows (default: the device's, "
+                   "docs/boards.md)")
+    p.add_argument("--cols", type=int, help="PE array columns (default: the device's)")
+    p.add_argument("--buffer-bytes", type=int, default=4096)
+    p.add_argument("--algorithm", choices=["auto", "direct", "winograd"],
+                   help="AcceleratorConfig.algorithm (default: the device's; direct on up5k)")
+    p.add_argument("--clock", type=float, help="core clock to meet, MHz (default 48 on up5k, "
+                   "100 on ECP5); missing it exits with status 1")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--json", help="write the report to this JSON file")
+    p.add_argument("--build-dir", help="default build/synth/<device>_<R>x<C>")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("build", help="bitstream for a board (amaranth build + YoWASP tools)")
+    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("--board", required=True, choices=boards)
+    p.add_argument("--rows", type=int, help="PE array rows (default: the board's)")
+    p.add_argument("--cols", type=int, help="PE array columns (default: the board's)")
+    p.add_argument("--buffer-bytes", type=int, default=4096)
+    p.add_argument("--algorithm", choices=["auto", "direct", "winograd"],
+                   help="AcceleratorConfig.algorithm (default: the board's)")
+    p.add_argument("--clock", type=float, help="core clock, MHz (default: the board's, "
+                   "docs/boards.md); a bitstream that misses it is an error")
+    p.add_argument("--build-dir", default="build",
+                   help="the build goes to BUILD_DIR/<board>/ (default build)")
+    p.add_argument("--json", help="write resources, Fmax and wall time to this JSON file")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("flash", help="program a board with openFPGALoader")
+    p.add_argument("--board", required=True, choices=boards)
+    p.add_argument("--bitstream", help="default BUILD_DIR/<board>/top.bin|bit")
+    p.add_argument("--build-dir", default="build")
+    p.add_argument("--sram", action="store_true",
+                   help="ULX3S: load the FPGA only (volatile) instead of writing the flash")
+    p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("infer", help="classify images on a board over its UART")
+    p.add_argument("image", metavar="IMAGE", help=".npy: one image (C, H, W) or a batch "
+                   "(N, C, H, W); float is quantized with the network's input scale, int8 is "
+                   "sent as is")
+    p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB1)")
+    p.add_argument("--net", default=_digits_net(),
+                   help="the network the board was built for (default: the digits example)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
+    p.set_defaults(func=cmd_infer)

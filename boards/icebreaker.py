@@ -1,0 +1,64 @@
+"""iCEBreaker (iCE40 UP5K): 12 MHz oscillator -> PLL -> core clock; UART on the FTDI's second
+channel; green LED = waiting for a frame, red LED = a frame was rejected; on the break-off PMOD,
+LED1 (red) = busy, LED2 (green) = a result was sent.
+
+The UP5K has 8 SB_MAC16 DSP blocks: the post-processor's 32×31-bit multiply takes 4 of them, so
+the PE array is 2×2 (docs/boards.md).
+
+``python -m cnnforge.boards.icebreaker`` builds the digits bitstream (as ``make bitstream
+BOARD=icebreaker``).
+"""
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+from .pll import ICE40PLL, ice40_pll
+from .top import BoardSpec
+
+__all__ = ["SPEC", "ICEBreakerTop", "ICEBreakerPlatform"]
+
+SPEC = BoardSpec(
+    name="icebreaker", device="up5k", rows=2, cols=2, core_mhz=18.0, baud=115200,
+    bitstream="bin",
+    # direct convolution only: the Winograd unit does not fit next to the rest in 5280 cells
+    algorithm="direct",
+    # openFPGALoader writes the iCEBreaker's SPI flash (the iCE40 boots from it)
+    loader_args=("-b", "icebreaker"),
+    usb_ids=((0x0403, 0x6010),),            # FT2232H
+)
+
+
+class ICEBreakerTop(Elaboratable):
+    """The accelerator on an iCEBreaker (see the module docstring)."""
+
+    def __init__(self, program, spec=SPEC):
+        self.program = program
+        self.spec = spec
+        self.pll = ice40_pll(12e6, spec.core_mhz * 1e6)
+
+    def elaborate(self, platform):
+        m = Module()
+        clk12 = platform.request("clk12", 0, dir="-")
+        m.submodules.pll = ICE40PLL(clk12.io, self.pll)
+        m.submodules.core = core = self.spec.link_top(self.program, self.pll.f_out)
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        m.d.comb += [platform.request("led_g", 0).o.eq(core.led_idle),
+                     platform.request("led_r", 0).o.eq(core.led_error),
+                     platform.request("led_r", 1).o.eq(core.led_busy),
+                     platform.request("led_g", 1).o.eq(core.led_result)]
+        return m
+
+
+def platform():
+    """The iCEBreaker platform with the break-off PMOD's LEDs and buttons."""
+    plat = ICEBreakerPlatform()
+    plat.add_resources(plat.break_off_pmod)
+    return plat
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .build import main_board
+    sys.exit(main_board(SPEC.name))

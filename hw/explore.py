@@ -1,0 +1,889 @@
+"""Design-space exploration: which accelerator for a network on a given FPGA (``cnnforge explore``).
+
+The space, for one network and one device:
+
+* **array sizes** R × C (default every R, C in 1..16 whose DSP blocks fit the device);
+* **dataflows per layer**: OR, IR or WR for every engine layer (all 3^L combinations when the
+  network has at most :data:`MAX_MIX_LAYERS` engine layers; otherwise the uniform choices and
+  "auto", the fastest per layer); "auto" is the combination the per-layer minimum picks, so it is
+  always among them;
+* **tilings** through **input tile buffer budgets** (powers of two, from the smallest that holds
+  every layer's smallest tile to the one at which every layer gets its fastest tiling; budgets
+  that change no layer's tiles are skipped): for a budget the tiles of every layer are
+  those the compiler's planner picks (the fastest tiling whose input tile fits, larger tiles on
+  ties), computed here once per array for all budgets and handed to the compiler as explicit
+  ``tiles=`` so that the plan file reproduces them exactly;
+* **Winograd**: not explored — every design is compiled with ``algorithm="direct"`` for every
+  layer, and the output and the JSON say so (:data:`WINOGRAD`): the resource model below knows
+  neither the Winograd unit's memories (transformed-input buffer, wider weight ROM) nor its
+  logic.
+
+Cycles and buffer accesses come from the analytic model (:func:`cnnforge.hw.perf.layer_model`,
+equal to the RTL counters); nothing is simulated, so the digits network takes seconds. Every
+design reported (the Pareto set) is compiled for real from its plan
+(:func:`~.compiler.compile_network` with the plan's tiles and dataflows) and its cycles and
+memories re-derived from that :class:`~.compiler.Program`, so the table, the JSON and the plan
+file cannot drift apart.
+
+Resource estimates (per design, against :data:`cnnforge.hw.synth.DEVICES`), each rule checked
+on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the digits
+accelerator, yosys ``synth_ice40 -dsp`` / ``synth_ecp5`` then ``nextpnr --pack-only``; the runs
+are listed in :data:`FAMILIES` ``calibration`` and ``tests/test_explore.py`` checks the model
+against them):
+
+* **DSP blocks**: one per PE — yosys maps each 8×8 multiply to one SB_MAC16 (iCE40) or one
+  MULT18X18D (ECP5; a MULT18X18D could hold two 9×9 multiplies, but only hand-instantiated
+  MULT9X9D halves would use that, which the PE does not do) — plus 4 for the post-processor's
+  32×31-bit requantization multiply, which ``hw/ppu.py`` writes as four 16×16 partial products
+  (one SB_MAC16 / MULT18X18D each). On ECP5 ``synth_ecp5`` also puts every small address
+  multiply of the controllers into a MULT18X18D (any operand of 2 bits or more): 4 more, and 2
+  more again when a layer is IR or WR (the partial-sum drain's address). On iCE40 those
+  products are narrower than ``synth_ice40``'s 11-bit DSP threshold for the digits network and
+  stay in logic (a network whose feature map needs 11 or more address bits would move them into
+  SB_MAC16s: not modelled).
+* **Block RAM**: every memory of :func:`memories` separately (feature map, weight ROM, input
+  tile banks, partial-sum banks, the host link's image buffer), placed the way yosys'
+  ``memory_libmap`` chooses by cost (:func:`_mapping`): block RAM (iCE40 SB_RAM40_4K, 4 Kbit:
+  256×16, 512×8, 1024×4, 2048×2; ECP5 DP16KD, 18 Kbit: 512×36, 1024×18, 2048×9, 4096×4,
+  8192×2, 16384×1; the cheapest shape), ECP5 LUT RAM (16×4 ``TRELLIS_DPR16X4``, RAMs only),
+  or logic. A memory with two read ports and a write port is built twice (the feature map:
+  loader and pooling reads; the partial-sum banks: accumulate and drain reads). The descriptor
+  ROM, the parameter ROM and the small FIFOs go to logic. SPRAM (UP5K) is not used: yosys does
+  not infer it.
+* **LUTs** (iCE40 logic cells ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``): a linear model
+  ``base + per_pe·R·C + [any IR/WR layer]·(stationary + stationary_per_col·C)
+  + per_lutram·(16×4 LUT RAMs)``, its coefficients fitted by least squares to the calibration
+  runs (4 on iCE40 at 1×1 and 2×2, 5 on ECP5 at 2×2, 4×4 and 8×8; a LUT RAM counted as 4
+  LUTs), within 1.5 % of every one. It is an estimate: a network much larger than digits adds
+  parameter- and descriptor-ROM logic it ignores, so a design near the LUT budget should be
+  confirmed with ``cnnforge synth``.
+
+A network that fits in no design raises :class:`DoesNotFit` (a :class:`~.compiler.ConfigError`:
+one line naming the resource, the smallest need and the budget; the command exits with 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .compiler import (DATAFLOWS, AcceleratorConfig, ConfigError, _geometry, _layers_from_ops,
+                       _tiling, _weight_words, compile_network)
+from .perf import layer_model, network_model
+
+__all__ = ["FAMILIES", "Family", "Design", "Exploration", "DoesNotFit", "explore", "memories",
+           "blocks", "pareto_front", "plot_roofline", "add_parser", "MAX_MIX_LAYERS",
+           "WINOGRAD"]
+
+#: Networks with at most this many engine layers get every per-layer dataflow combination.
+MAX_MIX_LAYERS = 5
+
+#: What the exploration says about Winograd (in the JSON and on the console).
+WINOGRAD = {"available": False,
+            "reason": "not explored: every design uses direct convolution (the Winograd "
+                      "F(2x2,3x3) unit is not part of the explored space; its memories and logic "
+                      "are not in the resource model)"}
+
+
+class DoesNotFit(ConfigError):
+    """No design of the space fits the device (the message names the resource, the need and
+    the budget)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Resource rules of an FPGA family (see the module docstring for where they come from).
+
+    Members
+    -------
+    dsp_name, bram_name : str
+        What the device's multiplier and block RAM primitives are called.
+    dsp_per_pe : int
+        DSP blocks per PE (one 8×8 multiply).
+    ppu_dsps : int
+        DSP blocks of the post-processor's requantization multiply.
+    bram_shapes : tuple of (depth, width)
+        Block RAM aspect ratios.
+    bram_cost : int
+        yosys ``memory_libmap``'s cost of one block RAM (``share/ice40/brams.txt``,
+        ``share/lattice/brams_16kd.txt``).
+    lutram_cost : int or None
+        Its cost of one 16×4 LUT RAM (ECP5 ``TRELLIS_DPR16X4``); None: the family has none.
+    lut_base, lut_per_pe, lut_stationary, lut_stationary_per_col, lut_per_lutram : float
+        Linear LUT model: ``base + per_pe·PEs + [any IR/WR layer]·(stationary
+        + stationary_per_col·C) + per_lutram·(16×4 LUT RAMs)``.
+    dsp_control, dsp_stationary : int
+        DSP blocks of the controllers' address multiplies: always, and with an IR/WR layer.
+    calibration : tuple of dict
+        The synthesis runs the model was fitted to (array, dataflows, measured LUTs and block
+        RAMs, and what the model says).
+    """
+
+    dsp_name: str
+    bram_name: str
+    dsp_per_pe: int
+    ppu_dsps: int
+    bram_shapes: tuple
+    bram_cost: int
+    lutram_cost: int | None
+    lut_base: float
+    lut_per_pe: float
+    lut_stationary: float
+    lut_stationary_per_col: float = 0.0
+    lut_per_lutram: float = 0.0
+    dsp_control: int = 0
+    dsp_stationary: int = 0
+    calibration: tuple = ()
+
+    def luts(self, pes, cols, stationary, lutrams=0):
+        """Estimated LUTs of a design (the linear model)."""
+        extra = self.lut_stationary + self.lut_stationary_per_col * cols if stationary else 0
+        return int(math.ceil(self.lut_base + self.lut_per_pe * pes + extra
+                             + self.lut_per_lutram * lutrams))
+
+    def dsps(self, pes, stationary=False):
+        """DSP blocks of a design with ``pes`` PEs."""
+        return (self.dsp_per_pe * pes + self.ppu_dsps + self.dsp_control
+                + (self.dsp_stationary if stationary else 0))
+
+
+#: Synthesis runs (board core of the digits network, direct convolution, 4096-byte input
+#: buffer; yosys 0.70 / nextpnr 0.11 from YoWASP): measured LUTs, DSP blocks and block RAMs.
+#: iCE40 DSPs: yosys currently maps only 2 of the post-processor's four 16×16 products to
+#: SB_MAC16 (with "Driver-driver conflict" warnings on ``ppu.lo4``); the model counts the 4 the
+#: design needs, so the iCE40 ``dsp`` figures below are not reproduced (model: PEs + 4).
+FAMILIES = {
+    "ice40": Family(
+        dsp_name="SB_MAC16", bram_name="EBR (SB_RAM40_4K)", dsp_per_pe=1, ppu_dsps=4,
+        bram_shapes=((256, 16), (512, 8), (1024, 4), (2048, 2)), bram_cost=64,
+        lutram_cost=None,
+        lut_base=4986.2, lut_per_pe=72.3, lut_stationary=1036.0,
+        calibration=(
+            {"array": "1x1", "dataflows": "or,or,or", "luts": 5048, "bram": 8, "dsp_yosys": 3},
+            {"array": "2x2", "dataflows": "or,or,or", "luts": 5286, "bram": 9, "dsp_yosys": 6},
+            {"array": "1x1", "dataflows": "ir,or,wr", "luts": 6105, "bram": 12,
+             "dsp_yosys": 3},
+            {"array": "2x2", "dataflows": "wr,wr,wr", "luts": 6301, "bram": 17,
+             "dsp_yosys": 6},
+            # not fitted, a check: the fastest UP5K design (input buffer budget 128 bytes)
+            {"array": "4x1", "dataflows": "or,or,or", "buffer": 128, "luts": 5259, "bram": 8,
+             "dsp_yosys": 6},
+        )),
+    "ecp5": Family(
+        dsp_name="MULT18X18D", bram_name="EBR (DP16KD)", dsp_per_pe=1, ppu_dsps=4,
+        bram_shapes=((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+        bram_cost=128, lutram_cost=4,
+        lut_base=5149.5, lut_per_pe=86.3, lut_stationary=720.2, lut_stationary_per_col=306.5,
+        lut_per_lutram=4.0, dsp_control=4, dsp_stationary=2,
+        calibration=(
+            {"array": "2x2", "dataflows": "or,or,or", "luts": 5570, "bram": 3, "dsp": 12},
+            {"array": "4x4", "dataflows": "or,or,or", "luts": 6925, "bram": 3, "dsp": 24},
+            {"array": "8x8", "dataflows": "or,or,or", "luts": 11198, "bram": 4, "dsp": 72},
+            {"array": "2x2", "dataflows": "ir,or,wr", "luts": 7084, "bram": 3, "dsp": 14},
+            {"array": "4x4", "dataflows": "ir,or,wr", "luts": 8957, "bram": 3, "dsp": 26},
+        )),
+}
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """One memory of a design and where yosys puts it.
+
+    ``count`` identical instances (banks) of ``depth`` × ``width`` bits, each built ``copies``
+    times (once per read port); ``mapped`` is ``"block RAM"``, ``"LUT RAM"`` (ECP5) or
+    ``"logic"``; ``blocks`` the block RAMs and ``lutrams`` the 16×4 LUT RAMs over all of them."""
+
+    name: str
+    count: int
+    depth: int
+    width: int
+    copies: int
+    mapped: str
+    blocks: int
+    lutrams: int
+
+    @property
+    def bits(self):
+        """Bits of one copy of all banks (what :func:`cnnforge.hw.perf.buffer_bits` counts)."""
+        return self.count * self.depth * self.width
+
+    def to_json(self):
+        return {"name": self.name, "count": self.count, "depth": self.depth,
+                "width": self.width, "copies": self.copies, "mapped": self.mapped,
+                "blocks": self.blocks, "lutrams": self.lutrams}
+
+
+def blocks(depth, width, family):
+    """Block RAMs of one ``depth`` × ``width`` memory: the cheapest of the family's shapes."""
+    return min(-(-depth // d) * -(-width // w) for d, w in family.bram_shapes)
+
+
+_MAPPING_CACHE = {}
+
+
+def _mapping(depth, width, family, rom=False):
+    key = (id(family), depth, width, rom)
+    if key not in _MAPPING_CACHE:
+        _MAPPING_CACHE[key] = (family, _mapping_uncached(depth, width, family, rom))
+    return _MAPPING_CACHE[key][1]
+
+
+def _mapping_uncached(depth, width, family, rom=False):
+    """Where yosys' ``memory_libmap`` puts one copy of a memory, by its costs: a block RAM
+    ``bram_cost`` each, a 16×4 LUT RAM ``lutram_cost`` (RAMs only), logic 1 per RAM bit or 1/16
+    per ROM bit (its ``-logic-cost-ram`` / ``-logic-cost-rom`` defaults); block RAM wins ties.
+    Returns ``(mapped, blocks, lutrams)``."""
+    n = blocks(depth, width, family)
+    options = [(n * family.bram_cost, 0, "block RAM", n, 0)]
+    if family.lutram_cost is not None and not rom:
+        cells = -(-depth // 16) * -(-width // 4)
+        options.append((cells * family.lutram_cost, 1, "LUT RAM", 0, cells))
+    options.append((depth * width / (16 if rom else 1), 2, "logic", 0, 0))
+    _, _, mapped, n, cells = min(options)
+    return mapped, n, cells
+
+
+def _memory_list(family, *, cols, banks, slot_words, weight_words, lanes, psum_depth,
+                 stationary, acc_width, fm_depth, image_size):
+    """The memories of a design (the accelerator's and the host link's), see :func:`memories`."""
+    def mem(name, count, depth, width, copies, rom=False):
+        mapped, n, cells = _mapping(depth, width, family, rom)
+        return MemoryUse(name, count, depth, width, copies, mapped, count * copies * n,
+                         count * copies * cells)
+    out = [mem("feature map", 1, fm_depth, 8, 2),
+           mem("weight ROM", 1, max(2, weight_words), lanes * 8, 1, rom=True),
+           mem("input tile buffer", banks, 2 * slot_words, 8, 1)]
+    if stationary:
+        out.append(mem("partial-sum buffer", cols, 2 * psum_depth, acc_width, 2))
+    out.append(mem("host link image buffer", 1, max(2, image_size), 8, 1))
+    return out
+
+
+def memories(program, family):
+    """The block-RAM memories of ``program``'s board core, one :class:`MemoryUse` each.
+
+    Their bits equal :func:`cnnforge.hw.perf.buffer_bits` (input, weights, fm, psum; the
+    parameter ROM goes to logic) plus the host link's image buffer."""
+    cfg = program.config
+    return _memory_list(
+        family, cols=cfg.cols, banks=program.input_banks, slot_words=program.slot_words,
+        weight_words=len(program.weights), lanes=cfg.lanes, psum_depth=program.psum_depth,
+        stationary=any(layer.values["df"] for layer in program.layers),
+        acc_width=program.acc_width, fm_depth=program.fm_depth, image_size=program.image_size)
+
+
+@dataclass
+class Design:
+    """One point of the design space.
+
+    Members
+    -------
+    rows, cols : int
+    buffer_bytes : int
+        Input tile buffer budget (``input_buffer_bytes``) the tiles were planned for.
+    dataflows : tuple of str
+        Per engine layer.
+    tiles : tuple of (Tr, Tc)
+        Per engine layer.
+    cycles : int
+        Predicted cycles per image (:func:`cnnforge.hw.perf.network_model`).
+    ideal_cycles : int
+        ``sum(ceil(MACs / PEs))`` over the layers.
+    dsp, bram, luts : int
+        Estimated resources (module docstring).
+    memories : list of MemoryUse
+    models : list of LayerModel
+        Per layer.
+    plan : dict or None
+        ``Program.plan()`` (filled for the Pareto designs).
+    """
+
+    rows: int
+    cols: int
+    buffer_bytes: int
+    dataflows: tuple
+    tiles: tuple
+    cycles: int
+    ideal_cycles: int
+    dsp: int
+    bram: int
+    luts: int
+    memories: list
+    models: list
+    plan: dict | None = None
+
+    @property
+    def pes(self):
+        return self.rows * self.cols
+
+    @property
+    def objectives(self):
+        """What the Pareto set minimises: (cycles, DSP, block RAM, LUTs)."""
+        return (self.cycles, self.dsp, self.bram, self.luts)
+
+    @property
+    def utilization(self):
+        return self.ideal_cycles / self.cycles if self.cycles else 0.0
+
+    def config(self):
+        return AcceleratorConfig(self.rows, self.cols, input_buffer_bytes=self.buffer_bytes)
+
+    def to_json(self, names, types):
+        return {
+            "array": [self.rows, self.cols], "pes": self.pes,
+            "input_buffer_bytes": self.buffer_bytes,
+            "dataflows": list(self.dataflows), "algorithm": "direct",
+            "cycles": self.cycles, "ideal_cycles": self.ideal_cycles,
+            "pe_utilization": round(self.utilization, 4),
+            "dsp": self.dsp, "bram": self.bram, "luts_estimate": self.luts, "spram": 0,
+            "memories": [m.to_json() for m in self.memories],
+            "layers": [{"name": n, "type": t, "dataflow": df, "Tr": tr, "Tc": tc,
+                        "macs": lm.macs, "ideal_cycles": lm.ideal_cycles,
+                        "counters": lm.counters()}
+                       for n, t, df, (tr, tc), lm in zip(names, types, self.dataflows,
+                                                         self.tiles, self.models)],
+            "plan": self.plan,
+        }
+
+
+@dataclass
+class Exploration:
+    """What :func:`explore` found.
+
+    Members
+    -------
+    device : Device
+    family : Family
+    names, types : list of str
+        Engine layer names and types.
+    pareto : list of Design
+        The non-dominated designs within the budget, fastest first (each with its ``plan``).
+    evaluated : int
+        Designs whose cycles and resources were estimated.
+    within_budget : int
+        Of those, how many fit the device.
+    arrays : list of (R, C)
+        Array sizes enumerated (those whose DSP blocks fit).
+    budgets : list of int
+        Input tile buffer budgets enumerated (bytes), over all arrays.
+    mixes : str
+        How per-layer dataflows were combined.
+    seconds : float
+    designs : list of Design
+        Every design evaluated (within the budget or not).
+    programs : list of Program
+        The compiled program of each Pareto design.
+    """
+
+    device: object
+    family: Family
+    names: list
+    types: list
+    pareto: list
+    evaluated: int
+    within_budget: int
+    arrays: list
+    budgets: list
+    mixes: str
+    seconds: float
+    designs: list = field(default_factory=list, repr=False)
+    programs: list = field(default_factory=list, repr=False)
+
+    @property
+    def best(self):
+        """The fastest Pareto design (the fewest DSP, BRAM and LUTs on a tie)."""
+        return self.pareto[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Enumeration
+
+
+def _tile_candidates(g):
+    """The (Tr, Tc) the compiler's planner considers (``compiler._plan_tiles``): whole pooling
+    windows, the last tile ragged."""
+    pk = g["pk"]
+    rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
+    cols = sorted({min(t, g["OW"]) for t in range(pk, g["OW"] + pk, pk)})
+    for tr in rows:
+        if tr % pk and tr != g["OH"]:
+            continue
+        for tc in cols:
+            if tc % pk and tc != g["OW"]:
+                continue
+            yield tr, tc
+
+
+@dataclass
+class _Option:
+    need: int          # input tile buffer bytes: slot_words · banks
+    key: tuple         # planner order: (cycles, -Tr·Tc, candidate index): its first best
+    tile: tuple
+    values: dict
+    model: object
+
+
+def _frontier(options):
+    """Options that some budget selects: ascending need, strictly better planner key."""
+    out = []
+    for opt in sorted(options, key=lambda o: (o.need, o.key)):
+        if not out or opt.key < out[-1].key:
+            out.append(opt)
+    return out
+
+
+def _pick(frontier, budget):
+    """The planner's choice for ``budget``: the best option whose input tile fits."""
+    best = None
+    for opt in frontier:
+        if opt.need > budget:
+            break
+        best = opt
+    return best
+
+
+def _layer_options(groups, cfg):
+    """Per engine layer and dataflow: (frontier of tiling options, weight-ROM words)."""
+    out = []
+    for grp in groups:
+        op = grp[0]
+        pool = grp[1] if len(grp) > 1 else None
+        g = _geometry(op, pool, cfg)
+        per_df = {}
+        for df in range(len(DATAFLOWS)):
+            banks = cfg.rows if df == 2 else cfg.cols
+            opts = []
+            for index, (tr, tc) in enumerate(_tile_candidates(g)):
+                v = _tiling(g, tr, tc, cfg, df)
+                model = layer_model(v, cfg)
+                opts.append(_Option(v["slot_words"] * banks, (model.cycles, -tr * tc, index),
+                                    (tr, tc), v, model))
+            words = len(_weight_words(op, opts[0].values, cfg))
+            per_df[df] = (_frontier(opts), words)
+        out.append(per_df)
+    return out
+
+
+def _sequencing_cycles(values, cfg):
+    """Cycles :func:`network_model` adds per layer on top of the layer's own (fetch, start,
+    next layer), derived from the model itself."""
+    probe = SimpleNamespace(config=cfg, layers=[SimpleNamespace(values=values)])
+    return network_model(probe)[1] - layer_model(values, cfg).cycles
+
+
+def _budgets(lo, hi):
+    """Powers of two from ``lo`` up to the first one >= ``hi``."""
+    b = 1 << max(0, (lo - 1).bit_length())
+    out = [b]
+    while b < hi:
+        b <<= 1
+        out.append(b)
+    return out
+
+
+def _arrays(sizes, family, device):
+    return [(r, c) for r in sizes for c in sizes if family.dsps(r * c) <= device.dsps]
+
+
+def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
+    """Enumerate the design space of ``qnet`` on ``device`` and return the Pareto-optimal designs
+    within its budget.
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+    device : str or cnnforge.hw.synth.Device
+        ``"up5k"``, ``"lfe5u-25f"``, ``"lfe5u-85f"`` or a Device (its ``family``, ``luts``,
+        ``dsps``, ``bram`` are the budget).
+    sizes : iterable of int
+        Array rows and columns to try (every pair).
+    mixes : bool, optional
+        Try every per-layer dataflow combination (default: when the network has at most
+        :data:`MAX_MIX_LAYERS` engine layers); otherwise uniform OR/IR/WR and "auto".
+
+    Returns
+    -------
+    Exploration
+
+    Raises
+    ------
+    DoesNotFit
+        If no design fits (naming the resource, the smallest need and the budget).
+    NetworkError
+        If the network has something the engine cannot run.
+    """
+    from .synth import DEVICES
+    t0 = time.perf_counter()
+    if isinstance(device, str):
+        device = DEVICES[device]
+    family = FAMILIES[device.family]
+    groups = _layers_from_ops(qnet)
+    names = ["+".join(o.name for o in grp) for grp in groups]
+    types = ["+".join(o.type for o in grp) for grp in groups]
+    nlayers = len(groups)
+    if mixes is None:
+        mixes = nlayers <= MAX_MIX_LAYERS
+    sizes = sorted(set(int(s) for s in sizes))
+    if not sizes or sizes[0] < 1 or sizes[-1] > 64:
+        raise ConfigError(f"array sizes {sizes}: give sizes in 1..64")
+    arrays = _arrays(sizes, family, device)
+    if not arrays:
+        r = sizes[0]
+        raise DoesNotFit(
+            f"no design fits {device.key}: DSP blocks: needs {family.dsps(r * r)} "
+            f"{family.dsp_name} (the smallest design, a {r}x{r} array: "
+            f"{family.dsp_per_pe * r * r} for the PEs, {family.dsps(0)} for the post-processor "
+            f"and address arithmetic), budget {device.dsps}")
+
+    # network-wide constants (the same in every Program of this network)
+    image_size = int(np.prod(groups[0][0].input_shape))
+    region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
+    fm_depth = 2 * region
+    acc_width = None
+
+    designs = []
+    budgets_seen = set()
+    mix_desc = ("every per-layer combination of or/ir/wr" if mixes else
+                "uniform or, ir, wr and auto (fastest per layer)")
+    for rows, cols in arrays:
+        cfg = AcceleratorConfig(rows, cols, input_buffer_bytes=max(rows, cols, 1 << 20))
+        options = _layer_options(groups, cfg)
+        if acc_width is None:
+            max_k = max(opts[0][0][0].values["K"] for opts in options)
+            acc_width = (max_k * 128 * 127).bit_length() + 1
+        seq = _sequencing_cycles(options[0][0][0][0].values, cfg)
+        lo = max(min(f[0].need for f, _ in opts.values()) for opts in options)
+        hi = max(f[-1].need for opts in options for f, _ in opts.values())
+        previous = None
+        for budget in _budgets(max(lo, cols), hi):
+            choice = [{df: (_pick(f, budget), words) for df, (f, words) in opts.items()}
+                      for opts in options]
+            choice = [{df: c for df, c in ch.items() if c[0] is not None} for ch in choice]
+            if any(not ch for ch in choice):
+                continue
+            signature = tuple(tuple((df, c[0].tile) for df, c in sorted(ch.items()))
+                              for ch in choice)
+            if signature == previous:
+                continue
+            previous = signature
+            budgets_seen.add(budget)
+            if mixes:
+                combos = itertools.product(*[sorted(ch) for ch in choice])
+            else:
+                combos = [tuple([df] * nlayers) for df in range(3)
+                          if all(df in ch for ch in choice)]
+                combos.append(tuple(min(ch, key=lambda d: (ch[d][0].model.cycles, d))
+                                    for ch in choice))
+            seen = set()
+            for combo in combos:
+                if combo in seen:
+                    continue
+                seen.add(combo)
+                picked = [choice[i][df] for i, df in enumerate(combo)]
+                designs.append(_design(family, rows, cols, budget, combo, picked, seq,
+                                       acc_width, fm_depth, image_size))
+
+    fits = [d for d in designs if d.dsp <= device.dsps and d.bram <= device.bram
+            and d.luts <= device.luts]
+    if not fits:
+        raise DoesNotFit(_no_fit_message(designs, device, family))
+    front = pareto_front(fits)
+    programs = []
+    for design in front:
+        programs.append(_confirm(design, qnet, names, family))
+    return Exploration(device=device, family=family, names=names, types=types, pareto=front,
+                       evaluated=len(designs), within_budget=len(fits), arrays=arrays,
+                       budgets=sorted(budgets_seen), mixes=mix_desc,
+                       seconds=time.perf_counter() - t0, designs=designs, programs=programs)
+
+
+def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth, image_size):
+    stationary = any(combo)
+    wr = 2 in combo
+    psum = [1]
+    for df, (opt, _) in zip(combo, picked):
+        if df == 1:
+            psum.append(opt.values["M"])
+        elif df == 2:
+            psum.append(opt.values["Tr"] * opt.values["Tc"])
+    mems = _memory_list(
+        family, cols=cols, banks=max(cols, rows if wr else 1),
+        slot_words=max(opt.values["slot_words"] for opt, _ in picked),
+        weight_words=sum(words for _, words in picked), lanes=max(rows, cols),
+        psum_depth=max(psum), stationary=stationary, acc_width=acc_width, fm_depth=fm_depth,
+        image_size=image_size)
+    models = [opt.model for opt, _ in picked]
+    pes = rows * cols
+    return Design(rows=rows, cols=cols, buffer_bytes=budget,
+                  dataflows=tuple(DATAFLOWS[df] for df in combo),
+                  tiles=tuple(opt.tile for opt, _ in picked),
+                  cycles=sum(m.cycles + seq for m in models),
+                  ideal_cycles=sum(m.ideal_cycles for m in models),
+                  dsp=family.dsps(pes, stationary), bram=sum(m.blocks for m in mems),
+                  luts=family.luts(pes, cols, stationary, sum(m.lutrams for m in mems)),
+                  memories=mems, models=models)
+
+
+def _confirm(design, qnet, names, family):
+    """Compile ``design`` for real from its plan and check that the program has the cycles and
+    memories the enumeration estimated (they are derived from the same code, so a difference is
+    a bug); fills ``design.plan``."""
+    program = compile_network(qnet, design.config(), tiles=dict(zip(names, design.tiles)),
+                              dataflows=dict(zip(names, design.dataflows)),
+                              algorithms={name: "direct" for name in names})
+    models, cycles = network_model(program)
+    mems = memories(program, family)
+    if cycles != design.cycles or mems != design.memories:
+        raise RuntimeError(f"explore: design {design.rows}x{design.cols} "
+                           f"{','.join(design.dataflows)}: estimated {design.cycles} cycles and "
+                           f"{design.memories}, the compiled program has {cycles} and {mems}")
+    design.plan = program.plan()
+    return program
+
+
+def pareto_front(designs):
+    """The non-dominated designs (minimising :attr:`Design.objectives`), fastest first; of
+    designs with equal objectives the first in a simplicity order (one dataflow for every layer,
+    smaller buffer budget) is kept."""
+    def order(d):
+        return (d.objectives, len(set(d.dataflows)), d.buffer_bytes, d.pes, d.dataflows)
+    front, kept = [], np.zeros((0, 4), np.int64)
+    for d in sorted(designs, key=order):
+        obj = np.array(d.objectives, np.int64)
+        if len(kept) and np.any(np.all(kept <= obj, axis=1)):
+            continue          # dominated by (or equal to) an earlier, no slower, design
+        front.append(d)
+        kept = np.vstack([kept, obj])
+    return front
+
+
+def _no_fit_message(designs, device, family):
+    """One line: the resource no design fits, its smallest need and the budget."""
+    rules = [("block RAM", "bram", device.bram, family.bram_name),
+             ("LUTs (estimated)", "luts", device.luts, "LUTs"),
+             ("DSP blocks", "dsp", device.dsps, family.dsp_name)]
+    for label, attr, budget, unit in rules:
+        best = min(designs, key=lambda d: (getattr(d, attr), d.cycles))
+        need = getattr(best, attr)
+        if need > budget:
+            return (f"no design fits {device.key}: {label}: needs {need} {unit} (the fewest of "
+                    f"any design: {best.rows}x{best.cols} array, {best.buffer_bytes}-byte input "
+                    f"buffer, dataflows {','.join(best.dataflows)}), budget {budget}")
+
+    def worst(d):
+        return max(d.bram / device.bram, d.luts / device.luts, d.dsp / device.dsps)
+    best = min(designs, key=worst)
+    over = [(label, getattr(best, attr), budget, unit) for label, attr, budget, unit in rules
+            if getattr(best, attr) > budget]
+    label, need, budget, unit = over[0]
+    return (f"no design fits {device.key}: every design exceeds some budget; the closest "
+            f"({best.rows}x{best.cols} array, dataflows {','.join(best.dataflows)}) needs "
+            f"{label}: {need} {unit}, budget {budget}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Roofline
+
+
+def traffic_bytes(model, lanes, acc_width):
+    """Bytes moved by one layer's on-chip buffer accesses (the model's counters): input tile
+    buffer and feature map 1 byte per access, weight ROM one word of ``lanes`` bytes, output /
+    partial-sum buffer ``acc_width / 8`` bytes."""
+    return (model.ibuf_reads + model.ibuf_writes + model.fm_reads + model.fm_writes
+            + model.weight_reads * lanes
+            + (model.obuf_reads + model.obuf_writes) * acc_width / 8)
+
+
+def peak_bytes_per_cycle(program):
+    """The buffer-bandwidth roof: bytes all buffer ports can move in one cycle — the input tile
+    banks (one byte read each, one loader write), the weight ROM (one word), the output side
+    (OR: a result register read by the drainer and, on average, less than one written;
+    IR/WR: C partial-sum reads and writes for accumulation plus one drain read, of
+    ``acc_width`` bits), and the feature map (loader read, pooling read, write)."""
+    cfg = program.config
+    acc = program.acc_width / 8
+    stationary = any(layer.values["df"] for layer in program.layers)
+    obuf = (2 * cfg.cols + 1) if stationary else 2
+    return program.input_banks + 1 + cfg.lanes + obuf * acc + 3
+
+
+def plot_roofline(program, path, *, title=""):
+    """Draw the roofline of ``program`` (its layers as points) to a PNG at ``path``.
+
+    x: operational intensity, MACs per byte of on-chip buffer traffic (:func:`traffic_bytes`);
+    y: attained MACs per cycle (model cycles). Roofs: the PE count (compute) and
+    :func:`peak_bytes_per_cycle` × intensity (buffer bandwidth)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    cfg = program.config
+    models, _ = network_model(program)
+    peak = cfg.pes
+    bw = peak_bytes_per_cycle(program)
+    points = []
+    for layer, model in zip(program.layers, models):
+        oi = model.macs / traffic_bytes(model, cfg.lanes, program.acc_width)
+        points.append((layer, oi, model.macs / model.cycles))
+    xs = [p[1] for p in points]
+    lo, hi = min(xs + [peak / bw]) / 4, max(xs + [peak / bw]) * 4
+    grid = np.geomspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.loglog(grid, np.minimum(peak, bw * grid), "k-", lw=2, label="roof")
+    ax.axhline(peak, color="tab:gray", ls=":", lw=1)
+    ax.text(hi / 1.1, peak * 1.08, f"compute: {peak} PEs = {peak} MAC/cycle", ha="right",
+            va="bottom", fontsize=8)
+    ax.text(lo * 1.15, bw * lo * 3.5, f"buffers: {bw:.0f} B/cycle", fontsize=8)
+    markers = {"or": "o", "ir": "s", "wr": "^"}
+    for layer, oi, perf in points:
+        ax.plot(oi, perf, markers[layer.dataflow], ms=8,
+                label=f"{layer.name} {layer.type} ({layer.dataflow.upper()})")
+        ax.annotate(layer.name, (oi, perf), textcoords="offset points", xytext=(6, -10),
+                    fontsize=8)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2, 5)))
+        axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("operational intensity (MACs / byte of on-chip buffer traffic)")
+    ax.set_ylabel("attained MACs / cycle")
+    ax.set_ylim(min(p[2] for p in points) / 3, peak * 2.5)
+    ax.set_title(title or f"{cfg.rows}x{cfg.cols} array", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return [{"layer": layer.name, "dataflow": layer.dataflow,
+             "intensity_macs_per_byte": round(oi, 4), "macs_per_cycle": round(perf, 4)}
+            for layer, oi, perf in points], {"compute_macs_per_cycle": peak,
+                                             "buffer_bytes_per_cycle": bw}
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_sizes(text):
+    """``"1-16"``, ``"1,2,4,8"`` or a mix."""
+    out = set()
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out.update(range(int(a), int(b) + 1))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise ConfigError(f"--sizes {text!r}: give sizes like 1-16 or 1,2,4,8") from None
+    return sorted(out)
+
+
+def add_parser(sub):
+    """Register ``cnnforge explore`` on the ``build_parser`` subparsers."""
+    from .synth import DEVICES
+    p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
+                       "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
+    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("--device", required=True, choices=sorted(DEVICES),
+                   help="target FPGA (its DSP, block RAM and LUT budget)")
+    p.add_argument("--sizes", default="1-16",
+                   help="array rows and columns to try, e.g. 1-16 or 2,4,8 (default 1-16)")
+    p.add_argument("--json", help="write every Pareto design (with its plan) to this JSON file")
+    p.add_argument("--plot", help="roofline PNG of the fastest design (default "
+                   "build/<NET folder>/roofline-<device>.png)")
+    p.add_argument("--plan-out", help="plan of the fastest design, for `cnnforge run/sim/verilog "
+                   "--plan` (default build/<NET folder>/plan.json)")
+    p.set_defaults(func=cmd_explore)
+    return p
+
+
+def cmd_explore(args):
+    from rich.console import Console
+    from rich.table import Table
+
+    from .cli import _atomic_write
+    from .network import load_network
+    from .quantize import quantize
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    qnet = quantize(load_network(args.net))
+    result = explore(qnet, args.device, sizes=_parse_sizes(args.sizes))
+    dev, fam = result.device, result.family
+    out_dir = Path("build") / Path(args.net).resolve().parent.name
+    plan_path = Path(args.plan_out or out_dir / "plan.json")
+    plot_path = Path(args.plot or out_dir / f"roofline-{dev.key}.png")
+
+    table = Table(title=f"Pareto-optimal designs for {args.net} on {dev.key} ({dev.part}): "
+                  f"budget {dev.dsps} {fam.dsp_name}, {dev.bram} EBR, {dev.luts} LUTs")
+    for col in ("#", "array", "dataflows", "buffer B", "cycles", "util.", "DSP", "BRAM",
+                "LUTs (est.)"):
+        table.add_column(col, justify="left" if col in ("array", "dataflows") else "right")
+    for i, d in enumerate(result.pareto):
+        table.add_row(str(i), f"{d.rows}x{d.cols}", ",".join(d.dataflows),
+                      str(d.buffer_bytes), str(d.cycles), f"{d.utilization:.1%}",
+                      f"{d.dsp}/{dev.dsps}", f"{d.bram}/{dev.bram}", f"{d.luts}/{dev.luts}")
+    console.print(table)
+    console.print(f"{result.evaluated} designs evaluated ({len(result.arrays)} arrays, "
+                  f"buffer budgets {result.budgets[0]}..{result.budgets[-1]} B, "
+                  f"{result.mixes}), {result.within_budget} within budget, "
+                  f"{len(result.pareto)} Pareto-optimal, {result.seconds:.1f} s")
+    console.print(f"Winograd: {WINOGRAD['reason']}")
+
+    best_program = result.programs[0]
+    best = result.best
+    points, roofs = plot_roofline(
+        best_program, plot_path,
+        title=f"{args.net} on {dev.key}: {best.rows}x{best.cols}, "
+              f"{','.join(best.dataflows)}, {best.cycles} cycles/image")
+    plan_text = json.dumps(best.plan, indent=2)
+    _atomic_write(plan_path, lambda tmp: Path(tmp).write_text(plan_text))
+    console.print(f"fastest: #0 {best.rows}x{best.cols} {','.join(best.dataflows)}, "
+                  f"{best.cycles} cycles/image; plan: {plan_path} "
+                  f"(cnnforge run {args.net} --plan {plan_path})")
+    console.print(f"roofline: {plot_path}")
+    if args.json:
+        report = {
+            "network": str(args.net),
+            "device": {"key": dev.key, "part": dev.part, "family": dev.family,
+                       "luts": dev.luts, "dsps": dev.dsps, "bram": dev.bram,
+                       "spram": dev.spram},
+            "space": {"arrays": [list(a) for a in result.arrays],
+                      "buffer_budgets": result.budgets, "dataflows": result.mixes,
+                      "tilings": "the planner's fastest tiling within each buffer budget",
+                      "winograd": WINOGRAD},
+            "resource_model": {
+                "dsp": f"{fam.dsp_per_pe} {fam.dsp_name} per PE + {fam.ppu_dsps} for the "
+                       "post-processor's 32x31-bit multiply (four 16x16 partial products)",
+                "bram": f"each memory rounded up to {fam.bram_name} shapes "
+                        f"{[f'{d}x{w}' for d, w in fam.bram_shapes]}; 2-read-port memories "
+                        "built twice",
+                "dsp_address_multiplies": {"always": fam.dsp_control,
+                                           "with_ir_or_wr": fam.dsp_stationary},
+                "luts": {"base": fam.lut_base, "per_pe": fam.lut_per_pe,
+                         "stationary": fam.lut_stationary,
+                         "stationary_per_col": fam.lut_stationary_per_col,
+                         "per_lutram": fam.lut_per_lutram,
+                         "calibration": list(fam.calibration)},
+                "spram": "not used (yosys does not infer SPRAM)",
+            },
+            "evaluated": result.evaluated, "within_budget": result.within_budget,
+            "seconds": round(result.seconds, 3),
+            "pareto": [d.to_json(result.names, result.types) for d in result.pareto],
+            "best": 0, "plan_file": str(plan_path), "plot": str(plot_path),
+            "roofline": {"design": 0, "roofs": roofs, "layers": points},
+        }
+        _atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        console.print(f"report: {args.json}")
+    return 0

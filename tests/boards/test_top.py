@@ -1,0 +1,226 @@
+"""The complete iCEBreaker top (UART host link + accelerator) in cocotb on Verilator.
+
+The simulated design is ``icebreaker.SPEC.link_top(program)``: what the board file instantiates
+behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 18 MHz) and baud rate
+(115200), i.e. 156 clock cycles per UART bit. The host side is a cocotb coroutine that drives the RX line and samples the
+TX line once per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames
+of :mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
+runtime and checked against the golden model (:func:`cnnforge.sim.golden.run_quantized`).
+
+This module holds both halves: the cocotb tests (``tb_*``, run inside the simulator, which
+imports it as ``tests.boards.test_top``) and the pytest tests that build and run them.
+"""
+
+import time
+
+import cocotb
+import numpy as np
+import pytest
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import FallingEdge, Timer
+
+from cnnforge.boards import protocol
+from cnnforge.sim import runner as sr
+
+TOPLEVEL = "top"
+PS_PER_S = 10 ** 12
+
+
+# ------------------------------------------------------------------------------------------------
+# cocotb side
+
+
+class UARTHost:
+    """The host's end of the UART: bytes out on ``rx``, bytes in from ``tx``, one wake-up per
+    bit. Bit times are the true baud rate's (in ps), not the board's divisor."""
+
+    def __init__(self, dut, baud):
+        self.dut = dut
+        self.bit_ps = round(PS_PER_S / baud)
+        self.received = bytearray()
+        self._monitor = cocotb.start_soon(self._receive())
+
+    async def send(self, data, gap_bits=0):
+        rx = self.dut.rx
+        for byte in bytes(data):
+            rx.value = 0
+            await Timer(self.bit_ps, unit="ps")
+            for i in range(8):
+                rx.value = (byte >> i) & 1
+                await Timer(self.bit_ps, unit="ps")
+            rx.value = 1
+            await Timer(self.bit_ps * (1 + gap_bits), unit="ps")
+
+    async def _receive(self):
+        tx = self.dut.tx
+        while True:
+            await FallingEdge(tx)
+            await Timer(self.bit_ps // 2, unit="ps")
+            if tx.value != 0:
+                continue                                  # a glitch, not a start bit
+            byte = 0
+            for i in range(8):
+                await Timer(self.bit_ps, unit="ps")
+                byte |= int(tx.value) << i
+            await Timer(self.bit_ps, unit="ps")
+            assert tx.value == 1, "stop bit low on the board's TX"
+            self.received += bytes([byte])
+
+    async def answer(self, timeout_ms=20.0):
+        """The next complete frame from the board ``(type, payload)``; polls once per byte
+        time."""
+        decoder = protocol.FrameDecoder()
+        deadline = get_sim_time("ns") + timeout_ms * 1e6
+        while True:
+            if self.received:
+                data = bytes(self.received)
+                self.received.clear()
+                frames = decoder.feed(data)
+                if frames:
+                    assert len(frames) == 1 and not decoder.buffer, "more than one answer"
+                    assert decoder.skipped == 0 and decoder.bad_frames == 0, \
+                        "stray or corrupt bytes from the board"
+                    return frames[0]
+            if get_sim_time("ns") > deadline:
+                raise AssertionError(f"no complete answer within {timeout_ms} ms (got "
+                                     f"{len(decoder.buffer)} bytes)")
+            await Timer(self.bit_ps * 10, unit="ps")
+
+
+async def start(dut, clk_freq):
+    period = 2 * round(PS_PER_S / clk_freq / 2)        # whole ps, even (two half periods)
+    Clock(dut.clk, period, unit="ps").start()
+    dut.rx.value = 1
+    dut.rst.value = 1
+    await Timer(period * 3, unit="ps")
+    dut.rst.value = 0
+    await Timer(period * 3, unit="ps")
+
+
+@cocotb.test()
+async def tb_classify(dut):
+    """Real digits as image frames: every answer is a result frame with the golden logits."""
+    stim = sr.load_stimulus()
+    await start(dut, float(stim["clk_freq"]))
+    host = UARTHost(dut, int(stim["baud"]))
+    out = {"logits": [], "cls": [], "cycles": []}
+    t0 = time.perf_counter()
+    for image in stim["images"]:
+        await host.send(protocol.encode_image(np.asarray(image, np.int8)))
+        type_, payload = await host.answer()
+        result = protocol.parse_result(type_, payload, int(stim["output_size"]))
+        out["logits"].append(result.logits.tolist())
+        out["cls"].append(result.cls)
+        out["cycles"].append(result.cycles)
+    out["wall_s"] = time.perf_counter() - t0
+    sr.save_results(out)
+
+
+@cocotb.test()
+async def tb_errors(dut):
+    """Corrupt, malformed and cut-short frames are answered with error frames, and the next good
+    frame is answered correctly each time."""
+    stim = sr.load_stimulus()
+    await start(dut, float(stim["clk_freq"]))
+    host = UARTHost(dut, int(stim["baud"]))
+    n_out = int(stim["output_size"])
+    image = np.asarray(stim["images"][0], np.int8)
+    good = protocol.encode_image(image)
+    answers = []
+
+    async def expect_error(frame, code, name):
+        await host.send(frame)
+        type_, payload = await host.answer(timeout_ms=40.0)
+        assert type_ == protocol.MessageType.ERROR, f"{name}: answered 0x{type_:02x}"
+        assert payload == bytes([code]), f"{name}: error {list(payload)}, expected {int(code)}"
+        await host.send(good)
+        type_, payload = await host.answer()
+        answers.append(protocol.parse_result(type_, payload, n_out).logits.tolist())
+
+    corrupt = bytearray(good)
+    corrupt[5 + 17] ^= 0x10                              # one payload bit
+    await expect_error(bytes(corrupt), protocol.ErrorCode.BAD_CRC, "flipped payload bit")
+    bad_crc = bytearray(good)
+    bad_crc[-1] ^= 0xFF
+    await expect_error(bytes(bad_crc), protocol.ErrorCode.BAD_CRC, "wrong CRC byte")
+    await expect_error(protocol.encode_frame(0x42, b"\x00" * 4), protocol.ErrorCode.BAD_TYPE,
+                       "unknown type")
+    await expect_error(protocol.encode_frame(protocol.MessageType.IMAGE, good[5:-2]),
+                       protocol.ErrorCode.BAD_LENGTH, "short image")
+    # cut short: the board gives up after its timeout (20 ms of idle line)
+    await expect_error(good[:30], protocol.ErrorCode.TIMEOUT, "truncated frame")
+    # noise before a frame, including a lone sync byte: skipped while hunting, no answer
+    await host.send(b"\x00\xff\xa5\x13" + good)
+    type_, payload = await host.answer()
+    answers.append(protocol.parse_result(type_, payload, n_out).logits.tolist())
+    sr.save_results({"answers": answers})
+
+
+# ------------------------------------------------------------------------------------------------
+# pytest side
+
+
+@pytest.fixture(scope="module")
+def top_build():
+    from cnnforge.boards.icebreaker import SPEC
+    from cnnforge.hw.compiler import compile_network
+    from cnnforge.hw.network import load_network
+    from cnnforge.hw.quantize import quantize
+
+    from tests.boards import digits_net
+    network = load_network(digits_net())
+    qnet = quantize(network)
+    program = compile_network(qnet, SPEC.config())
+    top = SPEC.link_top(program)
+    build_dir = sr.build_root() / "sim" / "icebreaker_top"
+    src = sr.write_verilog(top, build_dir / f"{TOPLEVEL}.v", name=TOPLEVEL)
+    runner = sr.build([src], TOPLEVEL, build_dir / "sim_build")
+    return network, qnet, program, top, runner, build_dir
+
+
+def _stimulus(top, program, images):
+    return {"images": images, "clk_freq": top.clk_freq, "baud": top.baud,
+            "output_size": program.output_size}
+
+
+def test_top_divisor_is_the_boards():
+    """The simulated top runs at the clock the iCEBreaker's PLL makes and at its baud rate."""
+    from cnnforge.boards.icebreaker import ICEBreakerTop, SPEC
+    from cnnforge.boards.uart import uart_divisor
+    pll = ICEBreakerTop(None, SPEC).pll
+    assert pll.f_out == SPEC.core_mhz * 1e6 == 18e6
+    assert SPEC.baud == 115200
+    assert uart_divisor(pll.f_out, SPEC.baud) == 156
+
+
+@pytest.mark.slow
+def test_classifies_digits_over_uart(top_build):
+    from cnnforge.sim.golden import run_quantized
+    network, qnet, program, top, runner, build_dir = top_build
+    x, y = network.test_data()
+    images = qnet.quantize_input(x[:5])
+    golden = run_quantized(qnet, images)[-1].reshape(len(images), -1)
+    ex = sr.Exchange.create(build_dir, "classify", _stimulus(top, program, images))
+    sr.run(runner, TOPLEVEL, __name__, testcase="tb_classify", extra_env=ex.env())
+    got = ex.read_results()
+    logits = np.array(got["logits"], np.int64)
+    assert np.array_equal(logits, golden), "board logits differ from the golden model"
+    assert got["cls"] == [int(v) for v in golden.argmax(axis=1)]
+    assert all(c > 0 for c in got["cycles"])
+    assert np.mean(np.array(got["cls"]) == y[:5]) >= 0.8
+
+
+@pytest.mark.slow
+def test_rejects_bad_frames_and_resynchronizes(top_build):
+    from cnnforge.sim.golden import run_quantized
+    network, qnet, program, top, runner, build_dir = top_build
+    x, _ = network.test_data()
+    images = qnet.quantize_input(x[8:9])
+    golden = run_quantized(qnet, images)[-1].reshape(-1)
+    ex = sr.Exchange.create(build_dir, "errors", _stimulus(top, program, images))
+    sr.run(runner, TOPLEVEL, __name__, testcase="tb_errors", extra_env=ex.env())
+    answers = ex.read_results()["answers"]
+    assert len(answers) == 6
+    for answer in answers:
+        assert answer == golden.tolist()
