@@ -126,16 +126,23 @@ def layer_model(v, cfg):
             weight_reads += K * passes
             obuf_reads += R * C * passes
             obuf_writes += R * C * passes
-            # the tile's last pass: its drain decides when the layer can end
+            # the tile's last pass's drain, and the last valid post-processor input of the
+            # tile (searched backwards over its passes: a pass whose pixels are all cut by the
+            # pooling floor writes nothing), decide when the layer can end
             last_beat = f_end - (L - K)
             done = last_beat + R + C
             end = max(end, f_end + 1, done + R * C + 1)
-            mb, row, g = v["MB"] - 1, rows - 1, groups_t - 1
-            for i in reversed(range(R * C)):
-                r, c = divmod(i, C)
-                ox = tc0 + g * C + c
-                if mb * R + r < M and ox < x_end and _ppu_valid(v, mb * R + r, tr0 + row, ox):
-                    end = max(end, done + 1 + i + PPU_LATENCY + 1)
+            order = [(mb, row, g) for mb in range(v["MB"]) for row in range(rows)
+                     for g in range(groups_t)]
+            for p in reversed(range(passes)):
+                mb, row, g = order[p]
+                done_p = start + p * L + K - 1 + R + C
+                hit = next((i for i in reversed(range(R * C))
+                            if mb * R + i // C < M and tc0 + g * C + i % C < x_end
+                            and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
+                           None)
+                if hit is not None:
+                    end = max(end, done_p + 1 + hit + PPU_LATENCY + 1)
                     break
         elif df == 3:
             f_end, end = _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, wstate, end)
