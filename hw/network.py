@@ -5,6 +5,12 @@ PyTorch user can copy a model definition. Tensors are NCHW. Weights are float32 
 loaded from a mapping (or an ``.npz`` file) whose keys follow ``state_dict`` naming:
 ``"<layer index>.weight"`` and ``"<layer index>.bias"``.
 
+A small DAG (residual connections) stays a :class:`Sequential`: every layer reads the output of
+the layer before it, except :class:`Add`, which names its second input, e.g. ``Add(3)`` adds
+the output of layer 3 to the previous layer's output (``-1`` names the network input). Any
+layer may read another earlier output through its ``sources`` attribute (a tuple of layer
+indices), which is how the ONNX importer describes branches.
+
 Every user error raises :class:`NetworkError` whose message names the layer index, its type and
 what is wrong, e.g. ``layer 3 (Conv2d): in_channels=4 but its input has 8 channels``.
 """
@@ -18,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "NetworkError", "Layer", "Conv2d", "Linear", "ReLU", "ReLU6", "MaxPool2d", "Flatten",
-    "Sequential", "load_network",
+    "NetworkError", "Layer", "Conv2d", "Linear", "ReLU", "ReLU6", "MaxPool2d", "AvgPool2d",
+    "AdaptiveAvgPool2d", "Flatten", "Add", "Sequential", "load_network",
 ]
 
 
@@ -47,6 +53,8 @@ class Layer:
 
     index = None
     params = ()                                     # names of trainable parameters
+    sources = None                                  # input layer indices; None: the previous
+    arity = 1                                       # number of inputs
 
     @property
     def type(self):
@@ -59,6 +67,10 @@ class Layer:
 
     def error(self, what):
         return NetworkError(f"{self.where}: {what}")
+
+    def default_sources(self, index):
+        """Input layer indices when ``sources`` is not set: the previous layer."""
+        return (index - 1,)
 
     def output_shape(self, shape):
         """Output shape (C, H, W) or (F,) for an input of ``shape`` (without the batch axis)."""
@@ -90,7 +102,9 @@ class Conv2d(Layer):
     dilation : int
         Only 1 is supported.
     groups : int
-        Only 1 is supported.
+        Grouped convolution as in torch: ``in_channels`` and ``out_channels`` divisible by
+        ``groups``. The accelerator runs ``groups=1`` and depthwise convolution
+        (``groups = in_channels = out_channels``).
     bias : bool
     padding_mode : str
         Only ``"zeros"`` is supported.
@@ -101,7 +115,7 @@ class Conv2d(Layer):
 
     Members
     -------
-    weight : ndarray, float32, shape (out_channels, in_channels, kh, kw)
+    weight : ndarray, float32, shape (out_channels, in_channels // groups, kh, kw)
     bias : ndarray, float32, shape (out_channels,), or None
     """
 
@@ -130,21 +144,29 @@ class Conv2d(Layer):
             raise self.error("kernel_size and stride must be >= 1 and padding >= 0")
         if self.dilation != (1, 1):
             raise self.error(f"dilation={self.dilation} is not supported (only 1)")
-        if self.groups != 1:
-            raise self.error(f"groups={self.groups} is not supported (only 1)")
+        if (self.groups < 1 or self.in_channels % self.groups
+                or self.out_channels % self.groups):
+            raise self.error(f"groups={self.groups} must divide in_channels={self.in_channels} "
+                             f"and out_channels={self.out_channels}")
         if self.padding_mode != "zeros":
             raise self.error(f"padding_mode={self.padding_mode!r} is not supported (only 'zeros')")
         if self.algorithm not in ("auto", "direct", "winograd"):
             raise self.error(f"algorithm={self.algorithm!r}: choose 'auto', 'direct' or "
                              "'winograd'")
         if self.algorithm == "winograd" and not self.winograd_applies:
-            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1, got "
-                             f"kernel {self.kernel_size} stride {self.stride}")
+            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1 and "
+                             f"groups=1, got kernel {self.kernel_size} stride {self.stride} "
+                             f"groups {self.groups}")
 
     @property
     def winograd_applies(self):
-        """Whether Winograd F(2×2, 3×3) computes this layer: a 3×3 kernel with stride 1."""
-        return self.kernel_size == (3, 3) and self.stride == (1, 1)
+        """Whether Winograd F(2×2, 3×3) computes this layer: a dense 3×3 kernel, stride 1."""
+        return self.kernel_size == (3, 3) and self.stride == (1, 1) and self.groups == 1
+
+    @property
+    def depthwise(self):
+        """Depthwise convolution: ``groups = in_channels = out_channels``."""
+        return self.groups == self.in_channels == self.out_channels and self.groups > 1
 
     def output_shape(self, shape):
         if len(shape) != 3:
@@ -161,18 +183,20 @@ class Conv2d(Layer):
         return (self.out_channels, oh, ow)
 
     def parameter_shapes(self):
-        shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size)}
+        shapes = {"weight": (self.out_channels, self.in_channels // self.groups,
+                             *self.kernel_size)}
         if self.has_bias:
             shapes["bias"] = (self.out_channels,)
         return shapes
 
     def forward(self, x):
         from cnnforge.sim.golden import conv2d_float
-        return conv2d_float(x, self.weight, self.bias, self.stride, self.padding)
+        return conv2d_float(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.has_bias}")
+                f"stride={self.stride}, padding={self.padding}{groups}, bias={self.has_bias}")
 
 
 class Linear(Layer):
@@ -285,6 +309,121 @@ class MaxPool2d(Layer):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
+class AvgPool2d(Layer):
+    """Average pooling, as ``torch.nn.AvgPool2d`` (floor mode). ``stride`` defaults to
+    ``kernel_size``; padding and ceil_mode are not supported (so ``count_include_pad`` has no
+    effect), nor is ``divisor_override``.
+
+    Quantized, it is a depthwise convolution with all-ones weights whose requantization
+    multiplier holds the 1/(kh·kw) (the sum is exact, the division is the rounding of the
+    requantization)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.ceil_mode = bool(ceil_mode)
+        self.divisor_override = divisor_override
+
+    def check(self):
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise self.error("kernel_size and stride must be >= 1")
+        if self.padding != (0, 0):
+            raise self.error(f"padding={self.padding} is not supported (only 0)")
+        if self.ceil_mode:
+            raise self.error("ceil_mode=True is not supported")
+        if self.divisor_override is not None:
+            raise self.error("divisor_override is not supported")
+
+    def window(self, shape):
+        """(kernel, stride) for an input of ``shape``."""
+        return self.kernel_size, self.stride
+
+    def output_shape(self, shape):
+        if len(shape) != 3:
+            raise self.error(f"expects a (C, H, W) input, got shape {shape}")
+        c, h, w = shape
+        (kh, kw), (sh, sw) = self.window(shape)
+        if h < kh or w < kw:
+            raise self.error(f"window {kh}x{kw} is larger than its {h}x{w} input")
+        return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+    def forward(self, x):
+        from cnnforge.sim.golden import avg_pool2d_float
+        return avg_pool2d_float(x, *self.window(x.shape[1:]))
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class AdaptiveAvgPool2d(AvgPool2d):
+    """Adaptive average pooling, as ``torch.nn.AdaptiveAvgPool2d``, for output sizes that divide
+    the input evenly (``AdaptiveAvgPool2d(1)`` is global average pooling, ONNX's
+    GlobalAveragePool)."""
+
+    def __init__(self, output_size):
+        self.output_size = _pair(output_size, "output_size")
+        self.kernel_size = self.stride = None
+        self.padding, self.ceil_mode, self.divisor_override = (0, 0), False, None
+
+    def check(self):
+        if min(self.output_size) < 1:
+            raise self.error("output_size must be >= 1")
+
+    def window(self, shape):
+        c, h, w = shape
+        oh, ow = self.output_size
+        if h % oh or w % ow:
+            raise self.error(f"output_size {self.output_size} does not divide its {h}x{w} input "
+                             "(only even division is supported)")
+        return (h // oh, w // ow), (h // oh, w // ow)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Add(Layer):
+    """Element-wise sum of two outputs with equal shapes (a residual connection), as ``x + y``
+    in a PyTorch ``forward`` or ONNX ``Add``.
+
+    Parameters
+    ----------
+    *sources : int
+        ``Add(i)``: the previous layer's output plus layer ``i``'s; ``Add(i, j)``: layers ``i``
+        and ``j``. ``-1`` names the network input.
+
+    Quantized as TFLite's int8 add: both inputs are rescaled to a common scale (2·max of the
+    two, 20 fractional bits), summed, and requantized to the output scale.
+    """
+
+    arity = 2
+
+    def __init__(self, *sources):
+        if len(sources) not in (1, 2):
+            raise NetworkError(f"Add takes one or two source layer indices, got {sources}")
+        self._given = tuple(int(s) for s in sources)
+
+    def check(self):
+        pass
+
+    def default_sources(self, index):
+        given = self._given
+        return given if len(given) == 2 else (index - 1, given[0])
+
+    def output_shape(self, *shapes):
+        if shapes[0] != shapes[1]:
+            raise self.error(f"input shapes {shapes[0]} (layer {self.sources[0]}) and "
+                             f"{shapes[1]} (layer {self.sources[1]}) differ")
+        return shapes[0]
+
+    def forward(self, x, y):
+        return (np.asarray(x, np.float32) + np.asarray(y, np.float32)).astype(np.float32)
+
+    def extra_repr(self):
+        return ", ".join(str(s) for s in self.sources or self._given)
+
+
 class Flatten(Layer):
     """Flatten (C, H, W) to (C·H·W,) in C, H, W order, as ``torch.nn.Flatten()``."""
 
@@ -332,17 +471,31 @@ class Sequential:
         self.input_shape = tuple(int(d) for d in input_shape)
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise NetworkError(f"network: input_shape must be (C, H, W), got {input_shape}")
-        shape = self.input_shape
         self.shapes = []
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise NetworkError(f"layer {index} ({type(layer).__name__}): not a cnnforge "
-                                   "layer (Conv2d, Linear, ReLU, ReLU6, MaxPool2d, Flatten)")
+                                   "layer (Conv2d, Linear, ReLU, ReLU6, MaxPool2d, AvgPool2d, "
+                                   "AdaptiveAvgPool2d, Add, Flatten)")
             layer.index = index
             layer.check()
-            out = layer.output_shape(shape)
-            self.shapes.append(_Shape(shape, out))
-            shape = out
+            # ``sources`` set by the user (or importer) is kept; a layer reused in another
+            # network gets its default sources again
+            if "_given_sources" not in layer.__dict__:
+                layer._given_sources = layer.__dict__.get("sources")
+            given = layer._given_sources
+            layer.sources = tuple(int(s) for s in (given if given is not None
+                                                   else layer.default_sources(index)))
+            if len(layer.sources) != layer.arity:
+                raise layer.error(f"takes {layer.arity} input(s), got sources {layer.sources}")
+            for src in layer.sources:
+                if not -1 <= src < index:
+                    raise layer.error(f"source {src} is not an earlier layer (0..{index - 1}) or "
+                                      "-1 (the network input)")
+            ins = [self.input_shape if src < 0 else self.shapes[src].output
+                   for src in layer.sources]
+            out = layer.output_shape(*ins)
+            self.shapes.append(_Shape(ins[0], out))
         self.calibration = None if calibration is None else np.asarray(calibration, np.float32)
         if self.calibration is not None and self.calibration.shape[1:] != self.input_shape:
             raise NetworkError(f"network: calibration data has shape {self.calibration.shape[1:]}, "
@@ -361,8 +514,15 @@ class Sequential:
     def output_shape(self):
         return self.shapes[-1].output
 
+    def consumers(self, index):
+        """Indices of the layers that read layer ``index``'s output (``-1``: the input)."""
+        return [layer.index for layer in self.layers if index in layer.sources]
+
     def __repr__(self):
-        body = "".join(f"\n  ({layer.index}): {layer!r}" for layer in self.layers)
+        body = "".join(f"\n  ({layer.index}): {layer!r}"
+                       + (f"  <- {layer.sources}"
+                          if layer.sources != layer.default_sources(layer.index) else "")
+                       for layer in self.layers)
         return f"Sequential(input_shape={self.input_shape},{body}\n)"
 
     def state_dict_shapes(self):
@@ -434,9 +594,8 @@ class Sequential:
                                f"{self.input_shape}")
         outs = []
         for layer in self.layers:
-            x = layer.forward(x)
-            outs.append(x)
-        return outs if intermediates else x
+            outs.append(layer.forward(*(x if src < 0 else outs[src] for src in layer.sources)))
+        return outs if intermediates else outs[-1]
 
     __call__ = forward
 
@@ -446,8 +605,8 @@ class Sequential:
         for layer, shape in zip(self.layers, self.shapes):
             if isinstance(layer, Conv2d):
                 m, oh, ow = shape.output
-                result[layer.index] = m * oh * ow * layer.in_channels * int(np.prod(
-                    layer.kernel_size))
+                result[layer.index] = m * oh * ow * (layer.in_channels // layer.groups) * int(
+                    np.prod(layer.kernel_size))
             elif isinstance(layer, Linear):
                 result[layer.index] = layer.in_features * layer.out_features
         return result

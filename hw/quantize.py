@@ -11,7 +11,11 @@ The arithmetic contract (``docs/arithmetic.md``):
 * requantization by the fixed-point multiplier ``M = s_in·s_w[m]/s_out = M0·2^(−31−n)``,
   ``M0`` in [2^30, 2^31), ``n`` in [0, 31] (gemmlowp); ``M < 1`` is guaranteed by raising
   ``s_out`` if a layer would need ``M ≥ 1``;
-* ReLU / ReLU6 fused into the preceding op as clamp bounds.
+* ReLU / ReLU6 fused into the preceding op as clamp bounds;
+* average pooling as a depthwise convolution with all-ones weights of scale 1/(kh·kw) (exact
+  sum, one rounding in the requantization);
+* residual add as TFLite's int8 add: both inputs rescaled to 2·max(s_1, s_2) with 20 fractional
+  bits, summed, requantized to ``s_out``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .network import Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential
+from .network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU,
+                      ReLU6, Sequential)
 
 __all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params"]
 
@@ -80,7 +85,8 @@ class QuantOp:
     Members
     -------
     kind : str
-        ``"conv"``, ``"linear"``, ``"maxpool"`` or ``"flatten"``.
+        ``"conv"`` (Conv2d, depthwise included, and AvgPool2d), ``"linear"``, ``"maxpool"``,
+        ``"flatten"`` or ``"add"``.
     name : str
         The ``torch.nn`` layer indices it covers, e.g. ``"0+1"`` for Conv2d fused with ReLU.
     layers : list of Layer
@@ -97,6 +103,16 @@ class QuantOp:
     multiplier, shift : ndarray int64 (M,)
         Requantization ``M0`` and right shift ``n`` per output channel.
     kernel_size, stride, padding : (int, int)
+    groups : int
+        Grouped convolution (``groups`` = channels: depthwise; AvgPool2d is depthwise).
+    inputs : list of int
+        Indices of the ops whose outputs this op reads (−1: the network input); one, or two for
+        ``"add"``.
+    input2_scale : float; input2_zero_point : int
+        The second input of an ``"add"``.
+    add_multiplier, add_shift : tuple of two ints
+        An ``"add"``'s input rescaling (``M0``, ``n``) per input; ``multiplier``/``shift`` hold
+        its output requantization (the same value for every channel).
     """
 
     kind: str
@@ -119,6 +135,12 @@ class QuantOp:
     kernel_size: tuple = (1, 1)
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
+    groups: int = 1
+    inputs: list = None
+    input2_scale: float = 0.0
+    input2_zero_point: int = 0
+    add_multiplier: tuple = None
+    add_shift: tuple = None
 
     @property
     def type(self):
@@ -127,7 +149,7 @@ class QuantOp:
     @property
     def macs(self):
         """Multiply-accumulates per image."""
-        if self.kind == "conv":
+        if self.kind == "conv":             # weight (M, N/groups, kh, kw): groups included
             m, oh, ow = self.output_shape
             return m * oh * ow * int(np.prod(self.weight.shape[1:]))
         if self.kind == "linear":
@@ -216,26 +238,41 @@ def quantize(network, calibration=None):
         raise NetworkError(f"network: calibration data has shape {calib.shape[1:]}, expected "
                            f"{network.input_shape}")
     outs = network.forward(calib, intermediates=True)
-
     in_scale, in_zp = activation_params(calib.min(), calib.max())
     qnet = QuantizedNetwork(network, input_scale=in_scale, input_zero_point=in_zp)
-    scale, zp = in_scale, in_zp
-    for layer, shape, out in zip(network.layers, network.shapes, outs):
+    layer_op = {-1: -1}                 # layer index -> index of the op producing its output
+
+    def out_params(op_index):
+        if op_index < 0:
+            return in_scale, in_zp
+        return qnet.ops[op_index].output_scale, qnet.ops[op_index].output_zero_point
+
+    for layer, shape in zip(network.layers, network.shapes):
+        src = layer.sources[0]
+        scale, zp = out_params(layer_op[src])
         if isinstance(layer, (ReLU, ReLU6)):
-            if not qnet.ops:
-                raise layer.error("an activation must follow a Conv2d, Linear or MaxPool2d")
+            if not qnet.ops or layer_op[src] != len(qnet.ops) - 1 or src < 0:
+                raise layer.error("an activation must directly follow the Conv2d, Linear, "
+                                  "AvgPool2d, Add, MaxPool2d or Flatten it is fused into")
+            if network.consumers(src) != [layer.index]:
+                raise layer.error(f"its input (layer {src}) is also read by layers "
+                                  f"{[c for c in network.consumers(src) if c != layer.index]}; "
+                                  "an activation is fused into the op before it, so that op's "
+                                  "output must have no other reader")
             op = qnet.ops[-1]
             op.layers.append(layer)
             op.name = f"{op.name}+{layer.index}"
-            if op.kind in ("conv", "linear"):
-                continue                     # recalibrated below from the activated output
+            layer_op[layer.index] = len(qnet.ops) - 1
+            if op.kind in ("conv", "linear", "add"):
+                continue                     # calibrated from the activated output already
             # after max-pool / flatten: clamp at the quantized 0 (and 6)
             op.act_min = max(op.act_min, op.output_zero_point)
             if isinstance(layer, ReLU6):
                 op.act_max = min(op.act_max, int(round(6 / op.output_scale)) + op.output_zero_point)
             continue
         common = dict(name=str(layer.index), layers=[layer], input_shape=shape.input,
-                      output_shape=shape.output, input_scale=scale, input_zero_point=zp)
+                      output_shape=shape.output, input_scale=scale, input_zero_point=zp,
+                      inputs=[layer_op[s] for s in layer.sources])
         if isinstance(layer, (Conv2d, Linear)):
             kind = "conv" if isinstance(layer, Conv2d) else "linear"
             qw, w_scale = _quantize_weights(layer.weight)
@@ -243,7 +280,17 @@ def quantize(network, calibration=None):
             if kind == "conv":
                 op.kernel_size, op.stride, op.padding = (layer.kernel_size, layer.stride,
                                                         layer.padding)
+                op.groups = layer.groups
             qnet.ops.append(op)
+        elif isinstance(layer, AvgPool2d):
+            (kh, kw), stride = layer.window(shape.input)
+            c = shape.input[0]
+            qnet.ops.append(QuantOp("conv", weight=np.ones((c, 1, kh, kw), np.int8),
+                                    weight_scale=np.full(c, 1.0 / (kh * kw)),
+                                    kernel_size=(kh, kw), stride=stride, groups=c, **common))
+        elif isinstance(layer, Add):
+            s2, z2 = out_params(layer_op[layer.sources[1]])
+            qnet.ops.append(QuantOp("add", input2_scale=s2, input2_zero_point=z2, **common))
         elif isinstance(layer, MaxPool2d):
             qnet.ops.append(QuantOp("maxpool", kernel_size=layer.kernel_size,
                                     stride=layer.stride, output_scale=scale,
@@ -253,23 +300,75 @@ def quantize(network, calibration=None):
                                     **common))
         else:
             raise layer.error("cannot be quantized")
-        scale, zp = qnet.ops[-1].output_scale, qnet.ops[-1].output_zero_point
-        if qnet.ops[-1].kind in ("conv", "linear"):
-            scale, zp = _finish_gemm_op(qnet.ops[-1], network, outs)
+        layer_op[layer.index] = len(qnet.ops) - 1
+        op = qnet.ops[-1]
+        if op.kind in ("conv", "linear"):
+            _finish_gemm_op(op, network, outs)
+        elif op.kind == "add":
+            _finish_add_op(op, network, outs)
     return qnet
 
 
+def _fused_output(network, outs, index):
+    """The layers fused into layer ``index`` (the ReLU/ReLU6 chain right after it, each the only
+    reader of its input) and the float output after them (what the op's output range is
+    calibrated on)."""
+    fused = []
+    while True:
+        readers = network.consumers(index)
+        if (len(readers) == 1 and readers[0] == index + 1
+                and isinstance(network.layers[index + 1], (ReLU, ReLU6))):
+            index += 1
+            fused.append(network.layers[index])
+        else:
+            return fused, outs[index]
+
+
+def _clamp_bounds(op, fused, out_zp, out_scale):
+    op.act_min, op.act_max = QMIN, QMAX
+    if fused:
+        op.act_min = max(QMIN, out_zp)
+        if any(isinstance(act, ReLU6) for act in fused):
+            op.act_max = min(QMAX, out_zp + int(round(6.0 / out_scale)))
+
+
+def _finish_add_op(op, network, outs):
+    """TFLite's int8 add parameters (``tflite/kernels/add.cc``, PrepareGeneralSubOp): inputs
+    rescaled to twice the larger input scale with 20 fractional bits, output multiplier
+    ``2·max(s_1, s_2) / (2^20·s_out)``."""
+    fused, y = _fused_output(network, outs, op.layers[0].index)
+    out_scale, out_zp = activation_params(y.min(), y.max())
+    twice_max = 2 * max(op.input_scale, op.input2_scale)
+    real_out = twice_max / ((1 << 20) * out_scale)
+    if real_out >= 1:                   # an output scale below 2^-19 of the inputs' scale
+        out_scale = twice_max / (1 << 20) * (1 + 1e-6)
+        out_zp = int(np.clip(round(QMIN - min(float(y.min()), 0.0) / out_scale), QMIN, QMAX))
+        real_out = twice_max / ((1 << 20) * out_scale)
+    op.output_scale, op.output_zero_point = out_scale, out_zp
+    set_add_params(op, real_out)
+    _clamp_bounds(op, fused, out_zp, out_scale)
+
+
+def set_add_params(op, real_out):
+    """Fill an ``"add"`` op's rescaling (from its input scales) and its output requantization
+    by ``real_out`` (one value, repeated per channel); zero bias."""
+    twice_max = 2 * max(op.input_scale, op.input2_scale)
+    pairs = [quantize_multiplier(op.input_scale / twice_max),
+             quantize_multiplier(op.input2_scale / twice_max)]
+    op.add_multiplier = tuple(p[0] for p in pairs)
+    op.add_shift = tuple(p[1] for p in pairs)
+    channels = op.output_shape[0]
+    m0, n = quantize_multiplier(real_out)
+    op.multiplier = np.full(channels, m0, np.int64)
+    op.shift = np.full(channels, n, np.int64)
+    op.bias = op.bias_raw = np.zeros(channels, np.int32)
+
+
 def _finish_gemm_op(op, network, outs):
-    """Calibrate a Conv2d/Linear op's output (after its fused activation, which is applied
-    later in the layer loop: so the range is taken from the float output of the last layer the
-    op will cover) and derive bias, multipliers and clamp bounds."""
-    first = op.layers[0].index
-    # the op covers the following activation too, if there is one
-    last = first
-    while last + 1 < len(network.layers) and isinstance(network.layers[last + 1], (ReLU, ReLU6)):
-        last += 1
-    fused = network.layers[first + 1:last + 1]
-    y = outs[last]
+    """Calibrate a Conv2d/Linear/AvgPool2d op's output (after its fused activation, which is
+    added to the op later in the layer loop: the range is taken from the float output of the
+    last layer the op will cover) and derive bias, multipliers and clamp bounds."""
+    fused, y = _fused_output(network, outs, op.layers[0].index)
     out_scale, out_zp = activation_params(y.min(), y.max())
     s_in = op.input_scale
     # M = s_in·s_w/s_out must stay below 1 for a right-shift-only requantizer
@@ -281,7 +380,8 @@ def _finish_gemm_op(op, network, outs):
     op.output_scale, op.output_zero_point = out_scale, out_zp
     layer = op.layers[0]
     m = op.weight.shape[0]
-    bias_f = layer.bias if layer.bias is not None else np.zeros(m, np.float32)
+    bias_f = getattr(layer, "bias", None)
+    bias_f = bias_f if bias_f is not None else np.zeros(m, np.float32)
     bias_q = np.round(bias_f.astype(np.float64) / (s_in * op.weight_scale))
     bias_q = np.clip(bias_q, -(1 << 31), (1 << 31) - 1).astype(np.int64)
     op.bias_raw = bias_q.astype(np.int32)
@@ -296,9 +396,4 @@ def _finish_gemm_op(op, network, outs):
     pairs = [quantize_multiplier(r) for r in real]
     op.multiplier = np.array([p[0] for p in pairs], np.int64)
     op.shift = np.array([p[1] for p in pairs], np.int64)
-    op.act_min, op.act_max = QMIN, QMAX
-    if fused:
-        op.act_min = max(QMIN, out_zp)
-        if any(isinstance(act, ReLU6) for act in fused):
-            op.act_max = min(QMAX, out_zp + int(round(6.0 / out_scale)))
-    return out_scale, out_zp
+    _clamp_bounds(op, fused, out_zp, out_scale)

@@ -16,8 +16,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
-    "conv2d_float", "linear_float", "max_pool2d",
+    "conv2d_float", "linear_float", "max_pool2d", "avg_pool2d_float",
     "srdhm", "rounding_divide_by_pot", "requantize", "conv2d_acc", "linear_acc",
+    "add_rescale", "add_quantized",
     "run_quantized", "QuantizedResult",
 ]
 
@@ -38,22 +39,37 @@ def _windows(x, kernel, stride, padding, fill):
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
-def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0)):
+def _grouped(win, weight, groups):
+    """Σ over (n, i, j) of windows (B, N, OH, OW, kh, kw) times weight (M, N/groups, kh, kw),
+    each group of M/groups output channels reading its N/groups input channels."""
+    if groups == 1:
+        return np.einsum("bnhwij,mnij->bmhw", win, weight, optimize=True)
+    b, n, oh, ow, kh, kw = win.shape
+    m = weight.shape[0]
+    win = win.reshape(b, groups, n // groups, oh, ow, kh, kw)
+    w = weight.reshape(groups, m // groups, n // groups, kh, kw)
+    y = np.einsum("bgnhwij,gmnij->bgmhw", win, w, optimize=True)
+    return y.reshape(b, m, oh, ow)
+
+
+def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1):
     """Float 2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d``).
 
     Parameters
     ----------
     x : ndarray, float, shape (B, N, H, W)
-    weight : ndarray, float, shape (M, N, kh, kw)
+    weight : ndarray, float, shape (M, N // groups, kh, kw)
     bias : ndarray, float, shape (M,), or None
     stride, padding : (int, int)
+    groups : int
+        Grouped convolution (``groups = N = M``: depthwise).
 
     Returns
     -------
     ndarray, float32, shape (B, M, OH, OW), OH = (H + 2·ph − kh) // sh + 1
     """
     win = _windows(np.asarray(x, np.float64), weight.shape[2:], stride, padding, 0.0)
-    y = np.einsum("bnhwij,mnij->bmhw", win, weight.astype(np.float64), optimize=True)
+    y = _grouped(win, weight.astype(np.float64), groups)
     if bias is not None:
         y += bias.astype(np.float64)[None, :, None, None]
     return y.astype(np.float32)
@@ -76,6 +92,14 @@ def max_pool2d(x, kernel=(2, 2), stride=None):
     """
     stride = kernel if stride is None else stride
     return _windows(x, kernel, stride, (0, 0), 0).max(axis=(-2, -1))
+
+
+def avg_pool2d_float(x, kernel, stride=None):
+    """Average pooling without padding, floor mode (``torch.nn.functional.avg_pool2d``).
+    x: (B, C, H, W) float -> (B, C, OH, OW) float32."""
+    stride = kernel if stride is None else stride
+    return _windows(np.asarray(x, np.float64), kernel, stride, (0, 0), 0.0).mean(
+        axis=(-2, -1)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,7 +181,7 @@ def requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1):
     return np.clip(y, lo, hi).astype(np.int8)
 
 
-def conv2d_acc(x, weight, bias, stride, padding, input_zero_point):
+def conv2d_acc(x, weight, bias, stride, padding, input_zero_point, groups=1):
     """int32 accumulators of a quantized convolution (before requantization).
 
     ``acc[b, m, y, x] = Σ_{n,i,j} w[m,n,i,j] · xpad[b, n, y·sh+i, x·sw+j] + bias[m]``, where
@@ -167,10 +191,13 @@ def conv2d_acc(x, weight, bias, stride, padding, input_zero_point):
     Parameters
     ----------
     x : ndarray, int8, shape (B, N, H, W)
-    weight : ndarray, int8, shape (M, N, kh, kw), values in [−127, 127]
+    weight : ndarray, int8, shape (M, N // groups, kh, kw), values in [−127, 127]
     bias : ndarray, int32, shape (M,)
     stride, padding : (int, int)
     input_zero_point : int
+    groups : int
+        Grouped convolution (depthwise: ``groups = N = M``; the sum runs over the group's
+        input channels only).
 
     Returns
     -------
@@ -183,7 +210,7 @@ def conv2d_acc(x, weight, bias, stride, padding, input_zero_point):
     """
     win = _windows(np.asarray(x, np.int64), weight.shape[2:], stride, padding,
                    int(input_zero_point))
-    acc = np.einsum("bnhwij,mnij->bmhw", win, weight.astype(np.int64), optimize=True)
+    acc = _grouped(win, weight.astype(np.int64), groups)
     acc += np.asarray(bias, np.int64)[None, :, None, None]
     if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
         raise OverflowError("accumulator leaves the int32 range")
@@ -199,6 +226,31 @@ def linear_acc(x, weight, bias):
     return acc
 
 
+ADD_LEFT_SHIFT = 20
+
+
+def add_rescale(x, zero_point, multiplier, shift):
+    """One input of TFLite's int8 add, rescaled to the common scale:
+    ``RoundingDivideByPOT(SRDHM((x − z)·2^20, M0), n)``
+    (``tflite/kernels/internal/reference/integer_ops/add.h``; ``M0·2^(−31−n)`` is
+    ``s_x / (2·max(s_1, s_2))``). x: int8 array -> int64 array of the same shape (|value| <
+    2^28)."""
+    shifted = (np.asarray(x, np.int64) - zero_point) * (1 << ADD_LEFT_SHIFT)
+    return rounding_divide_by_pot(srdhm(shifted, multiplier), shift)
+
+
+def add_quantized(x1, x2, op):
+    """TFLite's int8 add of two tensors: each input rescaled by :func:`add_rescale`, summed,
+    and requantized to the output by :func:`requantize` (per-tensor multiplier, clamped to the
+    fused activation). ``op`` is an ``"add"`` QuantOp (``input_zero_point``,
+    ``input2_zero_point``, ``add_multiplier``, ``add_shift``, ``multiplier``, ``shift``,
+    ``output_zero_point``, ``act_min``, ``act_max``)."""
+    acc = (add_rescale(x1, op.input_zero_point, op.add_multiplier[0], op.add_shift[0])
+           + add_rescale(x2, op.input2_zero_point, op.add_multiplier[1], op.add_shift[1]))
+    return requantize(acc, op.multiplier[0], op.shift[0], op.output_zero_point, op.act_min,
+                      op.act_max)
+
+
 # ------------------------------------------------------------------------------------------------
 # The quantized network
 
@@ -208,11 +260,15 @@ class QuantizedResult(list):
     quantized input as ``.input``. ``result[-1]`` is the logits tensor."""
 
 
-def run_op(op, x):
-    """Run one quantized op (see ``cnnforge.hw.quantize``) on an int8 batch ``x``."""
+def run_op(op, x, *more):
+    """Run one quantized op (see ``cnnforge.hw.quantize``) on an int8 batch ``x`` (an
+    ``"add"`` takes its second input as a further argument)."""
     kind = op.kind
-    if kind == "conv":
-        acc = conv2d_acc(x, op.weight, op.bias, op.stride, op.padding, op.input_zero_point)
+    if kind == "add":
+        return add_quantized(x, more[0], op)
+    if kind == "conv":      # Conv2d, depthwise included, and AvgPool2d (all-ones weights)
+        acc = conv2d_acc(x, op.weight, op.bias, op.stride, op.padding, op.input_zero_point,
+                         op.groups)
         return requantize(acc, op.multiplier, op.shift, op.output_zero_point, op.act_min,
                           op.act_max)
     if kind == "linear":
@@ -247,7 +303,7 @@ def run_quantized(qnet, x_q):
         raise TypeError(f"run_quantized expects int8 input, got {x.dtype}")
     result = QuantizedResult()
     result.input = x
-    for op in qnet.ops:
-        x = run_op(op, x)
-        result.append(x)
+    for index, op in enumerate(qnet.ops):
+        inputs = op.inputs if op.inputs is not None else [index - 1]
+        result.append(run_op(op, *(x if i < 0 else result[i] for i in inputs)))
     return result

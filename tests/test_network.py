@@ -99,7 +99,7 @@ def test_not_a_layer():
 
 @pytest.mark.parametrize("layer, index, kind, what", [
     (Conv2d(1, 4, 3, dilation=2), 0, "Conv2d", "dilation=(2, 2) is not supported (only 1)"),
-    (Conv2d(2, 4, 3, groups=2), 0, "Conv2d", "groups=2 is not supported (only 1)"),
+    (Conv2d(2, 4, 3, groups=3), 0, "Conv2d", "groups=3 must divide in_channels=2"),
     (Conv2d(1, 4, 3, padding_mode="reflect"), 0, "Conv2d",
      "padding_mode='reflect' is not supported (only 'zeros')"),
     (Conv2d(1, 4, 3, stride=0), 0, "Conv2d", "kernel_size and stride must be >= 1"),
@@ -124,7 +124,7 @@ def test_unsupported_parameter(layer, index, kind, what):
 def test_activation_first_cannot_be_quantized():
     net = Sequential(ReLU6(), Conv2d(1, 1, 1), input_shape=(1, 2, 2))
     net.load_state_dict({"1.weight": np.ones((1, 1, 1, 1)), "1.bias": np.zeros(1)})
-    with raises("layer 0 (ReLU6)", "an activation must follow"):
+    with raises("layer 0 (ReLU6)", "an activation must directly follow"):
         quantize(net, np.ones((1, 1, 2, 2), np.float32))
 
 
