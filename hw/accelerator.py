@@ -48,7 +48,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .compiler import DESCRIPTOR_FIELDS, WINOGRAD, Program
+from .compiler import ADD, DESCRIPTOR_FIELDS, WINOGRAD, Program
 from .pe_array import BeatControl, SystolicArray
 from .ppu import PostProcessor
 
@@ -111,7 +111,8 @@ class Accelerator(wiring.Component):
         R, C = cfg.rows, cfg.cols
         NB = prog.input_banks
         nlayers = len(prog.layers)
-        stationary = any(layer.values["df"] for layer in prog.layers)
+        stationary = prog.stationary
+        has_add = any(layer.values["df"] == ADD for layer in prog.layers)
 
         # ---- memories ---------------------------------------------------------------------
         desc_layout = self.descriptor_layout()
@@ -152,6 +153,7 @@ class Accelerator(wiring.Component):
                      fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),
                      array.mode.eq((d.df == 1) | (d.df == 2))]
         is_or, is_ir, is_wr, is_wino = d.df == 0, d.df == 1, d.df == 2, d.df == WINOGRAD
+        is_add = d.df == ADD
         wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
 
         # ---- sequencer state ----------------------------------------------------------------
@@ -198,9 +200,10 @@ class Accelerator(wiring.Component):
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         with m.If(run):
-            m.d.sync += [ld_active.eq(1), ld_loading.eq(0), ld_slot.eq(0), ld_tr.eq(0),
+            # (an element-wise add reads the feature map itself: no tiles to load)
+            m.d.sync += [ld_active.eq(~is_add), ld_loading.eq(0), ld_slot.eq(0), ld_tr.eq(0),
                          ld_tc.eq(0), ld_row_fm.eq(d.ld_start), ld_tile_fm.eq(d.ld_start),
-                         ld_y0.eq(d.y_start), ld_x0.eq(d.x_start), loader_done.eq(0)]
+                         ld_y0.eq(d.y_start), ld_x0.eq(d.x_start), loader_done.eq(is_add)]
         with m.Elif(ld_active & ~ld_loading):
             # wait for a free half of the buffer, then start the tile
             with m.If(~slot_full.bit_select(ld_slot, 1) & ~lw_en):
@@ -292,9 +295,14 @@ class Accelerator(wiring.Component):
         fd_s, fd_kb, fd_len, fd_beats = Signal(16), Signal(16), Signal(16), Signal(16)
         fd_ox0 = Signal(16)
         fd_row_base = Signal(bank_aw)
+        fd_chan0 = Signal(bank_aw)     # depthwise: the block's first channel in the tile buffer
         fd_w, fd_w_pass = Signal(w_aw), Signal(w_aw)
         passes_issued, passes_drained = Signal(24), Signal(24)
         slot_base = Mux(fd_slot, prog.slot_words, 0)
+        # element-wise add: element index, and the pipeline's valid flags (FM read, table read)
+        ad_i = Signal(range(max(2, prog.fm_depth + 1)))
+        ad_v1, ad_v2 = Signal(), Signal()
+        m.d.sync += [ad_v1.eq(0), ad_v2.eq(ad_v1)]
 
         # im2col walker over k = (n, ky, kx) in the x-banked layout (OR feed, IR preload)
         wk_k, wk_ky, wk_kx = Signal(16), Signal(8), Signal(8)
@@ -408,14 +416,17 @@ class Accelerator(wiring.Component):
                 with m.If(run):
                     m.d.sync += [fd_slot.eq(0), fd_tr.eq(0), fd_tc.eq(0), fd_tr0.eq(0),
                                  fd_tc0.eq(0), feeder_done.eq(0), passes_issued.eq(0),
-                                 groups_issued.eq(0), fd_half.eq(0), vh.eq(0)]
-                    m.next = "WAIT_TILE"
+                                 groups_issued.eq(0), fd_half.eq(0), vh.eq(0), ad_i.eq(0)]
+                    with m.If(is_add):
+                        m.next = "ADD"
+                    with m.Else():
+                        m.next = "WAIT_TILE"
             with m.State("WAIT_TILE"):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
                     rows = Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)
                     cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
-                                 fd_row_base.eq(0), fd_ox0.eq(fd_tc0),
+                                 fd_row_base.eq(0), fd_chan0.eq(0), fd_ox0.eq(fd_tc0),
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
                                  fd_rows.eq(rows), fd_cols.eq(cols),
                                  fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
@@ -450,18 +461,19 @@ class Accelerator(wiring.Component):
                     with m.If(fd_g != fd_groups - 1):
                         m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
                                      fd_w.eq(fd_w_pass)]
-                        walker_reset(fd_row_base)
+                        walker_reset(fd_row_base + fd_chan0)
                     with m.Elif(fd_row != fd_rows - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step),
                                      fd_w.eq(fd_w_pass)]
-                        walker_reset(fd_row_base + d.fd_row_step)
+                        walker_reset(fd_row_base + d.fd_row_step + fd_chan0)
                     with m.Elif(fd_mb != d.MB - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
                                      fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
-                                     fd_w_pass.eq(fd_w_pass + d.K)]
-                        walker_reset(0)
+                                     fd_w_pass.eq(fd_w_pass + d.K),
+                                     fd_chan0.eq(fd_chan0 + d.mb_chan_step)]
+                        walker_reset(fd_chan0 + d.mb_chan_step)
                     with m.Else():
                         tile_next()
                 with m.Else():
@@ -557,6 +569,15 @@ class Accelerator(wiring.Component):
                             tile_next()
                 with m.Else():
                     m.d.sync += fd_s.eq(fd_s + 1)
+
+            # ---- element-wise add: both inputs read in one cycle (ports A and B) -------------
+            with m.State("ADD"):
+                m.d.comb += [fm_rd_a.addr.eq(d.src + ad_i), fm_rd_b.addr.eq(d.src2 + ad_i)]
+                m.d.sync += [ad_v1.eq(1), ad_i.eq(ad_i + 1)]
+                count("fm_reads", 2)
+                with m.If(ad_i == d.out_size - 1):
+                    m.d.sync += feeder_done.eq(1)
+                    m.next = "IDLE"
 
             # ---- Winograd transform side: 4×4 input patches of C tiles -> V buffer -----------
             with m.State("W_GROUP"):
@@ -956,6 +977,23 @@ class Accelerator(wiring.Component):
                              | t_valid),
             ]
 
+        # ---- element-wise add: rescaling tables (TFLite int8 add), two lookups per cycle ------
+        ad_i1, ad_i2 = Signal.like(ad_i), Signal.like(ad_i)
+        ad_sum = Signal(signed(ppu_width))
+        m.d.sync += [ad_i1.eq(ad_i), ad_i2.eq(ad_i1)]
+        if has_add:
+            tables = prog.add_tables
+            t_width = max(2, int(abs(tables).max()).bit_length() + 1)
+            m.submodules.add_tables = trom = memory.Memory(
+                shape=signed(t_width), depth=len(tables), init=[int(t) for t in tables])
+            t_rd_a, t_rd_b = trom.read_port(), trom.read_port()
+            # entry x + 128 of each table: the int8 value with its sign bit flipped
+            m.d.comb += [t_rd_a.addr.eq(d.t_base + (fm_rd_a.data.as_unsigned() ^ 0x80)),
+                         t_rd_b.addr.eq(d.t_base + 256 + (fm_rd_b.data.as_unsigned() ^ 0x80)),
+                         ad_sum.eq(t_rd_a.data + t_rd_b.data)]
+            with m.If(ad_v1):
+                count("weight_reads", 2)
+
         # ---- post-processor input: from the OR drainer or the group drainer ------------------
         ch = Signal(16)
         ox = Signal(16)
@@ -969,6 +1007,8 @@ class Accelerator(wiring.Component):
         with m.Elif(is_wino):
             m.d.comb += [ch.eq(wo_in.ch), ox.eq(wo_in.ox), oy_.eq(wo_in.oy),
                          acc.eq(wo_in.acc), in_valid.eq(wo_in.valid)]
+        with m.Elif(is_add):
+            m.d.comb += [acc.eq(ad_sum), in_valid.eq(ad_v2)]
         with m.Else():
             m.d.comb += [ch.eq(ppu_in.ch), ox.eq(ppu_in.ox), oy_.eq(ppu_in.oy),
                          acc.eq(ppu_in.acc), in_valid.eq(ppu_in.valid)]
@@ -979,7 +1019,9 @@ class Accelerator(wiring.Component):
             ppu.valid.eq(in_valid & (oy_ < d.oy_lim) & (ox < d.ox_lim)),
             ppu.acc.eq(acc),
             ppu.channel.eq(d.ch_base + ch),
-            ppu.addr.eq(Mux(is_or, dr_row_base, d.dst + ch * d.PHW + (oy_ >> d.pshift) * d.PW)
+            ppu.addr.eq(Mux(is_or, dr_row_base,
+                            Mux(is_add, d.dst + ad_i2,
+                                d.dst + ch * d.PHW + (oy_ >> d.pshift) * d.PW))
                         + (ox >> d.pshift)),
             ppu.first.eq(first),
         ]
@@ -1030,7 +1072,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += counters[name].eq(counters[name] + sum(increments[name]))
         layer_busy = (~loader_done | ~feeder_done | (passes_issued != passes_drained)
                       | (groups_issued != groups_drained) | dr_active | gd_active
-                      | ppu.busy | array.done | wino_busy)
+                      | ppu.busy | array.done | wino_busy | ad_v1 | ad_v2)
         with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
                 m.d.comb += [self.i_image.ready.eq(1), fm_wr.addr.eq(img_count),

@@ -30,6 +30,7 @@ __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "Conf
 DATAFLOWS = ("or", "ir", "wr")
 ALGORITHMS = ("direct", "winograd")
 WINOGRAD = 3            # the descriptor's df code of a Winograd F(2×2, 3×3) layer (OS-based)
+ADD = 4                 # the descriptor's df code of an element-wise add (TFLite int8 add)
 
 
 class ConfigError(ValueError):
@@ -129,6 +130,10 @@ DESCRIPTOR_FIELDS = (
     "fd_row_step", "fd_ky_step", "fd_chan_step", "chan_words", "nblk",
     # output
     "PHW", "oy_lim", "ox_lim", "out_size",
+    # depthwise: channel offset of the next R-channel block in the tile buffer (0: dense)
+    "mb_chan_step",
+    # element-wise add: second source and its rescaling tables' base
+    "src2", "t_base",
 )
 
 
@@ -156,12 +161,22 @@ class LayerPlan:
 
     @property
     def dataflow(self):
-        """``"or"``, ``"ir"`` or ``"wr"`` (a Winograd layer runs output stationary: ``"or"``)."""
+        """``"or"``, ``"ir"`` or ``"wr"`` (a Winograd layer runs output stationary: ``"or"``;
+        an element-wise add streams: ``"eltwise"``)."""
+        if self.values["df"] == ADD:
+            return "eltwise"
         return DATAFLOWS[self.values["df"] % WINOGRAD]
 
     @property
     def algorithm(self):
-        return "winograd" if self.values["df"] == WINOGRAD else "direct"
+        """``"winograd"``, ``"depthwise"`` (direct, one input channel per output channel),
+        ``"eltwise"`` or ``"direct"``."""
+        df = self.values["df"]
+        if df == WINOGRAD:
+            return "winograd"
+        if df == ADD:
+            return "eltwise"
+        return "depthwise" if self.values.get("dw") else "direct"
 
     @property
     def tiling(self):
@@ -170,6 +185,8 @@ class LayerPlan:
         v = self.values
         if v["df"] == 2:
             tm, tn = min(v["M"], v["MBw"]), min(v["N"], v["NBw"])
+        elif v["df"] == ADD:
+            return {"Tm": v["M"], "Tn": v["N"], "Tr": v["OH"], "Tc": v["OW"]}
         else:
             tm, tn = v["M"], v["N"]
         scale = 2 if v["df"] == WINOGRAD else 1       # Winograd tiles count 2×2 outputs
@@ -266,6 +283,19 @@ class Program:
         return widths
 
     @property
+    def stationary(self):
+        """Whether a layer runs input or weight stationary (the partial-sum buffer exists)."""
+        return any(layer.values["df"] in (1, 2) for layer in self.layers)
+
+    @property
+    def add_tables(self):
+        """The element-wise adds' rescaling tables, concatenated (see :func:`_add_tables`):
+        int64 array, 512 entries per add layer, at each layer's ``t_base``."""
+        tables = [_add_tables(layer.ops[0]) for layer in self.layers
+                  if layer.values["df"] == ADD]
+        return np.concatenate(tables) if tables else np.zeros(0, np.int64)
+
+    @property
     def psum_depth(self):
         """Depth of one ping-pong half of each partial-sum buffer bank: M of IR layers (one
         p-group's outputs per column), Tr·Tc of WR layers (one tile's pixels per column)."""
@@ -292,24 +322,56 @@ class Program:
         return {"rows": cfg.rows, "cols": cfg.cols,
                 "input_buffer_bytes": cfg.input_buffer_bytes,
                 "layers": {layer.name: {"dataflow": layer.dataflow,
-                                        "algorithm": layer.algorithm,
+                                        "algorithm": ("direct" if layer.algorithm == "depthwise"
+                                                      else layer.algorithm),
                                         "Tr": layer.values["Tr"], "Tc": layer.values["Tc"]}
-                           for layer in self.layers}}
+                           for layer in self.layers if layer.values["df"] != ADD}}
 
     @property
     def ideal_cycles(self):
         return sum(_ceil_div(layer.macs, self.config.pes) for layer in self.layers)
 
 
+def _add_tables(op):
+    """The two 256-entry tables of an element-wise add: entry ``x + 128`` holds input ``x``
+    rescaled to the common scale (:func:`cnnforge.sim.golden.add_rescale`), first input then
+    second. int64 (512,)."""
+    from cnnforge.sim.golden import add_rescale
+    x = np.arange(-128, 128)
+    return np.concatenate([
+        add_rescale(x, op.input_zero_point, op.add_multiplier[0], op.add_shift[0]),
+        add_rescale(x, op.input2_zero_point, op.add_multiplier[1], op.add_shift[1])])
+
+
 def _layers_from_ops(qnet):
-    """Group quantized ops into engine layers: GEMM op [+ max-pool] (Flatten is free: the
-    feature map is stored C, H, W-major, which is Flatten's order)."""
-    groups = []
-    for op in qnet.ops:
-        if op.kind in ("conv", "linear"):
+    """The ops of each engine layer (see :func:`_engine_layers`)."""
+    return _engine_layers(qnet)[0]
+
+
+def _engine_layers(qnet):
+    """Group quantized ops into engine layers: GEMM op [+ max-pool], or an element-wise add
+    (Flatten is free: the feature map is stored C, H, W-major, which is Flatten's order).
+
+    Returns ``(groups, sources)``: the ops of each engine layer, and for each the engine layers
+    whose outputs it reads (−1: the input image)."""
+    groups, sources = [], []
+    op_layer = {-1: -1}                     # op index -> engine layer holding its output
+    ops = qnet.ops
+    inputs = [op.inputs if op.inputs is not None else [i - 1] for i, op in enumerate(ops)]
+    readers = {i: [j for j, ins in enumerate(inputs) if i in ins] for i in range(len(ops))}
+    for i, op in enumerate(ops):
+        if op.kind in ("conv", "linear", "add"):
+            if op.kind == "conv" and op.groups != 1 and not (
+                    op.groups == op.input_shape[0] == op.output_shape[0]):
+                raise NetworkError(f"layer {op.name} ({op.type}): groups={op.groups}: the "
+                                   "accelerator runs dense (groups=1) and depthwise (groups = "
+                                   "in_channels = out_channels) convolutions only")
             groups.append([op])
+            sources.append([op_layer[j] for j in inputs[i]])
         elif op.kind == "maxpool":
-            if not groups or groups[-1][-1].kind != "conv":
+            src = inputs[i][0]
+            if (src < 0 or not groups or groups[-1][-1] is not ops[src]
+                    or ops[src].kind != "conv" or readers[src] != [i]):
                 raise NetworkError(f"layer {op.name} (MaxPool2d): the accelerator fuses max-pool "
                                    "into the Conv2d before it; it must directly follow one")
             (kh, kw), (sh, sw) = op.kernel_size, op.stride
@@ -322,10 +384,45 @@ def _layers_from_ops(qnet):
             if op.act_min != -128 or op.act_max != 127:
                 raise NetworkError(f"layer {op.name} (Flatten): an activation after Flatten is "
                                    "not supported by the accelerator; put it before")
-            continue
+        op_layer[i] = op_layer[inputs[i][0]] if op.kind == "flatten" else len(groups) - 1
     if not groups:
         raise NetworkError("network: has no Conv2d or Linear layer to run on the accelerator")
-    return groups
+    if op_layer[len(ops) - 1] != len(groups) - 1:
+        raise NetworkError("network: the output must come from the last engine layer")
+    return groups, sources
+
+
+def _add_values(op, cfg):
+    """Descriptor values of an element-wise add: one output per cycle over the whole tensor
+    (``out_size`` values, C, H, W order); every tiling field is 0."""
+    shape = tuple(op.output_shape) + (1, 1)
+    c, h, w = shape[:3] if len(op.output_shape) == 3 else (int(np.prod(op.output_shape)), 1, 1)
+    v = {name: 0 for name in DESCRIPTOR_FIELDS}
+    v.update(df=ADD, N=c, M=c, H=h, W=w, OH=h, OW=w, kh=1, kw=1, sh=1, sw=1, ph=0, pw=0,
+             pk=1, PH=h, PW=w, PHW=h * w, oy_lim=1, ox_lim=1, out_size=c * h * w,
+             z_in=op.input_zero_point, z_out=op.output_zero_point, act_min=op.act_min,
+             act_max=op.act_max, MB=0, dw=0)
+    return v
+
+
+def _allocate(sizes, sources, image_size):
+    """Feature-map slots by liveness: the image is in slot 0; each layer writes a slot whose
+    tensor is no longer read (never one of its own inputs). A chain alternates two slots.
+    Returns (slot of each layer's output, number of slots, slot size in values)."""
+    n = len(sizes)
+    last_read = {-1: 0}
+    for idx, srcs in enumerate(sources):
+        for src in srcs:
+            last_read[src] = max(last_read.get(src, -1), idx)
+    holder = {0: -1}                       # slot -> tensor (layer index) it holds
+    out = []
+    for idx in range(n):
+        free = [slot for slot, t in sorted(holder.items())
+                if last_read.get(t, -1) < idx and t not in sources[idx]]
+        slot = free[0] if free else len(holder)
+        holder[slot] = idx
+        out.append(slot)
+    return out, len(holder), max([image_size] + list(sizes))
 
 
 def _geometry(op, pool, cfg):
@@ -339,6 +436,7 @@ def _geometry(op, pool, cfg):
         m, oh, ow = op.output_shape
         (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
         g = dict(N=n, H=h, W=w, M=m, OH=oh, OW=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    g["dw"] = int(op.kind == "conv" and op.groups > 1)
     pk = pool.kernel_size[0] if pool is not None else 1
     g["pk"] = pk
     g["pshift"] = pk.bit_length() - 1
@@ -372,6 +470,9 @@ def _tiling(g, Tr, Tc, cfg, df):
     v["groups_full"] = _ceil_div(Tc, C)
     v["groups_last"] = _ceil_div(v["cols_last"], C)
     v["K"] = g["N"] * g["kh"] * g["kw"]
+    dw_chans = min(R, g["N"])               # depthwise: input channels a pass walks
+    if g.get("dw"):
+        v["K"] = dw_chans * g["kh"] * g["kw"]
     v["L"] = max(v["K"], cfg.min_pass_beats)
     v["Lmin"] = cfg.min_block_beats
     if df == 0:            # OR: R output channels per pass
@@ -397,7 +498,11 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
         v["row_words"] = g["sw"] * v["Wq"]
         v["chan_words"] = 0
-        v["slot_words"] = g["N"] * v["Tr_in"] * v["row_words"]
+        # a depthwise pass walks the R channels of its block (the last block may reach past N:
+        # those weights are 0, the words only need to exist)
+        chans = max(g["N"], (v["MB"] - 1) * R + dw_chans) if g.get("dw") else g["N"]
+        v["slot_words"] = chans * v["Tr_in"] * v["row_words"]
+    v["mb_chan_step"] = R * v["Tr_in"] * v["row_words"] if g.get("dw") else 0
     return v
 
 
@@ -455,6 +560,16 @@ def _weight_words(op, v, cfg):
         u[:M] = weight_transform(op.weight).reshape(M, N, 16)
         out = np.zeros((v["MB"], 16, N, lanes), np.int64)
         out[..., :R] = u.reshape(v["MB"], R, N, 16).transpose(0, 3, 2, 1)
+        return out.reshape(-1, lanes)
+    if v.get("dw"):
+        # block-diagonal: a pass of block mb walks channels mb·R + (0..R−1); lane r's weights
+        # are non-zero only on its own channel mb·R + r
+        nch = min(R, N)
+        wm = np.zeros((v["MB"] * R, nch, kh, kw), np.int8)
+        for m in range(M):
+            wm[m, m % R] = op.weight[m, 0]
+        out = np.zeros((v["MB"], K, lanes), np.int8)
+        out[:, :, :R] = wm.reshape(v["MB"], R, K).transpose(0, 2, 1)
         return out.reshape(-1, lanes)
     w = op.weight.reshape(M, N, kh, kw).astype(np.int8)
     if v["df"] == 0:
@@ -548,11 +663,15 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     """
     from .perf import layer_cycles
     cfg = config or AcceleratorConfig()
-    groups = _layers_from_ops(qnet)
-    first_in = groups[0][0].input_shape
-    image_size = int(np.prod(first_in))
-    region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
+    groups, sources = _engine_layers(qnet)
+    image_size = int(np.prod(qnet.ops[0].input_shape))
+    slots, _, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
+                                 sources, image_size)
+    slot_of = dict(enumerate(slots))
+    slot_of[-1] = 0
+    n_slots = max(slots + [0]) + 1
     layers, weight_words, params = [], [], []
+    t_base = 0
     names = ["+".join(o.name for o in grp) for grp in groups]
     for key in list(tiles or {}) + list(dataflows or {}) + list(algorithms or {}):
         if key not in names:
@@ -562,14 +681,30 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
+        if op.kind == "add":
+            v = _add_values(op, cfg)
+            v.update(src=slot_of[sources[index][0]] * region,
+                     src2=slot_of[sources[index][1]] * region, dst=slot_of[index] * region,
+                     w_base=0, ch_base=len(params), t_base=t_base)
+            t_base += 512
+            params.append({"bias": 0, "multiplier": int(op.multiplier[0]),
+                           "shift": int(op.shift[0])})
+            acc_bits = max(acc_bits, int(np.abs(_add_tables(op)).max()).bit_length() + 2)
+            layers.append(LayerPlan(name=name, ops=grp, values=v))
+            continue
         g = _geometry(op, pool, cfg)
         choice = (dataflows or {}).get(name, cfg.dataflow)
         if choice not in DATAFLOWS + ("auto",):
             raise ConfigError(f"layer {name} ({type_}): dataflow {choice!r}: choose one of "
                               "'or', 'ir', 'wr', 'auto'")
         candidates = list(range(3)) if choice == "auto" else [DATAFLOWS.index(choice)]
+        if g["dw"]:
+            if choice not in ("or", "auto"):
+                raise ConfigError(f"layer {name} ({type_}): a depthwise layer runs output "
+                                  f"stationary only (dataflow 'or'), not {choice!r}")
+            candidates = [0]
         layer0 = op.layers[0]
-        applies = op.kind == "conv" and layer0.winograd_applies
+        applies = op.kind == "conv" and getattr(layer0, "winograd_applies", False)
         if cfg.algorithm == "auto":
             default = getattr(layer0, "algorithm", "direct")
         else:
@@ -578,10 +713,10 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         if algorithm not in ALGORITHMS + ("auto",):
             raise ConfigError(f"layer {name} ({type_}): algorithm {algorithm!r}: choose one of "
                               "'direct', 'winograd', 'auto'")
-        applies = op.kind == "conv" and layer0.winograd_applies
         if algorithm == "winograd" and not applies:
             raise NetworkError(f"layer {name} ({type_}): Winograd F(2x2, 3x3) needs a 3x3 kernel "
-                               f"with stride 1, got kernel {op.kernel_size} stride {op.stride}")
+                               f"with stride 1 and groups=1, got kernel {op.kernel_size} stride "
+                               f"{op.stride} groups {op.groups}")
         if algorithm == "winograd":
             candidates = [WINOGRAD]
         elif algorithm == "auto" and applies:
@@ -611,8 +746,9 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         v["z_out"] = op.output_zero_point
         v["act_min"] = max(o.act_min for o in grp)
         v["act_max"] = min(o.act_max for o in grp)
-        v["src"] = (index % 2) * region
-        v["dst"] = ((index + 1) % 2) * region
+        v["src"] = slot_of[sources[index][0]] * region
+        v["dst"] = slot_of[index] * region
+        v["src2"] = v["t_base"] = 0
         v["w_base"] = len(weight_words)
         v["ch_base"] = len(params)
         # loader: FM address of (n, y, x) = src + n·H·W + y·W + x, with y = tile y0 + yi
@@ -649,11 +785,11 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         else:
             acc_bits = max(acc_bits, (v["K"] * 128 * 127).bit_length() + 1)
         layers.append(LayerPlan(name=name, ops=grp, values=v))
-    slot_words = max(layer.values["slot_words"] for layer in layers)
+    slot_words = max(max(layer.values["slot_words"] for layer in layers), 1)
     weights = np.array(weight_words, np.int64).reshape(-1, cfg.lanes)
     wino = y4_bits > 0
     return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
-                   fm_depth=2 * region, slot_words=slot_words, acc_width=acc_bits,
+                   fm_depth=n_slots * region, slot_words=slot_words, acc_width=acc_bits,
                    image_size=image_size,
                    output_size=int(np.prod(groups[-1][-1].output_shape)),
                    w_width=12 if wino else 8, x_width=11 if wino else 8, y4_width=y4_bits)

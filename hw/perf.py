@@ -89,6 +89,13 @@ def layer_model(v, cfg):
     """
     R, C = cfg.rows, cfg.cols
     df, K, M, N = v["df"], v["K"], v["M"], v["N"]
+    if df == 4:
+        # element-wise add: one element per cycle (both inputs read in the same cycle, two
+        # table lookups), after the controller's entry cycle and the two pipeline stages
+        n = v["out_size"]
+        return LayerModel(cycles=n + 4 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
+                          weight_reads=2 * n, obuf_reads=0, obuf_writes=0, fm_reads=2 * n,
+                          fm_writes=n, macs=0, ideal_cycles=0)
     E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
     tiles = list(_tiles(v))
     ntiles = len(tiles)
@@ -205,7 +212,8 @@ def layer_model(v, cfg):
     outputs = M * v["PH"] * v["PW"]
     fm_writes = outputs * pk * pk
     fm_reads += outputs * (pk * pk - 1)
-    macs = M * v["OH"] * v["OW"] * K
+    # a depthwise pass walks R channels, but each output uses only its own channel's taps
+    macs = M * v["OH"] * v["OW"] * (v["kh"] * v["kw"] if v.get("dw") else K)
     return LayerModel(cycles=end + 1, ibuf_reads=ibuf_reads, ibuf_writes=ibuf_writes,
                       weight_reads=weight_reads, obuf_reads=obuf_reads,
                       obuf_writes=obuf_writes, fm_reads=fm_reads, fm_writes=fm_writes,

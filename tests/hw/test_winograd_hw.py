@@ -330,7 +330,7 @@ def test_compile_refuses_winograd(layer, reason):
     name = layer_names(qnet)[0]
     with pytest.raises(NetworkError, match=rf"^layer {re.escape(name)} \(Conv2d\+ReLU\): "
                                            rf"Winograd F\(2x2, 3x3\) needs a 3x3 kernel with "
-                                           rf"stride 1, got .*{reason}"):
+                                           rf"stride 1 and groups=1, got .*{reason}"):
         compile_network(qnet, AcceleratorConfig(2, 2), algorithms={name: "winograd"})
 
 
@@ -355,7 +355,7 @@ def test_conv2d_refuses_winograd(layer, reason):
         Sequential(ReLU(), Conv2d(3, 3, 1), layer, input_shape=(3, 8, 8))
     message = str(info.value)
     assert re.match(rf"^layer 2 \(Conv2d\): Winograd F\(2x2, 3x3\) needs a 3x3 kernel with "
-                    rf"stride 1, got {reason}$", message), message
+                    rf"stride 1 and groups=1, got {reason} groups 1$", message), message
     assert message.count("layer 2") == 1 and message.count("Conv2d") == 1, message
 
 
