@@ -1,0 +1,180 @@
+"""Depthwise convolution, average pooling and residual add on the accelerator (Amaranth
+simulator): every layer's map bit-exact with the golden model, every counter equal to the
+performance model, on random shapes (odd sizes, channels not multiples of the array, stride 2,
+padding 0/1, several tiles) and on MobileNetV2 inverted-residual blocks."""
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
+                                  MaxPool2d, NetworkError, ReLU, ReLU6)
+from cnnforge.hw.perf import network_model
+from cnnforge.hw.quantize import quantize
+from cnnforge.sim.rtl import rtl_accelerator
+from tests.hw.test_accelerator import (check_result, compile_tight, make_network,
+                                       random_images)
+
+ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
+
+
+def run_checked(program, images=None, seed=0):
+    """RTL vs golden on every layer, and RTL counters == model counters on every layer."""
+    if images is None:
+        images = random_images(program.qnet, 2, seed)
+    logits, layers, cycles = rtl_accelerator(program, images)
+    check_result(program, images, logits, layers, cycles)
+    models, _ = network_model(program)
+    for layer, (counters, _), model in zip(program.layers, layers[0], models):
+        assert counters == model.counters(), (layer.name, layer.type, counters,
+                                              model.counters())
+    return layers
+
+
+@st.composite
+def depthwise_network(draw):
+    """Conv2d stem, depthwise k×k (stride 1/2, padding 0/1) [+act] [+MaxPool2d(2)], pointwise,
+    optional AvgPool2d, Flatten, Linear; depthwise channels 2..9 (rarely multiples of the array)."""
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(2, 9))
+    k = draw(st.sampled_from([1, 2, 3]))
+    s = draw(st.sampled_from([1, 2]))
+    p = draw(st.sampled_from([0, 1]))
+    h = draw(st.integers(max(3, k - 2 * p), 8))
+    w = draw(st.integers(max(3, k - 2 * p), 8))
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    layers = [Conv2d(n, c, 1), Conv2d(c, c, k, stride=s, padding=p, groups=c)]
+    layers += {"relu": [ReLU()], "relu6": [ReLU6()], "none": []}[
+        draw(st.sampled_from(["relu", "relu6", "none"]))]
+    if min(oh, ow) >= 2 and draw(st.booleans()):
+        layers.append(MaxPool2d(2))
+        oh, ow = oh // 2, ow // 2
+    m = draw(st.integers(1, 7))
+    layers.append(Conv2d(c, m, 1))
+    if min(oh, ow) >= 2 and draw(st.booleans()):
+        layers.append(AvgPool2d(2))
+        oh, ow = oh // 2, ow // 2
+    layers += [Flatten(), Linear(m * oh * ow, 3)]
+    return make_network((n, h, w), layers, draw(st.integers(0, 2**32 - 1)))
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.integers(0, 2**32 - 1))
+def test_random_depthwise_networks(net, array, tight, seed):
+    """Random depthwise layers (with max-pool / average pool after them), on every array size,
+    with the default buffer or the smallest one the compiler accepts (several tiles)."""
+    qnet = quantize(net)
+    program = (compile_tight(qnet, *array) if tight
+               else compile_network(qnet, AcceleratorConfig(*array)))
+    assert "depthwise" in [layer.algorithm for layer in program.layers]
+    run_checked(program, seed=seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.integers(0, 2**32 - 1))
+def test_random_depthwise_networks_many(net, array, tight, seed):
+    """As :func:`test_random_depthwise_networks`, many more cases."""
+    qnet = quantize(net)
+    program = (compile_tight(qnet, *array) if tight
+               else compile_network(qnet, AcceleratorConfig(*array)))
+    run_checked(program, seed=seed)
+
+
+def inverted_residual(c=5, expand=3, residual=True, stride=1, input_shape=(3, 7, 9)):
+    """MobileNetV2 block after a stem: expand 1×1 + ReLU6, depthwise 3×3 + ReLU6, project 1×1
+    (linear bottleneck) [+ the block input], global average pool, Linear."""
+    hidden = c * expand
+    layers = [Conv2d(input_shape[0], c, 3, padding=1), ReLU6(),
+              Conv2d(c, hidden, 1), ReLU6(),
+              Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden), ReLU6(),
+              Conv2d(hidden, c, 1)]
+    if residual:
+        layers.append(Add(1))
+    layers += [AdaptiveAvgPool2d(1), Flatten(), Linear(c, 4)]
+    return make_network(input_shape, layers, seed=7 + stride + residual)
+
+
+@pytest.mark.parametrize("array", [(2, 3), (4, 4)])
+@pytest.mark.parametrize("residual, stride", [(True, 1), (False, 1), (False, 2)])
+def test_inverted_residual_block(residual, stride, array):
+    """MobileNetV2's inverted residual (with the skip for stride 1, without it for stride 2
+    and as a plain block): every layer bit-exact, counters == model."""
+    qnet = quantize(inverted_residual(residual=residual, stride=stride))
+    program = compile_network(qnet, AcceleratorConfig(*array))
+    kinds = [layer.algorithm for layer in program.layers]
+    assert kinds == (["direct", "direct", "depthwise", "direct"]
+                     + (["eltwise"] if residual else []) + ["depthwise", "direct"])
+    run_checked(program)
+
+
+def test_add_variants():
+    """Add with the network input as a source, both sources explicit, a fused ReLU after the
+    add, and an add of flat (Linear) outputs; three live tensors need three slots."""
+    layers = [Conv2d(3, 3, 3, padding=1),              # 0
+              Add(-1),                                 # 1: conv + image
+              ReLU(),                                  # 2: fused into the add
+              Conv2d(3, 3, 1),                         # 3
+              Add(2, 3),                               # 4: both explicit
+              Flatten(),                               # 5
+              Linear(3 * 5 * 4, 6),                    # 6
+              Linear(6, 6),                            # 7
+              Add(6)]                                  # 8: flat add
+    qnet = quantize(make_network((3, 5, 4), layers, 11))
+    program = compile_network(qnet, AcceleratorConfig(3, 2))
+    adds = [layer for layer in program.layers if layer.dataflow == "eltwise"]
+    assert [layer.type for layer in adds] == ["Add+ReLU", "Add", "Add"]
+    assert adds[0].values["act_min"] == adds[0].ops[0].output_zero_point
+    assert program.fm_depth == 3 * 60
+    run_checked(program)
+
+
+def test_chain_keeps_two_feature_map_slots():
+    qnet = quantize(make_network((2, 6, 6), [Conv2d(2, 3, 3), Conv2d(3, 3, 3, groups=3),
+                                             Flatten(), Linear(12, 2)], 5))
+    program = compile_network(qnet, AcceleratorConfig(2, 2))
+    region = program.fm_depth // 2
+    assert [(layer.values["src"], layer.values["dst"]) for layer in program.layers] == [
+        (0, region), (region, 0), (0, region)]
+
+
+def test_depthwise_refusals():
+    """Grouped (not depthwise) convolution, a depthwise layer on IR/WR or on Winograd: one-line
+    errors naming the layer."""
+    qnet = quantize(make_network((4, 5, 5), [Conv2d(4, 4, 3, groups=2), Flatten(),
+                                             Linear(36, 2)], 1))
+    with pytest.raises(NetworkError, match=r"^layer 0 \(Conv2d\): groups=2: the accelerator runs "
+                                           r"dense \(groups=1\) and depthwise"):
+        compile_network(qnet)
+    qnet = quantize(make_network((4, 5, 5), [Conv2d(4, 4, 3, groups=4), Flatten(),
+                                             Linear(36, 2)], 1))
+    with pytest.raises(ConfigError, match=re.escape(
+            "layer 0 (Conv2d): a depthwise layer runs output stationary only (dataflow 'or'), "
+            "not 'wr'")):
+        compile_network(qnet, dataflows={"0": "wr"})
+    with pytest.raises(NetworkError, match=r"^layer 0 \(Conv2d\): Winograd F\(2x2, 3x3\) needs a "
+                                           r"3x3 kernel with stride 1 and groups=1"):
+        compile_network(qnet, algorithms={"0": "winograd"})
+    # 'auto' dataflow keeps the depthwise layer output stationary, the others choose
+    program = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="auto"))
+    assert program.layers[0].dataflow == "or"
+
+
+def test_depthwise_utilization_bound():
+    """A depthwise pass keeps one row of R busy: the measured utilization stays below 1/R, and
+    the model says where the time goes (K = R·kh·kw beats per pass)."""
+    qnet = quantize(make_network((8, 6, 6), [Conv2d(8, 8, 3, padding=1, groups=8), Flatten(),
+                                             Linear(288, 2)], 2))
+    program = compile_network(qnet, AcceleratorConfig(4, 4))
+    dw = program.layers[0]
+    assert dw.values["K"] == 4 * 9 and dw.macs == 8 * 36 * 9
+    layers = run_checked(program)
+    measured = layers[0][0][0]["cycles"]
+    assert dw.macs / (16 * measured) < 1 / 4
+    assert np.isclose(dw.passes * dw.values["L"] / measured, 1, atol=0.35)
