@@ -76,6 +76,7 @@ import numpy as np
 
 from .compiler import (DATAFLOWS, AcceleratorConfig, ConfigError, _geometry, _layers_from_ops,
                        _tiling, _weight_words, compile_network)
+from .network import NetworkError
 from .perf import layer_model, network_model
 
 __all__ = ["FAMILIES", "Family", "Design", "Exploration", "DoesNotFit", "explore", "memories",
@@ -527,6 +528,12 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     groups = _layers_from_ops(qnet)
     names = ["+".join(o.name for o in grp) for grp in groups]
     types = ["+".join(o.type for o in grp) for grp in groups]
+    for grp, name, type_ in zip(groups, names, types):
+        if grp[0].kind == "add" or grp[0].groups != 1:
+            raise NetworkError(f"layer {name} ({type_}): design-space exploration covers dense "
+                               "Conv2d and Linear layers only (not depthwise, average-pool or "
+                               "add layers yet); choose the design with --rows/--cols/"
+                               "--dataflow")
     nlayers = len(groups)
     if mixes is None:
         mixes = nlayers <= MAX_MIX_LAYERS

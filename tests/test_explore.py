@@ -325,3 +325,15 @@ def test_big_network_does_not_fit(tmp_path):
     assert need > 30 and lines[0].endswith("budget 30")
     assert not (tmp_path / "build").exists()
 
+
+
+def test_refuses_depthwise_and_add_layers():
+    """Exploration covers dense layers; a depthwise or add layer gets a one-line error naming it
+    (the design is then chosen with --rows/--cols/--dataflow)."""
+    from cnnforge.hw.network import Add, Conv2d, Flatten, Linear, NetworkError
+    from tests.hw.test_accelerator import make_network
+    qnet = quantize(make_network((3, 5, 5), [Conv2d(3, 3, 3, padding=1, groups=3), Add(-1),
+                                             Flatten(), Linear(75, 2)], 4))
+    with pytest.raises(NetworkError, match=r"^layer 0 \(Conv2d\): design-space exploration "
+                                           r"covers dense Conv2d and Linear layers only"):
+        explore(qnet, "up5k")
