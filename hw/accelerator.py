@@ -112,7 +112,9 @@ class Accelerator(wiring.Component):
         NB = prog.input_banks
         nlayers = len(prog.layers)
         stationary = prog.stationary
+        # hardware for element-wise adds and depthwise channel blocks only where a layer uses it
         has_add = any(layer.values["df"] == ADD for layer in prog.layers)
+        has_dw = any(layer.values.get("dw") for layer in prog.layers)
 
         # ---- memories ---------------------------------------------------------------------
         desc_layout = self.descriptor_layout()
@@ -153,7 +155,7 @@ class Accelerator(wiring.Component):
                      fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),
                      array.mode.eq((d.df == 1) | (d.df == 2))]
         is_or, is_ir, is_wr, is_wino = d.df == 0, d.df == 1, d.df == 2, d.df == WINOGRAD
-        is_add = d.df == ADD
+        is_add = (d.df == ADD) if has_add else Const(0, 1)
         wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
 
         # ---- sequencer state ----------------------------------------------------------------
@@ -295,7 +297,11 @@ class Accelerator(wiring.Component):
         fd_s, fd_kb, fd_len, fd_beats = Signal(16), Signal(16), Signal(16), Signal(16)
         fd_ox0 = Signal(16)
         fd_row_base = Signal(bank_aw)
-        fd_chan0 = Signal(bank_aw)     # depthwise: the block's first channel in the tile buffer
+        # depthwise: the m-block's first channel in the tile buffer
+        fd_chan0 = Signal(bank_aw) if has_dw else Const(0, bank_aw)
+
+        def set_chan0(value):
+            return [fd_chan0.eq(value)] if has_dw else []
         fd_w, fd_w_pass = Signal(w_aw), Signal(w_aw)
         passes_issued, passes_drained = Signal(24), Signal(24)
         slot_base = Mux(fd_slot, prog.slot_words, 0)
@@ -417,16 +423,16 @@ class Accelerator(wiring.Component):
                     m.d.sync += [fd_slot.eq(0), fd_tr.eq(0), fd_tc.eq(0), fd_tr0.eq(0),
                                  fd_tc0.eq(0), feeder_done.eq(0), passes_issued.eq(0),
                                  groups_issued.eq(0), fd_half.eq(0), vh.eq(0), ad_i.eq(0)]
-                    with m.If(is_add):
-                        m.next = "ADD"
-                    with m.Else():
-                        m.next = "WAIT_TILE"
+                    m.next = "WAIT_TILE"
+                    if has_add:
+                        with m.If(is_add):
+                            m.next = "ADD"
             with m.State("WAIT_TILE"):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
                     rows = Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)
                     cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
-                                 fd_row_base.eq(0), fd_chan0.eq(0), fd_ox0.eq(fd_tc0),
+                                 fd_row_base.eq(0), *set_chan0(0), fd_ox0.eq(fd_tc0),
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
                                  fd_rows.eq(rows), fd_cols.eq(cols),
                                  fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
@@ -472,7 +478,7 @@ class Accelerator(wiring.Component):
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
                                      fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
                                      fd_w_pass.eq(fd_w_pass + d.K),
-                                     fd_chan0.eq(fd_chan0 + d.mb_chan_step)]
+                                     *set_chan0(fd_chan0 + d.mb_chan_step)]
                         walker_reset(fd_chan0 + d.mb_chan_step)
                     with m.Else():
                         tile_next()
@@ -571,13 +577,14 @@ class Accelerator(wiring.Component):
                     m.d.sync += fd_s.eq(fd_s + 1)
 
             # ---- element-wise add: both inputs read in one cycle (ports A and B) -------------
-            with m.State("ADD"):
-                m.d.comb += [fm_rd_a.addr.eq(d.src + ad_i), fm_rd_b.addr.eq(d.src2 + ad_i)]
-                m.d.sync += [ad_v1.eq(1), ad_i.eq(ad_i + 1)]
-                count("fm_reads", 2)
-                with m.If(ad_i == d.out_size - 1):
-                    m.d.sync += feeder_done.eq(1)
-                    m.next = "IDLE"
+            if has_add:
+                with m.State("ADD"):
+                    m.d.comb += [fm_rd_a.addr.eq(d.src + ad_i), fm_rd_b.addr.eq(d.src2 + ad_i)]
+                    m.d.sync += [ad_v1.eq(1), ad_i.eq(ad_i + 1)]
+                    count("fm_reads", 2)
+                    with m.If(ad_i == d.out_size - 1):
+                        m.d.sync += feeder_done.eq(1)
+                        m.next = "IDLE"
 
             # ---- Winograd transform side: 4×4 input patches of C tiles -> V buffer -----------
             with m.State("W_GROUP"):
@@ -1007,8 +1014,9 @@ class Accelerator(wiring.Component):
         with m.Elif(is_wino):
             m.d.comb += [ch.eq(wo_in.ch), ox.eq(wo_in.ox), oy_.eq(wo_in.oy),
                          acc.eq(wo_in.acc), in_valid.eq(wo_in.valid)]
-        with m.Elif(is_add):
-            m.d.comb += [acc.eq(ad_sum), in_valid.eq(ad_v2)]
+        if has_add:
+            with m.Elif(is_add):
+                m.d.comb += [acc.eq(ad_sum), in_valid.eq(ad_v2)]
         with m.Else():
             m.d.comb += [ch.eq(ppu_in.ch), ox.eq(ppu_in.ox), oy_.eq(ppu_in.oy),
                          acc.eq(ppu_in.acc), in_valid.eq(ppu_in.valid)]
