@@ -16,14 +16,14 @@ BOARD  ?= icebreaker
 FLASH_ARGS ?=
 
 .PHONY: all venv demo test test-fast verilog sim train benchmarks clean synth bitstream flash \
-        benchmark-synth explore benchmark-dataflows
+        benchmark-synth explore benchmark-dataflows benchmark-onnx
 
 all: demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -62,6 +62,10 @@ explore: $(STAMP)
 ## make benchmark-dataflows: OR vs IR vs WR per layer, RTL vs model (benchmarks/dataflows.py)
 benchmark-dataflows: $(STAMP)
 	$(BIN)/python benchmarks/dataflows.py
+
+## make benchmark-onnx: golden model vs ONNX Runtime on QDQ models (benchmarks/onnx_agreement.py)
+benchmark-onnx: $(STAMP)
+	$(BIN)/python benchmarks/onnx_agreement.py
 
 ## make synth DEVICE=up5k|lfe5u-25f|lfe5u-85f: yosys + nextpnr, resources and Fmax
 synth: $(STAMP)

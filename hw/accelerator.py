@@ -1045,8 +1045,8 @@ class Accelerator(wiring.Component):
 
         # ---- sequencer -------------------------------------------------------------------
         img_count = Signal(range(max(2, prog.image_size + 1)))
-        out_idx = Signal(16)
-        out_total = Signal(16)
+        out_idx = Signal(range(prog.fm_depth + 1))
+        out_total = Signal(range(prog.fm_depth + 1))
         out_base = Signal(fm_aw + 1)
         out_valid = Signal()
         out_data = Signal(8)

@@ -2,8 +2,9 @@
 and ``infer`` come from :mod:`cnnforge.boards.commands`.
 
 Every subcommand takes NET, a Python file defining a module-level ``network`` (see
-``examples/digits/net.py``). User errors print one line (``cnnforge: error: ...``) and exit
-with status 2, leaving no half-written output behind.
+``examples/digits/net.py``) or an ONNX model (``docs/onnx.md``: a QDQ model brings its own
+quantization, a float one needs ``--calibration``). User errors print one line
+(``cnnforge: error: ...``) and exit with status 2, leaving no half-written output behind.
 """
 
 from __future__ import annotations
@@ -45,10 +46,31 @@ def _atomic_write(path, write):
         raise
 
 
+def load_calibrated(net, calibration=None):
+    """``load_network(net)`` with ``--calibration`` (a float32 .npy, (N, C, H, W)) attached
+    as ``network.calibration``; a float ONNX model without calibration data is a user error
+    (a QDQ model carries its own scales and ignores it)."""
+    network = load_network(net)
+    if calibration:
+        try:
+            data = np.load(calibration)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{calibration}: cannot read calibration data ({exc})") from None
+        if data.ndim != 4 or data.shape[1:] != network.input_shape or not len(data):
+            raise UserError(f"{calibration}: calibration data has shape {data.shape}, the "
+                            f"network expects (N, {', '.join(map(str, network.input_shape))})")
+        network.calibration = data.astype(np.float32)
+    elif (str(net).endswith(".onnx") and getattr(network, "quantized", None) is None
+          and network.calibration is None):
+        raise UserError(f"{net}: a float ONNX model needs calibration data: "
+                        "--calibration FILE.npy")
+    return network
+
+
 def _compile(args):
     """Network, quantized network and program from NET and the design options (--plan wins
     over --rows/--cols/--buffer-bytes/--dataflow)."""
-    network = load_network(args.net)
+    network = load_calibrated(args.net, getattr(args, "calibration", None))
     qnet = quantize(network)
     if getattr(args, "plan", None):
         program = compile_network(qnet, **load_plan(args.plan))
@@ -75,6 +97,9 @@ def add_design_options(p):
                    "fastest per layer by the performance model (default or)")
     p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
                    "per-layer dataflow and tiles; overrides the options above")
+    p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
+                   "calibrate the quantizer on (needed by a float ONNX model; replaces a "
+                   "Python network's own)")
 
 
 def _load_inputs(args, network):
@@ -101,7 +126,9 @@ def _load_inputs(args, network):
         if args.labels:
             raise UserError("--labels needs --inputs")
         if not callable(getattr(network, "test_data", None)):
-            raise UserError(f"{args.net}: defines no test_data(); give --inputs X.npy")
+            what = ("an ONNX model has no test data" if str(args.net).endswith(".onnx")
+                    else "defines no test_data()")
+            raise UserError(f"{args.net}: {what}; give --inputs X.npy")
         x, y = network.test_data()
     if args.images is not None:
         if args.images < 1:
@@ -111,11 +138,15 @@ def _load_inputs(args, network):
     return np.asarray(x, np.float32), y
 
 
+NET_HELP = "network: a Python file defining `network`, or an .onnx model"
+
+
 def _add_common(p, images_default):
-    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
     add_design_options(p)
-    p.add_argument("--inputs", help="float inputs .npy, shape (N, C, H, W) (default: the "
-                   "network file's test_data())")
+    p.add_argument("--inputs", help="float inputs .npy, shape (N, C, H, W), quantized with "
+                   "the network's input scale and zero point (default: the network file's "
+                   "test_data())")
     p.add_argument("--labels", help="int labels .npy, shape (N,)")
     p.add_argument("--images", type=int, default=images_default,
                    help=f"number of images (default {images_default or 'all'})")
@@ -204,6 +235,8 @@ def cmd_run(args):
         "pe_utilization": ideal / cycles if cycles else 0.0,
         "array": [cfg.rows, cfg.cols],
         "plan": program.plan(),
+        "input_scale": qnet.input_scale,
+        "input_zero_point": qnet.input_zero_point,
         "output_scale": qnet.output_scale,
         "output_zero_point": qnet.output_zero_point,
         "simulated_cycles_per_second": result.cycles_per_second,
@@ -283,7 +316,7 @@ def build_parser():
     _add_common(p, images_default=20)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("verilog", help="write the accelerator's Verilog")
-    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     add_design_options(p)
     p.set_defaults(func=cmd_verilog)

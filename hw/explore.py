@@ -800,7 +800,10 @@ def add_parser(sub):
     from .synth import DEVICES
     p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
                        "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
-    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("net", metavar="NET", help="network: a Python file defining `network`, "
+                   "or an .onnx model")
+    p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
+                   "calibrate the quantizer on (needed by a float ONNX model)")
     p.add_argument("--device", required=True, choices=sorted(DEVICES),
                    help="target FPGA (its DSP, block RAM and LUT budget)")
     p.add_argument("--sizes", default="1-16",
@@ -818,14 +821,13 @@ def cmd_explore(args):
     from rich.console import Console
     from rich.table import Table
 
-    from .cli import _atomic_write
-    from .network import load_network
+    from .cli import _atomic_write, load_calibrated
     from .quantize import quantize
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=130)
-    qnet = quantize(load_network(args.net))
+    qnet = quantize(load_calibrated(args.net, args.calibration))
     result = explore(qnet, args.device, sizes=_parse_sizes(args.sizes))
     dev, fam = result.device, result.family
     out_dir = Path("build") / Path(args.net).resolve().parent.name

@@ -613,23 +613,32 @@ class Sequential:
 
 
 def load_network(path):
-    """Import the Python file ``path`` and return its module-level ``network``.
+    """Import the Python file ``path`` and return its module-level ``network``, or import the
+    ONNX model ``path`` (a name ending in ``.onnx``).
 
-    The file defines ``network`` (a :class:`Sequential` with weights loaded) and may define
+    A Python file defines ``network`` (a :class:`Sequential` with weights loaded) and may define
     ``calibration`` (float32 inputs, shape (B, C, H, W)) and ``test_data()`` returning
     ``(inputs, labels)``; they are attached to the returned network as ``network.calibration``
-    and ``network.test_data``.
+    and ``network.test_data``. An ONNX model goes through
+    :func:`cnnforge.hw.onnx_import.load_onnx` (``network.calibration`` and
+    ``network.test_data`` are ``None``; a QDQ model's quantization is ``network.quantized``).
+    ``network.source`` is ``path``.
 
     Raises
     ------
     NetworkError
-        If the file is missing, fails to import, or defines no ``network``.
+        If the file is missing, fails to import, defines no ``network``, or is an ONNX model
+        cnnforge cannot import (the message names the node).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise NetworkError(f"{path}: no such network file")
     if path.endswith(".onnx"):
-        raise NetworkError(f"{path}: ONNX import is not supported yet; give a Python network file")
+        from .onnx_import import load_onnx
+        network = load_onnx(path)
+        network.source = path
+        network.test_data = None
+        return network
     spec = importlib.util.spec_from_file_location(
         "cnnforge_net_" + os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)

@@ -222,12 +222,18 @@ def quantize(network, calibration=None):
     Returns
     -------
     QuantizedNetwork
+        ``network.quantized`` as it is when that attribute is set: a network imported from an
+        ONNX QDQ model (:func:`cnnforge.hw.onnx_import.load_onnx`) carries the quantization
+        given by the model's own scales and zero points, and ``calibration`` is not used.
 
     Raises
     ------
     NetworkError
         If there is no calibration data, or an activation has nothing to fuse into.
     """
+    quantized = getattr(network, "quantized", None)
+    if quantized is not None:
+        return quantized
     network.check_loaded()
     calib = network.calibration if calibration is None else calibration
     if calib is None or len(calib) == 0:

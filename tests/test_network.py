@@ -270,9 +270,10 @@ def test_load_network_bad_layer_in_file(tmp_path):
 
 
 def test_load_network_onnx(tmp_path):
+    """An .onnx file goes to the ONNX importer (tests/test_onnx.py); an empty one is no model."""
     path = tmp_path / "model.onnx"
     path.write_bytes(b"")
-    with raises(f"{path}: ONNX import is not supported yet"):
+    with raises(f"{path}: cannot read the ONNX model (it has no graph nodes)"):
         load_network(path)
 
 
