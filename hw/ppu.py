@@ -52,17 +52,21 @@ class PostProcessor(wiring.Component):
         Read port on the feature map, transparent to the write port, one cycle latency.
     wr_addr, wr_data, wr_en : Out
         Write port on the feature map.
+    rd_en : Out(1)
+        The pooling read issued on ``rd_addr`` this cycle is used (a beat that is not its
+        window's first): the engine counts feature-map reads from it.
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (10: parameter read, bias, four registered
-        16×16 partial products, three adder levels to the 64-bit product, two for SRDHM, one
-        for the rounding shift, one for zero point and clamp). One adder or one DSP multiply per
-        stage keeps the unit off the critical path (nextpnr's worst paths are in the engine,
-        see docs/boards.md).
+        Cycles from a beat at the input to its write (11: the input beat is registered, then
+        parameter read, bias, four registered 16×16 partial products, three adder levels to
+        the 64-bit product, two for SRDHM, one for the rounding shift, one for zero point and
+        clamp). Every input goes straight into a register, so the engine may compute the beat
+        combinationally; one adder or one DSP multiply per stage keeps the unit off the critical
+        path (docs/boards.md).
     """
 
-    latency = 10
+    latency = 11
 
     def __init__(self, acc_width, params, addr_width):
         self.acc_width = acc_width
@@ -74,7 +78,7 @@ class PostProcessor(wiring.Component):
             "zero_point": In(signed(9)), "act_min": In(signed(9)), "act_max": In(signed(9)),
             "rd_addr": Out(addr_width), "rd_data": In(signed(8)),
             "wr_addr": Out(addr_width), "wr_data": Out(signed(8)), "wr_en": Out(1),
-            "busy": Out(1),
+            "rd_en": Out(1), "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -82,7 +86,6 @@ class PostProcessor(wiring.Component):
         m.submodules.rom = rom = memory.Memory(shape=ChannelParams, depth=max(2, len(self.params)),
                                                init=self.params)
         port = rom.read_port()
-        m.d.comb += port.addr.eq(self.channel)
 
         # Every stage below is one register level; data registers are reset-less so that yosys
         # can pack the ones around the multiplies into the DSP blocks' own registers.
@@ -104,9 +107,13 @@ class PostProcessor(wiring.Component):
         addr = delayed(self.addr, "addr", n_stages)
         first = delayed(self.first, "first", n_stages)
 
-        # stage 1: the parameter ROM is read (addressed by the beat's channel)
+        # stage 0: the input beat is registered; stage 1: the parameter ROM is read (addressed
+        # by the beat's channel)
+        acc0 = stage("acc0", signed(self.acc_width))
+        channel0 = stage("channel0", self.channel.shape())
         acc1 = stage("acc1", signed(self.acc_width))
-        m.d.sync += acc1.eq(self.acc)
+        m.d.sync += [acc0.eq(self.acc), channel0.eq(self.channel), acc1.eq(acc0)]
+        m.d.comb += port.addr.eq(channel0)
         # stage 2: x = acc + bias (the compiler guarantees int32 range)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
         m.d.sync += [x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
@@ -167,6 +174,7 @@ class PostProcessor(wiring.Component):
             self.wr_en.eq(valid[-1]),
             self.wr_addr.eq(addr[-1]),
             self.wr_data.eq(Mux(first[-1] | (y10 > self.rd_data), y10, self.rd_data)),
+            self.rd_en.eq(valid[-2] & ~first[-2]),
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m
