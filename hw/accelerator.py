@@ -121,8 +121,11 @@ class Accelerator(wiring.Component):
         m.submodules.descriptors = desc_rom = memory.Memory(
             shape=desc_layout, depth=nlayers,
             init=[{k: layer.values[k] for k in DESCRIPTOR_FIELDS} for layer in prog.layers])
+        # the running layer's descriptor: the port reads only in FETCH and holds its data
+        # while the layer runs (no second copy in a register)
         desc_port = desc_rom.read_port()
-        d = Signal(desc_layout)                       # the running layer's descriptor
+        m.d.comb += desc_port.en.eq(0)
+        d = desc_port.data
 
         fm_aw = _bits(prog.fm_depth - 1)
         m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
@@ -1118,11 +1121,11 @@ class Accelerator(wiring.Component):
                         m.d.sync += [img_count.eq(0), layer.eq(0), total_cycles.eq(0)]
                         m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += desc_port.addr.eq(layer)
+                m.d.comb += [desc_port.addr.eq(layer), desc_port.en.eq(1)]
                 m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.next = "START"
             with m.State("START"):
-                m.d.sync += [d.eq(desc_port.data), total_cycles.eq(total_cycles + 1)]
+                m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):

@@ -83,8 +83,9 @@ class PostProcessor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # in block RAM even when small: in logic it would cost ~200 iCE40 cells
         m.submodules.rom = rom = memory.Memory(shape=ChannelParams, depth=max(2, len(self.params)),
-                                               init=self.params)
+                                               init=self.params, attrs={"rom_style": "block"})
         port = rom.read_port()
 
         # Every stage below is one register level; data registers are reset-less so that yosys
