@@ -1,7 +1,7 @@
 """The complete iCEBreaker top (UART host link + accelerator) in cocotb on Verilator.
 
 The simulated design is ``icebreaker.SPEC.link_top(program)``: what the board file instantiates
-behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 18 MHz) and baud rate
+behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 21 MHz) and baud rate
 (115200), i.e. 156 clock cycles per UART bit. The host side is a cocotb coroutine that drives the RX line and samples the
 TX line once per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames
 of :mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
