@@ -189,9 +189,9 @@ def test_top_divisor_is_the_boards():
     from cnnforge.boards.icebreaker import ICEBreakerTop, SPEC
     from cnnforge.boards.uart import uart_divisor
     pll = ICEBreakerTop(None, SPEC).pll
-    assert pll.f_out == SPEC.core_mhz * 1e6 == 18e6
+    assert pll.f_out == SPEC.core_mhz * 1e6 == 21e6
     assert SPEC.baud == 115200
-    assert uart_divisor(pll.f_out, SPEC.baud) == 156
+    assert uart_divisor(pll.f_out, SPEC.baud) == 182
 
 
 @pytest.mark.slow
