@@ -19,11 +19,11 @@ __all__ = ["SPEC_85F", "SPEC_25F", "ULX3STop"]
 _USB = ((0x0403, 0x6015),)                  # FT231X
 
 SPEC_85F = BoardSpec(
-    name="ulx3s-85f", device="lfe5u-85f", rows=8, cols=8, core_mhz=40.0, baud=115200,
+    name="ulx3s-85f", device="lfe5u-85f", rows=8, cols=8, core_mhz=55.0, baud=115200,
     bitstream="bit", loader_args=("-b", "ulx3s"), usb_ids=_USB,
 )
 SPEC_25F = BoardSpec(
-    name="ulx3s-25f", device="lfe5u-25f", rows=4, cols=4, core_mhz=50.0, baud=115200,
+    name="ulx3s-25f", device="lfe5u-25f", rows=4, cols=4, core_mhz=62.5, baud=115200,
     bitstream="bit", loader_args=("-b", "ulx3s"), usb_ids=_USB,
 )
 

@@ -121,8 +121,11 @@ class Accelerator(wiring.Component):
         m.submodules.descriptors = desc_rom = memory.Memory(
             shape=desc_layout, depth=nlayers,
             init=[{k: layer.values[k] for k in DESCRIPTOR_FIELDS} for layer in prog.layers])
+        # the running layer's descriptor: the port reads only in FETCH and holds its data
+        # while the layer runs (no second copy in a register)
         desc_port = desc_rom.read_port()
-        d = Signal(desc_layout)                       # the running layer's descriptor
+        m.d.comb += desc_port.en.eq(0)
+        d = desc_port.data
 
         fm_aw = _bits(prog.fm_depth - 1)
         m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
@@ -395,7 +398,9 @@ class Accelerator(wiring.Component):
                 m.next = "WAIT_TILE"
                 with m.If(fd_tc == d.ntc - 1):
                     m.d.sync += [fd_tc.eq(0), fd_tc0.eq(0), fd_tr.eq(fd_tr + 1),
-                                 fd_tr0.eq(fd_tr0 + d.Tr)]
+                                 fd_tr0.eq(fd_tr0 + d.Tr), fd_tr_ph.eq(tr_ph_next & pool_mask),
+                                 fd_trbase.eq(fd_trbase + d.out_tile_step
+                                              + Mux(tr_ph_next > pool_mask, d.PW, 0))]
                 with m.Else():
                     m.d.sync += [fd_tc.eq(fd_tc + 1), fd_tc0.eq(fd_tc0 + d.Tc)]
 
@@ -417,11 +422,23 @@ class Accelerator(wiring.Component):
 
         x_end = Mux(fd_tc0 + d.Tc < d.OW, fd_tc0 + d.Tc, d.OW)
         oy = fd_tr0 + fd_row
+        # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
+        # (no multiplier): fd_trbase at the tile row, fd_mbase at the block of R channels,
+        # fd_obase at the output row; fd_tr_ph and fd_ph are oy mod the pooling window at the
+        # tile row and at the output row (a tile need not start on a window boundary)
+        pool_mask = Signal(8)
+        m.d.comb += pool_mask.eq((Const(1, 8) << d.pshift) - 1)
+        fd_trbase, fd_mbase, fd_obase = (Signal(fm_aw + 1, name=n)
+                                         for n in ("fd_trbase", "fd_mbase", "fd_obase"))
+        fd_tr_ph, fd_ph = Signal(8), Signal(8)
+        tr_ph_next = Signal(9)
+        m.d.comb += tr_ph_next.eq(fd_tr_ph + (d.Tr & pool_mask))
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(run):
                     m.d.sync += [fd_slot.eq(0), fd_tr.eq(0), fd_tc.eq(0), fd_tr0.eq(0),
-                                 fd_tc0.eq(0), feeder_done.eq(0), passes_issued.eq(0),
+                                 fd_tc0.eq(0), fd_trbase.eq(d.dst), fd_tr_ph.eq(0),
+                                 feeder_done.eq(0), passes_issued.eq(0),
                                  groups_issued.eq(0), fd_half.eq(0), vh.eq(0), ad_i.eq(0)]
                     m.next = "WAIT_TILE"
                     if has_add:
@@ -433,6 +450,8 @@ class Accelerator(wiring.Component):
                     cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
                                  fd_row_base.eq(0), *set_chan0(0), fd_ox0.eq(fd_tc0),
+                                 fd_mbase.eq(fd_trbase), fd_obase.eq(fd_trbase),
+                                 fd_ph.eq(fd_tr_ph),
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
                                  fd_rows.eq(rows), fd_cols.eq(cols),
                                  fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
@@ -455,8 +474,7 @@ class Accelerator(wiring.Component):
                              beat.last.eq(fd_s == d.K - 1), beat_q1.eq(wk_q1)]
                 m.d.comb += [meta_fifo.w_en.eq(fd_s == 0),
                              meta_w.m0.eq(fd_m0), meta_w.oy.eq(oy), meta_w.ox0.eq(fd_ox0),
-                             meta_w.x_end.eq(x_end),
-                             meta_w.out_base.eq(d.dst + fd_m0 * d.PHW + (oy >> d.pshift) * d.PW)]
+                             meta_w.x_end.eq(x_end), meta_w.out_base.eq(fd_obase)]
                 with m.If(valid):
                     m.d.sync += fd_w.eq(fd_w + 1)
                     count("ibuf_reads", C)
@@ -472,12 +490,18 @@ class Accelerator(wiring.Component):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step),
                                      fd_w.eq(fd_w_pass)]
+                        with m.If(fd_ph == pool_mask):
+                            m.d.sync += [fd_obase.eq(fd_obase + d.PW), fd_ph.eq(0)]
+                        with m.Else():
+                            m.d.sync += fd_ph.eq(fd_ph + 1)
                         walker_reset(fd_row_base + d.fd_row_step + fd_chan0)
                     with m.Elif(fd_mb != d.MB - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
                                      fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
                                      fd_w_pass.eq(fd_w_pass + d.K),
+                                     fd_mbase.eq(fd_mbase + d.out_mb_step),
+                                     fd_obase.eq(fd_mbase + d.out_mb_step), fd_ph.eq(fd_tr_ph),
                                      *set_chan0(fd_chan0 + d.mb_chan_step)]
                         walker_reset(fd_chan0 + d.mb_chan_step)
                     with m.Else():
@@ -1020,25 +1044,25 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += [ch.eq(ppu_in.ch), ox.eq(ppu_in.ox), oy_.eq(ppu_in.oy),
                          acc.eq(ppu_in.acc), in_valid.eq(ppu_in.valid)]
-        pool_mask = Signal(8)
-        m.d.comb += pool_mask.eq((Const(1, 8) << d.pshift) - 1)
         first = ((oy_ & pool_mask) == 0) & ((ox & pool_mask) == 0)
+        # the destination's row address: OR drains know it (dr_row_base); the others compute
+        # it (the post-processor registers its input, so this stays in one cycle of its own)
+        if stationary or wino:
+            row_addr = Mux(is_or, dr_row_base,
+                           Mux(is_add, d.dst + ad_i2, d.dst + ch * d.PHW + (oy_ >> d.pshift) * d.PW))
+        else:
+            row_addr = Mux(is_or, dr_row_base, d.dst + ad_i2)
         m.d.comb += [
             ppu.valid.eq(in_valid & (oy_ < d.oy_lim) & (ox < d.ox_lim)),
             ppu.acc.eq(acc),
             ppu.channel.eq(d.ch_base + ch),
-            ppu.addr.eq(Mux(is_or, dr_row_base,
-                            Mux(is_add, d.dst + ad_i2,
-                                d.dst + ch * d.PHW + (oy_ >> d.pshift) * d.PW))
-                        + (ox >> d.pshift)),
+            ppu.addr.eq(row_addr + (ox >> d.pshift)),
             ppu.first.eq(first),
         ]
         with m.If(ppu.wr_en):
             count("fm_writes")
         # the pooling read is used when a write is not its window's first
-        pool_read = Signal()
-        m.d.comb += pool_read.eq(ppu.valid & ~first)
-        with m.If(pool_read):
+        with m.If(ppu.rd_en):
             count("fm_reads")
         with m.If(run):
             m.d.sync += passes_drained.eq(0)
@@ -1074,10 +1098,15 @@ class Accelerator(wiring.Component):
                 m.d.comb += fm_rd_a.addr.eq(out_base + out_idx)
                 m.d.sync += out_wait.eq(1)
 
+        # the increments of a cycle are summed into a register and added one cycle later (the
+        # counters are read only once the layer has ended, and the last increment lands in the
+        # cycle the sequencer leaves RUN)
         for name in COUNTERS[1:]:
             if increments[name]:
-                with m.If(~run):
-                    m.d.sync += counters[name].eq(counters[name] + sum(increments[name]))
+                total = sum(increments[name])
+                inc_q = Signal(total.shape(), name=f"inc_{name}_q")
+                m.d.sync += [inc_q.eq(Mux(run, 0, total)),
+                             counters[name].eq(counters[name] + inc_q)]
         layer_busy = (~loader_done | ~feeder_done | (passes_issued != passes_drained)
                       | (groups_issued != groups_drained) | dr_active | gd_active
                       | ppu.busy | array.done | wino_busy | ad_v1 | ad_v2)
@@ -1092,11 +1121,11 @@ class Accelerator(wiring.Component):
                         m.d.sync += [img_count.eq(0), layer.eq(0), total_cycles.eq(0)]
                         m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += desc_port.addr.eq(layer)
+                m.d.comb += [desc_port.addr.eq(layer), desc_port.en.eq(1)]
                 m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.next = "START"
             with m.State("START"):
-                m.d.sync += [d.eq(desc_port.data), total_cycles.eq(total_cycles + 1)]
+                m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):

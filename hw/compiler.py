@@ -128,8 +128,9 @@ DESCRIPTOR_FIELDS = (
     "Wq", "row_words", "slot_words",
     # feeder address steps
     "fd_row_step", "fd_ky_step", "fd_chan_step", "chan_words", "nblk",
-    # output
-    "PHW", "oy_lim", "ox_lim", "out_size",
+    # output; OR passes' destination address steps: next block of R channels (R·PHW), next
+    # tile row ((Tr >> pshift)·PW)
+    "PHW", "oy_lim", "ox_lim", "out_size", "out_mb_step", "out_tile_step",
     # depthwise: channel offset of the next R-channel block in the tile buffer (0: dense)
     "mb_chan_step",
     # element-wise add: second source and its rescaling tables' base
@@ -774,6 +775,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         v["PHW"] = g["PH"] * g["PW"]
         v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
         v["out_size"] = g["M"] * v["PHW"]
+        v["out_mb_step"] = cfg.rows * v["PHW"]
+        v["out_tile_step"] = (v["Tr"] >> v["pshift"]) * g["PW"]
         weight_words.extend(_weight_words(op, v, cfg))
         for mm in range(g["M"]):
             params.append({"bias": int(op.bias[mm]), "multiplier": int(op.multiplier[mm]),

@@ -12,13 +12,26 @@ finished sum into its result register while the next pass already streams in beh
 run back to back. The results of a pass stay readable until the same PE finishes the next pass:
 for passes of L ≥ R·C + 1 beats the drain (one result per cycle, row-major, starting the cycle
 after ``done``) never loses one.
+
+Pipelining: the edge operands and control are registered once more before the skew (so the
+block RAMs feeding the edge have a cycle of their own), and every PE registers its product
+before accumulating (so a DSP multiply and an adder never share a cycle): the array's latency
+is R + C + 1 (:func:`array_latency`).
 """
 
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
+__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "array_latency"]
+
+
+def array_latency(rows, cols):
+    """Cycles from a beat at the array's edge to ``done`` (its pass's results are in the PEs'
+    result registers) or to its column sums on ``psums``: one edge register, R − 1 + C − 1
+    cycles of skew and travel, the product register, one to the result or partial sum,
+    ``rows + cols + 1``."""
+    return rows + cols + 1
 
 
 class BeatControl(data.Struct):
@@ -59,10 +72,12 @@ class ProcessingElement(wiring.Component):
     w_out, x_out, ctl_out : Out
         The same, registered (one cycle later), to the right / lower neighbour.
     result : Out(signed(acc_width))
-        Mode 0: the last finished sum; updated at the end of the cycle in which a ``last`` beat
-        arrives.
+        Mode 0: the last finished sum; updated at the end of the cycle after the one in which a
+        ``last`` beat arrives (the product is registered first).
     psum_in : In(signed(acc_width)); psum_out : Out(signed(acc_width))
-        Mode 1: partial sum from above / to below, registered.
+        Mode 1: partial sum from above / to below, registered: ``psum_out`` two cycles after a
+        beat arrived is the ``psum_in`` of the cycle after it plus the beat's product (so the
+        PE below, whose beat comes one cycle later, takes it in time).
     preload, preload_data : In
         Mode 1: when ``preload`` is high, ``preload_data`` is stored as the stationary operand of
         the next block (taken over at the next ``swap`` beat).
@@ -88,7 +103,10 @@ class ProcessingElement(wiring.Component):
         stat_width = max(self.w_width, self.x_width)
         stat, stat_next = Signal(signed(stat_width)), Signal(signed(stat_width))
         operand = Signal(signed(stat_width))
+        # the product is registered (the multiplier alone in its cycle), with the control bits
+        # of its beat; the sums use it one cycle after the operands arrived
         product = Signal(signed(self.w_width + stat_width))
+        ctl = Signal(BeatControl)
         swapping = self.ctl_in.valid & self.ctl_in.swap
         with m.If(self.mode == 0):
             m.d.comb += operand.eq(self.x_in)
@@ -96,7 +114,7 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
-        m.d.comb += product.eq(self.w_in * operand)
+        m.d.sync += [product.eq(self.w_in * operand), ctl.eq(self.ctl_in)]
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
                      self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]
         with m.If(swapping):
@@ -105,13 +123,13 @@ class ProcessingElement(wiring.Component):
             m.d.sync += stat_next.eq(self.preload_data)
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(product + acc)
-        with m.If(self.ctl_in.valid & (self.mode == 0)):
-            with m.If(self.ctl_in.first):
+        with m.If(ctl.valid & (self.mode == 0)):
+            with m.If(ctl.first):
                 m.d.sync += acc.eq(product)
                 m.d.comb += total.eq(product)
             with m.Else():
                 m.d.sync += acc.eq(total)
-            with m.If(self.ctl_in.last):
+            with m.If(ctl.last):
                 m.d.sync += self.result.eq(total)
         return m
 
@@ -143,15 +161,16 @@ class SystolicArray(wiring.Component):
         it (C cycles after that beat entered the row) and must be preloaded before the next
         block's ``swap`` beat enters it.
     done : Out(1)
-        OS mode: pulses one cycle after PE(R−1, C−1) took a ``last`` beat: every PE's ``result``
-        now holds the pass that ended, and keeps it for R·C more cycles if passes last
+        OS mode: pulses ``latency`` cycles after a ``last`` beat entered the edge: every PE's
+        ``result`` now holds the pass that ended, and keeps it for R·C more cycles if passes last
         ≥ R·C + 1 beats.
     results : Out(signed(acc_width)).array(rows, cols)
     psums : Out(signed(acc_width)).array(cols); psum_ctl : Out(BeatControl)
         Mode 1: the column sums of one beat, all columns aligned (deskewed), with the beat's
         control bits, ``latency`` cycles after the beat entered the edge.
     latency : int
-        Cycles from a beat at the edge to ``done`` / ``psums`` (R + C − 1).
+        Cycles from a beat at the edge to ``done`` / ``psums`` (:func:`array_latency`,
+        R + C + 1).
     """
 
     def __init__(self, rows, cols, acc_width, w_width=8, x_width=8):
@@ -174,19 +193,24 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self):
-        return self.rows + self.cols - 1
+        return array_latency(self.rows, self.cols)
 
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
+        preload_en, preload_row = Signal(), Signal.like(self.preload_row)
+        preload_data = [Signal.like(self.preload_data[c], name=f"preload_data{c}")
+                        for c in range(C)]
+        m.d.sync += [preload_en.eq(self.preload_en), preload_row.eq(self.preload_row)]
+        m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
         pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width) for _ in range(C)]
                for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
                 m.d.comb += [pe.mode.eq(self.mode),
-                             pe.preload.eq(self.preload_en & (self.preload_row == r)),
-                             pe.preload_data.eq(self.preload_data[c])]
+                             pe.preload.eq(preload_en & (preload_row == r)),
+                             pe.preload_data.eq(preload_data[c])]
 
         def delay(value, depth, name):
             """``value`` delayed by ``depth`` cycles through a register chain."""
@@ -196,14 +220,16 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
+        # the edge register (the first stage of every skew chain) and the preload, delayed as
+        # much so that preloads keep their place relative to the beats
         for r in range(R):
-            m.d.comb += [pes[r][0].w_in.eq(delay(self.w_edge[r], r, f"w_skew{r}")),
-                         pes[r][0].ctl_in.eq(delay(self.ctl_edge, r, f"ctl_skew{r}"))]
+            m.d.comb += [pes[r][0].w_in.eq(delay(self.w_edge[r], r + 1, f"w_skew{r}")),
+                         pes[r][0].ctl_in.eq(delay(self.ctl_edge, r + 1, f"ctl_skew{r}"))]
             for c in range(1, C):
                 m.d.comb += [pes[r][c].w_in.eq(pes[r][c - 1].w_out),
                              pes[r][c].ctl_in.eq(pes[r][c - 1].ctl_out)]
         for c in range(C):
-            m.d.comb += [pes[0][c].x_in.eq(delay(self.x_edge[c], c, f"x_skew{c}")),
+            m.d.comb += [pes[0][c].x_in.eq(delay(self.x_edge[c], c + 1, f"x_skew{c}")),
                          pes[0][c].psum_in.eq(0)]
             for r in range(1, R):
                 m.d.comb += [pes[r][c].x_in.eq(pes[r - 1][c].x_out),
@@ -213,7 +239,8 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 m.d.comb += self.results[r][c].eq(pes[r][c].result)
-        corner = pes[R - 1][C - 1].ctl_out
+        # the corner's control bits, aligned with its result / partial sum (product register)
+        corner = delay(pes[R - 1][C - 1].ctl_out, 1, "corner")
         m.d.comb += [self.done.eq(corner.valid & corner.last & (self.mode == 0)),
                      self.psum_ctl.eq(corner)]
         return m

@@ -11,9 +11,10 @@ the input tile buffer and starts the next tile three cycles after the last value
 after the controller releases the half; the controller starts a tile two cycles after the last
 write lands; OR passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
-results leave the array ``R + C − 1`` cycles after their last beat is issued (plus the memory
-and control registers) and the post-processor writes ``PostProcessor.latency`` cycles after its input. Access counts
-are closed forms of the loop bounds. ``tests/sim/test_perf_rtl.py`` checks every figure against
+results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
+(the beat is issued one cycle earlier: the memory and control registers) and the
+post-processor writes ``PostProcessor.latency`` cycles after its input. Access counts are
+closed forms of the loop bounds. ``tests/sim/test_perf_rtl.py`` checks every figure against
 the RTL counters.
 
 The model follows Zhang et al., FPGA 2015 (tile loop nests, double buffering) and SCALE-Sim's
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
 
+from .pe_array import array_latency
 from .ppu import PostProcessor
 
 PPU_LATENCY = PostProcessor.latency    # cycles from a post-processor input to its write
@@ -88,6 +90,8 @@ def layer_model(v, cfg):
     LayerModel
     """
     R, C = cfg.rows, cfg.cols
+    # cycles from a beat's issue (its memory reads) to the array's done / column sums
+    A = 1 + array_latency(R, C)
     df, K, M, N = v["df"], v["K"], v["M"], v["N"]
     if df == 4:
         # element-wise add: one element per cycle (both inputs read in the same cycle, two
@@ -137,13 +141,13 @@ def layer_model(v, cfg):
             # tile (searched backwards over its passes: a pass whose pixels are all cut by the
             # pooling floor writes nothing), decide when the layer can end
             last_beat = f_end - (L - K)
-            done = last_beat + R + C
+            done = last_beat + A
             end = max(end, f_end + 1, done + R * C + 1)
             order = [(mb, row, g) for mb in range(v["MB"]) for row in range(rows)
                      for g in range(groups_t)]
             for p in reversed(range(passes)):
                 mb, row, g = order[p]
-                done_p = start + p * L + K - 1 + R + C
+                done_p = start + p * L + K - 1 + A
                 hit = next((i for i in reversed(range(R * C))
                             if mb * R + i // C < M and tc0 + g * C + i % C < x_end
                             and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
@@ -175,7 +179,7 @@ def layer_model(v, cfg):
                 s_first = g_start + R + 2                   # first stream beat
                 s_end = s_first + KB * L - 1
                 last_beat = s_end - (L - beats)
-                ready = last_beat + R + C + 2               # group_ready visible
+                ready = last_beat + A + 2                   # group_ready visible
                 y = max(ready, drain_free)
                 if df == 1:
                     n_drain = M * C
@@ -227,6 +231,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
     serializer (4·R·C outputs per set). Returns (cycle the tile's input half is released,
     updated end). ``st`` carries the handshake state across tiles."""
     R, C, N, MB, L = cfg.rows, cfg.cols, v["N"], v["MB"], v["L"]
+    A = 1 + array_latency(R, C)
     groups_t = _ceil_div(cols, C)
     cycle = start
     for row in range(rows):
@@ -248,7 +253,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
                 p0 = block + 1
                 last_pass_end = p0 + 16 * L - 1
                 last_beat = last_pass_end - (L - N)
-                done = last_beat + R + C
+                done = last_beat + A
                 ready = done + R + 2
                 y = max(ready, st["sr_free"])
                 st["o_free"][oh] = y + 4 * R * C + 1

@@ -52,17 +52,21 @@ class PostProcessor(wiring.Component):
         Read port on the feature map, transparent to the write port, one cycle latency.
     wr_addr, wr_data, wr_en : Out
         Write port on the feature map.
+    rd_en : Out(1)
+        The pooling read issued on ``rd_addr`` this cycle is used (a beat that is not its
+        window's first): the engine counts feature-map reads from it.
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (10: parameter read, bias, four registered
-        16×16 partial products, three adder levels to the 64-bit product, two for SRDHM, one
-        for the rounding shift, one for zero point and clamp). One adder or one DSP multiply per
-        stage keeps the unit off the critical path (nextpnr's worst paths are in the engine,
-        see docs/boards.md).
+        Cycles from a beat at the input to its write (12: the input beat is registered, then
+        parameter read, bias, four registered 16×16 partial products, three adder levels to
+        the 64-bit product, two for SRDHM, two for the rounding shift (add, shift), one for
+        zero point and clamp). Every input goes straight into a register, so the engine may compute the beat
+        combinationally; one adder or one DSP multiply per stage keeps the unit off the critical
+        path (docs/boards.md).
     """
 
-    latency = 10
+    latency = 12
 
     def __init__(self, acc_width, params, addr_width):
         self.acc_width = acc_width
@@ -74,15 +78,15 @@ class PostProcessor(wiring.Component):
             "zero_point": In(signed(9)), "act_min": In(signed(9)), "act_max": In(signed(9)),
             "rd_addr": Out(addr_width), "rd_data": In(signed(8)),
             "wr_addr": Out(addr_width), "wr_data": Out(signed(8)), "wr_en": Out(1),
-            "busy": Out(1),
+            "rd_en": Out(1), "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
+        # in block RAM even when small: in logic it would cost ~200 iCE40 cells
         m.submodules.rom = rom = memory.Memory(shape=ChannelParams, depth=max(2, len(self.params)),
-                                               init=self.params)
+                                               init=self.params, attrs={"rom_style": "block"})
         port = rom.read_port()
-        m.d.comb += port.addr.eq(self.channel)
 
         # Every stage below is one register level; data registers are reset-less so that yosys
         # can pack the ones around the multiplies into the DSP blocks' own registers.
@@ -104,9 +108,13 @@ class PostProcessor(wiring.Component):
         addr = delayed(self.addr, "addr", n_stages)
         first = delayed(self.first, "first", n_stages)
 
-        # stage 1: the parameter ROM is read (addressed by the beat's channel)
+        # stage 0: the input beat is registered; stage 1: the parameter ROM is read (addressed
+        # by the beat's channel)
+        acc0 = stage("acc0", signed(self.acc_width))
+        channel0 = stage("channel0", self.channel.shape())
         acc1 = stage("acc1", signed(self.acc_width))
-        m.d.sync += acc1.eq(self.acc)
+        m.d.sync += [acc0.eq(self.acc), channel0.eq(self.channel), acc1.eq(acc0)]
+        m.d.comb += port.addr.eq(channel0)
         # stage 2: x = acc + bias (the compiler guarantees int32 range)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
         m.d.sync += [x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
@@ -137,21 +145,28 @@ class PostProcessor(wiring.Component):
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur)
         nudged7, n7 = stage("nudged7", signed(65)), stage("n7", 5)
         m.d.sync += [nudged7.eq(ab6 + Mux(ab6 >= 0, 1 << 30, 1 - (1 << 30))), n7.eq(n6)]
+        # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
+        # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
+        # without its wide comparison. Both values of t are prepared alongside stage 8.
         high8, n8 = stage("high8", signed(32)), stage("n8", 5)
+        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
         m.d.sync += [high8.eq((nudged7 + Mux(nudged7 < 0, (1 << 31) - 1, 0)) >> 31),
-                     n8.eq(n7)]
-        # stage 9: RoundingDivideByPOT: the shifted value and its rounding bit
-        mask = Signal(32)
-        m.d.comb += mask.eq((Const(1, 33) << n8) - 1)
-        remainder = Signal(32)
-        m.d.comb += remainder.eq(high8.as_unsigned() & mask)
-        threshold = Signal(33)
-        m.d.comb += threshold.eq((mask >> 1) + (high8 < 0))
-        sh9, up9 = stage("sh9", signed(32)), stage("up9", 1)
-        m.d.sync += [sh9.eq(high8 >> n8), up9.eq(remainder > threshold)]
-        # stage 10 (combinational part): round, zero point, clamp; issue the pooling read
-        shifted = Signal(signed(34))
-        m.d.comb += shifted.eq(sh9 + up9 + self.zero_point)
+                     n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
+                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
+        # stage 9: x + t; stage 10: the shift
+        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
+        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
+        sh10 = stage("sh10", signed(32))
+        m.d.sync += sh10.eq(sum9 >> n9)
+        # stage 11 (combinational part): saturate to 10 bits (the clamp bounds are int8, so this
+        # changes nothing), zero point, clamp; issue the pooling read
+        sat = Signal(signed(10))
+        with m.If(sh10[9:].all() | ~sh10[9:].any()):
+            m.d.comb += sat.eq(sh10)
+        with m.Else():
+            m.d.comb += sat.eq(Mux(sh10[31], -512, 511))
+        shifted = Signal(signed(11))
+        m.d.comb += shifted.eq(sat + self.zero_point)
         clamped = Signal(signed(9))
         with m.If(shifted < self.act_min):
             m.d.comb += clamped.eq(self.act_min)
@@ -159,7 +174,7 @@ class PostProcessor(wiring.Component):
             m.d.comb += clamped.eq(self.act_max)
         with m.Else():
             m.d.comb += clamped.eq(shifted)
-        y10 = stage("y10", signed(8))
+        y10 = stage("y11", signed(8))
         m.d.sync += y10.eq(clamped)
         m.d.comb += self.rd_addr.eq(addr[-2])
         # write (max with the window's value so far)
@@ -167,6 +182,7 @@ class PostProcessor(wiring.Component):
             self.wr_en.eq(valid[-1]),
             self.wr_addr.eq(addr[-1]),
             self.wr_data.eq(Mux(first[-1] | (y10 > self.rd_data), y10, self.rd_data)),
+            self.rd_en.eq(valid[-2] & ~first[-2]),
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m

@@ -1,7 +1,7 @@
 """The complete iCEBreaker top (UART host link + accelerator) in cocotb on Verilator.
 
 The simulated design is ``icebreaker.SPEC.link_top(program)``: what the board file instantiates
-behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 18 MHz) and baud rate
+behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 21 MHz) and baud rate
 (115200), i.e. 156 clock cycles per UART bit. The host side is a cocotb coroutine that drives the RX line and samples the
 TX line once per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames
 of :mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
@@ -189,9 +189,9 @@ def test_top_divisor_is_the_boards():
     from cnnforge.boards.icebreaker import ICEBreakerTop, SPEC
     from cnnforge.boards.uart import uart_divisor
     pll = ICEBreakerTop(None, SPEC).pll
-    assert pll.f_out == SPEC.core_mhz * 1e6 == 18e6
+    assert pll.f_out == SPEC.core_mhz * 1e6 == 21e6
     assert SPEC.baud == 115200
-    assert uart_divisor(pll.f_out, SPEC.baud) == 156
+    assert uart_divisor(pll.f_out, SPEC.baud) == 182
 
 
 @pytest.mark.slow

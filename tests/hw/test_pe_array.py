@@ -155,5 +155,5 @@ def test_constructor_refuses_empty_array(rows, cols):
 def test_parameters_and_latency(rows, cols):
     array = SystolicArray(rows, cols, 20)
     assert (array.rows, array.cols, array.acc_width) == (rows, cols, 20)
-    assert array.latency == rows + cols - 1
+    assert array.latency == rows + cols + 1
     Fragment.get(array, None)                # elaborates (and marks the component used)

@@ -180,3 +180,55 @@ def requant_case(draw):
 def test_random(case):
     acc, channels, params, zero_point, lo, hi = case
     check(acc, channels, params, zero_point, lo, hi)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pooling read-modify-write and its read count
+
+
+def test_pooling_max_and_read_enable():
+    """Beats with ``first`` low write ``max(old, y)`` (back to back on one address too), and
+    ``rd_en`` is high exactly once per such beat, ``latency − 1`` cycles after it entered (the
+    engine counts its feature-map reads from it)."""
+    from amaranth.sim import Simulator
+
+    from cnnforge.hw.ppu import PostProcessor
+
+    params = [param()]                       # y = round(acc / 2)
+    #            (acc, addr, first)
+    beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1)]
+    dut = PostProcessor(16, params, 4)
+    fm, reads, read_cycles = {}, [], []
+
+    async def bench(ctx):
+        ctx.set(dut.act_min, -128)
+        ctx.set(dut.act_max, 127)
+        for t in range(len(beats) + dut.latency + 2):
+            if t < len(beats):
+                acc, addr, first = beats[t]
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.acc, acc)
+                ctx.set(dut.addr, addr)
+                ctx.set(dut.first, first)
+            else:
+                ctx.set(dut.valid, 0)
+            # the feature map: a synchronous read port transparent to the write port
+            rd, write = ctx.get(dut.rd_addr), None
+            if ctx.get(dut.rd_en):
+                read_cycles.append(t)
+                reads.append(rd)
+            if ctx.get(dut.wr_en):
+                write = (ctx.get(dut.wr_addr), ctx.get(dut.wr_data))
+            await ctx.tick()
+            if write is not None:
+                fm[write[0]] = write[1]
+            ctx.set(dut.rd_data, fm.get(rd, 0))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert fm == {0: 15, 1: 4, 2: 3}
+    not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
+    assert read_cycles == [t + dut.latency - 1 for t in not_first]
+    assert reads == [beats[t][1] for t in not_first]
