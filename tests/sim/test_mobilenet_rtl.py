@@ -3,6 +3,8 @@
 golden model on every layer, every counter equal to the performance model, with stream gaps and
 back-pressure."""
 
+from pathlib import Path
+
 import pytest
 
 from cnnforge.hw.compiler import AcceleratorConfig, compile_network
@@ -29,3 +31,26 @@ def test_inverted_residual_block_verilator(residual, stride, array):
     models, _ = network_model(program)
     for layer, (counters, _), model in zip(program.layers, result.layers[0], models):
         assert counters == model.counters(), (layer.name, counters, model.counters())
+
+
+@pytest.mark.slow
+def test_mobilenet_digits_qdq_onnx_end_to_end():
+    """The PyTorch-exported, ONNX Runtime-quantized MobileNet-style digits network
+    (examples/mobilenet_digits/model_qdq.onnx) on 100 real held-out digits: every layer of every
+    image bit-exact with the golden model, RTL accuracy = golden accuracy."""
+    import numpy as np
+
+    from cnnforge.hw.network import load_network
+    folder = Path(__file__).resolve().parents[2] / "examples" / "mobilenet_digits"
+    network = load_network(folder / "model_qdq.onnx")
+    qnet = quantize(network)
+    program = compile_network(qnet, AcceleratorConfig(4, 4))
+    kinds = [layer.algorithm for layer in program.layers]
+    assert kinds.count("depthwise") == 4 and kinds.count("eltwise") == 1
+    x = np.load(folder / "test_images.npy")
+    labels = np.load(folder / "test_labels.npy")
+    images = qnet.quantize_input(x)
+    assert len(images) >= 100
+    result = AcceleratorSim(program, build_dir("mobilenet-digits-4x4")).build().run(images)
+    check_sim(program, images, result)
+    assert np.mean(result.logits.argmax(axis=1) == labels) >= 0.9
