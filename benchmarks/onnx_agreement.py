@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,25 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common import machine_info
+
 ROOT = Path(__file__).resolve().parent.parent
 MOBILENET = ROOT / "examples" / "mobilenet_digits"
 TARGET = {"identical_fraction": 0.99, "max_abs_lsb": 1, "top1_agreement": 1.0}
-
-
-def machine_info():
-    import importlib.metadata as md
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count()}
-    try:
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    for dist in ("onnx", "onnxruntime", "numpy"):
-        try:
-            info[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return info
 
 
 def measure(name, path, float_path, x, y, split):
@@ -137,7 +121,8 @@ def main(argv=None):
         qdq = quantize_qdq(flt, Path(tmp) / "residual_qdq.onnx", x_train[:256])
         rows.append(measure("residual (onnx.helper)", qdq, flt, x_test, None,
                             "held-out split (450)"))
-    report = {"machine": machine_info(), "target": TARGET, "models": rows,
+    report = {"machine": machine_info("onnx", "onnxruntime", "numpy"), "target": TARGET,
+              "models": rows,
               "wall_seconds": round(time.perf_counter() - start, 1)}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ import numpy as np
 
 from .network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d,
                       NetworkError, ReLU, ReLU6, Sequential)
-from .quantize import (QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp, quantize_multiplier,
-                       set_add_params)
+from .quantize import (QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp, clamp_bounds,
+                       fused_activations, quantize_multiplier, set_add_params)
 
 __all__ = ["load_onnx", "OnnxQuantizedNetwork", "SUPPORTED_OPS"]
 
@@ -641,7 +641,7 @@ class _Importer:
             common = dict(name=str(layer.index), layers=[layer], input_shape=shape.input,
                           output_shape=shape.output, input_scale=scale, input_zero_point=zp,
                           inputs=[layer_op[s] for s in layer.sources])
-            fused = self._fused(network, layer.index)
+            fused = fused_activations(network, layer.index)
             last = fused[-1].index if fused else layer.index
             if isinstance(layer, (MaxPool2d, Flatten)):
                 tensor = self.layer_tensor[last]
@@ -668,23 +668,10 @@ class _Importer:
                     op = QuantOp("conv" if isinstance(layer, (Conv2d, AvgPool2d)) else "linear",
                                  output_scale=s_out, output_zero_point=z_out, **common)
                     self._gemm_params(op, layer, node)
-            _clamp(op, fused)
+            clamp_bounds(op, fused)
             qnet.ops.append(op)
             layer_op[layer.index] = len(qnet.ops) - 1
         return qnet
-
-    @staticmethod
-    def _fused(network, index):
-        """The ReLU/ReLU6 layers fused into layer ``index`` (as ``quantize`` fuses them)."""
-        fused = []
-        while True:
-            readers = network.consumers(index)
-            if (len(readers) == 1 and readers[0] == index + 1
-                    and isinstance(network.layers[index + 1], (ReLU, ReLU6))):
-                index += 1
-                fused.append(network.layers[index])
-            else:
-                return fused
 
     def _output_params(self, node, first, last):
         """The output (scale, zero point) of the op covering layers ``first``..``last``: the
@@ -789,14 +776,6 @@ class _Importer:
         if not np.all((scale > 0) & np.isfinite(scale)):
             raise self.fail(node, f"{what} scale {where} must be positive and finite")
         return scale
-
-
-def _clamp(op, fused):
-    """ReLU / ReLU6 as clamp bounds, as the quantizer fuses them."""
-    if fused:
-        op.act_min = max(QMIN, op.output_zero_point)
-        if any(isinstance(act, ReLU6) for act in fused):
-            op.act_max = min(QMAX, op.output_zero_point + int(round(6.0 / op.output_scale)))
 
 
 def _along(values, axis, ndim):

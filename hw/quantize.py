@@ -28,7 +28,8 @@ import numpy as np
 from .network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU,
                       ReLU6, Sequential)
 
-__all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params"]
+__all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params",
+           "set_add_params", "fused_activations", "clamp_bounds"]
 
 QMIN, QMAX = -128, 127
 WMAX = 127
@@ -315,10 +316,9 @@ def quantize(network, calibration=None):
     return qnet
 
 
-def _fused_output(network, outs, index):
-    """The layers fused into layer ``index`` (the ReLU/ReLU6 chain right after it, each the only
-    reader of its input) and the float output after them (what the op's output range is
-    calibrated on)."""
+def fused_activations(network, index):
+    """The ReLU/ReLU6 layers fused into layer ``index``: the chain right after it, each layer
+    the only reader of its input (what :func:`quantize` and the ONNX importer fuse)."""
     fused = []
     while True:
         readers = network.consumers(index)
@@ -327,15 +327,24 @@ def _fused_output(network, outs, index):
             index += 1
             fused.append(network.layers[index])
         else:
-            return fused, outs[index]
+            return fused
 
 
-def _clamp_bounds(op, fused, out_zp, out_scale):
+def _fused_output(network, outs, index):
+    """:func:`fused_activations` of layer ``index`` and the float output after them (what the
+    op's output range is calibrated on)."""
+    fused = fused_activations(network, index)
+    return fused, outs[fused[-1].index if fused else index]
+
+
+def clamp_bounds(op, fused):
+    """Set ``op``'s clamp from its output scale and zero point and the fused activations:
+    ReLU → ``z_out``..127, ReLU6 → ``z_out``..``z_out + round(6/s_out)``."""
     op.act_min, op.act_max = QMIN, QMAX
     if fused:
-        op.act_min = max(QMIN, out_zp)
+        op.act_min = max(QMIN, op.output_zero_point)
         if any(isinstance(act, ReLU6) for act in fused):
-            op.act_max = min(QMAX, out_zp + int(round(6.0 / out_scale)))
+            op.act_max = min(QMAX, op.output_zero_point + int(round(6.0 / op.output_scale)))
 
 
 def _finish_add_op(op, network, outs):
@@ -352,7 +361,7 @@ def _finish_add_op(op, network, outs):
         real_out = twice_max / ((1 << 20) * out_scale)
     op.output_scale, op.output_zero_point = out_scale, out_zp
     set_add_params(op, real_out)
-    _clamp_bounds(op, fused, out_zp, out_scale)
+    clamp_bounds(op, fused)
 
 
 def set_add_params(op, real_out):
@@ -402,4 +411,4 @@ def _finish_gemm_op(op, network, outs):
     pairs = [quantize_multiplier(r) for r in real]
     op.multiplier = np.array([p[0] for p in pairs], np.int64)
     op.shift = np.array([p[1] for p in pairs], np.int64)
-    _clamp_bounds(op, fused, out_zp, out_scale)
+    clamp_bounds(op, fused)
