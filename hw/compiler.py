@@ -393,11 +393,11 @@ def _engine_layers(qnet):
     return groups, sources
 
 
-def _add_values(op, cfg):
+def _add_values(op):
     """Descriptor values of an element-wise add: one output per cycle over the whole tensor
     (``out_size`` values, C, H, W order); every tiling field is 0."""
-    shape = tuple(op.output_shape) + (1, 1)
-    c, h, w = shape[:3] if len(op.output_shape) == 3 else (int(np.prod(op.output_shape)), 1, 1)
+    c, h, w = (op.output_shape if len(op.output_shape) == 3
+               else (int(np.prod(op.output_shape)), 1, 1))
     v = {name: 0 for name in DESCRIPTOR_FIELDS}
     v.update(df=ADD, N=c, M=c, H=h, W=w, OH=h, OW=w, kh=1, kw=1, sh=1, sw=1, ph=0, pw=0,
              pk=1, PH=h, PW=w, PHW=h * w, oy_lim=1, ox_lim=1, out_size=c * h * w,
@@ -666,11 +666,10 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     cfg = config or AcceleratorConfig()
     groups, sources = _engine_layers(qnet)
     image_size = int(np.prod(qnet.ops[0].input_shape))
-    slots, _, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
+    slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
                                  sources, image_size)
     slot_of = dict(enumerate(slots))
     slot_of[-1] = 0
-    n_slots = max(slots + [0]) + 1
     layers, weight_words, params = [], [], []
     t_base = 0
     names = ["+".join(o.name for o in grp) for grp in groups]
@@ -683,7 +682,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
         if op.kind == "add":
-            v = _add_values(op, cfg)
+            v = _add_values(op)
             v.update(src=slot_of[sources[index][0]] * region,
                      src2=slot_of[sources[index][1]] * region, dst=slot_of[index] * region,
                      w_base=0, ch_base=len(params), t_base=t_base)
