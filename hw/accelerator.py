@@ -152,7 +152,7 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width)
         ppu_width = max(prog.acc_width, prog.y4_width - 2)
-        m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw)
+        m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max),
                      fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),

@@ -284,6 +284,12 @@ class Program:
         return widths
 
     @property
+    def rounding(self):
+        """The post-processor's requantizer: the network's ``rounding``
+        (:attr:`cnnforge.hw.quantize.QuantizedNetwork.rounding`)."""
+        return self.qnet.rounding
+
+    @property
     def stationary(self):
         """Whether a layer runs input or weight stationary (the partial-sum buffer exists)."""
         return any(layer.values["df"] in (1, 2) for layer in self.layers)
@@ -658,12 +664,14 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     Raises
     ------
     NetworkError
-        If the network uses something the engine cannot run (naming the layer).
+        If the network uses something the engine cannot run (naming the layer), or its ops mix
+        requantizer roundings (one post-processor serves every layer).
     ConfigError
         If the configuration cannot hold a layer (naming the layer, the need and the budget).
     """
     from .perf import layer_cycles
     cfg = config or AcceleratorConfig()
+    qnet.rounding                       # raises if the ops mix roundings
     groups, sources = _engine_layers(qnet)
     image_size = int(np.prod(qnet.ops[0].input_shape))
     slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],

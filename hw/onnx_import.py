@@ -12,7 +12,8 @@ ONNX tensor names become layer indices). Two kinds of model are accepted:
   ``QuantizeLinear``/``DequantizeLinear`` nodes: the network holds the *dequantized* weights (so
   ``network.forward`` is the float reference) and ``network.quantized`` the
   :class:`~cnnforge.hw.quantize.QuantizedNetwork` built from the model's own scales and zero
-  points, with no calibration; ``quantize(network)`` returns it.
+  points, with no calibration, requantizing with one rounding, ties to even, as ONNX Runtime
+  does; ``quantize(network)`` returns it.
 
 Sources: the ONNX operator specification (https://onnx.ai/onnx/operators/: Conv, Gemm,
 MatMul, Relu, Clip (min/max attributes before opset 11, inputs from 11), MaxPool, AveragePool,
@@ -48,13 +49,6 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePo
                  "DequantizeLinear", "Identity", "Dropout", "Constant")
 _ACTIVATIONS = ("Relu", "Clip")
 _BIAS_SCALE_RTOL = 1e-5               # float32 product s_in·s_w: 2^-24 per rounding
-# AveragePool as a depthwise conv whose weights are all AVG_POOL_WEIGHT, weight scale
-# 1/(AVG_POOL_WEIGHT·kh·kw): the same real multiplier as all-ones weights, but the
-# SaturatingRoundingDoublingHighMul step of the requantizer is exact (a power-of-two window with
-# equal input and output scales) or 2^6 times finer, so the mean is rounded once. With weights of
-# 1 and a multiplier of 1/4 (2×2 window, unchanged scale: M0 = 2^30, shift 1) it is rounded
-# twice, and a mean of k + 1/4 comes out as k + 1.
-AVG_POOL_WEIGHT = 64
 
 
 class OnnxQuantizedNetwork(QuantizedNetwork):
@@ -669,6 +663,7 @@ class _Importer:
                                  output_scale=s_out, output_zero_point=z_out, **common)
                     self._gemm_params(op, layer, node)
             clamp_bounds(op, fused)
+            op.rounding = "nearest-even"        # as ONNX Runtime's requantization
             qnet.ops.append(op)
             layer_op[layer.index] = len(qnet.ops) - 1
         return qnet
@@ -697,8 +692,8 @@ class _Importer:
         if isinstance(layer, AvgPool2d):
             (kh, kw), stride = layer.window(op.input_shape)
             c = op.input_shape[0]
-            op.weight = np.full((c, 1, kh, kw), AVG_POOL_WEIGHT, np.int8)
-            op.weight_scale = np.full(c, 1.0 / (AVG_POOL_WEIGHT * kh * kw))
+            op.weight = np.ones((c, 1, kh, kw), np.int8)
+            op.weight_scale = np.full(c, 1.0 / (kh * kw))
             op.kernel_size, op.stride, op.groups = (kh, kw), stride, c
             bias_raw = np.zeros(c, np.int64)
         else:
@@ -827,7 +822,9 @@ def load_onnx(path):
     feeds it and its output scale from the QuantizeLinear after it (after its Relu/Clip, which
     become the clamp bounds); weights are int8 with a zero point of 0 and a scale per output
     channel or per tensor; biases int32 with scale ``s_in·s_w[m]`` and zero point 0 (checked);
-    MaxPool, Flatten and Reshape keep their input's scale.
+    MaxPool, Flatten and Reshape keep their input's scale. Its ops requantize with
+    ``rounding="nearest-even"`` (one rounding of the exact product, ties to even, as ONNX
+    Runtime's ``MlasRequantizeOutput``; :func:`cnnforge.sim.golden.requantize`), not gemmlowp's.
 
     Raises
     ------

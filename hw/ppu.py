@@ -1,10 +1,12 @@
-"""Post-processing unit: bias, gemmlowp requantization, activation clamp, max-pool, write-back.
+"""Post-processing unit: bias, requantization, activation clamp, max-pool, write-back.
 
 Takes one finished accumulator per cycle (no back-pressure, fixed latency) and writes the int8
 result into the feature-map memory. The arithmetic is the golden model's
-:func:`cnnforge.sim.golden.requantize` bit for bit:
+:func:`cnnforge.sim.golden.requantize` bit for bit, in the network's rounding:
 
 ``y = clamp(z_out + RoundingDivideByPOT(SRDHM(acc + bias[m], M0[m]), n[m]), lo, hi)``
+(``"gemmlowp"``) or ``y = clamp(z_out + round_shift_half_even((acc + bias[m])·M0[m], 31 +
+n[m]), lo, hi)`` (``"nearest-even"``, imported ONNX QDQ models).
 
 Max-pooling (kernel = stride, a power of two) is fused as a read-modify-write on the destination
 feature map: the first contribution to a window (its top-left pixel, which the controllers always
@@ -16,6 +18,8 @@ other.
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
+
+from ..sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
 
@@ -39,6 +43,8 @@ class PostProcessor(wiring.Component):
         the whole network (a layer addresses its channels from its ``ch_base``).
     addr_width : int
         Feature-map address width.
+    rounding : ``"gemmlowp"`` or ``"nearest-even"``
+        The requantizer (:data:`cnnforge.sim.golden.ROUNDINGS`); both have the same latency.
 
     Members
     -------
@@ -60,17 +66,21 @@ class PostProcessor(wiring.Component):
     latency : int
         Cycles from a beat at the input to its write (12: the input beat is registered, then
         parameter read, bias, four registered 16×16 partial products, three adder levels to
-        the 64-bit product, two for SRDHM, two for the rounding shift (add, shift), one for
-        zero point and clamp). Every input goes straight into a register, so the engine may compute the beat
+        the 64-bit product, four for the rounding (gemmlowp: two for SRDHM, then add and
+        shift; nearest-even: rounding term, add, shift in two steps), one for zero point and
+        clamp). Every input goes straight into a register, so the engine may compute the beat
         combinationally; one adder or one DSP multiply per stage keeps the unit off the critical
         path (docs/boards.md).
     """
 
     latency = 12
 
-    def __init__(self, acc_width, params, addr_width):
+    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp"):
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         self.acc_width = acc_width
         self.params = params
+        self.rounding = rounding
         super().__init__({
             "valid": In(1), "acc": In(signed(acc_width)),
             "channel": In(range(max(2, len(params)))),
@@ -136,28 +146,17 @@ class PostProcessor(wiring.Component):
             stage("n4", 5)
         m.d.sync += [mid4.eq(plh3 + phl3), lo4.eq(pll3),
                      hi4.eq((phh3 << 1).as_signed() - m03), n4.eq(n3)]
-        # stage 5: low part; stage 6: the 64-bit product ab = x·M0
+        # stage 5: low part; stage 6: the 64-bit product ab = x·M0, exact modulo 2^63 (2·phh
+        # wraps as a signed 32-bit value when phh >= 2^30; |ab| < 2^62, so bits 0-62 hold it)
         low5, hi5, n5 = stage("low5", 50), stage("hi5", signed(34)), stage("n5", 5)
         m.d.sync += [low5.eq(lo4 + (mid4 << 16)), hi5.eq(hi4), n5.eq(n4)]
         ab6, n6 = stage("ab6", signed(64)), stage("n6", 5)
         m.d.sync += [ab6.eq(low5 + (hi5 << 31)), n6.eq(n5)]
-        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
-        # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur)
-        nudged7, n7 = stage("nudged7", signed(65)), stage("n7", 5)
-        m.d.sync += [nudged7.eq(ab6 + Mux(ab6 >= 0, 1 << 30, 1 - (1 << 30))), n7.eq(n6)]
-        # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
-        # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
-        # without its wide comparison. Both values of t are prepared alongside stage 8.
-        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
-        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
-        m.d.sync += [high8.eq((nudged7 + Mux(nudged7 < 0, (1 << 31) - 1, 0)) >> 31),
-                     n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
-                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
-        # stage 9: x + t; stage 10: the shift
-        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
-        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
         sh10 = stage("sh10", signed(32))
-        m.d.sync += sh10.eq(sum9 >> n9)
+        if self.rounding == "gemmlowp":
+            self._gemmlowp(m, stage, ab6, n6, sh10)
+        else:
+            self._nearest_even(m, stage, ab6, n6, sh10)
         # stage 11 (combinational part): saturate to 10 bits (the clamp bounds are int8, so this
         # changes nothing), zero point, clamp; issue the pooling read
         sat = Signal(signed(10))
@@ -186,3 +185,45 @@ class PostProcessor(wiring.Component):
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m
+
+    @staticmethod
+    def _gemmlowp(m, stage, ab6, n6, sh10):
+        """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
+        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
+        # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur)
+        nudged7, n7 = stage("nudged7", signed(65)), stage("n7", 5)
+        m.d.sync += [nudged7.eq(ab6 + Mux(ab6 >= 0, 1 << 30, 1 - (1 << 30))), n7.eq(n6)]
+        # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
+        # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
+        # without its wide comparison. Both values of t are prepared alongside stage 8.
+        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
+        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
+        m.d.sync += [high8.eq((nudged7 + Mux(nudged7 < 0, (1 << 31) - 1, 0)) >> 31),
+                     n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
+                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
+        # stage 9: x + t; stage 10: the shift
+        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
+        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
+        m.d.sync += sh10.eq(sum9 >> n9)
+
+    @staticmethod
+    def _nearest_even(m, stage, ab6, n6, sh10):
+        """Stages 7-10, ``rounding="nearest-even"``: ``sh10 = round_shift_half_even(ab, 31 + n)``
+        (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
+        ``b = bit 31+n of ab`` (the floor quotient's parity),
+        ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``, ``c = (L ≠ 0) | b``:
+        a 34-bit add and shift instead of 64-bit ones. ``|ab| < 2^62``, so its low 63 bits hold
+        it (bit 63 may be off: the product above is exact only modulo 2^63)."""
+        # stage 7: H, and the rounding term 2^n − 1 + c
+        h7, t7, n7 = stage("h7", signed(33)), stage("t7", 33), stage("n7", 5)
+        parity = ab6[31:63].bit_select(n6, 1)
+        pow_n = Const(1, 33) << n6
+        m.d.sync += [h7.eq(ab6[30:63].as_signed()), n7.eq(n6),
+                     t7.eq(Mux(ab6[:30].any() | parity, pow_n, pow_n - 1))]
+        # stage 8: the sum; stages 9-10: the shift by 1 + n, in two steps (n's high bits, then
+        # its low two)
+        sum8, n8 = stage("sum8", signed(34)), stage("n8", 5)
+        m.d.sync += [sum8.eq(h7 + t7), n8.eq(n7)]
+        sh9, n9 = stage("sh9", signed(33)), stage("n9", 2)
+        m.d.sync += [sh9.eq(sum8 >> Cat(Const(1, 1), Const(0, 1), n8[2:])), n9.eq(n8[:2])]
+        m.d.sync += sh10.eq(sh9 >> n9)

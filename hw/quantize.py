@@ -114,6 +114,10 @@ class QuantOp:
     add_multiplier, add_shift : tuple of two ints
         An ``"add"``'s input rescaling (``M0``, ``n``) per input; ``multiplier``/``shift`` hold
         its output requantization (the same value for every channel).
+    rounding : str
+        How ``multiplier``/``shift`` round (:func:`cnnforge.sim.golden.requantize`):
+        ``"gemmlowp"`` (networks quantized by :func:`quantize`) or ``"nearest-even"`` (imported
+        ONNX QDQ models, as ONNX Runtime).
     """
 
     kind: str
@@ -142,6 +146,7 @@ class QuantOp:
     input2_zero_point: int = 0
     add_multiplier: tuple = None
     add_shift: tuple = None
+    rounding: str = "gemmlowp"
 
     @property
     def type(self):
@@ -183,6 +188,22 @@ class QuantizedNetwork:
     @property
     def output_zero_point(self):
         return self.ops[-1].output_zero_point
+
+    @property
+    def rounding(self):
+        """The requantizers' rounding, one for the whole network (the hardware has one
+        post-processor): ``"gemmlowp"`` or ``"nearest-even"``.
+
+        Raises
+        ------
+        NetworkError
+            If the ops disagree.
+        """
+        kinds = sorted({op.rounding for op in self.ops})
+        if len(kinds) > 1:
+            raise NetworkError(f"network: ops mix requantizer roundings {kinds}; the hardware "
+                               "has one post-processor")
+        return kinds[0] if kinds else "gemmlowp"
 
     def quantize_input(self, x):
         """float32 (B, C, H, W) -> int8 with the network's input scale and zero point

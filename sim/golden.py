@@ -4,8 +4,10 @@ Float reference ops (``*_float``) give the accuracy baseline; integer ops implem
 integer-only inference contract of Jacob et al., "Quantization and Training of Neural Networks
 for Efficient Integer-Arithmetic-Only Inference", CVPR 2018, with gemmlowp's fixed-point
 requantization (``gemmlowp/fixedpoint/fixedpoint.h``: ``SaturatingRoundingDoublingHighMul`` and
-``RoundingDivideByPOT``), as TFLite's int8 kernels do. Every integer function works in int64
-internally and spells out its rounding and saturation; the hardware must equal it bit for bit.
+``RoundingDivideByPOT``), as TFLite's int8 kernels do; a network imported from an ONNX QDQ model
+instead requantizes as ONNX Runtime does, rounding the exact product once, ties to even
+(``rounding="nearest-even"`` on its ops). Every integer function works in int64 internally and
+spells out its rounding and saturation; the hardware must equal it bit for bit.
 
 Layout is NCHW with a leading batch axis everywhere.
 """
@@ -17,7 +19,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "conv2d_float", "linear_float", "max_pool2d", "avg_pool2d_float",
-    "srdhm", "rounding_divide_by_pot", "requantize", "conv2d_acc", "linear_acc",
+    "srdhm", "rounding_divide_by_pot", "round_shift_half_even", "requantize", "ROUNDINGS",
+    "conv2d_acc", "linear_acc",
     "add_rescale", "add_quantized",
     "run_quantized", "QuantizedResult",
 ]
@@ -149,11 +152,44 @@ def rounding_divide_by_pot(x, exponent):
     return (x >> exponent) + (remainder > threshold)
 
 
-def requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1):
-    """int32 accumulators -> int8 activations (Jacob et al. 2018, eq. 7; TFLite's
-    ``MultiplyByQuantizedMultiplier`` for a right shift).
+def round_shift_half_even(x, exponent):
+    """``x / 2^exponent`` rounded to nearest, ties to even, in one step:
+    ``(x + 2^(e−1) − 1 + bit_e(x)) >> e`` with an arithmetic (flooring) shift, where
+    ``bit_e(x) = (x >> e) & 1`` is the parity of the floor quotient (IEEE 754's default
+    rounding, ``nearbyintf`` in ONNX Runtime's requantization).
 
-    ``y = clamp(zero_point + RoundingDivideByPOT(SRDHM(acc, M0[m]), n[m]), lo, hi)``
+    Parameters
+    ----------
+    x : array_like of int, |x| < 2^62
+    exponent : array_like of int in [1, 62], broadcastable with x
+
+    Returns
+    -------
+    ndarray, int64
+    """
+    x = np.asarray(x, np.int64)
+    e = np.asarray(exponent, np.int64)
+    return (x + (np.int64(1) << (e - 1)) - 1 + ((x >> e) & 1)) >> e
+
+
+ROUNDINGS = ("gemmlowp", "nearest-even")
+
+
+def requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1, rounding="gemmlowp"):
+    """int32 accumulators -> int8 activations (Jacob et al. 2018, eq. 7).
+
+    ``rounding="gemmlowp"`` (TFLite's ``MultiplyByQuantizedMultiplier`` for a right shift; the
+    default, and the contract of networks quantized by cnnforge)::
+
+        y = clamp(zero_point + RoundingDivideByPOT(SRDHM(acc, M0[m]), n[m]), lo, hi)
+
+    rounds twice (SRDHM to 2^−31, then the shift; each ties away from zero).
+    ``rounding="nearest-even"`` (networks imported from ONNX QDQ models: ONNX Runtime's
+    ``MlasRequantizeOutput`` multiplies in float32 and rounds with ``nearbyintf``)::
+
+        y = clamp(zero_point + round_shift_half_even(acc·M0[m], 31 + n[m]), lo, hi)
+
+    rounds the exact product ``acc·M0·2^(−31−n)`` once, to nearest, ties to even.
 
     Parameters
     ----------
@@ -168,17 +204,28 @@ def requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1):
         Clamp bounds (−128, 127 without activation; ReLU/ReLU6 raise lo/lower hi).
     axis : int
         Channel axis of ``acc``.
+    rounding : ``"gemmlowp"`` or ``"nearest-even"``
 
     Returns
     -------
     ndarray, int8, same shape as acc
+
+    Raises
+    ------
+    ValueError
+        For another ``rounding``.
     """
     shape = [1] * acc.ndim
     shape[axis] = -1
     m0 = np.asarray(multiplier, np.int64).reshape(shape)
     n = np.asarray(shift, np.int64).reshape(shape)
-    y = rounding_divide_by_pot(srdhm(acc, m0), n) + zero_point
-    return np.clip(y, lo, hi).astype(np.int8)
+    if rounding == "gemmlowp":
+        y = rounding_divide_by_pot(srdhm(acc, m0), n)
+    elif rounding == "nearest-even":
+        y = round_shift_half_even(np.asarray(acc, np.int64) * m0, 31 + n)   # |acc·M0| < 2^62
+    else:
+        raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
+    return np.clip(y + zero_point, lo, hi).astype(np.int8)
 
 
 def conv2d_acc(x, weight, bias, stride, padding, input_zero_point, groups=1):
@@ -241,14 +288,14 @@ def add_rescale(x, zero_point, multiplier, shift):
 
 def add_quantized(x1, x2, op):
     """TFLite's int8 add of two tensors: each input rescaled by :func:`add_rescale`, summed,
-    and requantized to the output by :func:`requantize` (per-tensor multiplier, clamped to the
-    fused activation). ``op`` is an ``"add"`` QuantOp (``input_zero_point``,
+    and requantized to the output by :func:`requantize` (per-tensor multiplier, the op's
+    ``rounding``, clamped to the fused activation). ``op`` is an ``"add"`` QuantOp (``input_zero_point``,
     ``input2_zero_point``, ``add_multiplier``, ``add_shift``, ``multiplier``, ``shift``,
     ``output_zero_point``, ``act_min``, ``act_max``)."""
     acc = (add_rescale(x1, op.input_zero_point, op.add_multiplier[0], op.add_shift[0])
            + add_rescale(x2, op.input2_zero_point, op.add_multiplier[1], op.add_shift[1]))
     return requantize(acc, op.multiplier[0], op.shift[0], op.output_zero_point, op.act_min,
-                      op.act_max)
+                      op.act_max, rounding=op.rounding)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,11 +317,11 @@ def run_op(op, x, *more):
         acc = conv2d_acc(x, op.weight, op.bias, op.stride, op.padding, op.input_zero_point,
                          op.groups)
         return requantize(acc, op.multiplier, op.shift, op.output_zero_point, op.act_min,
-                          op.act_max)
+                          op.act_max, rounding=op.rounding)
     if kind == "linear":
         acc = linear_acc(x, op.weight, op.bias)
         return requantize(acc, op.multiplier, op.shift, op.output_zero_point, op.act_min,
-                          op.act_max)
+                          op.act_max, rounding=op.rounding)
     if kind == "maxpool":
         y = max_pool2d(x, op.kernel_size, op.stride)
         return np.clip(y, op.act_min, op.act_max).astype(np.int8)

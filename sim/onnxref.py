@@ -2,12 +2,13 @@
 
 For a QDQ model (``onnxruntime.quantization.quantize_static``, int8), ONNX Runtime's int8
 results are compared with the golden model (:func:`cnnforge.sim.golden.run_quantized`) of the
-network :func:`cnnforge.hw.onnx_import.load_onnx` imports from the same file. The two do not
-round the same way: ONNX Runtime fuses each DequantizeLinear → op → QuantizeLinear group into an
-integer kernel (QLinearConv, QGemm, QLinearAdd, QLinearAveragePool) that requantizes in float32
-(``acc·(s_in·s_w/s_out)`` rounded half to even), the golden model in gemmlowp fixed point
-(rounding half away from zero; TFLite's int8 add for Add). An output may therefore differ by
-one step; ``docs/onnx.md`` gives the measured agreement.
+network :func:`cnnforge.hw.onnx_import.load_onnx` imports from the same file. ONNX Runtime
+fuses each DequantizeLinear → op → QuantizeLinear group into an integer kernel (QLinearConv,
+QGemm, QLinearAdd, QLinearAveragePool) that requantizes in float32 (``acc·(s_in·s_w/s_out)``
+rounded half to even); the imported network requantizes in fixed point with one rounding, ties
+to even (``rounding="nearest-even"``), and adds with TFLite's int8 add. An output may differ by
+one step where float32 rounding decides a tie (QLinearAveragePool sums dequantized floats) or
+the add's rescaling rounds; ``docs/onnx.md`` gives the measured agreement.
 
 The int8 tensors are read from the graph itself: the output of the graph input's
 QuantizeLinear and the input of the graph output's DequantizeLinear are made graph outputs of
@@ -15,6 +16,8 @@ the session (ONNX Runtime computes the same values; it only returns them too).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -135,55 +138,17 @@ def onnxruntime_outputs(path, x_float):
     return _run(_session(model), model, x_float, [model.graph.output[0].name])[0]
 
 
-def _single_rounding_requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1,
-                                ties="up"):
-    """:func:`cnnforge.sim.golden.requantize` with one rounding instead of two: ``(acc·M0 +
-    2^(s−1)) >> s``, ``s = 31 + n`` (TFLite's ``MultiplyByQuantizedMultiplier`` built with
-    ``TFLITE_SINGLE_ROUNDING``, ``tflite/kernels/internal/common.h``: ties round up), or with
-    ``ties="even"`` an exact tie to the even neighbour (as ONNX Runtime's float
-    requantization, ``nearbyintf``). Not what the hardware computes: a what-if for
-    :func:`compare_with_onnxruntime`. ``acc·M0`` < 2^62: exact in int64."""
-    shape = [1] * acc.ndim
-    shape[axis] = -1
-    m0 = np.asarray(multiplier, np.int64).reshape(shape)
-    s = 31 + np.asarray(shift, np.int64).reshape(shape)
-    product = np.asarray(acc, np.int64) * m0
-    half = np.int64(1) << (s - 1)
-    y = (product + half) >> s
-    if ties == "even":
-        tie = (product & ((np.int64(1) << s) - 1)) == half
-        y = np.where(tie & (y % 2 == 1), y - 1, y)
-    return np.clip(y + zero_point, lo, hi).astype(np.int8)
+def _with_rounding(qnet, rounding):
+    """The network's ops, with ``rounding`` instead of their own (``None``: as they are)."""
+    from cnnforge.sim.golden import ROUNDINGS
+    if rounding is None:
+        return list(qnet.ops)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
+    return [dataclasses.replace(op, rounding=rounding) for op in qnet.ops]
 
 
-ROUNDINGS = ("gemmlowp", "single", "single-even")
-
-
-def _run_op(op, *inputs, rounding):
-    from cnnforge.sim import golden
-    if rounding == "gemmlowp":
-        return golden.run_op(op, *inputs)
-    ties = "even" if rounding == "single-even" else "up"
-    if op.kind == "conv":
-        acc = golden.conv2d_acc(inputs[0], op.weight, op.bias, op.stride, op.padding,
-                                op.input_zero_point, op.groups)
-    elif op.kind == "linear":
-        acc = golden.linear_acc(inputs[0], op.weight, op.bias)
-    elif op.kind == "add":
-        acc = (golden.add_rescale(inputs[0], op.input_zero_point, op.add_multiplier[0],
-                                  op.add_shift[0])
-               + golden.add_rescale(inputs[1], op.input2_zero_point, op.add_multiplier[1],
-                                    op.add_shift[1]))
-        return _single_rounding_requantize(acc, op.multiplier[:1], op.shift[:1],
-                                           op.output_zero_point, op.act_min, op.act_max,
-                                           ties=ties)
-    else:
-        return golden.run_op(op, *inputs)
-    return _single_rounding_requantize(acc, op.multiplier, op.shift, op.output_zero_point,
-                                       op.act_min, op.act_max, ties=ties)
-
-
-def compare_with_onnxruntime(network_or_path, x_float, *, rounding="gemmlowp"):
+def compare_with_onnxruntime(network_or_path, x_float, *, rounding=None):
     """Golden model vs ONNX Runtime on a QDQ model.
 
     Parameters
@@ -192,13 +157,12 @@ def compare_with_onnxruntime(network_or_path, x_float, *, rounding="gemmlowp"):
         A network imported from a QDQ model (``load_network``/``load_onnx``; its ``source`` is
         the file ONNX Runtime runs), or the model's path.
     x_float : ndarray, float, shape (B, C, H, W)
-    rounding : ``"gemmlowp"``, ``"single"`` or ``"single-even"``
-        ``"gemmlowp"``: the golden model as it is (bit-exact with the hardware). ``"single"``:
-        the same integer parameters with a requantizer that rounds once, ties up
-        (:func:`_single_rounding_requantize`); ``"single-even"``: once, ties to even. What a
-        single-rounding post-processor would give, and a check of the imported parameters
-        independent of gemmlowp's double rounding (which alone moves an output by one step
-        when the exact value lies within 2^−(n+1) below a half, ``n`` the shift).
+    rounding : None, ``"gemmlowp"`` or ``"nearest-even"``
+        ``None``: the golden model as it is, bit-exact with the hardware (an imported QDQ model
+        requantizes with ``"nearest-even"``, as ONNX Runtime). Otherwise a what-if: the same
+        integer parameters with the other requantizer (:func:`cnnforge.sim.golden.requantize`;
+        gemmlowp's double rounding alone moves an output by one step when the exact value lies
+        within 2^−(n+1) below a half, ``n`` the shift).
 
     Returns
     -------
@@ -216,6 +180,7 @@ def compare_with_onnxruntime(network_or_path, x_float, *, rounding="gemmlowp"):
         If the network carries no quantization of its own (a float model).
     """
     from cnnforge.hw.network import load_network
+    from cnnforge.sim.golden import run_op
 
     network = network_or_path
     if not hasattr(network, "layers"):
@@ -227,21 +192,19 @@ def compare_with_onnxruntime(network_or_path, x_float, *, rounding="gemmlowp"):
     xq = qnet.quantize_input(x)
     tensors = getattr(network, "onnx_tensors", None) or []
     op_tensor = [tensors[op.layers[-1].index] if tensors else None for op in qnet.ops]
+    ops = _with_rounding(qnet, rounding)
     ort_xq, ort_yq, _, inner = _ort_int8(network.source, x, [t for t in op_tensor if t])
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
     outs = []
-    for op in qnet.ops:
-        outs.append(_run_op(op, *(xq if i < 0 else outs[i] for i in op.inputs),
-                            rounding=rounding))
+    for op in ops:
+        outs.append(run_op(op, *(xq if i < 0 else outs[i] for i in op.inputs)))
     golden = outs[-1].reshape(len(x), -1)
     per_op = {}
-    for op, tensor in zip(qnet.ops, op_tensor):
+    for op, tensor in zip(ops, op_tensor):
         ins = [ort_xq if i < 0 else inner.get(op_tensor[i]) for i in op.inputs]
         if tensor not in inner or any(v is None for v in ins):
             continue
-        mine = _run_op(op, *(v.reshape(len(x), *qnet.ops[i].output_shape) if i >= 0
-                             else v for v, i in zip(ins, op.inputs)), rounding=rounding)
+        mine = run_op(op, *(v.reshape(len(x), *ops[i].output_shape) if i >= 0
+                            else v for v, i in zip(ins, op.inputs)))
         d = np.abs(mine.astype(np.int32).reshape(-1) - inner[tensor].astype(np.int32).reshape(-1))
         per_op[op.name] = {"type": op.type, "identical_fraction": float(np.mean(d == 0)),
                            "max_abs_lsb": int(d.max()) if d.size else 0}

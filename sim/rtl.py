@@ -73,7 +73,8 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
     return out
 
 
-def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_width=32):
+def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_width=32,
+                   rounding="gemmlowp"):
     """Run accumulators through the :class:`PostProcessor` (no pooling).
 
     Parameters
@@ -83,6 +84,7 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
         Parameter ROM address of each value.
     params : list of dict
         ``{"bias", "multiplier", "shift"}`` per channel.
+    rounding : ``"gemmlowp"`` or ``"nearest-even"``
 
     Returns
     -------
@@ -90,7 +92,7 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     """
     acc = np.asarray(acc)
     n = len(acc)
-    dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()))
+    dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()), rounding)
     written = {}
 
     async def bench(ctx):

@@ -6,10 +6,10 @@
   (``onnxruntime.quantization.quantize_static``): the float import equals ONNX Runtime's float
   output, the QDQ import has the structure ``quantize()`` gives the float import and the
   model's own scales;
-* golden model vs ONNX Runtime on QDQ models: with a requantizer that rounds once the imported
-  integer parameters reproduce ONNX Runtime exactly (apart from exact ties); the golden model
-  itself (gemmlowp's double rounding, bit-exact with the hardware) stays within the measured
-  bounds (``docs/onnx.md``);
+* golden model vs ONNX Runtime on QDQ models: the imported network requantizes as ONNX Runtime
+  does (one rounding, ties to even) and reproduces its int8 outputs exactly, apart from ties that
+  ONNX Runtime's float32 QLinearAveragePool decides by rounding noise; with gemmlowp's double
+  rounding instead (a what-if) within one step (``docs/onnx.md``);
 * every unsupported op or attribute: one line naming the file, the node and its op type, also
   through ``cnnforge run``.
 """
@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cnnforge.hw.cli import main
 from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
                                  NetworkError, ReLU, ReLU6, load_network)
-from cnnforge.hw.onnx_import import AVG_POOL_WEIGHT, SUPPORTED_OPS, load_onnx
+from cnnforge.hw.onnx_import import SUPPORTED_OPS, load_onnx
 from cnnforge.hw.quantize import quantize
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.onnxref import (compare_with_onnxruntime, onnxruntime_int8_outputs,
@@ -153,8 +153,9 @@ def test_residual_qdq_parameters_are_the_models(residual):
     assert add.output_scale == float(init["sum_scale"])
     assert gap.groups == 16 and gap.kernel_size == (8, 8) and gap.output_scale == float(
         init["pooled_scale"])
-    assert np.all(gap.weight == AVG_POOL_WEIGHT) and np.all(gap.bias_raw == 0)
-    np.testing.assert_array_equal(gap.bias, -add.output_zero_point * 64 * AVG_POOL_WEIGHT)
+    assert np.all(gap.weight == 1) and np.all(gap.bias_raw == 0)
+    np.testing.assert_array_equal(gap.bias, -add.output_zero_point * 64)
+    assert {op.rounding for op in qnet.ops} == {"nearest-even"} == {qnet.rounding}
     assert (flat.output_scale, flat.output_zero_point) == (gap.output_scale,
                                                            gap.output_zero_point)
     assert fc.output_scale == float(init["logits_scale"])
@@ -162,21 +163,20 @@ def test_residual_qdq_parameters_are_the_models(residual):
 
 @pytest.mark.parametrize("which", ["qdq", "keep"])
 def test_residual_agrees_with_onnxruntime(residual, digits, which):
-    """With one rounding in the requantizer the imported parameters give ONNX Runtime's int8
-    logits exactly; the golden model (gemmlowp: two roundings) within one step, the same
-    top-1 on every image."""
+    """The golden model (one rounding, ties to even, as imported) gives ONNX Runtime's int8
+    logits exactly; with gemmlowp's two roundings within one step, the same top-1 on every
+    image."""
     x = digits[2][:200]
-    single = compare_with_onnxruntime(residual[which], x, rounding="single")
-    assert single["identical_fraction"] == 1.0 and single["max_abs_lsb"] == 0
-    assert single["input_identical_fraction"] == 1.0
     golden = compare_with_onnxruntime(load_network(residual[which]), x)
+    assert golden["identical_fraction"] == 1.0 and golden["max_abs_lsb"] == 0
     assert golden["elements"] == 2000 and golden["images"] == 200
     assert golden["input_identical_fraction"] == 1.0 and golden["input_max_abs_lsb"] == 0
-    assert golden["max_abs_lsb"] <= 1
     assert golden["top1_agreement"] == 1.0
-    assert golden["identical_fraction"] >= 0.88                # measured 0.92 (docs/onnx.md)
-    assert all(op["max_abs_lsb"] <= 1 for op in golden["per_op"].values())
     assert set(golden["per_op"]) == {"0+1", "2+3", "4", "5", "6", "7", "8"}
+    gemmlowp = compare_with_onnxruntime(residual[which], x, rounding="gemmlowp")
+    assert gemmlowp["max_abs_lsb"] <= 2 and gemmlowp["top1_agreement"] == 1.0
+    assert gemmlowp["identical_fraction"] >= 0.8               # measured 0.84 (docs/onnx.md)
+    assert all(op["max_abs_lsb"] <= 1 for op in gemmlowp["per_op"].values())
 
 
 def test_onnxruntime_int8_outputs(residual, digits):
@@ -287,12 +287,11 @@ def test_torch_export_qdq(torch_exports, digits):
     qdq = load_network(torch_exports["flat_qdq"])
     float_q = quantize(load_network(torch_exports["flat"]), digits[0][:128])
     assert structure(qdq.quantized, types=False) == structure(float_q, types=False)
-    single = compare_with_onnxruntime(qdq, x, rounding="single")
-    for name, op in single["per_op"].items():       # AvgPool ties: half even vs half away
-        assert op["max_abs_lsb"] <= 1 and op["identical_fraction"] >= (
-            0.85 if name == "6" else 0.999), (name, op)
     golden = compare_with_onnxruntime(qdq, x)
-    assert golden["input_identical_fraction"] == 1.0 and golden["max_abs_lsb"] <= 2
+    for name, op in golden["per_op"].items():       # AvgPool: ONNX Runtime's float32 ties
+        assert op["max_abs_lsb"] <= 1 and op["identical_fraction"] >= (
+            0.97 if name == "6" else 0.999), (name, op)
+    assert golden["input_identical_fraction"] == 1.0 and golden["max_abs_lsb"] <= 1
     assert golden["top1_agreement"] >= 0.98
 
 
@@ -310,53 +309,50 @@ def mobilenet():
 
 def test_mobilenet_float(mobilenet):
     net = load_network(mobilenet["float"])
-    assert len(net) == 19 and sum(isinstance(layer, ReLU6) for layer in net) == 7
+    assert len(net) == 23 and sum(isinstance(layer, ReLU6) for layer in net) == 9
     assert [layer.groups for layer in net if isinstance(layer, Conv2d) and layer.depthwise] == [
-        8, 32, 16]
+        8, 32, 16, 24]
+    assert isinstance(net[20], AdaptiveAvgPool2d)
     x, y = mobilenet["x"], mobilenet["y"]
     ref = onnxruntime_outputs(mobilenet["float"], x)
     np.testing.assert_allclose(net.forward(x), ref, rtol=1e-4, atol=1e-4)
-    assert np.mean(ref.argmax(axis=1) == y) == 0.95
+    assert np.mean(ref.argmax(axis=1) == y) == 0.92
     qnet = quantize(net, mobilenet["calibration"])
+    assert qnet.rounding == "gemmlowp"
     pred = run_quantized(qnet, qnet.quantize_input(x))[-1].argmax(axis=1)
-    assert np.mean(pred == y) >= 0.93                            # measured 0.95
+    assert np.mean(pred == y) >= 0.9                              # measured 0.92
 
 
 def test_mobilenet_qdq(mobilenet):
-    """The 100 test images: golden top-1 equals ONNX Runtime's on every image; elements agree
-    to one step (the AvgPool2d's exact ties and gemmlowp's double rounding: docs/onnx.md)."""
+    """The 100 test images: the golden model's int8 logits equal ONNX Runtime's, element for
+    element, and every op's output on ONNX Runtime's own inputs too; with gemmlowp's double
+    rounding instead, within one step (docs/onnx.md)."""
     net = load_network(mobilenet["qdq"])
     float_q = quantize(load_network(mobilenet["float"]), mobilenet["calibration"])
     assert structure(net.quantized, types=False) == structure(float_q, types=False)
     x, y = mobilenet["x"], mobilenet["y"]
     golden = compare_with_onnxruntime(net, x)
     assert golden["input_identical_fraction"] == 1.0
+    assert golden["identical_fraction"] == 1.0 and golden["max_abs_lsb"] == 0
     assert golden["top1_agreement"] == 1.0
-    assert golden["max_abs_lsb"] <= 1                          # 2 on the 450 held-out images
-    assert golden["identical_fraction"] >= 0.75                # measured 0.803
-    assert all(op["max_abs_lsb"] <= 1 for op in golden["per_op"].values())
-    single = compare_with_onnxruntime(net, x, rounding="single")
-    for name, op in single["per_op"].items():
-        assert op["identical_fraction"] >= (0.85 if name == "16" else 0.9999), (name, op)
-    # the AvgPool2d (2x2, equal scales): a quarter of its outputs are exact ties
-    even = compare_with_onnxruntime(net, x, rounding="single-even")
-    assert even["per_op"]["16"]["identical_fraction"] >= 0.98            # measured 0.990
-    assert even["identical_fraction"] >= 0.96 and even["max_abs_lsb"] <= 1
+    for name, op in golden["per_op"].items():   # the stem conv: one float32 near-tie
+        assert op["max_abs_lsb"] <= 1 and op["identical_fraction"] >= 0.9999, (name, op)
+    gemmlowp = compare_with_onnxruntime(net, x, rounding="gemmlowp")
+    assert gemmlowp["max_abs_lsb"] <= 1 and gemmlowp["top1_agreement"] == 1.0
+    assert gemmlowp["identical_fraction"] >= 0.6                  # measured 0.695
     pred = run_quantized(net.quantized, net.quantized.quantize_input(x))[-1].argmax(axis=1)
-    assert np.mean(pred == y) == 0.95
+    assert np.mean(pred == y) == 0.92
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.floats(2.0 ** -30, 1.0, exclude_max=True), st.data(), st.sampled_from(["up", "even"]))
-def test_single_rounding_what_if_is_exact(real, data, ties):
-    """The what-if requantizer rounds ``acc·M0·2^(−31−n)`` once, exactly (checked with
-    fractions), ties up or to even; the golden model's gemmlowp requantizer is within one step
-    of it."""
+@given(st.floats(2.0 ** -30, 1.0, exclude_max=True), st.data())
+def test_nearest_even_requantizer_is_exact(real, data):
+    """``rounding="nearest-even"`` rounds ``acc·M0·2^(−31−n)`` once, exactly (checked with
+    fractions), ties to even; gemmlowp's requantizer is within one step of it."""
     from fractions import Fraction
 
     from cnnforge.hw.quantize import quantize_multiplier
     from cnnforge.sim.golden import requantize
-    from cnnforge.sim.onnxref import _single_rounding_requantize
     m0, n = quantize_multiplier(real)
     bound = min(int(130 / real), (1 << 31) - 1)
     acc = data.draw(st.integers(-bound, bound))
@@ -364,9 +360,8 @@ def test_single_rounding_what_if_is_exact(real, data, ties):
     exact = Fraction(acc * m0, 1 << (31 + n))
     floor = exact.numerator // exact.denominator
     frac = exact - floor
-    want = floor + int(frac > Fraction(1, 2) or (frac == Fraction(1, 2) and (
-        ties == "up" or floor % 2 == 1)))
-    got = int(_single_rounding_requantize(a, [m0], [n], 0, -128, 127, ties=ties)[0, 0])
+    want = floor + int(frac > Fraction(1, 2) or (frac == Fraction(1, 2) and floor % 2 == 1))
+    got = int(requantize(a, [m0], [n], 0, -128, 127, rounding="nearest-even")[0, 0])
     assert got == min(max(want, -128), 127)
     assert abs(int(requantize(a, [m0], [n], 0, -128, 127)[0, 0]) - got) <= 1
 
@@ -463,11 +458,10 @@ def test_random_qdq_conv_matches_onnxruntime(tmp_path, data):
     assert op.name == ("0+1" if relu or y_zp == -128 else "0")
     assert op.act_min == (max(-128, y_zp) if relu else -128) and op.act_max == 127
     x = rng.normal(0, 2, (4, c_in, 6, 6)).astype(np.float32)
-    single = compare_with_onnxruntime(net, x, rounding="single")
-    assert single["input_identical_fraction"] == 1.0
-    assert single["max_abs_lsb"] <= 1 and single["identical_fraction"] >= 0.99
     golden = compare_with_onnxruntime(net, x)
-    assert golden["max_abs_lsb"] <= 1
+    assert golden["input_identical_fraction"] == 1.0
+    assert golden["max_abs_lsb"] <= 1 and golden["identical_fraction"] >= 0.99
+    assert compare_with_onnxruntime(net, x, rounding="gemmlowp")["max_abs_lsb"] <= 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -552,7 +546,7 @@ def test_qdq_gemm_layouts(tmp_path, digits, trans_b, per_channel):
     net = load_network(path)
     assert [op.name for op in net.quantized.ops] == ["0+1", "2", "3", "4"]
     assert np.all(net.quantized.ops[0].bias_raw == 0)
-    result = compare_with_onnxruntime(net, digits[2][:100], rounding="single")
+    result = compare_with_onnxruntime(net, digits[2][:100])
     assert result["identical_fraction"] == 1.0
 
 
@@ -739,7 +733,7 @@ def test_qdq_conv_model_imports(tmp_path):
     assert net.quantized.input_scale == float(np.float32(0.02))
     np.testing.assert_array_equal(op.bias_raw, [100, -50])
     x = np.random.default_rng(0).normal(0, 1, (5, 1, 4, 4)).astype(np.float32)
-    assert compare_with_onnxruntime(net, x, rounding="single")["identical_fraction"] == 1.0
+    assert compare_with_onnxruntime(net, x)["identical_fraction"] == 1.0
 
 
 # ------------------------------------------------------------------------------------------------

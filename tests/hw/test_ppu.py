@@ -2,7 +2,9 @@
 :func:`cnnforge.sim.golden.requantize`, bit for bit.
 
 Contract of the unit (and of the compiler that fills its parameter ROM): per channel a bias,
-``M0`` in [2^30, 2^31) or 0, and a right shift ``n`` in [0, 31]; ``|acc + bias| < 2^31``.
+``M0`` in [2^30, 2^31) or 0, and a right shift ``n`` in [0, 31]; ``|acc + bias| < 2^31``. Every
+case runs with both requantizers (``rounding``: gemmlowp's double rounding, and one rounding with
+ties to even).
 """
 
 import numpy as np
@@ -10,27 +12,33 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.sim.golden import requantize
+from cnnforge.sim.golden import ROUNDINGS, requantize
 from cnnforge.sim.rtl import rtl_requantize
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def golden(acc, channels, params, zero_point, lo, hi):
+@pytest.fixture(params=ROUNDINGS)
+def rounding(request):
+    return request.param
+
+
+def golden(acc, channels, params, zero_point, lo, hi, rounding):
     """The golden requantization of one value per beat, each with its own channel's params."""
     bias = np.array([p["bias"] for p in params], np.int64)[channels]
     mult = np.array([p["multiplier"] for p in params], np.int64)[channels]
     shift = np.array([p["shift"] for p in params], np.int64)[channels]
     x = np.asarray(acc, np.int64) + bias
     assert np.all(np.abs(x) < 1 << 31), "test case outside the contract"
-    return requantize(x[None, :], mult, shift, zero_point, lo, hi, axis=1)[0]
+    return requantize(x[None, :], mult, shift, zero_point, lo, hi, axis=1, rounding=rounding)[0]
 
 
-def check(acc, channels, params, zero_point=0, lo=-128, hi=127, acc_width=32):
+def check(acc, channels, params, rounding, zero_point=0, lo=-128, hi=127, acc_width=32):
     acc = np.asarray(acc, np.int64)
     channels = np.asarray(channels, np.int64)
-    got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width)
-    expected = golden(acc, channels, params, zero_point, lo, hi)
+    got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width,
+                         rounding=rounding)
+    expected = golden(acc, channels, params, zero_point, lo, hi, rounding)
     bad = np.flatnonzero(got != expected)
     assert bad.size == 0, "; ".join(
         f"acc={acc[i]} ch={channels[i]} {params[channels[i]]}: got {got[i]}, expected "
@@ -48,9 +56,23 @@ def param(bias=0, multiplier=1 << 30, shift=0):
 # Hand-picked cases
 
 
-def test_ties_round_away_from_zero():
+def test_nearest_even_ties_by_hand():
+    """One rounding, ties to even, on both signs: (acc·2^30) / 2^31 = acc / 2 (shift 0) and
+    acc / 16 (shift 3). gemmlowp rounds the same ties up in SRDHM (shift 0: −0.5 → 0) and away
+    from zero in RoundingDivideByPOT (shift 3, where SRDHM is exact: −0.5 → −1)."""
+    params = [param(multiplier=1 << 30, shift=0), param(multiplier=1 << 30, shift=3)]
+    acc = [1, 3, 5, -1, -3, -5, 8, 24, -8, -24, 9, -9]
+    channels = [0] * 6 + [1] * 6
+    assert check(acc, channels, params, "nearest-even").tolist() == [
+        0, 2, 2, 0, -2, -2, 0, 2, 0, -2, 1, -1]
+    assert check(acc, channels, params, "gemmlowp").tolist() == [
+        1, 2, 3, 0, -1, -2, 1, 2, -1, -2, 1, -1]
+
+
+def test_ties_every_shift(rounding):
     """M0 = 2^30 halves (SRDHM rounds the odd values: ties) and RoundingDivideByPOT sees exact
-    halves for acc = ±(2j + 1)·2^n (n < 30): both roundings' ties, both signs, every shift."""
+    halves for acc = ±(2j + 1)·2^n (n < 30): both roundings' ties, both signs, every shift;
+    with one rounding, the same values are ties of acc / 2^(n+1)."""
     params = [param(multiplier=1 << 30, shift=n) for n in range(32)]
     acc, channels = [], []
     for n in range(32):
@@ -62,30 +84,30 @@ def test_ties_round_away_from_zero():
                     channels.append(n)
         acc += [1, -1, 3, -3, 7, -7]                    # SRDHM ties
         channels += [n] * 6
-    check(acc, channels, params, lo=-128, hi=127)
+    check(acc, channels, params, rounding, lo=-128, hi=127)
 
 
 @pytest.mark.parametrize("zero_point", [-128, -5, 0, 17, 127])
-def test_saturates_both_ends(zero_point):
+def test_saturates_both_ends(zero_point, rounding):
     """Large accumulators with shift 0 saturate at −128 and 127, whatever the zero point."""
     params = [param(multiplier=(1 << 31) - 1, shift=0), param(multiplier=1 << 30, shift=3)]
     acc = [INT32_MAX, INT32_MIN + 1, 1000, -1000, 300, -300, 128, -129, 0, 255, -256]
     channels = [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
-    got = check(acc, channels, params, zero_point=zero_point)
+    got = check(acc, channels, params, rounding, zero_point=zero_point)
     assert got[0] == 127 and got[1] == -128
 
 
-def test_extreme_accumulators_with_bias():
+def test_extreme_accumulators_with_bias(rounding):
     """|acc + bias| just below 2^31 from both sides, through a bias of either sign."""
     params = [param(bias=INT32_MAX, multiplier=(1 << 31) - 1, shift=31),
               param(bias=INT32_MIN + 1, multiplier=(1 << 31) - 1, shift=31),
               param(bias=-5, multiplier=1 << 30, shift=24)]
     acc = [0, -1, -INT32_MAX, 0, 1, INT32_MAX - 1, INT32_MAX - 5 - (1 << 23), 5 - INT32_MAX]
     channels = [0, 0, 0, 1, 1, 1, 2, 2]
-    check(acc, channels, params)
+    check(acc, channels, params, rounding)
 
 
-def test_multiplier_zero_gives_zero_point():
+def test_multiplier_zero_gives_zero_point(rounding):
     """A channel whose real multiplier underflowed (M0 = 0) outputs the zero point, clamped."""
     params = [param(multiplier=0, shift=0), param(multiplier=0, shift=31),
               param(bias=123456, multiplier=0, shift=7)]
@@ -93,15 +115,15 @@ def test_multiplier_zero_gives_zero_point():
     channels = [0, 0, 1, 1, 2, 2]
     for zp, lo, hi in [(0, -128, 127), (-128, -128, 127), (127, -128, 127), (40, 50, 60),
                        (70, 50, 60)]:
-        got = check(acc, channels, params, zero_point=zp, lo=lo, hi=hi)
+        got = check(acc, channels, params, rounding, zero_point=zp, lo=lo, hi=hi)
         assert np.all(got == min(max(zp, lo), hi))
 
 
 @pytest.mark.parametrize("shift", [0, 1, 15, 30, 31])
-def test_every_shift_extreme(shift):
+def test_every_shift_extreme(shift, rounding):
     params = [param(multiplier=m, shift=shift) for m in (1 << 30, (1 << 30) + 1, (1 << 31) - 1)]
     acc = [INT32_MAX, INT32_MIN + 1, (1 << 30), -(1 << 30), 12345678, -12345678, 1, -1, 0]
-    check(acc * 3, [0] * 9 + [1] * 9 + [2] * 9, params, zero_point=3)
+    check(acc * 3, [0] * 9 + [1] * 9 + [2] * 9, params, rounding, zero_point=3)
 
 
 @pytest.mark.parametrize("zero_point, lo, hi", [
@@ -111,17 +133,17 @@ def test_every_shift_extreme(shift):
     (-20, -20, 40),          # ReLU6
     (10, 10, 10),            # degenerate range
 ])
-def test_activation_clamp(zero_point, lo, hi):
+def test_activation_clamp(zero_point, lo, hi, rounding):
     rng = np.random.default_rng((lo + 128) * 256 + hi + 128)
     params = [param(multiplier=int(rng.integers(1 << 30, 1 << 31)), shift=int(s))
               for s in (0, 4, 8)]
     acc = rng.integers(-5000, 5000, 60)
     channels = rng.integers(0, 3, 60)
-    got = check(acc, channels, params, zero_point=zero_point, lo=lo, hi=hi)
+    got = check(acc, channels, params, rounding, zero_point=zero_point, lo=lo, hi=hi)
     assert got.min() == lo and got.max() == hi          # both bounds actually reached
 
 
-def test_narrow_accumulator_sign_extends():
+def test_narrow_accumulator_sign_extends(rounding):
     """The accumulator input is only as wide as the compiler derives (here 22 bits for K = 72):
     negative values sign-extend into the 32-bit bias addition."""
     width = (72 * 128 * 127).bit_length() + 1
@@ -129,10 +151,10 @@ def test_narrow_accumulator_sign_extends():
               param(bias=1 << 24, multiplier=(1 << 31) - 1, shift=20)]
     lim = 72 * 128 * 127
     acc = [lim, -lim, 0, -1, 1, lim - 1, -(lim - 1)]
-    check(acc * 2, [0] * 7 + [1] * 7, params, acc_width=width)
+    check(acc * 2, [0] * 7 + [1] * 7, params, rounding, acc_width=width)
 
 
-def test_many_channels_one_rom():
+def test_many_channels_one_rom(rounding):
     """Per-channel parameters are read from the ROM address of each beat (a layer's channels
     start at its ``ch_base`` inside a ROM shared by the whole network)."""
     rng = np.random.default_rng(5)
@@ -141,7 +163,7 @@ def test_many_channels_one_rom():
               for _ in range(37)]
     channels = rng.integers(0, 37, 200)
     acc = rng.integers(-(1 << 28), 1 << 28, 200)
-    check(acc, channels, params, zero_point=-7)
+    check(acc, channels, params, rounding, zero_point=-7)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,15 +193,16 @@ def requant_case(draw):
     return acc, channels, params, zero_point, lo, max(lo, hi)
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 @settings(max_examples=60, deadline=None)
-@given(requant_case())
-@example(([INT32_MAX - 1], [0], [param(bias=1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
+@given(case=requant_case())
+@example(case=([INT32_MAX - 1], [0], [param(bias=1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
           127))
-@example(([INT32_MIN + 2], [0], [param(bias=-1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
+@example(case=([INT32_MIN + 2], [0], [param(bias=-1, multiplier=(1 << 31) - 1, shift=0)], 0, -128,
           127))
-def test_random(case):
+def test_random(case, rounding):
     acc, channels, params, zero_point, lo, hi = case
-    check(acc, channels, params, zero_point, lo, hi)
+    check(acc, channels, params, rounding, zero_point, lo, hi)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """MobileNet ops in the generated Verilog on Verilator: MobileNetV2 inverted-residual blocks
 (expand 1×1 → depthwise 3×3 → project 1×1, with and without the residual add) bit-exact with the
 golden model on every layer, every counter equal to the performance model, with stream gaps and
-back-pressure."""
+back-pressure; one block requantizes as an imported ONNX QDQ model does (one rounding, ties to
+even), the other with gemmlowp's."""
 
 from pathlib import Path
 
@@ -16,15 +17,19 @@ from tests.hw.test_mobilenet_hw import inverted_residual
 from tests.sim.test_accelerator_rtl import build_dir, check_sim
 
 
-@pytest.mark.parametrize("residual, stride, array", [(True, 1, (4, 4)), (False, 2, (3, 2))])
-def test_inverted_residual_block_verilator(residual, stride, array):
+@pytest.mark.parametrize("residual, stride, array, rounding", [
+    (True, 1, (4, 4), "nearest-even"), (False, 2, (3, 2), "gemmlowp")])
+def test_inverted_residual_block_verilator(residual, stride, array, rounding):
     qnet = quantize(inverted_residual(c=6, expand=4, residual=residual, stride=stride,
                                       input_shape=(3, 9, 8)))
+    for op in qnet.ops:
+        op.rounding = rounding
     program = compile_network(qnet, AcceleratorConfig(*array))
+    assert program.rounding == rounding
     assert "depthwise" in [layer.algorithm for layer in program.layers]
     assert ("eltwise" in [layer.algorithm for layer in program.layers]) == residual
     images = random_images(qnet, 4, 21)
-    name = f"mbv2-{'res' if residual else 'plain'}-s{stride}-{array[0]}x{array[1]}"
+    name = f"mbv2-{'res' if residual else 'plain'}-s{stride}-{array[0]}x{array[1]}-{rounding}"
     sim = AcceleratorSim(program, build_dir(name)).build()
     result = sim.run(images, gaps=0.2, backpressure=0.3, seed=2)
     check_sim(program, images, result)
@@ -46,7 +51,8 @@ def test_mobilenet_digits_qdq_onnx_end_to_end():
     qnet = quantize(network)
     program = compile_network(qnet, AcceleratorConfig(4, 4))
     kinds = [layer.algorithm for layer in program.layers]
-    assert kinds.count("depthwise") == 4 and kinds.count("eltwise") == 1
+    assert kinds.count("depthwise") == 5 and kinds.count("eltwise") == 1
+    assert program.rounding == "nearest-even"
     x = np.load(folder / "test_images.npy")
     labels = np.load(folder / "test_labels.npy")
     images = qnet.quantize_input(x)
