@@ -24,12 +24,11 @@ def _digits_net():
     return str(Path(digits.__file__).resolve().parent / "net.py")
 
 
-def _program(net, rows, cols, buffer_bytes, algorithm="auto"):
+def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None):
+    from cnnforge.hw.cli import load_calibrated
     from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-    from cnnforge.hw.network import load_network
     from cnnforge.hw.quantize import quantize
-    network = load_network(net)
-    qnet = quantize(network)
+    qnet = quantize(load_calibrated(net, calibration))
     return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                    input_buffer_bytes=buffer_bytes,
                                                    algorithm=algorithm))
@@ -90,7 +89,7 @@ def cmd_synth(args):
     rows = args.rows or device.rows
     cols = args.cols or device.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or device.algorithm)
+                       args.algorithm or device.algorithm, args.calibration)
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
@@ -114,7 +113,7 @@ def cmd_build(args):
     rows = args.rows or spec.rows
     cols = args.cols or spec.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or spec.algorithm)
+                       args.algorithm or spec.algorithm, args.calibration)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
@@ -144,7 +143,7 @@ def cmd_flash(args):
 def cmd_infer(args):
     import numpy as np
 
-    from cnnforge.hw.network import load_network
+    from cnnforge.hw.cli import load_calibrated
     from cnnforge.hw.quantize import quantize
 
     from .protocol import LinkError
@@ -154,7 +153,7 @@ def cmd_infer(args):
         images = np.load(args.image)
     except (OSError, ValueError, EOFError) as exc:
         raise _user_error(f"{args.image}: cannot read the image ({exc})") from None
-    network = load_network(args.net)
+    network = load_calibrated(args.net, args.calibration)
     qnet = quantize(network)
     shape = tuple(network.input_shape)
     if images.shape == shape:
@@ -180,14 +179,19 @@ def cmd_infer(args):
 
 def add_subcommands(sub):
     """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
+    from cnnforge.hw.cli import NET_HELP
     from cnnforge.hw.synth import DEVICES
 
     from .build import BOARDS
 
+    def add_calibration(p):
+        p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) "
+                       "to calibrate the quantizer on (needed by a float ONNX model)")
+
     boards = [*BOARDS, "ulx3s"]
     p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "
                        "logic, DSP, block RAM against the device, Fmax of the core clock")
-    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
     p.add_argument("--device", required=True, choices=sorted(DEVICES))
     p.add_argument("--rows", type=int, help="PE array rows (default: the device's, "
                    "docs/boards.md)")
@@ -200,10 +204,11 @@ def add_subcommands(sub):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     p.add_argument("--json", help="write the report to this JSON file")
     p.add_argument("--build-dir", help="default build/synth/<device>_<R>x<C>")
+    add_calibration(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("build", help="bitstream for a board (amaranth build + YoWASP tools)")
-    p.add_argument("net", metavar="NET", help="network file (Python, defines `network`)")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
     p.add_argument("--board", required=True, choices=boards)
     p.add_argument("--rows", type=int, help="PE array rows (default: the board's)")
     p.add_argument("--cols", type=int, help="PE array columns (default: the board's)")
@@ -215,6 +220,7 @@ def add_subcommands(sub):
     p.add_argument("--build-dir", default="build",
                    help="the build goes to BUILD_DIR/<board>/ (default build)")
     p.add_argument("--json", help="write resources, Fmax and wall time to this JSON file")
+    add_calibration(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="program a board with openFPGALoader")
@@ -235,4 +241,5 @@ def add_subcommands(sub):
                    help="the network the board was built for (default: the digits example)")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
+    add_calibration(p)
     p.set_defaults(func=cmd_infer)

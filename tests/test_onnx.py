@@ -760,6 +760,28 @@ def test_cli_errors(tmp_path, capsys, residual):
         f"{wrong}: calibration data has shape (4, 1, 6, 6), the network expects (N, 1, 8, 8)")
     assert run("run", residual["float"], "--calibration", tmp_path / "none.npy").startswith(
         f"{tmp_path / 'none.npy'}: cannot read calibration data")
-    assert run("explore", residual["float"], "--device", "up5k") == (
-        f"{residual['float']}: a float ONNX model needs calibration data: "
-        "--calibration FILE.npy")
+    need = f"{residual['float']}: a float ONNX model needs calibration data: --calibration FILE.npy"
+    assert run("explore", residual["float"], "--device", "up5k") == need
+    assert run("synth", residual["float"], "--device", "up5k") == need
+    assert run("build", residual["float"], "--board", "icebreaker") == need
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 8, 8), np.float32))
+    assert run("infer", image, "--net", residual["float"], "--port", tmp_path / "tty") == need
+    assert run("synth", residual["float"], "--device", "up5k", "--calibration", wrong) == (
+        f"{wrong}: calibration data has shape (4, 1, 6, 6), the network expects (N, 1, 8, 8)")
+
+
+def test_board_commands_take_float_onnx_with_calibration(tmp_path, capsys, residual, digits):
+    """``--calibration`` quantizes a float ONNX model for the board flow as for ``run``: the
+    board link's ``infer`` gets as far as opening the (absent) serial port."""
+    from cnnforge.boards.commands import _program
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, digits[0][:64])
+    program = _program(str(residual["float"]), 2, 2, 4096, "direct", str(calibration))
+    assert program.rounding == "gemmlowp" and len(program.layers) >= 5
+    image = tmp_path / "image.npy"
+    np.save(image, digits[2][:1])
+    status = main(["infer", str(image), "--net", str(residual["float"]), "--calibration",
+                   str(calibration), "--port", str(tmp_path / "tty")])
+    err = capsys.readouterr().err
+    assert status == 2 and "tty" in err and "calibration" not in err, err
