@@ -131,7 +131,7 @@ class Accelerator(wiring.Component):
         m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
         fm_wr = fm.write_port()
         fm_rd_a = fm.read_port()                      # loader, dump, logits
-        fm_rd_b = fm.read_port(transparent_for=(fm_wr,))   # PPU pooling read-modify-write
+        fm_rd_b = fm.read_port()                      # PPU pooling reads, add's 2nd input
 
         m.submodules.weights = wrom = memory.Memory(
             shape=data.ArrayLayout(signed(prog.w_width), cfg.lanes),

@@ -10,9 +10,10 @@ n[m]), lo, hi)`` (``"nearest-even"``, imported ONNX QDQ models).
 
 Max-pooling (kernel = stride, a power of two) is fused as a read-modify-write on the destination
 feature map: the first contribution to a window (its top-left pixel, which the controllers always
-produce first for each channel) is written, later ones write ``max(old, y)``. The read port used
-for it is transparent to the write port, so back-to-back updates of the same window see each
-other.
+produce first for each channel) is written, later ones write ``max(old, y)``. The old value is
+read two cycles before the write and registered, so that the block RAM's clock-to-out is not in
+front of the comparison; the unit forwards its own writes of the two cycles in between (the read
+port need not be transparent), so back-to-back updates of one window see each other.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -55,7 +56,8 @@ class PostProcessor(wiring.Component):
     zero_point, act_min, act_max : In(signed(9))
         Layer constants, held while the layer runs.
     rd_addr : Out, rd_data : In(signed(8))
-        Read port on the feature map, transparent to the write port, one cycle latency.
+        Read port on the feature map, one cycle latency (read-before-write or transparent: a
+        value written in the cycle of the read is forwarded by the unit either way).
     wr_addr, wr_data, wr_en : Out
         Write port on the feature map.
     rd_en : Out(1)
@@ -175,13 +177,27 @@ class PostProcessor(wiring.Component):
             m.d.comb += clamped.eq(shifted)
         y10 = stage("y11", signed(8))
         m.d.sync += y10.eq(clamped)
-        m.d.comb += self.rd_addr.eq(addr[-2])
+        # the pooling read: issued two cycles before the write; in the cycle after, the window's
+        # value so far is the newest of: this cycle's write to it, last cycle's write to it,
+        # the read data
+        m.d.comb += self.rd_addr.eq(addr[-3])
+        old = stage("old", signed(8))
+        last_en = Signal(name="last_en")
+        last_addr, last_data = stage("last_addr", addr[-1].shape()), stage("last_data", signed(8))
+        m.d.sync += [last_en.eq(self.wr_en), last_addr.eq(self.wr_addr),
+                     last_data.eq(self.wr_data)]
+        with m.If(self.wr_en & (self.wr_addr == addr[-2])):
+            m.d.sync += old.eq(self.wr_data)
+        with m.Elif(last_en & (last_addr == addr[-2])):
+            m.d.sync += old.eq(last_data)
+        with m.Else():
+            m.d.sync += old.eq(self.rd_data)
         # write (max with the window's value so far)
         m.d.comb += [
             self.wr_en.eq(valid[-1]),
             self.wr_addr.eq(addr[-1]),
-            self.wr_data.eq(Mux(first[-1] | (y10 > self.rd_data), y10, self.rd_data)),
-            self.rd_en.eq(valid[-2] & ~first[-2]),
+            self.wr_data.eq(Mux(first[-1] | (y10 > old), y10, old)),
+            self.rd_en.eq(valid[-3] & ~first[-3]),
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m

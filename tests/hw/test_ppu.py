@@ -210,16 +210,18 @@ def test_random(case, rounding):
 
 
 def test_pooling_max_and_read_enable():
-    """Beats with ``first`` low write ``max(old, y)`` (back to back on one address too), and
-    ``rd_en`` is high exactly once per such beat, ``latency − 1`` cycles after it entered (the
-    engine counts its feature-map reads from it)."""
+    """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
+    other cycle, too: the unit forwards its last two writes over the read-before-write port),
+    and ``rd_en`` is high exactly once per such beat, ``latency − 2`` cycles after it entered
+    (the engine counts its feature-map reads from it)."""
     from amaranth.sim import Simulator
 
     from cnnforge.hw.ppu import PostProcessor
 
     params = [param()]                       # y = round(acc / 2)
-    #            (acc, addr, first)
-    beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1)]
+    #            (acc, addr, first): back to back on one window, then two windows interleaved
+    beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1),
+             (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0)]
     dut = PostProcessor(16, params, 4)
     fm, reads, read_cycles = {}, [], []
 
@@ -235,23 +237,24 @@ def test_pooling_max_and_read_enable():
                 ctx.set(dut.first, first)
             else:
                 ctx.set(dut.valid, 0)
-            # the feature map: a synchronous read port transparent to the write port
+            # the feature map: a synchronous read port, read before write
             rd, write = ctx.get(dut.rd_addr), None
             if ctx.get(dut.rd_en):
                 read_cycles.append(t)
                 reads.append(rd)
             if ctx.get(dut.wr_en):
                 write = (ctx.get(dut.wr_addr), ctx.get(dut.wr_data))
+            old = fm.get(rd, 0)
             await ctx.tick()
             if write is not None:
                 fm[write[0]] = write[1]
-            ctx.set(dut.rd_data, fm.get(rd, 0))
+            ctx.set(dut.rd_data, old)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert fm == {0: 15, 1: 4, 2: 3}
+    assert fm == {0: 15, 1: 4, 2: 7, 3: 20}
     not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
-    assert read_cycles == [t + dut.latency - 1 for t in not_first]
+    assert read_cycles == [t + dut.latency - 2 for t in not_first]
     assert reads == [beats[t][1] for t in not_first]
