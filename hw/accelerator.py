@@ -313,35 +313,41 @@ class Accelerator(wiring.Component):
         ad_v1, ad_v2 = Signal(), Signal()
         m.d.sync += [ad_v1.eq(0), ad_v2.eq(ad_v1)]
 
-        # im2col walker over k = (n, ky, kx) in the x-banked layout (OR feed, IR preload)
+        # im2col walker over k = (n, ky, kx) in the x-banked layout (OR feed, IR preload). The
+        # bank address slot_base + rowterm + phase·Wq + g + q0 + (b < q1) is kept as two
+        # registers, wk_rowterm (row and channel) and wk_col = wk_off + phase·Wq + q0 (column;
+        # wk_off = slot_base + g is fixed for a walk), so that one adder with a carry-in sits in
+        # front of the tile buffers
         wk_k, wk_ky, wk_kx = Signal(16), Signal(8), Signal(8)
-        wk_phase, wk_phase_off, wk_q0, wk_q1 = (Signal(8), Signal(bank_aw), Signal(8),
-                                                Signal(range(max(2, C))))
-        wk_rowterm = Signal(bank_aw)
+        wk_phase, wk_q0, wk_q1 = Signal(8), Signal(8), Signal(range(max(2, C)))
+        wk_rowterm, wk_col, wk_off = Signal(bank_aw), Signal(bank_aw), Signal(bank_aw)
         walker_addr = [Signal(bank_aw, name=f"walker_addr{b}") for b in range(C)]
         for b in range(C):
-            m.d.comb += walker_addr[b].eq(slot_base + wk_rowterm + wk_phase_off + fd_g + wk_q0
-                                          + (b < wk_q1))
+            m.d.comb += walker_addr[b].eq(wk_rowterm + wk_col + (b < wk_q1))
 
-        def walker_reset(rowterm):
-            m.d.sync += [wk_k.eq(0), wk_ky.eq(0), wk_kx.eq(0), wk_phase.eq(0),
-                         wk_phase_off.eq(0), wk_q0.eq(0), wk_q1.eq(0), wk_rowterm.eq(rowterm)]
+        def walker_reset(rowterm, g=fd_g):
+            """Start a walk at row term ``rowterm`` for column group ``g`` (the group the
+            controller moves to in this cycle, when it moves)."""
+            m.d.sync += [wk_k.eq(0), wk_ky.eq(0), wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0),
+                         wk_q1.eq(0), wk_rowterm.eq(rowterm), wk_off.eq(slot_base + g),
+                         wk_col.eq(slot_base + g)]
 
         def walker_step():
             m.d.sync += wk_k.eq(wk_k + 1)
             with m.If(wk_kx != d.kw - 1):
                 m.d.sync += wk_kx.eq(wk_kx + 1)
                 with m.If(wk_phase == d.sw - 1):
-                    m.d.sync += [wk_phase.eq(0), wk_phase_off.eq(0)]
+                    m.d.sync += wk_phase.eq(0)
                     with m.If(wk_q1 == C - 1):
-                        m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1)]
+                        m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1),
+                                     wk_col.eq(wk_off + wk_q0 + 1)]
                     with m.Else():
-                        m.d.sync += wk_q1.eq(wk_q1 + 1)
+                        m.d.sync += [wk_q1.eq(wk_q1 + 1), wk_col.eq(wk_off + wk_q0)]
                 with m.Else():
-                    m.d.sync += [wk_phase.eq(wk_phase + 1), wk_phase_off.eq(wk_phase_off + d.Wq)]
+                    m.d.sync += [wk_phase.eq(wk_phase + 1), wk_col.eq(wk_col + d.Wq)]
             with m.Else():
-                m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_phase_off.eq(0), wk_q0.eq(0),
-                             wk_q1.eq(0)]
+                m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0), wk_q1.eq(0),
+                             wk_col.eq(wk_off)]
                 with m.If(wk_ky != d.kh - 1):
                     m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowterm.eq(wk_rowterm + d.fd_ky_step)]
                 with m.Else():
@@ -456,7 +462,7 @@ class Accelerator(wiring.Component):
                                  fd_rows.eq(rows), fd_cols.eq(cols),
                                  fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
                                                   d.groups_full))]
-                    walker_reset(0)
+                    walker_reset(0, g=0)
                     with m.If(is_or):
                         m.next = "OR_PASS"
                     with m.Elif(is_wino):
@@ -485,7 +491,7 @@ class Accelerator(wiring.Component):
                     with m.If(fd_g != fd_groups - 1):
                         m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
                                      fd_w.eq(fd_w_pass)]
-                        walker_reset(fd_row_base + fd_chan0)
+                        walker_reset(fd_row_base + fd_chan0, g=fd_g + 1)
                     with m.Elif(fd_row != fd_rows - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step),
@@ -494,7 +500,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += [fd_obase.eq(fd_obase + d.PW), fd_ph.eq(0)]
                         with m.Else():
                             m.d.sync += fd_ph.eq(fd_ph + 1)
-                        walker_reset(fd_row_base + d.fd_row_step + fd_chan0)
+                        walker_reset(fd_row_base + d.fd_row_step + fd_chan0, g=0)
                     with m.Elif(fd_mb != d.MB - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
@@ -503,7 +509,7 @@ class Accelerator(wiring.Component):
                                      fd_mbase.eq(fd_mbase + d.out_mb_step),
                                      fd_obase.eq(fd_mbase + d.out_mb_step), fd_ph.eq(fd_tr_ph),
                                      *set_chan0(fd_chan0 + d.mb_chan_step)]
-                        walker_reset(fd_chan0 + d.mb_chan_step)
+                        walker_reset(fd_chan0 + d.mb_chan_step, g=0)
                     with m.Else():
                         tile_next()
                 with m.Else():

@@ -60,3 +60,25 @@ def test_mobilenet_digits_qdq_onnx_end_to_end():
     result = AcceleratorSim(program, build_dir("mobilenet-digits-4x4")).build().run(images)
     check_sim(program, images, result)
     assert np.mean(result.logits.argmax(axis=1) == labels) >= 0.9
+
+
+@pytest.mark.slow
+def test_cli_run_pytorch_export_with_calibration(tmp_path):
+    """``cnnforge run`` on the float PyTorch export (examples/mobilenet_digits/model.onnx),
+    quantized by cnnforge on the bundled calibration images: Verilog, Verilator, 20 real digits,
+    0 RTL/golden mismatches on the logits and on every layer's map."""
+    import json
+
+    from cnnforge.hw.cli import main
+    folder = Path(__file__).resolve().parents[2] / "examples" / "mobilenet_digits"
+    report = tmp_path / "report.json"
+    status = main(["run", str(folder / "model.onnx"),
+                   "--calibration", str(folder / "calibration.npy"),
+                   "--inputs", str(folder / "test_images.npy"),
+                   "--labels", str(folder / "test_labels.npy"), "--images", "20",
+                   "--json", str(report), "--build-dir", str(build_dir("mobilenet-float-cli"))])
+    result = json.loads(report.read_text())
+    assert status == 0 and result["images"] == 20
+    assert result["rtl_golden_mismatches"] == 0
+    assert set(result["layer_mismatches"].values()) == {0} and len(result["layers"]) == 13
+    assert result["rtl_accuracy"] == result["int8_accuracy"] >= 0.85
