@@ -357,9 +357,12 @@ class Accelerator(wiring.Component):
 
         # WR stream walker: pixels (row, col) of the tile for one (nb, ky, kx) block
         ws_row, ws_col = Signal(16), Signal(16)
-        ws_rowoff, ws_coloff = Signal(bank_aw), Signal(bank_aw)
+        # the bank address slot_base + nb·chan_words + kyx offset + row offset + column offset
+        # as two registers: ws_blk (the block's, fixed while it streams) and ws_pix (the
+        # pixel's), one adder in front of the tile buffers
+        ws_rowoff, ws_pix, ws_blk = Signal(bank_aw), Signal(bank_aw), Signal(bank_aw)
         ws_nb, ws_ky, ws_kx = Signal(16), Signal(8), Signal(8)
-        ws_nboff, ws_kyxoff = Signal(bank_aw), Signal(bank_aw)
+        ws_kyxoff = Signal(bank_aw)
 
         # preload sequencer (IR: inputs from the walker; WR: weight-ROM rows)
         pl_active, pl_row = Signal(), Signal(range(max(2, R)))
@@ -539,20 +542,21 @@ class Accelerator(wiring.Component):
                                  meta_w.rows.eq(fd_rows), meta_w.cols.eq(fd_cols)]
                     m.d.sync += [fd_kb.eq(0), fd_s.eq(0), groups_issued.eq(groups_issued + 1),
                                  fd_half.eq(~fd_half),
-                                 ws_nb.eq(0), ws_ky.eq(0), ws_kx.eq(0), ws_nboff.eq(0),
+                                 ws_nb.eq(0), ws_ky.eq(0), ws_kx.eq(0), ws_blk.eq(slot_base),
                                  ws_kyxoff.eq(0), ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
-                                 ws_coloff.eq(0),
+                                 ws_pix.eq(0),
                                  pl_w.eq(fd_w_pass)]
                     with m.If(is_ir):
                         m.d.sync += [fd_beats.eq(d.M), fd_len.eq(d.L)]
                         walker_reset(fd_row_base)
                     with m.Else():
-                        pixels = fd_rows * fd_cols
-                        m.d.sync += [fd_beats.eq(pixels),
-                                     fd_len.eq(Mux(pixels > d.Lmin, pixels, d.Lmin))]
+                        m.d.sync += fd_beats.eq(fd_rows * fd_cols)
                     m.next = "PRELOAD"
             with m.State("PRELOAD"):
-                # the first block's stationary operands; then stream
+                # the first block's stationary operands; then stream. WR: the stream's length
+                # from the pixel count registered in GROUP (not behind the multiplier)
+                with m.If(~is_ir):
+                    m.d.sync += fd_len.eq(Mux(fd_beats > d.Lmin, fd_beats, d.Lmin))
                 with m.If(~pl_active & ~pl_start):
                     m.d.sync += fd_w.eq(fd_w_pass)       # IR: stream pointer of block 0
                     m.next = "STREAM"
@@ -568,15 +572,15 @@ class Accelerator(wiring.Component):
                         count("weight_reads")
                 with m.Else():
                     for b in range(min(R, NB)):
-                        m.d.comb += banks_rd[b].addr.eq(slot_base + ws_nboff + ws_kyxoff
-                                                        + ws_rowoff + ws_coloff)
+                        m.d.comb += banks_rd[b].addr.eq(ws_blk + ws_pix)
                     with m.If(valid):
                         count("ibuf_reads", R)
                         with m.If(ws_col != fd_cols - 1):
-                            m.d.sync += [ws_col.eq(ws_col + 1), ws_coloff.eq(ws_coloff + d.sw)]
+                            m.d.sync += [ws_col.eq(ws_col + 1), ws_pix.eq(ws_pix + d.sw)]
                         with m.Else():
-                            m.d.sync += [ws_col.eq(0), ws_coloff.eq(0), ws_row.eq(ws_row + 1),
-                                         ws_rowoff.eq(ws_rowoff + d.fd_row_step)]
+                            m.d.sync += [ws_col.eq(0), ws_row.eq(ws_row + 1),
+                                         ws_rowoff.eq(ws_rowoff + d.fd_row_step),
+                                         ws_pix.eq(ws_rowoff + d.fd_row_step)]
                 # preload the next block's stationary operands once this block's first beat
                 # has passed every column
                 with m.If((fd_s == C - 1) & (fd_kb != d.KB - 1)):
@@ -587,18 +591,21 @@ class Accelerator(wiring.Component):
                         m.d.sync += [fd_kb.eq(fd_kb + 1),
                                      fd_w.eq(fd_w_pass + fd_kb + 1),
                                      ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
-                                     ws_coloff.eq(0)]
+                                     ws_pix.eq(0)]
                         # WR: next (ky, kx, nb) block, nb fastest
                         with m.If(ws_nb != d.nblk - 1):
                             m.d.sync += [ws_nb.eq(ws_nb + 1),
-                                         ws_nboff.eq(ws_nboff + d.chan_words)]
+                                         ws_blk.eq(ws_blk + d.chan_words)]
                         with m.Else():
-                            m.d.sync += [ws_nb.eq(0), ws_nboff.eq(0)]
+                            m.d.sync += ws_nb.eq(0)
                             with m.If(ws_kx != d.kw - 1):
-                                m.d.sync += [ws_kx.eq(ws_kx + 1), ws_kyxoff.eq(ws_kyxoff + 1)]
+                                m.d.sync += [ws_kx.eq(ws_kx + 1), ws_kyxoff.eq(ws_kyxoff + 1),
+                                             ws_blk.eq(slot_base + ws_kyxoff + 1)]
                             with m.Else():
                                 m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1),
-                                             ws_kyxoff.eq(ws_kyxoff + d.fd_ky_step - d.kw + 1)]
+                                             ws_kyxoff.eq(ws_kyxoff + d.fd_ky_step - d.kw + 1),
+                                             ws_blk.eq(slot_base + ws_kyxoff + d.fd_ky_step
+                                                       - d.kw + 1)]
                     with m.Elif(is_ir):
                         m.next = "GROUP"
                         with m.If(fd_g != fd_groups - 1):
