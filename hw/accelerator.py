@@ -298,8 +298,6 @@ class Accelerator(wiring.Component):
         fd_rows, fd_groups, fd_cols = Signal(16), Signal(16), Signal(16)
         fd_mb, fd_row, fd_g, fd_m0 = Signal(16), Signal(16), Signal(16), Signal(16)
         fd_s, fd_kb, fd_len, fd_beats = Signal(16), Signal(16), Signal(16), Signal(16)
-        or_valid, s_last, g_last, row_last, mb_last = (Signal(name=n) for n in (
-            "or_valid", "s_last", "g_last", "row_last", "mb_last"))
         fd_ox0 = Signal(16)
         fd_row_base = Signal(bank_aw)
         # depthwise: the m-block's first channel in the tile buffer
@@ -459,15 +457,14 @@ class Accelerator(wiring.Component):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
                     rows = Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)
                     cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
-                    groups = Mux(fd_tc == d.ntc - 1, d.groups_last, d.groups_full)
-                    m.d.sync += [or_valid.eq(1), s_last.eq(d.L == 1), g_last.eq(groups == 1),
-                                 row_last.eq(rows == 1), mb_last.eq(d.MB == 1)]
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
                                  fd_row_base.eq(0), *set_chan0(0), fd_ox0.eq(fd_tc0),
                                  fd_mbase.eq(fd_trbase), fd_obase.eq(fd_trbase),
                                  fd_ph.eq(fd_tr_ph),
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
-                                 fd_rows.eq(rows), fd_cols.eq(cols), fd_groups.eq(groups)]
+                                 fd_rows.eq(rows), fd_cols.eq(cols),
+                                 fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
+                                                  d.groups_full))]
                     walker_reset(0, g=0)
                     with m.If(is_or):
                         m.next = "OR_PASS"
@@ -477,11 +474,8 @@ class Accelerator(wiring.Component):
                         m.next = "GROUP"
 
             # ---- OR: passes of L beats, R channels × C pixels each --------------------------
-            # The end-of-pass decision reads flags kept one beat ahead (or_valid: fd_s < K,
-            # s_last: fd_s = L − 1, g_last / row_last / mb_last: the last group, row, m-block),
-            # so no comparison against a descriptor field sits in front of the walker's reset
             with m.State("OR_PASS"):
-                valid = or_valid
+                valid = fd_s < d.K
                 for b in range(C):
                     m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
                 m.d.comb += w_port.addr.eq(fd_w)
@@ -495,16 +489,13 @@ class Accelerator(wiring.Component):
                     count("ibuf_reads", C)
                     count("weight_reads")
                     walker_step()
-                with m.If(s_last):
-                    m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1),
-                                 or_valid.eq(1), s_last.eq(d.L == 1)]
-                    with m.If(~g_last):
+                with m.If(fd_s == d.L - 1):
+                    m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1)]
+                    with m.If(fd_g != fd_groups - 1):
                         m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
-                                     fd_w.eq(fd_w_pass), g_last.eq(fd_g + 1 == fd_groups - 1)]
+                                     fd_w.eq(fd_w_pass)]
                         walker_reset(fd_row_base + fd_chan0, g=fd_g + 1)
-                    with m.Elif(~row_last):
-                        m.d.sync += [g_last.eq(fd_groups == 1),
-                                     row_last.eq(fd_row + 1 == fd_rows - 1)]
+                    with m.Elif(fd_row != fd_rows - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step),
                                      fd_w.eq(fd_w_pass)]
@@ -513,9 +504,7 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.sync += fd_ph.eq(fd_ph + 1)
                         walker_reset(fd_row_base + d.fd_row_step + fd_chan0, g=0)
-                    with m.Elif(~mb_last):
-                        m.d.sync += [g_last.eq(fd_groups == 1), row_last.eq(fd_rows == 1),
-                                     mb_last.eq(fd_mb + 1 == d.MB - 1)]
+                    with m.Elif(fd_mb != d.MB - 1):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
                                      fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
@@ -527,8 +516,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         tile_next()
                 with m.Else():
-                    m.d.sync += [fd_s.eq(fd_s + 1), s_last.eq(fd_s + 1 == d.L - 1),
-                                 or_valid.eq(or_valid & (fd_s != d.K - 1))]
+                    m.d.sync += fd_s.eq(fd_s + 1)
 
             # ---- IR / WR: groups of reduction blocks with a stationary operand -------------
             with m.State("GROUP"):
