@@ -314,28 +314,23 @@ class Accelerator(wiring.Component):
         m.d.sync += [ad_v1.eq(0), ad_v2.eq(ad_v1)]
 
         # im2col walker over k = (n, ky, kx) in the x-banked layout (OR feed, IR preload). The
-        # bank address slot_base + rowterm + phase·Wq + g + q0 + (b < q1) is kept in registers,
-        # wk_rowterm (row and channel) and wk_col = wk_off + phase·Wq + q0 (column; wk_off =
-        # slot_base + g is fixed for a walk) with wk_col1 = wk_col + 1, so that one adder sits in
+        # bank address slot_base + rowterm + phase·Wq + g + q0 + (b < q1) is kept as two
+        # registers, wk_rowterm (row and channel) and wk_col = wk_off + phase·Wq + q0 (column;
+        # wk_off = slot_base + g is fixed for a walk), so that one adder with a carry-in sits in
         # front of the tile buffers
         wk_k, wk_ky, wk_kx = Signal(16), Signal(8), Signal(8)
         wk_phase, wk_q0, wk_q1 = Signal(8), Signal(8), Signal(range(max(2, C)))
-        wk_rowterm = Signal(bank_aw, name="wk_rowterm")
-        wk_col, wk_col1, wk_off = (Signal(bank_aw, name=n) for n in ("wk_col", "wk_col1",
-                                                                     "wk_off"))
+        wk_rowterm, wk_col, wk_off = Signal(bank_aw), Signal(bank_aw), Signal(bank_aw)
         walker_addr = [Signal(bank_aw, name=f"walker_addr{b}") for b in range(C)]
         for b in range(C):
-            m.d.comb += walker_addr[b].eq(wk_rowterm + Mux(b < wk_q1, wk_col1, wk_col))
-
-        def set_col(value):
-            m.d.sync += [wk_col.eq(value), wk_col1.eq(value + 1)]
+            m.d.comb += walker_addr[b].eq(wk_rowterm + wk_col + (b < wk_q1))
 
         def walker_reset(rowterm, g=fd_g):
             """Start a walk at row term ``rowterm`` for column group ``g`` (the group the
             controller moves to in this cycle, when it moves)."""
             m.d.sync += [wk_k.eq(0), wk_ky.eq(0), wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0),
-                         wk_q1.eq(0), wk_rowterm.eq(rowterm), wk_off.eq(slot_base + g)]
-            set_col(slot_base + g)
+                         wk_q1.eq(0), wk_rowterm.eq(rowterm), wk_off.eq(slot_base + g),
+                         wk_col.eq(slot_base + g)]
 
         def walker_step():
             m.d.sync += wk_k.eq(wk_k + 1)
@@ -344,17 +339,15 @@ class Accelerator(wiring.Component):
                 with m.If(wk_phase == d.sw - 1):
                     m.d.sync += wk_phase.eq(0)
                     with m.If(wk_q1 == C - 1):
-                        m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1)]
-                        set_col(wk_off + wk_q0 + 1)
+                        m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1),
+                                     wk_col.eq(wk_off + wk_q0 + 1)]
                     with m.Else():
-                        m.d.sync += wk_q1.eq(wk_q1 + 1)
-                        set_col(wk_off + wk_q0)
+                        m.d.sync += [wk_q1.eq(wk_q1 + 1), wk_col.eq(wk_off + wk_q0)]
                 with m.Else():
-                    m.d.sync += wk_phase.eq(wk_phase + 1)
-                    set_col(wk_col + d.Wq)
+                    m.d.sync += [wk_phase.eq(wk_phase + 1), wk_col.eq(wk_col + d.Wq)]
             with m.Else():
-                m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0), wk_q1.eq(0)]
-                set_col(wk_off)
+                m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0), wk_q1.eq(0),
+                             wk_col.eq(wk_off)]
                 with m.If(wk_ky != d.kh - 1):
                     m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowterm.eq(wk_rowterm + d.fd_ky_step)]
                 with m.Else():
