@@ -179,14 +179,10 @@ def cmd_infer(args):
 
 def add_subcommands(sub):
     """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
-    from cnnforge.hw.cli import NET_HELP
+    from cnnforge.hw.cli import NET_HELP, add_calibration_option as add_calibration
     from cnnforge.hw.synth import DEVICES
 
     from .build import BOARDS
-
-    def add_calibration(p):
-        p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) "
-                       "to calibrate the quantizer on (needed by a float ONNX model)")
 
     boards = [*BOARDS, "ulx3s"]
     p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "

@@ -586,14 +586,13 @@ class Accelerator(wiring.Component):
                                          ws_blk.eq(ws_blk + d.chan_words)]
                         with m.Else():
                             m.d.sync += ws_nb.eq(0)
-                            with m.If(ws_kx != d.kw - 1):
-                                m.d.sync += [ws_kx.eq(ws_kx + 1), ws_kyxoff.eq(ws_kyxoff + 1),
-                                             ws_blk.eq(slot_base + ws_kyxoff + 1)]
+                            last_kx = ws_kx == d.kw - 1
+                            kyx_next = ws_kyxoff + Mux(last_kx, d.fd_ky_step - d.kw + 1, 1)
+                            m.d.sync += [ws_kyxoff.eq(kyx_next), ws_blk.eq(slot_base + kyx_next)]
+                            with m.If(~last_kx):
+                                m.d.sync += ws_kx.eq(ws_kx + 1)
                             with m.Else():
-                                m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1),
-                                             ws_kyxoff.eq(ws_kyxoff + d.fd_ky_step - d.kw + 1),
-                                             ws_blk.eq(slot_base + ws_kyxoff + d.fd_ky_step
-                                                       - d.kw + 1)]
+                                m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1)]
                     with m.Elif(is_ir):
                         m.next = "GROUP"
                         with m.If(fd_g != fd_groups - 1):

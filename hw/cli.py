@@ -97,6 +97,11 @@ def add_design_options(p):
                    "fastest per layer by the performance model (default or)")
     p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
                    "per-layer dataflow and tiles; overrides the options above")
+    add_calibration_option(p)
+
+
+def add_calibration_option(p):
+    """``--calibration FILE.npy``, for every command that quantizes a network."""
     p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
                    "calibrate the quantizer on (needed by a float ONNX model; replaces a "
                    "Python network's own)")

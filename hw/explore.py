@@ -797,13 +797,12 @@ def _parse_sizes(text):
 
 def add_parser(sub):
     """Register ``cnnforge explore`` on the ``build_parser`` subparsers."""
+    from .cli import NET_HELP, add_calibration_option
     from .synth import DEVICES
     p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
                        "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
-    p.add_argument("net", metavar="NET", help="network: a Python file defining `network`, "
-                   "or an .onnx model")
-    p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
-                   "calibrate the quantizer on (needed by a float ONNX model)")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
+    add_calibration_option(p)
     p.add_argument("--device", required=True, choices=sorted(DEVICES),
                    help="target FPGA (its DSP, block RAM and LUT budget)")
     p.add_argument("--sizes", default="1-16",
