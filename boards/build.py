@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.hw.synth import DEVICES, SynthError, analyze, pnr_summary, tool_env
+from cnnforge.hw.synth import (
+    DEVICES, SynthError, analyze, check_yosys_log, pnr_summary, tool_env,
+)
 
 from .uart import uart_divisor
 
@@ -165,6 +167,11 @@ def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_t
     bitstream = out_dir / f"top.{spec.bitstream}"
     if not bitstream.is_file():
         raise BoardError(f"the build finished but wrote no {bitstream}")
+    try:
+        check_yosys_log(out_dir / "top.rpt")
+    except SynthError as exc:
+        bitstream.unlink()
+        raise BoardError(f"{spec.name}: {exc} (bitstream removed)") from None
     summary = pnr_summary(out_dir / "top.report.json", device)
     summary.update(analyze(out_dir / "pre_mul.txt", out_dir / "top.il", out_dir / "top.rpt",
                            device, summary.get("dsps")))

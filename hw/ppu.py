@@ -142,18 +142,21 @@ class PostProcessor(wiring.Component):
         m.d.sync += [pll3.eq(xu[:16] * m02[:16]), plh3.eq(xu[:16] * m02[16:]),
                      phl3.eq(xu[16:] * m02[:16]), phh3.eq(xu[16:] * m02[16:]),
                      m03.eq(m02), n3.eq(n2)]
-        # stage 4: middle sum; the high part with the offset removed, in units of 2^31:
-        # phh·2^32 − M0·2^31 = (2·phh − M0)·2^31
-        mid4, lo4, hi4, n4 = stage("mid4", 33), stage("lo4", 32), stage("hi4", signed(34)), \
-            stage("n4", 5)
-        m.d.sync += [mid4.eq(plh3 + phl3), lo4.eq(pll3),
-                     hi4.eq((phh3 << 1).as_signed() - m03), n4.eq(n3)]
-        # stage 5: low part; stage 6: the 64-bit product ab = x·M0, exact modulo 2^63 (2·phh
-        # wraps as a signed 32-bit value when phh >= 2^30; |ab| < 2^62, so bits 0-62 hold it)
-        low5, hi5, n5 = stage("low5", 50), stage("hi5", signed(34)), stage("n5", 5)
-        m.d.sync += [low5.eq(lo4 + (mid4 << 16)), hi5.eq(hi4), n5.eq(n4)]
+        # stages 4-6: the sum of the partial products and the offset. Each product register
+        # feeds one adder wider than a DSP block's accumulator (34+ bits), so that yosys'
+        # iCE40 DSP mapper leaves the sums in logic: absorbing a 33-bit sum or a plain delay
+        # register after a product into an SB_MAC16 makes it tie that register's bits to
+        # constant 0 ("Driver-driver conflict" in its log). xu·M0 < 2^63:
+        # xu·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16
+        lo4, hi4, m04, n4 = stage("lo4", 49), stage("hi4", 48), stage("m04", 31), stage("n4", 5)
+        m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), m04.eq(m03),
+                     n4.eq(n3)]
+        # stage 5: xu·M0; stage 6: the 64-bit product ab = x·M0 = xu·M0 − 2^31·M0 (exact:
+        # |ab| < 2^62)
+        xm5, m05, n5 = stage("xm5", 63), stage("m05", 31), stage("n5", 5)
+        m.d.sync += [xm5.eq(lo4 + (hi4 << 16)), m05.eq(m04), n5.eq(n4)]
         ab6, n6 = stage("ab6", signed(64)), stage("n6", 5)
-        m.d.sync += [ab6.eq(low5 + (hi5 << 31)), n6.eq(n5)]
+        m.d.sync += [ab6.eq(xm5 - (m05 << 31)), n6.eq(n5)]
         sh10 = stage("sh10", signed(32))
         if self.rounding == "gemmlowp":
             self._gemmlowp(m, stage, ab6, n6, sh10)

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["DEVICES", "Device", "SynthError", "SynthReport", "synthesize", "tool_path",
-           "tool_env"]
+__all__ = ["DEVICES", "Device", "SynthError", "SynthReport", "check_yosys_log", "synthesize",
+           "tool_path", "tool_env"]
 
 
 class SynthError(RuntimeError):
@@ -132,6 +132,33 @@ def _tail(path, lines=25):
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+def check_yosys_log(path):
+    """Refuse a netlist yosys built wrongly.
+
+    A ``Driver-driver conflict ... Resolved using constant`` warning means a pass (seen: the
+    iCE40 DSP mapper absorbing a register or a 33-bit sum after a product into an SB_MAC16)
+    left a net driven both by a cell and by a constant, and yosys kept the constant: the netlist
+    no longer computes what the RTL does, though every later step succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        The yosys log (``-l``).
+
+    Raises
+    ------
+    SynthError
+        Naming how many bits and the first net.
+    """
+    lines = [ln for ln in Path(path).read_text(errors="replace").splitlines()
+             if "Driver-driver conflict" in ln]
+    if lines:
+        first = lines[0].split("conflict for", 1)[-1].split(" between")[0].strip()
+        raise SynthError(f"yosys tied {len(lines)} driven bit(s) to constants (first: {first}; "
+                         f"'Driver-driver conflict' in {path}): the netlist would not compute "
+                         "what the RTL does")
 
 
 @dataclass
@@ -375,6 +402,7 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     if rc != 0:
         raise SynthError(f"yosys failed (exit {rc}); see {build_dir / 'yosys.log'}\n"
                          + _tail(build_dir / "yosys.log"))
+    check_yosys_log(build_dir / "yosys.log")
     stat = _stat_cells(build_dir / "stat.json")
     if device.family == "ice40":
         report.dsps = _count(stat, ["SB_MAC16"])
