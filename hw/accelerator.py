@@ -285,9 +285,15 @@ class Accelerator(wiring.Component):
             m.d.comb += slot_set.eq(Mux(lw_slot, 0b10, 0b01))
 
         # ---- dataflow controller -------------------------------------------------------------
+        # a pass's / group's output coordinates, as wide as the network needs (the FIFO and the
+        # drainers' copies are flip-flops): first channel m0 < M + R, output row < OH + Tr,
+        # first column < OW + Tc + C, x_end <= OW, rows <= Tr, cols <= Tc
+        def most(*names):
+            return max(layer.values[n] for layer in prog.layers for n in names)
         meta_layout = data.StructLayout({
-            "m0": 16, "oy": 16, "ox0": 16, "x_end": 16, "rows": 16, "cols": 16,
-            "out_base": fm_aw + 1,
+            "m0": _bits(most("M") + max(R, C)), "oy": _bits(most("OH") + most("Tr")),
+            "ox0": _bits(most("OW") + most("Tc") + C), "x_end": _bits(most("OW")),
+            "rows": _bits(most("Tr")), "cols": _bits(most("Tc")), "out_base": fm_aw + 1,
         })
         m.submodules.meta = meta_fifo = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=4)
         meta_w = Signal(meta_layout)
