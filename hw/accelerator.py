@@ -274,15 +274,22 @@ class Accelerator(wiring.Component):
         m.d.comb += lw_addr_wr.eq(Mux(ld_slot, prog.slot_words, 0) + ld_word)
         with m.If(ld_loading & is_wr):
             m.d.sync += lw_addr.eq(lw_addr_wr)
+        # the feature map's data (or the padding value) is registered with its write before the
+        # tile buffer: the block RAM's clock-to-out is not in front of the buffer's write
+        lw2_en, lw2_bank, lw2_addr, lw2_last, lw2_slot = (
+            Signal(), Signal(range(max(2, NB))), Signal(bank_aw), Signal(), Signal())
+        lw2_data = Signal(signed(8))
+        m.d.sync += [lw2_en.eq(lw_en), lw2_bank.eq(lw_bank), lw2_addr.eq(lw_addr),
+                     lw2_last.eq(lw_en & lw_last), lw2_slot.eq(lw_slot),
+                     lw2_data.eq(Mux(lw_inb, fm_rd_a.data, d.z_in))]
         # write stage
         for b in range(NB):
-            m.d.comb += [banks_wr[b].addr.eq(lw_addr),
-                         banks_wr[b].data.eq(Mux(lw_inb, fm_rd_a.data, d.z_in)),
-                         banks_wr[b].en.eq(lw_en & (lw_bank == b))]
-        with m.If(lw_en):
+            m.d.comb += [banks_wr[b].addr.eq(lw2_addr), banks_wr[b].data.eq(lw2_data),
+                         banks_wr[b].en.eq(lw2_en & (lw2_bank == b))]
+        with m.If(lw2_en):
             count("ibuf_writes")
-        with m.If(lw_en & lw_last):
-            m.d.comb += slot_set.eq(Mux(lw_slot, 0b10, 0b01))
+        with m.If(lw2_last):
+            m.d.comb += slot_set.eq(Mux(lw2_slot, 0b10, 0b01))
 
         # ---- dataflow controller -------------------------------------------------------------
         # a pass's / group's output coordinates, as wide as the network needs (the FIFO and the

@@ -8,14 +8,15 @@ buffer, the weight ROM, the output / partial-sum buffer and the feature-map memo
 The model walks the tile loop nest at tile and group granularity (never per cycle) with the
 hardware's exact timing rules: the loader streams one value per cycle into a ping-pong half of
 the input tile buffer and starts the next tile three cycles after the last value, or two cycles
-after the controller releases the half; the controller starts a tile two cycles after the last
-write lands; OR passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
+after the controller releases the half (a value is written two cycles after its read: the block
+RAM, then a register); the controller starts a tile two cycles after the last write lands; OR
+passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
 (the beat is issued one cycle earlier: the memory and control registers) and the
 post-processor writes ``PostProcessor.latency`` cycles after its input. Access counts are
-closed forms of the loop bounds. ``tests/sim/test_perf_rtl.py`` checks every figure against
-the RTL counters.
+closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and
+Verilator tests) check every figure against the RTL counters.
 
 The model follows Zhang et al., FPGA 2015 (tile loop nests, double buffering) and SCALE-Sim's
 os/ws/is timing for the array itself.
@@ -126,7 +127,7 @@ def layer_model(v, cfg):
         if t >= 2:
             first = max(first, free[t - 2] + 2)
         l_last[t] = first + E - 1
-        start = max(wait, l_last[t] + 2) + 1       # first working cycle of the tile
+        start = max(wait, l_last[t] + 3) + 1       # first working cycle of the tile
         groups_t = _ceil_div(cols, C)
         x_end = min(tc0 + v["Tc"], v["OW"])
         if df == 0:
