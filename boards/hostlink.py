@@ -141,6 +141,10 @@ class HostLink(wiring.Component):
         req_error = Signal()           # with req: an error frame (else a result)
         req_code = Signal(8)
         busy = Signal()                # from req until the answer's last byte
+        # the request registered: the parser's byte checks are not in front of the responder's
+        # state (req_q counts as busy)
+        req_q, req_error_q, req_code_q = Signal(), Signal(), Signal(8)
+        m.d.sync += [req_q.eq(req), req_error_q.eq(req_error), req_code_q.eq(req_code)]
         feed = Signal()                # the buffered image is streaming into the engine
 
         # ---- frame parser ------------------------------------------------------------------------
@@ -180,7 +184,7 @@ class HostLink(wiring.Component):
 
         with m.FSM(name="parser") as parser:
             with m.State("SYNC0"):
-                with m.If(got & ~busy & (byte == SYNC[0])):
+                with m.If(got & ~busy & ~req_q & (byte == SYNC[0])):
                     m.next = "SYNC1"
             with m.State("SYNC1"):
                 with m.If(got):
@@ -268,9 +272,9 @@ class HostLink(wiring.Component):
 
         with m.FSM(name="responder"):
             with m.State("IDLE"):
-                with m.If(req):
-                    m.d.sync += [busy.eq(1), kind_error.eq(req_error), code.eq(req_code),
-                                 computing.eq(~req_error), tcrc.eq(0), out_idx.eq(0)]
+                with m.If(req_q):
+                    m.d.sync += [busy.eq(1), kind_error.eq(req_error_q), code.eq(req_code_q),
+                                 computing.eq(~req_error_q), tcrc.eq(0), out_idx.eq(0)]
                     m.next = "SYNC0"
             with m.State("SYNC0"):
                 send(SYNC[0], "SYNC1", checked=False)
@@ -311,6 +315,6 @@ class HostLink(wiring.Component):
                     m.d.comb += self.answered.eq(~kind_error)
                     m.next = "IDLE"
 
-        m.d.comb += [self.busy.eq(busy | in_frame | feed), self.computing.eq(computing),
-                     self.error.eq(req & req_error)]
+        m.d.comb += [self.busy.eq(busy | req_q | in_frame | feed), self.computing.eq(computing),
+                     self.error.eq(req_q & req_error_q)]
         return m

@@ -116,6 +116,15 @@ class Accelerator(wiring.Component):
         has_add = any(layer.values["df"] == ADD for layer in prog.layers)
         has_dw = any(layer.values.get("dw") for layer in prog.layers)
 
+        def most(*names):
+            """The largest value of these descriptor fields over the network's layers."""
+            return max(layer.values[n] for layer in prog.layers for n in names)
+
+        def counter(top):
+            """A loop counter for values 0..top (as narrow as the network allows: shorter
+            end-of-loop comparisons)."""
+            return Signal(range(max(2, top + 1)))
+
         # ---- memories ---------------------------------------------------------------------
         desc_layout = self.descriptor_layout()
         m.submodules.descriptors = desc_rom = memory.Memory(
@@ -161,6 +170,12 @@ class Accelerator(wiring.Component):
         is_add = (d.df == ADD) if has_add else Const(0, 1)
         wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
 
+        # the running layer's loop bounds minus one, registered once per layer (in the
+        # sequencer's START state): the per-cycle end-of-loop comparisons see a register, not a
+        # subtraction on the descriptor
+        lim = {name: Signal(desc_layout.members[name], name=f"last_{name}")
+                for name in ("K", "L", "MB", "ntr", "ntc")}
+
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))
         run = Signal()             # pulses when a layer starts: loader and controller begin
@@ -185,7 +200,7 @@ class Accelerator(wiring.Component):
         # ---- tile loader: feature map -> input tile buffer ----------------------------------
         ld_active = Signal()
         ld_slot = Signal()
-        ld_tr, ld_tc = Signal(16), Signal(16)
+        ld_tr, ld_tc = counter(most("ntr")), counter(most("ntc"))
         ld_row_fm, ld_tile_fm, ld_fm = (Signal(signed(fm_aw + 2)) for _ in range(3))
         ld_y0, ld_x0, ld_y, ld_x = (Signal(signed(16)) for _ in range(4))
         ld_n, ld_yi, ld_xi = Signal(16), Signal(16), Signal(16)
@@ -201,7 +216,7 @@ class Accelerator(wiring.Component):
         ld_last_y = ld_yi == d.Tr_in - 1
         ld_last_n = ld_n == d.N - 1
         ld_last_elem = ld_last_x & ld_last_y & ld_last_n
-        ld_last_tile = (ld_tr == d.ntr - 1) & (ld_tc == d.ntc - 1)
+        ld_last_tile = (ld_tr == lim["ntr"]) & (ld_tc == lim["ntc"])
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         with m.If(run):
@@ -260,7 +275,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [ld_loading.eq(0), ld_slot.eq(~ld_slot)]
                 with m.If(ld_last_tile):
                     m.d.sync += [ld_active.eq(0), loader_done.eq(1)]
-                with m.Elif(ld_tc == d.ntc - 1):
+                with m.Elif(ld_tc == lim["ntc"]):
                     m.d.sync += [ld_tc.eq(0), ld_tr.eq(ld_tr + 1),
                                  ld_row_fm.eq(ld_row_fm + d.ld_tile_row_step),
                                  ld_tile_fm.eq(ld_row_fm + d.ld_tile_row_step),
@@ -295,8 +310,6 @@ class Accelerator(wiring.Component):
         # a pass's / group's output coordinates, as wide as the network needs (the FIFO and the
         # drainers' copies are flip-flops): first channel m0 < M + R, output row < OH + Tr,
         # first column < OW + Tc + C, x_end <= OW, rows <= Tr, cols <= Tc
-        def most(*names):
-            return max(layer.values[n] for layer in prog.layers for n in names)
         meta_layout = data.StructLayout({
             "m0": _bits(most("M") + max(R, C)), "oy": _bits(most("OH") + most("Tr")),
             "ox0": _bits(most("OW") + most("Tc") + C), "x_end": _bits(most("OW")),
@@ -307,11 +320,23 @@ class Accelerator(wiring.Component):
         m.d.comb += meta_fifo.w_data.eq(meta_w)
 
         fd_slot = Signal()
-        fd_tr, fd_tc, fd_tr0, fd_tc0 = Signal(16), Signal(16), Signal(16), Signal(16)
-        fd_rows, fd_groups, fd_cols = Signal(16), Signal(16), Signal(16)
-        fd_mb, fd_row, fd_g, fd_m0 = Signal(16), Signal(16), Signal(16), Signal(16)
-        fd_s, fd_kb, fd_len, fd_beats = Signal(16), Signal(16), Signal(16), Signal(16)
-        fd_ox0 = Signal(16)
+        fd_tr, fd_tc = counter(most("ntr")), counter(most("ntc"))
+        fd_tr0, fd_tc0 = counter(most("OH") + most("Tr")), counter(most("OW") + most("Tc"))
+        fd_rows, fd_cols = counter(most("Tr", "rows_last")), counter(most("Tc", "cols_last"))
+        # the tile's last output row and last column group (rows − 1, groups − 1)
+        fd_rlast = counter(most("Tr", "rows_last"))
+        fd_glast = counter(most("groups_full", "groups_last"))
+        # OR: whether the pass's current beat is valid (fd_s < K), kept one beat ahead; the
+        # weight pointer of the next block of R channels (fd_w_pass + K)
+        fd_valid, fd_w_mb = Signal(), Signal(w_aw)
+        fd_mb, fd_row, fd_g = counter(most("MB")), Signal.like(fd_rlast), Signal.like(fd_glast)
+        fd_m0 = counter(most("M") + max(R, C))
+        # beats of a pass (L) or of a stream (M, the tile's pixels, Lmin)
+        beats = max(most("L", "K", "M", "Lmin"),
+                    max(layer.values["Tr"] * layer.values["Tc"] for layer in prog.layers))
+        fd_s, fd_len, fd_beats = counter(beats), counter(beats), counter(beats)
+        fd_kb = counter(most("KB"))
+        fd_ox0 = counter(most("OW") + most("Tc") + C)
         fd_row_base = Signal(bank_aw)
         # depthwise: the m-block's first channel in the tile buffer
         fd_chan0 = Signal(bank_aw) if has_dw else Const(0, bank_aw)
@@ -413,12 +438,12 @@ class Accelerator(wiring.Component):
             """Release the tile's half of the input buffer and move to the next tile."""
             m.d.comb += slot_clr.eq(Mux(fd_slot, 0b10, 0b01))
             m.d.sync += fd_slot.eq(~fd_slot)
-            with m.If((fd_tr == d.ntr - 1) & (fd_tc == d.ntc - 1)):
+            with m.If((fd_tr == lim["ntr"]) & (fd_tc == lim["ntc"])):
                 m.d.sync += feeder_done.eq(1)
                 m.next = "IDLE"
             with m.Else():
                 m.next = "WAIT_TILE"
-                with m.If(fd_tc == d.ntc - 1):
+                with m.If(fd_tc == lim["ntc"]):
                     m.d.sync += [fd_tc.eq(0), fd_tc0.eq(0), fd_tr.eq(fd_tr + 1),
                                  fd_tr0.eq(fd_tr0 + d.Tr), fd_tr_ph.eq(tr_ph_next & pool_mask),
                                  fd_trbase.eq(fd_trbase + d.out_tile_step
@@ -468,16 +493,17 @@ class Accelerator(wiring.Component):
                             m.next = "ADD"
             with m.State("WAIT_TILE"):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
-                    rows = Mux(fd_tr == d.ntr - 1, d.rows_last, d.Tr)
-                    cols = Mux(fd_tc == d.ntc - 1, d.cols_last, d.Tc)
+                    rows = Mux(fd_tr == lim["ntr"], d.rows_last, d.Tr)
+                    cols = Mux(fd_tc == lim["ntc"], d.cols_last, d.Tc)
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
                                  fd_row_base.eq(0), *set_chan0(0), fd_ox0.eq(fd_tc0),
                                  fd_mbase.eq(fd_trbase), fd_obase.eq(fd_trbase),
                                  fd_ph.eq(fd_tr_ph),
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
-                                 fd_rows.eq(rows), fd_cols.eq(cols),
-                                 fd_groups.eq(Mux(fd_tc == d.ntc - 1, d.groups_last,
-                                                  d.groups_full))]
+                                 fd_w_mb.eq(d.w_base + d.K), fd_valid.eq(1),
+                                 fd_rows.eq(rows), fd_cols.eq(cols), fd_rlast.eq(rows - 1),
+                                 fd_glast.eq(Mux(fd_tc == lim["ntc"], d.groups_last,
+                                                 d.groups_full) - 1)]
                     walker_reset(0, g=0)
                     with m.If(is_or):
                         m.next = "OR_PASS"
@@ -488,12 +514,12 @@ class Accelerator(wiring.Component):
 
             # ---- OR: passes of L beats, R channels × C pixels each --------------------------
             with m.State("OR_PASS"):
-                valid = fd_s < d.K
+                valid = fd_valid
                 for b in range(C):
                     m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
                 m.d.comb += w_port.addr.eq(fd_w)
                 m.d.sync += [beat.valid.eq(valid), beat.first.eq(fd_s == 0),
-                             beat.last.eq(fd_s == d.K - 1), beat_q1.eq(wk_q1)]
+                             beat.last.eq(fd_s == lim["K"]), beat_q1.eq(wk_q1)]
                 m.d.comb += [meta_fifo.w_en.eq(fd_s == 0),
                              meta_w.m0.eq(fd_m0), meta_w.oy.eq(oy), meta_w.ox0.eq(fd_ox0),
                              meta_w.x_end.eq(x_end), meta_w.out_base.eq(fd_obase)]
@@ -502,13 +528,14 @@ class Accelerator(wiring.Component):
                     count("ibuf_reads", C)
                     count("weight_reads")
                     walker_step()
-                with m.If(fd_s == d.L - 1):
-                    m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1)]
-                    with m.If(fd_g != fd_groups - 1):
+                with m.If(fd_s == lim["L"]):
+                    m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1),
+                                 fd_valid.eq(1)]
+                    with m.If(fd_g != fd_glast):
                         m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C),
                                      fd_w.eq(fd_w_pass)]
                         walker_reset(fd_row_base + fd_chan0, g=fd_g + 1)
-                    with m.Elif(fd_row != fd_rows - 1):
+                    with m.Elif(fd_row != fd_rlast):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step),
                                      fd_w.eq(fd_w_pass)]
@@ -517,11 +544,11 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.sync += fd_ph.eq(fd_ph + 1)
                         walker_reset(fd_row_base + d.fd_row_step + fd_chan0, g=0)
-                    with m.Elif(fd_mb != d.MB - 1):
+                    with m.Elif(fd_mb != lim["MB"]):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
-                                     fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_pass + d.K),
-                                     fd_w_pass.eq(fd_w_pass + d.K),
+                                     fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_mb),
+                                     fd_w_pass.eq(fd_w_mb), fd_w_mb.eq(fd_w_mb + d.K),
                                      fd_mbase.eq(fd_mbase + d.out_mb_step),
                                      fd_obase.eq(fd_mbase + d.out_mb_step), fd_ph.eq(fd_tr_ph),
                                      *set_chan0(fd_chan0 + d.mb_chan_step)]
@@ -529,7 +556,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         tile_next()
                 with m.Else():
-                    m.d.sync += fd_s.eq(fd_s + 1)
+                    m.d.sync += [fd_s.eq(fd_s + 1), fd_valid.eq(fd_valid & (fd_s != lim["K"]))]
 
             # ---- IR / WR: groups of reduction blocks with a stationary operand -------------
             with m.State("GROUP"):
@@ -608,16 +635,16 @@ class Accelerator(wiring.Component):
                                 m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1)]
                     with m.Elif(is_ir):
                         m.next = "GROUP"
-                        with m.If(fd_g != fd_groups - 1):
+                        with m.If(fd_g != fd_glast):
                             m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
-                        with m.Elif(fd_row != fd_rows - 1):
+                        with m.Elif(fd_row != fd_rlast):
                             m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                          fd_row_base.eq(fd_row_base + d.fd_row_step)]
                         with m.Else():
                             tile_next()
                     with m.Else():
                         m.next = "GROUP"
-                        with m.If(fd_mb != d.MB - 1):
+                        with m.If(fd_mb != lim["MB"]):
                             m.d.sync += [fd_mb.eq(fd_mb + 1), fd_m0.eq(fd_m0 + C),
                                          fd_w_pass.eq(fd_w_pass + d.KB * R)]
                         with m.Else():
@@ -660,9 +687,9 @@ class Accelerator(wiring.Component):
                 with m.If(group_last):
                     m.d.sync += vh.eq(~vh)
                     m.next = "W_GROUP"
-                    with m.If(fd_g != fd_groups - 1):
+                    with m.If(fd_g != fd_glast):
                         m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
-                    with m.Elif(fd_row != fd_rows - 1):
+                    with m.Elif(fd_row != fd_rlast):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
                                      fd_row_base.eq(fd_row_base + d.fd_row_step)]
                     with m.Else():
@@ -914,20 +941,20 @@ class Accelerator(wiring.Component):
                         m.d.comb += vb_rd[c].addr.eq(Mux(cf_vh, vdepth, 0) + cf_s * 16 + cf_xi)
                     m.d.comb += w_port.addr.eq(cf_w)
                     m.d.sync += [beat.valid.eq(valid), beat.first.eq(cf_s == 0),
-                                 beat.last.eq(cf_s == d.K - 1)]
+                                 beat.last.eq(cf_s == lim["K"])]
                     m.d.comb += [wp_fifo.w_en.eq(cf_s == 0), pw_w.xi.eq(cf_xi),
                                  pw_w.half.eq(cf_oh)]
                     with m.If(valid):
                         m.d.sync += cf_w.eq(cf_w + 1)
                         count("ibuf_reads", C)
                         count("weight_reads")
-                    with m.If(cf_s == d.L - 1):
+                    with m.If(cf_s == lim["L"]):
                         m.d.sync += [cf_s.eq(0), passes_issued.eq(passes_issued + 1)]
                         with m.If(cf_xi != 15):
                             m.d.sync += cf_xi.eq(cf_xi + 1)
                         with m.Else():
                             m.d.sync += cf_oh.eq(~cf_oh)
-                            with m.If(cf_mb != d.MB - 1):
+                            with m.If(cf_mb != lim["MB"]):
                                 m.d.sync += [cf_mb.eq(cf_mb + 1), cf_m0.eq(cf_m0 + R)]
                                 m.next = "BLOCK"
                             with m.Else():
@@ -1151,6 +1178,7 @@ class Accelerator(wiring.Component):
                 m.next = "START"
             with m.State("START"):
                 m.d.sync += total_cycles.eq(total_cycles + 1)
+                m.d.sync += [reg.eq(getattr(d, name) - 1) for name, reg in lim.items()]
                 m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):
