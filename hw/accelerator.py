@@ -174,7 +174,8 @@ class Accelerator(wiring.Component):
         # sequencer's START state): the per-cycle end-of-loop comparisons see a register, not a
         # subtraction on the descriptor
         lim = {name: Signal(desc_layout.members[name], name=f"last_{name}")
-                for name in ("K", "L", "MB", "ntr", "ntc")}
+                for name in ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw",
+                             "KB", "nblk", "out_size")}
 
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))
@@ -203,7 +204,7 @@ class Accelerator(wiring.Component):
         ld_tr, ld_tc = counter(most("ntr")), counter(most("ntc"))
         ld_row_fm, ld_tile_fm, ld_fm = (Signal(signed(fm_aw + 2)) for _ in range(3))
         ld_y0, ld_x0, ld_y, ld_x = (Signal(signed(16)) for _ in range(4))
-        ld_n, ld_yi, ld_xi = Signal(16), Signal(16), Signal(16)
+        ld_n, ld_yi, ld_xi = counter(most("N")), counter(most("Tr_in")), counter(most("Tc_in"))
         ld_phase, ld_bank, ld_word = Signal(8), Signal(range(max(2, NB))), Signal(bank_aw)
         ld_phase_off, ld_rowterm = Signal(bank_aw), Signal(bank_aw)
         ld_loading = Signal()
@@ -212,9 +213,9 @@ class Accelerator(wiring.Component):
 
         inb = Signal()
         m.d.comb += inb.eq((ld_y >= 0) & (ld_y < d.H) & (ld_x >= 0) & (ld_x < d.W))
-        ld_last_x = ld_xi == d.Tc_in - 1
-        ld_last_y = ld_yi == d.Tr_in - 1
-        ld_last_n = ld_n == d.N - 1
+        ld_last_x = ld_xi == lim["Tc_in"]
+        ld_last_y = ld_yi == lim["Tr_in"]
+        ld_last_n = ld_n == lim["N"]
         ld_last_elem = ld_last_x & ld_last_y & ld_last_n
         ld_last_tile = (ld_tr == lim["ntr"]) & (ld_tc == lim["ntc"])
 
@@ -243,7 +244,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [ld_xi.eq(ld_xi + 1), ld_x.eq(ld_x + 1), ld_fm.eq(ld_fm + 1)]
                 with m.If(is_wr):
                     m.d.sync += ld_word.eq(ld_word + 1)
-                with m.Elif(ld_phase == d.sw - 1):
+                with m.Elif(ld_phase == lim["sw"]):
                     m.d.sync += [ld_phase.eq(0), ld_phase_off.eq(0)]
                     with m.If(ld_bank == C - 1):
                         m.d.sync += [ld_bank.eq(0), ld_word.eq(ld_word + 1)]
@@ -334,7 +335,9 @@ class Accelerator(wiring.Component):
         # beats of a pass (L) or of a stream (M, the tile's pixels, Lmin)
         beats = max(most("L", "K", "M", "Lmin"),
                     max(layer.values["Tr"] * layer.values["Tc"] for layer in prog.layers))
-        fd_s, fd_len, fd_beats = counter(beats), counter(beats), counter(beats)
+        fd_s, fd_beats = counter(beats), counter(beats)
+        # IR / WR streams: the last valid beat (beats − 1) and the block's last beat (length − 1)
+        fd_blast, fd_llast = counter(beats), counter(beats)
         fd_kb = counter(most("KB"))
         fd_ox0 = counter(most("OW") + most("Tc") + C)
         fd_row_base = Signal(bank_aw)
@@ -344,7 +347,9 @@ class Accelerator(wiring.Component):
         def set_chan0(value):
             return [fd_chan0.eq(value)] if has_dw else []
         fd_w, fd_w_pass = Signal(w_aw), Signal(w_aw)
-        passes_issued, passes_drained = Signal(24), Signal(24)
+        # passes and groups issued and drained, modulo 2^8: at most a few are in flight (the
+        # metadata FIFO's depth), so equal modulo 2^8 is equal
+        passes_issued, passes_drained = Signal(8), Signal(8)
         slot_base = Mux(fd_slot, prog.slot_words, 0)
         # element-wise add: element index, and the pipeline's valid flags (FM read, table read)
         ad_i = Signal(range(max(2, prog.fm_depth + 1)))
@@ -356,7 +361,7 @@ class Accelerator(wiring.Component):
         # registers, wk_rowterm (row and channel) and wk_col = wk_off + phase·Wq + q0 (column;
         # wk_off = slot_base + g is fixed for a walk), so that one adder with a carry-in sits in
         # front of the tile buffers
-        wk_k, wk_ky, wk_kx = Signal(16), Signal(8), Signal(8)
+        wk_k, wk_ky, wk_kx = Signal(16), counter(most("kh")), counter(most("kw"))
         wk_phase, wk_q0, wk_q1 = Signal(8), Signal(8), Signal(range(max(2, C)))
         wk_rowterm, wk_col, wk_off = Signal(bank_aw), Signal(bank_aw), Signal(bank_aw)
         walker_addr = [Signal(bank_aw, name=f"walker_addr{b}") for b in range(C)]
@@ -372,9 +377,9 @@ class Accelerator(wiring.Component):
 
         def walker_step():
             m.d.sync += wk_k.eq(wk_k + 1)
-            with m.If(wk_kx != d.kw - 1):
+            with m.If(wk_kx != lim["kw"]):
                 m.d.sync += wk_kx.eq(wk_kx + 1)
-                with m.If(wk_phase == d.sw - 1):
+                with m.If(wk_phase == lim["sw"]):
                     m.d.sync += wk_phase.eq(0)
                     with m.If(wk_q1 == C - 1):
                         m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1),
@@ -386,7 +391,7 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0), wk_q1.eq(0),
                              wk_col.eq(wk_off)]
-                with m.If(wk_ky != d.kh - 1):
+                with m.If(wk_ky != lim["kh"]):
                     m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowterm.eq(wk_rowterm + d.fd_ky_step)]
                 with m.Else():
                     m.d.sync += [wk_ky.eq(0), wk_rowterm.eq(wk_rowterm + d.fd_chan_step)]
@@ -397,7 +402,7 @@ class Accelerator(wiring.Component):
         # as two registers: ws_blk (the block's, fixed while it streams) and ws_pix (the
         # pixel's), one adder in front of the tile buffers
         ws_rowoff, ws_pix, ws_blk = Signal(bank_aw), Signal(bank_aw), Signal(bank_aw)
-        ws_nb, ws_ky, ws_kx = Signal(16), Signal(8), Signal(8)
+        ws_nb, ws_ky, ws_kx = counter(most("nblk")), counter(most("kh")), counter(most("kw"))
         ws_kyxoff = Signal(bank_aw)
 
         # preload sequencer (IR: inputs from the walker; WR: weight-ROM rows)
@@ -414,7 +419,7 @@ class Accelerator(wiring.Component):
         psum_set, psum_clr = Signal(2), Signal(2)
         m.d.sync += psum_busy.eq((psum_busy | psum_set) & ~psum_clr)
         fd_half = Signal()
-        groups_issued, groups_drained = Signal(24), Signal(24)
+        groups_issued, groups_drained = Signal(8), Signal(8)
 
         with m.If(pl_active):
             with m.If(is_ir):
@@ -575,7 +580,7 @@ class Accelerator(wiring.Component):
                                  ws_pix.eq(0),
                                  pl_w.eq(fd_w_pass)]
                     with m.If(is_ir):
-                        m.d.sync += [fd_beats.eq(d.M), fd_len.eq(d.L)]
+                        m.d.sync += [fd_beats.eq(d.M), fd_llast.eq(lim["L"])]
                         walker_reset(fd_row_base)
                     with m.Else():
                         m.d.sync += fd_beats.eq(fd_rows * fd_cols)
@@ -583,16 +588,18 @@ class Accelerator(wiring.Component):
             with m.State("PRELOAD"):
                 # the first block's stationary operands; then stream. WR: the stream's length
                 # from the pixel count registered in GROUP (not behind the multiplier)
+                m.d.sync += fd_blast.eq(fd_beats - 1)
                 with m.If(~is_ir):
-                    m.d.sync += fd_len.eq(Mux(fd_beats > d.Lmin, fd_beats, d.Lmin))
+                    m.d.sync += fd_llast.eq(Mux(fd_beats > d.Lmin, fd_beats, d.Lmin) - 1)
                 with m.If(~pl_active & ~pl_start):
-                    m.d.sync += fd_w.eq(fd_w_pass)       # IR: stream pointer of block 0
+                    m.d.sync += [fd_w.eq(fd_w_pass),       # IR: stream pointer of block 0
+                                 fd_valid.eq(1)]
                     m.next = "STREAM"
             with m.State("STREAM"):
-                valid = fd_s < fd_beats
+                valid = fd_valid                       # fd_s < fd_beats, one beat ahead
                 m.d.sync += [beat.valid.eq(valid), beat.swap.eq(fd_s == 0),
-                             beat.tail.eq(fd_s == fd_beats - 1),
-                             beat.first.eq(fd_kb == 0), beat.last.eq(fd_kb == d.KB - 1)]
+                             beat.tail.eq(fd_s == fd_blast),
+                             beat.first.eq(fd_kb == 0), beat.last.eq(fd_kb == lim["KB"])]
                 with m.If(is_ir):
                     m.d.comb += w_port.addr.eq(fd_w)
                     with m.If(valid):
@@ -611,22 +618,22 @@ class Accelerator(wiring.Component):
                                          ws_pix.eq(ws_rowoff + d.fd_row_step)]
                 # preload the next block's stationary operands once this block's first beat
                 # has passed every column
-                with m.If((fd_s == C - 1) & (fd_kb != d.KB - 1)):
+                with m.If((fd_s == C - 1) & (fd_kb != lim["KB"])):
                     m.d.comb += pl_start.eq(1)
-                with m.If(fd_s == fd_len - 1):
-                    m.d.sync += fd_s.eq(0)
-                    with m.If(fd_kb != d.KB - 1):
+                with m.If(fd_s == fd_llast):
+                    m.d.sync += [fd_s.eq(0), fd_valid.eq(1)]
+                    with m.If(fd_kb != lim["KB"]):
                         m.d.sync += [fd_kb.eq(fd_kb + 1),
                                      fd_w.eq(fd_w_pass + fd_kb + 1),
                                      ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
                                      ws_pix.eq(0)]
                         # WR: next (ky, kx, nb) block, nb fastest
-                        with m.If(ws_nb != d.nblk - 1):
+                        with m.If(ws_nb != lim["nblk"]):
                             m.d.sync += [ws_nb.eq(ws_nb + 1),
                                          ws_blk.eq(ws_blk + d.chan_words)]
                         with m.Else():
                             m.d.sync += ws_nb.eq(0)
-                            last_kx = ws_kx == d.kw - 1
+                            last_kx = ws_kx == lim["kw"]
                             kyx_next = ws_kyxoff + Mux(last_kx, d.fd_ky_step - d.kw + 1, 1)
                             m.d.sync += [ws_kyxoff.eq(kyx_next), ws_blk.eq(slot_base + kyx_next)]
                             with m.If(~last_kx):
@@ -650,7 +657,7 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             tile_next()
                 with m.Else():
-                    m.d.sync += fd_s.eq(fd_s + 1)
+                    m.d.sync += [fd_s.eq(fd_s + 1), fd_valid.eq(fd_valid & (fd_s != fd_blast))]
 
             # ---- element-wise add: both inputs read in one cycle (ports A and B) -------------
             if has_add:
@@ -658,7 +665,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [fm_rd_a.addr.eq(d.src + ad_i), fm_rd_b.addr.eq(d.src2 + ad_i)]
                     m.d.sync += [ad_v1.eq(1), ad_i.eq(ad_i + 1)]
                     count("fm_reads", 2)
-                    with m.If(ad_i == d.out_size - 1):
+                    with m.If(ad_i == lim["out_size"]):
                         m.d.sync += feeder_done.eq(1)
                         m.next = "IDLE"
 
@@ -676,7 +683,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
                 count("ibuf_reads", C)
                 patch_last = (wk_ky == 3) & (wk_kx == 3)
-                group_last = patch_last & (wn == d.N - 1)
+                group_last = patch_last & (wn == lim["N"])
                 m.d.sync += [t_valid.eq(1), t_first.eq((wk_ky == 0) & (wk_kx == 0)),
                              t_last.eq(patch_last), t_ij.eq(wk_ky[:2] * 4 + wk_kx[:2]),
                              t_n.eq(wn), t_half.eq(vh), t_group_last.eq(group_last),
@@ -913,7 +920,7 @@ class Accelerator(wiring.Component):
             cf_busy = Signal()
             pw_w, sw_w = Signal(pass_layout), Signal(set_layout)
             m.d.comb += [wp_fifo.w_data.eq(pw_w), ws_fifo.w_data.eq(sw_w)]
-            wsets_issued, wsets_done = Signal(24), Signal(24)
+            wsets_issued, wsets_done = Signal(8), Signal(8)      # modulo 2^8, as passes_issued
             with m.FSM(name="wino_compute"):
                 with m.State("IDLE"):
                     with m.If(run):
@@ -1162,6 +1169,11 @@ class Accelerator(wiring.Component):
         layer_busy = (~loader_done | ~feeder_done | (passes_issued != passes_drained)
                       | (groups_issued != groups_drained) | dr_active | gd_active
                       | ppu.busy | array.done | wino_busy | ad_v1 | ad_v2)
+        # registered: the sequencer leaves RUN one cycle after the layer is idle (the wide OR
+        # of the units' states is not in front of the sequencer's state); cleared in KICK, as
+        # the units only start in RUN's first cycle
+        layer_idle = Signal()
+        m.d.sync += layer_idle.eq(~layer_busy)
         with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
                 m.d.comb += [self.i_image.ready.eq(1), fm_wr.addr.eq(img_count),
@@ -1183,14 +1195,15 @@ class Accelerator(wiring.Component):
                 m.next = "KICK"
             with m.State("KICK"):
                 m.d.comb += run.eq(1)
-                m.d.sync += [counters["cycles"].eq(1), total_cycles.eq(total_cycles + 1)]
+                m.d.sync += [counters["cycles"].eq(1), total_cycles.eq(total_cycles + 1),
+                             layer_idle.eq(0)]
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [fm_wr.addr.eq(ppu.wr_addr), fm_wr.data.eq(ppu.wr_data),
                              fm_wr.en.eq(ppu.wr_en)]
                 m.d.sync += [counters["cycles"].eq(counters["cycles"] + 1),
                              total_cycles.eq(total_cycles + 1)]
-                with m.If(~layer_busy):
+                with m.If(layer_idle):
                     m.d.sync += [out_base.eq(d.dst), out_total.eq(d.out_size), out_idx.eq(0),
                                  hdr.eq(0), to_logits.eq(0)]
                     with m.If(self.debug):

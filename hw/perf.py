@@ -98,7 +98,7 @@ def layer_model(v, cfg):
         # element-wise add: one element per cycle (both inputs read in the same cycle, two
         # table lookups), after the controller's entry cycle and the two pipeline stages
         n = v["out_size"]
-        return LayerModel(cycles=n + 4 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
+        return LayerModel(cycles=n + 5 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
                           weight_reads=2 * n, obuf_reads=0, obuf_writes=0, fm_reads=2 * n,
                           fm_writes=n, macs=0, ideal_cycles=0)
     E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
@@ -219,7 +219,8 @@ def layer_model(v, cfg):
     fm_reads += outputs * (pk * pk - 1)
     # a depthwise pass walks R channels, but each output uses only its own channel's taps
     macs = M * v["OH"] * v["OW"] * (v["kh"] * v["kw"] if v.get("dw") else K)
-    return LayerModel(cycles=end + 1, ibuf_reads=ibuf_reads, ibuf_writes=ibuf_writes,
+    # the sequencer sees the layer idle one cycle after its last busy cycle (a registered flag)
+    return LayerModel(cycles=end + 2, ibuf_reads=ibuf_reads, ibuf_writes=ibuf_writes,
                       weight_reads=weight_reads, obuf_reads=obuf_reads,
                       obuf_writes=obuf_writes, fm_reads=fm_reads, fm_writes=fm_writes,
                       macs=macs, ideal_cycles=_ceil_div(macs, cfg.pes))

@@ -66,16 +66,16 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (12: the input beat is registered, then
+        Cycles from a beat at the input to its write (13: the input beat is registered, then
         parameter read, bias, four registered 16×16 partial products, three adder levels to
         the 64-bit product, four for the rounding (gemmlowp: two for SRDHM, then add and
-        shift; nearest-even: rounding term, add, shift in two steps), one for zero point and
-        clamp). Every input goes straight into a register, so the engine may compute the beat
+        shift; nearest-even: rounding term, add, shift in two steps), one for the saturation
+        and zero point, one for the clamp). Every input goes straight into a register, so the engine may compute the beat
         combinationally; one adder or one DSP multiply per stage keeps the unit off the critical
         path (docs/boards.md).
     """
 
-    latency = 12
+    latency = 13
 
     def __init__(self, acc_width, params, addr_width, rounding="gemmlowp"):
         if rounding not in ROUNDINGS:
@@ -162,15 +162,15 @@ class PostProcessor(wiring.Component):
             self._gemmlowp(m, stage, ab6, n6, sh10)
         else:
             self._nearest_even(m, stage, ab6, n6, sh10)
-        # stage 11 (combinational part): saturate to 10 bits (the clamp bounds are int8, so this
-        # changes nothing), zero point, clamp; issue the pooling read
+        # stage 11: saturate to 10 bits (the clamp bounds are int8, so this changes nothing) and
+        # add the zero point; stage 12: clamp; issue the pooling read
         sat = Signal(signed(10))
         with m.If(sh10[9:].all() | ~sh10[9:].any()):
             m.d.comb += sat.eq(sh10)
         with m.Else():
             m.d.comb += sat.eq(Mux(sh10[31], -512, 511))
-        shifted = Signal(signed(11))
-        m.d.comb += shifted.eq(sat + self.zero_point)
+        shifted = stage("shifted11", signed(11))
+        m.d.sync += shifted.eq(sat + self.zero_point)
         clamped = Signal(signed(9))
         with m.If(shifted < self.act_min):
             m.d.comb += clamped.eq(self.act_min)
@@ -178,8 +178,8 @@ class PostProcessor(wiring.Component):
             m.d.comb += clamped.eq(self.act_max)
         with m.Else():
             m.d.comb += clamped.eq(shifted)
-        y10 = stage("y11", signed(8))
-        m.d.sync += y10.eq(clamped)
+        y12 = stage("y12", signed(8))
+        m.d.sync += y12.eq(clamped)
         # the pooling read: issued two cycles before the write; in the cycle after, the window's
         # value so far is the newest of: this cycle's write to it, last cycle's write to it,
         # the read data
@@ -199,7 +199,7 @@ class PostProcessor(wiring.Component):
         m.d.comb += [
             self.wr_en.eq(valid[-1]),
             self.wr_addr.eq(addr[-1]),
-            self.wr_data.eq(Mux(first[-1] | (y10 > old), y10, old)),
+            self.wr_data.eq(Mux(first[-1] | (y12 > old), y12, old)),
             self.rd_en.eq(valid[-3] & ~first[-3]),
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
