@@ -219,7 +219,7 @@ class HostLink(wiring.Component):
                 with m.If(got):
                     m.d.comb += img_wr.en.eq(1)
                     m.d.sync += [crc.eq(crc8_next(crc, byte)), count.eq(count + 1)]
-                    with m.If(count == flen - 1):
+                    with m.If(count == n_in - 1):          # flen == n_in (checked in LEN1)
                         m.next = "CRC"
                 abort_on_fail()
             with m.State("CRC"):

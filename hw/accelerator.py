@@ -478,13 +478,14 @@ class Accelerator(wiring.Component):
         # (no multiplier): fd_trbase at the tile row, fd_mbase at the block of R channels,
         # fd_obase at the output row; fd_tr_ph and fd_ph are oy mod the pooling window at the
         # tile row and at the output row (a tile need not start on a window boundary)
-        pool_mask = Signal(8)
-        m.d.comb += pool_mask.eq((Const(1, 8) << d.pshift) - 1)
+        # the pooling window's mask (2^pshift − 1) and the tile row's phase step, registered once
+        # per layer with the loop bounds (sequencer START)
+        pool_mask, tr_phase_step = Signal(8), Signal(8)
         fd_trbase, fd_mbase, fd_obase = (Signal(fm_aw + 1, name=n)
                                          for n in ("fd_trbase", "fd_mbase", "fd_obase"))
         fd_tr_ph, fd_ph = Signal(8), Signal(8)
         tr_ph_next = Signal(9)
-        m.d.comb += tr_ph_next.eq(fd_tr_ph + (d.Tr & pool_mask))
+        m.d.comb += tr_ph_next.eq(fd_tr_ph + tr_phase_step)
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(run):
@@ -1191,6 +1192,8 @@ class Accelerator(wiring.Component):
             with m.State("START"):
                 m.d.sync += total_cycles.eq(total_cycles + 1)
                 m.d.sync += [reg.eq(getattr(d, name) - 1) for name, reg in lim.items()]
+                mask = (Const(1, 8) << d.pshift) - 1
+                m.d.sync += [pool_mask.eq(mask), tr_phase_step.eq(d.Tr & mask)]
                 m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):
