@@ -166,20 +166,21 @@ class UARTTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         timer = Signal(range(self._divisor))
+        tick = Signal(init=1)                       # timer == 0, kept in a register
         shreg = Signal(10, init=0b1111111111)       # stop bit, 8 data bits, start bit (LSB)
         left = Signal(range(11))
         # ready while idle, and in the last cycle of a stop bit: a byte stream leaves with no
         # gap, exactly 10·divisor cycles per byte
-        m.d.comb += [self.i.ready.eq((left == 0) | ((left == 1) & (timer == 0))),
+        m.d.comb += [self.i.ready.eq((left == 0) | ((left == 1) & tick)),
                      self.busy.eq(left != 0), self.tx.eq(shreg[0])]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [shreg.eq((1 << 9) | (self.i.payload << 1)), left.eq(10),
-                         timer.eq(self._divisor - 1)]
+                         timer.eq(self._divisor - 1), tick.eq(self._divisor == 1)]
         with m.Elif(left == 0):
             pass
-        with m.Elif(timer == 0):
+        with m.Elif(tick):
             m.d.sync += [shreg.eq((1 << 9) | (shreg >> 1)), left.eq(left - 1),
-                         timer.eq(self._divisor - 1)]
+                         timer.eq(self._divisor - 1), tick.eq(self._divisor == 1)]
         with m.Else():
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), tick.eq(timer == 1)]
         return m
