@@ -327,8 +327,8 @@ class Accelerator(wiring.Component):
         # the tile's last output row and last column group (rows − 1, groups − 1)
         fd_rlast = counter(most("Tr", "rows_last"))
         fd_glast = counter(most("groups_full", "groups_last"))
-        # OR: whether the pass's current beat is valid (fd_s < K), kept one beat ahead; the
-        # weight pointer of the next block of R channels (fd_w_pass + K)
+        # whether the current beat is valid (OR: fd_s < K; IR/WR streams: fd_s < fd_beats), kept
+        # one beat ahead; OR: the weight pointer of the next block of R channels (fd_w_pass + K)
         fd_valid, fd_w_mb = Signal(), Signal(w_aw)
         fd_mb, fd_row, fd_g = counter(most("MB")), Signal.like(fd_rlast), Signal.like(fd_glast)
         fd_m0 = counter(most("M") + max(R, C))
