@@ -24,14 +24,15 @@ def _digits_net():
     return str(Path(digits.__file__).resolve().parent / "net.py")
 
 
-def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None):
+def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None, family="ice40"):
     from cnnforge.hw.cli import load_calibrated
     from cnnforge.hw.compiler import AcceleratorConfig, compile_network
     from cnnforge.hw.quantize import quantize
     qnet = quantize(load_calibrated(net, calibration))
     return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                    input_buffer_bytes=buffer_bytes,
-                                                   algorithm=algorithm))
+                                                   algorithm=algorithm,
+                                                   lutram_buffers=family == "ecp5"))
 
 
 def _write_json(path, data):
@@ -89,7 +90,7 @@ def cmd_synth(args):
     rows = args.rows or device.rows
     cols = args.cols or device.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or device.algorithm, args.calibration)
+                       args.algorithm or device.algorithm, args.calibration, device.family)
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
@@ -104,6 +105,8 @@ def cmd_synth(args):
 
 
 def cmd_build(args):
+    from cnnforge.hw.synth import DEVICES
+
     from .build import BoardError, board, build_bitstream
 
     try:
@@ -113,7 +116,8 @@ def cmd_build(args):
     rows = args.rows or spec.rows
     cols = args.cols or spec.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or spec.algorithm, args.calibration)
+                       args.algorithm or spec.algorithm, args.calibration,
+                       DEVICES[spec.device].family)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,

@@ -161,9 +161,11 @@ class BoardSpec:
     def config(self):
         """The accelerator configuration built for this board."""
         from cnnforge.hw.compiler import AcceleratorConfig
+        from cnnforge.hw.synth import DEVICES
         return AcceleratorConfig(rows=self.rows, cols=self.cols,
                                  input_buffer_bytes=self.input_buffer_bytes,
-                                 algorithm=self.algorithm)
+                                 algorithm=self.algorithm,
+                                 lutram_buffers=DEVICES[self.device].family == "ecp5")
 
     def link_top(self, program, clk_freq=None):
         """The board core for ``program`` at this board's clock and baud rate."""

@@ -151,12 +151,25 @@ class Accelerator(wiring.Component):
 
         bank_depth = 2 * prog.slot_words
         bank_aw = _bits(bank_depth - 1) + 1
-        banks_wr, banks_rd = [], []
+        # the tile buffers' read data arrive in the cycle after their address (bank_raddr):
+        # from a synchronous port (block RAM), or, with cfg.lutram_buffers, from an asynchronous
+        # read behind a registered address (distributed RAM: the address arithmetic is then
+        # not in front of the RAM). The loader never writes the half being read, so both read
+        # the same values.
+        banks_wr, banks_rd, bank_raddr = [], [], []
         for b in range(NB):
             bank = memory.Memory(shape=signed(8), depth=bank_depth, init=[])
             m.submodules[f"ibuf{b}"] = bank
             banks_wr.append(bank.write_port())
-            banks_rd.append(bank.read_port())
+            bank_raddr.append(Signal(bank_aw, name=f"ibuf{b}_raddr"))
+            if cfg.lutram_buffers:
+                banks_rd.append(bank.read_port(domain="comb"))
+                raddr_q = Signal(bank_aw, name=f"ibuf{b}_raddr_q")
+                m.d.sync += raddr_q.eq(bank_raddr[b])
+                m.d.comb += banks_rd[b].addr.eq(raddr_q)
+            else:
+                banks_rd.append(bank.read_port())
+                m.d.comb += banks_rd[b].addr.eq(bank_raddr[b])
 
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width)
@@ -424,7 +437,7 @@ class Accelerator(wiring.Component):
         with m.If(pl_active):
             with m.If(is_ir):
                 for b in range(C):
-                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                    m.d.comb += bank_raddr[b].eq(walker_addr[b])
                 m.d.sync += [beat_q1.eq(wk_q1), pl_zero_d.eq(wk_k >= d.K)]
                 with m.If(wk_k < d.K):
                     count("ibuf_reads", C)
@@ -522,7 +535,7 @@ class Accelerator(wiring.Component):
             with m.State("OR_PASS"):
                 valid = fd_valid
                 for b in range(C):
-                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                    m.d.comb += bank_raddr[b].eq(walker_addr[b])
                 m.d.comb += w_port.addr.eq(fd_w)
                 m.d.sync += [beat.valid.eq(valid), beat.first.eq(fd_s == 0),
                              beat.last.eq(fd_s == lim["K"]), beat_q1.eq(wk_q1)]
@@ -608,7 +621,7 @@ class Accelerator(wiring.Component):
                         count("weight_reads")
                 with m.Else():
                     for b in range(min(R, NB)):
-                        m.d.comb += banks_rd[b].addr.eq(ws_blk + ws_pix)
+                        m.d.comb += bank_raddr[b].eq(ws_blk + ws_pix)
                     with m.If(valid):
                         count("ibuf_reads", R)
                         with m.If(ws_col != fd_cols - 1):
@@ -681,7 +694,7 @@ class Accelerator(wiring.Component):
                     m.next = "W_READ"
             with m.State("W_READ"):
                 for b in range(C):
-                    m.d.comb += banks_rd[b].addr.eq(walker_addr[b])
+                    m.d.comb += bank_raddr[b].eq(walker_addr[b])
                 count("ibuf_reads", C)
                 patch_last = (wk_ky == 3) & (wk_kx == 3)
                 group_last = patch_last & (wn == lim["N"])

@@ -59,6 +59,12 @@ class AcceleratorConfig:
     algorithm : str
         ``"auto"`` (each Conv2d's own ``algorithm``), ``"direct"`` (every layer direct) or
         ``"winograd"`` (Winograd F(2×2, 3×3) on every 3×3 stride-1 layer, direct elsewhere).
+    lutram_buffers : bool
+        The input tile buffers are read asynchronously behind a registered address, for
+        distributed (LUT) RAM: the address arithmetic is then before the register instead of
+        in front of the RAM (ECP5, where yosys puts these buffers in LUT RAM anyway). Off: a
+        synchronous read with a registered output, which iCE40 block RAM needs. Same values,
+        same cycles either way.
 
     Raises
     ------
@@ -71,6 +77,7 @@ class AcceleratorConfig:
     input_buffer_bytes: int = 4096
     dataflow: str = "or"
     algorithm: str = "auto"
+    lutram_buffers: bool = False
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):

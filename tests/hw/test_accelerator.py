@@ -53,7 +53,8 @@ def random_images(qnet, count, seed):
     return images
 
 
-def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct", **kwargs):
+def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
+                  lutram_buffers=False, **kwargs):
     """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
     from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
     has to cut layers into several tiles."""
@@ -61,7 +62,8 @@ def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct"
     for _ in range(20):
         try:
             compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                    dataflow=dataflow, algorithm=algorithm),
+                                                    dataflow=dataflow, algorithm=algorithm,
+                                                    lutram_buffers=lutram_buffers),
                             **kwargs)
             break
         except ConfigError as exc:
@@ -70,7 +72,8 @@ def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct"
             budget = int(need.group(1))
     budget = max(cols, int(budget * slack))
     return compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                   dataflow=dataflow, algorithm=algorithm),
+                                                   dataflow=dataflow, algorithm=algorithm,
+                                                   lutram_buffers=lutram_buffers),
                            **kwargs)
 
 
@@ -164,14 +167,15 @@ def tile_counts(program):
 # Random networks
 
 
-def check_random_network(net, array, buffer, dataflow, algorithm, seed):
+def check_random_network(net, array, buffer, dataflow, algorithm, lutram, seed):
     qnet = quantize(net)
     if buffer == "default":
         program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
-                                                          algorithm=algorithm))
+                                                          algorithm=algorithm,
+                                                          lutram_buffers=lutram))
     else:
         program = compile_tight(qnet, *array, slack=1.0 if buffer == "tight" else 1.5,
-                                dataflow=dataflow, algorithm=algorithm)
+                                dataflow=dataflow, algorithm=algorithm, lutram_buffers=lutram)
     run_and_check(program, random_images(qnet, 2, seed))
 
 
@@ -179,26 +183,27 @@ RANDOM_CASE = dict(net=random_network(), array=st.sampled_from(ARRAYS),
                    buffer=st.sampled_from(["default", "tight", "tight", "slack"]),
                    dataflow=st.sampled_from(["or", "or", "or", "ir", "wr", "auto"]),
                    algorithm=st.sampled_from(["direct", "direct", "auto", "winograd"]),
-                   seed=st.integers(0, 2**32 - 1))
+                   lutram=st.booleans(), seed=st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(**RANDOM_CASE)
-def test_random_networks(net, array, buffer, dataflow, algorithm, seed):
+def test_random_networks(net, array, buffer, dataflow, algorithm, lutram, seed):
     """Every layer and the logits of two images (one of them all int8 extremes) equal the golden
     model, with the planner's tiles for the default buffer or for the smallest buffer the
-    compiler accepts (several tiles, double buffering), for every dataflow and algorithm."""
-    check_random_network(net, array, buffer, dataflow, algorithm, seed)
+    compiler accepts (several tiles, double buffering), for every dataflow and algorithm, with
+    the tile buffers read synchronously or behind a registered address (``lutram_buffers``)."""
+    check_random_network(net, array, buffer, dataflow, algorithm, lutram, seed)
 
 
 @pytest.mark.slow
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(**RANDOM_CASE)
-def test_random_networks_many(net, array, buffer, dataflow, algorithm, seed):
+def test_random_networks_many(net, array, buffer, dataflow, algorithm, lutram, seed):
     """As :func:`test_random_networks`, many more cases."""
-    check_random_network(net, array, buffer, dataflow, algorithm, seed)
+    check_random_network(net, array, buffer, dataflow, algorithm, lutram, seed)
 
 
 # ------------------------------------------------------------------------------------------------

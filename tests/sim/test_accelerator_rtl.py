@@ -98,11 +98,12 @@ def digits():
     return net, qnet, qnet.quantize_input(x), y
 
 
-def run_digits(digits, rows, cols, count):
+def run_digits(digits, rows, cols, count, lutram_buffers=False):
     net, qnet, xq, y = digits
-    program = compile_network(qnet, AcceleratorConfig(rows, cols))
+    program = compile_network(qnet, AcceleratorConfig(rows, cols, lutram_buffers=lutram_buffers))
     images, labels = xq[:count], y[:count]
-    sim = AcceleratorSim(program, build_dir(f"digits-{rows}x{cols}")).build()
+    name = f"digits-{rows}x{cols}" + ("-lutram" if lutram_buffers else "")
+    sim = AcceleratorSim(program, build_dir(name)).build()
     result = sim.run(images)
     golden, _ = compare(program, images, result)
     check_sim(program, images, result)
@@ -119,6 +120,15 @@ def test_digits(digits, rows, cols):
     _, result, accuracy = run_digits(digits, rows, cols, 150)
     assert len(result.logits) == 150
     assert accuracy >= 0.9
+
+
+@pytest.mark.slow
+def test_digits_lutram_buffers(digits):
+    """The ECP5 boards' tile buffers (``lutram_buffers``: read behind a registered address) on
+    the 25F's 4x4 array: 30 digits, 0 mismatches on every layer, the same cycles."""
+    _, result, _ = run_digits(digits, 4, 4, 30, lutram_buffers=True)
+    _, sync_result, _ = run_digits(digits, 4, 4, 30)
+    assert np.array_equal(result.cycles, sync_result.cycles)
 
 
 @pytest.mark.slow
