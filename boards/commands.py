@@ -24,7 +24,8 @@ def _digits_net():
     return str(Path(digits.__file__).resolve().parent / "net.py")
 
 
-def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None, family="ice40"):
+def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
+             lutram_buffers=False):
     from cnnforge.hw.cli import load_calibrated
     from cnnforge.hw.compiler import AcceleratorConfig, compile_network
     from cnnforge.hw.quantize import quantize
@@ -32,7 +33,7 @@ def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None, 
     return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                    input_buffer_bytes=buffer_bytes,
                                                    algorithm=algorithm,
-                                                   lutram_buffers=family == "ecp5"))
+                                                   lutram_buffers=lutram_buffers))
 
 
 def _write_json(path, data):
@@ -90,7 +91,8 @@ def cmd_synth(args):
     rows = args.rows or device.rows
     cols = args.cols or device.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or device.algorithm, args.calibration, device.family)
+                       args.algorithm or device.algorithm, args.calibration,
+                       device.lutram_buffers)
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
@@ -117,7 +119,7 @@ def cmd_build(args):
     cols = args.cols or spec.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
                        args.algorithm or spec.algorithm, args.calibration,
-                       DEVICES[spec.device].family)
+                       DEVICES[spec.device].lutram_buffers)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,

@@ -165,7 +165,7 @@ class BoardSpec:
         return AcceleratorConfig(rows=self.rows, cols=self.cols,
                                  input_buffer_bytes=self.input_buffer_bytes,
                                  algorithm=self.algorithm,
-                                 lutram_buffers=DEVICES[self.device].family == "ecp5")
+                                 lutram_buffers=DEVICES[self.device].lutram_buffers)
 
     def link_top(self, program, clk_freq=None):
         """The board core for ``program`` at this board's clock and baud rate."""

@@ -66,6 +66,12 @@ class Device:
     cols: int
     algorithm: str = "auto"
 
+    @property
+    def lutram_buffers(self):
+        """``AcceleratorConfig.lutram_buffers`` for this device: on ECP5 the input tile buffers
+        are distributed RAM (iCE40 keeps them in block RAM, read synchronously)."""
+        return self.family == "ecp5"
+
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
