@@ -183,13 +183,6 @@ class Accelerator(wiring.Component):
         is_add = (d.df == ADD) if has_add else Const(0, 1)
         wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
 
-        # the running layer's loop bounds minus one, registered once per layer (in the
-        # sequencer's START state): the per-cycle end-of-loop comparisons see a register, not a
-        # subtraction on the descriptor
-        lim = {name: Signal(desc_layout.members[name], name=f"last_{name}")
-                for name in ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw",
-                             "KB", "nblk", "out_size")}
-
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))
         run = Signal()             # pulses when a layer starts: loader and controller begin
@@ -226,11 +219,11 @@ class Accelerator(wiring.Component):
 
         inb = Signal()
         m.d.comb += inb.eq((ld_y >= 0) & (ld_y < d.H) & (ld_x >= 0) & (ld_x < d.W))
-        ld_last_x = ld_xi == lim["Tc_in"]
-        ld_last_y = ld_yi == lim["Tr_in"]
-        ld_last_n = ld_n == lim["N"]
+        ld_last_x = ld_xi == d.last_Tc_in
+        ld_last_y = ld_yi == d.last_Tr_in
+        ld_last_n = ld_n == d.last_N
         ld_last_elem = ld_last_x & ld_last_y & ld_last_n
-        ld_last_tile = (ld_tr == lim["ntr"]) & (ld_tc == lim["ntc"])
+        ld_last_tile = (ld_tr == d.last_ntr) & (ld_tc == d.last_ntc)
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         with m.If(run):
@@ -257,7 +250,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [ld_xi.eq(ld_xi + 1), ld_x.eq(ld_x + 1), ld_fm.eq(ld_fm + 1)]
                 with m.If(is_wr):
                     m.d.sync += ld_word.eq(ld_word + 1)
-                with m.Elif(ld_phase == lim["sw"]):
+                with m.Elif(ld_phase == d.last_sw):
                     m.d.sync += [ld_phase.eq(0), ld_phase_off.eq(0)]
                     with m.If(ld_bank == C - 1):
                         m.d.sync += [ld_bank.eq(0), ld_word.eq(ld_word + 1)]
@@ -289,7 +282,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [ld_loading.eq(0), ld_slot.eq(~ld_slot)]
                 with m.If(ld_last_tile):
                     m.d.sync += [ld_active.eq(0), loader_done.eq(1)]
-                with m.Elif(ld_tc == lim["ntc"]):
+                with m.Elif(ld_tc == d.last_ntc):
                     m.d.sync += [ld_tc.eq(0), ld_tr.eq(ld_tr + 1),
                                  ld_row_fm.eq(ld_row_fm + d.ld_tile_row_step),
                                  ld_tile_fm.eq(ld_row_fm + d.ld_tile_row_step),
@@ -309,7 +302,7 @@ class Accelerator(wiring.Component):
             Signal(), Signal(range(max(2, NB))), Signal(bank_aw), Signal(), Signal())
         lw2_data = Signal(signed(8))
         m.d.sync += [lw2_en.eq(lw_en), lw2_bank.eq(lw_bank), lw2_addr.eq(lw_addr),
-                     lw2_last.eq(lw_en & lw_last), lw2_slot.eq(lw_slot),
+                     lw2_last.eq(lw_last), lw2_slot.eq(lw_slot),
                      lw2_data.eq(Mux(lw_inb, fm_rd_a.data, d.z_in))]
         # write stage
         for b in range(NB):
@@ -390,9 +383,9 @@ class Accelerator(wiring.Component):
 
         def walker_step():
             m.d.sync += wk_k.eq(wk_k + 1)
-            with m.If(wk_kx != lim["kw"]):
+            with m.If(wk_kx != d.last_kw):
                 m.d.sync += wk_kx.eq(wk_kx + 1)
-                with m.If(wk_phase == lim["sw"]):
+                with m.If(wk_phase == d.last_sw):
                     m.d.sync += wk_phase.eq(0)
                     with m.If(wk_q1 == C - 1):
                         m.d.sync += [wk_q1.eq(0), wk_q0.eq(wk_q0 + 1),
@@ -404,7 +397,7 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += [wk_kx.eq(0), wk_phase.eq(0), wk_q0.eq(0), wk_q1.eq(0),
                              wk_col.eq(wk_off)]
-                with m.If(wk_ky != lim["kh"]):
+                with m.If(wk_ky != d.last_kh):
                     m.d.sync += [wk_ky.eq(wk_ky + 1), wk_rowterm.eq(wk_rowterm + d.fd_ky_step)]
                 with m.Else():
                     m.d.sync += [wk_ky.eq(0), wk_rowterm.eq(wk_rowterm + d.fd_chan_step)]
@@ -456,18 +449,29 @@ class Accelerator(wiring.Component):
             """Release the tile's half of the input buffer and move to the next tile."""
             m.d.comb += slot_clr.eq(Mux(fd_slot, 0b10, 0b01))
             m.d.sync += fd_slot.eq(~fd_slot)
-            with m.If((fd_tr == lim["ntr"]) & (fd_tc == lim["ntc"])):
+            with m.If((fd_tr == d.last_ntr) & (fd_tc == d.last_ntc)):
                 m.d.sync += feeder_done.eq(1)
                 m.next = "IDLE"
             with m.Else():
                 m.next = "WAIT_TILE"
-                with m.If(fd_tc == lim["ntc"]):
+                with m.If(fd_tc == d.last_ntc):
                     m.d.sync += [fd_tc.eq(0), fd_tc0.eq(0), fd_tr.eq(fd_tr + 1),
                                  fd_tr0.eq(fd_tr0 + d.Tr), fd_tr_ph.eq(tr_ph_next & pool_mask),
                                  fd_trbase.eq(fd_trbase + d.out_tile_step
                                               + Mux(tr_ph_next > pool_mask, d.PW, 0))]
                 with m.Else():
                     m.d.sync += [fd_tc.eq(fd_tc + 1), fd_tc0.eq(fd_tc0 + d.Tc)]
+
+        def group_next():
+            """IR and Winograd groups (C pixels / tiles of one row): the next column group, else
+            the next output row, else the next tile (the caller has set the next state)."""
+            with m.If(fd_g != fd_glast):
+                m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
+            with m.Elif(fd_row != fd_rlast):
+                m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
+                             fd_row_base.eq(fd_row_base + d.fd_row_step)]
+            with m.Else():
+                tile_next()
 
         # Winograd: transform side (the controller) -> compute side handshake over two halves
         # of the transformed-input (V) buffer, and the groups' output coordinates
@@ -491,14 +495,12 @@ class Accelerator(wiring.Component):
         # (no multiplier): fd_trbase at the tile row, fd_mbase at the block of R channels,
         # fd_obase at the output row; fd_tr_ph and fd_ph are oy mod the pooling window at the
         # tile row and at the output row (a tile need not start on a window boundary)
-        # the pooling window's mask (2^pshift − 1) and the tile row's phase step, registered once
-        # per layer with the loop bounds (sequencer START)
-        pool_mask, tr_phase_step = Signal(8), Signal(8)
+        pool_mask = d.pool_mask                  # 2^pshift − 1
         fd_trbase, fd_mbase, fd_obase = (Signal(fm_aw + 1, name=n)
                                          for n in ("fd_trbase", "fd_mbase", "fd_obase"))
         fd_tr_ph, fd_ph = Signal(8), Signal(8)
         tr_ph_next = Signal(9)
-        m.d.comb += tr_ph_next.eq(fd_tr_ph + tr_phase_step)
+        m.d.comb += tr_ph_next.eq(fd_tr_ph + d.tr_phase_step)
         with m.FSM(name="controller"):
             with m.State("IDLE"):
                 with m.If(run):
@@ -512,8 +514,8 @@ class Accelerator(wiring.Component):
                             m.next = "ADD"
             with m.State("WAIT_TILE"):
                 with m.If(slot_full.bit_select(fd_slot, 1)):
-                    rows = Mux(fd_tr == lim["ntr"], d.rows_last, d.Tr)
-                    cols = Mux(fd_tc == lim["ntc"], d.cols_last, d.Tc)
+                    rows = Mux(fd_tr == d.last_ntr, d.rows_last, d.Tr)
+                    cols = Mux(fd_tc == d.last_ntc, d.cols_last, d.Tc)
                     m.d.sync += [fd_mb.eq(0), fd_row.eq(0), fd_g.eq(0), fd_m0.eq(0), fd_s.eq(0),
                                  fd_row_base.eq(0), *set_chan0(0), fd_ox0.eq(fd_tc0),
                                  fd_mbase.eq(fd_trbase), fd_obase.eq(fd_trbase),
@@ -521,7 +523,7 @@ class Accelerator(wiring.Component):
                                  fd_w.eq(d.w_base), fd_w_pass.eq(d.w_base),
                                  fd_w_mb.eq(d.w_base + d.K), fd_valid.eq(1),
                                  fd_rows.eq(rows), fd_cols.eq(cols), fd_rlast.eq(rows - 1),
-                                 fd_glast.eq(Mux(fd_tc == lim["ntc"], d.groups_last,
+                                 fd_glast.eq(Mux(fd_tc == d.last_ntc, d.groups_last,
                                                  d.groups_full) - 1)]
                     walker_reset(0, g=0)
                     with m.If(is_or):
@@ -538,7 +540,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += bank_raddr[b].eq(walker_addr[b])
                 m.d.comb += w_port.addr.eq(fd_w)
                 m.d.sync += [beat.valid.eq(valid), beat.first.eq(fd_s == 0),
-                             beat.last.eq(fd_s == lim["K"]), beat_q1.eq(wk_q1)]
+                             beat.last.eq(fd_s == d.last_K), beat_q1.eq(wk_q1)]
                 m.d.comb += [meta_fifo.w_en.eq(fd_s == 0),
                              meta_w.m0.eq(fd_m0), meta_w.oy.eq(oy), meta_w.ox0.eq(fd_ox0),
                              meta_w.x_end.eq(x_end), meta_w.out_base.eq(fd_obase)]
@@ -547,7 +549,7 @@ class Accelerator(wiring.Component):
                     count("ibuf_reads", C)
                     count("weight_reads")
                     walker_step()
-                with m.If(fd_s == lim["L"]):
+                with m.If(fd_s == d.last_L):
                     m.d.sync += [fd_s.eq(0), passes_issued.eq(passes_issued + 1),
                                  fd_valid.eq(1)]
                     with m.If(fd_g != fd_glast):
@@ -563,7 +565,7 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.sync += fd_ph.eq(fd_ph + 1)
                         walker_reset(fd_row_base + d.fd_row_step + fd_chan0, g=0)
-                    with m.Elif(fd_mb != lim["MB"]):
+                    with m.Elif(fd_mb != d.last_MB):
                         m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(0),
                                      fd_row_base.eq(0), fd_mb.eq(fd_mb + 1),
                                      fd_m0.eq(fd_m0 + R), fd_w.eq(fd_w_mb),
@@ -575,7 +577,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         tile_next()
                 with m.Else():
-                    m.d.sync += [fd_s.eq(fd_s + 1), fd_valid.eq(fd_valid & (fd_s != lim["K"]))]
+                    m.d.sync += [fd_s.eq(fd_s + 1), fd_valid.eq(fd_valid & (fd_s != d.last_K))]
 
             # ---- IR / WR: groups of reduction blocks with a stationary operand -------------
             with m.State("GROUP"):
@@ -594,7 +596,7 @@ class Accelerator(wiring.Component):
                                  ws_pix.eq(0),
                                  pl_w.eq(fd_w_pass)]
                     with m.If(is_ir):
-                        m.d.sync += [fd_beats.eq(d.M), fd_llast.eq(lim["L"])]
+                        m.d.sync += [fd_beats.eq(d.M), fd_llast.eq(d.last_L)]
                         walker_reset(fd_row_base)
                     with m.Else():
                         m.d.sync += fd_beats.eq(fd_rows * fd_cols)
@@ -613,7 +615,7 @@ class Accelerator(wiring.Component):
                 valid = fd_valid                       # fd_s < fd_beats, one beat ahead
                 m.d.sync += [beat.valid.eq(valid), beat.swap.eq(fd_s == 0),
                              beat.tail.eq(fd_s == fd_blast),
-                             beat.first.eq(fd_kb == 0), beat.last.eq(fd_kb == lim["KB"])]
+                             beat.first.eq(fd_kb == 0), beat.last.eq(fd_kb == d.last_KB)]
                 with m.If(is_ir):
                     m.d.comb += w_port.addr.eq(fd_w)
                     with m.If(valid):
@@ -632,22 +634,22 @@ class Accelerator(wiring.Component):
                                          ws_pix.eq(ws_rowoff + d.fd_row_step)]
                 # preload the next block's stationary operands once this block's first beat
                 # has passed every column
-                with m.If((fd_s == C - 1) & (fd_kb != lim["KB"])):
+                with m.If((fd_s == C - 1) & (fd_kb != d.last_KB)):
                     m.d.comb += pl_start.eq(1)
                 with m.If(fd_s == fd_llast):
                     m.d.sync += [fd_s.eq(0), fd_valid.eq(1)]
-                    with m.If(fd_kb != lim["KB"]):
+                    with m.If(fd_kb != d.last_KB):
                         m.d.sync += [fd_kb.eq(fd_kb + 1),
                                      fd_w.eq(fd_w_pass + fd_kb + 1),
                                      ws_row.eq(0), ws_col.eq(0), ws_rowoff.eq(0),
                                      ws_pix.eq(0)]
                         # WR: next (ky, kx, nb) block, nb fastest
-                        with m.If(ws_nb != lim["nblk"]):
+                        with m.If(ws_nb != d.last_nblk):
                             m.d.sync += [ws_nb.eq(ws_nb + 1),
                                          ws_blk.eq(ws_blk + d.chan_words)]
                         with m.Else():
                             m.d.sync += ws_nb.eq(0)
-                            last_kx = ws_kx == lim["kw"]
+                            last_kx = ws_kx == d.last_kw
                             kyx_next = ws_kyxoff + Mux(last_kx, d.fd_ky_step - d.kw + 1, 1)
                             m.d.sync += [ws_kyxoff.eq(kyx_next), ws_blk.eq(slot_base + kyx_next)]
                             with m.If(~last_kx):
@@ -656,16 +658,10 @@ class Accelerator(wiring.Component):
                                 m.d.sync += [ws_kx.eq(0), ws_ky.eq(ws_ky + 1)]
                     with m.Elif(is_ir):
                         m.next = "GROUP"
-                        with m.If(fd_g != fd_glast):
-                            m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
-                        with m.Elif(fd_row != fd_rlast):
-                            m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
-                                         fd_row_base.eq(fd_row_base + d.fd_row_step)]
-                        with m.Else():
-                            tile_next()
+                        group_next()
                     with m.Else():
                         m.next = "GROUP"
-                        with m.If(fd_mb != lim["MB"]):
+                        with m.If(fd_mb != d.last_MB):
                             m.d.sync += [fd_mb.eq(fd_mb + 1), fd_m0.eq(fd_m0 + C),
                                          fd_w_pass.eq(fd_w_pass + d.KB * R)]
                         with m.Else():
@@ -679,7 +675,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [fm_rd_a.addr.eq(d.src + ad_i), fm_rd_b.addr.eq(d.src2 + ad_i)]
                     m.d.sync += [ad_v1.eq(1), ad_i.eq(ad_i + 1)]
                     count("fm_reads", 2)
-                    with m.If(ad_i == lim["out_size"]):
+                    with m.If(ad_i == d.last_out_size):
                         m.d.sync += feeder_done.eq(1)
                         m.next = "IDLE"
 
@@ -697,7 +693,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += bank_raddr[b].eq(walker_addr[b])
                 count("ibuf_reads", C)
                 patch_last = (wk_ky == 3) & (wk_kx == 3)
-                group_last = patch_last & (wn == lim["N"])
+                group_last = patch_last & (wn == d.last_N)
                 m.d.sync += [t_valid.eq(1), t_first.eq((wk_ky == 0) & (wk_kx == 0)),
                              t_last.eq(patch_last), t_ij.eq(wk_ky[:2] * 4 + wk_kx[:2]),
                              t_n.eq(wn), t_half.eq(vh), t_group_last.eq(group_last),
@@ -708,13 +704,7 @@ class Accelerator(wiring.Component):
                 with m.If(group_last):
                     m.d.sync += vh.eq(~vh)
                     m.next = "W_GROUP"
-                    with m.If(fd_g != fd_glast):
-                        m.d.sync += [fd_g.eq(fd_g + 1), fd_ox0.eq(fd_ox0 + C)]
-                    with m.Elif(fd_row != fd_rlast):
-                        m.d.sync += [fd_g.eq(0), fd_ox0.eq(fd_tc0), fd_row.eq(fd_row + 1),
-                                     fd_row_base.eq(fd_row_base + d.fd_row_step)]
-                    with m.Else():
-                        tile_next()
+                    group_next()
 
         # ---- array edge: memory data arrives one cycle after the addresses -------------------
         bank_data = Array(port.data for port in banks_rd)
@@ -962,20 +952,20 @@ class Accelerator(wiring.Component):
                         m.d.comb += vb_rd[c].addr.eq(Mux(cf_vh, vdepth, 0) + cf_s * 16 + cf_xi)
                     m.d.comb += w_port.addr.eq(cf_w)
                     m.d.sync += [beat.valid.eq(valid), beat.first.eq(cf_s == 0),
-                                 beat.last.eq(cf_s == lim["K"])]
+                                 beat.last.eq(cf_s == d.last_K)]
                     m.d.comb += [wp_fifo.w_en.eq(cf_s == 0), pw_w.xi.eq(cf_xi),
                                  pw_w.half.eq(cf_oh)]
                     with m.If(valid):
                         m.d.sync += cf_w.eq(cf_w + 1)
                         count("ibuf_reads", C)
                         count("weight_reads")
-                    with m.If(cf_s == lim["L"]):
+                    with m.If(cf_s == d.last_L):
                         m.d.sync += [cf_s.eq(0), passes_issued.eq(passes_issued + 1)]
                         with m.If(cf_xi != 15):
                             m.d.sync += cf_xi.eq(cf_xi + 1)
                         with m.Else():
                             m.d.sync += cf_oh.eq(~cf_oh)
-                            with m.If(cf_mb != lim["MB"]):
+                            with m.If(cf_mb != d.last_MB):
                                 m.d.sync += [cf_mb.eq(cf_mb + 1), cf_m0.eq(cf_m0 + R)]
                                 m.next = "BLOCK"
                             with m.Else():
@@ -1204,9 +1194,6 @@ class Accelerator(wiring.Component):
                 m.next = "START"
             with m.State("START"):
                 m.d.sync += total_cycles.eq(total_cycles + 1)
-                m.d.sync += [reg.eq(getattr(d, name) - 1) for name, reg in lim.items()]
-                mask = (Const(1, 8) << d.pshift) - 1
-                m.d.sync += [pool_mask.eq(mask), tr_phase_step.eq(d.Tr & mask)]
                 m.d.sync += [c.eq(0) for c in counters.values()]
                 m.next = "KICK"
             with m.State("KICK"):

@@ -116,6 +116,14 @@ class AcceleratorConfig:
         return self.rows * self.cols + 1
 
 
+#: Loop bounds the engine compares its counters against every cycle: the descriptor also holds
+#: each minus one (``"last_<name>"``, the counter's last value), so that no subtraction on a
+#: descriptor field sits in front of a comparison (clamped at 0 where a layer type does not use
+#: the bound). Not to be confused with ``rows_last`` / ``cols_last`` / ``groups_last``: the
+#: sizes of the last tile.
+LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw", "KB",
+               "nblk", "out_size")
+
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
     "df",
@@ -142,7 +150,18 @@ DESCRIPTOR_FIELDS = (
     "mb_chan_step",
     # element-wise add: second source and its rescaling tables' base
     "src2", "t_base",
+    # derived (_derived_fields): loop bounds minus one; the pooling window's mask
+    # (2^pshift − 1) and the pooling phase a tile row advances by (Tr & mask)
+    *(f"last_{name}" for name in LAST_FIELDS), "pool_mask", "tr_phase_step",
 )
+
+
+def _derived_fields(v):
+    """Add the descriptor fields computed from the others (see :data:`DESCRIPTOR_FIELDS`)."""
+    for name in LAST_FIELDS:
+        v[f"last_{name}"] = max(v[name] - 1, 0)
+    v["pool_mask"] = (1 << v["pshift"]) - 1
+    v["tr_phase_step"] = v["Tr"] & v["pool_mask"]
 
 
 @dataclass
@@ -802,6 +821,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         else:
             acc_bits = max(acc_bits, (v["K"] * 128 * 127).bit_length() + 1)
         layers.append(LayerPlan(name=name, ops=grp, values=v))
+    for layer in layers:
+        _derived_fields(layer.values)
     slot_words = max(max(layer.values["slot_words"] for layer in layers), 1)
     weights = np.array(weight_words, np.int64).reshape(-1, cfg.lanes)
     wino = y4_bits > 0

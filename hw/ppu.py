@@ -70,9 +70,9 @@ class PostProcessor(wiring.Component):
         parameter read, bias, four registered 16×16 partial products, three adder levels to
         the 64-bit product, four for the rounding (gemmlowp: two for SRDHM, then add and
         shift; nearest-even: rounding term, add, shift in two steps), one for the saturation
-        and zero point, one for the clamp). Every input goes straight into a register, so the engine may compute the beat
-        combinationally; one adder or one DSP multiply per stage keeps the unit off the critical
-        path (docs/boards.md).
+        and zero point, one for the clamp). Every input goes straight into a register, so the
+        engine may compute the beat combinationally; one adder or one DSP multiply per stage
+        keeps the unit off the critical path (docs/boards.md).
     """
 
     latency = 13
