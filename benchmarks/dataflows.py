@@ -86,7 +86,7 @@ def bench_network(spatial=8, seed=0, calib_images=16):
 
     Returns ``(network, labels)``: ``labels[i]`` is ``(name, where, part)`` of the i-th engine
     layer, part ``"mobilenet"``, ``"glue"`` or ``"digits"``."""
-    from cnnforge.hw.network import Conv2d, ReLU6, Sequential, load_network
+    from cnnforge.hw.frontend.network import Conv2d, ReLU6, Sequential, load_network
     digits = load_network(DIGITS)
     layers = [Conv2d(3, 32, 3, stride=2, padding=1, algorithm="direct"), ReLU6()]
     labels = [("stem-3x3s2-3-32", "MobileNetV1/V2 stem, 3x3 stride 2 full conv (224x224 in)",
@@ -127,9 +127,9 @@ def bench_network(spatial=8, seed=0, calib_images=16):
 
 def digits_plans(rows, cols, buffer_bytes, dataflow):
     """Each layer's plan values in the digits network itself (to check the chained copies)."""
-    from cnnforge.hw.compiler import AcceleratorConfig, _layers_from_ops, compile_network
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import AcceleratorConfig, _layers_from_ops, compile_network
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_network(DIGITS))
     direct = {"+".join(o.name for o in grp): "direct" for grp in _layers_from_ops(qnet)}
     program = compile_network(qnet, AcceleratorConfig(rows, cols,
@@ -234,9 +234,9 @@ def print_tables(report, console):
 def run(args):
     from rich.console import Console
 
-    from cnnforge.hw.compiler import AcceleratorConfig, _layers_from_ops, compile_network
-    from cnnforge.hw.perf import network_model
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import AcceleratorConfig, _layers_from_ops, compile_network
+    from cnnforge.hw.models.perf import network_model
+    from cnnforge.hw.frontend.quantize import quantize
     from cnnforge.sim.accel import AcceleratorSim, compare
 
     console = Console()

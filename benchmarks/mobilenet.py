@@ -9,7 +9,7 @@ Every layer runs output stationary (``dataflow="or"``, the default; a depthwise 
 nothing else), direct convolution.
 
 The network (random He-initialised float weights, random calibration inputs, quantized to int8
-with :func:`cnnforge.hw.quantize.quantize`), **at a reduced spatial size**: every map is 8x8
+with :func:`cnnforge.hw.frontend.quantize.quantize`), **at a reduced spatial size**: every map is 8x8
 except the inputs of the stride-2 depthwise layers and of the MobileNetV2 expansion that feeds
 one, which are 16x16, and V1's last stage: dw 256 s2 on 14x14 -> 7x7 and pw 256->512 on 7x7
 (a 256 x 16x16 map has 65,536 values, one more than the debug dump's 16-bit counter can send).
@@ -33,7 +33,7 @@ In the papers these layers run on 112x112 ... 14x14 maps (224x224 input):
 
 Per layer it reports the kind (depthwise / pointwise / dense / add / avgpool, from
 ``LayerPlan.algorithm``), the shape, MACs, measured cycles, the analytic model's cycles
-(:func:`cnnforge.hw.perf.network_model`; every counter is checked, model == RTL expected exact),
+(:func:`cnnforge.hw.models.perf.network_model`; every counter is checked, model == RTL expected exact),
 ideal cycles ``ceil(MACs / PEs)``, utilization ``ideal / measured``, and what bounds the layer:
 the array's busy time (passes x beats per pass) and the tile loader's (one value a cycle into
 the input tile buffer); then the totals per kind, for the MobileNet layers, the glue and the
@@ -78,7 +78,7 @@ def bench_network(seed=0, calib_images=16):
 
     Returns ``(network, labels)``: one label per engine layer, in order, ``(name, part, kind,
     where)`` with part ``"v1"``, ``"v2"`` or ``"glue"`` and the kind the layer must compile to."""
-    from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear, ReLU6,
+    from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear, ReLU6,
                                       Sequential)
     layers, labels = [], []
 
@@ -172,7 +172,7 @@ def compile_raising(qnet, rows, cols, budget, dataflow="or"):
     """Compile, raising the input tile buffer budget to what the compiler asks for.
 
     Returns ``(program, budget, raises)``: ``raises`` lists the ConfigError messages met."""
-    from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
+    from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
     raises = []
     for _ in range(50):
         try:
@@ -189,7 +189,7 @@ def compile_raising(qnet, rows, cols, budget, dataflow="or"):
 
 def kind_of(layer):
     """``depthwise``, ``pointwise``, ``dense``, ``add`` or ``avgpool`` from the plan."""
-    from cnnforge.hw.network import AvgPool2d
+    from cnnforge.hw.frontend.network import AvgPool2d
     if layer.algorithm == "eltwise":
         return "add"
     if layer.algorithm == "depthwise":
@@ -334,8 +334,8 @@ def print_tables(report, console):
 def run(args):
     from rich.console import Console
 
-    from cnnforge.hw.perf import network_model
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.models.perf import network_model
+    from cnnforge.hw.frontend.quantize import quantize
     from cnnforge.sim.accel import AcceleratorSim, compare
 
     console = Console()

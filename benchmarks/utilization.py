@@ -43,7 +43,7 @@ What it measures, for each PE array size (default 4x4 and 8x8):
                     plus about one cycle per tile switch (shown with the number of tiles).
 
    So ``measured = ideal + edge + bubbles + first load + load stall + rest`` exactly. When
-   ``cnnforge.hw.perf`` (the project's analytic cycle model) is importable, its prediction is
+   ``cnnforge.hw.models.perf`` (the project's analytic cycle model) is importable, its prediction is
    shown next to the measurement as a cross-check. Only output-reuse (OR, the default
    dataflow) layers get a breakdown; IR/WR layers show measured and ideal only.
 4. **Simulator speed** on the digits network with debug on (100 images): simulated clock
@@ -148,7 +148,7 @@ def cycle_model(layer, cfg):
             for c in range(C):
                 if m0 + r < v["M"] and x0 + c < min(v["OW"], v["ox_lim"]):
                     last_valid = r * C + c
-    from cnnforge.hw.ppu import PostProcessor
+    from cnnforge.hw.rtl.ppu import PostProcessor
 
     ppu_tail = max(0, last_valid + PostProcessor.latency - (R * C - 1)) if last_valid >= 0 else 0
     return {
@@ -160,9 +160,9 @@ def cycle_model(layer, cfg):
 
 
 def perf_prediction(layer, cfg):
-    """Cycles predicted by the project's analytic model (cnnforge.hw.perf), if it exists."""
+    """Cycles predicted by the project's analytic model (cnnforge.hw.models.perf), if it exists."""
     try:
-        from cnnforge.hw.perf import layer_cycles
+        from cnnforge.hw.models.perf import layer_cycles
     except ImportError:
         return None
     try:
@@ -176,7 +176,7 @@ def perf_prediction(layer, cfg):
 def random_conv_network(cin, cout, hw, k, stride, pad, seed, calib_images=64):
     """A Conv2d+ReLU network with random He-initialised weights, random bias and random
     calibration inputs (standard normal)."""
-    from cnnforge.hw.network import Conv2d, ReLU, Sequential
+    from cnnforge.hw.frontend.network import Conv2d, ReLU, Sequential
 
     rng = np.random.default_rng(seed)
     net = Sequential(Conv2d(cin, cout, k, stride=stride, padding=pad), ReLU(),
@@ -193,7 +193,7 @@ def random_conv_network(cin, cout, hw, k, stride, pad, seed, calib_images=64):
 def compile_fitting(qnet, rows, cols, budget, algorithm):
     """compile_network with the default planner; doubles input_buffer_bytes until every layer
     fits. Returns (program, budget used, note or None)."""
-    from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
+    from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
 
     first = budget
     while True:
@@ -283,7 +283,7 @@ def measure(program, images, build_dir, label, console):
     total = float(result.cycles.mean())
     ideal = program.ideal_cycles
     try:
-        from cnnforge.hw.perf import network_model
+        from cnnforge.hw.models.perf import network_model
         perf_image = int(network_model(program)[1])
     except Exception:  # no model, or one from another version of the compiler
         perf_image = None
@@ -497,8 +497,8 @@ def parse_args(argv=None):
 def main(argv=None):
     from rich.console import Console
 
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.quantize import quantize
 
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)

@@ -17,7 +17,7 @@ To keep Verilator builds to one per array, all six layers run in one network per
 MaxPool2d(4), and one with padding 1, bring 16×16 down to the digits' 4×4). A layer's cycle
 count depends only on its geometry, tiling and the array (never on the data or the layers
 around it: ``tests/hw/test_winograd_hw.py`` and ``tests/sim/test_winograd_rtl.py`` check the RTL
-counters against :func:`cnnforge.hw.perf.layer_model` exactly), and the benchmark asserts that
+counters against :func:`cnnforge.hw.models.perf.layer_model` exactly), and the benchmark asserts that
 the digits-shaped layers have the same model counters as the real digits network's second conv.
 
 **Where the cycles go** (from the layer's plan, the same timing rules as the RTL):
@@ -83,7 +83,7 @@ def bench_network(seed=7):
     """All benchmark layers in one network (input 16×16×16): engine layers 0 (direct) and 1
     (Winograd) 16->16, 2 (direct) and 4 (Winograd) 16->32, 6 (direct) and 8 (Winograd) the
     digits' second conv; 3, 5 and 7 are 1×1 adapters."""
-    from cnnforge.hw.network import Conv2d, MaxPool2d, ReLU
+    from cnnforge.hw.frontend.network import Conv2d, MaxPool2d, ReLU
     layers = [
         Conv2d(16, 16, 3, padding=1), ReLU(),                 # 0: 16->16 direct
         Conv2d(16, 16, 3, padding=1), ReLU(),                 # 1: 16->16 Winograd
@@ -101,7 +101,7 @@ def bench_network(seed=7):
 def make_network(input_shape, layers, seed):
     """A Sequential with random float weights (fan-in scaled) and random calibration inputs
     (as the tests' networks: an asymmetric range, so the input zero point is not 0)."""
-    from cnnforge.hw.network import Sequential
+    from cnnforge.hw.frontend.network import Sequential
     net = Sequential(*layers, input_shape=input_shape)
     rng = np.random.default_rng(seed)
     state = {}
@@ -115,7 +115,7 @@ def make_network(input_shape, layers, seed):
 
 
 def compile_bench(qnet, rows, cols):
-    from cnnforge.hw.compiler import AcceleratorConfig, compile_network
+    from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
     names = [layer.name for layer in compile_network(
         qnet, AcceleratorConfig(rows, cols, algorithm="direct")).layers]
     algorithms = {name: "direct" for name in names}
@@ -133,10 +133,10 @@ def compile_bench(qnet, rows, cols):
 def check_digits_geometry(program):
     """The digits-shaped layers have exactly the model counters of the real digits network's
     second conv (direct OR and Winograd) on the same array."""
-    from cnnforge.hw.compiler import compile_network
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.perf import layer_model
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import compile_network
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.models.perf import layer_model
+    from cnnforge.hw.frontend.quantize import quantize
     cfg = program.config
     qnet = quantize(load_network(str(DIGITS)))
     names = [layer.name for layer in compile_network(qnet, cfg).layers]
@@ -203,9 +203,9 @@ def breakdown(layer, cfg):
 def measure_array(rows, cols, build_root, log):
     """Build and run the benchmark network on one array; per benchmark layer the measured and
     modelled cycles, multiplications and breakdown of both algorithms."""
-    from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-    from cnnforge.hw.perf import layer_model
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+    from cnnforge.hw.models.perf import layer_model
+    from cnnforge.hw.frontend.quantize import quantize
     from cnnforge.sim.accel import AcceleratorSim, compare
 
     qnet = quantize(bench_network())
@@ -261,8 +261,8 @@ def start_synth(program, build_dir, log):
     An unchanged design reuses the last result."""
     from amaranth.back import rtlil
 
-    from cnnforge.hw.accelerator import Accelerator
-    from cnnforge.hw.synth import tool_path
+    from cnnforge.hw.rtl.accelerator import Accelerator
+    from cnnforge.boards.synth import tool_path
     build_dir.mkdir(parents=True, exist_ok=True)
     text = rtlil.convert(Accelerator(program), name="accelerator")
     il, stat = build_dir / "accelerator.il", build_dir / "stat.json"
@@ -305,9 +305,9 @@ def summarize_cells(cells):
 def start_synth_pair(rows, cols, build_root, log):
     """The digits network's accelerator with and without Winograd 3×3 layers, synthesized in
     the background; returns a function that waits and gives the comparison."""
-    from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_network(str(DIGITS)))
     jobs = {}
     for algorithm in ("direct", "winograd"):

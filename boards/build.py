@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.hw.synth import (
+from cnnforge.boards.synth import (
     DEVICES, SynthError, analyze, check_yosys_log, pnr_summary, tool_env,
 )
 
-from .uart import uart_divisor
+from cnnforge.boards.uart import uart_divisor
 
 __all__ = ["BOARDS", "BoardError", "BuildResult", "board", "build_bitstream", "default_bitstream",
            "flash", "flash_command", "loader_path", "find_programmer", "main_board"]
@@ -35,7 +35,7 @@ class BoardError(RuntimeError):
 
 
 def _boards():
-    from . import icebreaker, ulx3s
+    from cnnforge.boards import icebreaker, ulx3s
     return {
         "icebreaker": (icebreaker.SPEC, icebreaker.ICEBreakerTop, icebreaker.platform),
         "ulx3s-85f": (ulx3s.SPEC_85F, ulx3s.ULX3STop, lambda: ulx3s.platform("ulx3s-85f")),
@@ -141,7 +141,7 @@ def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_t
     plat = make_platform()
     device = DEVICES[spec.device]
     overrides = {"nextpnr_opts": "--report top.report.json --seed 1 --timing-allow-fail",
-                 # where every multiplier goes (cnnforge.hw.synth.analyze reads the dump)
+                 # where every multiplier goes (cnnforge.boards.synth.analyze reads the dump)
                  "script_after_read": "hierarchy -top top\nproc\nflatten\nwreduce\n"
                                       "opt_clean\ntee -q -o pre_mul.txt dump t:$mul"}
     if device.family == "ice40":
@@ -298,5 +298,5 @@ def flash(name, bitstream, *, sram=False, dry_run=False, sysfs="/sys/bus/usb/dev
 
 def main_board(name, net=None):
     """``python -m cnnforge.boards.<board>``: build the digits bitstream for ``name``."""
-    from cnnforge.hw.cli import main
+    from cnnforge.hw.tools.cli import main
     return main(["build", net or "examples/digits/net.py", "--board", name])

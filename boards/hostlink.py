@@ -20,10 +20,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.accelerator import Accelerator
+from cnnforge.hw.rtl.accelerator import Accelerator
 
-from .protocol import SYNC, ErrorCode, MessageType
-from .uart import UARTRx, UARTTx
+from cnnforge.boards.protocol import SYNC, ErrorCode, MessageType
+from cnnforge.boards.uart import UARTRx, UARTTx
 
 __all__ = ["HostLink", "crc8_next"]
 
@@ -31,7 +31,7 @@ __all__ = ["HostLink", "crc8_next"]
 def _crc8_matrix():
     """CRC-8 (polynomial 0x07) of one byte is linear over GF(2) in ``v = crc ^ byte``: output
     bit i is the XOR of the bits of v listed in row i."""
-    from .protocol import crc8
+    from cnnforge.boards.protocol import crc8
     rows = [[] for _ in range(8)]
     for j in range(8):
         out = crc8(bytes([1 << j]))
@@ -58,7 +58,7 @@ def crc8_next(crc, byte):
 
 
 class HostLink(wiring.Component):
-    """UART host link around an :class:`~cnnforge.hw.accelerator.Accelerator`.
+    """UART host link around an :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
 
     Parameters
     ----------

@@ -12,8 +12,8 @@ BOARD=icebreaker``).
 from amaranth.hdl import Elaboratable, Module
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from .pll import ICE40PLL, ice40_pll
-from .top import BoardSpec
+from cnnforge.boards.pll import ICE40PLL, ice40_pll
+from cnnforge.boards.top import BoardSpec
 
 __all__ = ["SPEC", "ICEBreakerTop", "ICEBreakerPlatform"]
 
@@ -60,5 +60,5 @@ def platform():
 if __name__ == "__main__":
     import sys
 
-    from .build import main_board
+    from cnnforge.boards.build import main_board
     sys.exit(main_board(SPEC.name))

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .protocol import FrameDecoder, LinkError, MessageType, encode_image, parse_result
+from cnnforge.boards.protocol import FrameDecoder, LinkError, MessageType, encode_image, parse_result
 
 __all__ = ["BoardLink"]
 

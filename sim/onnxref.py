@@ -2,7 +2,7 @@
 
 For a QDQ model (``onnxruntime.quantization.quantize_static``, int8), ONNX Runtime's int8
 results are compared with the golden model (:func:`cnnforge.sim.golden.run_quantized`) of the
-network :func:`cnnforge.hw.onnx_import.load_onnx` imports from the same file. ONNX Runtime
+network :func:`cnnforge.hw.frontend.onnx_import.load_onnx` imports from the same file. ONNX Runtime
 fuses each DequantizeLinear → op → QuantizeLinear group into an integer kernel (QLinearConv,
 QGemm, QLinearAdd, QLinearAveragePool) that requantizes in float32 (``acc·(s_in·s_w/s_out)``
 rounded half to even); the imported network requantizes in fixed point with one rounding, ties
@@ -179,7 +179,7 @@ def compare_with_onnxruntime(network_or_path, x_float, *, rounding=None):
     ValueError
         If the network carries no quantization of its own (a float model).
     """
-    from cnnforge.hw.network import load_network
+    from cnnforge.hw.frontend.network import load_network
     from cnnforge.sim.golden import run_op
 
     network = network_or_path

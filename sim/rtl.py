@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from cnnforge.hw.accelerator import COUNTERS, Accelerator
-from cnnforge.hw.pe_array import SystolicArray
-from cnnforge.hw.ppu import PostProcessor
+from cnnforge.hw.rtl.accelerator import COUNTERS, Accelerator
+from cnnforge.hw.rtl.pe_array import SystolicArray
+from cnnforge.hw.rtl.ppu import PostProcessor
 
 __all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream",
            "debug_stream_size"]
@@ -126,7 +126,7 @@ def debug_stream_size(program):
 
 def split_debug_stream(program, data):
     """Split the accelerator's debug stream of one image into ``[(counters, ofm), ...]`` per
-    layer: ``counters`` is a dict of :data:`~cnnforge.hw.accelerator.COUNTERS` (cycles, buffer
+    layer: ``counters`` is a dict of :data:`~cnnforge.hw.rtl.accelerator.COUNTERS` (cycles, buffer
     reads and writes); ``ofm`` is int8 shaped as the layer's output (C, H, W) or (F,)."""
     data = bytes(data)
     layers, pos = [], 0

@@ -1,4 +1,4 @@
-"""Command line (``cnnforge.hw.cli``): ``verilog`` and ``run`` on the bundled digits network, in
+"""Command line (``cnnforge.hw.tools.cli``): ``verilog`` and ``run`` on the bundled digits network, in
 process through :func:`main` and as the installed ``cnnforge`` script; user errors exit with
 status 2 and one ``cnnforge: error:`` line, no traceback, and no output file left behind."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.cli import _atomic_write, main
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.network import load_network
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.tools.cli import _atomic_write, main
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
 

@@ -1,4 +1,4 @@
-"""Compiler (``cnnforge.hw.compiler``): configuration and network errors with messages that say
+"""Compiler (``cnnforge.hw.compiler.program``): configuration and network errors with messages that say
 what is wrong and where, the values it derives, and the tiles it plans or is told to use."""
 
 import math
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.network import (
+from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.frontend.network import (
     Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential, load_network,
 )
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.frontend.quantize import quantize
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "net.py"
 

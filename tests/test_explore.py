@@ -1,4 +1,4 @@
-"""Design-space exploration (``cnnforge.hw.explore``, ``cnnforge explore``) on the digits network
+"""Design-space exploration (``cnnforge.hw.tools.explore``, ``cnnforge explore``) on the digits network
 for every device: only designs within the device's budget, a non-empty non-dominated Pareto set,
 plans that compile back to the same design, JSON / plot / plan files, the planner's tiles, the
 memory list against ``perf.buffer_bits``, and one-line errors for a budget too small."""
@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.cli import main
-from cnnforge.hw.compiler import (AcceleratorConfig, ConfigError, _layers_from_ops,
+from cnnforge.hw.tools.cli import main
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, _layers_from_ops,
                                   compile_network, load_plan)
-from cnnforge.hw.explore import (FAMILIES, WINOGRAD, Design, DoesNotFit, _layer_options,
+from cnnforge.hw.tools.explore import (FAMILIES, WINOGRAD, Design, DoesNotFit, _layer_options,
                                  _pick, blocks, explore, memories, pareto_front)
-from cnnforge.hw.network import load_network
-from cnnforge.hw.perf import buffer_bits, layer_model, network_model
-from cnnforge.hw.quantize import quantize
-from cnnforge.hw.synth import DEVICES
+from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
+from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.boards.synth import DEVICES
 from cnnforge.sim.rtl import rtl_accelerator
 from tests.hw.test_accelerator import golden_layers
 
@@ -300,7 +300,7 @@ def test_too_little_block_ram(qnet):
 
 BIG_NET = '''
 import numpy as np
-from cnnforge.hw.network import Flatten, Linear, ReLU, Sequential
+from cnnforge.hw.frontend.network import Flatten, Linear, ReLU, Sequential
 
 network = Sequential(Flatten(), Linear(4096, 64), ReLU(), Linear(64, 10), input_shape=(1, 64, 64))
 rng = np.random.default_rng(0)
@@ -330,7 +330,7 @@ def test_big_network_does_not_fit(tmp_path):
 def test_refuses_depthwise_and_add_layers():
     """Exploration covers dense layers; a depthwise or add layer gets a one-line error naming it
     (the design is then chosen with --rows/--cols/--dataflow)."""
-    from cnnforge.hw.network import Add, Conv2d, Flatten, Linear, NetworkError
+    from cnnforge.hw.frontend.network import Add, Conv2d, Flatten, Linear, NetworkError
     from tests.hw.test_accelerator import make_network
     qnet = quantize(make_network((3, 5, 5), [Conv2d(3, 3, 3, padding=1, groups=3), Add(-1),
                                              Flatten(), Linear(75, 2)], 4))

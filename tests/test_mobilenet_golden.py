@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
+from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
                                   NetworkError, ReLU, ReLU6, Sequential)
-from cnnforge.hw.quantize import QuantOp, quantize, quantize_multiplier, set_add_params
+from cnnforge.hw.frontend.quantize import QuantOp, quantize, quantize_multiplier, set_add_params
 from cnnforge.sim.golden import (add_quantized, avg_pool2d_float, conv2d_acc, conv2d_float,
                                  run_quantized)
 

@@ -1,4 +1,4 @@
-"""Network description (``cnnforge.hw.network``): every user error names the layer (index and
+"""Network description (``cnnforge.hw.frontend.network``): every user error names the layer (index and
 type) and what is wrong; shape inference, MAC counts and parameter names of the digits net."""
 
 import re
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.network import (
+from cnnforge.hw.frontend.network import (
     Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
 )
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.frontend.quantize import quantize
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -262,7 +262,7 @@ def test_load_network_file_raises(tmp_path):
 def test_load_network_bad_layer_in_file(tmp_path):
     """A NetworkError inside the file keeps its layer name and gains the file name."""
     path = tmp_path / "badnet.py"
-    path.write_text("from cnnforge.hw.network import Conv2d, Sequential\n"
+    path.write_text("from cnnforge.hw.frontend.network import Conv2d, Sequential\n"
                     "network = Sequential(Conv2d(1, 4, 3), Conv2d(3, 4, 3), "
                     "input_shape=(1, 8, 8))\n")
     with raises(f"{path}: layer 1 (Conv2d): in_channels=3 but its input has 4 channels"):
@@ -279,7 +279,7 @@ def test_load_network_onnx(tmp_path):
 
 def test_load_network_unloaded_weights(tmp_path):
     path = tmp_path / "noweights.py"
-    path.write_text("from cnnforge.hw.network import Conv2d, Sequential\n"
+    path.write_text("from cnnforge.hw.frontend.network import Conv2d, Sequential\n"
                     "network = Sequential(Conv2d(1, 4, 3), input_shape=(1, 8, 8))\n")
     with raises("layer 0 (Conv2d)", "parameter 0.weight was never loaded"):
         load_network(path)

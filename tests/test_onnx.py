@@ -1,4 +1,4 @@
-"""ONNX import (``cnnforge.hw.onnx_import``) and the ONNX Runtime reference
+"""ONNX import (``cnnforge.hw.frontend.onnx_import``) and the ONNX Runtime reference
 (``cnnforge.sim.onnxref``).
 
 * round trips: a residual CNN built with ``onnx.helper``, small models exported from PyTorch and
@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from cnnforge.hw.cli import main
-from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
+from cnnforge.hw.tools.cli import main
+from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
                                  NetworkError, ReLU, ReLU6, load_network)
-from cnnforge.hw.onnx_import import SUPPORTED_OPS, load_onnx
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.frontend.onnx_import import SUPPORTED_OPS, load_onnx
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.onnxref import (compare_with_onnxruntime, onnxruntime_int8_outputs,
                                   onnxruntime_outputs)
@@ -351,7 +351,7 @@ def test_nearest_even_requantizer_is_exact(real, data):
     fractions), ties to even; gemmlowp's requantizer is within one step of it."""
     from fractions import Fraction
 
-    from cnnforge.hw.quantize import quantize_multiplier
+    from cnnforge.hw.frontend.quantize import quantize_multiplier
     from cnnforge.sim.golden import requantize
     m0, n = quantize_multiplier(real)
     bound = min(int(130 / real), (1 << 31) - 1)
@@ -774,7 +774,7 @@ def test_cli_errors(tmp_path, capsys, residual):
 def test_board_commands_take_float_onnx_with_calibration(tmp_path, capsys, residual, digits):
     """``--calibration`` quantizes a float ONNX model for the board flow as for ``run``: the
     board link's ``infer`` gets as far as opening the (absent) serial port."""
-    from cnnforge.boards.commands import _program
+    from cnnforge.hw.tools.board_commands import _program
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, digits[0][:64])
     program = _program(str(residual["float"]), 2, 2, 4096, "direct", str(calibration))

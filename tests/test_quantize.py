@@ -1,4 +1,4 @@
-"""Quantizer (``cnnforge.hw.quantize``): fixed-point multipliers, activation ranges, and the
+"""Quantizer (``cnnforge.hw.frontend.quantize``): fixed-point multipliers, activation ranges, and the
 quantized network against its float original within a derived error bound."""
 
 import math
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.network import (
+from cnnforge.hw.frontend.network import (
     Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
 )
-from cnnforge.hw.quantize import QMAX, QMIN, activation_params, quantize, quantize_multiplier
+from cnnforge.hw.frontend.quantize import QMAX, QMIN, activation_params, quantize, quantize_multiplier
 from cnnforge.sim.golden import (
     conv2d_acc, conv2d_float, linear_acc, requantize, rounding_divide_by_pot, run_op,
     run_quantized, srdhm,

@@ -8,7 +8,7 @@ images for the quantizer and ``test_data()`` the held-out split (450 images).
 import os
 
 from cnnforge.examples.digits.train import load_split
-from cnnforge.hw.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -123,8 +123,8 @@ class LoopSerial:
 
 @pytest.fixture(scope="module")
 def digits():
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.quantize import quantize
     network = load_network(digits_net())
     return network, quantize(network)
 

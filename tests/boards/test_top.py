@@ -164,9 +164,9 @@ async def tb_errors(dut):
 @pytest.fixture(scope="module")
 def top_build():
     from cnnforge.boards.icebreaker import SPEC
-    from cnnforge.hw.compiler import compile_network
-    from cnnforge.hw.network import load_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.compiler.program import compile_network
+    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.quantize import quantize
 
     from tests.boards import digits_net
     network = load_network(digits_net())

@@ -1,4 +1,4 @@
-"""The whole accelerator (``cnnforge.hw.accelerator``) in Amaranth's simulator against the golden
+"""The whole accelerator (``cnnforge.hw.rtl.accelerator``) in Amaranth's simulator against the golden
 model: every layer's output map and the logits, bit for bit.
 
 Networks are small and random (hypothesis) or hand-made for one feature: tiling with ragged last
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6, Sequential
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6, Sequential
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import rtl_accelerator
 

@@ -1,7 +1,7 @@
 """The three dataflows (OR, IR, WR) in Amaranth's simulator: every layer's output map equals the
 golden model AND the RTL's per-layer counters (cycles and buffer accesses) equal the analytic
-model (:func:`cnnforge.hw.perf.layer_model`) exactly, as do the engine's cycles per image
-(:func:`cnnforge.hw.perf.network_model`).
+model (:func:`cnnforge.hw.models.perf.layer_model`) exactly, as do the engine's cycles per image
+(:func:`cnnforge.hw.models.perf.network_model`).
 
 Cases cross each dataflow with array sizes (1x1, non-square, square) and layer shapes: 1x1 and
 3x3 convolutions, stride 2, padding 0 and 1, odd map sizes, channel counts that are not
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler import AcceleratorConfig, _layers_from_ops, compile_network
-from cnnforge.hw.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6
-from cnnforge.hw.perf import layer_model, network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, _layers_from_ops, compile_network
+from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6
+from cnnforge.hw.models.perf import layer_model, network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
 from tests.hw.test_accelerator import (
     compile_tight, golden_layers, make_network, random_images, random_network,

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
+from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
                                   MaxPool2d, NetworkError, ReLU, ReLU6)
-from cnnforge.hw.perf import network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
 from tests.hw.test_accelerator import (check_result, compile_tight, make_network,
                                        random_images)

@@ -1,8 +1,8 @@
-"""Systolic PE array (``cnnforge.hw.pe_array``): ``rtl_gemm`` against NumPy ``W @ X``, exactly.
+"""Systolic PE array (``cnnforge.hw.rtl.pe_array``): ``rtl_gemm`` against NumPy ``W @ X``, exactly.
 
 The array takes one reduction step k per beat; passes run back to back and each pass's results
 are read during the drain window that follows its ``done`` pulse, as the accelerator's drainer
-does. The accumulator width is derived as in :func:`cnnforge.hw.compiler.compile_network`.
+does. The accumulator width is derived as in :func:`cnnforge.hw.compiler.program.compile_network`.
 """
 
 import gc
@@ -14,7 +14,7 @@ from amaranth.hdl import Fragment, UnusedElaboratable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.pe_array import SystolicArray
+from cnnforge.hw.rtl.pe_array import SystolicArray
 from cnnforge.sim.rtl import rtl_gemm
 
 SIZES = [(1, 1), (1, 4), (3, 2), (2, 5), (4, 4), (8, 8)]

@@ -1,4 +1,4 @@
-"""Post-processing unit (``cnnforge.hw.ppu``): ``rtl_requantize`` against the golden
+"""Post-processing unit (``cnnforge.hw.rtl.ppu``): ``rtl_requantize`` against the golden
 :func:`cnnforge.sim.golden.requantize`, bit for bit.
 
 Contract of the unit (and of the compiler that fills its parameter ROM): per channel a bias,
@@ -216,7 +216,7 @@ def test_pooling_max_and_read_enable():
     (the engine counts its feature-map reads from it)."""
     from amaranth.sim import Simulator
 
-    from cnnforge.hw.ppu import PostProcessor
+    from cnnforge.hw.rtl.ppu import PostProcessor
 
     params = [param()]                       # y = round(acc / 2)
     #            (acc, addr, first): back to back on one window, then two windows interleaved

@@ -1,7 +1,7 @@
 """Winograd F(2×2, 3×3) layers of the whole accelerator in Amaranth's simulator
 (:func:`cnnforge.sim.rtl.rtl_accelerator`): every layer's output map equals the golden model,
 the logits too, and the RTL's per-layer counters (cycles and buffer accesses) equal the
-analytic model (:func:`cnnforge.hw.perf.layer_model`) exactly, as do the cycles per image.
+analytic model (:func:`cnnforge.hw.models.perf.layer_model`) exactly, as do the cycles per image.
 
 Cases cover the arrays 1×1, 2×2, 3×2, 2×5 and 4×4 (rows ≠ cols both ways), odd and even map
 sizes (ragged 2×2 output tiles, down to a single output pixel), padding 0 and 1, channel
@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.network import (
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import (
     Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
 )
-from cnnforge.hw.perf import layer_cycles, layer_model, network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.models.perf import layer_cycles, layer_model, network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
 from tests.hw.test_accelerator import compile_tight, golden_layers, make_network, random_images
 

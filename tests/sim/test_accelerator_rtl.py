@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.network import ReLU, ReLU6, load_network
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import ReLU, ReLU6, load_network
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
 from tests.hw.test_accelerator import (

@@ -1,7 +1,7 @@
 """The IR and WR dataflows on Verilator (:mod:`cnnforge.sim.accel`) with the bundled digits
 network: every layer's output map equals the golden model on 24 held-out digits, and the RTL's
 per-layer counters (cycles and buffer accesses, the same for every image) and cycles per image
-equal the analytic model (:func:`cnnforge.hw.perf.layer_model` / ``network_model``) exactly.
+equal the analytic model (:func:`cnnforge.hw.models.perf.layer_model` / ``network_model``) exactly.
 
 Builds go under ``build/test/`` (:func:`cnnforge.sim.runner.build_root`); rebuilding an
 unchanged design is a no-op.
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.network import load_network
-from cnnforge.hw.perf import network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.perf import network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.accel import AcceleratorSim
 from tests.hw.test_accelerator import random_images
 from tests.hw.test_mobilenet_hw import inverted_residual
@@ -45,7 +45,7 @@ def test_mobilenet_digits_qdq_onnx_end_to_end():
     image bit-exact with the golden model, RTL accuracy = golden accuracy."""
     import numpy as np
 
-    from cnnforge.hw.network import load_network
+    from cnnforge.hw.frontend.network import load_network
     folder = Path(__file__).resolve().parents[2] / "examples" / "mobilenet_digits"
     network = load_network(folder / "model_qdq.onnx")
     qnet = quantize(network)
@@ -69,7 +69,7 @@ def test_cli_run_pytorch_export_with_calibration(tmp_path):
     0 RTL/golden mismatches on the logits and on every layer's map."""
     import json
 
-    from cnnforge.hw.cli import main
+    from cnnforge.hw.tools.cli import main
     folder = Path(__file__).resolve().parents[2] / "examples" / "mobilenet_digits"
     report = tmp_path / "report.json"
     status = main(["run", str(folder / "model.onnx"),

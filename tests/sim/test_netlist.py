@@ -10,9 +10,9 @@ product to constant 0 (see ``tests/test_synth.py``), which every RTL test passed
 import numpy as np
 import pytest
 
-from cnnforge.boards.commands import _program
-from cnnforge.hw.network import load_network
-from cnnforge.hw.synth import DEVICES
+from cnnforge.hw.tools.board_commands import _program
+from cnnforge.hw.frontend.network import load_network
+from cnnforge.boards.synth import DEVICES
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
 

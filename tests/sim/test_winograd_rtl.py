@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-from cnnforge.hw.network import load_network
-from cnnforge.hw.perf import network_model
-from cnnforge.hw.quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
 

@@ -20,7 +20,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.golden import ROUNDINGS
+from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
 

@@ -48,9 +48,9 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .compiler import ADD, DESCRIPTOR_FIELDS, WINOGRAD, Program
-from .pe_array import BeatControl, SystolicArray
-from .ppu import PostProcessor
+from cnnforge.hw.compiler.program import ADD, DESCRIPTOR_FIELDS, WINOGRAD, Program
+from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray
+from cnnforge.hw.rtl.ppu import PostProcessor
 
 __all__ = ["Accelerator", "COUNTERS", "elaborate"]
 
@@ -69,7 +69,7 @@ class Accelerator(wiring.Component):
     Parameters
     ----------
     program : Program
-        From :func:`cnnforge.hw.compiler.compile_network`; every width, depth and ROM content
+        From :func:`cnnforge.hw.compiler.program.compile_network`; every width, depth and ROM content
         comes from it.
 
     Members
@@ -1248,6 +1248,6 @@ def elaborate(qnet, config=None, **kwargs):
     """Compile ``qnet`` for ``config`` and return ``(Accelerator, Program)``.
 
     Raises ``NetworkError`` / ``ConfigError`` (see :func:`compile_network`)."""
-    from .compiler import compile_network
+    from cnnforge.hw.compiler.program import compile_network
     program = compile_network(qnet, config, **kwargs)
     return Accelerator(program), program

@@ -1,17 +1,17 @@
 """ONNX import: float models and ONNX Runtime QDQ models as cnnforge networks.
 
 :func:`load_onnx` reads an ``.onnx`` file with the ``onnx`` package and maps its graph onto the
-layers of :mod:`cnnforge.hw.network`, in topological order, with ``sources`` for branches (the
+layers of :mod:`cnnforge.hw.frontend.network`, in topological order, with ``sources`` for branches (the
 ONNX tensor names become layer indices). Two kinds of model are accepted:
 
 * **float models** (e.g. from ``torch.onnx.export``): the returned :class:`Sequential` holds the
-  float weights; :func:`cnnforge.hw.quantize.quantize` then quantizes it with calibration data,
+  float weights; :func:`cnnforge.hw.frontend.quantize.quantize` then quantizes it with calibration data,
   as for a network written in Python;
 * **QDQ models** from ``onnxruntime.quantization.quantize_static(quant_format=QDQ)`` (int8
   activations, int8 weights per channel or per tensor, int32 biases), recognised by their
   ``QuantizeLinear``/``DequantizeLinear`` nodes: the network holds the *dequantized* weights (so
   ``network.forward`` is the float reference) and ``network.quantized`` the
-  :class:`~cnnforge.hw.quantize.QuantizedNetwork` built from the model's own scales and zero
+  :class:`~cnnforge.hw.frontend.quantize.QuantizedNetwork` built from the model's own scales and zero
   points, with no calibration, requantizing with one rounding, ties to even, as ONNX Runtime
   does; ``quantize(network)`` returns it.
 
@@ -24,7 +24,7 @@ the bias of Conv and Gemm is int32 with scale ``s_in·s_w`` and zero point 0, an
 after a Conv is usually removed, its range folded into the Conv's output QuantizeLinear).
 ``docs/onnx.md`` lists what is supported and how the scales map onto cnnforge's arithmetic.
 
-Every problem raises :class:`~cnnforge.hw.network.NetworkError` with a one-line message naming
+Every problem raises :class:`~cnnforge.hw.frontend.network.NetworkError` with a one-line message naming
 the file, the node and its op type, e.g. ``model.onnx: node 'conv1' (Conv): attribute
 dilations=[2, 2] is not supported (only 1)``.
 """
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d,
+from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d,
                       NetworkError, ReLU, ReLU6, Sequential)
-from .quantize import (QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp, clamp_bounds,
+from cnnforge.hw.frontend.quantize import (QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp, clamp_bounds,
                        fused_activations, quantize_multiplier, set_add_params)
 
 __all__ = ["load_onnx", "OnnxQuantizedNetwork", "SUPPORTED_OPS"]
@@ -52,7 +52,7 @@ _BIAS_SCALE_RTOL = 1e-5               # float32 product s_in·s_w: 2^-24 per rou
 
 
 class OnnxQuantizedNetwork(QuantizedNetwork):
-    """A :class:`~cnnforge.hw.quantize.QuantizedNetwork` imported from a QDQ model.
+    """A :class:`~cnnforge.hw.frontend.quantize.QuantizedNetwork` imported from a QDQ model.
 
     The only difference is :meth:`quantize_input`, which follows ONNX ``QuantizeLinear``
     exactly, so that the int8 input equals ONNX Runtime's bit for bit."""
@@ -604,7 +604,7 @@ class _Importer:
 
     def _quantize(self, network):
         """The QuantizedNetwork of a QDQ model from its own scales and zero points, op by op as
-        :func:`cnnforge.hw.quantize.quantize` builds it (same names, inputs and shapes)."""
+        :func:`cnnforge.hw.frontend.quantize.quantize` builds it (same names, inputs and shapes)."""
         if self.input.name not in self.qparams:
             raise self.fail_graph(f"graph input {self.input.name!r} is not quantized (no "
                                   "QuantizeLinear reads it): a QDQ model must quantize its "
@@ -785,7 +785,7 @@ def _along(values, axis, ndim):
 
 
 def load_onnx(path):
-    """Import an ONNX model as a :class:`~cnnforge.hw.network.Sequential`.
+    """Import an ONNX model as a :class:`~cnnforge.hw.frontend.network.Sequential`.
 
     Parameters
     ----------
@@ -804,7 +804,7 @@ def load_onnx(path):
         * ``onnx_tensors``: the float ONNX tensor each layer's output stands for (in a QDQ
           model, the input of the QuantizeLinear that quantizes it);
         * ``quantized``: for a QDQ model an :class:`OnnxQuantizedNetwork` built from the
-          model's scales and zero points (what :func:`~cnnforge.hw.quantize.quantize`
+          model's scales and zero points (what :func:`~cnnforge.hw.frontend.quantize.quantize`
           returns for this network), else ``None``.
 
     Node mapping (ONNX operator spec): Conv → Conv2d (``group`` as ``groups``: dense, grouped

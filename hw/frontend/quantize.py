@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU,
+from cnnforge.hw.frontend.network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU,
                       ReLU6, Sequential)
 
 __all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params",
@@ -245,7 +245,7 @@ def quantize(network, calibration=None):
     -------
     QuantizedNetwork
         ``network.quantized`` as it is when that attribute is set: a network imported from an
-        ONNX QDQ model (:func:`cnnforge.hw.onnx_import.load_onnx`) carries the quantization
+        ONNX QDQ model (:func:`cnnforge.hw.frontend.onnx_import.load_onnx`) carries the quantization
         given by the model's own scales and zero points, and ``calibration`` is not used.
 
     Raises

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
 
-from .pe_array import array_latency
-from .ppu import PostProcessor
+from cnnforge.hw.rtl.pe_array import array_latency
+from cnnforge.hw.rtl.ppu import PostProcessor
 
 PPU_LATENCY = PostProcessor.latency    # cycles from a post-processor input to its write
 

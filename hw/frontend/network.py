@@ -620,7 +620,7 @@ def load_network(path):
     ``calibration`` (float32 inputs, shape (B, C, H, W)) and ``test_data()`` returning
     ``(inputs, labels)``; they are attached to the returned network as ``network.calibration``
     and ``network.test_data``. An ONNX model goes through
-    :func:`cnnforge.hw.onnx_import.load_onnx` (``network.calibration`` and
+    :func:`cnnforge.hw.frontend.onnx_import.load_onnx` (``network.calibration`` and
     ``network.test_data`` are ``None``; a QDQ model's quantization is ``network.quantized``).
     ``network.source`` is ``path``.
 
@@ -634,7 +634,7 @@ def load_network(path):
     if not os.path.isfile(path):
         raise NetworkError(f"{path}: no such network file")
     if path.endswith(".onnx"):
-        from .onnx_import import load_onnx
+        from cnnforge.hw.frontend.onnx_import import load_onnx
         network = load_onnx(path)
         network.source = path
         network.test_data = None

@@ -18,14 +18,14 @@ The space, for one network and one device:
   neither the Winograd unit's memories (transformed-input buffer, wider weight ROM) nor its
   logic.
 
-Cycles and buffer accesses come from the analytic model (:func:`cnnforge.hw.perf.layer_model`,
+Cycles and buffer accesses come from the analytic model (:func:`cnnforge.hw.models.perf.layer_model`,
 equal to the RTL counters); nothing is simulated, so the digits network takes seconds. Every
 design reported (the Pareto set) is compiled for real from its plan
 (:func:`~.compiler.compile_network` with the plan's tiles and dataflows) and its cycles and
 memories re-derived from that :class:`~.compiler.Program`, so the table, the JSON and the plan
 file cannot drift apart.
 
-Resource estimates (per design, against :data:`cnnforge.hw.synth.DEVICES`), each rule checked
+Resource estimates (per design, against :data:`cnnforge.boards.synth.DEVICES`), each rule checked
 on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the digits
 accelerator, yosys ``synth_ice40 -dsp`` / ``synth_ecp5`` then ``nextpnr --pack-only``; the runs
 are listed in :data:`FAMILIES` ``calibration`` and ``tests/test_explore.py`` checks the model
@@ -74,10 +74,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .compiler import (DATAFLOWS, AcceleratorConfig, ConfigError, _geometry, _layers_from_ops,
+from cnnforge.hw.compiler.program import (DATAFLOWS, AcceleratorConfig, ConfigError, _geometry, _layers_from_ops,
                        _tiling, _weight_words, compile_network)
-from .network import NetworkError
-from .perf import layer_model, network_model
+from cnnforge.hw.frontend.network import NetworkError
+from cnnforge.hw.models.perf import layer_model, network_model
 
 __all__ = ["FAMILIES", "Family", "Design", "Exploration", "DoesNotFit", "explore", "memories",
            "blocks", "pareto_front", "plot_roofline", "add_parser", "MAX_MIX_LAYERS",
@@ -212,7 +212,7 @@ class MemoryUse:
 
     @property
     def bits(self):
-        """Bits of one copy of all banks (what :func:`cnnforge.hw.perf.buffer_bits` counts)."""
+        """Bits of one copy of all banks (what :func:`cnnforge.hw.models.perf.buffer_bits` counts)."""
         return self.count * self.depth * self.width
 
     def to_json(self):
@@ -270,7 +270,7 @@ def _memory_list(family, *, cols, banks, slot_words, weight_words, lanes, psum_d
 def memories(program, family):
     """The block-RAM memories of ``program``'s board core, one :class:`MemoryUse` each.
 
-    Their bits equal :func:`cnnforge.hw.perf.buffer_bits` (input, weights, fm, psum; the
+    Their bits equal :func:`cnnforge.hw.models.perf.buffer_bits` (input, weights, fm, psum; the
     parameter ROM goes to logic) plus the host link's image buffer."""
     cfg = program.config
     return _memory_list(
@@ -294,7 +294,7 @@ class Design:
     tiles : tuple of (Tr, Tc)
         Per engine layer.
     cycles : int
-        Predicted cycles per image (:func:`cnnforge.hw.perf.network_model`).
+        Predicted cycles per image (:func:`cnnforge.hw.models.perf.network_model`).
     ideal_cycles : int
         ``sum(ceil(MACs / PEs))`` over the layers.
     dsp, bram, luts : int
@@ -500,7 +500,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     Parameters
     ----------
     qnet : QuantizedNetwork
-    device : str or cnnforge.hw.synth.Device
+    device : str or cnnforge.boards.synth.Device
         ``"up5k"``, ``"lfe5u-25f"``, ``"lfe5u-85f"`` or a Device (its ``family``, ``luts``,
         ``dsps``, ``bram`` are the budget).
     sizes : iterable of int
@@ -520,7 +520,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     NetworkError
         If the network has something the engine cannot run.
     """
-    from .synth import DEVICES
+    from cnnforge.boards.synth import DEVICES
     t0 = time.perf_counter()
     if isinstance(device, str):
         device = DEVICES[device]
@@ -797,8 +797,8 @@ def _parse_sizes(text):
 
 def add_parser(sub):
     """Register ``cnnforge explore`` on the ``build_parser`` subparsers."""
-    from .cli import NET_HELP, add_calibration_option
-    from .synth import DEVICES
+    from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option
+    from cnnforge.boards.synth import DEVICES
     p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
                        "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
     p.add_argument("net", metavar="NET", help=NET_HELP)
@@ -820,8 +820,8 @@ def cmd_explore(args):
     from rich.console import Console
     from rich.table import Table
 
-    from .cli import _atomic_write, load_calibrated
-    from .quantize import quantize
+    from cnnforge.hw.tools.cli import _atomic_write, load_calibrated
+    from cnnforge.hw.frontend.quantize import quantize
 
     console = Console()
     if not console.is_terminal:

@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnforge.sim.winograd import widths as winograd_widths
 
-from .network import NetworkError
+from cnnforge.hw.frontend.network import NetworkError
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
            "load_plan", "DATAFLOWS"]
@@ -312,7 +312,7 @@ class Program:
     @property
     def rounding(self):
         """The post-processor's requantizer: the network's ``rounding``
-        (:attr:`cnnforge.hw.quantize.QuantizedNetwork.rounding`)."""
+        (:attr:`cnnforge.hw.frontend.quantize.QuantizedNetwork.rounding`)."""
         return self.qnet.rounding
 
     @property
@@ -547,7 +547,7 @@ def _buffer_words(cfg, df):
 def _plan_tiles(g, cfg, name, type_, df):
     """Choose Tr, Tc: the fastest tiling (by the performance model) whose input tile fits
     ``cfg.input_buffer_bytes``; output tiles are whole pooling windows."""
-    from .perf import layer_cycles
+    from cnnforge.hw.models.perf import layer_cycles
     pk = g["pk"] if df != WINOGRAD else max(1, g["pk"] // 2)
     best = None
     rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
@@ -695,7 +695,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     ConfigError
         If the configuration cannot hold a layer (naming the layer, the need and the budget).
     """
-    from .perf import layer_cycles
+    from cnnforge.hw.models.perf import layer_cycles
     cfg = config or AcceleratorConfig()
     qnet.rounding                       # raises if the ops mix roundings
     groups, sources = _engine_layers(qnet)

@@ -1,7 +1,7 @@
 """The ``cnnforge`` subcommands of the FPGA flow: ``synth``, ``build``, ``flash``, ``infer``.
 
-:func:`add_subcommands` adds them to the parser of :mod:`cnnforge.hw.cli`; each reports a user
-error as :class:`cnnforge.hw.cli.UserError` (one line, exit status 2). ``synth`` exits with 1 when
+:func:`add_subcommands` adds them to the parser of :mod:`cnnforge.hw.tools.cli`; each reports a user
+error as :class:`cnnforge.hw.tools.cli.UserError` (one line, exit status 2). ``synth`` exits with 1 when
 the design does not fit or misses the clock, with the report printed all the same.
 """
 
@@ -15,7 +15,7 @@ __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"
 
 
 def _user_error(message):
-    from cnnforge.hw.cli import UserError
+    from cnnforge.hw.tools.cli import UserError
     return UserError(message)
 
 
@@ -26,9 +26,9 @@ def _digits_net():
 
 def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
              lutram_buffers=False):
-    from cnnforge.hw.cli import load_calibrated
-    from cnnforge.hw.compiler import AcceleratorConfig, compile_network
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.tools.cli import load_calibrated
+    from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+    from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_calibrated(net, calibration))
     return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                    input_buffer_bytes=buffer_bytes,
@@ -37,7 +37,7 @@ def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
 
 
 def _write_json(path, data):
-    from cnnforge.hw.cli import _atomic_write
+    from cnnforge.hw.tools.cli import _atomic_write
     _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
@@ -48,7 +48,7 @@ def _pct(used, total):
 
 
 def print_synth_report(report, console):
-    """The human-readable form of a :class:`~cnnforge.hw.synth.SynthReport`."""
+    """The human-readable form of a :class:`~cnnforge.boards.synth.SynthReport`."""
     from rich.table import Table
     table = Table(title=f"{report.part}: {report.array[0]}x{report.array[1]} PE array "
                   f"({report.design})")
@@ -84,7 +84,7 @@ def print_synth_report(report, console):
 def cmd_synth(args):
     from rich.console import Console
 
-    from cnnforge.hw.synth import DEVICES, SynthError, synthesize
+    from cnnforge.boards.synth import DEVICES, SynthError, synthesize
 
     console = Console()
     device = DEVICES[args.device]
@@ -107,9 +107,9 @@ def cmd_synth(args):
 
 
 def cmd_build(args):
-    from cnnforge.hw.synth import DEVICES
+    from cnnforge.boards.synth import DEVICES
 
-    from .build import BoardError, board, build_bitstream
+    from cnnforge.boards.build import BoardError, board, build_bitstream
 
     try:
         spec, _, _ = board(args.board)
@@ -137,7 +137,7 @@ def cmd_build(args):
 
 
 def cmd_flash(args):
-    from .build import BoardError, default_bitstream, flash
+    from cnnforge.boards.build import BoardError, default_bitstream, flash
 
     try:
         bitstream = args.bitstream or default_bitstream(args.board, args.build_dir)
@@ -149,11 +149,11 @@ def cmd_flash(args):
 def cmd_infer(args):
     import numpy as np
 
-    from cnnforge.hw.cli import load_calibrated
-    from cnnforge.hw.quantize import quantize
+    from cnnforge.hw.tools.cli import load_calibrated
+    from cnnforge.hw.frontend.quantize import quantize
 
-    from .protocol import LinkError
-    from .runtime import BoardLink
+    from cnnforge.boards.protocol import LinkError
+    from cnnforge.boards.runtime import BoardLink
 
     try:
         images = np.load(args.image)
@@ -185,10 +185,10 @@ def cmd_infer(args):
 
 def add_subcommands(sub):
     """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
-    from cnnforge.hw.cli import NET_HELP, add_calibration_option as add_calibration
-    from cnnforge.hw.synth import DEVICES
+    from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option as add_calibration
+    from cnnforge.boards.synth import DEVICES
 
-    from .build import BOARDS
+    from cnnforge.boards.build import BOARDS
 
     boards = [*BOARDS, "ulx3s"]
     p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "

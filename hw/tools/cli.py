@@ -1,5 +1,5 @@
 """``cnnforge`` command line: ``run``, ``sim`` and ``verilog``; ``synth``, ``build``, ``flash``
-and ``infer`` come from :mod:`cnnforge.boards.commands`.
+and ``infer`` come from :mod:`cnnforge.hw.tools.board_commands`.
 
 Every subcommand takes NET, a Python file defining a module-level ``network`` (see
 ``examples/digits/net.py``) or an ONNX model (``docs/onnx.md``: a QDQ model brings its own
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import AcceleratorConfig, ConfigError, compile_network, load_plan
-from .network import NetworkError, load_network
-from .perf import network_model
-from .quantize import quantize
+from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network, load_plan
+from cnnforge.hw.frontend.network import NetworkError, load_network
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.frontend.quantize import quantize
 
 __all__ = ["main"]
 
@@ -169,7 +169,7 @@ def _add_common(p, images_default):
 def cmd_verilog(args):
     from amaranth.back import verilog
 
-    from .accelerator import Accelerator
+    from cnnforge.hw.rtl.accelerator import Accelerator
 
     _, _, program = _compile(args)
     text = verilog.convert(Accelerator(program), name="accelerator")
@@ -325,11 +325,11 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     add_design_options(p)
     p.set_defaults(func=cmd_verilog)
-    # synth, build, flash, infer: the FPGA flow (cnnforge.boards.commands)
-    from cnnforge.boards.commands import add_subcommands
+    # synth, build, flash, infer: the FPGA flow (cnnforge.hw.tools.board_commands)
+    from cnnforge.hw.tools.board_commands import add_subcommands
     add_subcommands(sub)
-    # explore: design-space exploration (cnnforge.hw.explore)
-    from .explore import add_parser as add_explore
+    # explore: design-space exploration (cnnforge.hw.tools.explore)
+    from cnnforge.hw.tools.explore import add_parser as add_explore
     add_explore(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""Compiler: tiling, feature-map allocation, ROM images, layer descriptors, the device registry."""

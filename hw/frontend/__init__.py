@@ -1,0 +1,1 @@
+"""Front end: network description (torch.nn-like), ONNX import, post-training quantization."""

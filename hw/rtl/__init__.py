@@ -1,0 +1,1 @@
+"""RTL: the accelerator's Amaranth components."""

@@ -1,0 +1,1 @@
+"""Tools: the command line, design-space exploration, board commands."""
