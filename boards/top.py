@@ -161,7 +161,7 @@ class BoardSpec:
     def config(self):
         """The accelerator configuration built for this board."""
         from cnnforge.hw.compiler.program import AcceleratorConfig
-        from cnnforge.boards.synth import DEVICES
+        from cnnforge.hw.compiler.devices import DEVICES
         return AcceleratorConfig(rows=self.rows, cols=self.cols,
                                  input_buffer_bytes=self.input_buffer_bytes,
                                  algorithm=self.algorithm,

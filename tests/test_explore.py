@@ -20,7 +20,7 @@ from cnnforge.hw.tools.explore import (FAMILIES, WINOGRAD, Design, DoesNotFit, _
 from cnnforge.hw.frontend.network import load_network
 from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
-from cnnforge.boards.synth import DEVICES
+from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim.rtl import rtl_accelerator
 from tests.hw.test_accelerator import golden_layers
 

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from cnnforge.hw.rtl.ppu import PostProcessor
-from cnnforge.boards.synth import (DEVICES, SynthError, SynthReport, _count, _memories,
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.boards.synth import (SynthError, SynthReport, _count, _memories,
                                _multipliers, _parse_dump, _rtlil_memories, _stat_cells,
                                check_yosys_log, tool_path)
 from cnnforge.sim.golden import ROUNDINGS

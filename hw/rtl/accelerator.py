@@ -48,7 +48,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.compiler.program import ADD, DESCRIPTOR_FIELDS, WINOGRAD, Program
+from cnnforge.hw.compiler.program import DESCRIPTOR_FIELDS, Program
+from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray
 from cnnforge.hw.rtl.ppu import PostProcessor
 
@@ -113,7 +114,7 @@ class Accelerator(wiring.Component):
         nlayers = len(prog.layers)
         stationary = prog.stationary
         # hardware for element-wise adds and depthwise channel blocks only where a layer uses it
-        has_add = any(layer.values["df"] == ADD for layer in prog.layers)
+        has_add = any(layer.values["df"] == Dataflow.ADD for layer in prog.layers)
         has_dw = any(layer.values.get("dw") for layer in prog.layers)
 
         def most(*names):
@@ -179,9 +180,9 @@ class Accelerator(wiring.Component):
                      ppu.act_max.eq(d.act_max),
                      fm_rd_b.addr.eq(ppu.rd_addr), ppu.rd_data.eq(fm_rd_b.data),
                      array.mode.eq((d.df == 1) | (d.df == 2))]
-        is_or, is_ir, is_wr, is_wino = d.df == 0, d.df == 1, d.df == 2, d.df == WINOGRAD
-        is_add = (d.df == ADD) if has_add else Const(0, 1)
-        wino = any(layer.values["df"] == WINOGRAD for layer in prog.layers)
+        is_or, is_ir, is_wr, is_wino = d.df == 0, d.df == 1, d.df == 2, d.df == Dataflow.WINOGRAD
+        is_add = (d.df == Dataflow.ADD) if has_add else Const(0, 1)
+        wino = any(layer.values["df"] == Dataflow.WINOGRAD for layer in prog.layers)
 
         # ---- sequencer state ----------------------------------------------------------------
         layer = Signal(range(max(2, nlayers)))

@@ -107,7 +107,7 @@ def cmd_synth(args):
 
 
 def cmd_build(args):
-    from cnnforge.boards.synth import DEVICES
+    from cnnforge.hw.compiler.devices import DEVICES
 
     from cnnforge.boards.build import BoardError, board, build_bitstream
 
@@ -186,7 +186,7 @@ def cmd_infer(args):
 def add_subcommands(sub):
     """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
     from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option as add_calibration
-    from cnnforge.boards.synth import DEVICES
+    from cnnforge.hw.compiler.devices import DEVICES
 
     from cnnforge.boards.build import BOARDS
 

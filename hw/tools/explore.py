@@ -520,7 +520,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     NetworkError
         If the network has something the engine cannot run.
     """
-    from cnnforge.boards.synth import DEVICES
+    from cnnforge.hw.compiler.devices import DEVICES
     t0 = time.perf_counter()
     if isinstance(device, str):
         device = DEVICES[device]
@@ -798,7 +798,7 @@ def _parse_sizes(text):
 def add_parser(sub):
     """Register ``cnnforge explore`` on the ``build_parser`` subparsers."""
     from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option
-    from cnnforge.boards.synth import DEVICES
+    from cnnforge.hw.compiler.devices import DEVICES
     p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
                        "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
     p.add_argument("net", metavar="NET", help=NET_HELP)

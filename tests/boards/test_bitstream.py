@@ -16,7 +16,7 @@ import pytest
 
 from cnnforge.boards.icebreaker import ICEBreakerTop, SPEC
 from cnnforge.boards.pll import ecp5_pll, ice40_pll
-from cnnforge.boards.synth import DEVICES
+from cnnforge.hw.compiler.devices import DEVICES
 
 from . import CNNFORGE, digits_net
 

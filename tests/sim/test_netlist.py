@@ -12,7 +12,7 @@ import pytest
 
 from cnnforge.hw.tools.board_commands import _program
 from cnnforge.hw.frontend.network import load_network
-from cnnforge.boards.synth import DEVICES
+from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
 

@@ -1,0 +1,68 @@
+"""The FPGAs the flow targets: one registry that answers every family question (DSP and
+block-RAM kinds, where the tile buffers go, default arrays), so no module tests family strings.
+Totals from the vendors' data sheets (Lattice FPGA-DS-02008 iCE40 UltraPlus, FPGA-DS-02012 ECP5).
+"""
+
+from dataclasses import dataclass
+
+__all__ = ["DEVICES", "Device"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """An FPGA the flow targets.
+
+    Members
+    -------
+    key : str
+        Command-line name (``up5k``, ``lfe5u-25f``, ``lfe5u-85f``).
+    family : str
+        ``ice40`` or ``ecp5``.
+    part : str
+        Vendor part name.
+    nextpnr_args : tuple of str
+        Device and package selection for nextpnr.
+    luts, dsps, bram, spram : int
+        Totals: logic cells (iCE40: LUT4 + FF each) or LUT4s (ECP5), SB_MAC16 / MULT18X18D,
+        EBR (4 Kbit iCE40, 18 Kbit ECP5), SPRAM (256 Kbit, iCE40 UP only).
+    target_mhz : float
+        Core clock target when none is requested.
+    rows, cols : int
+        Default PE array for this device (what its DSP blocks hold; docs/boards.md).
+    algorithm : str
+        Default ``AcceleratorConfig.algorithm`` (``"direct"`` on the UP5K: no Winograd unit).
+    """
+
+    key: str
+    family: str
+    part: str
+    nextpnr_args: tuple
+    luts: int
+    dsps: int
+    bram: int
+    spram: int
+    target_mhz: float
+    rows: int
+    cols: int
+    algorithm: str = "auto"
+
+    @property
+    def lutram_buffers(self):
+        """``AcceleratorConfig.lutram_buffers`` for this device: on ECP5 the input tile buffers
+        are distributed RAM (iCE40 keeps them in block RAM, read synchronously)."""
+        return self.family == "ecp5"
+
+
+DEVICES = {
+    "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
+                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=2, cols=2,
+                   algorithm="direct"),
+    "lfe5u-25f": Device("lfe5u-25f", "ecp5", "LFE5U-25F-6BG381C",
+                        ("--25k", "--package", "CABGA381", "--speed", "6"),
+                        luts=24288, dsps=28, bram=56, spram=0, target_mhz=100.0,
+                        rows=4, cols=4),
+    "lfe5u-85f": Device("lfe5u-85f", "ecp5", "LFE5U-85F-6BG381C",
+                        ("--85k", "--package", "CABGA381", "--speed", "6"),
+                        luts=83640, dsps=156, bram=208, spram=0, target_mhz=100.0,
+                        rows=8, cols=8),
+}
