@@ -1,0 +1,99 @@
+"""Small pieces every engine unit uses: widths, loop counters, ping-pong flags, the descriptor
+fields a unit reads, and the per-cycle events that feed the performance counters."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["COUNTERS", "Events", "PingPong", "bits", "connect_desc", "counter", "desc_layout", "most_of",
+           "one_hot"]
+
+#: Per-layer counters sent on the debug stream, in this order (32 bits each).
+COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
+            "fm_reads", "fm_writes")
+
+
+def bits(n):
+    """Bits of an unsigned value up to ``n`` (at least 1)."""
+    return max(1, int(n).bit_length())
+
+
+def most_of(program, *names):
+    """The largest value of these descriptor fields over the program's layers (what a counter or
+    a register must hold)."""
+    return max(layer.values[n] for layer in program.layers for n in names)
+
+
+def counter(top, name=None):
+    """A loop counter for values 0..``top``, as narrow as the network allows (shorter
+    end-of-loop comparisons)."""
+    return Signal(range(max(2, top + 1)), name=name)
+
+
+def desc_layout(full, names):
+    """The descriptor fields ``names`` of the network's descriptor layout ``full``: what one unit
+    receives (:func:`connect_desc`)."""
+    return data.StructLayout({name: full[name].shape for name in names})
+
+
+def connect_desc(m, desc, port):
+    """Drive a unit's descriptor port ``port`` from the running layer's descriptor ``desc``."""
+    for name, _ in port.shape():
+        m.d.comb += port[name].eq(desc[name])
+
+
+class Events:
+    """Per-cycle increments of the performance counters, collected where they happen.
+
+    ``count(name, amount)`` adds ``amount`` in the cycles where the enclosing ``m.If`` conditions
+    hold; :meth:`drive` sums a unit's increments onto its ``events`` port, whose layout
+    :meth:`layout` declares from the most each counter can grow by in one cycle.
+    """
+
+    def __init__(self, m):
+        self._m = m
+        self._incs = {}
+
+    @staticmethod
+    def layout(most):
+        """``{counter: largest increment in one cycle}`` → the ``events`` port's layout."""
+        return data.StructLayout({name: range(amount + 1) for name, amount in most.items()})
+
+    def count(self, name, amount=1):
+        inc = Signal(range(amount + 1), name=f"inc_{name}_{len(self._incs.get(name, []))}")
+        self._m.d.comb += inc.eq(amount)
+        self._incs.setdefault(name, []).append(inc)
+
+    def drive(self, port):
+        for name, _ in port.shape():
+            incs = self._incs.get(name, [])
+            if incs:
+                self._m.d.comb += port[name].eq(sum(incs))
+
+
+class PingPong(wiring.Component):
+    """Full flags of the two halves of a double buffer.
+
+    Members
+    -------
+    set : In(2)
+        One-hot halves the producer has filled this cycle.
+    clr : In(2)
+        One-hot halves the consumer has released this cycle.
+    full : Out(2)
+        Registered: ``(full | set) & ~clr`` of the previous cycle.
+    """
+
+    set: In(2)
+    clr: In(2)
+    full: Out(2)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.full.eq((self.full | self.set) & ~self.clr)
+        return m
+
+
+def one_hot(half):
+    """``0b10`` for ping-pong half 1, ``0b01`` for half 0 (``half`` a 1-bit value)."""
+    return Mux(half, 0b10, 0b01)

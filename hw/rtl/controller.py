@@ -1,0 +1,440 @@
+"""The dataflow controller: the tile loop nest of a layer and the operand streams into the PE
+array, for output reuse (OR), input and weight reuse (IR, WR: stationary operands preloaded)
+and the Winograd transform's reads (``docs/dataflows.md``; Zhang et al., FPGA 2015, §3.3)."""
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.rtl.common import Events, bits, counter, desc_layout, most_of, one_hot
+from cnnforge.hw.rtl.pe_array import BeatControl
+from cnnforge.hw.rtl.walker import Im2colWalker
+from cnnforge.hw.rtl.winograd import group_layout, patch_layout
+
+__all__ = ["Controller"]
+
+
+class Controller(wiring.Component):
+    """Issues a layer's passes (OR, Winograd) or groups (IR, WR) from the tiles the loader has put
+    in the input tile buffer, tile by tile (tile rows outer, tile columns inner).
+
+    * **OR**: for each tile, each block of R output channels, each output row, each group of C
+      output columns: one pass of L beats (K valid: the im2col walk over (n, ky, kx), one bank
+      word per column, one weight word per row); the pass's coordinates go to the metadata FIFO.
+    * **IR / WR**: for each tile, each group (IR: C output pixels of one row, all M channels;
+      WR: C output channels, all pixels of the tile), each reduction block: preload R rows of
+      stationary operands (IR: inputs from the walker; WR: weight-ROM rows), then stream the
+      other operand (IR: M weight words; WR: the tile's pixels, R channels per beat).
+    * **Winograd**: for each group of C tiles of one tile row, read the 4×4 patches of every
+      channel (16 reads each) for the input transform.
+
+    Every change of this unit's timing is mirrored in :mod:`cnnforge.hw.models.perf`.
+
+    Members
+    -------
+    start : In(1)
+        The layer starts.
+    slot_full, slot_clr : In(2), Out(2)
+        Input tile buffer halves loaded; the half this cycle's tile change releases.
+    psum_full, psum_set : In(2), Out(2)
+        Partial-sum buffer halves busy; the half a new group takes.
+    v_full : In(2)
+        Winograd V-buffer halves written and not consumed.
+    bank_raddr : Out(addr_width).array(banks)
+        Tile-buffer read addresses (data one cycle later).
+    w_addr : Out(w_addr_width)
+        Weight ROM read address (data one cycle later).
+    beat, beat_q1 : Out(BeatControl), Out
+        Registered with the reads: the beat's control bits for the array, the bank rotation.
+    preload_en, preload_row, preload_zero : Out
+        Registered with the reads: a stationary row arrives (zero: past K, IR).
+    meta_en, meta : Out(1), Out(meta_layout)
+        A pass's or group's coordinates into the metadata FIFO.
+    wgroup : Out(stream.Signature(group_layout))
+    patch : Out(patch_layout)
+        Registered with the reads: the patch element arriving (Winograd).
+    done : Out(1)
+        All tiles issued.
+    passes_issued, groups_issued : Out(8)
+        Modulo 2^8 (at most a few are in flight: equal modulo 2^8 is equal).
+    """
+
+    FIELDS = ("df", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
+              "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
+              "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "mb_chan_step",
+              "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
+              "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw",
+              *Im2colWalker.FIELDS)
+
+    def __init__(self, program, addr_width, w_addr_width, meta, desc):
+        cfg = program.config
+        self._program = program
+        self._rows, self._cols, self._banks = cfg.rows, cfg.cols, program.input_banks
+        self._full_desc = desc
+        self.EVENTS = {"ibuf_reads": 3 * cfg.cols + cfg.rows, "weight_reads": 3}
+        super().__init__({
+            "desc": In(desc_layout(desc, dict.fromkeys(self.FIELDS))),
+            "start": In(1),
+            "slot_full": In(2), "slot_clr": Out(2),
+            "psum_full": In(2), "psum_set": Out(2), "v_full": In(2),
+            "bank_raddr": Out(addr_width).array(self._banks),
+            "w_addr": Out(w_addr_width),
+            "beat": Out(BeatControl), "beat_q1": Out(range(max(2, cfg.cols))),
+            "preload_en": Out(1), "preload_row": Out(range(max(2, cfg.rows))),
+            "preload_zero": Out(1),
+            "meta_en": Out(1), "meta": Out(meta),
+            "wgroup": Out(stream.Signature(group_layout)),
+            "patch": Out(patch_layout),
+            "done": Out(1), "passes_issued": Out(8), "groups_issued": Out(8),
+            "events": Out(Events.layout(self.EVENTS)),
+        })
+
+    def _most(self, *names):
+        return most_of(self._program, *names)
+
+    def elaborate(self, platform):
+        m = Module()
+        prog, R, C = self._program, self._rows, self._cols
+        most, d = self._most, self.desc
+        aw = len(self.bank_raddr[0])
+        s = SimpleNamespace()        # the loop nest's registers, shared by the states
+        s.events = Events(m)
+        s.is_or, s.is_ir = d.df == Dataflow.OR, d.df == Dataflow.IR
+        s.is_wr, s.is_wino = d.df == Dataflow.WR, d.df == Dataflow.WINOGRAD
+        s.has_dw = any(layer.values.get("dw") for layer in prog.layers)
+        s.slot = Signal()
+        s.tr, s.tc = counter(most("ntr")), counter(most("ntc"))
+        s.tr0, s.tc0 = counter(most("OH") + most("Tr")), counter(most("OW") + most("Tc"))
+        s.rows, s.cols = counter(most("Tr", "rows_last")), counter(most("Tc", "cols_last"))
+        # the tile's last output row and last column group (rows − 1, groups − 1)
+        s.rlast = counter(most("Tr", "rows_last"))
+        s.glast = counter(most("groups_full", "groups_last"))
+        # whether the current beat is valid (OR: s < K; IR/WR streams: s < beats), kept one beat
+        # ahead; OR: the weight pointer of the next block of R channels (w_pass + K)
+        w_aw = len(self.w_addr)
+        s.valid, s.w_mb = Signal(), Signal(w_aw)
+        s.mb, s.row, s.g = counter(most("MB")), Signal.like(s.rlast), Signal.like(s.glast)
+        s.m0 = counter(most("M") + max(R, C))
+        # beats of a pass (L) or of a stream (M, the tile's pixels, Lmin)
+        beats = max(most("L", "K", "M", "Lmin"),
+                    max(layer.values["Tr"] * layer.values["Tc"] for layer in prog.layers))
+        s.s, s.beats = counter(beats), counter(beats)
+        # IR / WR streams: the last valid beat (beats − 1) and the block's last beat (length − 1)
+        s.blast, s.llast = counter(beats), counter(beats)
+        s.kb = counter(most("KB"))
+        s.ox0 = counter(most("OW") + most("Tc") + C)
+        s.row_base = Signal(aw)
+        # depthwise: the m-block's first channel in the tile buffer
+        s.chan0 = Signal(aw) if s.has_dw else 0
+        s.w, s.w_pass = Signal(w_aw), Signal(w_aw)
+        s.slot_base = Mux(s.slot, prog.slot_words, 0)
+        s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
+        s.oy = s.tr0 + s.row
+        # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
+        # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at
+        # the output row; tr_ph and ph are oy mod the pooling window at the tile row and at the
+        # output row (a tile need not start on a window boundary)
+        fm_w = len(self.meta.out_base)
+        s.trbase, s.mbase, s.obase = (Signal(fm_w, name=f"fd_{n}base") for n in "tmo")
+        s.tr_ph, s.ph = Signal(8), Signal(8)
+        s.tr_ph_next = Signal(9)
+        m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
+        s.half, s.vh = Signal(), Signal()       # psum half, V half the transform writes next
+        s.wn = Signal(16)                       # channel whose 4×4 patches the transform reads
+
+        m.submodules.walker = s.walker = Im2colWalker(C, aw, self._full_desc, most("kh"),
+                                                      most("kw"))
+        for name in Im2colWalker.FIELDS:
+            m.d.comb += s.walker.desc[name].eq(d[name])
+        s.pl_active, s.pl_row = Signal(), Signal(range(max(2, R)))
+        s.pl_w = Signal(w_aw)
+        s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
+        m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0)]
+        self._preload(m, s)
+        with m.FSM(name="controller"):
+            self._start_tile(m, s)
+            self._or_pass(m, s)
+            self._stationary(m, s)
+            self._winograd_reads(m, s)
+        s.events.drive(self.events)
+        return m
+
+    def _walker_reset(self, m, s, rowterm, g):
+        """Start a walk at row term ``rowterm`` for column group ``g``."""
+        m.d.comb += [s.walker.reset.eq(1), s.walker.reset_rowterm.eq(rowterm),
+                     s.walker.reset_off.eq(s.slot_base + g)]
+
+    def _walker_read(self, m, s):
+        """The walker's addresses onto the x-banked buffer's read ports."""
+        for b in range(self._cols):
+            m.d.comb += self.bank_raddr[b].eq(s.walker.addr[b])
+
+    def _preload(self, m, s):
+        """The stationary operands of a reduction block: R rows (IR: inputs from the walker;
+        WR: weight-ROM rows), one per cycle after ``pl_start``."""
+        R, C, d = self._rows, self._cols, self.desc
+        with m.If(s.pl_active):
+            with m.If(s.is_ir):
+                self._walker_read(m, s)
+                m.d.sync += [self.beat_q1.eq(s.walker.q1),
+                             self.preload_zero.eq(s.walker.k >= d.K)]
+                with m.If(s.walker.k < d.K):
+                    s.events.count("ibuf_reads", C)
+                m.d.comb += s.walker.step.eq(1)
+            with m.Else():
+                m.d.comb += self.w_addr.eq(s.pl_w)
+                m.d.sync += [s.pl_w.eq(s.pl_w + 1), self.preload_zero.eq(0)]
+                s.events.count("weight_reads")
+            m.d.sync += [self.preload_en.eq(1), self.preload_row.eq(s.pl_row),
+                         s.pl_row.eq(s.pl_row + 1)]
+            with m.If(s.pl_row == R - 1):
+                m.d.sync += [s.pl_active.eq(0), s.pl_row.eq(0)]
+        with m.If(s.pl_start):
+            m.d.sync += [s.pl_active.eq(1), s.pl_row.eq(0)]
+
+    def _tile_next(self, m, s):
+        """Release the tile's half of the input buffer and move to the next tile."""
+        d = self.desc
+        m.d.comb += self.slot_clr.eq(one_hot(s.slot))
+        m.d.sync += s.slot.eq(~s.slot)
+        with m.If((s.tr == d.last_ntr) & (s.tc == d.last_ntc)):
+            m.d.sync += self.done.eq(1)
+            m.next = "IDLE"
+        with m.Else():
+            m.next = "WAIT_TILE"
+            with m.If(s.tc == d.last_ntc):
+                m.d.sync += [s.tc.eq(0), s.tc0.eq(0), s.tr.eq(s.tr + 1),
+                             s.tr0.eq(s.tr0 + d.Tr), s.tr_ph.eq(s.tr_ph_next & d.pool_mask),
+                             s.trbase.eq(s.trbase + d.out_tile_step
+                                         + Mux(s.tr_ph_next > d.pool_mask, d.PW, 0))]
+            with m.Else():
+                m.d.sync += [s.tc.eq(s.tc + 1), s.tc0.eq(s.tc0 + d.Tc)]
+
+    def _group_next(self, m, s):
+        """IR and Winograd groups (C pixels / tiles of one row): the next column group, else the
+        next output row, else the next tile (the caller has set the next state)."""
+        with m.If(s.g != s.glast):
+            m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + self._cols)]
+        with m.Elif(s.row != s.rlast):
+            m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
+                         s.row_base.eq(s.row_base + self.desc.fd_row_step)]
+        with m.Else():
+            self._tile_next(m, s)
+
+    def _set_chan0(self, s, value):
+        return [s.chan0.eq(value)] if s.has_dw else []
+
+    def _start_tile(self, m, s):
+        """IDLE (until the layer starts) and WAIT_TILE (until the loader has filled the tile's
+        half of the buffer)."""
+        d = self.desc
+        with m.State("IDLE"):
+            with m.If(self.start):
+                m.d.sync += [s.slot.eq(0), s.tr.eq(0), s.tc.eq(0), s.tr0.eq(0), s.tc0.eq(0),
+                             s.trbase.eq(d.dst), s.tr_ph.eq(0), self.done.eq(0),
+                             self.passes_issued.eq(0), self.groups_issued.eq(0),
+                             s.half.eq(0), s.vh.eq(0)]
+                m.next = "WAIT_TILE"
+                # an element-wise add runs in its own unit: nothing to issue
+                with m.If(d.df == Dataflow.ADD):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+        with m.State("WAIT_TILE"):
+            with m.If(self.slot_full.bit_select(s.slot, 1)):
+                rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
+                cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
+                m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
+                             s.row_base.eq(0), *self._set_chan0(s, 0), s.ox0.eq(s.tc0),
+                             s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
+                             s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.K),
+                             s.valid.eq(1), s.rows.eq(rows), s.cols.eq(cols),
+                             s.rlast.eq(rows - 1),
+                             s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
+                                            d.groups_full) - 1)]
+                self._walker_reset(m, s, 0, 0)
+                with m.If(s.is_or):
+                    m.next = "OR_PASS"
+                with m.Elif(s.is_wino):
+                    m.next = "W_GROUP"
+                with m.Else():
+                    m.next = "GROUP"
+
+    def _or_pass(self, m, s):
+        """OR: passes of L beats, R channels × C pixels each."""
+        R, C, d = self._rows, self._cols, self.desc
+        with m.State("OR_PASS"):
+            self._walker_read(m, s)
+            m.d.comb += self.w_addr.eq(s.w)
+            m.d.sync += [self.beat.valid.eq(s.valid), self.beat.first.eq(s.s == 0),
+                         self.beat.last.eq(s.s == d.last_K), self.beat_q1.eq(s.walker.q1)]
+            meta = self.meta
+            m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
+                         meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
+            with m.If(s.valid):
+                m.d.sync += s.w.eq(s.w + 1)
+                s.events.count("ibuf_reads", C)
+                s.events.count("weight_reads")
+                m.d.comb += s.walker.step.eq(1)
+            with m.If(s.s == d.last_L):
+                m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
+                             s.valid.eq(1)]
+                with m.If(s.g != s.glast):
+                    m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
+                    self._walker_reset(m, s, s.row_base + s.chan0, s.g + 1)
+                with m.Elif(s.row != s.rlast):
+                    m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
+                                 s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
+                    with m.If(s.ph == d.pool_mask):
+                        m.d.sync += [s.obase.eq(s.obase + d.PW), s.ph.eq(0)]
+                    with m.Else():
+                        m.d.sync += s.ph.eq(s.ph + 1)
+                    self._walker_reset(m, s, s.row_base + d.fd_row_step + s.chan0, 0)
+                with m.Elif(s.mb != d.last_MB):
+                    m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
+                                 s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
+                                 s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.K),
+                                 s.mbase.eq(s.mbase + d.out_mb_step),
+                                 s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph),
+                                 *self._set_chan0(s, s.chan0 + d.mb_chan_step)]
+                    self._walker_reset(m, s, s.chan0 + d.mb_chan_step, 0)
+                with m.Else():
+                    self._tile_next(m, s)
+            with m.Else():
+                m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K))]
+
+    def _stationary(self, m, s):
+        """IR / WR: groups of reduction blocks with a stationary operand."""
+        d = self.desc
+        ws = SimpleNamespace()      # the WR stream's walk over the tile's pixels
+        aw = len(self.bank_raddr[0])
+        ws.row, ws.col = Signal(16), Signal(16)
+        # the bank address slot_base + nb·chan_words + kyx offset + row offset + column offset
+        # as two registers: blk (the block's, fixed while it streams) and pix (the pixel's),
+        # one adder in front of the tile buffers
+        ws.rowoff, ws.pix, ws.blk = Signal(aw), Signal(aw), Signal(aw)
+        ws.nb, ws.ky, ws.kx = (counter(self._most("nblk")), counter(self._most("kh")),
+                               counter(self._most("kw")))
+        ws.kyxoff = Signal(aw)
+        with m.State("GROUP"):
+            # a group: IR one p-group (C pixels, all M channels); WR one channel block
+            # (C channels, all pixels of the tile). Wait for its half of the psum buffer.
+            with m.If(~self.psum_full.bit_select(s.half, 1) & ~s.pl_active):
+                meta = self.meta
+                m.d.comb += [self.psum_set.eq(one_hot(s.half)), self.meta_en.eq(1),
+                             s.pl_start.eq(1), meta.m0.eq(s.m0),
+                             meta.oy.eq(Mux(s.is_ir, s.oy, s.tr0)), meta.ox0.eq(s.ox0),
+                             meta.x_end.eq(s.x_end), meta.rows.eq(s.rows),
+                             meta.cols.eq(s.cols)]
+                m.d.sync += [s.kb.eq(0), s.s.eq(0), self.groups_issued.eq(self.groups_issued + 1),
+                             s.half.eq(~s.half), ws.nb.eq(0), ws.ky.eq(0), ws.kx.eq(0),
+                             ws.blk.eq(s.slot_base), ws.kyxoff.eq(0), ws.row.eq(0),
+                             ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0), s.pl_w.eq(s.w_pass)]
+                with m.If(s.is_ir):
+                    m.d.sync += [s.beats.eq(d.M), s.llast.eq(d.last_L)]
+                    self._walker_reset(m, s, s.row_base, s.g)
+                with m.Else():
+                    m.d.sync += s.beats.eq(s.rows * s.cols)
+                m.next = "PRELOAD"
+        with m.State("PRELOAD"):
+            # the first block's stationary operands; then stream. WR: the stream's length from
+            # the pixel count registered in GROUP (not behind the multiplier)
+            m.d.sync += s.blast.eq(s.beats - 1)
+            with m.If(~s.is_ir):
+                m.d.sync += s.llast.eq(Mux(s.beats > d.Lmin, s.beats, d.Lmin) - 1)
+            with m.If(~s.pl_active & ~s.pl_start):
+                m.d.sync += [s.w.eq(s.w_pass), s.valid.eq(1)]   # IR: block 0's stream pointer
+                m.next = "STREAM"
+        with m.State("STREAM"):
+            self._stream(m, s, ws)
+
+    def _stream(self, m, s, ws):
+        """IR: M weight words past the preloaded inputs; WR: the tile's pixels (R channels a
+        beat) past the preloaded weights; then the next block, group or tile."""
+        R, C, d = self._rows, self._cols, self.desc
+        m.d.sync += [self.beat.valid.eq(s.valid), self.beat.swap.eq(s.s == 0),
+                     self.beat.tail.eq(s.s == s.blast),
+                     self.beat.first.eq(s.kb == 0), self.beat.last.eq(s.kb == d.last_KB)]
+        with m.If(s.is_ir):
+            m.d.comb += self.w_addr.eq(s.w)
+            with m.If(s.valid):
+                m.d.sync += s.w.eq(s.w + d.KB)
+                s.events.count("weight_reads")
+        with m.Else():
+            for b in range(min(R, self._banks)):
+                m.d.comb += self.bank_raddr[b].eq(ws.blk + ws.pix)
+            with m.If(s.valid):
+                s.events.count("ibuf_reads", R)
+                with m.If(ws.col != s.cols - 1):
+                    m.d.sync += [ws.col.eq(ws.col + 1), ws.pix.eq(ws.pix + d.sw)]
+                with m.Else():
+                    m.d.sync += [ws.col.eq(0), ws.row.eq(ws.row + 1),
+                                 ws.rowoff.eq(ws.rowoff + d.fd_row_step),
+                                 ws.pix.eq(ws.rowoff + d.fd_row_step)]
+        # preload the next block's stationary operands once this block's first beat has passed
+        # every column
+        with m.If((s.s == C - 1) & (s.kb != d.last_KB)):
+            m.d.comb += s.pl_start.eq(1)
+        with m.If(s.s == s.llast):
+            m.d.sync += [s.s.eq(0), s.valid.eq(1)]
+            with m.If(s.kb != d.last_KB):
+                m.d.sync += [s.kb.eq(s.kb + 1), s.w.eq(s.w_pass + s.kb + 1), ws.row.eq(0),
+                             ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0)]
+                # WR: next (ky, kx, nb) block, nb fastest
+                with m.If(ws.nb != d.last_nblk):
+                    m.d.sync += [ws.nb.eq(ws.nb + 1), ws.blk.eq(ws.blk + d.chan_words)]
+                with m.Else():
+                    m.d.sync += ws.nb.eq(0)
+                    last_kx = ws.kx == d.last_kw
+                    kyx_next = ws.kyxoff + Mux(last_kx, d.fd_ky_step - d.kw + 1, 1)
+                    m.d.sync += [ws.kyxoff.eq(kyx_next), ws.blk.eq(s.slot_base + kyx_next)]
+                    with m.If(~last_kx):
+                        m.d.sync += ws.kx.eq(ws.kx + 1)
+                    with m.Else():
+                        m.d.sync += [ws.kx.eq(0), ws.ky.eq(ws.ky + 1)]
+            with m.Elif(s.is_ir):
+                m.next = "GROUP"
+                self._group_next(m, s)
+            with m.Else():
+                m.next = "GROUP"
+                with m.If(s.mb != d.last_MB):
+                    m.d.sync += [s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + C),
+                                 s.w_pass.eq(s.w_pass + d.KB * R)]
+                with m.Else():
+                    self._tile_next(m, s)
+        with m.Else():
+            m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != s.blast))]
+
+    def _winograd_reads(self, m, s):
+        """Winograd: the 4×4 input patches of C tiles, channel by channel, for the input
+        transform (into a free half of the V buffer)."""
+        C, d = self._cols, self.desc
+        with m.State("W_GROUP"):
+            # a group: C tiles of one tile row; wait for a free half of the V buffer
+            m.d.comb += [self.wgroup.valid.eq(~self.v_full.bit_select(s.vh, 1)),
+                         self.wgroup.payload.ty.eq(s.oy), self.wgroup.payload.tx0.eq(s.ox0),
+                         self.wgroup.payload.tx_end.eq(s.x_end)]
+            with m.If(self.wgroup.valid & self.wgroup.ready):
+                m.d.sync += [s.wn.eq(0), self.groups_issued.eq(self.groups_issued + 1)]
+                self._walker_reset(m, s, s.row_base, s.g)
+                m.next = "W_READ"
+        with m.State("W_READ"):
+            self._walker_read(m, s)
+            s.events.count("ibuf_reads", C)
+            w = s.walker
+            patch_last = (w.ky == 3) & (w.kx == 3)
+            group_last = patch_last & (s.wn == d.last_N)
+            t = self.patch
+            m.d.sync += [t.valid.eq(1), t.first.eq((w.ky == 0) & (w.kx == 0)),
+                         t.last.eq(patch_last), t.ij.eq(w.ky[:2] * 4 + w.kx[:2]),
+                         t.n.eq(s.wn), t.half.eq(s.vh), t.group_last.eq(group_last),
+                         self.beat_q1.eq(w.q1)]
+            m.d.comb += w.step.eq(1)
+            with m.If(patch_last):
+                m.d.sync += s.wn.eq(s.wn + 1)
+            with m.If(group_last):
+                m.d.sync += s.vh.eq(~s.vh)
+                m.next = "W_GROUP"
+                self._group_next(m, s)
