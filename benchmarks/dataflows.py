@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnforge.hw.models.dataflow import Dataflow
 from common import compact_count
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,8 @@ def bench_network(spatial=8, seed=0, calib_images=16):
 
     Returns ``(network, labels)``: ``labels[i]`` is ``(name, where, part)`` of the i-th engine
     layer, part ``"mobilenet"``, ``"glue"`` or ``"digits"``."""
-    from cnnforge.hw.frontend.network import Conv2d, ReLU6, Sequential, load_network
+    from cnnforge.hw.frontend.loader import load_network
+    from cnnforge.hw.frontend.network import Conv2d, ReLU6, Sequential
     digits = load_network(DIGITS)
     layers = [Conv2d(3, 32, 3, stride=2, padding=1, algorithm="direct"), ReLU6()]
     labels = [("stem-3x3s2-3-32", "MobileNetV1/V2 stem, 3x3 stride 2 full conv (224x224 in)",
@@ -128,7 +130,7 @@ def bench_network(spatial=8, seed=0, calib_images=16):
 def digits_plans(rows, cols, buffer_bytes, dataflow):
     """Each layer's plan values in the digits network itself (to check the chained copies)."""
     from cnnforge.hw.compiler.program import AcceleratorConfig, _layers_from_ops, compile_network
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_network(DIGITS))
     direct = {"+".join(o.name for o in grp): "direct" for grp in _layers_from_ops(qnet)}
@@ -155,14 +157,14 @@ def why(layer, cfg):
     """What keeps a layer's dataflow from full utilization (from its plan values)."""
     v, R, C = layer.values, cfg.rows, cfg.cols
     reasons = []
-    if v["df"] == 0:
+    if v["df"] == Dataflow.OR:
         if v["K"] < v["L"]:
             reasons.append(f"K={v['K']} < R*C+1={v['L']}: {1 - v['K'] / v['L']:.0%} bubbles")
         if v["M"] % R:
             reasons.append(f"M={v['M']} not a multiple of R={R}")
         if v["OW"] < C or (min(v["Tc"], v["OW"]) % C):
             reasons.append(f"rows of {min(v['Tc'], v['OW'])} px on {C} columns")
-    elif v["df"] == 1:
+    elif v["df"] == Dataflow.IR:
         if v["M"] < v["Lmin"]:
             reasons.append(f"M={v['M']} < Lmin={v['Lmin']} beats")
         if v["K"] % R:

@@ -47,7 +47,7 @@ TARGET = {"identical_fraction": 0.99, "max_abs_lsb": 1, "top1_agreement": 1.0}
 
 def measure(name, path, float_path, x, y, split):
     """Both roundings on one model and one image set; accuracies when there are labels."""
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.sim.golden import run_quantized
     from cnnforge.sim.onnxref import (compare_with_onnxruntime, onnxruntime_int8_outputs,
                                       onnxruntime_outputs)

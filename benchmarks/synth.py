@@ -27,7 +27,7 @@ TARGETS = {"up5k": 48.0, "lfe5u-85f": 100.0, "lfe5u-25f": 100.0}
 def measure(board_name, images, out_root):
     from cnnforge.boards.build import board, build_bitstream
     from cnnforge.hw.compiler.program import compile_network
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
     from cnnforge.sim.accel import AcceleratorSim, compare
 

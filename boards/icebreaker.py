@@ -9,9 +9,12 @@ the PE array is 2×2 (docs/boards.md).
 BOARD=icebreaker``).
 """
 
+import sys
+
 from amaranth.hdl import Elaboratable, Module
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
+from cnnforge.boards.bitstream import board_main
 from cnnforge.boards.pll import ICE40PLL, ice40_pll
 from cnnforge.boards.top import BoardSpec
 
@@ -58,7 +61,4 @@ def platform():
 
 
 if __name__ == "__main__":
-    import sys
-
-    from cnnforge.boards.build import main_board
-    sys.exit(main_board(SPEC.name))
+    sys.exit(board_main(SPEC, ICEBreakerTop, platform))

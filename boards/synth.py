@@ -20,6 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from amaranth.back import rtlil
+
+from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES, Device
 
 __all__ = ["SynthError", "SynthReport", "check_yosys_log", "synthesize",
@@ -170,8 +173,6 @@ def write_netlist(component, build_dir, family="ice40", name="top"):
     SynthError
         If yosys fails or builds a wrong netlist (:func:`check_yosys_log`).
     """
-    from amaranth.back import rtlil
-
     if family not in CELL_MODELS:
         raise ValueError(f"gate-level netlists are written for {', '.join(CELL_MODELS)}, "
                          f"not {family!r}")
@@ -367,7 +368,6 @@ def _stat_cells(stat_json):
 def synth_top(program, device):
     """The design that :func:`synthesize` places: the board core (its UART divisor and LED timers
     for the device's target clock; their values do not change the resources)."""
-    from cnnforge.boards.top import LinkTop
     return LinkTop(program, device.target_mhz * 1e6, 115200)
 
 
@@ -398,8 +398,6 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     SynthError
         If yosys fails (nextpnr failing to place is a report with ``fits`` false).
     """
-    from amaranth.back import rtlil
-
     if isinstance(device, str):
         device = DEVICES[device]
     say = log or (lambda msg: None)

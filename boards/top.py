@@ -18,6 +18,8 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.boards.hostlink import HostLink
 from cnnforge.boards.uart import uart_divisor
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.program import AcceleratorConfig
 
 __all__ = ["BoardSpec", "LinkTop"]
 
@@ -126,7 +128,8 @@ class BoardSpec:
     name : str
         ``icebreaker``, ``ulx3s-85f``, ``ulx3s-25f`` (``--board`` / ``BOARD=``).
     device : str
-        Device key of :mod:`cnnforge.boards.synth` (``up5k``, ``lfe5u-85f``, ``lfe5u-25f``).
+        Device key of :data:`cnnforge.hw.compiler.devices.DEVICES` (``up5k``, ``lfe5u-85f``,
+        ``lfe5u-25f``).
     rows, cols : int
         PE array for this board's device (what fits its DSP blocks, see docs/boards.md).
     core_mhz : float
@@ -160,8 +163,6 @@ class BoardSpec:
 
     def config(self):
         """The accelerator configuration built for this board."""
-        from cnnforge.hw.compiler.program import AcceleratorConfig
-        from cnnforge.hw.compiler.devices import DEVICES
         return AcceleratorConfig(rows=self.rows, cols=self.cols,
                                  input_buffer_bytes=self.input_buffer_bytes,
                                  algorithm=self.algorithm,

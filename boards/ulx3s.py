@@ -8,9 +8,12 @@ post-processor takes 4): 8×8 on the 85F, 4×4 on the 25F (docs/boards.md).
 BOARD=ulx3s-85f``).
 """
 
+import sys
+
 from amaranth.hdl import Elaboratable, Module
 from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
 
+from cnnforge.boards.bitstream import board_main
 from cnnforge.boards.pll import ECP5PLL, ecp5_pll
 from cnnforge.boards.top import BoardSpec
 
@@ -56,9 +59,15 @@ def platform(name="ulx3s-85f"):
     return PLATFORMS[name]()
 
 
-if __name__ == "__main__":
-    import sys
+def _main(variant="85f"):
+    """``python -m cnnforge.boards.ulx3s [85f|25f]``: the digits bitstream for that variant."""
+    spec = {s.name: s for s in (SPEC_85F, SPEC_25F)}.get(f"ulx3s-{variant.lower()}")
+    if spec is None:
+        print(f"cnnforge: error: unknown ULX3S variant {variant!r}; choose 85f or 25f",
+              file=sys.stderr)
+        return 2
+    return board_main(spec, ULX3STop, lambda: platform(spec.name))
 
-    from cnnforge.boards.build import main_board
-    variant = sys.argv[1] if len(sys.argv) > 1 else "85f"
-    sys.exit(main_board(f"ulx3s-{variant.lower()}"))
+
+if __name__ == "__main__":
+    sys.exit(_main(*sys.argv[1:2]))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnforge.boards.synth import write_netlist
 from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
@@ -97,7 +98,6 @@ class AcceleratorSim:
         they take turns."""
         with _locked(self.build_dir / ".build.lock"):
             if self.netlist:
-                from cnnforge.boards.synth import write_netlist
                 sources = write_netlist(Accelerator(self.program), self.build_dir / "netlist",
                                         self.netlist, TOPLEVEL)
             else:

@@ -20,12 +20,17 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from cnnforge.hw.frontend.loader import load_network
+from cnnforge.sim.golden import ROUNDINGS, run_op
 
 __all__ = ["onnxruntime_int8_outputs", "onnxruntime_outputs", "compare_with_onnxruntime"]
 
 
 def _session(model):
-    import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1                  # the machine's cores are shared
     opts.inter_op_num_threads = 1
@@ -59,7 +64,6 @@ def _run(session, model, x, names):
 
 def _qdq_endpoints(model, path):
     """(graph input Q output, graph output DQ input, DQ scale, DQ zero point) of a QDQ model."""
-    from onnx import numpy_helper
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     inputs = [i for i in g.input if i.name not in consts]
@@ -76,14 +80,12 @@ def _qdq_endpoints(model, path):
 
 
 def _load(path):
-    import onnx
     return onnx.load(str(path))
 
 
 def _ort_int8(path, x, tensors=()):
     """ONNX Runtime on a QDQ model: (int8 input (B, C, H, W), int8 outputs (B, F), float
     outputs (B, F), {tensor: int8 value} for the QuantizeLinear outputs of ``tensors``)."""
-    import onnx
     model = _load(path)
     q_in, q_out, scale, zp = _qdq_endpoints(model, path)
     quantized = {n.input[0]: n.output[0] for n in model.graph.node
@@ -140,7 +142,6 @@ def onnxruntime_outputs(path, x_float):
 
 def _with_rounding(qnet, rounding):
     """The network's ops, with ``rounding`` instead of their own (``None``: as they are)."""
-    from cnnforge.sim.golden import ROUNDINGS
     if rounding is None:
         return list(qnet.ops)
     if rounding not in ROUNDINGS:
@@ -179,9 +180,6 @@ def compare_with_onnxruntime(network_or_path, x_float, *, rounding=None):
     ValueError
         If the network carries no quantization of its own (a float model).
     """
-    from cnnforge.hw.frontend.network import load_network
-    from cnnforge.sim.golden import run_op
-
     network = network_or_path
     if not hasattr(network, "layers"):
         network = load_network(network_or_path)

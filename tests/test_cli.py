@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnforge.hw.tools.cli import _atomic_write, main
+from cnnforge.hw.tools.cli import main
+from cnnforge.hw.tools.common import atomic_write
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
@@ -210,11 +211,11 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         Path(tmp).write_text("{ half")
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, write)
+        atomic_write(target, write)
     assert list(tmp_path.iterdir()) == []
     # an existing file is kept intact
     target.write_text("old")
     with pytest.raises(OSError):
-        _atomic_write(target, write)
+        atomic_write(target, write)
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]

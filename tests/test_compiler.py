@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
 from cnnforge.hw.frontend.network import (
-    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential, load_network,
+    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential,
 )
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "net.py"

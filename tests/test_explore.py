@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.tools.cli import main
-from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, _layers_from_ops,
-                                  compile_network, load_plan)
+from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError,
+                                          _layers_from_ops, compile_network, load_plan)
 from cnnforge.hw.tools.explore import (FAMILIES, WINOGRAD, Design, DoesNotFit, _layer_options,
-                                 _pick, blocks, explore, memories, pareto_front)
-from cnnforge.hw.frontend.network import load_network
+                                       _pick, blocks, explore, memories, pareto_front)
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.compiler.devices import DEVICES
@@ -130,14 +130,15 @@ def test_tiles_are_the_planners(qnet, rows, cols):
     direct = {n: "direct" for n in names}
     options = _layer_options(_layers_from_ops(qnet),
                              AcceleratorConfig(rows, cols, input_buffer_bytes=1 << 20))
-    for df_index, df in enumerate(("or", "ir", "wr")):
+    for df in DIRECT:
         for budget in (cols, 16, 64, 100, 128, 256, 512, 4096):
             if budget < cols:
                 continue
-            picks = [_pick(opts[df_index][0], budget) for opts in options]
+            picks = [_pick(opts[df][0], budget) for opts in options]
             try:
                 program = compile_network(
-                    qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget, dataflow=df),
+                    qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
+                                            dataflow=df.key),
                     algorithms=direct)
             except ConfigError:
                 assert any(p is None for p in picks), (df, budget)
@@ -197,7 +198,7 @@ def test_calibration_points(qnet):
                 dataflows=dict(zip(names, point["dataflows"].split(","))),
                 algorithms={n: "direct" for n in names})
             mems = memories(program, family)
-            stationary = any(layer.values["df"] for layer in program.layers)
+            stationary = program.stationary
             assert sum(m.blocks for m in mems) == point["bram"], (key, point)
             if "dsp" in point:
                 assert family.dsps(rows * cols, stationary) == point["dsp"], (key, point)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.frontend.network import (
-    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
+    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential,
 )
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnforge.hw.tools.cli import main
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
-                                 NetworkError, ReLU, ReLU6, load_network)
+                                          NetworkError, ReLU, ReLU6)
 from cnnforge.hw.frontend.onnx_import import SUPPORTED_OPS, load_onnx
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.golden import run_quantized

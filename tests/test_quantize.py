@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cnnforge.hw.frontend.network import (
-    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
+    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential,
 )
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import QMAX, QMIN, activation_params, quantize, quantize_multiplier
 from cnnforge.sim.golden import (
     conv2d_acc, conv2d_float, linear_acc, requantize, rounding_divide_by_pot, run_op,

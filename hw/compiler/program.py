@@ -14,23 +14,28 @@ Tm = M (each input tile is reused by every output channel); the planner picks Tr
 
 from __future__ import annotations
 
-import math
+import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnforge.sim.winograd import widths as winograd_widths
-
 from cnnforge.hw.frontend.network import NetworkError
+from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.perf import layer_cycles
+from cnnforge.sim.golden import add_rescale
+from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
            "load_plan", "DATAFLOWS"]
 
 
+#: The dataflows a direct layer may take (``--dataflow``, a plan's ``"dataflow"``): the keys
+#: of :data:`DIRECT`.
 DATAFLOWS = ("or", "ir", "wr")
+#: The :class:`~cnnforge.hw.models.dataflow.Dataflow` of each of :data:`DATAFLOWS`.
+DIRECT = (Dataflow.OR, Dataflow.IR, Dataflow.WR)
 ALGORITHMS = ("direct", "winograd")
-WINOGRAD = 3            # the descriptor's df code of a Winograd F(2×2, 3×3) layer (OS-based)
-ADD = 4                 # the descriptor's df code of an element-wise add (TFLite int8 add)
 
 
 class ConfigError(ValueError):
@@ -190,18 +195,19 @@ class LayerPlan:
     def dataflow(self):
         """``"or"``, ``"ir"`` or ``"wr"`` (a Winograd layer runs output stationary: ``"or"``;
         an element-wise add streams: ``"eltwise"``)."""
-        if self.values["df"] == ADD:
+        df = Dataflow(self.values["df"])
+        if df is Dataflow.ADD:
             return "eltwise"
-        return DATAFLOWS[self.values["df"] % WINOGRAD]
+        return Dataflow.OR.key if df is Dataflow.WINOGRAD else df.key
 
     @property
     def algorithm(self):
         """``"winograd"``, ``"depthwise"`` (direct, one input channel per output channel),
         ``"eltwise"`` or ``"direct"``."""
-        df = self.values["df"]
-        if df == WINOGRAD:
+        df = Dataflow(self.values["df"])
+        if df is Dataflow.WINOGRAD:
             return "winograd"
-        if df == ADD:
+        if df is Dataflow.ADD:
             return "eltwise"
         return "depthwise" if self.values.get("dw") else "direct"
 
@@ -210,13 +216,14 @@ class LayerPlan:
         """Zhang et al.'s tile sizes: Tm output channels and Tn input channels held on chip at
         once (WR: the C×R weight block in the array), Tr × Tc output pixels."""
         v = self.values
-        if v["df"] == 2:
+        df = Dataflow(v["df"])
+        if df is Dataflow.WR:
             tm, tn = min(v["M"], v["MBw"]), min(v["N"], v["NBw"])
-        elif v["df"] == ADD:
+        elif df is Dataflow.ADD:
             return {"Tm": v["M"], "Tn": v["N"], "Tr": v["OH"], "Tc": v["OW"]}
         else:
             tm, tn = v["M"], v["N"]
-        scale = 2 if v["df"] == WINOGRAD else 1       # Winograd tiles count 2×2 outputs
+        scale = 2 if df is Dataflow.WINOGRAD else 1    # Winograd tiles count 2×2 outputs
         return {"Tm": tm, "Tn": tn, "Tr": scale * v["Tr"], "Tc": scale * v["Tc"]}
 
     @property
@@ -231,7 +238,7 @@ class LayerPlan:
     def multiplications(self):
         """Multiplications per image: the MACs of direct convolution; for Winograd
         F(2×2, 3×3), 16 per 4×4 tile per (output, input) channel pair."""
-        if self.values["df"] != WINOGRAD:
+        if self.values["df"] != Dataflow.WINOGRAD:
             return self.macs
         v = self.values
         return v["M"] * v["N"] * 16 * v["OH"] * v["OW"]     # OH, OW count 2×2 tiles here
@@ -295,7 +302,7 @@ class Program:
         """Depth of one half of each transformed-input (V) buffer bank: 16 values per input
         channel of the widest Winograd layer (0 without Winograd layers)."""
         return max([16 * layer.values["N"] for layer in self.layers
-                    if layer.values["df"] == WINOGRAD] + [0])
+                    if layer.values["df"] == Dataflow.WINOGRAD] + [0])
 
     def descriptor_widths(self):
         """Bits per descriptor field, derived from the values (signed where any is negative)."""
@@ -318,14 +325,14 @@ class Program:
     @property
     def stationary(self):
         """Whether a layer runs input or weight stationary (the partial-sum buffer exists)."""
-        return any(layer.values["df"] in (1, 2) for layer in self.layers)
+        return any(Dataflow(layer.values["df"]).stationary for layer in self.layers)
 
     @property
     def add_tables(self):
         """The element-wise adds' rescaling tables, concatenated (see :func:`_add_tables`):
         int64 array, 512 entries per add layer, at each layer's ``t_base``."""
         tables = [_add_tables(layer.ops[0]) for layer in self.layers
-                  if layer.values["df"] == ADD]
+                  if layer.values["df"] == Dataflow.ADD]
         return np.concatenate(tables) if tables else np.zeros(0, np.int64)
 
     @property
@@ -335,9 +342,9 @@ class Program:
         depth = [1]
         for layer in self.layers:
             v = layer.values
-            if v["df"] == 1:
+            if v["df"] == Dataflow.IR:
                 depth.append(v["M"])
-            elif v["df"] == 2:
+            elif v["df"] == Dataflow.WR:
                 depth.append(v["Tr"] * v["Tc"])
         return max(depth)
 
@@ -345,7 +352,7 @@ class Program:
     def input_banks(self):
         """Banks of the input tile buffer: C (x-banked, OR/IR), R if a WR layer needs more."""
         cfg = self.config
-        wr = any(layer.values["df"] == 2 for layer in self.layers)
+        wr = any(Dataflow(layer.values["df"]).banks_on_rows for layer in self.layers)
         return max(cfg.cols, cfg.rows if wr else 1)
 
     def plan(self):
@@ -358,7 +365,7 @@ class Program:
                                         "algorithm": ("direct" if layer.algorithm == "depthwise"
                                                       else layer.algorithm),
                                         "Tr": layer.values["Tr"], "Tc": layer.values["Tc"]}
-                           for layer in self.layers if layer.values["df"] != ADD}}
+                           for layer in self.layers if layer.values["df"] != Dataflow.ADD}}
 
     @property
     def ideal_cycles(self):
@@ -369,7 +376,6 @@ def _add_tables(op):
     """The two 256-entry tables of an element-wise add: entry ``x + 128`` holds input ``x``
     rescaled to the common scale (:func:`cnnforge.sim.golden.add_rescale`), first input then
     second. int64 (512,)."""
-    from cnnforge.sim.golden import add_rescale
     x = np.arange(-128, 128)
     return np.concatenate([
         add_rescale(x, op.input_zero_point, op.add_multiplier[0], op.add_shift[0]),
@@ -431,8 +437,8 @@ def _add_values(op):
     c, h, w = (op.output_shape if len(op.output_shape) == 3
                else (int(np.prod(op.output_shape)), 1, 1))
     v = {name: 0 for name in DESCRIPTOR_FIELDS}
-    v.update(df=ADD, N=c, M=c, H=h, W=w, OH=h, OW=w, kh=1, kw=1, sh=1, sw=1, ph=0, pw=0,
-             pk=1, PH=h, PW=w, PHW=h * w, oy_lim=1, ox_lim=1, out_size=c * h * w,
+    v.update(df=Dataflow.ADD, N=c, M=c, H=h, W=w, OH=h, OW=w, kh=1, kw=1, sh=1, sw=1, ph=0,
+             pw=0, pk=1, PH=h, PW=w, PHW=h * w, oy_lim=1, ox_lim=1, out_size=c * h * w,
              z_in=op.input_zero_point, z_out=op.output_zero_point, act_min=op.act_min,
              act_max=op.act_max, MB=0, dw=0)
     return v
@@ -488,10 +494,12 @@ def _winograd_geometry(g):
 
 
 def _tiling(g, Tr, Tc, cfg, df):
-    """Derived tiling values for output tile Tr × Tc and dataflow ``df`` (0 OR, 1 IR, 2 WR,
-    3 Winograd; for Winograd, ``g`` is from :func:`_winograd_geometry` and Tr × Tc counts 2×2
-    output tiles), the input tile buffer layout included."""
+    """Derived tiling values for output tile Tr × Tc and dataflow ``df`` (a
+    :class:`~cnnforge.hw.models.dataflow.Dataflow`: OR, IR, WR or WINOGRAD; for Winograd, ``g``
+    is from :func:`_winograd_geometry` and Tr × Tc counts 2×2 output tiles), the input tile
+    buffer layout included."""
     R, C = cfg.rows, cfg.cols
+    df = Dataflow(df)
     v = dict(g)
     v["df"] = df
     v["Tr"], v["Tc"] = Tr, Tc
@@ -508,21 +516,23 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["K"] = dw_chans * g["kh"] * g["kw"]
     v["L"] = max(v["K"], cfg.min_pass_beats)
     v["Lmin"] = cfg.min_block_beats
-    if df == 0:            # OR: R output channels per pass
+    if df is Dataflow.OR:          # R output channels per pass
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 1
-    elif df == WINOGRAD:   # 16 passes (one per transform position) of N beats, R channels each
+    elif df is Dataflow.WINOGRAD:
+        # 16 passes (one per transform position) of N beats, R channels each
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 16
         v["K"] = g["N"]
         v["L"] = max(g["N"], R + C + 1)     # the row-parallel drain reads row r R+C+r later
-    elif df == 1:          # IR: R reduction steps per block, all M channels streamed
+    elif df is Dataflow.IR:        # R reduction steps per block, all M channels streamed
         v["MB"], v["KB"] = 1, _ceil_div(v["K"], R)
         v["L"] = max(g["M"], v["Lmin"])
-    else:                  # WR: C output channels per block, R input channels per block
+    else:                          # WR: C output channels per block, R input channels per block
         v["MB"], v["KB"] = _ceil_div(g["M"], C), g["kh"] * g["kw"] * _ceil_div(g["N"], R)
     v["nblk"] = _ceil_div(g["N"], R)
     v["MBw"], v["NBw"] = C, R            # WR weight block (columns × rows), for reports
-    if df == 2:
-        # channel-banked: input (n, yi, xi) in bank n % R, word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
+    if df.banks_on_rows:
+        # channel-banked: input (n, yi, xi) in bank n % R,
+        # word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
         v["Wq"] = v["row_words"] = 0
         v["chan_words"] = v["Tr_in"] * v["Tc_in"]
         v["slot_words"] = _ceil_div(g["N"], R) * v["chan_words"]
@@ -541,14 +551,13 @@ def _tiling(g, Tr, Tc, cfg, df):
 
 def _buffer_words(cfg, df):
     """Depth of one ping-pong half of each input tile buffer bank the budget allows."""
-    return cfg.input_buffer_bytes // (cfg.rows if df == 2 else cfg.cols)
+    return cfg.input_buffer_bytes // (cfg.rows if Dataflow(df).banks_on_rows else cfg.cols)
 
 
 def _plan_tiles(g, cfg, name, type_, df):
     """Choose Tr, Tc: the fastest tiling (by the performance model) whose input tile fits
     ``cfg.input_buffer_bytes``; output tiles are whole pooling windows."""
-    from cnnforge.hw.models.perf import layer_cycles
-    pk = g["pk"] if df != WINOGRAD else max(1, g["pk"] // 2)
+    pk = g["pk"] if df != Dataflow.WINOGRAD else max(1, g["pk"] // 2)
     best = None
     rows = sorted({min(t, g["OH"]) for t in range(pk, g["OH"] + pk, pk)})
     cols = sorted({min(t, g["OW"]) for t in range(pk, g["OW"] + pk, pk)})
@@ -566,7 +575,7 @@ def _plan_tiles(g, cfg, name, type_, df):
                 best = (key, v)
     if best is None:
         v = _tiling(g, min(pk, g["OH"]), min(pk, g["OW"]), cfg, df)
-        banks = cfg.rows if df == 2 else cfg.cols
+        banks = cfg.rows if Dataflow(df).banks_on_rows else cfg.cols
         raise ConfigError(
             f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * banks} "
             f"bytes of input tile buffer ({g['N']} channels), more than input_buffer_bytes="
@@ -586,9 +595,9 @@ def _weight_words(op, v, cfg):
     """
     R, C, lanes = cfg.rows, cfg.cols, cfg.lanes
     M, K, N, kh, kw = v["M"], v["K"], v["N"], v["kh"], v["kw"]
-    if v["df"] == WINOGRAD:
+    df = Dataflow(v["df"])
+    if df is Dataflow.WINOGRAD:
         # word (mb·16 + ξ)·N + n holds U[mb·R + r, n, ξ] in lane r (U = G2 g G2ᵀ, 12 bits)
-        from cnnforge.sim.winograd import weight_transform
         u = np.zeros((v["MB"] * R, N, 16), np.int64)
         u[:M] = weight_transform(op.weight).reshape(M, N, 16)
         out = np.zeros((v["MB"], 16, N, lanes), np.int64)
@@ -605,12 +614,12 @@ def _weight_words(op, v, cfg):
         out[:, :, :R] = wm.reshape(v["MB"], R, K).transpose(0, 2, 1)
         return out.reshape(-1, lanes)
     w = op.weight.reshape(M, N, kh, kw).astype(np.int8)
-    if v["df"] == 0:
+    if df is Dataflow.OR:
         out = np.zeros((v["MB"], K, lanes), np.int8)
         wm = np.zeros((v["MB"] * R, K), np.int8)
         wm[:M] = w.reshape(M, K)
         out[:, :, :R] = wm.reshape(v["MB"], R, K).transpose(0, 2, 1)
-    elif v["df"] == 1:
+    elif df is Dataflow.IR:
         out = np.zeros((M, v["KB"], lanes), np.int8)
         wk = np.zeros((M, v["KB"] * R), np.int8)
         wk[:, :K] = w.reshape(M, K)
@@ -640,8 +649,6 @@ def load_plan(plan, source="plan"):
     ConfigError
         On a missing file, bad JSON or a malformed entry (naming the file and the entry).
     """
-    import json
-    import os
     if isinstance(plan, (str, os.PathLike)):
         source = str(plan)
         try:
@@ -695,7 +702,6 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     ConfigError
         If the configuration cannot hold a layer (naming the layer, the need and the budget).
     """
-    from cnnforge.hw.models.perf import layer_cycles
     cfg = config or AcceleratorConfig()
     qnet.rounding                       # raises if the ops mix roundings
     groups, sources = _engine_layers(qnet)
@@ -727,55 +733,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
             layers.append(LayerPlan(name=name, ops=grp, values=v))
             continue
         g = _geometry(op, pool, cfg)
-        choice = (dataflows or {}).get(name, cfg.dataflow)
-        if choice not in DATAFLOWS + ("auto",):
-            raise ConfigError(f"layer {name} ({type_}): dataflow {choice!r}: choose one of "
-                              "'or', 'ir', 'wr', 'auto'")
-        candidates = list(range(3)) if choice == "auto" else [DATAFLOWS.index(choice)]
-        if g["dw"]:
-            if choice not in ("or", "auto"):
-                raise ConfigError(f"layer {name} ({type_}): a depthwise layer runs output "
-                                  f"stationary only (dataflow 'or'), not {choice!r}")
-            candidates = [0]
-        layer0 = op.layers[0]
-        applies = op.kind == "conv" and getattr(layer0, "winograd_applies", False)
-        if cfg.algorithm == "auto":
-            default = getattr(layer0, "algorithm", "direct")
-        else:
-            default = "winograd" if cfg.algorithm == "winograd" and applies else "direct"
-        algorithm = (algorithms or {}).get(name, default)
-        if algorithm not in ALGORITHMS + ("auto",):
-            raise ConfigError(f"layer {name} ({type_}): algorithm {algorithm!r}: choose one of "
-                              "'direct', 'winograd', 'auto'")
-        if algorithm == "winograd" and not applies:
-            raise NetworkError(f"layer {name} ({type_}): Winograd F(2x2, 3x3) needs a 3x3 kernel "
-                               f"with stride 1 and groups=1, got kernel {op.kernel_size} stride "
-                               f"{op.stride} groups {op.groups}")
-        if algorithm == "winograd":
-            candidates = [WINOGRAD]
-        elif algorithm == "auto" and applies:
-            candidates.append(WINOGRAD)
-        override = (tiles or {}).get(name)
-        plans, errors = [], []
-        for df in candidates:
-            geo = _winograd_geometry(g) if df == WINOGRAD else g
-            try:
-                if override is not None:
-                    v = _tiling(geo, *override, cfg, df)
-                    if v["slot_words"] > _buffer_words(cfg, df):
-                        banks = cfg.rows if df == 2 else cfg.cols
-                        raise ConfigError(
-                            f"layer {name} ({type_}): tile {tuple(override)} needs "
-                            f"{v['slot_words'] * banks} bytes of input tile buffer, more than "
-                            f"input_buffer_bytes={cfg.input_buffer_bytes}")
-                else:
-                    v = _plan_tiles(geo, cfg, name, type_, df)
-                plans.append((layer_cycles(v, cfg), df, v))
-            except ConfigError as exc:
-                errors.append(exc)
-        if not plans:
-            raise errors[0]
-        _, _, v = min(plans, key=lambda p: (p[0], p[1]))
+        candidates = _candidates(op, g, cfg, name, type_, dataflows or {}, algorithms or {})
+        v = _best_plan(g, cfg, name, type_, candidates, (tiles or {}).get(name))
         v["z_in"] = op.input_zero_point
         v["z_out"] = op.output_zero_point
         v["act_min"] = max(o.act_min for o in grp)
@@ -785,36 +744,12 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         v["src2"] = v["t_base"] = 0
         v["w_base"] = len(weight_words)
         v["ch_base"] = len(params)
-        # loader: FM address of (n, y, x) = src + n·H·W + y·W + x, with y = tile y0 + yi
-        # (v, not g: a Winograd layer's loader and walker see 4×4 patches at stride 2)
-        H, W, sh, sw = v["H"], v["W"], v["sh"], v["sw"]
-        v["y_start"], v["x_start"] = -v["ph"], -v["pw"]
-        v["ld_start"] = v["src"] - v["ph"] * W - v["pw"]
-        v["ld_row_step"] = W - v["Tc_in"] + 1            # after the last x of a row
-        v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
-        v["ld_tile_col_step"] = v["Tc"] * sw
-        v["ld_tile_row_step"] = v["Tr"] * sh * W
-        v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
-        if v["df"] == 2:
-            # WR stream: word of (nb, row·sh + ky, col·sw + kx) = nb·chan_words + ... ·Tc_in + ...
-            v["fd_row_step"] = sh * v["Tc_in"]
-            v["fd_ky_step"] = v["Tc_in"]
-            v["fd_chan_step"] = 0
-        else:
-            # im2col: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
-            v["fd_row_step"] = sh * v["row_words"]
-            v["fd_ky_step"] = v["row_words"]
-            v["fd_chan_step"] = (v["Tr_in"] - v["kh"] + 1) * v["row_words"]
-        v["PHW"] = g["PH"] * g["PW"]
-        v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
-        v["out_size"] = g["M"] * v["PHW"]
-        v["out_mb_step"] = cfg.rows * v["PHW"]
-        v["out_tile_step"] = (v["Tr"] >> v["pshift"]) * g["PW"]
+        _address_steps(v, g, cfg)
         weight_words.extend(_weight_words(op, v, cfg))
         for mm in range(g["M"]):
             params.append({"bias": int(op.bias[mm]), "multiplier": int(op.multiplier[mm]),
                            "shift": int(op.shift[mm])})
-        if v["df"] == WINOGRAD:
+        if v["df"] is Dataflow.WINOGRAD:
             wide = winograd_widths(v["N"])
             acc_bits = max(acc_bits, wide["M"])
             y4_bits = max(y4_bits, wide["Y4"])
@@ -831,3 +766,153 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
                    image_size=image_size,
                    output_size=int(np.prod(groups[-1][-1].output_shape)),
                    w_width=12 if wino else 8, x_width=11 if wino else 8, y4_width=y4_bits)
+
+
+def _candidates(op, g, cfg, name, type_, dataflows, algorithms):
+    """The dataflows a GEMM layer may run, from the configuration and the per-layer choices
+    (:func:`_best_plan` takes the fastest of them).
+
+    Parameters
+    ----------
+    op : QuantOp
+        The layer's GEMM op (Conv2d or Linear).
+    g : dict
+        Its geometry (:func:`_geometry`).
+    cfg : AcceleratorConfig
+    name, type_ : str
+        The engine layer's name and type, for the messages.
+    dataflows, algorithms : dict
+        :func:`compile_network`'s per-layer choices (``{layer name: "or" | ... | "auto"}``,
+        ``{layer name: "direct" | "winograd" | "auto"}``).
+
+    Returns
+    -------
+    list of Dataflow
+        OR, IR, WR for ``"auto"`` (OR only for a depthwise layer), the one asked for otherwise;
+        WINOGRAD alone for ``"winograd"``, or added for ``"auto"`` where Winograd applies.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown dataflow or algorithm, or a depthwise layer asked to run IR or WR.
+    NetworkError
+        For Winograd asked of a layer it does not apply to.
+    """
+    choice = dataflows.get(name, cfg.dataflow)
+    if choice not in DATAFLOWS + ("auto",):
+        raise ConfigError(f"layer {name} ({type_}): dataflow {choice!r}: choose one of "
+                          "'or', 'ir', 'wr', 'auto'")
+    candidates = list(DIRECT) if choice == "auto" else [DIRECT[DATAFLOWS.index(choice)]]
+    if g["dw"]:
+        if choice not in ("or", "auto"):
+            raise ConfigError(f"layer {name} ({type_}): a depthwise layer runs output "
+                              f"stationary only (dataflow 'or'), not {choice!r}")
+        candidates = [Dataflow.OR]
+    layer0 = op.layers[0]
+    applies = op.kind == "conv" and getattr(layer0, "winograd_applies", False)
+    if cfg.algorithm == "auto":
+        default = getattr(layer0, "algorithm", "direct")
+    else:
+        default = "winograd" if cfg.algorithm == "winograd" and applies else "direct"
+    algorithm = algorithms.get(name, default)
+    if algorithm not in ALGORITHMS + ("auto",):
+        raise ConfigError(f"layer {name} ({type_}): algorithm {algorithm!r}: choose one of "
+                          "'direct', 'winograd', 'auto'")
+    if algorithm == "winograd" and not applies:
+        raise NetworkError(f"layer {name} ({type_}): Winograd F(2x2, 3x3) needs a 3x3 kernel "
+                           f"with stride 1 and groups=1, got kernel {op.kernel_size} stride "
+                           f"{op.stride} groups {op.groups}")
+    if algorithm == "winograd":
+        candidates = [Dataflow.WINOGRAD]
+    elif algorithm == "auto" and applies:
+        candidates.append(Dataflow.WINOGRAD)
+    return candidates
+
+
+def _best_plan(g, cfg, name, type_, candidates, override=None):
+    """The tiling of a GEMM layer: the fastest of its candidate dataflows by the performance
+    model (the lower ``Dataflow`` on a tie), each with the planner's tiles or ``override``.
+
+    Parameters
+    ----------
+    g : dict
+        The layer's geometry (:func:`_geometry`).
+    cfg : AcceleratorConfig
+    name, type_ : str
+        The engine layer's name and type, for the messages.
+    candidates : list of Dataflow
+        From :func:`_candidates`.
+    override : (int, int), optional
+        ``(Tr, Tc)`` instead of the planner's choice (:func:`_plan_tiles`).
+
+    Returns
+    -------
+    dict
+        The values of :func:`_tiling` for the chosen dataflow and tile.
+
+    Raises
+    ------
+    ConfigError
+        The first candidate's, when no candidate's tile fits the input tile buffer.
+    """
+    plans, errors = [], []
+    for df in candidates:
+        geo = _winograd_geometry(g) if df is Dataflow.WINOGRAD else g
+        try:
+            if override is not None:
+                v = _tiling(geo, *override, cfg, df)
+                if v["slot_words"] > _buffer_words(cfg, df):
+                    banks = cfg.rows if df.banks_on_rows else cfg.cols
+                    raise ConfigError(
+                        f"layer {name} ({type_}): tile {tuple(override)} needs "
+                        f"{v['slot_words'] * banks} bytes of input tile buffer, more than "
+                        f"input_buffer_bytes={cfg.input_buffer_bytes}")
+            else:
+                v = _plan_tiles(geo, cfg, name, type_, df)
+            plans.append((layer_cycles(v, cfg), df, v))
+        except ConfigError as exc:
+            errors.append(exc)
+    if not plans:
+        raise errors[0]
+    _, _, v = min(plans, key=lambda p: (p[0], p[1]))
+    return v
+
+
+def _address_steps(v, g, cfg):
+    """Add a GEMM layer's address fields to its values ``v`` (which hold its ``src``): the
+    loader's walk over the feature map, the feeder's over the input tile buffer and the output
+    side's (pooled output size and the OR passes' destination steps).
+
+    Parameters
+    ----------
+    v : dict
+        The layer's values (:func:`_tiling`'s, plus ``src``); updated in place.
+    g : dict
+        The layer's geometry (:func:`_geometry`: the real output size, also for Winograd).
+    cfg : AcceleratorConfig
+    """
+    # loader: FM address of (n, y, x) = src + n·H·W + y·W + x, with y = tile y0 + yi
+    # (v, not g: a Winograd layer's loader and walker see 4×4 patches at stride 2)
+    H, W, sh, sw = v["H"], v["W"], v["sh"], v["sw"]
+    v["y_start"], v["x_start"] = -v["ph"], -v["pw"]
+    v["ld_start"] = v["src"] - v["ph"] * W - v["pw"]
+    v["ld_row_step"] = W - v["Tc_in"] + 1            # after the last x of a row
+    v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
+    v["ld_tile_col_step"] = v["Tc"] * sw
+    v["ld_tile_row_step"] = v["Tr"] * sh * W
+    v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
+    if v["df"].banks_on_rows:
+        # WR stream: word of (nb, row·sh + ky, col·sw + kx) = nb·chan_words + ... ·Tc_in + ...
+        v["fd_row_step"] = sh * v["Tc_in"]
+        v["fd_ky_step"] = v["Tc_in"]
+        v["fd_chan_step"] = 0
+    else:
+        # im2col: bank word of (n, row, ky, phase) = (n·Tr_in + row·sh + ky)·row_words + ...
+        v["fd_row_step"] = sh * v["row_words"]
+        v["fd_ky_step"] = v["row_words"]
+        v["fd_chan_step"] = (v["Tr_in"] - v["kh"] + 1) * v["row_words"]
+    v["PHW"] = g["PH"] * g["PW"]
+    v["oy_lim"], v["ox_lim"] = g["PH"] * g["pk"], g["PW"] * g["pk"]
+    v["out_size"] = g["M"] * v["PHW"]
+    v["out_mb_step"] = cfg.rows * v["PHW"]
+    v["out_tile_step"] = (v["Tr"] >> v["pshift"]) * g["PW"]

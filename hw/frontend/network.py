@@ -17,15 +17,15 @@ what is wrong, e.g. ``layer 3 (Conv2d): in_channels=4 but its input has 8 channe
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from cnnforge.sim.golden import avg_pool2d_float, conv2d_float, linear_float, max_pool2d
+
 __all__ = [
     "NetworkError", "Layer", "Conv2d", "Linear", "ReLU", "ReLU6", "MaxPool2d", "AvgPool2d",
-    "AdaptiveAvgPool2d", "Flatten", "Add", "Sequential", "load_network",
+    "AdaptiveAvgPool2d", "Flatten", "Add", "Sequential",
 ]
 
 
@@ -190,7 +190,6 @@ class Conv2d(Layer):
         return shapes
 
     def forward(self, x):
-        from cnnforge.sim.golden import conv2d_float
         return conv2d_float(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def extra_repr(self):
@@ -237,7 +236,6 @@ class Linear(Layer):
         return shapes
 
     def forward(self, x):
-        from cnnforge.sim.golden import linear_float
         return linear_float(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -302,7 +300,6 @@ class MaxPool2d(Layer):
         return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
 
     def forward(self, x):
-        from cnnforge.sim.golden import max_pool2d
         return max_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self):
@@ -350,7 +347,6 @@ class AvgPool2d(Layer):
         return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
 
     def forward(self, x):
-        from cnnforge.sim.golden import avg_pool2d_float
         return avg_pool2d_float(x, *self.window(x.shape[1:]))
 
     def extra_repr(self):
@@ -610,50 +606,3 @@ class Sequential:
             elif isinstance(layer, Linear):
                 result[layer.index] = layer.in_features * layer.out_features
         return result
-
-
-def load_network(path):
-    """Import the Python file ``path`` and return its module-level ``network``, or import the
-    ONNX model ``path`` (a name ending in ``.onnx``).
-
-    A Python file defines ``network`` (a :class:`Sequential` with weights loaded) and may define
-    ``calibration`` (float32 inputs, shape (B, C, H, W)) and ``test_data()`` returning
-    ``(inputs, labels)``; they are attached to the returned network as ``network.calibration``
-    and ``network.test_data``. An ONNX model goes through
-    :func:`cnnforge.hw.frontend.onnx_import.load_onnx` (``network.calibration`` and
-    ``network.test_data`` are ``None``; a QDQ model's quantization is ``network.quantized``).
-    ``network.source`` is ``path``.
-
-    Raises
-    ------
-    NetworkError
-        If the file is missing, fails to import, defines no ``network``, or is an ONNX model
-        cnnforge cannot import (the message names the node).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise NetworkError(f"{path}: no such network file")
-    if path.endswith(".onnx"):
-        from cnnforge.hw.frontend.onnx_import import load_onnx
-        network = load_onnx(path)
-        network.source = path
-        network.test_data = None
-        return network
-    spec = importlib.util.spec_from_file_location(
-        "cnnforge_net_" + os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except NetworkError as exc:
-        raise NetworkError(f"{path}: {exc}") from None
-    except Exception as exc:  # a user's file may raise anything; report it on one line
-        raise NetworkError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from None
-    network = getattr(module, "network", None)
-    if not isinstance(network, Sequential):
-        raise NetworkError(f"{path}: defines no module-level `network` (a cnnforge Sequential)")
-    if network.calibration is None and getattr(module, "calibration", None) is not None:
-        network.calibration = np.asarray(module.calibration, np.float32)
-    network.test_data = getattr(module, "test_data", None)
-    network.source = path
-    network.check_loaded()
-    return network

@@ -14,7 +14,7 @@ passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
 (the beat is issued one cycle earlier: the memory and control registers) and the
-post-processor writes ``PostProcessor.latency`` cycles after its input. Access counts are
+post-processor writes ``PPU_LATENCY`` cycles after its input (:mod:`.timing`). Access counts are
 closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and
 Verilator tests) check every figure against the RTL counters.
 
@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
 
-from cnnforge.hw.rtl.pe_array import array_latency
-from cnnforge.hw.rtl.ppu import PostProcessor
-
-PPU_LATENCY = PostProcessor.latency    # cycles from a post-processor input to its write
+from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.timing import PPU_LATENCY, array_latency
 
 
 def _ceil_div(a, b):
@@ -91,16 +89,9 @@ def layer_model(v, cfg):
     LayerModel
     """
     R, C = cfg.rows, cfg.cols
-    # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = 1 + array_latency(R, C)
-    df, K, M, N = v["df"], v["K"], v["M"], v["N"]
-    if df == 4:
-        # element-wise add: one element per cycle (both inputs read in the same cycle, two
-        # table lookups), after the controller's entry cycle and the two pipeline stages
-        n = v["out_size"]
-        return LayerModel(cycles=n + 5 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
-                          weight_reads=2 * n, obuf_reads=0, obuf_writes=0, fm_reads=2 * n,
-                          fm_writes=n, macs=0, ideal_cycles=0)
+    df, K, M, N = Dataflow(v["df"]), v["K"], v["M"], v["N"]
+    if df is Dataflow.ADD:
+        return _add_model(v)
     E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
     tiles = list(_tiles(v))
     ntiles = len(tiles)
@@ -108,18 +99,17 @@ def layer_model(v, cfg):
     # loader / controller handshake over the two halves of the input tile buffer
     l_last = [0] * ntiles
     free = [0] * ntiles                           # cycle the controller releases tile t's half
-    ibuf_writes = ntiles * E
     fm_reads = 0
     for tr0, tc0, _, _ in tiles:
         y0, x0 = tr0 * v["sh"] - v["ph"], tc0 * v["sw"] - v["pw"]
         fm_reads += N * _span(y0, v["Tr_in"], v["H"]) * _span(x0, v["Tc_in"], v["W"])
 
-    ibuf_reads = weight_reads = obuf_reads = obuf_writes = 0
+    acc = {"ibuf_reads": 0, "ibuf_writes": ntiles * E, "weight_reads": 0, "obuf_reads": 0,
+           "obuf_writes": 0}                      # buffer accesses, summed over the tiles
     wait = 1                                      # controller's WAIT_TILE entry cycle
     end = 0                                       # last cycle the layer is busy
-    drain_done = [-10, -10]                       # IR/WR: last drain cycle per psum half
-    drain_free = -10                              # IR/WR: cycle the group drainer is free from
-    half = 0
+    # IR/WR: last drain cycle per psum half, cycle the group drainer is free from, psum half
+    sstate = {"drain_done": [-10, -10], "drain_free": -10, "half": 0}
     wstate = {"v_free": [-10, -10], "vh": 0, "cf_free": 0, "cf_vh": 0, "o_free": [-10, -10],
               "oh": 0, "sr_free": -10, "sr_half": 0}
     for t, (tr0, tc0, rows, cols) in enumerate(tiles):
@@ -128,89 +118,18 @@ def layer_model(v, cfg):
             first = max(first, free[t - 2] + 2)
         l_last[t] = first + E - 1
         start = max(wait, l_last[t] + 3) + 1       # first working cycle of the tile
-        groups_t = _ceil_div(cols, C)
-        x_end = min(tc0 + v["Tc"], v["OW"])
-        if df == 0:
-            passes = v["MB"] * rows * groups_t
-            L = v["L"]
-            f_end = start + passes * L - 1
-            ibuf_reads += C * K * passes
-            weight_reads += K * passes
-            obuf_reads += R * C * passes
-            obuf_writes += R * C * passes
-            # the tile's last pass's drain, and the last valid post-processor input of the
-            # tile (searched backwards over its passes: a pass whose pixels are all cut by the
-            # pooling floor writes nothing), decide when the layer can end
-            last_beat = f_end - (L - K)
-            done = last_beat + A
-            end = max(end, f_end + 1, done + R * C + 1)
-            order = [(mb, row, g) for mb in range(v["MB"]) for row in range(rows)
-                     for g in range(groups_t)]
-            for p in reversed(range(passes)):
-                mb, row, g = order[p]
-                done_p = start + p * L + K - 1 + A
-                hit = next((i for i in reversed(range(R * C))
-                            if mb * R + i // C < M and tc0 + g * C + i % C < x_end
-                            and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
-                           None)
-                if hit is not None:
-                    end = max(end, done_p + 1 + hit + PPU_LATENCY + 1)
-                    break
-        elif df == 3:
+        if df is Dataflow.OR:
+            f_end, end = _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc)
+        elif df is Dataflow.WINOGRAD:
             f_end, end = _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, wstate, end)
-            groups = rows * groups_t
-            ibuf_reads += groups * (16 * N * C + C * N * 16 * v["MB"])
-            ibuf_writes += groups * 16 * N * C
-            weight_reads += groups * 16 * N * v["MB"]
-            obuf_writes += groups * 16 * R * C * v["MB"]
-            obuf_reads += groups * (15 * R * C + R * C) * v["MB"]
+            groups = rows * _ceil_div(cols, C)
+            acc["ibuf_reads"] += groups * (16 * N * C + C * N * 16 * v["MB"])
+            acc["ibuf_writes"] += groups * 16 * N * C
+            acc["weight_reads"] += groups * 16 * N * v["MB"]
+            acc["obuf_writes"] += groups * 16 * R * C * v["MB"]
+            acc["obuf_reads"] += groups * (15 * R * C + R * C) * v["MB"]
         else:
-            if df == 1:
-                groups = [(tr0 + row, tc0 + g * C, None) for row in range(rows)
-                          for g in range(groups_t)]
-                beats, L = M, v["L"]
-            else:
-                groups = [(tr0, tc0, mb) for mb in range(v["MB"])]
-                beats = rows * cols
-                L = max(beats, v["Lmin"])
-            KB = v["KB"]
-            cycle = start                                   # GROUP state entry
-            for gi, (goy, gox, mb) in enumerate(groups):
-                g_start = max(cycle, drain_done[half] + 1)  # psum half free
-                s_first = g_start + R + 2                   # first stream beat
-                s_end = s_first + KB * L - 1
-                last_beat = s_end - (L - beats)
-                ready = last_beat + A + 2                   # group_ready visible
-                y = max(ready, drain_free)
-                if df == 1:
-                    n_drain = M * C
-                    ibuf_reads += C * K
-                    weight_reads += M * KB
-                    obuf_writes += C * M * KB
-                    obuf_reads += C * M * (KB - 1) + n_drain
-                    order = [(m, goy, gox + c) for m in range(M) for c in range(C)]
-                    gx_end = x_end
-                else:
-                    n_drain = C * beats
-                    ibuf_reads += R * beats * KB
-                    weight_reads += R * KB
-                    obuf_writes += C * beats * KB
-                    obuf_reads += C * beats * (KB - 1) + n_drain
-                    order = [(mb * C + c, goy + i // cols, gox + i % cols)
-                             for c in range(C) for i in range(beats)]
-                    gx_end = v["OW"]
-                drain_done[half] = y + n_drain
-                drain_free = y + n_drain + 1
-                half ^= 1
-                end = max(end, y + n_drain + 1)
-                for i in reversed(range(n_drain)):
-                    m, oy, ox = order[i]
-                    if ox < gx_end and _ppu_valid(v, m, oy, ox):
-                        end = max(end, y + 2 + i + PPU_LATENCY + 1)
-                        break
-                cycle = s_end + 1
-            f_end = cycle - 1
-            end = max(end, f_end + 1)
+            f_end, end = _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, sstate, end, acc)
         free[t] = f_end
         wait = f_end + 1
     pk = v["pk"]
@@ -220,10 +139,167 @@ def layer_model(v, cfg):
     # a depthwise pass walks R channels, but each output uses only its own channel's taps
     macs = M * v["OH"] * v["OW"] * (v["kh"] * v["kw"] if v.get("dw") else K)
     # the sequencer sees the layer idle one cycle after its last busy cycle (a registered flag)
-    return LayerModel(cycles=end + 2, ibuf_reads=ibuf_reads, ibuf_writes=ibuf_writes,
-                      weight_reads=weight_reads, obuf_reads=obuf_reads,
-                      obuf_writes=obuf_writes, fm_reads=fm_reads, fm_writes=fm_writes,
-                      macs=macs, ideal_cycles=_ceil_div(macs, cfg.pes))
+    return LayerModel(cycles=end + 2, fm_reads=fm_reads, fm_writes=fm_writes, macs=macs,
+                      ideal_cycles=_ceil_div(macs, cfg.pes), **acc)
+
+
+def _add_model(v):
+    """Predicted counters of an element-wise add layer: one element per cycle (both inputs
+    read in the same cycle, two table lookups), after the controller's entry cycle and the two
+    pipeline stages.
+
+    Parameters
+    ----------
+    v : dict
+        The layer's values (``out_size`` elements).
+
+    Returns
+    -------
+    LayerModel
+    """
+    n = v["out_size"]
+    return LayerModel(cycles=n + 5 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
+                      weight_reads=2 * n, obuf_reads=0, obuf_writes=0, fm_reads=2 * n,
+                      fm_writes=n, macs=0, ideal_cycles=0)
+
+
+def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
+    """Timing and accesses of one input tile of an output-reuse (OR) layer: its passes of
+    ``L`` beats back to back, then the drain of the last pass.
+
+    Parameters
+    ----------
+    v : dict
+        The layer's values.
+    cfg : AcceleratorConfig
+    start : int
+        The tile's first working cycle.
+    tr0, tc0, rows, cols : int
+        The tile's first output row and column and its size (:func:`_tiles`).
+    end : int
+        The last cycle the layer is busy so far.
+    acc : dict
+        Buffer access counts, increased by the tile's.
+
+    Returns
+    -------
+    (int, int)
+        The tile's last pass cycle (its input half is released) and the updated ``end``.
+    """
+    R, C = cfg.rows, cfg.cols
+    # cycles from a beat's issue (its memory reads) to the array's done / column sums
+    A = 1 + array_latency(R, C)
+    K, M = v["K"], v["M"]
+    groups_t = _ceil_div(cols, C)
+    x_end = min(tc0 + v["Tc"], v["OW"])
+    passes = v["MB"] * rows * groups_t
+    L = v["L"]
+    f_end = start + passes * L - 1
+    acc["ibuf_reads"] += C * K * passes
+    acc["weight_reads"] += K * passes
+    acc["obuf_reads"] += R * C * passes
+    acc["obuf_writes"] += R * C * passes
+    # the tile's last pass's drain, and the last valid post-processor input of the
+    # tile (searched backwards over its passes: a pass whose pixels are all cut by the
+    # pooling floor writes nothing), decide when the layer can end
+    last_beat = f_end - (L - K)
+    done = last_beat + A
+    end = max(end, f_end + 1, done + R * C + 1)
+    order = [(mb, row, g) for mb in range(v["MB"]) for row in range(rows)
+             for g in range(groups_t)]
+    for p in reversed(range(passes)):
+        mb, row, g = order[p]
+        done_p = start + p * L + K - 1 + A
+        hit = next((i for i in reversed(range(R * C))
+                    if mb * R + i // C < M and tc0 + g * C + i % C < x_end
+                    and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
+                   None)
+        if hit is not None:
+            end = max(end, done_p + 1 + hit + PPU_LATENCY + 1)
+            break
+    return f_end, end
+
+
+def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
+    """Timing and accesses of one input tile of an input- or weight-reuse (IR / WR) layer:
+    per group a 1-cycle handshake, an R-row preload and ``KB`` blocks of beats, then the
+    drain of its column sums from the partial-sum buffer (two halves, ping-pong).
+
+    Parameters
+    ----------
+    v : dict
+        The layer's values.
+    cfg : AcceleratorConfig
+    start : int
+        The tile's first working cycle.
+    tr0, tc0, rows, cols : int
+        The tile's first output row and column and its size (:func:`_tiles`).
+    st : dict
+        Drain state carried across tiles (``drain_done`` per psum half, ``drain_free``,
+        ``half``); updated.
+    end : int
+        The last cycle the layer is busy so far.
+    acc : dict
+        Buffer access counts, increased by the tile's.
+
+    Returns
+    -------
+    (int, int)
+        The tile's last stream cycle (its input half is released) and the updated ``end``.
+    """
+    R, C = cfg.rows, cfg.cols
+    # cycles from a beat's issue (its memory reads) to the array's done / column sums
+    A = 1 + array_latency(R, C)
+    df, K, M = Dataflow(v["df"]), v["K"], v["M"]
+    groups_t = _ceil_div(cols, C)
+    x_end = min(tc0 + v["Tc"], v["OW"])
+    drain_done = st["drain_done"]
+    if df is Dataflow.IR:
+        groups = [(tr0 + row, tc0 + g * C, None) for row in range(rows)
+                  for g in range(groups_t)]
+        beats, L = M, v["L"]
+    else:
+        groups = [(tr0, tc0, mb) for mb in range(v["MB"])]
+        beats = rows * cols
+        L = max(beats, v["Lmin"])
+    KB = v["KB"]
+    cycle = start                                   # GROUP state entry
+    for gi, (goy, gox, mb) in enumerate(groups):
+        g_start = max(cycle, drain_done[st["half"]] + 1)    # psum half free
+        s_first = g_start + R + 2                   # first stream beat
+        s_end = s_first + KB * L - 1
+        last_beat = s_end - (L - beats)
+        ready = last_beat + A + 2                   # group_ready visible
+        y = max(ready, st["drain_free"])
+        if df is Dataflow.IR:
+            n_drain = M * C
+            acc["ibuf_reads"] += C * K
+            acc["weight_reads"] += M * KB
+            acc["obuf_writes"] += C * M * KB
+            acc["obuf_reads"] += C * M * (KB - 1) + n_drain
+            order = [(m, goy, gox + c) for m in range(M) for c in range(C)]
+            gx_end = x_end
+        else:
+            n_drain = C * beats
+            acc["ibuf_reads"] += R * beats * KB
+            acc["weight_reads"] += R * KB
+            acc["obuf_writes"] += C * beats * KB
+            acc["obuf_reads"] += C * beats * (KB - 1) + n_drain
+            order = [(mb * C + c, goy + i // cols, gox + i % cols)
+                     for c in range(C) for i in range(beats)]
+            gx_end = v["OW"]
+        drain_done[st["half"]] = y + n_drain
+        st["drain_free"] = y + n_drain + 1
+        st["half"] ^= 1
+        end = max(end, y + n_drain + 1)
+        for i in reversed(range(n_drain)):
+            m, oy, ox = order[i]
+            if ox < gx_end and _ppu_valid(v, m, oy, ox):
+                end = max(end, y + 2 + i + PPU_LATENCY + 1)
+                break
+        cycle = s_end + 1
+    f_end = cycle - 1
+    return f_end, max(end, f_end + 1)
 
 
 def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
@@ -299,6 +375,6 @@ def buffer_bits(program):
         "params": len(program.params) * 68,
         "psum": 0,
     }
-    if any(layer.values["df"] for layer in program.layers):
+    if program.stationary:
         out["psum"] = cfg.cols * 2 * program.psum_depth * program.acc_width
     return out

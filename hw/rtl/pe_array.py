@@ -16,22 +16,16 @@ after ``done``) never loses one.
 Pipelining: the edge operands and control are registered once more before the skew (so the
 block RAMs feeding the edge have a cycle of their own), and every PE registers its product
 before accumulating (so a DSP multiply and an adder never share a cycle): the array's latency
-is R + C + 1 (:func:`array_latency`).
+is R + C + 1 (:func:`cnnforge.hw.models.timing.array_latency`).
 """
 
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "array_latency"]
+from cnnforge.hw.models.timing import array_latency
 
-
-def array_latency(rows, cols):
-    """Cycles from a beat at the array's edge to ``done`` (its pass's results are in the PEs'
-    result registers) or to its column sums on ``psums``: one edge register, R − 1 + C − 1
-    cycles of skew and travel, the product register, one to the result or partial sum,
-    ``rows + cols + 1``."""
-    return rows + cols + 1
+__all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
 
 
 class BeatControl(data.Struct):

@@ -20,6 +20,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from cnnforge.hw.models.timing import PPU_LATENCY
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -75,7 +76,7 @@ class PostProcessor(wiring.Component):
         keeps the unit off the critical path (docs/boards.md).
     """
 
-    latency = 13
+    latency = PPU_LATENCY
 
     def __init__(self, acc_width, params, addr_width, rounding="gemmlowp"):
         if rounding not in ROUNDINGS:

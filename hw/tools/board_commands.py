@@ -1,8 +1,9 @@
 """The ``cnnforge`` subcommands of the FPGA flow: ``synth``, ``build``, ``flash``, ``infer``.
 
-:func:`add_subcommands` adds them to the parser of :mod:`cnnforge.hw.tools.cli`; each reports a user
-error as :class:`cnnforge.hw.tools.cli.UserError` (one line, exit status 2). ``synth`` exits with 1 when
-the design does not fit or misses the clock, with the report printed all the same.
+:func:`add_subcommands` adds them to the parser of :mod:`cnnforge.hw.tools.cli`; each reports
+a user error as :class:`cnnforge.hw.tools.common.UserError` (one line, exit status 2). ``synth``
+exits with 1 when the design does not fit or misses the clock, with the report printed all the
+same.
 """
 
 from __future__ import annotations
@@ -11,24 +12,28 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from cnnforge.boards.bitstream import summary_line
+from cnnforge.boards.build import (BOARDS, BoardError, board, build_bitstream, default_bitstream,
+                                   flash)
+from cnnforge.boards.protocol import LinkError
+from cnnforge.boards.runtime import BoardLink
+from cnnforge.boards.synth import SynthError, synthesize
+from cnnforge.examples.digits import NET as DIGITS_NET
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
+                                      atomic_write, load_calibrated)
+
 __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"]
-
-
-def _user_error(message):
-    from cnnforge.hw.tools.cli import UserError
-    return UserError(message)
-
-
-def _digits_net():
-    import cnnforge.examples.digits as digits
-    return str(Path(digits.__file__).resolve().parent / "net.py")
 
 
 def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
              lutram_buffers=False):
-    from cnnforge.hw.tools.cli import load_calibrated
-    from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-    from cnnforge.hw.frontend.quantize import quantize
     qnet = quantize(load_calibrated(net, calibration))
     return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                    input_buffer_bytes=buffer_bytes,
@@ -37,8 +42,7 @@ def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
 
 
 def _write_json(path, data):
-    from cnnforge.hw.tools.cli import _atomic_write
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
 def _pct(used, total):
@@ -49,7 +53,6 @@ def _pct(used, total):
 
 def print_synth_report(report, console):
     """The human-readable form of a :class:`~cnnforge.boards.synth.SynthReport`."""
-    from rich.table import Table
     table = Table(title=f"{report.part}: {report.array[0]}x{report.array[1]} PE array "
                   f"({report.design})")
     table.add_column("resource")
@@ -82,10 +85,6 @@ def print_synth_report(report, console):
 
 
 def cmd_synth(args):
-    from rich.console import Console
-
-    from cnnforge.boards.synth import DEVICES, SynthError, synthesize
-
     console = Console()
     device = DEVICES[args.device]
     rows = args.rows or device.rows
@@ -98,7 +97,7 @@ def cmd_synth(args):
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
                             seed=args.seed, log=lambda msg: console.print(f"[dim]{msg}[/]"))
     except SynthError as exc:
-        raise _user_error(str(exc).splitlines()[0]) from None
+        raise UserError(str(exc).splitlines()[0]) from None
     print_synth_report(report, console)
     if args.json:
         _write_json(args.json, report.to_json())
@@ -107,14 +106,10 @@ def cmd_synth(args):
 
 
 def cmd_build(args):
-    from cnnforge.hw.compiler.devices import DEVICES
-
-    from cnnforge.boards.build import BoardError, board, build_bitstream
-
     try:
         spec, _, _ = board(args.board)
     except BoardError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     rows = args.rows or spec.rows
     cols = args.cols or spec.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
@@ -125,47 +120,33 @@ def cmd_build(args):
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
                                  log=print)
     except BoardError as exc:
-        raise _user_error(str(exc)) from None
-    s = result.summary
-    print(f"wrote {result.bitstream}: {rows}x{cols} PE array at {result.core_mhz:g} MHz, "
-          f"{s['luts']} of {s['luts_total']} LUTs, {s['dsps']} of {s['dsps_total']} DSPs, "
-          f"{s['bram']} of {s['bram_total']} EBR, Fmax {s['fmax_mhz']} MHz "
-          f"({time.perf_counter() - t0:.0f} s)")
+        raise UserError(str(exc)) from None
+    print(summary_line(result, rows, cols, time.perf_counter() - t0))
     if args.json:
         _write_json(args.json, result.to_json())
     return 0
 
 
 def cmd_flash(args):
-    from cnnforge.boards.build import BoardError, default_bitstream, flash
-
     try:
         bitstream = args.bitstream or default_bitstream(args.board, args.build_dir)
         return flash(args.board, bitstream, sram=args.sram, dry_run=args.dry_run)
     except BoardError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def cmd_infer(args):
-    import numpy as np
-
-    from cnnforge.hw.tools.cli import load_calibrated
-    from cnnforge.hw.frontend.quantize import quantize
-
-    from cnnforge.boards.protocol import LinkError
-    from cnnforge.boards.runtime import BoardLink
-
     try:
         images = np.load(args.image)
     except (OSError, ValueError, EOFError) as exc:
-        raise _user_error(f"{args.image}: cannot read the image ({exc})") from None
+        raise UserError(f"{args.image}: cannot read the image ({exc})") from None
     network = load_calibrated(args.net, args.calibration)
     qnet = quantize(network)
     shape = tuple(network.input_shape)
     if images.shape == shape:
         images = images[None]
     if images.shape[1:] != shape:
-        raise _user_error(f"{args.image}: shape {images.shape}, the network expects {shape} "
+        raise UserError(f"{args.image}: shape {images.shape}, the network expects {shape} "
                           "per image")
     if images.dtype != np.int8:
         images = qnet.quantize_input(images.astype(np.float32))
@@ -179,17 +160,12 @@ def cmd_infer(args):
                 print(f"{prefix}class {result.cls}  logits [{logits}]  "
                       f"({result.cycles} cycles)")
     except LinkError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     return 0
 
 
 def add_subcommands(sub):
     """Add ``synth``, ``build``, ``flash`` and ``infer`` to the ``cnnforge`` subparsers."""
-    from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option as add_calibration
-    from cnnforge.hw.compiler.devices import DEVICES
-
-    from cnnforge.boards.build import BOARDS
-
     boards = [*BOARDS, "ulx3s"]
     p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "
                        "logic, DSP, block RAM against the device, Fmax of the core clock")
@@ -206,7 +182,7 @@ def add_subcommands(sub):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     p.add_argument("--json", help="write the report to this JSON file")
     p.add_argument("--build-dir", help="default build/synth/<device>_<R>x<C>")
-    add_calibration(p)
+    add_calibration_option(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("build", help="bitstream for a board (amaranth build + YoWASP tools)")
@@ -222,7 +198,7 @@ def add_subcommands(sub):
     p.add_argument("--build-dir", default="build",
                    help="the build goes to BUILD_DIR/<board>/ (default build)")
     p.add_argument("--json", help="write resources, Fmax and wall time to this JSON file")
-    add_calibration(p)
+    add_calibration_option(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="program a board with openFPGALoader")
@@ -239,9 +215,9 @@ def add_subcommands(sub):
                    "(N, C, H, W); float is quantized with the network's input scale, int8 is "
                    "sent as is")
     p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB1)")
-    p.add_argument("--net", default=_digits_net(),
+    p.add_argument("--net", default=DIGITS_NET,
                    help="the network the board was built for (default: the digits example)")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
-    add_calibration(p)
+    add_calibration_option(p)
     p.set_defaults(func=cmd_infer)

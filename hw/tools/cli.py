@@ -12,59 +12,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import verilog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network, load_plan
-from cnnforge.hw.frontend.network import NetworkError, load_network
-from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
+                                          load_plan)
+from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.rtl.accelerator import Accelerator
+from cnnforge.hw.tools.board_commands import add_subcommands as add_board_commands
+from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
+                                      atomic_write, load_calibrated)
+from cnnforge.hw.tools.explore import add_parser as add_explore
+from cnnforge.sim.accel import AcceleratorSim, compare
 
 __all__ = ["main"]
-
-
-class UserError(Exception):
-    """An error in what the user asked for: reported on one line, exit status 2."""
-
-
-def _atomic_write(path, write):
-    """Write a file through a temporary in the same folder, renamed into place when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_calibrated(net, calibration=None):
-    """``load_network(net)`` with ``--calibration`` (a float32 .npy, (N, C, H, W)) attached
-    as ``network.calibration``; a float ONNX model without calibration data is a user error
-    (a QDQ model carries its own scales and ignores it)."""
-    network = load_network(net)
-    if calibration:
-        try:
-            data = np.load(calibration)
-        except (OSError, ValueError, EOFError) as exc:
-            raise UserError(f"{calibration}: cannot read calibration data ({exc})") from None
-        if data.ndim != 4 or data.shape[1:] != network.input_shape or not len(data):
-            raise UserError(f"{calibration}: calibration data has shape {data.shape}, the "
-                            f"network expects (N, {', '.join(map(str, network.input_shape))})")
-        network.calibration = data.astype(np.float32)
-    elif (str(net).endswith(".onnx") and getattr(network, "quantized", None) is None
-          and network.calibration is None):
-        raise UserError(f"{net}: a float ONNX model needs calibration data: "
-                        "--calibration FILE.npy")
-    return network
 
 
 def _compile(args):
@@ -98,13 +68,6 @@ def add_design_options(p):
     p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
                    "per-layer dataflow and tiles; overrides the options above")
     add_calibration_option(p)
-
-
-def add_calibration_option(p):
-    """``--calibration FILE.npy``, for every command that quantizes a network."""
-    p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
-                   "calibrate the quantizer on (needed by a float ONNX model; replaces a "
-                   "Python network's own)")
 
 
 def _load_inputs(args, network):
@@ -143,9 +106,6 @@ def _load_inputs(args, network):
     return np.asarray(x, np.float32), y
 
 
-NET_HELP = "network: a Python file defining `network`, or an .onnx model"
-
-
 def _add_common(p, images_default):
     p.add_argument("net", metavar="NET", help=NET_HELP)
     add_design_options(p)
@@ -167,28 +127,31 @@ def _add_common(p, images_default):
 
 
 def cmd_verilog(args):
-    from amaranth.back import verilog
-
-    from cnnforge.hw.rtl.accelerator import Accelerator
-
     _, _, program = _compile(args)
     text = verilog.convert(Accelerator(program), name="accelerator")
 
     def write(tmp):
         Path(tmp).write_text(text)
-    _atomic_write(args.output, write)
+    atomic_write(args.output, write)
     print(f"wrote {args.output}: {program.config.rows}x{program.config.cols} PE array, "
           f"{len(program.layers)} layers, {len(text.splitlines())} lines")
     return 0
 
 
 def cmd_run(args):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-    from rich.table import Table
+    """``cnnforge run`` and ``cnnforge sim``: compile NET, simulate its test images on the RTL,
+    compare with the golden model and report accuracy, cycles and the model's prediction.
 
-    from cnnforge.sim.accel import AcceleratorSim, compare
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of :func:`_add_common`.
 
+    Returns
+    -------
+    int
+        Exit status: 0, or 1 when the RTL and the golden model disagree.
+    """
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
@@ -211,17 +174,83 @@ def cmd_run(args):
     golden, mismatches = compare(program, xq, result)
     direct_cycles = {}
     if any(layer.algorithm == "winograd" for layer in program.layers) and result.layers:
-        # measure the same layers computed directly, on the same array, for the speedup
-        twin = compile_network(qnet, dataclasses.replace(program.config, algorithm="direct"),
-                               tiles=None, dataflows={layer.name: layer.dataflow
-                                                      for layer in program.layers},
-                               algorithms={layer.name: "direct" for layer in program.layers})
-        with console.status("measuring the Winograd layers' direct twins in RTL"):
-            twin_result = AcceleratorSim(twin, build_dir / "direct").build().run(xq[:1])
-        for layer, (counters, _) in zip(twin.layers, twin_result.layers[0]):
-            direct_cycles[layer.name] = counters["cycles"]
+        direct_cycles = _direct_twin_cycles(program, qnet, xq, build_dir, console)
     float_pred = network.forward(x).argmax(axis=1)
-    int8_pred = golden[-1].reshape(len(x), -1).argmax(axis=1)
+    report = _run_report(args, program, qnet, y, float_pred, golden, result, mismatches,
+                         direct_cycles)
+    console.print(_layer_table(report))
+    bad_layers = sum(mismatches["layers"].values())
+    _print_summary(console, report, args, program, result, bad_layers, t0)
+    if args.outputs:
+        atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), result.logits))
+    if args.json:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        console.print(f"report: {args.json}")
+    if mismatches["logits"] or bad_layers:
+        console.print("[red]RTL and golden model disagree[/]")
+        return 1
+    return 0
+
+
+def _direct_twin_cycles(program, qnet, xq, build_dir, console):
+    """Measured cycles of the same layers computed directly, on the same array and with the
+    same dataflows (one image in RTL), for the Winograd layers' speedup.
+
+    Parameters
+    ----------
+    program : Program
+        The program with Winograd layers.
+    qnet : QuantizedNetwork
+    xq : ndarray
+        The quantized input images (the first one is simulated).
+    build_dir : Path
+        The run's simulation build folder (the twin builds in its ``direct`` subfolder).
+    console : rich.console.Console
+
+    Returns
+    -------
+    dict
+        ``{layer name: cycles}`` of every layer of the direct twin.
+    """
+    twin = compile_network(qnet, dataclasses.replace(program.config, algorithm="direct"),
+                           tiles=None, dataflows={layer.name: layer.dataflow
+                                                  for layer in program.layers},
+                           algorithms={layer.name: "direct" for layer in program.layers})
+    with console.status("measuring the Winograd layers' direct twins in RTL"):
+        twin_result = AcceleratorSim(twin, build_dir / "direct").build().run(xq[:1])
+    return {layer.name: counters["cycles"]
+            for layer, (counters, _) in zip(twin.layers, twin_result.layers[0])}
+
+
+def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, direct_cycles):
+    """The report of a run (what ``--json`` writes): accuracies, cycles, plan, quantization and
+    per layer the measured and modelled counters.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    program : Program
+    qnet : QuantizedNetwork
+    y : ndarray or None
+        The labels (None: no accuracies).
+    float_pred : ndarray
+        The float network's classes.
+    golden : list of ndarray
+        The golden model's outputs (:func:`cnnforge.sim.accel.compare`), logits last.
+    result
+        The RTL simulation's result (:meth:`cnnforge.sim.accel.AcceleratorSim.run`).
+    mismatches : dict
+        RTL against golden: ``"logits"`` (images) and ``"layers"`` (per layer map).
+    direct_cycles : dict
+        Measured cycles of the Winograd layers' direct twins (:func:`_direct_twin_cycles`).
+
+    Returns
+    -------
+    dict
+    """
+    cfg = program.config
+    n = len(float_pred)
+    int8_pred = golden[-1].reshape(n, -1).argmax(axis=1)
     rtl_pred = result.logits.argmax(axis=1)
     layer_cycles = (np.array([[c["cycles"] for c, _ in per_image]
                               for per_image in result.layers]) if result.layers else None)
@@ -229,7 +258,7 @@ def cmd_run(args):
     cycles = float(result.cycles.mean())
     report = {
         "network": str(args.net),
-        "images": int(len(x)),
+        "images": int(n),
         "float_accuracy": None if y is None else float(np.mean(float_pred == y)),
         "int8_accuracy": None if y is None else float(np.mean(int8_pred == y)),
         "rtl_accuracy": None if y is None else float(np.mean(rtl_pred == y)),
@@ -265,6 +294,20 @@ def cmd_run(args):
             report["layers"][-1]["direct_cycles"] = direct_cycles[layer.name]
             report["layers"][-1]["speedup"] = (direct_cycles[layer.name] / measured
                                                if measured else None)
+    return report
+
+
+def _layer_table(report):
+    """The per-layer table of a run's report (:func:`_run_report`).
+
+    Parameters
+    ----------
+    report : dict
+
+    Returns
+    -------
+    rich.table.Table
+    """
     table = Table(title="per layer")
     for col in ("layer", "type", "dataflow", "MACs", "mults", "cycles", "model", "ideal",
                 "util.", "Tm/Tn/Tr/Tc"):
@@ -282,30 +325,38 @@ def cmd_run(args):
                       str(entry["ideal_cycles"]),
                       "-" if not entry["pe_utilization"] else f"{entry['pe_utilization']:.1%}",
                       f"{t['Tm']}/{t['Tn']}/{t['Tr']}/{t['Tc']}")
-    console.print(table)
+    return table
 
+
+def _print_summary(console, report, args, program, result, bad_layers, t0):
+    """Print a run's summary lines: accuracies, mismatches, cycles, utilization, speed.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    report : dict
+        From :func:`_run_report`.
+    args : argparse.Namespace
+    program : Program
+    result
+        The RTL simulation's result.
+    bad_layers : int
+        Layer maps that differ from the golden model.
+    t0 : float
+        ``time.perf_counter()`` at the start of the run (for the wall time).
+    """
     def pct(v):
         return "n/a (no labels)" if v is None else f"{v:.2%}"
     console.print(f"float accuracy          {pct(report['float_accuracy'])}")
     console.print(f"int8 golden accuracy    {pct(report['int8_accuracy'])}")
     console.print(f"RTL accuracy            {pct(report['rtl_accuracy'])}")
-    bad_layers = sum(mismatches["layers"].values())
-    console.print(f"RTL/golden mismatches   {mismatches['logits']} images"
+    console.print(f"RTL/golden mismatches   {report['rtl_golden_mismatches']} images"
                   + ("" if args.no_debug else f" (layer maps: {bad_layers})"))
-    console.print(f"cycles per image        {cycles:.0f} (ideal {ideal}: MACs / "
-                  f"{cfg.pes} PEs)")
+    console.print(f"cycles per image        {report['cycles_per_image']:.0f} (ideal "
+                  f"{report['ideal_cycles_per_image']}: MACs / {program.config.pes} PEs)")
     console.print(f"PE utilization         {report['pe_utilization']:.1%}")
     console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
                   f"wall time {time.perf_counter() - t0:.1f} s")
-    if args.outputs:
-        _atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), result.logits))
-    if args.json:
-        _atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
-        console.print(f"report: {args.json}")
-    if mismatches["logits"] or bad_layers:
-        console.print("[red]RTL and golden model disagree[/]")
-        return 1
-    return 0
 
 
 def build_parser():
@@ -326,10 +377,8 @@ def build_parser():
     add_design_options(p)
     p.set_defaults(func=cmd_verilog)
     # synth, build, flash, infer: the FPGA flow (cnnforge.hw.tools.board_commands)
-    from cnnforge.hw.tools.board_commands import add_subcommands
-    add_subcommands(sub)
+    add_board_commands(sub)
     # explore: design-space exploration (cnnforge.hw.tools.explore)
-    from cnnforge.hw.tools.explore import add_parser as add_explore
     add_explore(sub)
     return parser
 

@@ -18,12 +18,12 @@ The space, for one network and one device:
   neither the Winograd unit's memories (transformed-input buffer, wider weight ROM) nor its
   logic.
 
-Cycles and buffer accesses come from the analytic model (:func:`cnnforge.hw.models.perf.layer_model`,
-equal to the RTL counters); nothing is simulated, so the digits network takes seconds. Every
-design reported (the Pareto set) is compiled for real from its plan
-(:func:`~.compiler.compile_network` with the plan's tiles and dataflows) and its cycles and
-memories re-derived from that :class:`~.compiler.Program`, so the table, the JSON and the plan
-file cannot drift apart.
+Cycles and buffer accesses come from the analytic model
+(:func:`cnnforge.hw.models.perf.layer_model`, equal to the RTL counters); nothing is simulated,
+so the digits network takes seconds. Every design reported (the Pareto set) is compiled for real
+from its plan (:func:`~.compiler.compile_network` with the plan's tiles and dataflows) and its
+cycles and memories re-derived from that :class:`~.compiler.Program`, so the table, the JSON and
+the plan file cannot drift apart.
 
 Resource estimates (per design, against :data:`cnnforge.boards.synth.DEVICES`), each rule checked
 on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the digits
@@ -73,11 +73,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from cnnforge.hw.compiler.program import (DATAFLOWS, AcceleratorConfig, ConfigError, _geometry, _layers_from_ops,
-                       _tiling, _weight_words, compile_network)
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _geometry,
+                                          _layers_from_ops, _tiling, _weight_words,
+                                          compile_network)
 from cnnforge.hw.frontend.network import NetworkError
+from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_model, network_model
+from cnnforge.hw.tools.common import NET_HELP, add_calibration_option, atomic_write, load_calibrated
 
 __all__ = ["FAMILIES", "Family", "Design", "Exploration", "DoesNotFit", "explore", "memories",
            "blocks", "pareto_front", "plot_roofline", "add_parser", "MAX_MIX_LAYERS",
@@ -212,7 +219,8 @@ class MemoryUse:
 
     @property
     def bits(self):
-        """Bits of one copy of all banks (what :func:`cnnforge.hw.models.perf.buffer_bits` counts)."""
+        """Bits of one copy of all banks (what :func:`cnnforge.hw.models.perf.buffer_bits`
+        counts)."""
         return self.count * self.depth * self.width
 
     def to_json(self):
@@ -276,7 +284,7 @@ def memories(program, family):
     return _memory_list(
         family, cols=cfg.cols, banks=program.input_banks, slot_words=program.slot_words,
         weight_words=len(program.weights), lanes=cfg.lanes, psum_depth=program.psum_depth,
-        stationary=any(layer.values["df"] for layer in program.layers),
+        stationary=program.stationary,
         acc_width=program.acc_width, fm_depth=program.fm_depth, image_size=program.image_size)
 
 
@@ -458,8 +466,8 @@ def _layer_options(groups, cfg):
         pool = grp[1] if len(grp) > 1 else None
         g = _geometry(op, pool, cfg)
         per_df = {}
-        for df in range(len(DATAFLOWS)):
-            banks = cfg.rows if df == 2 else cfg.cols
+        for df in DIRECT:
+            banks = cfg.rows if df.banks_on_rows else cfg.cols
             opts = []
             for index, (tr, tc) in enumerate(_tile_candidates(g)):
                 v = _tiling(g, tr, tc, cfg, df)
@@ -520,7 +528,6 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     NetworkError
         If the network has something the engine cannot run.
     """
-    from cnnforge.hw.compiler.devices import DEVICES
     t0 = time.perf_counter()
     if isinstance(device, str):
         device = DEVICES[device]
@@ -584,7 +591,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
             if mixes:
                 combos = itertools.product(*[sorted(ch) for ch in choice])
             else:
-                combos = [tuple([df] * nlayers) for df in range(3)
+                combos = [tuple([df] * nlayers) for df in DIRECT
                           if all(df in ch for ch in choice)]
                 combos.append(tuple(min(ch, key=lambda d: (ch[d][0].model.cycles, d))
                                     for ch in choice))
@@ -612,13 +619,13 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
 
 
 def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth, image_size):
-    stationary = any(combo)
-    wr = 2 in combo
+    stationary = any(df.stationary for df in combo)
+    wr = any(df.banks_on_rows for df in combo)
     psum = [1]
     for df, (opt, _) in zip(combo, picked):
-        if df == 1:
+        if df is Dataflow.IR:
             psum.append(opt.values["M"])
-        elif df == 2:
+        elif df is Dataflow.WR:
             psum.append(opt.values["Tr"] * opt.values["Tc"])
     mems = _memory_list(
         family, cols=cols, banks=max(cols, rows if wr else 1),
@@ -629,7 +636,7 @@ def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth,
     models = [opt.model for opt, _ in picked]
     pes = rows * cols
     return Design(rows=rows, cols=cols, buffer_bytes=budget,
-                  dataflows=tuple(DATAFLOWS[df] for df in combo),
+                  dataflows=tuple(df.key for df in combo),
                   tiles=tuple(opt.tile for opt, _ in picked),
                   cycles=sum(m.cycles + seq for m in models),
                   ideal_cycles=sum(m.ideal_cycles for m in models),
@@ -716,7 +723,7 @@ def peak_bytes_per_cycle(program):
     ``acc_width`` bits), and the feature map (loader read, pooling read, write)."""
     cfg = program.config
     acc = program.acc_width / 8
-    stationary = any(layer.values["df"] for layer in program.layers)
+    stationary = program.stationary
     obuf = (2 * cfg.cols + 1) if stationary else 2
     return program.input_banks + 1 + cfg.lanes + obuf * acc + 3
 
@@ -797,8 +804,6 @@ def _parse_sizes(text):
 
 def add_parser(sub):
     """Register ``cnnforge explore`` on the ``build_parser`` subparsers."""
-    from cnnforge.hw.tools.cli import NET_HELP, add_calibration_option
-    from cnnforge.hw.compiler.devices import DEVICES
     p = sub.add_parser("explore", help="design-space exploration: array sizes, dataflows and "
                        "tile buffers within a device's budget; Pareto table, JSON, plan, roofline")
     p.add_argument("net", metavar="NET", help=NET_HELP)
@@ -817,12 +822,6 @@ def add_parser(sub):
 
 
 def cmd_explore(args):
-    from rich.console import Console
-    from rich.table import Table
-
-    from cnnforge.hw.tools.cli import _atomic_write, load_calibrated
-    from cnnforge.hw.frontend.quantize import quantize
-
     console = Console()
     if not console.is_terminal:
         console = Console(width=130)
@@ -856,7 +855,7 @@ def cmd_explore(args):
         title=f"{args.net} on {dev.key}: {best.rows}x{best.cols}, "
               f"{','.join(best.dataflows)}, {best.cycles} cycles/image")
     plan_text = json.dumps(best.plan, indent=2)
-    _atomic_write(plan_path, lambda tmp: Path(tmp).write_text(plan_text))
+    atomic_write(plan_path, lambda tmp: Path(tmp).write_text(plan_text))
     console.print(f"fastest: #0 {best.rows}x{best.cols} {','.join(best.dataflows)}, "
                   f"{best.cycles} cycles/image; plan: {plan_path} "
                   f"(cnnforge run {args.net} --plan {plan_path})")
@@ -892,6 +891,6 @@ def cmd_explore(args):
             "best": 0, "plan_file": str(plan_path), "plot": str(plot_path),
             "roofline": {"design": 0, "roofs": roofs, "layers": points},
         }
-        _atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
         console.print(f"report: {args.json}")
     return 0

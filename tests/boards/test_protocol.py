@@ -123,7 +123,7 @@ class LoopSerial:
 
 @pytest.fixture(scope="module")
 def digits():
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
     network = load_network(digits_net())
     return network, quantize(network)

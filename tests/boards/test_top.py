@@ -165,7 +165,7 @@ async def tb_errors(dut):
 def top_build():
     from cnnforge.boards.icebreaker import SPEC
     from cnnforge.hw.compiler.program import compile_network
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     from cnnforge.hw.frontend.quantize import quantize
 
     from tests.boards import digits_net

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
 from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6, Sequential
 from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import rtl_accelerator
 
@@ -109,7 +110,7 @@ def check_result(program, images, logits, layers, cycles):
                     f"values differ, first at {first}: RTL {ofm[first]}, golden {exp[b][first]}"
                     f" (tiles {layer.values['Tr']}x{layer.values['Tc']}, "
                     f"{layer.values['ntr']}x{layer.values['ntc']})")
-            if layer.values.get("df", 0) == 0:
+            if layer.values.get("df", Dataflow.OR) == Dataflow.OR:
                 # OR issues one beat per cycle: a layer takes at least passes·L cycles
                 assert layer_cycles(counters) >= layer.passes * layer.values["L"], (
                     layer.name, counters)

@@ -26,8 +26,10 @@ from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.network import (
-    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential, load_network,
+    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, ReLU6, Sequential,
 )
+from cnnforge.hw.frontend.loader import load_network
+from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_cycles, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
@@ -158,7 +160,7 @@ def test_winograd_shapes(make, array):
     wino = [layer for layer in program.layers if layer.algorithm == "winograd"]
     assert [layer.name for layer in wino] == list(algorithms)
     for layer in wino:
-        assert layer.values["df"] == 3 and layer.dataflow == "or"
+        assert layer.values["df"] is Dataflow.WINOGRAD and layer.dataflow == "or"
         assert layer.tiling["Tr"] == 2 * layer.values["Tr"]
         assert layer.multiplications == (layer.values["M"] * layer.values["N"] * 16
                                          * layer.values["OH"] * layer.values["OW"])

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-from cnnforge.hw.frontend.network import ReLU, ReLU6, load_network
+from cnnforge.hw.frontend.loader import load_network
+from cnnforge.hw.frontend.network import ReLU, ReLU6
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare

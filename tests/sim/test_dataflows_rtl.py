@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner

@@ -45,7 +45,7 @@ def test_mobilenet_digits_qdq_onnx_end_to_end():
     image bit-exact with the golden model, RTL accuracy = golden accuracy."""
     import numpy as np
 
-    from cnnforge.hw.frontend.network import load_network
+    from cnnforge.hw.frontend.loader import load_network
     folder = Path(__file__).resolve().parents[2] / "examples" / "mobilenet_digits"
     network = load_network(folder / "model_qdq.onnx")
     qnet = quantize(network)

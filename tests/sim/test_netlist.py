@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.tools.board_commands import _program
-from cnnforge.hw.frontend.network import load_network
+from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare

@@ -1,0 +1,36 @@
+"""Timing contracts between the cycle model and the RTL.
+
+The analytic cycle model (:mod:`cnnforge.hw.models.perf`) and the Amaranth components
+(:mod:`cnnforge.hw.rtl.pe_array`, :mod:`cnnforge.hw.rtl.ppu`) both follow these figures: the
+components take them from here, so a pipeline change is made in one place and the model's
+predictions follow it (``tests/hw/test_dataflows.py`` checks the model against the RTL's
+counters).
+"""
+
+__all__ = ["array_latency", "PPU_LATENCY"]
+
+#: Cycles from a post-processor input beat to its write (``PostProcessor.latency``): the input
+#: beat is registered, then parameter read, bias, four registered 16×16 partial products, three
+#: adder levels to the 64-bit product, four for the rounding, one for the saturation and zero
+#: point, one for the clamp.
+PPU_LATENCY = 13
+
+
+def array_latency(rows, cols):
+    """Cycles from a beat at the PE array's edge to its results.
+
+    Cycles to ``done`` (its pass's results are in the PEs' result registers) or to its column
+    sums on ``psums``: one edge register, R − 1 + C − 1 cycles of skew and travel, the product
+    register, one to the result or partial sum.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size.
+
+    Returns
+    -------
+    int
+        ``rows + cols + 1``.
+    """
+    return rows + cols + 1

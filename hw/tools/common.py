@@ -1,0 +1,94 @@
+"""What the ``cnnforge`` subcommands share: the user-error type, atomic file writes, loading NET
+with ``--calibration``, and the NET and ``--calibration`` arguments.
+
+:mod:`cnnforge.hw.tools.cli`, :mod:`cnnforge.hw.tools.explore` and
+:mod:`cnnforge.hw.tools.board_commands` import these from here, so the command line imports the
+subcommand modules and none of them imports it back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cnnforge.hw.frontend.loader import load_network
+
+__all__ = ["UserError", "atomic_write", "load_calibrated", "NET_HELP", "add_calibration_option"]
+
+#: Help text of every subcommand's NET argument.
+NET_HELP = "network: a Python file defining `network`, or an .onnx model"
+
+
+class UserError(Exception):
+    """An error in what the user asked for: reported on one line, exit status 2."""
+
+
+def atomic_write(path, write):
+    """Write a file through a temporary in the same folder, renamed into place when complete.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write (its folder is created).
+    write : callable
+        Called with the temporary's path; writes the content there. If it raises, the
+        temporary is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_calibrated(net, calibration=None):
+    """``load_network(net)`` with ``--calibration`` attached as ``network.calibration``.
+
+    Parameters
+    ----------
+    net : path-like
+        NET: a Python network file or an ONNX model.
+    calibration : path-like, optional
+        A float32 .npy of shape (N, C, H, W).
+
+    Returns
+    -------
+    Sequential
+
+    Raises
+    ------
+    UserError
+        If the calibration data cannot be read or has the wrong shape, or for a float ONNX
+        model without calibration data (a QDQ model carries its own scales and ignores it).
+    """
+    network = load_network(net)
+    if calibration:
+        try:
+            data = np.load(calibration)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{calibration}: cannot read calibration data ({exc})") from None
+        if data.ndim != 4 or data.shape[1:] != network.input_shape or not len(data):
+            raise UserError(f"{calibration}: calibration data has shape {data.shape}, the "
+                            f"network expects (N, {', '.join(map(str, network.input_shape))})")
+        network.calibration = data.astype(np.float32)
+    elif (str(net).endswith(".onnx") and getattr(network, "quantized", None) is None
+          and network.calibration is None):
+        raise UserError(f"{net}: a float ONNX model needs calibration data: "
+                        "--calibration FILE.npy")
+    return network
+
+
+def add_calibration_option(p):
+    """Add ``--calibration FILE.npy`` to parser ``p``, for every command that quantizes a
+    network."""
+    p.add_argument("--calibration", metavar="FILE.npy", help="float32 inputs (N, C, H, W) to "
+                   "calibrate the quantizer on (needed by a float ONNX model; replaces a "
+                   "Python network's own)")
