@@ -22,7 +22,7 @@ from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.hw.test_accelerator import golden_layers
+from tests.helpers import golden_layers, make_network
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -332,7 +332,6 @@ def test_refuses_depthwise_and_add_layers():
     """Exploration covers dense layers; a depthwise or add layer gets a one-line error naming it
     (the design is then chosen with --rows/--cols/--dataflow)."""
     from cnnforge.hw.frontend.network import Add, Conv2d, Flatten, Linear, NetworkError
-    from tests.hw.test_accelerator import make_network
     qnet = quantize(make_network((3, 5, 5), [Conv2d(3, 3, 3, padding=1, groups=3), Add(-1),
                                              Flatten(), Linear(75, 2)], 4))
     with pytest.raises(NetworkError, match=r"^layer 0 \(Conv2d\): design-space exploration "

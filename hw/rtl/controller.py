@@ -116,6 +116,9 @@ class Controller(wiring.Component):
         # ahead; OR: the weight pointer of the next block of R channels (w_pass + K)
         w_aw = len(self.w_addr)
         s.valid, s.w_mb = Signal(), Signal(w_aw)
+        # OR: whether this beat ends the pass (s == L − 1), kept one beat ahead so that the
+        # comparison is not in front of the end-of-pass conditions and the walker's reset
+        s.pass_end = Signal()
         s.mb, s.row, s.g = counter(most("MB")), Signal.like(s.rlast), Signal.like(s.glast)
         s.m0 = counter(most("M") + max(R, C))
         # beats of a pass (L) or of a stream (M, the tile's pixels, Lmin)
@@ -250,7 +253,8 @@ class Controller(wiring.Component):
                              s.row_base.eq(0), *self._set_chan0(s, 0), s.ox0.eq(s.tc0),
                              s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
                              s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.K),
-                             s.valid.eq(1), s.rows.eq(rows), s.cols.eq(cols),
+                             s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
+                             s.rows.eq(rows), s.cols.eq(cols),
                              s.rlast.eq(rows - 1),
                              s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
                                             d.groups_full) - 1)]
@@ -278,9 +282,9 @@ class Controller(wiring.Component):
                 s.events.count("ibuf_reads", C)
                 s.events.count("weight_reads")
                 m.d.comb += s.walker.step.eq(1)
-            with m.If(s.s == d.last_L):
+            with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
-                             s.valid.eq(1)]
+                             s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
                 with m.If(s.g != s.glast):
                     m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
                     self._walker_reset(m, s, s.row_base + s.chan0, s.g + 1)
@@ -303,7 +307,8 @@ class Controller(wiring.Component):
                 with m.Else():
                     self._tile_next(m, s)
             with m.Else():
-                m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K))]
+                m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K)),
+                             s.pass_end.eq(s.s + 1 == d.last_L)]
 
     def _stationary(self, m, s):
         """IR / WR: groups of reduction blocks with a stationary operand."""

@@ -6,162 +6,22 @@ tiles and double buffering, non-square arrays, stride 2, padding, fused ReLU/ReL
 saturation at both int8 ends, and stream gaps / back-pressure. The Amaranth simulator runs a few
 thousand to tens of thousands of cycles per second, so every case is kept to a few thousand
 cycles; the long runs (the digits network, many images) use Verilator in
-``tests/sim/test_accelerator_rtl.py``, which reuses the helpers of this module.
+``tests/sim/test_accelerator_rtl.py`` (the shared helpers are in ``tests/helpers.py``).
 """
-
-import math
-import re
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6, Sequential
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.network import ReLU, ReLU6
 from cnnforge.hw.frontend.quantize import quantize
-from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import rtl_accelerator
-
-# ------------------------------------------------------------------------------------------------
-# Helpers (also used by tests/sim/test_accelerator_rtl.py)
-
-
-def make_network(input_shape, layers, seed, calib=16):
-    """A Sequential with random float weights (fan-in scaled) and random calibration inputs
-    (an asymmetric range, so the input zero point is not 0 and padding is not plain 0)."""
-    net = Sequential(*layers, input_shape=input_shape)
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, shape in net.state_dict_shapes().items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 10
-        scale = 1 / math.sqrt(fan_in) if key.endswith("weight") else 0.1
-        state[key] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    net.load_state_dict(state)
-    net.calibration = (rng.standard_normal((calib, *input_shape)) * 2 + 0.4).astype(np.float32)
-    return net
-
-
-def random_images(qnet, count, seed):
-    """int8 images: the quantized calibration distribution, and one with the int8 extremes."""
-    rng = np.random.default_rng(seed)
-    shape = qnet.network.input_shape
-    x = (rng.standard_normal((count, *shape)) * 2 + 0.4).astype(np.float32)
-    images = qnet.quantize_input(x)
-    if count > 1:
-        images[-1] = rng.choice(np.array([-128, 127], np.int8), shape)
-    return images
-
-
-def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
-                  lutram_buffers=False, **kwargs):
-    """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
-    from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
-    has to cut layers into several tiles."""
-    budget = cols
-    for _ in range(20):
-        try:
-            compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                    dataflow=dataflow, algorithm=algorithm,
-                                                    lutram_buffers=lutram_buffers),
-                            **kwargs)
-            break
-        except ConfigError as exc:
-            need = re.search(r"needs (\d+) bytes", str(exc))
-            assert need and int(need.group(1)) > budget, str(exc)
-            budget = int(need.group(1))
-    budget = max(cols, int(budget * slack))
-    return compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                   dataflow=dataflow, algorithm=algorithm,
-                                                   lutram_buffers=lutram_buffers),
-                           **kwargs)
-
-
-def layer_cycles(entry):
-    """Cycle count of one layer's debug record (an int, or the counters dict)."""
-    return entry["cycles"] if isinstance(entry, dict) else int(entry)
-
-
-def golden_layers(program, images):
-    """Golden output of every program layer: (B, *shape) int8 each, and the golden result."""
-    qnet = program.qnet
-    golden = run_quantized(qnet, np.asarray(images, np.int8))
-    return [golden[qnet.ops.index(layer.ops[-1])] for layer in program.layers], golden
-
-
-def check_result(program, images, logits, layers, cycles):
-    """Logits, every layer's map and the cycle counters of an RTL run against the golden model.
-
-    ``layers`` is the per-image list of ``(counters, ofm)`` per layer of ``rtl_accelerator`` (or
-    ``RTLResult.layers``). Returns the golden result."""
-    images = np.asarray(images, np.int8)
-    expected, golden = golden_layers(program, images)
-    assert len(layers) == len(images)
-    for b, per_image in enumerate(layers):
-        assert len(per_image) == len(program.layers)
-        for layer, (counters, ofm), exp in zip(program.layers, per_image, expected):
-            assert ofm.shape == exp.shape[1:], (layer.name, ofm.shape, exp.shape)
-            if not np.array_equal(ofm, exp[b]):
-                bad = np.argwhere(ofm != exp[b])
-                first = tuple(int(i) for i in bad[0])
-                raise AssertionError(
-                    f"image {b}, layer {layer.name} ({layer.type}): {len(bad)} of {ofm.size} "
-                    f"values differ, first at {first}: RTL {ofm[first]}, golden {exp[b][first]}"
-                    f" (tiles {layer.values['Tr']}x{layer.values['Tc']}, "
-                    f"{layer.values['ntr']}x{layer.values['ntc']})")
-            if layer.values.get("df", Dataflow.OR) == Dataflow.OR:
-                # OR issues one beat per cycle: a layer takes at least passes·L cycles
-                assert layer_cycles(counters) >= layer.passes * layer.values["L"], (
-                    layer.name, counters)
-        # the engine's image counter covers every layer (and the sequencing between them)
-        assert cycles[b] >= sum(layer_cycles(c) for c, _ in per_image), (b, cycles[b])
-    assert np.array_equal(logits, golden[-1].reshape(len(images), -1))
-    return golden
-
-
-def run_and_check(program, images, **kwargs):
-    logits, layers, cycles = rtl_accelerator(program, images, **kwargs)
-    return check_result(program, images, logits, layers, cycles)
-
-
-@st.composite
-def random_network(draw, max_linear=2):
-    """Conv2d (kernel 1/2/3, stride 1/2, padding 0/1) [+ReLU/ReLU6] [+MaxPool2d(2)], Flatten,
-    1-2 Linear; sizes 3..9, channel counts 1..7."""
-    n = draw(st.integers(1, 7))
-    m = draw(st.integers(1, 7))
-    k = draw(st.sampled_from([1, 2, 3]))
-    s = draw(st.sampled_from([1, 2]))
-    p = draw(st.sampled_from([0, 1]))
-    h = draw(st.integers(max(3, k - 2 * p), 9))
-    w = draw(st.integers(max(3, k - 2 * p), 9))
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    layers = [Conv2d(n, m, k, stride=s, padding=p)]
-    act = draw(st.sampled_from(["relu", "relu6", "none"]))
-    layers += {"relu": [ReLU()], "relu6": [ReLU6()], "none": []}[act]
-    pool = min(oh, ow) >= 2 and draw(st.booleans())
-    if pool:
-        layers.append(MaxPool2d(2))
-        oh, ow = oh // 2, ow // 2
-    layers.append(Flatten())
-    features = m * oh * ow
-    for i in range(draw(st.integers(1, max_linear))):
-        out = draw(st.integers(1, 12))
-        layers.append(Linear(features, out))
-        features = out
-        if i + 1 < max_linear and draw(st.booleans()):
-            layers.append(ReLU())
-    if isinstance(layers[-1], ReLU):
-        layers.pop()
-    return make_network((n, h, w), layers, draw(st.integers(0, 2**32 - 1)))
-
+from tests.helpers import (check_result, compile_tight, conv_net, random_images, random_network,
+                           run_and_check, tile_counts)
 
 ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
-
-
-def tile_counts(program):
-    return {layer.name: (layer.values["ntr"], layer.values["ntc"]) for layer in program.layers}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,21 +69,6 @@ def test_random_networks_many(net, array, buffer, dataflow, algorithm, lutram, s
 
 # ------------------------------------------------------------------------------------------------
 # Hand-picked networks
-
-
-def conv_net(seed=1, input_shape=(3, 7, 9), m=5, k=3, stride=1, padding=1, act=ReLU, pool=False,
-             hidden=6, out=4):
-    """Conv2d [+act] [+MaxPool2d(2)] + Flatten + Linear + ReLU + Linear."""
-    n, h, w = input_shape
-    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
-    layers = [Conv2d(n, m, k, stride=stride, padding=padding)]
-    if act is not None:
-        layers.append(act())
-    if pool:
-        layers.append(MaxPool2d(2))
-        oh, ow = oh // 2, ow // 2
-    layers += [Flatten(), Linear(m * oh * ow, hidden), ReLU(), Linear(hidden, out)]
-    return make_network(input_shape, layers, seed)
 
 
 GEOMETRIES = {

@@ -23,9 +23,8 @@ from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReL
 from cnnforge.hw.models.perf import layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.hw.test_accelerator import (
-    compile_tight, golden_layers, make_network, random_images, random_network,
-)
+from tests.helpers import (compile_tight, golden_layers, make_network, random_images,
+                           random_network)
 
 DATAFLOWS = ("or", "ir", "wr")
 

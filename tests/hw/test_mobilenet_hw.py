@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten, Linear,
+from cnnforge.hw.frontend.network import (Add, AvgPool2d, Conv2d, Flatten, Linear,
                                   MaxPool2d, NetworkError, ReLU, ReLU6)
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.hw.test_accelerator import (check_result, compile_tight, make_network,
-                                       random_images)
+from tests.helpers import (check_result, compile_tight, inverted_residual, make_network,
+                           random_images)
 
 ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
 
@@ -85,20 +85,6 @@ def test_random_depthwise_networks_many(net, array, tight, seed):
     program = (compile_tight(qnet, *array) if tight
                else compile_network(qnet, AcceleratorConfig(*array)))
     run_checked(program, seed=seed)
-
-
-def inverted_residual(c=5, expand=3, residual=True, stride=1, input_shape=(3, 7, 9)):
-    """MobileNetV2 block after a stem: expand 1×1 + ReLU6, depthwise 3×3 + ReLU6, project 1×1
-    (linear bottleneck) [+ the block input], global average pool, Linear."""
-    hidden = c * expand
-    layers = [Conv2d(input_shape[0], c, 3, padding=1), ReLU6(),
-              Conv2d(c, hidden, 1), ReLU6(),
-              Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden), ReLU6(),
-              Conv2d(hidden, c, 1)]
-    if residual:
-        layers.append(Add(1))
-    layers += [AdaptiveAvgPool2d(1), Flatten(), Linear(c, 4)]
-    return make_network(input_shape, layers, seed=7 + stride + residual)
 
 
 @pytest.mark.parametrize("array", [(2, 3), (4, 4)])

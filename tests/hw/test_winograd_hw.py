@@ -33,7 +33,7 @@ from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_cycles, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.hw.test_accelerator import compile_tight, golden_layers, make_network, random_images
+from tests.helpers import compile_tight, golden_layers, make_network, random_images
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "net.py"
 

@@ -16,25 +16,11 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.network import ReLU, ReLU6
 from cnnforge.hw.frontend.quantize import quantize
-from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
-from tests.hw.test_accelerator import (
-    check_result, compile_tight, conv_net, random_images, tile_counts,
-)
+from tests.helpers import (build_dir, check_sim, compile_tight, conv_net, random_images,
+                           tile_counts)
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "net.py"
-
-
-def build_dir(name):
-    return runner.build_root() / "test" / name
-
-
-def check_sim(program, images, result):
-    """``compare`` reports no mismatch, and the independent per-layer check agrees."""
-    _, mismatches = compare(program, images, result)
-    assert mismatches["logits"] == 0, mismatches
-    assert mismatches["layers"] == {layer.name: 0 for layer in program.layers}, mismatches
-    check_result(program, images, result.logits, result.layers, result.cycles)
 
 
 # ------------------------------------------------------------------------------------------------

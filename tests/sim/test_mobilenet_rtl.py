@@ -12,9 +12,7 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.accel import AcceleratorSim
-from tests.hw.test_accelerator import random_images
-from tests.hw.test_mobilenet_hw import inverted_residual
-from tests.sim.test_accelerator_rtl import build_dir, check_sim
+from tests.helpers import build_dir, check_sim, inverted_residual, random_images
 
 
 @pytest.mark.parametrize("residual, stride, array, rounding", [
