@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.perf import layer_cycles
+from cnnforge.hw.models.perf import layer_cycles, tile_order
 from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
@@ -247,12 +247,9 @@ class LayerPlan:
     def passes(self):
         """Number of array passes (each R output channels × C output pixels)."""
         v = self.values
-        total = 0
-        for tr in range(v["ntr"]):
-            rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
-            groups = v["groups_full"] * (v["ntc"] - 1) + v["groups_last"]
-            total += rows * groups
-        return total * v["MB"]
+        last_tc0 = (v["ntc"] - 1) * v["Tc"]
+        return v["MB"] * sum(rows * (v["groups_last"] if tc0 == last_tc0 else v["groups_full"])
+                             for _, tc0, rows, _ in tile_order(v))
 
 
 @dataclass

@@ -57,8 +57,21 @@ class LayerModel:
                                                "fm_reads", "fm_writes")}
 
 
-def _tiles(v):
-    """Tiles in loop order: (tr0, tc0, rows, cols)."""
+def tile_order(v):
+    """A layer's output tiles in the order the engine runs them: tile rows outer, tile columns
+    inner (the loop nest of the RTL's ``TileLoader`` and ``Controller``).
+
+    Parameters
+    ----------
+    v : dict
+        ``LayerPlan.values`` (``ntr``, ``ntc``, ``Tr``, ``Tc``, ``rows_last``, ``cols_last``).
+
+    Yields
+    ------
+    (tr0, tc0, rows, cols) : tuple of int
+        The tile's first output row and column and its size (the last row and column of tiles
+        may be ragged).
+    """
     for tr in range(v["ntr"]):
         rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
         for tc in range(v["ntc"]):
@@ -93,7 +106,7 @@ def layer_model(v, cfg):
     if df is Dataflow.ADD:
         return _add_model(v)
     E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
-    tiles = list(_tiles(v))
+    tiles = list(tile_order(v))
     ntiles = len(tiles)
 
     # loader / controller handshake over the two halves of the input tile buffer
