@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "mobilenet.json"
 DEFAULT_BUILD = ROOT / "build" / "bench" / "mobilenet"
 KINDS = ("depthwise", "pointwise", "dense", "avgpool", "add")
-#: Largest layer output the debug dump sends: ``hw/accelerator.py`` counts the dumped bytes in
+#: Largest layer output the debug dump sends: ``hw/rtl/sequencer.py`` counts the dumped bytes in
 #: 16-bit registers (``out_idx``, ``out_total``), so a map of 65,536 values or more truncates
 #: ``out_total`` and the dump never ends (the simulation hangs).
 MAX_DEBUG_MAP = (1 << 16) - 1
@@ -358,7 +358,7 @@ def run(args):
                    if layer.values["out_size"] > MAX_DEBUG_MAP]
         if too_big and not args.model_only:
             raise SystemExit(f"layers {too_big} write more than {MAX_DEBUG_MAP} values: the "
-                             "debug dump would never end (16-bit counters in hw/accelerator.py)")
+                             "debug dump would never end (16-bit counters in hw/rtl/sequencer.py)")
         models, total = network_model(program)
         auto, _, _ = compile_raising(qnet, rows, cols, budget, dataflow="auto")
         auto_models, auto_total = network_model(auto)

@@ -275,8 +275,12 @@ def _int_param(value):
 
 
 def _short_src(src):
+    """A yosys ``src`` attribute as a path from the project's top folder (``hw/rtl/ppu.py:92``)."""
     src = src.split("|")[0]
     parts = src.split("/")
+    for top in ("hw", "sim", "boards"):
+        if top in parts[:-1]:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(top):])
     return "/".join(parts[-2:])
 
 

@@ -31,13 +31,13 @@ def test_json_keys():
 def test_multiplier_and_memory_reasons():
     """The report names what stays in logic, and why (from yosys' dump and log lines)."""
     dump = """
-  attribute \\src "/x/hw/pe_array.py:92"
+  attribute \\src "/x/hw/rtl/pe_array.py:92"
   cell $mul $1
     parameter \\A_WIDTH 8
     parameter \\B_WIDTH 8
     parameter \\Y_WIDTH 16
   end
-  attribute \\src "/x/hw/accelerator.py:420"
+  attribute \\src "/x/hw/rtl/accelerator.py:420"
   cell $mul $2
     parameter \\A_WIDTH 16
     parameter \\B_WIDTH 5
@@ -45,7 +45,7 @@ def test_multiplier_and_memory_reasons():
   end
 """
     muls = _multipliers(_parse_dump(dump), DEVICES["up5k"])
-    assert muls[0]["mapped"] == "1 SB_MAC16" and muls[0]["src"] == "hw/pe_array.py:92"
+    assert muls[0]["mapped"] == "1 SB_MAC16" and muls[0]["src"] == "hw/rtl/pe_array.py:92"
     assert muls[1]["mapped"] == "logic" and "11 bits" in muls[1]["reason"]
     assert _multipliers(_parse_dump(dump), DEVICES["lfe5u-85f"])[0]["mapped"] == "1 MULT18X18D"
     sizes = {"top.link.accel.descriptors": (3, 300)}

@@ -34,7 +34,7 @@ against them):
 * **DSP blocks**: one per PE — yosys maps each 8×8 multiply to one SB_MAC16 (iCE40) or one
   MULT18X18D (ECP5; a MULT18X18D could hold two 9×9 multiplies, but only hand-instantiated
   MULT9X9D halves would use that, which the PE does not do) — plus 4 for the post-processor's
-  32×31-bit requantization multiply, which ``hw/ppu.py`` writes as four 16×16 partial products
+  32×31-bit requantization multiply, which ``hw/rtl/ppu.py`` writes as four 16×16 partial products
   (one SB_MAC16 / MULT18X18D each). On ECP5 ``synth_ecp5`` also puts every small address
   multiply of the controllers into a MULT18X18D (any operand of 2 bits or more): 4 more, and 2
   more again when a layer is IR or WR (the partial-sum drain's address). On iCE40 those

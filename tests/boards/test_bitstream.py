@@ -58,7 +58,7 @@ def test_bitstream(builds, board):
     assert report["fmax_mhz"] >= report["core_mhz"]
     # PE multipliers on DSP blocks (and more DSPs used than PEs: the requantizer's too)
     rows, cols = report["array"]
-    pe_muls = [m for m in report["multipliers"] if m["src"].startswith("hw/pe_array.py")]
+    pe_muls = [m for m in report["multipliers"] if m["src"].startswith("hw/rtl/pe_array.py")]
     assert len(pe_muls) == rows * cols and all(m["mapped"] != "logic" for m in pe_muls)
     assert rows * cols < report["dsps"] <= report["dsps_total"] == dev.dsps
     # weights and feature maps in block RAM; the tile buffers and the image buffer too on
