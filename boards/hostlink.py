@@ -2,11 +2,11 @@
 
 ::
 
-    rx ─► UARTRx ─► frame parser ─► image buffer (block RAM) ─► feeder ─► Accelerator.i_image
-                     │ (CRC, LEN, TYPE, timeout)                                    │
-                     └─ error ─┐                                   Accelerator.o_logits
-                               ▼                                                    ▼
-    tx ◄─ UARTTx ◄──────── responder: header, logits (argmax on the fly), class, cycles, CRC
+    rx ─► UARTRx ─► FrameParser ── image, done ──► ImageBuffer ──► Accelerator.i_image
+                    (TYPE, LEN, CRC, timeout)      (block RAM)                │
+                       request │  ▲ hold                          Accelerator.o_logits
+                               ▼  │                                           ▼
+    tx ◄─ UARTTx ◄───────── Responder: header, logits (argmax on the fly), class, cycles, CRC
 
 The parser checks the whole frame, CRC included, before the image reaches the accelerator: the
 payload is written to a buffer of ``image_size`` bytes and only streamed into the accelerator
@@ -14,24 +14,29 @@ payload is written to a buffer of ``image_size`` bytes and only streamed into th
 responder sends the result frame's header while the engine computes; the logits go straight from
 ``o_logits`` to the UART (the engine waits under back-pressure), the class is the running argmax
 (the first largest logit, as ``numpy.argmax``), and the cycle count is the accelerator's own.
+
+Each block is a :class:`~amaranth.lib.wiring.Component` whose docstring states its contract;
+:class:`HostLink` only joins them. The parser and the responder each keep a running
+:class:`CRC8`; the parser starts no frame while the responder is busy (``hold``).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from cnnforge.hw.rtl.accelerator import Accelerator
 
-from cnnforge.boards.protocol import SYNC, ErrorCode, MessageType
+from cnnforge.boards.protocol import SYNC, ErrorCode, MessageType, crc8
 from cnnforge.boards.uart import UARTRx, UARTTx
 
-__all__ = ["HostLink", "crc8_next"]
+__all__ = ["HostLink", "FrameParser", "ImageBuffer", "Responder", "CRC8", "Request",
+           "crc8_next"]
 
 
 def _crc8_matrix():
     """CRC-8 (polynomial 0x07) of one byte is linear over GF(2) in ``v = crc ^ byte``: output
     bit i is the XOR of the bits of v listed in row i."""
-    from cnnforge.boards.protocol import crc8
     rows = [[] for _ in range(8)]
     for j in range(8):
         out = crc8(bytes([1 << j]))
@@ -57,8 +62,413 @@ def crc8_next(crc, byte):
     return Cat(*bits)
 
 
+Request = data.StructLayout({"error": 1, "code": 8})
+"""What :class:`FrameParser` asks :class:`Responder` to send: a result frame (``error`` low) or
+an error frame carrying ``code`` (an :class:`~cnnforge.boards.protocol.ErrorCode`; 0 with a
+result)."""
+
+
+def _image_write_signature(image_size):
+    """The image buffer's write port: ``max(2, image_size)`` bytes (the memory has at least two
+    words)."""
+    return memory.WritePort.Signature(addr_width=ceil_log2(max(2, image_size)), shape=8)
+
+
+class CRC8(wiring.Component):
+    """Running CRC-8/SMBUS of a byte sequence: :func:`crc8_next` behind an 8-bit register.
+
+    Members
+    -------
+    clear : In(1)
+        Restart: ``crc`` is 0 after the clock edge (``clear`` takes precedence over ``valid``).
+    valid : In(1)
+        ``data`` is the next byte of the sequence.
+    data : In(8)
+    crc : Out(8)
+        CRC of the bytes given with ``valid`` since the last ``clear``; a byte is included from
+        the cycle after it was given (registered, no combinational path from ``data``).
+    """
+
+    def __init__(self):
+        super().__init__({"clear": In(1), "valid": In(1), "data": In(8), "crc": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.clear):
+            m.d.sync += self.crc.eq(0)
+        with m.Elif(self.valid):
+            m.d.sync += self.crc.eq(crc8_next(self.crc, self.data))
+        return m
+
+
+class FrameParser(wiring.Component):
+    """Receiver of the host's frames: checks every field, stores the image of a good frame.
+
+    While hunting, a SYNC0 byte counts only while ``hold`` is low (bytes that arrive while the
+    last frame is still being answered are discarded). From SYNC0 on the parser is in a frame
+    (``in_frame``); more SYNC0s keep waiting for SYNC1, any other byte is noise and ends the
+    frame silently. After SYNC1, TYPE, LEN, the payload and the CRC byte are checked as they
+    arrive, and payload byte ``k`` is written to ``image`` at address ``k`` in the cycle it
+    arrives (the buffer holds a complete image only once the CRC byte matched).
+
+    Unless it ended silently, a frame ends with exactly one ``request``, in the cycle of the byte
+    or the event that decides it, and the parser hunts again from the next cycle:
+
+    - the CRC byte matches: a result (``done`` pulses with it);
+    - TYPE is not ``MessageType.IMAGE`` (``BAD_TYPE``), LEN is not ``image_size``
+      (``BAD_LENGTH``) or the CRC byte differs (``BAD_CRC``): an error at that byte;
+    - in a cycle without a byte: ``framing_error`` (``FRAMING``), or the ``timeout + 1``-th
+      cycle in a row without a byte (``TIMEOUT``): an error in that cycle.
+
+    Parameters
+    ----------
+    image_size : int
+        Payload bytes of an image frame (1 to 65535).
+    timeout : int
+        Cycles without a byte, in the middle of a frame, that end it.
+
+    Members
+    -------
+    i : In(stream.Signature(8, always_ready=True))
+        Received bytes; a UART has no flow control, every byte is taken in the cycle it is valid.
+    framing_error : In(1)
+        Pulses when the UART receiver dropped a byte (its stop bit was low).
+    hold : In(1)
+        Do not start a frame: the answer to the last one is not sent yet.
+    image : In(memory.WritePort.Signature(addr_width=ceil_log2(max(2, image_size)), shape=8))
+        Writes of the payload into the image buffer (``addr``, ``data``, ``en`` are outputs).
+    request : Out(stream.Signature(Request, always_ready=True))
+        The answer to the frame, one cycle long; the responder takes every request.
+    done : Out(1)
+        Pulses when the buffer holds a complete image whose CRC matched (with its request).
+    in_frame : Out(1)
+        Past SYNC0: a frame is being received.
+    """
+
+    def __init__(self, image_size, timeout):
+        self._MustUse__silence = True             # cleared below once the checks pass
+        if not 1 <= image_size <= 0xFFFF:
+            raise ValueError(f"an image of {image_size} bytes does not fit a frame (LEN is 16 "
+                             "bits; an image has 1 to 65535 bytes)")
+        if timeout < 1:
+            raise ValueError(f"timeout must be at least 1 clock cycle, got {timeout}")
+        self._MustUse__silence = False
+        self._image_size = image_size
+        self._timeout = timeout
+        super().__init__({
+            "i": In(stream.Signature(8, always_ready=True)),
+            "framing_error": In(1),
+            "hold": In(1),
+            "image": In(_image_write_signature(image_size)),
+            "request": Out(stream.Signature(Request, always_ready=True)),
+            "done": Out(1),
+            "in_frame": Out(1),
+        })
+
+    @property
+    def image_size(self):
+        """Payload bytes of an image frame."""
+        return self._image_size
+
+    @property
+    def timeout(self):
+        """Idle clock cycles that end an incomplete frame."""
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in = self._image_size
+        m.submodules.crc = crc = CRC8()
+        byte, got = self.i.payload, self.i.valid
+        len_lo = Signal(8)             # LEN's low byte, checked with the high byte
+        count = Signal(16)             # payload bytes received
+        idle = Signal(range(self._timeout + 1))
+        fail = Signal()                # this cycle: reject the frame with fail_code
+        fail_code = Signal(8)
+        m.d.comb += [self.image.addr.eq(count), self.image.data.eq(byte), crc.data.eq(byte),
+                     self.request.valid.eq(fail | self.done),
+                     self.request.payload.error.eq(fail), self.request.payload.code.eq(fail_code)]
+
+        with m.If(got | ~self.in_frame):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle != self._timeout):
+            m.d.sync += idle.eq(idle + 1)
+        with m.If(self.in_frame & ~got):
+            with m.If(self.framing_error):
+                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.FRAMING)]
+            with m.Elif(idle == self._timeout):
+                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.TIMEOUT)]
+
+        def reject(reason):
+            m.d.comb += [fail.eq(1), fail_code.eq(reason)]
+
+        def abort_on_fail():
+            with m.If(fail):
+                m.next = "SYNC0"
+
+        with m.FSM(name="parser") as fsm:
+            with m.State("SYNC0"):
+                with m.If(got & ~self.hold & (byte == SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                with m.If(got):
+                    with m.If(byte == SYNC[1]):
+                        m.d.comb += crc.clear.eq(1)
+                        m.next = "TYPE"
+                    with m.Elif(byte != SYNC[0]):
+                        m.next = "SYNC0"
+                abort_on_fail()
+            with m.State("TYPE"):
+                with m.If(got):
+                    m.d.comb += crc.valid.eq(1)
+                    with m.If(byte == MessageType.IMAGE):
+                        m.next = "LEN0"
+                    with m.Else():
+                        reject(ErrorCode.BAD_TYPE)
+                abort_on_fail()
+            with m.State("LEN0"):
+                with m.If(got):
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += len_lo.eq(byte)
+                    m.next = "LEN1"
+                abort_on_fail()
+            with m.State("LEN1"):
+                with m.If(got):
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += count.eq(0)
+                    with m.If(Cat(len_lo, byte) == n_in):
+                        m.next = "PAYLOAD"
+                    with m.Else():
+                        reject(ErrorCode.BAD_LENGTH)
+                abort_on_fail()
+            with m.State("PAYLOAD"):
+                with m.If(got):
+                    m.d.comb += [crc.valid.eq(1), self.image.en.eq(1)]
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == n_in - 1):          # LEN == n_in (checked in LEN1)
+                        m.next = "CRC"
+                abort_on_fail()
+            with m.State("CRC"):
+                with m.If(got):
+                    with m.If(byte == crc.crc):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "SYNC0"
+                    with m.Else():
+                        reject(ErrorCode.BAD_CRC)
+                abort_on_fail()
+        m.d.comb += self.in_frame.eq(~fsm.ongoing("SYNC0"))
+        return m
+
+
+class ImageBuffer(wiring.Component):
+    """One image in a memory (block RAM on iCE40), written byte by byte through ``w`` and
+    streamed out once per ``start``.
+
+    ``busy`` rises the cycle after ``start``; ``o`` offers byte 0 one cycle later and then byte
+    ``k + 1`` in the cycle after byte ``k`` was taken (the read address runs ahead on a transfer,
+    so back-pressure costs no bubble). After the last byte has been taken ``busy`` and
+    ``o.valid`` fall and the next ``start`` streams the image again from byte 0. The buffer does
+    not keep the writer and the stream apart: writes while ``busy`` change the image being sent.
+
+    Parameters
+    ----------
+    image_size : int
+        Bytes in an image, at least 1 (the memory has at least two words).
+
+    Members
+    -------
+    w : Out(memory.WritePort.Signature(addr_width=ceil_log2(max(2, image_size)), shape=8))
+        The memory's write port (``addr``, ``data``, ``en`` are inputs).
+    start : In(1)
+        Stream the image; only while ``busy`` is low.
+    o : Out(stream.Signature(signed(8)))
+        The image, bytes 0 to ``image_size - 1``.
+    busy : Out(1)
+        The image is being streamed.
+    """
+
+    def __init__(self, image_size):
+        if image_size < 1:
+            self._MustUse__silence = True
+            raise ValueError(f"an image has at least one byte, got {image_size}")
+        self._image_size = image_size
+        super().__init__({
+            "w": Out(_image_write_signature(image_size)),
+            "start": In(1),
+            "o": Out(stream.Signature(signed(8))),
+            "busy": Out(1),
+        })
+
+    @property
+    def image_size(self):
+        """Bytes in an image."""
+        return self._image_size
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in = self._image_size
+        m.submodules.image = image = memory.Memory(shape=8, depth=max(2, n_in), init=[])
+        wiring.connect(m, wiring.flipped(self.w), image.write_port())
+        rd = image.read_port()
+        rd_idx = Signal(range(max(2, n_in)))
+        advance = self.o.valid & self.o.ready
+        m.d.comb += [rd.addr.eq(Mux(advance, rd_idx + 1, rd_idx)), self.o.payload.eq(rd.data)]
+        with m.If(self.start):
+            m.d.sync += self.busy.eq(1)
+        with m.If(self.busy & ~self.o.valid):
+            m.d.sync += self.o.valid.eq(1)        # word 0 has been read: offer it
+        with m.If(advance):
+            m.d.sync += rd_idx.eq(rd_idx + 1)
+            with m.If(rd_idx == n_in - 1):
+                m.d.sync += [self.busy.eq(0), self.o.valid.eq(0), rd_idx.eq(0)]
+        return m
+
+
+class Responder(wiring.Component):
+    """Transmitter of the board's frames: an error frame, or a result frame whose header leaves
+    while the engine computes.
+
+    A request is taken into a register (so the parser's byte comparisons are not in front of the
+    responder's state); the frame's first byte is offered on ``o`` two cycles after the request.
+    The frame is SYNC0 SYNC1 TYPE LEN0 LEN1, then for an error its code, for a result the
+    ``output_size`` logits as they come from ``logits`` (passed straight through: the engine
+    waits while the transmitter is busy), the class (the index of the first largest logit, as
+    ``numpy.argmax``, kept on the fly) and the four bytes of ``cycles`` (little endian); then
+    the CRC. ``busy`` falls once the CRC byte has left the line (``tx_busy`` low).
+
+    Parameters
+    ----------
+    output_size : int
+        Logits of a result (1 to 256: the class is one byte).
+
+    Members
+    -------
+    request : In(stream.Signature(Request, always_ready=True))
+        The frame to send; valid only while ``busy`` is low.
+    logits : In(stream.Signature(signed(8)))
+        The engine's output, taken only while a result's logits are being sent.
+    cycles : In(32)
+        The engine's cycle count, read while its bytes are sent (after the last logit).
+    o : Out(stream.Signature(8))
+        The frame's bytes, to the UART transmitter.
+    tx_busy : In(1)
+        The UART transmitter is sending a byte.
+    busy : Out(1)
+        From the cycle after a request until the frame's last byte has been sent.
+    computing : Out(1)
+        From two cycles after a result request until its last logit has been taken.
+    error : Out(1)
+        Pulses the cycle after an error request (a frame was rejected).
+    answered : Out(1)
+        Pulses when a result frame has been sent completely.
+    """
+
+    def __init__(self, output_size):
+        if not 1 <= output_size <= 256:
+            self._MustUse__silence = True
+            raise ValueError(f"the network has {output_size} outputs; a result frame carries 1 "
+                             "to 256 logits (the class is one byte)")
+        self._output_size = output_size
+        super().__init__({
+            "request": In(stream.Signature(Request, always_ready=True)),
+            "logits": In(stream.Signature(signed(8))),
+            "cycles": In(32),
+            "o": Out(stream.Signature(8)),
+            "tx_busy": In(1),
+            "busy": Out(1),
+            "computing": Out(1),
+            "error": Out(1),
+            "answered": Out(1),
+        })
+
+    @property
+    def output_size(self):
+        """Logits of a result."""
+        return self._output_size
+
+    def elaborate(self, platform):
+        m = Module()
+        n_out = self._output_size
+        m.submodules.crc = crc = CRC8()
+        # the request registered (pending counts as busy)
+        pending = Signal()
+        request = Signal(Request)
+        m.d.sync += [pending.eq(self.request.valid), request.eq(self.request.payload)]
+        busy = Signal()                # from the request until the answer's last byte
+        kind_error = Signal()
+        code = Signal(8)
+        out_idx = Signal(range(max(2, n_out)))
+        best = Signal(signed(8))
+        best_idx = Signal(8)
+        sent = self.o.valid & self.o.ready
+        length = Signal(16)
+        m.d.comb += [length.eq(Mux(kind_error, 1, n_out + 5)), crc.data.eq(self.o.payload),
+                     self.busy.eq(busy | pending),
+                     self.error.eq(pending & request.error)]
+
+        def send(value, next_state, *, checked=True):
+            m.d.comb += [self.o.payload.eq(value), self.o.valid.eq(1)]
+            with m.If(sent):
+                if checked:
+                    m.d.comb += crc.valid.eq(1)
+                m.next = next_state
+
+        with m.FSM(name="responder"):
+            with m.State("IDLE"):
+                with m.If(pending):
+                    m.d.sync += [busy.eq(1), kind_error.eq(request.error), code.eq(request.code),
+                                 self.computing.eq(~request.error), out_idx.eq(0)]
+                    m.d.comb += crc.clear.eq(1)
+                    m.next = "SYNC0"
+            with m.State("SYNC0"):
+                send(SYNC[0], "SYNC1", checked=False)
+            with m.State("SYNC1"):
+                send(SYNC[1], "TYPE", checked=False)
+            with m.State("TYPE"):
+                send(Mux(kind_error, MessageType.ERROR, MessageType.RESULT), "LEN0")
+            with m.State("LEN0"):
+                send(length[:8], "LEN1")
+            with m.State("LEN1"):
+                with m.If(kind_error):
+                    send(length[8:], "CODE")
+                with m.Else():
+                    send(length[8:], "LOGITS")
+            with m.State("CODE"):
+                send(code, "CRC")
+            with m.State("LOGITS"):
+                m.d.comb += [self.o.payload.eq(self.logits.payload),
+                             self.o.valid.eq(self.logits.valid), self.logits.ready.eq(self.o.ready)]
+                with m.If(sent):
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    with m.If((out_idx == 0) | (self.logits.payload > best)):
+                        m.d.sync += [best.eq(self.logits.payload), best_idx.eq(out_idx)]
+                    with m.If(out_idx == n_out - 1):
+                        m.d.sync += self.computing.eq(0)
+                        m.next = "CLASS"
+            with m.State("CLASS"):
+                send(best_idx, "CYC0")
+            for k in range(4):
+                with m.State(f"CYC{k}"):
+                    send(self.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "CRC")
+            with m.State("CRC"):
+                send(crc.crc, "DRAIN", checked=False)
+            with m.State("DRAIN"):
+                # the last byte is on the line: stay busy until it has been sent
+                with m.If(~self.tx_busy):
+                    m.d.sync += busy.eq(0)
+                    m.d.comb += self.answered.eq(~kind_error)
+                    m.next = "IDLE"
+        return m
+
+
 class HostLink(wiring.Component):
     """UART host link around an :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
+
+    Built from :class:`~cnnforge.boards.uart.UARTRx`, :class:`FrameParser`,
+    :class:`ImageBuffer`, the accelerator, :class:`Responder` and
+    :class:`~cnnforge.boards.uart.UARTTx`, joined as in the module's diagram; the parser does
+    not start a frame while the responder is busy.
 
     Parameters
     ----------
@@ -125,196 +535,26 @@ class HostLink(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         prog = self._program
-        n_in, n_out = prog.image_size, prog.output_size
         m.submodules.uart_rx = urx = UARTRx(self._divisor)
-        m.submodules.uart_tx = utx = UARTTx(self._divisor)
+        m.submodules.parser = parser = FrameParser(prog.image_size, self._timeout)
+        m.submodules.image_buffer = image = ImageBuffer(prog.image_size)
         m.submodules.accel = accel = Accelerator(prog)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx),
-                     accel.debug.eq(0), accel.o_debug.ready.eq(1), urx.o.ready.eq(1)]
-
-        m.submodules.image = image = memory.Memory(shape=8, depth=max(2, n_in), init=[])
-        img_wr = image.write_port()
-        img_rd = image.read_port()
-
-        # ---- request from the parser to the responder -----------------------------------------
-        req = Signal()                 # pulse: answer now
-        req_error = Signal()           # with req: an error frame (else a result)
-        req_code = Signal(8)
-        busy = Signal()                # from req until the answer's last byte
-        # the request registered: the parser's byte checks are not in front of the responder's
-        # state (req_q counts as busy)
-        req_q, req_error_q, req_code_q = Signal(), Signal(), Signal(8)
-        m.d.sync += [req_q.eq(req), req_error_q.eq(req_error), req_code_q.eq(req_code)]
-        feed = Signal()                # the buffered image is streaming into the engine
-
-        # ---- frame parser ------------------------------------------------------------------------
-        byte = urx.o.payload
-        got = urx.o.valid
-        ftype = Signal(8)
-        flen = Signal(16)
-        count = Signal(16)
-        crc = Signal(8)
-        idle = Signal(range(self._timeout + 1))
-        in_frame = Signal()
-        parser_idle = Signal()
-        fail = Signal()                # this cycle: reject the frame with fail_code
-        fail_code = Signal(8)
-
-        m.d.comb += [img_wr.addr.eq(count), img_wr.data.eq(byte)]
-        with m.If(got | ~in_frame):
-            m.d.sync += idle.eq(0)
-        with m.Elif(idle != self._timeout):
-            m.d.sync += idle.eq(idle + 1)
-
-        m.d.comb += in_frame.eq(~parser_idle)
-        with m.If(in_frame & ~got):
-            with m.If(urx.framing_error):
-                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.FRAMING)]
-            with m.Elif(idle == self._timeout):
-                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.TIMEOUT)]
-        with m.If(fail):
-            m.d.comb += [req.eq(1), req_error.eq(1), req_code.eq(fail_code)]
-
-        def reject(reason):
-            m.d.comb += [fail.eq(1), fail_code.eq(reason)]
-
-        def abort_on_fail():
-            with m.If(fail):
-                m.next = "SYNC0"
-
-        with m.FSM(name="parser") as parser:
-            with m.State("SYNC0"):
-                with m.If(got & ~busy & ~req_q & (byte == SYNC[0])):
-                    m.next = "SYNC1"
-            with m.State("SYNC1"):
-                with m.If(got):
-                    with m.If(byte == SYNC[1]):
-                        m.d.sync += crc.eq(0)
-                        m.next = "TYPE"
-                    with m.Elif(byte != SYNC[0]):
-                        m.next = "SYNC0"
-                abort_on_fail()
-            with m.State("TYPE"):
-                with m.If(got):
-                    m.d.sync += [ftype.eq(byte), crc.eq(crc8_next(crc, byte))]
-                    with m.If(byte == MessageType.IMAGE):
-                        m.next = "LEN0"
-                    with m.Else():
-                        reject(ErrorCode.BAD_TYPE)
-                abort_on_fail()
-            with m.State("LEN0"):
-                with m.If(got):
-                    m.d.sync += [flen[:8].eq(byte), crc.eq(crc8_next(crc, byte))]
-                    m.next = "LEN1"
-                abort_on_fail()
-            with m.State("LEN1"):
-                with m.If(got):
-                    m.d.sync += [flen[8:].eq(byte), crc.eq(crc8_next(crc, byte)), count.eq(0)]
-                    with m.If(Cat(flen[:8], byte) == n_in):
-                        m.next = "PAYLOAD"
-                    with m.Else():
-                        reject(ErrorCode.BAD_LENGTH)
-                abort_on_fail()
-            with m.State("PAYLOAD"):
-                with m.If(got):
-                    m.d.comb += img_wr.en.eq(1)
-                    m.d.sync += [crc.eq(crc8_next(crc, byte)), count.eq(count + 1)]
-                    with m.If(count == n_in - 1):          # flen == n_in (checked in LEN1)
-                        m.next = "CRC"
-                abort_on_fail()
-            with m.State("CRC"):
-                with m.If(got):
-                    with m.If(byte == crc):
-                        m.d.comb += [req.eq(1), req_error.eq(0)]
-                        m.d.sync += feed.eq(1)
-                        m.next = "SYNC0"
-                    with m.Else():
-                        reject(ErrorCode.BAD_CRC)
-                abort_on_fail()
-        m.d.comb += parser_idle.eq(parser.ongoing("SYNC0"))
-
-        # ---- feeder: image buffer -> accelerator -------------------------------
-        rd_idx = Signal(range(max(2, n_in)))
-        feed_valid = Signal()
-        advance = accel.i_image.valid & accel.i_image.ready
-        m.d.comb += [img_rd.addr.eq(Mux(advance, rd_idx + 1, rd_idx)),
-                     accel.i_image.payload.eq(img_rd.data),
-                     accel.i_image.valid.eq(feed_valid)]
-        with m.If(feed & ~feed_valid):
-            m.d.sync += feed_valid.eq(1)          # word 0 has been read: offer it
-        with m.If(advance):
-            m.d.sync += rd_idx.eq(rd_idx + 1)
-            with m.If(rd_idx == n_in - 1):
-                m.d.sync += [feed.eq(0), feed_valid.eq(0), rd_idx.eq(0)]
-
-        # ---- responder --------------------------------------------------------------------------
-        kind_error = Signal()
-        code = Signal(8)
-        tcrc = Signal(8)
-        out_idx = Signal(range(max(2, n_out)))
-        best = Signal(signed(8))
-        best_idx = Signal(8)
-        computing = Signal()
-        tx_byte = Signal(8)
-        tx_valid = Signal()
-        sent = Signal()
-        m.d.comb += [utx.i.payload.eq(tx_byte), utx.i.valid.eq(tx_valid),
-                     sent.eq(utx.i.valid & utx.i.ready)]
-        length = Signal(16)
-        m.d.comb += length.eq(Mux(kind_error, 1, n_out + 5))
-
-        def send(value, next_state, *, checked=True):
-            m.d.comb += [tx_byte.eq(value), tx_valid.eq(1)]
-            with m.If(sent):
-                if checked:
-                    m.d.sync += tcrc.eq(crc8_next(tcrc, tx_byte))
-                m.next = next_state
-
-        with m.FSM(name="responder"):
-            with m.State("IDLE"):
-                with m.If(req_q):
-                    m.d.sync += [busy.eq(1), kind_error.eq(req_error_q), code.eq(req_code_q),
-                                 computing.eq(~req_error_q), tcrc.eq(0), out_idx.eq(0)]
-                    m.next = "SYNC0"
-            with m.State("SYNC0"):
-                send(SYNC[0], "SYNC1", checked=False)
-            with m.State("SYNC1"):
-                send(SYNC[1], "TYPE", checked=False)
-            with m.State("TYPE"):
-                send(Mux(kind_error, MessageType.ERROR, MessageType.RESULT), "LEN0")
-            with m.State("LEN0"):
-                send(length[:8], "LEN1")
-            with m.State("LEN1"):
-                with m.If(kind_error):
-                    send(length[8:], "CODE")
-                with m.Else():
-                    send(length[8:], "LOGITS")
-            with m.State("CODE"):
-                send(code, "CRC")
-            with m.State("LOGITS"):
-                m.d.comb += [tx_byte.eq(accel.o_logits.payload), tx_valid.eq(accel.o_logits.valid),
-                             accel.o_logits.ready.eq(utx.i.ready)]
-                with m.If(sent):
-                    m.d.sync += [tcrc.eq(crc8_next(tcrc, tx_byte)), out_idx.eq(out_idx + 1)]
-                    with m.If((out_idx == 0) | (accel.o_logits.payload > best)):
-                        m.d.sync += [best.eq(accel.o_logits.payload), best_idx.eq(out_idx)]
-                    with m.If(out_idx == n_out - 1):
-                        m.d.sync += computing.eq(0)
-                        m.next = "CLASS"
-            with m.State("CLASS"):
-                send(best_idx, "CYC0")
-            for k in range(4):
-                with m.State(f"CYC{k}"):
-                    send(accel.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "CRC")
-            with m.State("CRC"):
-                send(tcrc, "DRAIN", checked=False)
-            with m.State("DRAIN"):
-                # the last byte is on the line: stay busy until it has been sent
-                with m.If(~utx.busy):
-                    m.d.sync += busy.eq(0)
-                    m.d.comb += self.answered.eq(~kind_error)
-                    m.next = "IDLE"
-
-        m.d.comb += [self.busy.eq(busy | req_q | in_frame | feed), self.computing.eq(computing),
-                     self.error.eq(req_q & req_error_q)]
+        m.submodules.responder = responder = Responder(prog.output_size)
+        m.submodules.uart_tx = utx = UARTTx(self._divisor)
+        wiring.connect(m, urx.o, parser.i)
+        wiring.connect(m, parser.image, image.w)
+        wiring.connect(m, image.o, accel.i_image)
+        wiring.connect(m, parser.request, responder.request)
+        wiring.connect(m, accel.o_logits, responder.logits)
+        wiring.connect(m, responder.o, utx.i)
+        m.d.comb += [
+            urx.rx.eq(self.rx), self.tx.eq(utx.tx),
+            parser.framing_error.eq(urx.framing_error), parser.hold.eq(responder.busy),
+            image.start.eq(parser.done),
+            responder.cycles.eq(accel.cycles), responder.tx_busy.eq(utx.busy),
+            accel.debug.eq(0), accel.o_debug.ready.eq(1),
+            self.busy.eq(responder.busy | parser.in_frame | image.busy),
+            self.computing.eq(responder.computing), self.error.eq(responder.error),
+            self.answered.eq(responder.answered),
+        ]
         return m

@@ -23,7 +23,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from cnnforge.boards.top import LinkTop
-from cnnforge.hw.compiler.devices import DEVICES, Device
+from cnnforge.hw.compiler.devices import DEVICES
 
 __all__ = ["SynthError", "SynthReport", "check_yosys_log", "synthesize",
            "tool_path", "tool_env", "write_netlist"]

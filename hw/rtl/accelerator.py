@@ -52,10 +52,11 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.compiler.program import DESCRIPTOR_FIELDS, Program, compile_network
+from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.common import COUNTERS, Events, PingPong, bits, connect_desc, most_of
+from cnnforge.hw.rtl.common import (COUNTERS, PingPong, bits, connect_desc, descriptor_layout,
+                                    most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
@@ -104,12 +105,9 @@ class Accelerator(wiring.Component):
         })
 
     def descriptor_layout(self):
-        """The layer descriptor: every field of :data:`DESCRIPTOR_FIELDS` as wide as the
-        network's values need."""
-        fields = {}
-        for name, (is_signed, width) in self.program.descriptor_widths().items():
-            fields[name] = signed(width) if is_signed else width
-        return data.StructLayout(fields)
+        """The layer descriptor (:func:`~cnnforge.hw.rtl.common.descriptor_layout`): every field
+        as wide as the network's values need."""
+        return descriptor_layout(self.program)
 
     def elaborate(self, platform):
         m = Module()

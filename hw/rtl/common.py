@@ -1,11 +1,11 @@
 """Small pieces every engine unit uses: widths, loop counters, ping-pong flags, the descriptor
 fields a unit reads, and the per-cycle events that feed the performance counters."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["COUNTERS", "Events", "PingPong", "bits", "connect_desc", "counter", "desc_layout", "most_of",
+__all__ = ["COUNTERS", "Events", "PingPong", "bits", "connect_desc", "counter", "desc_layout", "descriptor_layout", "most_of",
            "one_hot"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
@@ -28,6 +28,15 @@ def counter(top, name=None):
     """A loop counter for values 0..``top``, as narrow as the network allows (shorter
     end-of-loop comparisons)."""
     return Signal(range(max(2, top + 1)), name=name)
+
+
+def descriptor_layout(program):
+    """The layer descriptor of ``program``: every field of
+    :data:`~cnnforge.hw.compiler.program.DESCRIPTOR_FIELDS` as wide as the network's values need
+    (signed where a value is negative)."""
+    return data.StructLayout({name: signed(width) if is_signed else width
+                              for name, (is_signed, width) in
+                              program.descriptor_widths().items()})
 
 
 def desc_layout(full, names):

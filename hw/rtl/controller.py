@@ -9,7 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, bits, counter, desc_layout, most_of, one_hot
+from cnnforge.hw.rtl.common import Events, counter, desc_layout, most_of, one_hot
 from cnnforge.hw.rtl.pe_array import BeatControl
 from cnnforge.hw.rtl.walker import Im2colWalker
 from cnnforge.hw.rtl.winograd import group_layout, patch_layout

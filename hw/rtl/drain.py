@@ -6,7 +6,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, bits, desc_layout, most_of, one_hot
+from cnnforge.hw.rtl.common import Events, PingPong, bits, desc_layout, most_of, one_hot
 from cnnforge.hw.rtl.pe_array import BeatControl
 
 __all__ = ["OutputDrainer", "PartialSumBuffer", "meta_layout", "ppu_input_layout"]
@@ -194,7 +194,8 @@ class PartialSumBuffer(wiring.Component):
         """Drain one complete half: IR (channel o outer, pixel i inner), WR (channel o outer,
         pixel (row, col) inner)."""
         C, depth, d = self._cols, self._depth, self.desc
-        group_ready = Signal(2)
+        m.submodules.group_ready = ready = PingPong()     # halves complete, not yet drained
+        group_ready = ready.full
         half, o, i = Signal(), Signal(16), Signal(16)
         row, col = Signal(16), Signal(16)
         meta = Signal.like(self.meta)
@@ -204,8 +205,8 @@ class PartialSumBuffer(wiring.Component):
         last_ir = (o == d.M - 1) & (i == C - 1)
         last_wr = (o == C - 1) & (row == meta.rows - 1) & (col == meta.cols - 1)
         last = Mux(is_ir, last_ir, last_wr)
-        m.d.sync += group_ready.eq((group_ready | ready_set)
-                                   & ~Mux(self.active & last, one_hot(half), 0))
+        m.d.comb += [ready.set.eq(ready_set),
+                     ready.clr.eq(Mux(self.active & last, one_hot(half), 0))]
         m.d.sync += valid_d.eq(0)
         with m.If(~self.active & group_ready.bit_select(half, 1) & self.meta_ready
                   & (d.df != Dataflow.OR)):
@@ -237,7 +238,8 @@ class PartialSumBuffer(wiring.Component):
                 with m.Else():
                     m.d.sync += col.eq(col + 1)
         with m.If(self.start):
-            m.d.sync += [self.groups_drained.eq(0), half.eq(0), group_ready.eq(0)]
+            m.d.sync += [self.groups_drained.eq(0), half.eq(0)]
+            m.d.comb += ready.clr.eq(0b11)
         ps_data = Array(port.data for port in ps_rd_dr)
         x_end = Mux(is_ir, meta.x_end, d.OW)
         out = self.out

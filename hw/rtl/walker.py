@@ -11,7 +11,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.rtl.common import counter, desc_layout
+from cnnforge.hw.rtl.common import desc_layout
 
 __all__ = ["Im2colWalker"]
 

@@ -1,0 +1,510 @@
+"""The host link's blocks (``cnnforge.boards.hostlink``) in the Amaranth simulator.
+
+Each block is wrapped in a plain function (``rtl_crc8``, ``rtl_parse``, ``rtl_image_buffer``,
+``rtl_respond``) and compared with :mod:`cnnforge.boards.protocol` (the host's side of the wire
+format) or with a reference written here from the protocol's rules, on hand-picked edge cases
+and on random streams (hypothesis). The whole link, with the accelerator and the UART, runs in
+``test_top.py``.
+"""
+
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnforge.boards import protocol
+from cnnforge.boards.hostlink import CRC8, FrameParser, HostLink, ImageBuffer, Responder
+from cnnforge.boards.protocol import SYNC, ErrorCode, MessageType
+from cnnforge.boards.uart import UARTTx
+
+TIMEOUT = 40
+FRAMING = "framing error"            # a cycle of rtl_parse's line: the UART dropped a byte
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# ------------------------------------------------------------------------------------------------
+# CRC8
+
+
+def rtl_crc8(steps):
+    """Drive a CRC8 with ``steps`` (one per cycle: a byte, ``"clear"``, or None for a cycle with
+    neither); return ``crc`` as seen in the cycle after each step."""
+    dut = CRC8()
+    out = []
+
+    async def bench(ctx):
+        for step in steps:
+            ctx.set(dut.clear, step == "clear")
+            ctx.set(dut.valid, isinstance(step, int))
+            ctx.set(dut.data, step if isinstance(step, int) else 0)
+            await ctx.tick()
+            out.append(ctx.get(dut.crc))
+
+    _run(dut, bench)
+    return out
+
+
+def test_crc8_matches_protocol():
+    data = b"123456789" + bytes([0x00, 0xFF, 0x80, 0x01]) + bytes(range(0, 256, 5))
+    got = rtl_crc8(list(data))
+    assert got == [protocol.crc8(data[:k + 1]) for k in range(len(data))]
+    assert got[8] == 0xF4                                # the catalogue check value
+
+
+def test_crc8_holds_and_clears():
+    """No ``valid``: the CRC holds; ``clear`` restarts at 0, and wins over a byte in the same
+    cycle."""
+    dut = CRC8()
+    seen = []
+
+    async def bench(ctx):
+        for clear, valid, byte in [(0, 1, 0x31), (0, 0, 0x77), (0, 0, 0), (1, 1, 0x32),
+                                   (0, 1, 0x33)]:
+            ctx.set(dut.clear, clear)
+            ctx.set(dut.valid, valid)
+            ctx.set(dut.data, byte)
+            await ctx.tick()
+            seen.append(ctx.get(dut.crc))
+
+    _run(dut, bench)
+    c1 = protocol.crc8(b"1")
+    assert seen == [c1, c1, c1, 0, protocol.crc8(b"3")]
+
+
+# ------------------------------------------------------------------------------------------------
+# FrameParser
+
+
+@dataclass
+class ParseTrace:
+    """What a FrameParser did: ``requests`` as ``(cycle, code)`` (code None: a result), the
+    cycles of the ``done`` pulses, ``images`` the buffer's first ``image_size`` bytes at each
+    ``done``, ``in_frame`` per cycle."""
+
+    requests: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    images: list = field(default_factory=list)
+    in_frame: list = field(default_factory=list)
+
+
+def line(data, gap=0):
+    """The parser's input for ``data``: each byte for one cycle, then ``gap`` cycles without
+    (a UART delivers a byte every 10 bit times; the parser takes them back to back as well)."""
+    out = []
+    for byte in bytes(data):
+        out += [byte] + [None] * gap
+    return out
+
+
+def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=()):
+    """Run a FrameParser over ``cycles`` (one entry per clock: a byte, None for no byte, or
+    :data:`FRAMING`), with ``hold`` high in the cycles listed; record what it did."""
+    dut = FrameParser(image_size, timeout)
+    trace = ParseTrace()
+    buffer = {}
+    hold = set(hold)
+
+    async def bench(ctx):
+        for t, item in enumerate(cycles):
+            byte = item if isinstance(item, int) else None
+            ctx.set(dut.i.valid, byte is not None)
+            ctx.set(dut.i.payload, byte or 0)
+            ctx.set(dut.framing_error, item is FRAMING)
+            ctx.set(dut.hold, t in hold)
+            trace.in_frame.append(ctx.get(dut.in_frame))
+            if ctx.get(dut.image.en):
+                buffer[ctx.get(dut.image.addr)] = ctx.get(dut.image.data)
+            if ctx.get(dut.request.valid):
+                error = ctx.get(dut.request.payload.error)
+                code = ctx.get(dut.request.payload.code)
+                trace.requests.append((t, ErrorCode(code) if error else None))
+                assert error or code == 0
+            if ctx.get(dut.done):
+                trace.done.append(t)
+                trace.images.append(bytes(buffer.get(k, 0) for k in range(image_size)))
+            await ctx.tick()
+
+    _run(dut, bench)
+    assert [t for t, code in trace.requests if code is None] == trace.done
+    return trace
+
+
+def ref_parse(data, image_size):
+    """Reference from the protocol's rules, for a stream of bytes with no idle time: the answers
+    the board owes, as ``(index of the deciding byte, code or None, payload of a result)``."""
+    data = bytes(data)
+    out, k = [], 0
+    while k < len(data):
+        if data[k] != SYNC[0]:                          # hunting
+            k += 1
+            continue
+        k += 1
+        while k < len(data) and data[k] == SYNC[0]:     # SYNC0 repeated: still a start
+            k += 1
+        if k == len(data):
+            break
+        if data[k] != SYNC[1]:                          # noise: hunt from the next byte
+            k += 1
+            continue
+        body = k + 1                                    # TYPE
+        if body >= len(data):
+            break                                       # undecided at the end of the stream
+        if data[body] != MessageType.IMAGE:
+            out.append((body, ErrorCode.BAD_TYPE, None))
+            k = body + 1
+            continue
+        if body + 2 >= len(data):
+            break
+        if data[body + 1] | data[body + 2] << 8 != image_size:
+            out.append((body + 2, ErrorCode.BAD_LENGTH, None))
+            k = body + 3
+            continue
+        end = body + 3 + image_size                     # the CRC byte
+        if end >= len(data):
+            break
+        payload = data[body + 3:end]
+        if protocol.crc8(data[body:end]) == data[end]:
+            out.append((end, None, payload))
+        else:
+            out.append((end, ErrorCode.BAD_CRC, None))
+        k = end + 1
+    return out
+
+
+def check_parse(data, image_size, gap=0):
+    """The parser against :func:`ref_parse` (byte by byte, ``gap`` idle cycles apart)."""
+    trace = rtl_parse(line(data, gap) + [None] * 3, image_size, timeout=1000)
+    expected = ref_parse(data, image_size)
+    assert trace.requests == [(k * (gap + 1), code) for k, code, _ in expected]
+    assert trace.images == [payload for _, code, payload in expected if code is None]
+    return trace
+
+
+IMAGE = bytes([0x00, 0xA5, 0x5A, 0xFF, 0x80])
+
+
+def image_frame(payload=IMAGE):
+    return protocol.encode_frame(MessageType.IMAGE, payload)
+
+
+@pytest.mark.parametrize("gap", [0, 5])
+def test_parser_accepts_a_good_frame(gap):
+    frame = image_frame()
+    trace = check_parse(frame, len(IMAGE), gap)
+    # the answer in the cycle of the CRC byte, the image in the buffer by then
+    assert trace.requests == [((len(frame) - 1) * (gap + 1), None)]
+    assert trace.images == [IMAGE]
+    # in a frame from the cycle after SYNC0 through the cycle of the CRC byte
+    assert trace.in_frame.index(1) == 1
+    assert sum(trace.in_frame) == (len(frame) - 1) * (gap + 1)
+
+
+def test_parser_rejects_bad_fields():
+    """Each error at the byte that decides it; the next good frame is accepted. (After an
+    early error the parser hunts in the rest of the frame: SYNC0 SYNC1 in the payload starts
+    another frame, as :func:`ref_parse` says.)"""
+    good = image_frame()
+    flipped = bytearray(good)
+    flipped[7] ^= 0x04                                  # a payload bit
+    wrong_crc = bytearray(good)
+    wrong_crc[-1] ^= 0xFF
+    cases = [
+        (bytes(flipped), ErrorCode.BAD_CRC, len(good) - 1),
+        (bytes(wrong_crc), ErrorCode.BAD_CRC, len(good) - 1),
+        (protocol.encode_frame(0x42, IMAGE), ErrorCode.BAD_TYPE, 2),
+        (protocol.encode_frame(MessageType.RESULT, IMAGE), ErrorCode.BAD_TYPE, 2),
+        (protocol.encode_frame(MessageType.IMAGE, IMAGE[:-1]), ErrorCode.BAD_LENGTH, 4),
+        (protocol.encode_frame(MessageType.IMAGE, IMAGE + bytes(256)), ErrorCode.BAD_LENGTH,
+         4),
+    ]
+    for frame, code, at in cases:
+        trace = check_parse(frame + good, len(IMAGE))
+        assert trace.requests[0] == (at, code)
+        assert trace.requests[-1] == (len(frame) + len(good) - 1, None)
+        assert trace.images == [IMAGE]
+
+
+def test_parser_skips_noise():
+    """Bytes before SYNC0, a SYNC0 followed by noise, repeated SYNC0s: no answer until the
+    frame, whose image is the one stored."""
+    noise = bytes([0x00, 0x5A, 0xFF, 0xA5, 0x13, 0xA5, 0xA5, 0xA5])
+    trace = check_parse(noise + image_frame(), len(IMAGE))
+    assert trace.requests == [(len(noise) + len(image_frame()) - 1, None)]
+
+
+def test_parser_one_byte_image():
+    trace = check_parse(image_frame(b"\x7f") + image_frame(b"\x80"), 1)
+    assert trace.images == [b"\x7f", b"\x80"]
+
+
+def test_parser_times_out():
+    """A frame cut short is answered ``timeout + 1`` cycles after its last byte; a long idle line
+    while hunting is not an error."""
+    cut = image_frame()[:6]
+    trace = rtl_parse([None] * 3 * TIMEOUT + line(cut, 3) + [None] * 2 * TIMEOUT, len(IMAGE))
+    last = 3 * TIMEOUT + 4 * (len(cut) - 1)
+    assert trace.requests == [(last + TIMEOUT + 1, ErrorCode.TIMEOUT)]
+    assert not trace.in_frame[last + TIMEOUT + 2]
+    # a lone SYNC0 starts a frame as far as the timeout is concerned
+    trace = rtl_parse([SYNC[0]] + [None] * 2 * TIMEOUT, len(IMAGE))
+    assert trace.requests == [(TIMEOUT + 1, ErrorCode.TIMEOUT)]
+    # a byte every TIMEOUT cycles keeps a frame alive
+    trace = rtl_parse(line(image_frame(), TIMEOUT - 1) + [None] * 3, len(IMAGE))
+    assert trace.requests == [(TIMEOUT * (len(image_frame()) - 1), None)]
+
+
+def test_parser_framing_error():
+    """A framing error in a frame rejects it in that cycle; while hunting it is ignored."""
+    frame = image_frame()
+    cycles = [FRAMING] + line(frame[:7], 1) + [FRAMING] + [None] * 3 + line(frame, 1) + [None]
+    trace = rtl_parse(cycles, len(IMAGE))
+    assert trace.requests == [(15, ErrorCode.FRAMING), (19 + 2 * (len(frame) - 1), None)]
+    assert trace.images == [IMAGE]
+
+
+def test_parser_hold():
+    """No frame starts while ``hold`` is high; one already started ends normally."""
+    frame = image_frame()
+    cycles = line(frame, 1) + line(frame, 1) + [None]
+    n = 2 * len(frame)
+    held = rtl_parse(cycles, len(IMAGE), hold=range(n))                # first SYNC0 ignored
+    assert held.requests == [(2 * n - 2, None)]
+    late = rtl_parse(cycles, len(IMAGE), hold=range(1, 2 * n + 1))    # from after SYNC0 on
+    assert late.requests == [(n - 2, None)]
+
+
+@st.composite
+def byte_streams(draw):
+    """Frames good and bad, noise biased to the sync bytes, in any order."""
+    size = draw(st.integers(1, 4))
+    pieces = []
+    for _ in range(draw(st.integers(1, 6))):
+        payload = draw(st.binary(min_size=size, max_size=size))
+        kind = draw(st.sampled_from(["good", "flip", "type", "length", "noise", "cut"]))
+        frame = bytearray(image_frame(payload))
+        if kind == "flip":
+            index = draw(st.integers(2, len(frame) - 1))
+            frame[index] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "type":
+            frame = protocol.encode_frame(draw(st.integers(0, 255)), payload)
+        elif kind == "length":
+            frame = protocol.encode_frame(MessageType.IMAGE, draw(st.binary(max_size=size + 2)))
+        elif kind == "noise":
+            frame = draw(st.lists(st.sampled_from([0xA5, 0x5A, 0x01, 0x00, 0xFF]), max_size=5))
+        elif kind == "cut":
+            frame = frame[:draw(st.integers(0, len(frame) - 1))]
+        pieces.append(bytes(frame))
+    return b"".join(pieces), size
+
+
+@settings(max_examples=60, deadline=None)
+@given(byte_streams(), st.sampled_from([0, 2]))
+def test_parser_random_streams(stream, gap):
+    data, size = stream
+    check_parse(data, size, gap)
+
+
+def test_parser_checks_parameters():
+    with pytest.raises(ValueError, match="65536 bytes does not fit"):
+        FrameParser(0x10000, TIMEOUT)
+    with pytest.raises(ValueError, match="an image of 0 bytes"):
+        FrameParser(0, TIMEOUT)
+    with pytest.raises(ValueError, match="timeout must be at least 1"):
+        FrameParser(4, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# ImageBuffer
+
+
+def rtl_image_buffer(image, *, starts=2, ready_seed=None):
+    """Write ``image`` into an ImageBuffer, then stream it ``starts`` times (``o.ready`` always
+    high, or random from ``ready_seed``); return the bytes taken and, per stream, a per-cycle
+    trace ``(start, busy, valid, transfer)`` from ``start`` to the cycle after the last
+    transfer."""
+    dut = ImageBuffer(len(image))
+    rng = random.Random(ready_seed)
+    got, traces = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.w.en, 1)
+        for k, byte in enumerate(image):
+            ctx.set(dut.w.addr, k)
+            ctx.set(dut.w.data, byte)
+            await ctx.tick()
+        ctx.set(dut.w.en, 0)
+        for _ in range(starts):
+            trace, taken = [], 0
+            ctx.set(dut.start, 1)
+            while taken < len(image):
+                ready = rng.random() < 0.6 if ready_seed is not None else True
+                ctx.set(dut.o.ready, ready)
+                valid = ctx.get(dut.o.valid)
+                if valid and ready:
+                    got.append(ctx.get(dut.o.payload) & 0xFF)
+                    taken += 1
+                trace.append((ctx.get(dut.start), ctx.get(dut.busy), valid, valid and ready))
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+            trace.append((0, ctx.get(dut.busy), ctx.get(dut.o.valid), 0))
+            traces.append(trace)
+
+    _run(dut, bench)
+    return bytes(got), traces
+
+
+def test_image_buffer_streams_with_no_bubble():
+    image = bytes([0x00, 0xA5, 0xFF, 0x80, 0x7F, 0x01])
+    got, traces = rtl_image_buffer(image, starts=2)
+    assert got == image * 2
+    for trace in traces:
+        start, busy, valid, transfer = (list(col) for col in zip(*trace))
+        # busy the cycle after start, byte 0 offered one cycle later, then one byte per cycle;
+        # busy and valid fall after the last transfer
+        assert start == [1] + [0] * (len(image) + 2)
+        assert busy == [0] + [1] * (len(image) + 1) + [0]
+        assert valid == [0, 0] + [1] * len(image) + [0]
+        assert transfer == valid
+
+
+@pytest.mark.parametrize("size,seed", [(1, 1), (2, 2), (7, 3), (64, 4)])
+def test_image_buffer_under_backpressure(size, seed):
+    image = bytes(random.Random(seed).randrange(256) for _ in range(size))
+    got, traces = rtl_image_buffer(image, starts=3, ready_seed=seed)
+    assert got == image * 3
+    for trace in traces:
+        assert all(busy for _, busy, valid, _ in trace if valid)
+        assert trace[-1][1:3] == (0, 0)
+
+
+def test_image_buffer_checks_parameters():
+    with pytest.raises(ValueError, match="at least one byte, got 0"):
+        ImageBuffer(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Responder
+
+
+@dataclass
+class RespondTrace:
+    """What a Responder did: the bytes it sent, and the cycles (counted from the request) of
+    its ``error`` and ``answered`` pulses and of ``busy`` and ``computing``."""
+
+    data: bytes
+    first_byte: int
+    error: list
+    answered: list
+    busy: list
+    computing: list
+    last_logit: int
+
+
+def rtl_respond(code=None, logits=(), cycles=0, *, divisor=1, logit_seed=None):
+    """Ask a Responder for an error frame (``code``) or a result frame (``code`` None) whose
+    ``logits`` come from a source that is valid at random (``logit_seed``) or always; the bytes go
+    through a UARTTx with ``divisor``."""
+    dut = Responder(max(1, len(logits)))
+    m = Module()
+    m.submodules.dut = dut
+    m.submodules.utx = utx = UARTTx(divisor)
+    m.d.comb += [utx.i.payload.eq(dut.o.payload), utx.i.valid.eq(dut.o.valid),
+                 dut.o.ready.eq(utx.i.ready), dut.tx_busy.eq(utx.busy), dut.cycles.eq(cycles)]
+    rng = random.Random(logit_seed)
+    sent, marks = [], {"error": [], "answered": [], "busy": [], "computing": []}
+    first, taken = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.request.valid, 1)
+        ctx.set(dut.request.payload, {"error": code is not None, "code": int(code or 0)})
+        await ctx.tick()
+        ctx.set(dut.request.valid, 0)
+        ctx.set(dut.request.payload, {"error": 0, "code": 0})
+        index, t = 0, 1
+        while t < 10 or ctx.get(dut.busy):
+            valid = index < len(logits) and (logit_seed is None or rng.random() < 0.5)
+            ctx.set(dut.logits.valid, valid)
+            ctx.set(dut.logits.payload, logits[index] if index < len(logits) else 0)
+            if valid and ctx.get(dut.logits.ready):
+                index += 1
+                taken.append(t)
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                sent.append(ctx.get(dut.o.payload))
+                first.append(t)
+            for name in marks:
+                if ctx.get(getattr(dut, name)):
+                    marks[name].append(t)
+            await ctx.tick()
+            t += 1
+            assert t < 100_000, "the responder never finished"
+
+    _run(m, bench)
+    assert len(taken) == len(logits)
+    return RespondTrace(bytes(sent), first[0], last_logit=(taken or [None])[-1], **marks)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_responder_error_frame(code):
+    trace = rtl_respond(code)
+    assert trace.data == protocol.encode_error(code)
+    assert trace.error == [1] and trace.answered == [] and trace.computing == []
+    assert trace.first_byte == 2                    # two cycles after the request
+    # busy from the cycle after the request until the CRC byte has left the line
+    assert trace.busy == list(range(1, trace.busy[-1] + 1))
+
+
+@pytest.mark.parametrize("logits,cls", [
+    ([1, 7, 3, 7, -128, 0, 0, 0, 0, 0], 1),         # the first of equal maxima
+    ([-128] * 10, 0),
+    ([-5, -4, -3, -2, -1, 0, 1, 2, 3, 127], 9),
+    ([42], 0),
+])
+def test_responder_result_frame(logits, cls):
+    trace = rtl_respond(None, logits, cycles=0x12345678, divisor=2)
+    assert trace.data == protocol.encode_result(logits, 0x12345678)
+    assert trace.data[5 + len(logits)] == cls
+    assert trace.error == [] and len(trace.answered) == 1
+    assert trace.busy == list(range(1, trace.answered[0] + 1))
+    assert trace.computing == list(range(2, trace.last_logit + 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-128, 127), min_size=1, max_size=12), st.integers(0, 2**32 - 1),
+       st.integers(0, 1000), st.sampled_from([1, 3]))
+def test_responder_random_results(logits, cycles, seed, divisor):
+    trace = rtl_respond(None, logits, cycles, divisor=divisor, logit_seed=seed)
+    result = protocol.parse_result(*protocol.decode_frame(trace.data), len(logits))
+    assert result.logits.tolist() == logits
+    assert result.cls == int(np.argmax(logits)) and result.cycles == cycles
+
+
+def test_responder_checks_parameters():
+    with pytest.raises(ValueError, match="has 257 outputs"):
+        Responder(257)
+    with pytest.raises(ValueError, match="has 0 outputs"):
+        Responder(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# HostLink
+
+
+def test_hostlink_checks_parameters():
+    """The checks come before the accelerator is built, so a stand-in program does."""
+    program = SimpleNamespace(image_size=64, output_size=10)
+    with pytest.raises(ValueError, match="shorter than two UART bytes"):
+        HostLink(program, 100, 1999)
+    with pytest.raises(ValueError, match="65536 bytes does not fit a frame"):
+        HostLink(SimpleNamespace(image_size=0x10000, output_size=10), 100, 2000)
