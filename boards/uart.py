@@ -58,7 +58,8 @@ class UARTRx(wiring.Component):
         completes is overwritten (``overrun`` pulses). Consumers that are always ready within a
         byte time never lose one.
     framing_error : Out(1)
-        Pulses for one cycle when a stop bit was low.
+        Pulses for one cycle when a stop bit was low (registered: in the cycle after the stop bit's
+        sample, so the receiver's timer is not in front of the consumer's state).
     overrun : Out(1)
         Pulses for one cycle when a byte replaced one that was still waiting in ``o``.
     """
@@ -90,6 +91,7 @@ class UARTRx(wiring.Component):
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        m.d.sync += self.framing_error.eq(0)
 
         with m.If(timer != 0):
             m.d.sync += timer.eq(timer - 1)
@@ -118,7 +120,7 @@ class UARTRx(wiring.Component):
                         m.d.comb += self.overrun.eq(self.o.valid & ~self.o.ready)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += self.framing_error.eq(1)
+                        m.d.sync += self.framing_error.eq(1)
                         m.next = "BREAK"
             with m.State("BREAK"):
                 with m.If(rx):

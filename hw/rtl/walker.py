@@ -75,27 +75,35 @@ class Im2colWalker(wiring.Component):
         rowterm, col, off = Signal(aw), Signal(aw), Signal(aw)
         for b in range(C):
             m.d.comb += self.addr[b].eq(rowterm + col + (b < self.q1))
+        # kx == last_kw, ky == last_kh and phase == last_sw kept one step ahead in registers:
+        # no comparison with the descriptor in front of the step's enables
+        kx_last, ky_last, phase_last = Signal(), Signal(), Signal()
 
         with m.If(self.reset):
             m.d.sync += [self.k.eq(0), self.ky.eq(0), self.kx.eq(0), phase.eq(0), q0.eq(0),
                          self.q1.eq(0), rowterm.eq(self.reset_rowterm), off.eq(self.reset_off),
-                         col.eq(self.reset_off)]
+                         col.eq(self.reset_off), kx_last.eq(d.last_kw == 0),
+                         ky_last.eq(d.last_kh == 0), phase_last.eq(d.last_sw == 0)]
         with m.Elif(self.step):
             m.d.sync += self.k.eq(self.k + 1)
-            with m.If(self.kx != d.last_kw):
-                m.d.sync += self.kx.eq(self.kx + 1)
-                with m.If(phase == d.last_sw):
-                    m.d.sync += phase.eq(0)
+            with m.If(~kx_last):
+                m.d.sync += [self.kx.eq(self.kx + 1), kx_last.eq(self.kx + 1 == d.last_kw)]
+                with m.If(phase_last):
+                    m.d.sync += [phase.eq(0), phase_last.eq(d.last_sw == 0)]
                     with m.If(self.q1 == C - 1):
                         m.d.sync += [self.q1.eq(0), q0.eq(q0 + 1), col.eq(off + q0 + 1)]
                     with m.Else():
                         m.d.sync += [self.q1.eq(self.q1 + 1), col.eq(off + q0)]
                 with m.Else():
-                    m.d.sync += [phase.eq(phase + 1), col.eq(col + d.Wq)]
+                    m.d.sync += [phase.eq(phase + 1), col.eq(col + d.Wq),
+                                 phase_last.eq(phase + 1 == d.last_sw)]
             with m.Else():
-                m.d.sync += [self.kx.eq(0), phase.eq(0), q0.eq(0), self.q1.eq(0), col.eq(off)]
-                with m.If(self.ky != d.last_kh):
-                    m.d.sync += [self.ky.eq(self.ky + 1), rowterm.eq(rowterm + d.fd_ky_step)]
+                m.d.sync += [self.kx.eq(0), phase.eq(0), q0.eq(0), self.q1.eq(0), col.eq(off),
+                             kx_last.eq(d.last_kw == 0), phase_last.eq(d.last_sw == 0)]
+                with m.If(~ky_last):
+                    m.d.sync += [self.ky.eq(self.ky + 1), rowterm.eq(rowterm + d.fd_ky_step),
+                                 ky_last.eq(self.ky + 1 == d.last_kh)]
                 with m.Else():
-                    m.d.sync += [self.ky.eq(0), rowterm.eq(rowterm + d.fd_chan_step)]
+                    m.d.sync += [self.ky.eq(0), rowterm.eq(rowterm + d.fd_chan_step),
+                                 ky_last.eq(d.last_kh == 0)]
         return m
