@@ -186,11 +186,13 @@ class Controller(wiring.Component):
                              self.preload_zero.eq(s.walker.k >= d.K)]
                 with m.If(s.walker.k < d.K):
                     s.events.count("ibuf_reads", C)
-                m.d.comb += s.walker.step.eq(1)
             with m.Else():
                 m.d.comb += self.w_addr.eq(s.pl_w)
                 m.d.sync += [s.pl_w.eq(s.pl_w + 1), self.preload_zero.eq(0)]
                 s.events.count("weight_reads")
+            # (WR reads weights, not the walker: stepping it anyway keeps the layer's mode out
+            # of the walker's enables; the next group resets it)
+            m.d.comb += s.walker.step.eq(1)
             m.d.sync += [self.preload_en.eq(1), self.preload_row.eq(s.pl_row),
                          s.pl_row.eq(s.pl_row + 1)]
             with m.If(s.pl_row == R - 1):
@@ -285,9 +287,11 @@ class Controller(wiring.Component):
             with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
+                # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
+                # restarts it again), only where it restarts depends on the loop position
+                self._walker_reset(m, s, s.row_base + s.chan0, s.g + 1)
                 with m.If(s.g != s.glast):
                     m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
-                    self._walker_reset(m, s, s.row_base + s.chan0, s.g + 1)
                 with m.Elif(s.row != s.rlast):
                     m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                                  s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
@@ -337,9 +341,10 @@ class Controller(wiring.Component):
                              s.half.eq(~s.half), ws.nb.eq(0), ws.ky.eq(0), ws.kx.eq(0),
                              ws.blk.eq(s.slot_base), ws.kyxoff.eq(0), ws.row.eq(0),
                              ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0), s.pl_w.eq(s.w_pass)]
+                # (the IR preload's walk; WR does not use the walker)
+                self._walker_reset(m, s, s.row_base, s.g)
                 with m.If(s.is_ir):
                     m.d.sync += [s.beats.eq(d.M), s.llast.eq(d.last_L)]
-                    self._walker_reset(m, s, s.row_base, s.g)
                 with m.Else():
                     m.d.sync += s.beats.eq(s.rows * s.cols)
                 m.next = "PRELOAD"
