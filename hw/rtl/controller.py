@@ -2,6 +2,7 @@
 array, for output reuse (OR), input and weight reuse (IR, WR: stationary operands preloaded)
 and the Winograd transform's reads (``docs/dataflows.md``; Zhang et al., FPGA 2015, §3.3)."""
 
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal
@@ -73,6 +74,7 @@ class Controller(wiring.Component):
         cfg = program.config
         self._program = program
         self._rows, self._cols, self._banks = cfg.rows, cfg.cols, program.input_banks
+        self._modes = {Dataflow(layer.values["df"]) for layer in program.layers}
         self._full_desc = desc
         self.EVENTS = {"ibuf_reads": 3 * cfg.cols + cfg.rows, "weight_reads": 3}
         super().__init__({
@@ -106,33 +108,36 @@ class Controller(wiring.Component):
         s.is_wr, s.is_wino = d.df == Dataflow.WR, d.df == Dataflow.WINOGRAD
         s.has_dw = any(layer.values.get("dw") for layer in prog.layers)
         s.slot = Signal()
-        s.tr, s.tc = counter(most("ntr")), counter(most("ntc"))
-        s.tr0, s.tc0 = counter(most("OH") + most("Tr")), counter(most("OW") + most("Tc"))
-        s.rows, s.cols = counter(most("Tr", "rows_last")), counter(most("Tc", "cols_last"))
+        s.tr, s.tc = counter(most("ntr"), "tr"), counter(most("ntc"), "tc")
+        s.tr0 = counter(most("OH") + most("Tr"), "tr0")
+        s.tc0 = counter(most("OW") + most("Tc"), "tc0")
+        s.rows = counter(most("Tr", "rows_last"), "rows")
+        s.cols = counter(most("Tc", "cols_last"), "cols")
         # the tile's last output row and last column group (rows − 1, groups − 1)
-        s.rlast = counter(most("Tr", "rows_last"))
-        s.glast = counter(most("groups_full", "groups_last"))
+        s.rlast = counter(most("Tr", "rows_last"), "rlast")
+        s.glast = counter(most("groups_full", "groups_last"), "glast")
         # whether the current beat is valid (OR: s < K; IR/WR streams: s < beats), kept one beat
         # ahead; OR: the weight pointer of the next block of R channels (w_pass + K)
         w_aw = len(self.w_addr)
-        s.valid, s.w_mb = Signal(), Signal(w_aw)
+        s.valid, s.w_mb = Signal(name="valid"), Signal(w_aw, name="w_mb")
         # OR: whether this beat ends the pass (s == L − 1), kept one beat ahead so that the
         # comparison is not in front of the end-of-pass conditions and the walker's reset
         s.pass_end = Signal()
-        s.mb, s.row, s.g = counter(most("MB")), Signal.like(s.rlast), Signal.like(s.glast)
-        s.m0 = counter(most("M") + max(R, C))
+        s.mb = counter(most("MB"), "mb")
+        s.row, s.g = Signal.like(s.rlast, name="row"), Signal.like(s.glast, name="g")
+        s.m0 = counter(most("M") + max(R, C), "m0")
         # beats of a pass (L) or of a stream (M, the tile's pixels, Lmin)
         beats = max(most("L", "K", "M", "Lmin"),
                     max(layer.values["Tr"] * layer.values["Tc"] for layer in prog.layers))
-        s.s, s.beats = counter(beats), counter(beats)
-        # IR / WR streams: the last valid beat (beats − 1) and the block's last beat (length − 1)
-        s.blast, s.llast = counter(beats), counter(beats)
-        s.kb = counter(most("KB"))
-        s.ox0 = counter(most("OW") + most("Tc") + C)
+        s.s, s.beats = counter(beats, "s"), counter(beats, "beats")
+        # IR / WR streams: the last valid beat (beats − 1), the block's last beat (length − 1)
+        s.blast, s.llast = counter(beats, "blast"), counter(beats, "llast")
+        s.kb = counter(most("KB"), "kb")
+        s.ox0 = counter(most("OW") + most("Tc") + C, "ox0")
         s.row_base = Signal(aw)
         # depthwise: the m-block's first channel in the tile buffer
         s.chan0 = Signal(aw) if s.has_dw else 0
-        s.w, s.w_pass = Signal(w_aw), Signal(w_aw)
+        s.w, s.w_pass = Signal(w_aw, name="w"), Signal(w_aw, name="w_pass")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
         s.oy = s.tr0 + s.row
@@ -142,26 +147,35 @@ class Controller(wiring.Component):
         # output row (a tile need not start on a window boundary)
         fm_w = len(self.meta.out_base)
         s.trbase, s.mbase, s.obase = (Signal(fm_w, name=f"fd_{n}base") for n in "tmo")
-        s.tr_ph, s.ph = Signal(8), Signal(8)
+        s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
         s.tr_ph_next = Signal(9)
         m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
-        s.half, s.vh = Signal(), Signal()       # psum half, V half the transform writes next
+        # psum half, V half the transform writes next
+        s.half, s.vh = Signal(name="half"), Signal(name="vh")
         s.wn = Signal(16)                       # channel whose 4×4 patches the transform reads
 
         m.submodules.walker = s.walker = Im2colWalker(C, aw, self._full_desc, most("kh"),
                                                       most("kw"))
         for name in Im2colWalker.FIELDS:
             m.d.comb += s.walker.desc[name].eq(d[name])
-        s.pl_active, s.pl_row = Signal(), Signal(range(max(2, R)))
+        s.pl_active = Signal(name="pl_active")
+        s.pl_row = Signal(range(max(2, R)), name="pl_row")
         s.pl_w = Signal(w_aw)
         s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
         m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0)]
-        self._preload(m, s)
+        # the states of the modes the network uses, and nothing of the others
+        s.modes = [(s.is_or, "OR_PASS", self._or_pass),
+                   (s.is_wino, "W_GROUP", self._winograd_reads),
+                   (None, "GROUP", self._stationary)]
+        s.modes = [mode for mode, used in zip(s.modes, (Dataflow.OR in self._modes,
+                                                         Dataflow.WINOGRAD in self._modes,
+                                                         prog.stationary)) if used]
+        if prog.stationary:
+            self._preload(m, s)
         with m.FSM(name="controller"):
             self._start_tile(m, s)
-            self._or_pass(m, s)
-            self._stationary(m, s)
-            self._winograd_reads(m, s)
+            for _, _, states in s.modes:
+                states(m, s)
         s.events.drive(self.events)
         return m
 
@@ -261,12 +275,15 @@ class Controller(wiring.Component):
                              s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
                                             d.groups_full) - 1)]
                 self._walker_reset(m, s, 0, 0)
-                with m.If(s.is_or):
-                    m.next = "OR_PASS"
-                with m.Elif(s.is_wino):
-                    m.next = "W_GROUP"
-                with m.Else():
-                    m.next = "GROUP"
+                # the first state of the layer's mode (the last mode the network has is the
+                # only one left when the others do not match)
+                for i, (is_mode, state, _) in enumerate(s.modes):
+                    if i == len(s.modes) - 1:
+                        with (m.Else() if i else nullcontext()):
+                            m.next = state
+                    else:
+                        with (m.Elif(is_mode) if i else m.If(is_mode)):
+                            m.next = state
 
     def _or_pass(self, m, s):
         """OR: passes of L beats, R channels × C pixels each."""
@@ -319,13 +336,15 @@ class Controller(wiring.Component):
         d = self.desc
         ws = SimpleNamespace()      # the WR stream's walk over the tile's pixels
         aw = len(self.bank_raddr[0])
-        ws.row, ws.col = Signal(16), Signal(16)
+        ws.row, ws.col = Signal(16, name="ws_row"), Signal(16, name="ws_col")
         # the bank address slot_base + nb·chan_words + kyx offset + row offset + column offset
         # as two registers: blk (the block's, fixed while it streams) and pix (the pixel's),
         # one adder in front of the tile buffers
-        ws.rowoff, ws.pix, ws.blk = Signal(aw), Signal(aw), Signal(aw)
-        ws.nb, ws.ky, ws.kx = (counter(self._most("nblk")), counter(self._most("kh")),
-                               counter(self._most("kw")))
+        ws.rowoff, ws.pix, ws.blk = (Signal(aw, name="ws_rowoff"), Signal(aw, name="ws_pix"),
+                                     Signal(aw, name="ws_blk"))
+        ws.nb, ws.ky, ws.kx = (counter(self._most("nblk"), "ws_nb"),
+                               counter(self._most("kh"), "ws_ky"),
+                               counter(self._most("kw"), "ws_kx"))
         ws.kyxoff = Signal(aw)
         with m.State("GROUP"):
             # a group: IR one p-group (C pixels, all M channels); WR one channel block

@@ -17,8 +17,8 @@ class TileLoader(wiring.Component):
 
     Layouts (``docs/architecture.md``): x-banked for OR, IR and Winograd (bank ``(xi // S) % C``,
     word ``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``), channel-banked for WR (bank
-    ``n % R``, word ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map (padding)
-    get the input zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
+    ``n % R``, word ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map
+    (padding) get the input zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
 
     Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value (or the
     padding) is registered once more before the buffer write, so the block RAM's clock-to-out is
@@ -86,10 +86,11 @@ class TileLoader(wiring.Component):
         is_wr, is_add = d.df == Dataflow.WR, d.df == Dataflow.ADD
 
         active, slot, loading = Signal(), Signal(), Signal()
-        tr, tc = counter(most["ntr"]), counter(most["ntc"])
+        tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
         row_fm, tile_fm, fm = (Signal(signed(fm_aw + 2)) for _ in range(3))
         y0, x0, y, x = (Signal(signed(16)) for _ in range(4))
-        n, yi, xi = counter(most["N"]), counter(most["Tr_in"]), counter(most["Tc_in"])
+        n, yi, xi = (counter(most["N"], "n"), counter(most["Tr_in"], "yi"),
+                     counter(most["Tc_in"], "xi"))
         phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
         phase_off, rowterm = Signal(aw), Signal(aw)
         # first write stage: address and control, with the feature map's read in flight
