@@ -163,15 +163,15 @@ class Controller(wiring.Component):
         s.pl_w = Signal(w_aw)
         s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
         m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0)]
-        # the states of the modes the network uses, and nothing of the others
+        # the Winograd reads only where a layer uses them (the OR and stationary states always:
+        # without a driver, the array's stationary control bits would be constants that yosys'
+        # iCE40 flow rejects with conflicting init values)
         s.modes = [(s.is_or, "OR_PASS", self._or_pass),
                    (s.is_wino, "W_GROUP", self._winograd_reads),
                    (None, "GROUP", self._stationary)]
-        s.modes = [mode for mode, used in zip(s.modes, (Dataflow.OR in self._modes,
-                                                         Dataflow.WINOGRAD in self._modes,
-                                                         prog.stationary)) if used]
-        if prog.stationary:
-            self._preload(m, s)
+        if Dataflow.WINOGRAD not in self._modes:
+            del s.modes[1]
+        self._preload(m, s)
         with m.FSM(name="controller"):
             self._start_tile(m, s)
             for _, _, states in s.modes:
