@@ -188,7 +188,7 @@ def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
     start : int
         The tile's first working cycle.
     tr0, tc0, rows, cols : int
-        The tile's first output row and column and its size (:func:`_tiles`).
+        The tile's first output row and column and its size (:func:`tile_order`).
     end : int
         The last cycle the layer is busy so far.
     acc : dict
@@ -246,7 +246,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
     start : int
         The tile's first working cycle.
     tr0, tc0, rows, cols : int
-        The tile's first output row and column and its size (:func:`_tiles`).
+        The tile's first output row and column and its size (:func:`tile_order`).
     st : dict
         Drain state carried across tiles (``drain_done`` per psum half, ``drain_free``,
         ``half``); updated.
