@@ -173,7 +173,7 @@ class Accelerator(wiring.Component):
                       for r in range(R) for c in range(C)]]
         meta_take = drain.meta_take
         passes_busy = ctl.passes_issued != drain.passes_drained
-        groups_drained = []
+        groups_drained = None         # groups drained so far, from the unit that drains them
         if prog.stationary:
             m.submodules.psum_halves = psum_pp = PingPong()
             m.submodules.psum = psum = PartialSumBuffer(C, prog.acc_width, prog.psum_depth, meta,
@@ -184,7 +184,7 @@ class Accelerator(wiring.Component):
                          [psum.psums[c].eq(array.psums[c]) for c in range(C)],
                          psum.meta.eq(meta_fifo.r_data), psum.meta_ready.eq(meta_fifo.r_rdy)]
             meta_take = meta_take | psum.meta_take
-            groups_drained.append((Dataflow.IR, psum.groups_drained))
+            groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
         x_edge = self._array_edge(m, array, ibuf, w_port, ctl, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
@@ -193,18 +193,16 @@ class Accelerator(wiring.Component):
         if wino:
             wt, wc = self._winograd(m, prog, array, ctl, ppu_width, w_aw, desc, d, x_edge)
             units.append(wc)
-            groups_drained.append((Dataflow.WINOGRAD, wc.groups_drained))
+            groups_drained = (wc.groups_drained if groups_drained is None else
+                              Mux(d.df == Dataflow.WINOGRAD, wc.groups_drained, groups_drained))
             busy |= ((wc.passes_issued != wc.passes_drained) | wc.busy | wt.active
                      | ctl.patch.valid)
             m.d.comb += w_port.addr.eq(ctl.w_addr | wc.w_addr)    # 0 when idle
         else:
             m.d.comb += [array.ctl_edge.eq(ctl.beat), w_port.addr.eq(ctl.w_addr),
                          [array.x_edge[c].eq(x_edge[c]) for c in range(C)]]
-        if groups_drained:
-            drained = groups_drained[0][1]
-            if len(groups_drained) == 2:
-                drained = Mux(d.df == Dataflow.WINOGRAD, groups_drained[1][1], drained)
-            busy |= ctl.groups_issued != drained
+        if groups_drained is not None:
+            busy |= ctl.groups_issued != groups_drained
         add = None
         if has_add:
             m.submodules.add = add = AddUnit(prog.add_tables, prog.fm_depth, fm_aw, ppu_width,
