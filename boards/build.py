@@ -58,33 +58,9 @@ def default_bitstream(name, root="build"):
 
 def build_bitstream(program, name, build_dir="build", *, clock_mhz=None, allow_timing_fail=False,
                     log=None):
-    """Build the bitstream of ``program`` for board ``name`` (:func:`~.bitstream.build_board`).
-
-    Parameters
-    ----------
-    program : Program
-        Compiled for the board's array (:meth:`BoardSpec.config`).
-    name : str
-        Board name.
-    build_dir : path-like
-        The build goes to ``build_dir/<board>/`` (``top.bin`` / ``top.bit``, logs, reports).
-    clock_mhz : float, optional
-        Core clock (default the board's ``core_mhz``); the PLL gets as close as it can.
-    allow_timing_fail : bool
-        Keep a bitstream whose Fmax misses the core clock (for measurements) instead of raising.
-    log : callable, optional
-        Called with each progress message.
-
-    Returns
-    -------
-    BuildResult
-
-    Raises
-    ------
-    BoardError
-        For an unknown board, or if a tool fails (the message names the step and the log to
-        read).
-    """
+    """Build the bitstream of ``program`` for board ``name``: :func:`~.bitstream.build_board`
+    with the board looked up by name (its parameters, result and errors; ``BoardError`` also for
+    an unknown board)."""
     return build_board(program, *board(name), build_dir, clock_mhz=clock_mhz,
                        allow_timing_fail=allow_timing_fail, log=log)
 

@@ -10,7 +10,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, counter, desc_layout, most_of, one_hot
+from cnnforge.hw.rtl.common import (Events, connect_desc, counter, desc_layout, most_of,
+                                    one_hot)
 from cnnforge.hw.rtl.pe_array import BeatControl
 from cnnforge.hw.rtl.walker import Im2colWalker
 from cnnforge.hw.rtl.winograd import group_layout, patch_layout
@@ -156,8 +157,7 @@ class Controller(wiring.Component):
 
         m.submodules.walker = s.walker = Im2colWalker(C, aw, self._full_desc, most("kh"),
                                                       most("kw"))
-        for name in Im2colWalker.FIELDS:
-            m.d.comb += s.walker.desc[name].eq(d[name])
+        connect_desc(m, d, s.walker.desc)
         s.pl_active = Signal(name="pl_active")
         s.pl_row = Signal(range(max(2, R)), name="pl_row")
         s.pl_w = Signal(w_aw)

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, counter, desc_layout
+from cnnforge.hw.rtl.common import Events, counter, desc_layout, one_hot
 
 __all__ = ["TileLoader"]
 
@@ -157,7 +157,7 @@ class TileLoader(wiring.Component):
         with m.If(self.wr_en):
             events.count("ibuf_writes")
         with m.If(lw2_last):
-            m.d.comb += self.slot_set.eq(Mux(lw2_slot, 0b10, 0b01))
+            m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
         events.drive(self.events)
         return m
 
