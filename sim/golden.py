@@ -18,10 +18,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
-    "conv2d_float", "linear_float", "max_pool2d", "avg_pool2d_float",
+    "pads", "conv2d_float", "linear_float", "max_pool2d", "avg_pool2d_float",
     "srdhm", "rounding_divide_by_pot", "round_shift_half_even", "requantize", "ROUNDINGS",
     "conv2d_acc", "linear_acc",
-    "add_rescale", "add_quantized",
+    "add_rescale", "add_quantized", "mean_multiplier",
     "run_quantized", "QuantizedResult",
 ]
 
@@ -33,12 +33,31 @@ INT32_MAX = (1 << 31) - 1
 # Float reference
 
 
+def pads(padding):
+    """``(top, left, bottom, right)`` of a padding given as ``(ph, pw)`` (the same on both
+    sides, as ``torch.nn.Conv2d``) or as ``(top, left, bottom, right)`` (ONNX ``pads`` order;
+    TFLite's SAME padding puts an odd row or column at the bottom or right).
+
+    Raises
+    ------
+    ValueError
+        For another length.
+    """
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding + padding
+    if len(padding) == 4:
+        return padding
+    raise ValueError(f"padding must be (ph, pw) or (top, left, bottom, right), got {padding}")
+
+
 def _windows(x, kernel, stride, padding, fill):
     """(B, N, H, W) -> padded sliding windows (B, N, OH, OW, kh, kw) (a view, no copy of the
-    window overlap)."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    window overlap); ``padding`` as :func:`pads` takes it."""
+    (kh, kw), (sh, sw) = kernel, stride
+    top, left, bottom, right = pads(padding)
+    if top or left or bottom or right:
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
@@ -63,13 +82,15 @@ def conv2d_float(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1):
     x : ndarray, float, shape (B, N, H, W)
     weight : ndarray, float, shape (M, N // groups, kh, kw)
     bias : ndarray, float, shape (M,), or None
-    stride, padding : (int, int)
+    stride : (int, int)
+    padding : (int, int) or (top, left, bottom, right)
+        See :func:`pads`.
     groups : int
         Grouped convolution (``groups = N = M``: depthwise).
 
     Returns
     -------
-    ndarray, float32, shape (B, M, OH, OW), OH = (H + 2·ph − kh) // sh + 1
+    ndarray, float32, shape (B, M, OH, OW), OH = (H + top + bottom − kh) // sh + 1
     """
     win = _windows(np.asarray(x, np.float64), weight.shape[2:], stride, padding, 0.0)
     y = _grouped(win, weight.astype(np.float64), groups)
@@ -228,6 +249,39 @@ def requantize(acc, multiplier, shift, zero_point, lo, hi, axis=1, rounding="gem
     return np.clip(y + zero_point, lo, hi).astype(np.int8)
 
 
+def mean_multiplier(count):
+    """The requantization multiplier ``M0`` (with shift 0) that turns a sum of ``count`` int8
+    values into TFLite's rounded mean (``reference_integer_ops::AveragePool``:
+    ``acc > 0 ? (acc + count/2) / count : (acc − count/2) / count`` in C: to nearest, ties away
+    from zero).
+
+    ``M0 = ⌊2^31 / count⌋ + 1`` (``2^31 − 1`` for a count of 1): SRDHM(acc, M0) rounds
+    ``acc·M0 / 2^31`` once, and ``acc·M0 / 2^31 − acc / count`` lies strictly between 0 and
+    ``acc / 2^31`` in the direction of ``acc``'s sign, i.e. below ``128·count / 2^31 <
+    1 / (2·count)`` for |acc| ≤ 128·count and count < 2896: a non-tie (at least ``1/(2·count)``
+    from a tie) rounds as the exact mean does, a tie is pushed away from zero. Checked
+    exhaustively by the tests.
+
+    Parameters
+    ----------
+    count : int
+        Values per window, 1 ≤ count < 2896.
+
+    Returns
+    -------
+    int
+        ``M0`` in [1, 2^31).
+
+    Raises
+    ------
+    ValueError
+        Outside that range.
+    """
+    if not 1 <= count < 2896:
+        raise ValueError(f"average over {count} values: 1 to 2895 are supported")
+    return (1 << 31) - 1 if count == 1 else (1 << 31) // count + 1
+
+
 def conv2d_acc(x, weight, bias, stride, padding, input_zero_point, groups=1):
     """int32 accumulators of a quantized convolution (before requantization).
 
@@ -240,7 +294,9 @@ def conv2d_acc(x, weight, bias, stride, padding, input_zero_point, groups=1):
     x : ndarray, int8, shape (B, N, H, W)
     weight : ndarray, int8, shape (M, N // groups, kh, kw), values in [−127, 127]
     bias : ndarray, int32, shape (M,)
-    stride, padding : (int, int)
+    stride : (int, int)
+    padding : (int, int) or (top, left, bottom, right)
+        See :func:`pads`.
     input_zero_point : int
     groups : int
         Grouped convolution (depthwise: ``groups = N = M``; the sum runs over the group's
@@ -316,11 +372,11 @@ def run_op(op, x, *more):
     if kind == "conv":      # Conv2d, depthwise included, and AvgPool2d (all-ones weights)
         acc = conv2d_acc(x, op.weight, op.bias, op.stride, op.padding, op.input_zero_point,
                          op.groups)
-        return requantize(acc, op.multiplier, op.shift, op.output_zero_point, op.act_min,
+        return requantize(acc, op.multiplier, op.shift, op.requant_offset, op.act_min,
                           op.act_max, rounding=op.rounding)
     if kind == "linear":
         acc = linear_acc(x, op.weight, op.bias)
-        return requantize(acc, op.multiplier, op.shift, op.output_zero_point, op.act_min,
+        return requantize(acc, op.multiplier, op.shift, op.requant_offset, op.act_min,
                           op.act_max, rounding=op.rounding)
     if kind == "maxpool":
         y = max_pool2d(x, op.kernel_size, op.stride)

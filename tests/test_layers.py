@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import only from its own layer or a lower one):
 
-0. the arithmetic specification: ``cnnforge.sim.golden``, ``cnnforge.sim.winograd`` (pure NumPy;
+0. the arithmetic specification: ``cnnforge.sim.golden``, ``cnnforge.sim.winograd``,
+   ``cnnforge.sim.softmax`` (pure NumPy;
    every layer above follows it, so it sits below them all and imports nothing of cnnforge);
 1. front end: ``cnnforge.hw.frontend`` (network description, ONNX import, quantizer) and the
    bundled examples;
@@ -29,7 +30,7 @@ PACKAGES = {"cnnforge.hw": "hw", "cnnforge.sim": "sim", "cnnforge.boards": "boar
             "cnnforge.examples.digits": "examples/digits"}
 LAYERS = [  # (prefix, layer): the longest matching prefix decides
     ("cnnforge.hw", 0),
-    ("cnnforge.sim.golden", 0), ("cnnforge.sim.winograd", 0),
+    ("cnnforge.sim.golden", 0), ("cnnforge.sim.winograd", 0), ("cnnforge.sim.softmax", 0),
     ("cnnforge.hw.frontend", 1), ("cnnforge.examples", 1),
     ("cnnforge.hw.models", 2),
     ("cnnforge.hw.compiler", 3),

@@ -470,7 +470,8 @@ def _geometry(op, pool, cfg):
     else:
         n, h, w = op.input_shape
         m, oh, ow = op.output_shape
-        (kh, kw), (sh, sw), (ph, pw) = op.kernel_size, op.stride, op.padding
+        (kh, kw), (sh, sw) = op.kernel_size, op.stride
+        ph, pw = op.padding[:2]             # top, left; the bottom and right follow from OH, OW
         g = dict(N=n, H=h, W=w, M=m, OH=oh, OW=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     g["dw"] = int(op.kind == "conv" and op.groups > 1)
     pk = pool.kernel_size[0] if pool is not None else 1
@@ -733,7 +734,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         candidates = _candidates(op, g, cfg, name, type_, dataflows or {}, algorithms or {})
         v = _best_plan(g, cfg, name, type_, candidates, (tiles or {}).get(name))
         v["z_in"] = op.input_zero_point
-        v["z_out"] = op.output_zero_point
+        v["z_out"] = op.requant_offset
         v["act_min"] = max(o.act_min for o in grp)
         v["act_max"] = min(o.act_max for o in grp)
         v["src"] = slot_of[sources[index][0]] * region

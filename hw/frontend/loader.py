@@ -1,4 +1,5 @@
-"""Loading a network from a file: a Python file defining ``network``, or an ONNX model.
+"""Loading a network from a file: a Python file defining ``network``, an ONNX model, or an int8
+TFLite model.
 
 :func:`load_network` is what the tools, the benchmarks and the tests call with a path; it sits
 above both :mod:`cnnforge.hw.frontend.network` (the layers) and
@@ -15,20 +16,23 @@ import numpy as np
 
 from cnnforge.hw.frontend.network import NetworkError, Sequential
 from cnnforge.hw.frontend.onnx_import import load_onnx
+from cnnforge.hw.frontend.tflite_import import load_tflite
 
 __all__ = ["load_network"]
 
 
 def load_network(path):
     """Import the Python file ``path`` and return its module-level ``network``, or import the
-    ONNX model ``path`` (a name ending in ``.onnx``).
+    ONNX model ``path`` (a name ending in ``.onnx``) or the TFLite model ``path`` (``.tflite``).
 
     A Python file defines ``network`` (a :class:`~.network.Sequential` with weights loaded)
     and may define ``calibration`` (float32 inputs, shape (B, C, H, W)) and ``test_data()``
     returning ``(inputs, labels)``; they are attached to the returned network as
     ``network.calibration`` and ``network.test_data``. An ONNX model goes through
     :func:`cnnforge.hw.frontend.onnx_import.load_onnx` (``network.calibration`` and
-    ``network.test_data`` are ``None``; a QDQ model's quantization is ``network.quantized``).
+    ``network.test_data`` are ``None``; a QDQ model's quantization is ``network.quantized``), a
+    TFLite model (``.tflite``) through :func:`cnnforge.hw.frontend.tflite_import.load_tflite`
+    (its quantization is ``network.quantized``).
     ``network.source`` is ``path``.
 
     Raises
@@ -40,8 +44,8 @@ def load_network(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise NetworkError(f"{path}: no such network file")
-    if path.endswith(".onnx"):
-        network = load_onnx(path)
+    if path.endswith((".onnx", ".tflite")):
+        network = load_onnx(path) if path.endswith(".onnx") else load_tflite(path)
         network.source = path
         network.test_data = None
         return network

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnforge.sim.golden import avg_pool2d_float, conv2d_float, linear_float, max_pool2d
+from cnnforge.sim.golden import avg_pool2d_float, conv2d_float, linear_float, max_pool2d, pads
 
 __all__ = [
     "NetworkError", "Layer", "Conv2d", "Linear", "ReLU", "ReLU6", "MaxPool2d", "AvgPool2d",
@@ -39,6 +39,15 @@ def _pair(value, what):
             raise ValueError(f"{what} must be an int or a pair, not {value!r}")
         return int(value[0]), int(value[1])
     return int(value), int(value)
+
+
+def _padding(value):
+    """A Conv2d padding as stored: ``(ph, pw)`` when both sides agree, else
+    ``(top, left, bottom, right)``."""
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        top, left, bottom, right = (int(v) for v in value)
+        return (top, left) if (top, left) == (bottom, right) else (top, left, bottom, right)
+    return _pair(value, "padding")
 
 
 class Layer:
@@ -96,9 +105,12 @@ class Conv2d(Layer):
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size, stride, padding : int or (int, int)
-        Zero padding on every side (in the quantized network, padding holds the input zero point,
-        which is the quantized value of 0.0).
+    kernel_size, stride : int or (int, int)
+    padding : int, (int, int) or (top, left, bottom, right)
+        Zero padding: the same on both sides of each axis, as in torch, or per side in ONNX
+        ``pads`` order (TFLite's SAME padding puts an odd row or column at the bottom or right).
+        In the quantized network, padding holds the input zero point, which is the quantized
+        value of 0.0.
     dilation : int
         Only 1 is supported.
     groups : int
@@ -127,7 +139,7 @@ class Conv2d(Layer):
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.padding = _padding(padding)
         self.dilation = _pair(dilation, "dilation")
         self.groups = int(groups)
         self.has_bias = bool(bias)
@@ -154,14 +166,17 @@ class Conv2d(Layer):
             raise self.error(f"algorithm={self.algorithm!r}: choose 'auto', 'direct' or "
                              "'winograd'")
         if self.algorithm == "winograd" and not self.winograd_applies:
-            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1 and "
-                             f"groups=1, got kernel {self.kernel_size} stride {self.stride} "
-                             f"groups {self.groups}")
+            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1, "
+                             "groups=1 and the same padding on both sides, got kernel "
+                             f"{self.kernel_size} stride {self.stride} groups {self.groups} "
+                             f"padding {self.padding}")
 
     @property
     def winograd_applies(self):
-        """Whether Winograd F(2×2, 3×3) computes this layer: a dense 3×3 kernel, stride 1."""
-        return self.kernel_size == (3, 3) and self.stride == (1, 1) and self.groups == 1
+        """Whether Winograd F(2×2, 3×3) computes this layer: a dense 3×3 kernel, stride 1, the
+        same padding on both sides."""
+        return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.groups == 1
+                and len(self.padding) == 2)
 
     @property
     def depthwise(self):
@@ -174,12 +189,13 @@ class Conv2d(Layer):
         c, h, w = shape
         if c != self.in_channels:
             raise self.error(f"in_channels={self.in_channels} but its input has {c} channels")
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        oh = (h + 2 * ph - kh) // sh + 1
-        ow = (w + 2 * pw - kw) // sw + 1
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        top, left, bottom, right = pads(self.padding)
+        oh = (h + top + bottom - kh) // sh + 1
+        ow = (w + left + right - kw) // sw + 1
         if oh < 1 or ow < 1:
             raise self.error(f"kernel {kh}x{kw} does not fit its {h}x{w} input with padding "
-                             f"{ph},{pw}")
+                             f"{self.padding}")
         return (self.out_channels, oh, ow)
 
     def parameter_shapes(self):

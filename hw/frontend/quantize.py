@@ -54,7 +54,7 @@ def quantize_multiplier(real):
     if real == 0:
         return 0, 0
     frac, exp = math.frexp(real)                      # real = frac·2^exp, frac in [0.5, 1)
-    m0 = int(round(frac * (1 << 31)))
+    m0 = math.floor(frac * (1 << 31) + 0.5)              # TfLiteRound: ties away from 0
     if m0 == 1 << 31:
         m0 //= 2
         exp += 1
@@ -116,8 +116,12 @@ class QuantOp:
         its output requantization (the same value for every channel).
     rounding : str
         How ``multiplier``/``shift`` round (:func:`cnnforge.sim.golden.requantize`):
-        ``"gemmlowp"`` (networks quantized by :func:`quantize`) or ``"nearest-even"`` (imported
-        ONNX QDQ models, as ONNX Runtime).
+        ``"gemmlowp"`` (networks quantized by :func:`quantize`, TFLite models) or
+        ``"nearest-even"`` (imported ONNX QDQ models, as ONNX Runtime).
+    output_offset : int or None
+        What the requantizer adds before the clamp when it is not ``output_zero_point``
+        (:attr:`requant_offset`): TFLite's int8 AVERAGE_POOL_2D rounds the mean of the raw
+        values, zero point included, so its requantizer adds 0.
     """
 
     kind: str
@@ -147,6 +151,13 @@ class QuantOp:
     add_multiplier: tuple = None
     add_shift: tuple = None
     rounding: str = "gemmlowp"
+    output_offset: int = None
+
+    @property
+    def requant_offset(self):
+        """The value added after requantization, before the clamp: ``output_offset`` if set,
+        else the output zero point."""
+        return self.output_zero_point if self.output_offset is None else self.output_offset
 
     @property
     def type(self):
