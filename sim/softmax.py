@@ -347,10 +347,10 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
     ValueError
         If x is 0-dimensional or has depth 0.
     OverflowError
-        If a row's Q12.19 sum of exponentials leaves int32 (depth ≥ 4096), or exceeds 256
-        (possible for depth > 256): TFLite Micro's kernel aborts on the latter
-        (``TFLITE_CHECK(0 <= exponent && exponent <= 31)``, the exponent being
-        ``num_bits_over_unit + 23``).
+        If a row's sum of exponentials reaches 512 (possible from depth 512 on, e.g. a row of
+        equal values): the exponent ``num_bits_over_unit + 23`` exceeds 31 and TFLite Micro's
+        kernel aborts the process (``TFLITE_CHECK(0 <= exponent && exponent <= 31)``); from
+        depth 4096 on the Q12.19 sum can also leave int32 (undefined behaviour in C).
     """
     x = np.asarray(x)
     if x.dtype != np.int8:
@@ -366,12 +366,13 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
     sum_of_exps = np.where(counted, rescale(exp_in_0, 0, ACCUMULATION_INTEGER_BITS), 0).sum(
         axis=-1, keepdims=True)                                                   # Q12.19
     if sum_of_exps.max() > INT32_MAX:
-        raise OverflowError("a row's sum of exponentials leaves int32 (depth too large)")
+        raise OverflowError("a row's Q12.19 sum of exponentials leaves int32 (depth ≥ 4096): "
+                            "TFLite Micro's int8 softmax overflows and aborts on it")
     shifted_scale, num_bits_over_unit = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS)
     exponent = num_bits_over_unit + 31 - OUTPUT_BITS
     if exponent.min() < 0 or exponent.max() > 31:
         raise OverflowError(
-            "a row's sum of exponentials exceeds 256: TFLite Micro's int8 softmax aborts on it "
+            "a row's sum of exponentials reaches 512: TFLite Micro's int8 softmax aborts on it "
             "(TFLITE_CHECK(0 <= exponent && exponent <= 31) in reference/softmax.h)")
     unsat_output = rounding_divide_by_pot(srdhm(shifted_scale, exp_in_0), exponent)
     shifted_output = unsat_output + OUTPUT_MIN

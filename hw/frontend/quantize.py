@@ -225,6 +225,68 @@ class QuantizedNetwork:
     def dequantize_output(self, y):
         return (np.asarray(y, np.float64) - self.output_zero_point) * self.output_scale
 
+    @property
+    def model_input_shape(self):
+        """One input's shape as the user gives it: (C, H, W) here (a TFLite model: NHWC)."""
+        return tuple(self.network.input_shape)
+
+    @property
+    def model_output_scale(self):
+        """Scale of :meth:`model_output`'s values."""
+        return self.output_scale
+
+    @property
+    def model_output_zero_point(self):
+        """Zero point of :meth:`model_output`'s values."""
+        return self.output_zero_point
+
+    def model_input(self, x):
+        """Inputs as the user gives them -> the accelerator's int8 (B, C, H, W).
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, *model_input_shape) or model_input_shape
+            int8 values are used as they are; float values are quantized with
+            :meth:`quantize_input`.
+
+        Raises
+        ------
+        ValueError
+            For another shape or dtype.
+        """
+        x = np.asarray(x)
+        shape = self.model_input_shape
+        if x.shape == shape:
+            x = x[None]
+        if x.shape[1:] != shape:
+            raise ValueError(f"inputs have shape {x.shape[1:]} per input, the network expects "
+                             f"{shape}")
+        if x.dtype == np.int8:
+            return np.ascontiguousarray(x)
+        if x.dtype.kind not in "fiu":
+            raise ValueError(f"inputs are {x.dtype}: give int8 or float values")
+        return self.quantize_input(x.astype(np.float32))
+
+    def float_input(self, x):
+        """The float network's input for the inputs ``x`` of :meth:`model_input` (float NCHW
+        as given; int8 values dequantized)."""
+        x = np.asarray(x)
+        if x.dtype == np.int8:
+            xq = self.model_input(x)
+            return ((xq.astype(np.float32) - self.input_zero_point)
+                    * np.float32(self.input_scale))
+        return x.astype(np.float32).reshape((-1,) + tuple(self.network.input_shape))
+
+    def model_layout(self, y):
+        """An op's output (B, C, H, W) or (B, F) in the layout the network's user works in
+        (here NCHW, unchanged; a TFLite model's NHWC)."""
+        return np.asarray(y)
+
+    def model_output(self, y):
+        """The last op's int8 output (B, ...) -> the network's output as the user sees it (here
+        the same values; a TFLite model applies its layout and SOFTMAX)."""
+        return self.model_layout(y)
+
     def macs(self):
         return sum(op.macs for op in self.ops)
 

@@ -131,6 +131,8 @@ class TfliteQuantizedNetwork(QuantizedNetwork):
         The model output's quantization (after the SOFTMAX: 1/256 and −128).
     dequantize : bool
         The model ends in a DEQUANTIZE (float32 output).
+    op_tensors : list of (int, str)
+        Per op, the index and name of the TFLite tensor it computes (a Flatten: its input's).
     """
 
     model_input_shape = ()
@@ -139,6 +141,7 @@ class TfliteQuantizedNetwork(QuantizedNetwork):
     model_output_scale = 1.0
     model_output_zero_point = 0
     dequantize = False
+    op_tensors = ()
 
     def quantize_input(self, x):
         """float32 (B, C, H, W) -> int8 as TFLite's QUANTIZE (``AffineQuantize``): ``x / s``
@@ -153,7 +156,7 @@ class TfliteQuantizedNetwork(QuantizedNetwork):
         Parameters
         ----------
         x : ndarray, shape (B, H, W, C) or (H, W, C) (NHWC, as the model's input)
-            int8 values are used as they are; float32 values are quantized with the input's
+            int8 values are used as they are; float values are quantized with the input's
             scale and zero point (as TFLite's QUANTIZE).
 
         Raises
@@ -170,18 +173,26 @@ class TfliteQuantizedNetwork(QuantizedNetwork):
         nchw = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
         if x.dtype == np.int8:
             return np.ascontiguousarray(nchw)
-        if x.dtype.kind == "f":
-            return self.quantize_input(nchw)
-        raise ValueError(f"inputs are {x.dtype}: give int8 values (used as they are) or float32 "
-                         "(quantized with the input's scale and zero point)")
+        if x.dtype.kind not in "fiu":
+            raise ValueError(f"inputs are {x.dtype}: give int8 values (used as they are) or "
+                             "float32 (quantized with the input's scale and zero point)")
+        return self.quantize_input(nchw)
+
+    def float_input(self, x):
+        """The float network's NCHW input: :meth:`model_input` dequantized."""
+        xq = self.model_input(x)
+        return (xq.astype(np.float32) - self.input_zero_point) * np.float32(self.input_scale)
+
+    def model_layout(self, y):
+        """An op's output (B, C, H, W) or (B, F) in TFLite's layout (NHWC)."""
+        y = np.asarray(y)
+        return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
     def model_output(self, y):
         """The accelerator's last int8 output -> the model's output tensor exactly as
         TensorFlow Lite Micro produces it: NHWC, after the SOFTMAX (int8), dequantized if the
         model ends in a DEQUANTIZE (float32)."""
-        y = np.asarray(y)
-        if y.ndim == 4:
-            y = y.transpose(0, 2, 3, 1)
+        y = self.model_layout(y)
         if self.softmax is not None:
             y = softmax_int8(y, *self.softmax)
         if self.dequantize:
@@ -237,6 +248,7 @@ class _Importer:
         self.tensors = [_Tensor(model, self.graph, i) for i in range(self.graph.TensorsLength())]
         self.layers = []
         self.qops = []
+        self.op_tensors = []    # the TFLite tensor each op produces
         self.at = {}            # tensor index -> (layer index, op index, (C, H, W) or (F,))
         self.nhwc_flat = {}     # flat tensor -> (C, H, W) it was flattened from in NHWC order
         self.qnet = None
@@ -305,6 +317,7 @@ class _Importer:
                      output_zero_point=z_out, inputs=[self.at[t][1] for t in in_tensors],
                      **fields)
         self.qops.append(op)
+        self.op_tensors.append(out_tensor)
         self.at[out_tensor] = (self.layers.index(layers[-1]), len(self.qops) - 1, shape_out)
         return op
 
@@ -459,6 +472,7 @@ class _Importer:
                                  output_shape=flat, input_scale=s, input_zero_point=z,
                                  output_scale=s, output_zero_point=z,
                                  inputs=[self.at[tensor][1]]))
+        self.op_tensors.append(tensor)          # the same values, flattened
         return index
 
     def _op_RESHAPE(self, op, ins, outs):
@@ -624,6 +638,7 @@ class _Importer:
                  else self.output_tensor)
         qnet.model_output_scale, qnet.model_output_zero_point = self.tensors[final].qparams
         qnet.dequantize = "DEQUANTIZE" in tail
+        qnet.op_tensors = [(i, self.tensors[i].name) for i in self.op_tensors]
         network.quantized = qnet
         return network
 

@@ -29,10 +29,12 @@ from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.hw.tools.board_commands import add_subcommands as add_board_commands
-from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
-                                      atomic_write, load_calibrated)
+from cnnforge.hw.tools.common import (INPUTS_HELP, NET_HELP, UserError,
+                                      add_calibration_option, atomic_write, load_calibrated,
+                                      read_inputs)
 from cnnforge.hw.tools.explore import add_parser as add_explore
 from cnnforge.sim.accel import AcceleratorSim, compare
+from cnnforge.sim.golden import run_quantized
 
 __all__ = ["main"]
 
@@ -70,18 +72,19 @@ def add_design_options(p):
     add_calibration_option(p)
 
 
-def _load_inputs(args, network):
-    """Float inputs and labels: --inputs/--labels, else the network file's test_data()."""
+def _load_inputs(args, network, qnet):
+    """The inputs of a run: --inputs/--labels (in the network's own layout:
+    :meth:`~cnnforge.hw.frontend.quantize.QuantizedNetwork.model_input`), else the network
+    file's test_data().
+
+    Returns
+    -------
+    (ndarray, ndarray, ndarray or None)
+        The accelerator's int8 inputs (N, C, H, W), the float network's inputs (N, C, H, W)
+        and the labels.
+    """
     if args.inputs:
-        try:
-            x = np.load(args.inputs)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{args.inputs}: cannot read inputs ({exc})") from None
-        if x.ndim == len(network.input_shape):
-            x = x[None]
-        if x.shape[1:] != network.input_shape:
-            raise UserError(f"{args.inputs}: inputs have shape {x.shape[1:]} per image, the "
-                            f"network expects {network.input_shape}")
+        x = read_inputs(args.inputs, qnet)
         y = None
         if args.labels:
             try:
@@ -94,28 +97,29 @@ def _load_inputs(args, network):
         if args.labels:
             raise UserError("--labels needs --inputs")
         if not callable(getattr(network, "test_data", None)):
-            what = ("an ONNX model has no test data" if str(args.net).endswith(".onnx")
-                    else "defines no test_data()")
+            what = ("a model file has no test data"
+                    if str(args.net).endswith((".onnx", ".tflite")) else "defines no test_data()")
             raise UserError(f"{args.net}: {what}; give --inputs X.npy")
         x, y = network.test_data()
+        x = np.asarray(x, np.float32)
     if args.images is not None:
         if args.images < 1:
             raise UserError(f"--images must be >= 1, got {args.images}")
         x = x[:args.images]
         y = None if y is None else y[:args.images]
-    return np.asarray(x, np.float32), y
+    return qnet.model_input(x), qnet.float_input(x), y
 
 
 def _add_common(p, images_default):
     p.add_argument("net", metavar="NET", help=NET_HELP)
     add_design_options(p)
-    p.add_argument("--inputs", help="float inputs .npy, shape (N, C, H, W), quantized with "
-                   "the network's input scale and zero point (default: the network file's "
-                   "test_data())")
+    p.add_argument("--inputs", help=INPUTS_HELP + " (default: the network file's test_data())")
     p.add_argument("--labels", help="int labels .npy, shape (N,)")
     p.add_argument("--images", type=int, default=images_default,
                    help=f"number of images (default {images_default or 'all'})")
-    p.add_argument("--outputs", help="write the RTL int8 logits, shape (N, outputs), to .npy")
+    p.add_argument("--outputs", help="write the RTL's outputs to .npy: the network's last "
+                   "int8 output (a TFLite model's output tensor as TFLite Micro gives it, after "
+                   "its SOFTMAX)")
     p.add_argument("--json", help="write the report to this JSON file")
     p.add_argument("--build-dir", help="simulation build folder (default build/<NET stem>)")
     p.add_argument("--gaps", type=float, default=0.0,
@@ -157,8 +161,7 @@ def cmd_run(args):
         console = Console(width=120)
     t0 = time.perf_counter()
     network, qnet, program = _compile(args)
-    x, y = _load_inputs(args, network)
-    xq = qnet.quantize_input(x)
+    xq, x, y = _load_inputs(args, network, qnet)
     build_dir = Path(args.build_dir or Path("build") / Path(args.net).resolve().parent.name)
     cfg = program.config
     console.print(f"[bold]cnnforge[/] {args.net}: {len(program.layers)} layers on a "
@@ -182,13 +185,50 @@ def cmd_run(args):
     bad_layers = sum(mismatches["layers"].values())
     _print_summary(console, report, args, program, result, bad_layers, t0)
     if args.outputs:
-        atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), result.logits))
+        outputs = _model_outputs(qnet, result.logits)
+        atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), outputs))
     if args.json:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
         console.print(f"report: {args.json}")
     if mismatches["logits"] or bad_layers:
         console.print("[red]RTL and golden model disagree[/]")
         return 1
+    return 0
+
+
+def _model_outputs(qnet, last):
+    """The network's outputs (:meth:`~cnnforge.hw.frontend.quantize.QuantizedNetwork.model_output`)
+    from the last op's int8 values, one row per input."""
+    last = np.asarray(last)
+    return qnet.model_output(last.reshape((len(last),) + tuple(qnet.ops[-1].output_shape)))
+
+
+def cmd_golden(args):
+    """``cnnforge golden``: the bit-exact NumPy model alone (no RTL) on ``--inputs``; writes
+    the network's outputs and, with ``--layers``, every op's output."""
+    t0 = time.perf_counter()
+    network = load_calibrated(args.net, args.calibration)
+    qnet = quantize(network)
+    x = read_inputs(args.inputs, qnet)
+    result = run_quantized(qnet, qnet.model_input(x))
+    outputs = _model_outputs(qnet, result[-1])
+    classes = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    if args.outputs:
+        atomic_write(args.outputs, lambda tmp: np.save(open(tmp, "wb"), outputs))
+    if args.layers:
+        names = [op.name for op in qnet.ops]
+        for index, (op, values) in enumerate(zip(qnet.ops, result)):
+            values = qnet.model_layout(values)
+            path = Path(args.layers) / f"{index:02d}_{op.kind}_{names[index]}.npy"
+            atomic_write(path, lambda tmp, v=values: np.save(open(tmp, "wb"), v))
+    print(f"golden model of {args.net}: {len(qnet.ops)} ops, {len(x)} inputs, outputs "
+          f"{outputs.shape[1:]} {outputs.dtype} (scale {qnet.model_output_scale:.6g}, zero "
+          f"point {qnet.model_output_zero_point}), {time.perf_counter() - t0:.2f} s")
+    shown = ", ".join(str(int(c)) for c in classes[:16]) + (" ..." if len(classes) > 16 else "")
+    print(f"classes (argmax): {shown}")
+    for what, path in (("outputs", args.outputs), ("layer outputs", args.layers)):
+        if path:
+            print(f"{what}: {path}")
     return 0
 
 
@@ -250,8 +290,8 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
     """
     cfg = program.config
     n = len(float_pred)
-    int8_pred = golden[-1].reshape(n, -1).argmax(axis=1)
-    rtl_pred = result.logits.argmax(axis=1)
+    int8_pred = _model_outputs(qnet, golden[-1]).reshape(n, -1).argmax(axis=1)
+    rtl_pred = _model_outputs(qnet, result.logits).reshape(n, -1).argmax(axis=1)
     layer_cycles = (np.array([[c["cycles"] for c, _ in per_image]
                               for per_image in result.layers]) if result.layers else None)
     ideal = program.ideal_cycles
@@ -271,8 +311,10 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
         "plan": program.plan(),
         "input_scale": qnet.input_scale,
         "input_zero_point": qnet.input_zero_point,
-        "output_scale": qnet.output_scale,
-        "output_zero_point": qnet.output_zero_point,
+        "output_scale": qnet.model_output_scale,
+        "output_zero_point": qnet.model_output_zero_point,
+        "rtl_classes": rtl_pred.tolist(),
+        "macs": int(qnet.macs()),
         "simulated_cycles_per_second": result.cycles_per_second,
         "layers": [],
     }
@@ -371,6 +413,16 @@ def build_parser():
                        "20 images with stream gaps and back-pressure options)")
     _add_common(p, images_default=20)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("golden", help="the bit-exact NumPy golden model alone (no RTL): "
+                       "outputs and, optionally, every layer's output")
+    p.add_argument("net", metavar="NET", help=NET_HELP)
+    p.add_argument("--inputs", required=True, help=INPUTS_HELP)
+    p.add_argument("--outputs", help="write the network's outputs to .npy (a TFLite model's "
+                   "output tensor as TFLite Micro gives it)")
+    p.add_argument("--layers", metavar="DIR", help="write every op's int8 output to DIR "
+                   "(NN_<kind>_<layers>.npy; NHWC for a TFLite model)")
+    add_calibration_option(p)
+    p.set_defaults(func=cmd_golden)
     p = sub.add_parser("verilog", help="write the accelerator's Verilog")
     p.add_argument("net", metavar="NET", help=NET_HELP)
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")

@@ -16,10 +16,15 @@ import numpy as np
 
 from cnnforge.hw.frontend.loader import load_network
 
-__all__ = ["UserError", "atomic_write", "load_calibrated", "NET_HELP", "add_calibration_option"]
+__all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "NET_HELP",
+           "INPUTS_HELP", "add_calibration_option"]
 
 #: Help text of every subcommand's NET argument.
-NET_HELP = "network: a Python file defining `network`, or an .onnx model"
+NET_HELP = "network: a Python file defining `network`, an .onnx model or an int8 .tflite model"
+#: Help text of ``--inputs``.
+INPUTS_HELP = ("inputs .npy in the network's own layout: (N, C, H, W) for a Python or ONNX "
+               "network, (N, H, W, C) for a TFLite model; int8 values are used as they are, "
+               "float values quantized with the input's scale and zero point")
 
 
 class UserError(Exception):
@@ -84,6 +89,31 @@ def load_calibrated(net, calibration=None):
         raise UserError(f"{net}: a float ONNX model needs calibration data: "
                         "--calibration FILE.npy")
     return network
+
+
+def read_inputs(path, qnet):
+    """Read ``--inputs`` (a .npy in the network's own layout, see
+    :meth:`~cnnforge.hw.frontend.quantize.QuantizedNetwork.model_input`).
+
+    Returns
+    -------
+    ndarray
+        The array as read, with a batch axis.
+
+    Raises
+    ------
+    UserError
+        If the file cannot be read or its shape or dtype does not fit the network.
+    """
+    try:
+        x = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path}: cannot read inputs ({exc})") from None
+    try:
+        qnet.model_input(x)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return x if x.shape != qnet.model_input_shape else x[None]
 
 
 def add_calibration_option(p):
