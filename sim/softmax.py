@@ -49,8 +49,6 @@ __all__ = [
 
 SCALED_DIFF_INTEGER_BITS = 5        # kScaledDiffIntegerBits: the scaled differences are Q5.26
 ACCUMULATION_INTEGER_BITS = 12      # kAccumulationIntegerBits: the sum of exponentials is Q12.19
-OUTPUT_BITS = 8                     # sizeof(int8_t) * 8
-OUTPUT_MIN, OUTPUT_MAX = -128, 127  # the output zero point is OUTPUT_MIN (scale 1/256)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,11 +350,20 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
         kernel aborts the process (``TFLITE_CHECK(0 <= exponent && exponent <= 31)``); from
         depth 4096 on the Q12.19 sum can also leave int32 (undefined behaviour in C).
     """
+    return _softmax(x, input_multiplier, input_left_shift, diff_min, np.int8)
+
+
+def _softmax(x, input_multiplier, input_left_shift, diff_min, output_dtype):
+    """``reference_ops::Softmax<int8_t, OutputT>``: :func:`softmax_int8` for ``output_dtype``
+    int8, TFLite's int8 → int16 softmax (output scale 1/65536, zero point −32768, the same
+    parameters) for int16. The tests use the latter too: its 16 output bits expose the
+    fixed-point internals that 8 bits round away."""
     x = np.asarray(x)
     if x.dtype != np.int8:
         raise TypeError(f"softmax_int8 expects int8 input, got {x.dtype}")
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"softmax_int8 needs an input of shape (..., depth ≥ 1), got {x.shape}")
+    info = np.iinfo(output_dtype)
     rows = x.reshape(-1, x.shape[-1]).astype(np.int64)
     input_diff = rows - rows.max(axis=-1, keepdims=True)
     counted = input_diff >= diff_min
@@ -369,12 +376,12 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
         raise OverflowError("a row's Q12.19 sum of exponentials leaves int32 (depth ≥ 4096): "
                             "TFLite Micro's int8 softmax overflows and aborts on it")
     shifted_scale, num_bits_over_unit = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS)
-    exponent = num_bits_over_unit + 31 - OUTPUT_BITS
+    exponent = num_bits_over_unit + 31 - info.bits
     if exponent.min() < 0 or exponent.max() > 31:
         raise OverflowError(
             "a row's sum of exponentials reaches 512: TFLite Micro's int8 softmax aborts on it "
             "(TFLITE_CHECK(0 <= exponent && exponent <= 31) in reference/softmax.h)")
     unsat_output = rounding_divide_by_pot(srdhm(shifted_scale, exp_in_0), exponent)
-    shifted_output = unsat_output + OUTPUT_MIN
-    y = np.where(counted, np.clip(shifted_output, OUTPUT_MIN, OUTPUT_MAX), OUTPUT_MIN)
-    return y.astype(np.int8).reshape(x.shape)
+    shifted_output = unsat_output + info.min
+    y = np.where(counted, np.clip(shifted_output, info.min, info.max), info.min)
+    return y.astype(output_dtype).reshape(x.shape)

@@ -344,8 +344,11 @@ def run_tflm(model_bytes, x, arena_size=None):
     Raises
     ------
     RuntimeError
-        If TFLite Micro refuses the model (an unsupported op or option fails ``Prepare``) or
-        the invocation fails.
+        If TFLite Micro refuses the model ("TFLM failed to allocate tensors": an unregistered op,
+        or a kernel's ``Prepare`` refusing its tensors) or the invocation fails (a kernel's
+        ``Eval`` refusing a type); the reason is printed on stderr.
+    ValueError
+        If ``x`` does not have the input tensor's dtype and shape.
     """
     if arena_size is None:
         arena_size = (1 << 20) + 10 * len(model_bytes)

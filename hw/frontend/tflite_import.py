@@ -269,6 +269,9 @@ class _Importer:
     # -- tensors
 
     def source(self, tensor):
+        if tensor in self.tail:
+            raise self.fail(f"reads the output of a {self.tail[tensor][0]}, which is supported "
+                            "only as one of the model's last operators")
         if tensor not in self.at:
             raise self.fail(f"input tensor {self.tensors[tensor].name!r} is not produced by "
                             "a supported operator before it")
