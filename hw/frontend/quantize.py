@@ -164,6 +164,21 @@ class QuantOp:
         return "+".join(layer.type for layer in self.layers)
 
     @property
+    def category(self):
+        """What the op is, for per-type reports: ``"conv"``, ``"depthwise"``, ``"pointwise"``
+        (a dense 1×1 convolution), ``"fc"``, ``"avgpool"``, ``"add"``, ``"maxpool"`` or
+        ``"flatten"``."""
+        if self.kind == "linear":
+            return "fc"
+        if self.kind != "conv":
+            return self.kind
+        if isinstance(self.layers[0], AvgPool2d):
+            return "avgpool"
+        if self.groups > 1:
+            return "depthwise"
+        return "pointwise" if tuple(self.kernel_size) == (1, 1) else "conv"
+
+    @property
     def macs(self):
         """Multiply-accumulates per image."""
         if self.kind == "conv":             # weight (M, N/groups, kh, kw): groups included
@@ -259,7 +274,7 @@ class QuantizedNetwork:
         if x.shape == shape:
             x = x[None]
         if x.shape[1:] != shape:
-            raise ValueError(f"inputs have shape {x.shape[1:]} per input, the network expects "
+            raise ValueError(f"inputs have shape {x.shape[1:]} per image, the network expects "
                              f"{shape}")
         if x.dtype == np.int8:
             return np.ascontiguousarray(x)

@@ -27,7 +27,7 @@ from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
-                                      atomic_write, load_calibrated)
+                                      atomic_write, load_calibrated, read_inputs)
 
 __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"]
 
@@ -136,29 +136,23 @@ def cmd_flash(args):
 
 
 def cmd_infer(args):
-    try:
-        images = np.load(args.image)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"{args.image}: cannot read the image ({exc})") from None
     network = load_calibrated(args.net, args.calibration)
     qnet = quantize(network)
-    shape = tuple(network.input_shape)
-    if images.shape == shape:
-        images = images[None]
-    if images.shape[1:] != shape:
-        raise UserError(f"{args.image}: shape {images.shape}, the network expects {shape} "
-                          "per image")
-    if images.dtype != np.int8:
-        images = qnet.quantize_input(images.astype(np.float32))
-    output_size = int(np.prod(qnet.ops[-1].output_shape))
+    images = qnet.model_input(read_inputs(args.image, qnet))
+    output_shape = tuple(qnet.ops[-1].output_shape)
+    output_size = int(np.prod(output_shape))
     try:
         with BoardLink(args.port, output_size, baud=args.baud, timeout=args.timeout) as link:
             for index, image in enumerate(images):
                 result = link.infer(image)
                 logits = " ".join(str(int(v)) for v in result.logits)
                 prefix = f"image {index}: " if len(images) > 1 else ""
-                print(f"{prefix}class {result.cls}  logits [{logits}]  "
-                      f"({result.cycles} cycles)")
+                shown = f"logits [{logits}]"
+                out = qnet.model_output(np.asarray(result.logits).reshape(
+                    (1,) + output_shape)).reshape(-1)
+                if not np.array_equal(out, result.logits):       # a TFLite model's SOFTMAX
+                    shown += f"  output [{' '.join(str(int(v)) for v in out)}]"
+                print(f"{prefix}class {result.cls}  {shown}  ({result.cycles} cycles)")
     except LinkError as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -211,9 +205,9 @@ def add_subcommands(sub):
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("infer", help="classify images on a board over its UART")
-    p.add_argument("image", metavar="IMAGE", help=".npy: one image (C, H, W) or a batch "
-                   "(N, C, H, W); float is quantized with the network's input scale, int8 is "
-                   "sent as is")
+    p.add_argument("image", metavar="IMAGE", help=".npy: one input or a batch in the "
+                   "network's own layout ((C, H, W); a TFLite model's (H, W, C)); float is "
+                   "quantized with the network's input scale, int8 is sent as is")
     p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB1)")
     p.add_argument("--net", default=DIGITS_NET,
                    help="the network the board was built for (default: the digits example)")

@@ -336,7 +336,24 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
             report["layers"][-1]["direct_cycles"] = direct_cycles[layer.name]
             report["layers"][-1]["speedup"] = (direct_cycles[layer.name] / measured
                                                if measured else None)
+    report["by_type"] = _by_type(program, report["layers"])
     return report
+
+
+def _by_type(program, entries):
+    """MACs, measured and ideal cycles and PE utilization summed per layer type (conv,
+    depthwise, pointwise, fc, avgpool, add, ...) over a report's layers."""
+    table = {}
+    for layer, entry in zip(program.layers, entries):
+        row = table.setdefault(layer.ops[0].category, {"layers": 0, "macs": 0, "cycles": 0.0,
+                                                       "ideal_cycles": 0})
+        row["layers"] += 1
+        row["macs"] += entry["macs"]
+        row["cycles"] += entry["cycles"] or 0.0
+        row["ideal_cycles"] += entry["ideal_cycles"]
+    for row in table.values():
+        row["pe_utilization"] = row["ideal_cycles"] / row["cycles"] if row["cycles"] else None
+    return table
 
 
 def _layer_table(report):
@@ -396,7 +413,9 @@ def _print_summary(console, report, args, program, result, bad_layers, t0):
                   + ("" if args.no_debug else f" (layer maps: {bad_layers})"))
     console.print(f"cycles per image        {report['cycles_per_image']:.0f} (ideal "
                   f"{report['ideal_cycles_per_image']}: MACs / {program.config.pes} PEs)")
-    console.print(f"PE utilization         {report['pe_utilization']:.1%}")
+    console.print(f"PE utilization         {report['pe_utilization']:.1%}" + "".join(
+        f"; {kind} {row['pe_utilization']:.1%}" for kind, row in report["by_type"].items()
+        if row["pe_utilization"] is not None and row["macs"]))
     console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
                   f"wall time {time.perf_counter() - t0:.1f} s")
 
