@@ -16,7 +16,7 @@ BOARD  ?= icebreaker
 FLASH_ARGS ?=
 
 .PHONY: all venv demo test test-fast verilog sim train benchmarks clean synth bitstream flash \
-        benchmark-synth explore benchmark-dataflows benchmark-onnx
+        benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf
 
 all: demo
 
@@ -62,6 +62,10 @@ explore: $(STAMP)
 ## make benchmark-dataflows: OR vs IR vs WR per layer, RTL vs model (benchmarks/dataflows.py)
 benchmark-dataflows: $(STAMP)
 	$(BIN)/python benchmarks/dataflows.py
+
+## make benchmark-mlperf: MLPerf Tiny models, golden vs TFLite Micro and RTL (benchmarks/mlperf_tiny.py)
+benchmark-mlperf: $(STAMP)
+	$(BIN)/python benchmarks/mlperf_tiny.py
 
 ## make benchmark-onnx: golden model vs ONNX Runtime on QDQ models (benchmarks/onnx_agreement.py)
 benchmark-onnx: $(STAMP)

@@ -2,24 +2,19 @@
 KWS stem's 10×4 stride-2 convolution with 4 / 5 rows of SAME padding, VWW's stride-2 SAME
 layers padding only below and right, depthwise, residual ADD, global average pool with TFLite's
 rounding, RESHAPE, FULLY_CONNECTED, SOFTMAX on the host) bit-exact with the golden model on
-every layer map and with TensorFlow Lite Micro on the outputs; and, as slow tests, the three
-MLPerf Tiny models with the KWS sample."""
+every layer map and with TensorFlow Lite Micro on the outputs (the MLPerf Tiny models:
+``test_mlperf_rtl.py``)."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
-from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.tflite_import import load_tflite
 from cnnforge.sim.accel import AcceleratorSim
 from cnnforge.sim.golden import conv2d_float
 from tests.helpers import build_dir, check_sim, compile_tight
 from tests.tflite_models import TfliteBuilder, run_tflm
-
-MODELS = Path(__file__).resolve().parents[2] / "examples" / "mlperf_tiny"
 
 
 class _Chain:
@@ -145,34 +140,3 @@ def test_small_tflite_models_verilator(tmp_path, which, array):
     outputs = qnet.model_output(last)
     expected = np.concatenate([run_tflm(model, x[None]) for x in xs])
     assert np.array_equal(outputs, expected)
-
-
-MLPERF_RTL = [  # model file, array, input buffer bytes, inputs
-    ("kws_ref_model.tflite", (4, 4), 65536, 3),
-    ("pretrainedResnet_quant.tflite", (4, 4), 65536, 1),
-    ("vww_96_int8.tflite", (8, 8), 65536, 1),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, array, buffer, count", MLPERF_RTL,
-                         ids=[m[0].split(".")[0] for m in MLPERF_RTL])
-def test_mlperf_tiny_verilator(name, array, buffer, count):
-    """The unmodified MLPerf Tiny models on Verilator: every layer map bit-exact, the outputs
-    identical to TensorFlow Lite Micro's, the KWS sample classified as class 5."""
-    path = MODELS / name
-    qnet = load_network(path).quantized
-    program = compile_network(qnet, AcceleratorConfig(*array, input_buffer_bytes=buffer))
-    rng = np.random.default_rng(18)
-    xs = rng.integers(-128, 128, (count,) + qnet.model_input_shape).astype(np.int8)
-    if name.startswith("kws"):
-        xs[0] = np.load(MODELS / "kws_sample_int8.npy")[0]
-    images = qnet.model_input(xs)
-    sim = AcceleratorSim(program, build_dir(f"mlperf-{name.split('.')[0]}")).build()
-    result = sim.run(images)
-    check_sim(program, images, result)
-    outputs = qnet.model_output(result.logits)
-    expected = np.concatenate([run_tflm(path.read_bytes(), x[None]) for x in xs])
-    assert np.array_equal(outputs, expected)
-    if name.startswith("kws"):
-        assert int(outputs[0].argmax()) == 5

@@ -1,0 +1,48 @@
+"""The unmodified MLPerf Tiny models (``examples/mlperf_tiny/``) on Verilator, as slow tests with
+few inputs: every layer map bit-exact with the golden model, the outputs identical to TensorFlow
+Lite Micro's, the KWS sample classified as class 5 (``benchmarks/mlperf_tiny.py`` runs three
+inputs per model and reports the cycles)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.frontend.loader import load_network
+from cnnforge.sim.accel import AcceleratorSim
+from tests.helpers import build_dir, check_sim
+from tests.tflite_models import run_tflm
+
+MODELS = Path(__file__).resolve().parents[2] / "examples" / "mlperf_tiny"
+
+
+MLPERF_RTL = [  # model file, array, input buffer bytes, inputs
+    ("kws_ref_model.tflite", (4, 4), 65536, 3),
+    ("pretrainedResnet_quant.tflite", (4, 4), 65536, 1),
+    ("vww_96_int8.tflite", (8, 8), 65536, 1),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, array, buffer, count", MLPERF_RTL,
+                         ids=[m[0].split(".")[0] for m in MLPERF_RTL])
+def test_mlperf_tiny_verilator(name, array, buffer, count):
+    """The unmodified MLPerf Tiny models on Verilator: every layer map bit-exact, the outputs
+    identical to TensorFlow Lite Micro's, the KWS sample classified as class 5."""
+    path = MODELS / name
+    qnet = load_network(path).quantized
+    program = compile_network(qnet, AcceleratorConfig(*array, input_buffer_bytes=buffer))
+    rng = np.random.default_rng(18)
+    xs = rng.integers(-128, 128, (count,) + qnet.model_input_shape).astype(np.int8)
+    if name.startswith("kws"):
+        xs[0] = np.load(MODELS / "kws_sample_int8.npy")[0]
+    images = qnet.model_input(xs)
+    sim = AcceleratorSim(program, build_dir(f"mlperf-{name.split('.')[0]}")).build()
+    result = sim.run(images)
+    check_sim(program, images, result)
+    outputs = qnet.model_output(result.logits)
+    expected = np.concatenate([run_tflm(path.read_bytes(), x[None]) for x in xs])
+    assert np.array_equal(outputs, expected)
+    if name.startswith("kws"):
+        assert int(outputs[0].argmax()) == 5
