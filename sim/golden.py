@@ -14,12 +14,15 @@ Layout is NCHW with a leading batch axis everywhere.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "pads", "conv2d_float", "linear_float", "max_pool2d", "avg_pool2d_float",
     "srdhm", "rounding_divide_by_pot", "round_shift_half_even", "requantize", "ROUNDINGS",
+    "tflite_quantize_multiplier",
     "conv2d_acc", "linear_acc",
     "add_rescale", "add_quantized", "mean_multiplier",
     "run_quantized", "QuantizedResult",
@@ -191,6 +194,38 @@ def round_shift_half_even(x, exponent):
     x = np.asarray(x, np.int64)
     e = np.asarray(exponent, np.int64)
     return (x + (np.int64(1) << (e - 1)) - 1 + ((x >> e) & 1)) >> e
+
+
+def tflite_quantize_multiplier(real):
+    """TFLite's ``QuantizeMultiplier`` (``tensorflow/lite/kernels/internal/quantization_util.cc``,
+    ``TFLITE_EMULATE_FLOAT`` undefined): ``real ≈ M0 · 2^(shift − 31)``.
+
+    ``frexp`` gives ``real = q · 2^shift``, q in [0.5, 1); ``M0 = TfLiteRound(q · 2^31)``
+    (``std::round``: half away from zero; ``q · 2^31`` is exact in double); an ``M0`` that
+    rounds up to 2^31 is halved and ``shift`` incremented; 0, and a shift below −31, give
+    ``(0, 0)``.
+
+    Parameters
+    ----------
+    real : float
+        Non-negative (a double, as TFLite computes it from float32 scales).
+
+    Returns
+    -------
+    (int, int)
+        ``(M0, shift)``, ``M0`` in [2^30, 2^31); a positive shift is a left shift (a
+        multiplier ≥ 1).
+    """
+    if real == 0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    m0 = math.floor(q * (1 << 31) + 0.5)
+    if m0 == 1 << 31:
+        m0 //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return m0, shift
 
 
 ROUNDINGS = ("gemmlowp", "nearest-even")

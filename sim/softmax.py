@@ -37,7 +37,8 @@ import math
 
 import numpy as np
 
-from cnnforge.sim.golden import INT32_MAX, INT32_MIN, rounding_divide_by_pot, srdhm
+from cnnforge.sim.golden import (INT32_MAX, INT32_MIN, rounding_divide_by_pot, srdhm,
+                                  tflite_quantize_multiplier)
 
 __all__ = [
     "softmax_params", "softmax_int8",
@@ -53,27 +54,6 @@ ACCUMULATION_INTEGER_BITS = 12      # kAccumulationIntegerBits: the sum of expon
 
 # ------------------------------------------------------------------------------------------------
 # Parameters (computed in double, as CalculateSoftmaxParams does)
-
-
-def _quantize_multiplier(real):
-    """``QuantizeMultiplier`` (quantization_util.cc, ``TFLITE_EMULATE_FLOAT`` undefined):
-    ``real = q_fixed · 2^(shift − 31)`` with ``q_fixed`` in [2^30, 2^31).
-
-    ``frexp`` gives ``real = q · 2^shift``, q in [0.5, 1); ``q_fixed = TfLiteRound(q · 2^31)``
-    (``std::round``: half away from zero; ``q · 2^31`` is exact in double); a ``q_fixed`` that
-    rounds up to 2^31 is halved and ``shift`` incremented. Returns ``(q_fixed, shift)``; 0 gives
-    ``(0, 0)``; a shift below −31 flushes to ``(0, 0)``.
-    """
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = math.floor(abs(q) * (1 << 31) + 0.5) * (1 if q > 0 else -1)
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 def softmax_params(input_scale, beta=1.0):
@@ -122,7 +102,7 @@ def softmax_params(input_scale, beta=1.0):
             f"beta · input_scale = {beta} · {scale} must exceed 2^-26: TFLite's "
             "QuantizeMultiplierGreaterThanOne refuses a softmax input multiplier of "
             f"{real} ≤ 1; raise the input scale or beta")
-    input_multiplier, input_left_shift = _quantize_multiplier(real)
+    input_multiplier, input_left_shift = tflite_quantize_multiplier(real)
     max_input_rescaled = (1.0 * ((1 << SCALED_DIFF_INTEGER_BITS) - 1)
                           * (1 << (31 - SCALED_DIFF_INTEGER_BITS)) / (1 << input_left_shift))
     diff_min = -math.floor(max_input_rescaled)

@@ -100,10 +100,14 @@ def _rounding_shift(x, n):
 
 
 def _tflite_mul(x, m0, n):
-    """MultiplyByQuantizedMultiplierSmallerThanOneExp in Python big integers."""
+    """MultiplyByQuantizedMultiplierSmallerThanOneExp in Python big integers: gemmlowp's
+    SaturatingRoundingDoublingHighMul (nudge 2^30, or 1 − 2^30 for a negative product, then a
+    division truncating toward zero: a negative tie rounds toward zero), then the rounding
+    shift."""
     ab = x * m0
-    high = (abs(ab) + (1 << 30)) >> 31
-    high = high if ab >= 0 else -high
+    nudged = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    high = abs(nudged) >> 31
+    high = high if nudged >= 0 else -high
     return _rounding_shift(high, n)
 
 

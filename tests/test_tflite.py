@@ -11,9 +11,9 @@ from tflite_micro.python.tflite_micro import runtime
 
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.network import NetworkError
-from cnnforge.hw.frontend.tflite_import import activation_range, load_tflite, tflite_multiplier
+from cnnforge.hw.frontend.tflite_import import activation_range, load_tflite
 from cnnforge.hw.tools.cli import main
-from cnnforge.sim.golden import conv2d_float, run_quantized
+from cnnforge.sim.golden import conv2d_float, run_quantized, tflite_quantize_multiplier
 from tests.tflite_models import TfliteBuilder
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "mlperf_tiny"
@@ -312,8 +312,8 @@ def test_add_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("real", [0.0, 1e-12, 2.0**-33, 0.3, 0.5, 0.75, 1 - 2.0**-40,
                                   0.123456789, 2.0**-31 * 3])
-def test_tflite_multiplier(real):
-    m0, shift = tflite_multiplier(real)
+def test_tflite_quantize_multiplier(real):
+    m0, shift = tflite_quantize_multiplier(real)
     if real == 0 or real < 2.0**-32:
         assert (m0, shift) == (0, 0) or m0 * 2.0 ** (shift - 31) == pytest.approx(real, rel=1e-9)
     else:
@@ -391,7 +391,17 @@ REFUSALS = {
     "after-softmax": (lambda: _after_softmax(), "operator 1 (RESHAPE, output 't2'): reads "
                       "the output of a SOFTMAX"),
     "softmax-output": (lambda: _after_softmax(scale=0.1), "must be scale 1/256"),
+    "float-input": (lambda: _float_input(), "operator 0 (MAX_POOL_2D, output 't1'): reads the "
+                    "float32 model input: a QUANTIZE must come first"),
 }
+
+
+def _float_input():
+    b = TfliteBuilder()
+    x = b.tensor([1, 4, 4, 2], "float32")
+    y = b.tensor([1, 2, 2, 2], scale=0.1, zero_point=0)
+    b.op("MAX_POOL_2D", [x], [y], filter=(2, 2), stride=(2, 2))
+    return b.build([x], [y])
 
 
 def _after_softmax(scale=1 / 256):

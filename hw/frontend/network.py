@@ -166,10 +166,11 @@ class Conv2d(Layer):
             raise self.error(f"algorithm={self.algorithm!r}: choose 'auto', 'direct' or "
                              "'winograd'")
         if self.algorithm == "winograd" and not self.winograd_applies:
-            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1, "
-                             "groups=1 and the same padding on both sides, got kernel "
-                             f"{self.kernel_size} stride {self.stride} groups {self.groups} "
-                             f"padding {self.padding}")
+            raise self.error("Winograd F(2x2, 3x3) needs a 3x3 kernel with stride 1 and "
+                             f"groups=1, got kernel {self.kernel_size} stride {self.stride} "
+                             f"groups {self.groups}" + ("" if len(self.padding) == 2 else
+                                                        "; and the same padding on both "
+                                                        f"sides, got {self.padding}"))
 
     @property
     def winograd_applies(self):

@@ -20,13 +20,13 @@ The arithmetic contract (``docs/arithmetic.md``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cnnforge.hw.frontend.network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU,
                       ReLU6, Sequential)
+from cnnforge.sim.golden import tflite_quantize_multiplier
 
 __all__ = ["QuantOp", "QuantizedNetwork", "quantize", "quantize_multiplier", "activation_params",
            "set_add_params", "fused_activations", "clamp_bounds"]
@@ -51,19 +51,10 @@ def quantize_multiplier(real):
     """
     if not 0 <= real < 1:
         raise ValueError(f"requantization multiplier {real} is outside [0, 1)")
-    if real == 0:
-        return 0, 0
-    frac, exp = math.frexp(real)                      # real = frac·2^exp, frac in [0.5, 1)
-    m0 = math.floor(frac * (1 << 31) + 0.5)              # TfLiteRound: ties away from 0
-    if m0 == 1 << 31:
-        m0 //= 2
-        exp += 1
-    n = -exp
-    if n < 0:                                         # real rounded up to 1.0
+    m0, shift = tflite_quantize_multiplier(real)
+    if shift > 0:                                     # real rounded up to 1.0
         return (1 << 31) - 1, 0
-    if n > 31:
-        return 0, 0
-    return m0, n
+    return m0, -shift
 
 
 def activation_params(lo, hi):

@@ -45,11 +45,12 @@ import tflite
 
 from cnnforge.hw.frontend.network import (Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d,
                                           NetworkError, ReLU, ReLU6, Sequential)
-from cnnforge.hw.frontend.quantize import QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp, set_add_params
-from cnnforge.sim.golden import mean_multiplier
+from cnnforge.hw.frontend.quantize import (QMAX, QMIN, WMAX, QuantizedNetwork, QuantOp,
+                                           set_add_params)
+from cnnforge.sim.golden import mean_multiplier, tflite_quantize_multiplier
 from cnnforge.sim.softmax import softmax_int8, softmax_params
 
-__all__ = ["load_tflite", "TfliteQuantizedNetwork", "tflite_multiplier", "SUPPORTED_OPS"]
+__all__ = ["load_tflite", "TfliteQuantizedNetwork", "activation_range", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
                  "MAX_POOL_2D", "ADD", "RESHAPE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
@@ -60,36 +61,10 @@ _TYPES = {tflite.TensorType.INT8: np.int8, tflite.TensorType.INT32: np.int32,
 _ACT_NAMES = {v: k for k, v in vars(tflite.ActivationFunctionType).items()
               if not k.startswith("_")}
 _OPTIONS = {"CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
-            "FULLY_CONNECTED": tflite.FullyConnectedOptions, "AVERAGE_POOL_2D": tflite.Pool2DOptions,
+            "FULLY_CONNECTED": tflite.FullyConnectedOptions,
+            "AVERAGE_POOL_2D": tflite.Pool2DOptions,
             "MAX_POOL_2D": tflite.Pool2DOptions, "ADD": tflite.AddOptions,
             "SOFTMAX": tflite.SoftmaxOptions}
-
-
-def tflite_multiplier(real):
-    """TFLite's ``QuantizeMultiplier`` (``tensorflow/lite/kernels/internal/quantization_util.cc``):
-    ``real ≈ M0 · 2^(shift − 31)`` with ``M0`` in [2^30, 2^31) rounded half away from zero
-    (``TfLiteRound``), or ``(0, 0)`` for 0 and for a shift below −31.
-
-    Parameters
-    ----------
-    real : float
-        Non-negative (a double, as TFLite computes it from float32 scales).
-
-    Returns
-    -------
-    (int, int)
-        ``(M0, shift)``; a positive shift is a left shift (a multiplier ≥ 1).
-    """
-    if real == 0:
-        return 0, 0
-    frac, shift = math.frexp(real)
-    m0 = math.floor(frac * (1 << 31) + 0.5)
-    if m0 == 1 << 31:
-        m0 //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return m0, shift
 
 
 def _round_away(value):
@@ -272,6 +247,8 @@ class _Importer:
         if tensor in self.tail:
             raise self.fail(f"reads the output of a {self.tail[tensor][0]}, which is supported "
                             "only as one of the model's last operators")
+        if tensor == self.input_tensor and tensor not in self.at:
+            raise self.fail("reads the float32 model input: a QUANTIZE must come first")
         if tensor not in self.at:
             raise self.fail(f"input tensor {self.tensors[tensor].name!r} is not produced by "
                             "a supported operator before it")
@@ -479,7 +456,7 @@ class _Importer:
         return index
 
     def _op_RESHAPE(self, op, ins, outs):
-        base, qi, shape = self.source(ins[0])
+        base, _, shape = self.source(ins[0])
         out = self.int8_tensor(outs[0], "output")
         new = _nchw(out.shape)
         if new == shape:
@@ -599,7 +576,7 @@ class _Importer:
         if (np.abs(folded) + q[0].size * 128 * WMAX).max() >= 1 << 31:
             raise self.fail("accumulator could overflow int32 (bias too large for its scale)")
         qop.bias = folded.astype(np.int32)
-        pairs = [tflite_multiplier(s_in * float(sw) / s_out) for sw in scale]
+        pairs = [tflite_quantize_multiplier(s_in * float(sw) / s_out) for sw in scale]
         if max(shift for _, shift in pairs) > 0:
             k = int(np.argmax([shift for _, shift in pairs]))
             raise self.fail(f"requantization multiplier input scale x weight scale / output "
