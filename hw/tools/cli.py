@@ -352,7 +352,8 @@ def _by_type(program, entries):
         row["cycles"] += entry["cycles"] or 0.0
         row["ideal_cycles"] += entry["ideal_cycles"]
     for row in table.values():
-        row["pe_utilization"] = row["ideal_cycles"] / row["cycles"] if row["cycles"] else None
+        row["pe_utilization"] = (row["ideal_cycles"] / row["cycles"]
+                                 if row["cycles"] and row["ideal_cycles"] else None)
     return table
 
 
