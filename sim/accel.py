@@ -125,7 +125,15 @@ class AcceleratorSim:
         Returns
         -------
         RTLResult
+
+        Raises
+        ------
+        ValueError
+            If ``gaps`` or ``backpressure`` is outside [0, 1) (1 would stall a stream for good).
         """
+        for what, value in (("gaps", gaps), ("backpressure", backpressure)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{what}={value} is not a probability in [0, 1)")
         if self._runner is None:
             self.build()
         prog = self.program

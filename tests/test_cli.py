@@ -3,6 +3,7 @@ process through :func:`main` and as the installed ``cnnforge`` script; user erro
 status 2 and one ``cnnforge: error:`` line, no traceback, and no output file left behind."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,11 @@ ERRORS = {
     "images-0": (["run", "{net}", "--images", "0"], "--images must be >= 1, got 0"),
     "buffer-too-small": (["run", "{net}", "--buffer-bytes", "8"],
                          "even the smallest tile needs 16 bytes"),
+    "gaps-1": (["run", "{net}", "--gaps", "1.0"],
+               "--gaps must be a probability in [0, 1) (1 stops the stream for good), got 1.0"),
+    "gaps-negative": (["sim", "{net}", "--gaps", "-0.5"], "--gaps must be a probability"),
+    "backpressure-1": (["run", "{net}", "--backpressure", "1"],
+                       "--backpressure must be a probability in [0, 1)"),
 }
 
 
@@ -201,6 +207,17 @@ def test_verilog_error_leaves_no_file(tmp_path):
     status, _, stderr = cli("verilog", DIGITS, "-o", out, "--rows", "65", cwd=tmp_path)
     assert_user_error(status, stderr, "array 65x4: rows and cols must be in 1..64")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_follows_the_umask(tmp_path, umask):
+    """Output files get the mode open() would give them (mkstemp's temporaries are 0600)."""
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "r.json", lambda tmp: Path(tmp).write_text("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

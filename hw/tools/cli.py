@@ -160,6 +160,10 @@ def cmd_run(args):
     if not console.is_terminal:
         console = Console(width=120)
     t0 = time.perf_counter()
+    for option, value in (("--gaps", args.gaps), ("--backpressure", args.backpressure)):
+        if not 0 <= value < 1:
+            raise UserError(f"{option} must be a probability in [0, 1) (1 stops the stream for "
+                            f"good), got {value}")
     network, qnet, program = _compile(args)
     xq, x, y = _load_inputs(args, network, qnet)
     build_dir = Path(args.build_dir or Path("build") / Path(args.net).resolve().parent.name)
