@@ -12,6 +12,7 @@ from cnnforge.hw.frontend.network import (
 )
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
+from cnnforge.sim.golden import pads
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -334,3 +335,34 @@ def test_digits_attachments(digits):
     assert x.shape == (450, 1, 8, 8) and y.shape == (450,)
     assert digits.source == str(DIGITS)
     assert "(7): Linear(in_features=64, out_features=10)" in repr(digits)
+
+
+@pytest.mark.parametrize("kernel, expected", [
+    (3, (1, 1)), (4, (1, 1, 2, 2)), ((1, 4), (0, 1, 0, 2)), (5, (2, 2))])
+def test_padding_same_as_torch(kernel, expected):
+    """``padding='same'`` (stride 1): k − 1 per axis, the odd one at the bottom/right, as
+    ``torch.nn.Conv2d``; the output keeps the input's size."""
+    net = Sequential(Conv2d(2, 3, kernel, padding="same"), input_shape=(2, 7, 6))
+    assert net[0].padding == expected
+    assert net.output_shape == (3, 7, 6)
+    rng = np.random.default_rng(0)
+    net.load_state_dict({k: rng.standard_normal(v).astype(np.float32)
+                         for k, v in net.state_dict_shapes().items()})
+    x = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
+    explicit = Sequential(Conv2d(2, 3, kernel, padding=pads(expected)), input_shape=(2, 7, 6))
+    explicit.load_state_dict({"0.weight": net[0].weight, "0.bias": net[0].bias})
+    assert np.array_equal(net(x), explicit(x))
+    assert Sequential(Conv2d(2, 3, 3, padding="valid"), input_shape=(2, 7, 6)).output_shape == (
+        3, 5, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(padding="same", stride=2), "layer 1 (Conv2d): padding='same' needs stride 1 (as in "
+                                     "torch), got stride (2, 2)"),
+    (dict(padding="full"), "layer 1 (Conv2d): padding='full': give an int, a pair, (top, left, "
+                           "bottom, right), 'valid' or 'same'"),
+])
+def test_padding_strings_refused_by_layer(kwargs, message):
+    with pytest.raises(NetworkError) as info:
+        Sequential(ReLU(), Conv2d(2, 3, 3, **kwargs), input_shape=(2, 7, 6))
+    assert str(info.value).startswith(message)

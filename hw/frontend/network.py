@@ -41,9 +41,18 @@ def _pair(value, what):
     return int(value), int(value)
 
 
-def _padding(value):
+def _padding(value, kernel_size):
     """A Conv2d padding as stored: ``(ph, pw)`` when both sides agree, else
-    ``(top, left, bottom, right)``."""
+    ``(top, left, bottom, right)``; ``"valid"`` is 0 and ``"same"`` pads ``k − 1`` per axis, the
+    odd one at the bottom/right (``torch.nn.Conv2d``'s rule, for stride 1)."""
+    if isinstance(value, str):
+        if value == "valid":
+            return (0, 0)
+        if value != "same":
+            raise ValueError(f"padding={value!r}: give an int, a pair, (top, left, bottom, "
+                             "right), 'valid' or 'same'")
+        (kh, kw) = kernel_size
+        value = ((kh - 1) // 2, (kw - 1) // 2, kh // 2, kw // 2)
     if isinstance(value, (tuple, list)) and len(value) == 4:
         top, left, bottom, right = (int(v) for v in value)
         return (top, left) if (top, left) == (bottom, right) else (top, left, bottom, right)
@@ -106,9 +115,10 @@ class Conv2d(Layer):
     ----------
     in_channels, out_channels : int
     kernel_size, stride : int or (int, int)
-    padding : int, (int, int) or (top, left, bottom, right)
+    padding : int, (int, int), (top, left, bottom, right), ``"valid"`` or ``"same"``
         Zero padding: the same on both sides of each axis, as in torch, or per side in ONNX
-        ``pads`` order (TFLite's SAME padding puts an odd row or column at the bottom or right).
+        ``pads`` order (TFLite's SAME padding puts an odd row or column at the bottom or right);
+        ``"same"`` (stride 1, as torch) pads ``k − 1`` per axis, the odd one at the bottom/right.
         In the quantized network, padding holds the input zero point, which is the quantized
         value of 0.0.
     dilation : int
@@ -139,7 +149,11 @@ class Conv2d(Layer):
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        self.padding = _padding(padding)
+        self.padding_arg = padding
+        try:
+            self.padding = _padding(padding, self.kernel_size)
+        except ValueError as exc:                  # reported by check(), naming the layer
+            self.padding, self._padding_error = (0, 0), str(exc)
         self.dilation = _pair(dilation, "dilation")
         self.groups = int(groups)
         self.has_bias = bool(bias)
@@ -156,6 +170,11 @@ class Conv2d(Layer):
             raise self.error("kernel_size and stride must be >= 1 and padding >= 0")
         if self.dilation != (1, 1):
             raise self.error(f"dilation={self.dilation} is not supported (only 1)")
+        if getattr(self, "_padding_error", None):
+            raise self.error(self._padding_error)
+        if self.padding_arg == "same" and self.stride != (1, 1):
+            raise self.error(f"padding='same' needs stride 1 (as in torch), got stride "
+                             f"{self.stride}; give the padding as numbers")
         if (self.groups < 1 or self.in_channels % self.groups
                 or self.out_channels % self.groups):
             raise self.error(f"groups={self.groups} must divide in_channels={self.in_channels} "
