@@ -144,6 +144,12 @@ def files(tmp_path):
     np.save(tmp_path / "labels.npy", np.zeros(3, np.int64))
     np.save(tmp_path / "labels2.npy", np.zeros(2, np.int64))
     (tmp_path / "notnpy.npy").write_text("not an array")
+    nan = np.zeros((3, 1, 8, 8), np.float32)
+    nan[1, 0, 2, 5] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    inf = np.zeros((4, 1, 8, 8), np.float32)
+    inf[3, 0, 7, 0] = -np.inf
+    np.save(tmp_path / "inf.npy", inf)
     (tmp_path / "raising.py").write_text("raise RuntimeError('boom in the network file')\n")
     (tmp_path / "empty.py").write_text("x = 1\n")
     return tmp_path
@@ -165,6 +171,12 @@ ERRORS = {
     "images-0": (["run", "{net}", "--images", "0"], "--images must be >= 1, got 0"),
     "buffer-too-small": (["run", "{net}", "--buffer-bytes", "8"],
                          "even the smallest tile needs 16 bytes"),
+    "inputs-nan": (["run", "{net}", "--inputs", "{d}/nan.npy"],
+                   "nan.npy: inputs holds nan at index (1, 0, 2, 5); give finite values"),
+    "calibration-inf": (["run", "{net}", "--calibration", "{d}/inf.npy"],
+                        "inf.npy: calibration data holds -inf at index (3, 0, 7, 0)"),
+    "golden-inputs-nan": (["golden", "{net}", "--inputs", "{d}/nan.npy"],
+                          "inputs holds nan at index (1, 0, 2, 5)"),
     "gaps-1": (["run", "{net}", "--gaps", "1.0"],
                "--gaps must be a probability in [0, 1) (1 stops the stream for good), got 1.0"),
     "gaps-negative": (["sim", "{net}", "--gaps", "-0.5"], "--gaps must be a probability"),
@@ -176,6 +188,8 @@ ERRORS = {
 def error_args(case, d):
     args, message = ERRORS[case]
     args = [a.format(d=d, net=DIGITS) for a in args]
+    if args[0] == "golden":
+        return args + ["--outputs", str(d / "out" / "o.npy")], message
     return args + ["--json", str(d / "out" / "r.json"), "--outputs", str(d / "out" / "o.npy"),
                    "--build-dir", str(d / "build")], message
 
@@ -236,3 +250,26 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         atomic_write(target, write)
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_saturating_inputs_warn(tmp_path, capsys):
+    """Inputs far outside the calibrated range (0..254 where the digits expect 0..16) run, with
+    one warning line giving the figures."""
+    x = np.random.default_rng(0).integers(0, 255, (2, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["golden", str(DIGITS), "--inputs", str(tmp_path / "x.npy")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnforge: warning: ")
+    assert "of the input values saturate int8 (values 0..254" in err[0], err[0]
+
+
+def test_zero_range_calibration_warns(tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.zeros((4, 1, 8, 8), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    status = main(["golden", str(DIGITS), "--calibration", str(tmp_path / "c.npy"), "--inputs",
+                   str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "c.npy: calibration data has a zero range (every value 0)" in err[0], err
+    # an input scale of ~1e-8 then makes the first layer's bias unrepresentable: one line
+    assert status == 2 and err[1:] == ["cnnforge: error: layer 0 (Conv2d): accumulator could "
+                                       "overflow int32 (bias too large for its scale)"], err

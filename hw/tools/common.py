@@ -9,6 +9,7 @@ subcommand modules and none of them imports it back.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import numpy as np
 
 from cnnforge.hw.frontend.loader import load_network
 
-__all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "NET_HELP",
+__all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "warn", "NET_HELP",
            "INPUTS_HELP", "add_calibration_option"]
 
 #: Help text of every subcommand's NET argument.
 NET_HELP = "network: a Python file defining `network`, an .onnx model or an int8 .tflite model"
+#: Fraction of saturated int8 input values above which ``read_inputs`` warns.
+SATURATION_WARNING = 0.05
 #: Help text of ``--inputs``.
 INPUTS_HELP = ("inputs .npy in the network's own layout: (N, C, H, W) for a Python or ONNX "
                "network, (N, H, W, C) for a TFLite model; int8 values are used as they are, "
@@ -91,12 +94,34 @@ def load_calibrated(net, calibration=None):
         if data.ndim != 4 or data.shape[1:] != network.input_shape or not len(data):
             raise UserError(f"{calibration}: calibration data has shape {data.shape}, the "
                             f"network expects (N, {', '.join(map(str, network.input_shape))})")
+        _check_finite(data, calibration, "calibration data")
         network.calibration = data.astype(np.float32)
     elif (str(net).endswith(".onnx") and getattr(network, "quantized", None) is None
           and network.calibration is None):
         raise UserError(f"{net}: a float ONNX model needs calibration data: "
                         "--calibration FILE.npy")
+    data = network.calibration
+    if getattr(network, "quantized", None) is None and data is not None and data.size:
+        _check_finite(data, calibration or net, "calibration data")
+        if float(data.max()) - float(data.min()) < 1e-6:
+            warn(f"{calibration or net}: calibration data has a zero range (every value "
+                 f"{float(data.min()):g}): the input scale becomes about 1e-8 and every other "
+                 "input saturates")
     return network
+
+
+def warn(message):
+    """One line on stderr: ``cnnforge: warning: ...``."""
+    print(f"cnnforge: warning: {message}", file=sys.stderr)
+
+
+def _check_finite(data, path, what):
+    """UserError naming ``path`` and the first NaN or infinite value of float ``data``."""
+    data = np.asarray(data)
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
+        raise UserError(f"{path}: {what} holds {data[index]} at index {index}; give finite "
+                        "values")
 
 
 def read_inputs(path, qnet):
@@ -117,10 +142,21 @@ def read_inputs(path, qnet):
         x = np.load(path)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path}: cannot read inputs ({exc})") from None
+    _check_finite(x, path, "inputs")
     try:
         qnet.model_input(x)
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+    if x.dtype != np.int8:
+        level = np.asarray(x, np.float64) / qnet.input_scale + qnet.input_zero_point
+        saturated = float(np.mean((level < -128.5) | (level > 127.5)))
+        if saturated > SATURATION_WARNING:
+            lo = (-128 - qnet.input_zero_point) * qnet.input_scale
+            hi = (127 - qnet.input_zero_point) * qnet.input_scale
+            warn(f"{path}: {saturated:.1%} of the input values saturate int8 (values "
+                 f"{float(x.min()):g}..{float(x.max()):g}; the input scale "
+                 f"{qnet.input_scale:.4g} and zero point {qnet.input_zero_point} cover "
+                 f"{lo:.4g}..{hi:.4g})")
     return x if x.shape != qnet.model_input_shape else x[None]
 
 
