@@ -2,16 +2,19 @@
 process through :func:`main` and as the installed ``cnnforge`` script; user errors exit with
 status 2 and one ``cnnforge: error:`` line, no traceback, and no output file left behind."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from cnnforge.hw.tools.cli import main
+from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.tools.cli import _run_report, main
 from cnnforge.hw.tools.common import atomic_write
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
@@ -273,3 +276,34 @@ def test_zero_range_calibration_warns(tmp_path, capsys):
     # an input scale of ~1e-8 then makes the first layer's bias unrepresentable: one line
     assert status == 2 and err[1:] == ["cnnforge: error: layer 0 (Conv2d): accumulator could "
                                        "overflow int32 (bias too large for its scale)"], err
+
+
+def test_report_utilization_is_multiplier_use(digits):
+    """A Winograd layer's utilization counts the multiplications it does (never above 100 %),
+    its MAC-equivalent throughput the MACs of the direct convolution (above 100 % when
+    Winograd wins). The counters come from the analytic model, which equals the RTL's
+    (tests/sim/test_winograd_rtl.py)."""
+    net, qnet = digits
+    program = compile_network(qnet, AcceleratorConfig(2, 2, algorithm="winograd"))
+    assert "winograd" in [layer.algorithm for layer in program.layers]
+    models, _ = network_model(program)
+    counters = [model.counters() for model in models]
+    x, _ = net.test_data()
+    xq = qnet.quantize_input(x[:1])
+    golden = run_quantized(qnet, xq)
+    total = sum(c["cycles"] for c in counters) + 10
+    result = SimpleNamespace(logits=golden[-1].reshape(1, -1), cycles=np.array([total]),
+                             layers=[[(c, None) for c in counters]], cycles_per_second=1.0)
+    args = argparse.Namespace(net="digits")
+    report = _run_report(args, program, qnet, None, np.zeros(1, np.int64), golden, result,
+                         {"logits": 0, "layers": {}}, {})
+    for entry, layer in zip(report["layers"], program.layers):
+        assert 0 < entry["pe_utilization"] <= 1, entry
+        busy = -(-layer.multiplications // program.config.pes)
+        assert entry["pe_utilization"] == pytest.approx(busy / entry["cycles"])
+        if layer.algorithm == "winograd":
+            assert entry["mac_throughput"] > entry["pe_utilization"]
+    assert 0 < report["pe_utilization"] < report["mac_throughput"]
+    assert report["pe_utilization"] <= 1
+    assert all(0 < row["pe_utilization"] <= 1 for row in report["by_type"].values()
+               if row["pe_utilization"] is not None)

@@ -310,7 +310,11 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
         "layer_mismatches": mismatches["layers"],
         "cycles_per_image": cycles,
         "ideal_cycles_per_image": ideal,
-        "pe_utilization": ideal / cycles if cycles else 0.0,
+        # multiplier use (a Winograd layer multiplies less than it has MACs); the MAC-equivalent
+        # throughput beside it
+        "pe_utilization": (sum(-(-layer.multiplications // cfg.pes) for layer in program.layers)
+                           / cycles if cycles else 0.0),
+        "mac_throughput": ideal / cycles if cycles else 0.0,
         "array": [cfg.rows, cfg.cols],
         "plan": program.plan(),
         "input_scale": qnet.input_scale,
@@ -325,11 +329,13 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
     models, _ = network_model(program)
     for i, (layer, model) in enumerate(zip(program.layers, models)):
         ideal_l = -(-layer.macs // cfg.pes)
+        busy = -(-layer.multiplications // cfg.pes)
         measured = None if layer_cycles is None else float(layer_cycles[:, i].mean())
         report["layers"].append({
             "name": layer.name, "type": layer.type, "macs": int(layer.macs),
             "cycles": measured, "ideal_cycles": ideal_l,
-            "pe_utilization": None if not measured else ideal_l / measured,
+            "pe_utilization": None if not measured else busy / measured,
+            "mac_throughput": None if not measured else ideal_l / measured,
             "dataflow": layer.dataflow, "algorithm": layer.algorithm,
             "multiplications": int(layer.multiplications),
             "tiling": {k: int(val) for k, val in layer.tiling.items()},
@@ -345,19 +351,22 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
 
 
 def _by_type(program, entries):
-    """MACs, measured and ideal cycles and PE utilization summed per layer type (conv,
-    depthwise, pointwise, fc, avgpool, add, ...) over a report's layers."""
+    """MACs, measured and ideal cycles, PE utilization (multiplier use) and MAC-equivalent
+    throughput summed per layer type (conv, depthwise, pointwise, fc, avgpool, add, ...) over a
+    report's layers."""
     table = {}
     for layer, entry in zip(program.layers, entries):
         row = table.setdefault(layer.ops[0].category, {"layers": 0, "macs": 0, "cycles": 0.0,
-                                                       "ideal_cycles": 0})
+                                                       "ideal_cycles": 0, "busy_cycles": 0})
         row["layers"] += 1
         row["macs"] += entry["macs"]
         row["cycles"] += entry["cycles"] or 0.0
         row["ideal_cycles"] += entry["ideal_cycles"]
+        row["busy_cycles"] += -(-layer.multiplications // program.config.pes)
     for row in table.values():
-        row["pe_utilization"] = (row["ideal_cycles"] / row["cycles"]
-                                 if row["cycles"] and row["ideal_cycles"] else None)
+        live = row["cycles"] and row["ideal_cycles"]
+        row["pe_utilization"] = row["busy_cycles"] / row["cycles"] if live else None
+        row["mac_throughput"] = row["ideal_cycles"] / row["cycles"] if live else None
     return table
 
 
@@ -418,7 +427,9 @@ def _print_summary(console, report, args, program, result, bad_layers, t0):
                   + ("" if args.no_debug else f" (layer maps: {bad_layers})"))
     console.print(f"cycles per image        {report['cycles_per_image']:.0f} (ideal "
                   f"{report['ideal_cycles_per_image']}: MACs / {program.config.pes} PEs)")
-    console.print(f"PE utilization         {report['pe_utilization']:.1%}" + "".join(
+    mac = ("" if abs(report["mac_throughput"] - report["pe_utilization"]) < 1e-9 else
+           f" (MAC-equivalent {report['mac_throughput']:.1%}: Winograd)")
+    console.print(f"PE utilization         {report['pe_utilization']:.1%}{mac}" + "".join(
         f"; {kind} {row['pe_utilization']:.1%}" for kind, row in report["by_type"].items()
         if row["pe_utilization"] is not None and row["macs"]))
     console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
