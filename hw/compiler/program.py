@@ -786,13 +786,15 @@ def _candidates(op, g, cfg, name, type_, dataflows, algorithms):
     Returns
     -------
     list of Dataflow
-        OR, IR, WR for ``"auto"`` (OR only for a depthwise layer), the one asked for otherwise;
-        WINOGRAD alone for ``"winograd"``, or added for ``"auto"`` where Winograd applies.
+        OR, IR, WR for ``"auto"``, the one asked for otherwise (OR only for a depthwise layer,
+        whatever the network-wide dataflow); WINOGRAD alone for ``"winograd"``, or added for
+        ``"auto"`` where Winograd applies.
 
     Raises
     ------
     ConfigError
-        For an unknown dataflow or algorithm, or a depthwise layer asked to run IR or WR.
+        For an unknown dataflow or algorithm, or a depthwise layer asked by name to run IR or
+        WR.
     NetworkError
         For Winograd asked of a layer it does not apply to.
     """
@@ -802,7 +804,9 @@ def _candidates(op, g, cfg, name, type_, dataflows, algorithms):
                           "'or', 'ir', 'wr', 'auto'")
     candidates = list(DIRECT) if choice == "auto" else [DIRECT[DATAFLOWS.index(choice)]]
     if g["dw"]:
-        if choice not in ("or", "auto"):
+        # a network-wide IR or WR applies where a layer supports it: depthwise (and average
+        # pool) layers keep OR; asking it of the layer by name is an error
+        if name in dataflows and choice not in ("or", "auto"):
             raise ConfigError(f"layer {name} ({type_}): a depthwise layer runs output "
                               f"stationary only (dataflow 'or'), not {choice!r}")
         candidates = [Dataflow.OR]

@@ -150,6 +150,15 @@ def test_depthwise_refusals():
     # 'auto' dataflow keeps the depthwise layer output stationary, the others choose
     program = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="auto"))
     assert program.layers[0].dataflow == "or"
+    # a network-wide IR or WR applies where it can: the depthwise layer (and the average pool,
+    # a depthwise convolution) keep OR
+    qnet = quantize(inverted_residual())
+    for flow in ("ir", "wr"):
+        program = compile_network(qnet, AcceleratorConfig(4, 4, dataflow=flow))
+        flows = {layer.ops[0].category: layer.dataflow for layer in program.layers
+                 if layer.ops[0].category not in ("add", "flatten")}
+        assert flows == {"conv": flow, "pointwise": flow, "depthwise": "or", "avgpool": "or",
+                         "fc": flow}, flows
 
 
 def test_depthwise_utilization_bound():
