@@ -213,6 +213,10 @@ def test_load_npz(tmp_path):
         Sequential(*small(), input_shape=(1, 8, 8)).load_npz(path)
     with raises("cannot read weights"):
         Sequential(*small(), input_shape=(1, 8, 8)).load_npz(tmp_path / "missing.npz")
+    # a truncated file: the .npz is named, not the network file that loads it
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:300])
+    with raises(f"{tmp_path / 'cut.npz'}: cannot read weights (BadZipFile"):
+        Sequential(*small(), input_shape=(1, 8, 8)).load_npz(tmp_path / "cut.npz")
 
 
 # ------------------------------------------------------------------------------------------------

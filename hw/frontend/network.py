@@ -600,8 +600,9 @@ class Sequential:
         try:
             with np.load(path) as data:
                 state = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
-            raise NetworkError(f"{path}: cannot read weights ({exc})") from None
+        except Exception as exc:  # OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error
+            raise NetworkError(f"{path}: cannot read weights ({type(exc).__name__}: "
+                               f"{exc})") from None
         return self.load_state_dict(state, source=str(path))
 
     def check_loaded(self):
