@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 NET    ?= examples/digits/net.py
 OUT    ?= build/digits
 IMAGES ?= 100
@@ -20,11 +21,17 @@ FLASH_ARGS ?=
 
 all: demo
 
+# the main job's dependencies only; the test and benchmark targets add the dev extras (pytest,
+# TensorFlow Lite Micro) and PyTorch (the MobileNet example's training and export tests)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $(DEV_STAMP)
 
 venv: $(STAMP)
 
@@ -33,11 +40,11 @@ demo: $(STAMP)
 	$(BIN)/cnnforge run $(NET) --images $(IMAGES) --json $(OUT)/report.json
 
 ## make test: the whole test suite (slow RTL tests included)
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 ## make test-fast: skip the tests marked slow
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## make verilog: the accelerator's Verilog for NET
@@ -52,7 +59,7 @@ sim: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python examples/digits/train.py
 
-benchmarks: $(STAMP)
+benchmarks: $(DEV_STAMP)
 	$(BIN)/python benchmarks/utilization.py
 
 ## make explore DEVICE=up5k|lfe5u-25f|lfe5u-85f: Pareto designs, plan in $(OUT)/plan.json
@@ -60,15 +67,15 @@ explore: $(STAMP)
 	$(BIN)/cnnforge explore $(NET) --device $(DEVICE) --json $(OUT)/explore-$(DEVICE).json
 
 ## make benchmark-dataflows: OR vs IR vs WR per layer, RTL vs model (benchmarks/dataflows.py)
-benchmark-dataflows: $(STAMP)
+benchmark-dataflows: $(DEV_STAMP)
 	$(BIN)/python benchmarks/dataflows.py
 
 ## make benchmark-mlperf: MLPerf Tiny models, golden vs TFLite Micro and RTL (benchmarks/mlperf_tiny.py)
-benchmark-mlperf: $(STAMP)
+benchmark-mlperf: $(DEV_STAMP)
 	$(BIN)/python benchmarks/mlperf_tiny.py
 
 ## make benchmark-onnx: golden model vs ONNX Runtime on QDQ models (benchmarks/onnx_agreement.py)
-benchmark-onnx: $(STAMP)
+benchmark-onnx: $(DEV_STAMP)
 	$(BIN)/python benchmarks/onnx_agreement.py
 
 ## make synth DEVICE=up5k|lfe5u-25f|lfe5u-85f: yosys + nextpnr, resources and Fmax
@@ -84,7 +91,7 @@ flash: $(STAMP)
 	$(BIN)/cnnforge flash --board $(BOARD) $(FLASH_ARGS)
 
 ## make benchmark-synth: the synthesis table of the README (UP5K and LFE5U-85F, whole flow)
-benchmark-synth: $(STAMP)
+benchmark-synth: $(DEV_STAMP)
 	$(BIN)/python benchmarks/synth.py
 
 clean:
