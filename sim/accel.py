@@ -10,21 +10,52 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnforge.boards.synth import write_netlist
+from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
+from cnnforge.hw.rtl.common import COUNTERS
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.rtl import debug_stream_size, split_debug_stream
 
-__all__ = ["AcceleratorSim", "RTLResult", "compare"]
+__all__ = ["AcceleratorSim", "RTLResult", "SimulationStall", "compare", "watchdog_cycles"]
+
+
+class SimulationStall(RuntimeError):
+    """The RTL moved no beat on a stream for the watchdog's number of cycles (one-line message
+    naming the image, the stream and the layer)."""
+
+
+def watchdog_cycles(program, gaps=0.0, backpressure=0.0):
+    """Cycles without a beat after which the bench gives up: twice the performance model's
+    cycles per image, stretched by the input pauses and the output back-pressure, plus 10,000
+    (the debug dump and the image load)."""
+    _, per_image = network_model(program)
+    return int(2 * per_image / ((1 - gaps) * (1 - backpressure))) + 10_000
+
+
+def _stall_message(program, out, timeout):
+    """Name the layer a stalled run stopped in, from the debug bytes received before it."""
+    image, stream = int(out["stalled_image"]), str(out["stalled_stream"])
+    received = len(out["stalled_debug"])
+    where, pos = "", 0
+    if received or int(out["stalled_logits"]) == 0:
+        for index, layer in enumerate(program.layers):
+            pos += 4 * len(COUNTERS) + layer.values["out_size"]
+            if received < pos:
+                where = (f" in layer {layer.name} ({layer.type}), {index} of "
+                         f"{len(program.layers)} layers done")
+                break
+    _, per_image = network_model(program)
+    return (f"image {image}: the accelerator stalled: no beat on the {stream} stream for "
+            f"{timeout:,} cycles (the model predicts {per_image:,} cycles per image){where}; "
+            f"{received:,} debug bytes and {int(out['stalled_logits'])} logits received")
 
 
 @contextlib.contextmanager
@@ -108,7 +139,7 @@ class AcceleratorSim:
         return self
 
     def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
-            name="run"):
+            name="run", stall_after=-1):
         """Stream int8 images through the RTL.
 
         Parameters
@@ -121,6 +152,9 @@ class AcceleratorSim:
             ``ready``.
         progress : callable(int), optional
             Called with the number of images done, while the simulation runs.
+        stall_after : int
+            Tests of the watchdog: the consumer stops taking beats after this many, for good
+            (−1: never).
 
         Returns
         -------
@@ -130,6 +164,8 @@ class AcceleratorSim:
         ------
         ValueError
             If ``gaps`` or ``backpressure`` is outside [0, 1) (1 would stall a stream for good).
+        SimulationStall
+            If no beat moves for :func:`watchdog_cycles` cycles (the message names the layer).
         """
         for what, value in (("gaps", gaps), ("backpressure", backpressure)):
             if not 0 <= value < 1:
@@ -143,16 +179,19 @@ class AcceleratorSim:
         run_dir.mkdir(parents=True, exist_ok=True)
         with _locked(run_dir / ".run.lock"):
             return self._run(run_dir, images, debug, debug_size, gaps, backpressure, seed,
-                             progress)
+                             progress, stall_after)
 
-    def _run(self, run_dir, images, debug, debug_size, gaps, backpressure, seed, progress):
+    def _run(self, run_dir, images, debug, debug_size, gaps, backpressure, seed, progress,
+             stall_after):
         prog = self.program
         stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",
                                     run_dir / "progress")
         for path in (results, prog_file):
             path.unlink(missing_ok=True)
+        timeout = watchdog_cycles(prog, gaps, backpressure)
         np.savez(stim, images=images, debug=int(debug), gaps=gaps, backpressure=backpressure,
-                 seed=seed, output_size=prog.output_size, debug_size=debug_size)
+                 seed=seed, output_size=prog.output_size, debug_size=debug_size,
+                 timeout_cycles=timeout, stall_after=stall_after)
         stop = threading.Event()
 
         def poll():
@@ -181,6 +220,8 @@ class AcceleratorSim:
         if progress:
             progress(len(images))
         with np.load(results) as out:
+            if "stalled_image" in out.files:
+                raise SimulationStall(_stall_message(prog, out, timeout))
             layers = ([split_debug_stream(prog, dump) for dump in out["debug"]] if debug else [])
             return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
                              sim_cycles=int(out["sim_cycles"]),

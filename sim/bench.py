@@ -7,6 +7,11 @@ counts to ``CNNFORGE_RESULTS``. Progress (images done) is written to ``CNNFORGE_
 caller can show a progress bar. Comparison with the golden model happens on the Python side, in
 the same process that made the golden results.
 
+Watchdog: when no beat moves on the input or the output streams for ``timeout_cycles`` (the
+stimulus gives it from the performance model), the bench stops and writes what it has, with the
+image, the stream and the debug bytes received so far (``stalled_*``); the caller names the
+layer that stalled. The bench never waits for ever.
+
 Timing discipline: inputs are driven and handshakes sampled at the falling clock edge, when all
 signals of the cycle have settled; a beat transfers at the rising edge that follows when valid
 and ready were both high. Without back-pressure the consumer sleeps until a ``valid`` rises, so
@@ -21,16 +26,27 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 CLOCK_NS = 10
 
 
-async def _produce(dut, image, gaps, rng):
-    """Stream one image into ``i_image`` (random pauses of ``valid`` with probability gaps)."""
-    index = 0
+class Stall(Exception):
+    """No beat moved on a stream for the watchdog's number of cycles."""
+
+
+def _cycle(dut):
+    return int(get_sim_time("ns")) // CLOCK_NS
+
+
+async def _produce(dut, image, gaps, rng, timeout):
+    """Stream one image into ``i_image`` (random pauses of ``valid`` with probability gaps);
+    raise :class:`Stall` when the accelerator takes no byte for ``timeout`` cycles."""
+    index, last = 0, _cycle(dut)
     while index < len(image):
         await FallingEdge(dut.clk)
+        if _cycle(dut) - last > timeout:
+            raise Stall("input")
         if gaps and rng.random() < gaps:
             dut.i_image__valid.value = 0
             continue
@@ -38,33 +54,52 @@ async def _produce(dut, image, gaps, rng):
         dut.i_image__payload.value = int(image[index])
         if dut.i_image__ready.value == 1:
             index += 1                          # transfers at the coming rising edge
+            last = _cycle(dut)
     await FallingEdge(dut.clk)
     dut.i_image__valid.value = 0
 
 
-async def _consume(dut, n_logits, n_debug, backpressure, rng):
-    """Collect ``n_logits`` logits and ``n_debug`` debug bytes of one image."""
-    logits, debug = [], []
+async def _consume(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got):
+    """Collect ``n_logits`` logits and ``n_debug`` debug bytes of one image into ``got``
+    (``{"logits": [], "debug": []}``); when no beat arrives for ``timeout`` cycles, stop and set
+    ``got["stall"]``. ``stall_after`` (tests only): stop taking beats after that many, for
+    good."""
+    try:
+        await _collect(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got)
+    except Stall as exc:
+        got["stall"] = str(exc)
+
+
+async def _collect(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got):
+    logits, debug = got["logits"], got["debug"]
     dut.o_logits__ready.value = 1
     dut.o_debug__ready.value = 1
+    last = _cycle(dut)
     while len(logits) < n_logits or len(debug) < n_debug:
         await FallingEdge(dut.clk)
+        if _cycle(dut) - last > timeout:
+            raise Stall("output")
+        if 0 <= stall_after <= len(logits) + len(debug):
+            dut.o_logits__ready.value = dut.o_debug__ready.value = 0
+            continue
         if backpressure:
             ready = int(rng.random() >= backpressure)
             dut.o_logits__ready.value = ready
             dut.o_debug__ready.value = ready
             if not ready:
                 continue
-        got = False
+        moved = False
         if dut.o_debug__valid.value == 1:
             debug.append(int(dut.o_debug__payload.value))
-            got = True
+            moved = True
         if dut.o_logits__valid.value == 1:
             logits.append(dut.o_logits__payload.value.to_signed())
-            got = True
-        if not got and not backpressure:
-            await First(RisingEdge(dut.o_debug__valid), RisingEdge(dut.o_logits__valid))
-    return logits, debug
+            moved = True
+        if moved:
+            last = _cycle(dut)
+        elif not backpressure:
+            await First(RisingEdge(dut.o_debug__valid), RisingEdge(dut.o_logits__valid),
+                        Timer((timeout + 1) * CLOCK_NS, "ns"))
 
 
 @cocotb.test()
@@ -92,12 +127,26 @@ async def run_images(dut):
     cycles = np.zeros(len(images), np.int64)
     start_wall = time.perf_counter()
     start_cycles = int(get_sim_time("ns")) // CLOCK_NS
+    timeout, stall_after = int(stim["timeout_cycles"]), int(stim["stall_after"])
+    stalled = {}
     for index, image in enumerate(images):
-        consumer = cocotb.start_soon(_consume(dut, n_logits, n_debug, backpressure, rng))
-        await _produce(dut, image, gaps, rng)
-        got_logits, got_debug = await consumer
-        logits[index] = got_logits
-        dumps[index] = got_debug
+        got = {"logits": [], "debug": []}
+        consumer = cocotb.start_soon(_consume(dut, n_logits, n_debug, backpressure, rng,
+                                              timeout, stall_after, got))
+        try:
+            await _produce(dut, image, gaps, rng, timeout)
+            await consumer
+        except Stall as exc:
+            if not consumer.done():
+                consumer.cancel()
+            got["stall"] = str(exc)
+        if "stall" in got:
+            stalled = {"stalled_image": index, "stalled_stream": got["stall"],
+                       "stalled_debug": np.array(got["debug"], np.uint8),
+                       "stalled_logits": len(got["logits"]), "stalled_cycle": _cycle(dut)}
+            break
+        logits[index] = got["logits"]
+        dumps[index] = got["debug"]
         cycles[index] = int(dut.cycles.value)
         if progress:
             with open(progress + ".tmp", "w") as f:
@@ -106,4 +155,4 @@ async def run_images(dut):
     wall = time.perf_counter() - start_wall
     sim_cycles = int(get_sim_time("ns")) // CLOCK_NS - start_cycles
     np.savez(os.environ["CNNFORGE_RESULTS"], logits=logits, debug=dumps, cycles=cycles,
-             sim_cycles=sim_cycles, wall_seconds=wall)
+             sim_cycles=sim_cycles, wall_seconds=wall, **stalled)

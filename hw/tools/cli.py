@@ -33,7 +33,7 @@ from cnnforge.hw.tools.common import (INPUTS_HELP, NET_HELP, UserError,
                                       add_calibration_option, atomic_write, load_calibrated,
                                       read_inputs)
 from cnnforge.hw.tools.explore import add_parser as add_explore
-from cnnforge.sim.accel import AcceleratorSim, compare
+from cnnforge.sim.accel import AcceleratorSim, SimulationStall, compare
 from cnnforge.sim.golden import run_quantized
 
 __all__ = ["main"]
@@ -477,6 +477,9 @@ def main(argv=None):
     except (UserError, NetworkError, ConfigError) as exc:
         print(f"cnnforge: error: {exc}", file=sys.stderr)
         return 2
+    except SimulationStall as exc:            # the hardware hung: not the user's error
+        print(f"cnnforge: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cnnforge: interrupted", file=sys.stderr)
         return 130

@@ -16,7 +16,8 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.network import ReLU, ReLU6
 from cnnforge.hw.frontend.quantize import quantize
-from cnnforge.sim.accel import AcceleratorSim, compare
+from cnnforge.hw.rtl.common import COUNTERS
+from cnnforge.sim.accel import AcceleratorSim, SimulationStall, compare, watchdog_cycles
 from tests.helpers import (build_dir, check_sim, compile_tight, conv_net, random_images,
                            tile_counts)
 
@@ -43,6 +44,11 @@ def seeded_network(seed):
                     hidden=int(rng.integers(2, 9)), out=int(rng.integers(1, 11)))
 
 
+def split_first_layer(program):
+    """The debug bytes of the first layer's record (counters and output map)."""
+    return range(4 * len(COUNTERS) + program.layers[0].values["out_size"])
+
+
 def test_random_network_3x2_with_stalls():
     """Six images (one all int8 extremes) through a random network tiled for the smallest input
     buffer, with 30 % input gaps and 50 % output back-pressure: every layer equals the golden
@@ -58,6 +64,19 @@ def test_random_network_3x2_with_stalls():
     clean = sim.run(images, name="clean")
     check_sim(program, images, clean)
     assert np.array_equal(result.cycles, clean.cycles)
+    # the watchdog: a consumer that stops taking beats for good is reported, never waited for
+    per_image = len(split_first_layer(program))
+    for stall_after, where in ((3, f"in layer {program.layers[0].name} "),
+                               (per_image + 5, f"in layer {program.layers[1].name} ")):
+        with pytest.raises(SimulationStall) as info:
+            sim.run(images[:2], gaps=0.2, backpressure=0.3, name="stall",
+                    stall_after=stall_after)
+        message = str(info.value)
+        assert message.startswith("image 0: the accelerator stalled: no beat on the ")
+        assert f"for {watchdog_cycles(program, 0.2, 0.3):,} cycles" in message
+        assert where in message and "\n" not in message, message
+    with pytest.raises(ValueError, match="gaps=1.0 is not a probability"):
+        sim.run(images, gaps=1.0)
 
     # the checker itself: one flipped value in one layer of one image, one wrong logit
     bad = copy.deepcopy(result)
