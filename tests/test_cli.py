@@ -307,3 +307,31 @@ def test_report_utilization_is_multiplier_use(digits):
     assert report["pe_utilization"] <= 1
     assert all(0 < row["pe_utilization"] <= 1 for row in report["by_type"].values()
                if row["pe_utilization"] is not None)
+
+
+def test_preflight_refuses_runaway_designs(tmp_path, capsys):
+    """A network whose weights would take GBs to elaborate, and a simulation the model predicts
+    at an hour: one line with the figures, before any elaboration or build."""
+    big = tmp_path / "big.py"
+    big.write_text(
+        "import numpy as np\n"
+        "from cnnforge.hw.frontend.network import Flatten, Linear, Sequential, Conv2d, ReLU\n"
+        "network = Sequential(Flatten(), Linear(1 * 64 * 64, 640), input_shape=(1, 64, 64))\n"
+        "rng = np.random.default_rng(0)\n"
+        "network.load_state_dict({k: rng.standard_normal(v).astype(np.float32) * 0.01\n"
+        "                         for k, v in network.state_dict_shapes().items()})\n"
+        "calibration = rng.standard_normal((4, 1, 64, 64)).astype(np.float32)\n")
+    out = tmp_path / "acc.v"
+    assert main(["verilog", str(big), "-o", str(out), "--buffer-bytes", "16384"]) == 2
+    err = capsys.readouterr().err
+    assert "2,621,440 weights (layer 1 (Linear) holds the most) would take about 3 GB" in err
+    assert "--force goes on anyway" in err and err.count("\n") == 1 and not out.exists()
+    # 300 inputs of the keyword-spotting model: 377,068 cycles each, about an hour
+    kws = DIGITS.parent.parent / "mlperf_tiny" / "kws_ref_model.tflite"
+    np.save(tmp_path / "x.npy", np.zeros((300, 49, 10, 1), np.int8))
+    assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "300",
+                 "--buffer-bytes", "65536", "--build-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "the simulation would take about 1.0 h: the model predicts 377,068 cycles" in err, err
+    assert "x 300 images" in err and "--force runs it anyway" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()

@@ -27,18 +27,20 @@ from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
-                                      atomic_write, load_calibrated, read_inputs)
+                                      atomic_write, load_calibrated, preflight, read_inputs)
 
 __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"]
 
 
 def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
-             lutram_buffers=False):
+             lutram_buffers=False, force=False):
     qnet = quantize(load_calibrated(net, calibration))
-    return compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
-                                                   input_buffer_bytes=buffer_bytes,
-                                                   algorithm=algorithm,
-                                                   lutram_buffers=lutram_buffers))
+    program = compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
+                                                      input_buffer_bytes=buffer_bytes,
+                                                      algorithm=algorithm,
+                                                      lutram_buffers=lutram_buffers))
+    preflight(program, force=force)
+    return program
 
 
 def _write_json(path, data):
@@ -91,7 +93,7 @@ def cmd_synth(args):
     cols = args.cols or device.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
                        args.algorithm or device.algorithm, args.calibration,
-                       device.lutram_buffers)
+                       device.lutram_buffers, args.force)
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
@@ -114,7 +116,7 @@ def cmd_build(args):
     cols = args.cols or spec.cols
     program = _program(args.net, rows, cols, args.buffer_bytes,
                        args.algorithm or spec.algorithm, args.calibration,
-                       DEVICES[spec.device].lutram_buffers)
+                       DEVICES[spec.device].lutram_buffers, args.force)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
@@ -164,6 +166,8 @@ def add_subcommands(sub):
     p = sub.add_parser("synth", help="synthesis and place-and-route (YoWASP yosys + nextpnr): "
                        "logic, DSP, block RAM against the device, Fmax of the core clock")
     p.add_argument("net", metavar="NET", help=NET_HELP)
+    p.add_argument("--force", action="store_true", help="go on with a design the pre-flight "
+                   "check expects to run away (millions of weights)")
     p.add_argument("--device", required=True, choices=sorted(DEVICES))
     p.add_argument("--rows", type=int, help="PE array rows (default: the device's, "
                    "docs/boards.md)")
@@ -181,6 +185,8 @@ def add_subcommands(sub):
 
     p = sub.add_parser("build", help="bitstream for a board (amaranth build + YoWASP tools)")
     p.add_argument("net", metavar="NET", help=NET_HELP)
+    p.add_argument("--force", action="store_true", help="go on with a design the pre-flight "
+                   "check expects to run away (millions of weights)")
     p.add_argument("--board", required=True, choices=boards)
     p.add_argument("--rows", type=int, help="PE array rows (default: the board's)")
     p.add_argument("--cols", type=int, help="PE array columns (default: the board's)")

@@ -31,7 +31,7 @@ from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.hw.tools.board_commands import add_subcommands as add_board_commands
 from cnnforge.hw.tools.common import (INPUTS_HELP, NET_HELP, UserError,
                                       add_calibration_option, atomic_write, load_calibrated,
-                                      read_inputs)
+                                      preflight, read_inputs)
 from cnnforge.hw.tools.explore import add_parser as add_explore
 from cnnforge.sim.accel import AcceleratorSim, SimulationStall, compare
 from cnnforge.sim.golden import run_quantized
@@ -69,6 +69,8 @@ def add_design_options(p):
                    "fastest per layer by the performance model (default or)")
     p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
                    "per-layer dataflow and tiles; overrides the options above")
+    p.add_argument("--force", action="store_true", help="go on with a design whose Verilog "
+                   "or simulation the pre-flight check expects to run away")
     add_calibration_option(p)
 
 
@@ -132,6 +134,7 @@ def _add_common(p, images_default):
 
 def cmd_verilog(args):
     _, _, program = _compile(args)
+    preflight(program, force=args.force)
     text = verilog.convert(Accelerator(program), name="accelerator")
 
     def write(tmp):
@@ -166,6 +169,7 @@ def cmd_run(args):
                             f"good), got {value}")
     network, qnet, program = _compile(args)
     xq, x, y = _load_inputs(args, network, qnet)
+    preflight(program, len(xq), force=args.force)
     build_dir = Path(args.build_dir or Path("build") / Path(args.net).resolve().parent.name)
     cfg = program.config
     console.print(f"[bold]cnnforge[/] {args.net}: {len(program.layers)} layers on a "

@@ -16,12 +16,22 @@ from pathlib import Path
 import numpy as np
 
 from cnnforge.hw.frontend.loader import load_network
+from cnnforge.hw.models.perf import network_model
 
-__all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "warn", "NET_HELP",
+__all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "warn", "preflight",
+           "NET_HELP",
            "INPUTS_HELP", "add_calibration_option"]
 
 #: Help text of every subcommand's NET argument.
 NET_HELP = "network: a Python file defining `network`, an .onnx model or an int8 .tflite model"
+#: Simulated cycles per second :func:`preflight` assumes (Verilator with the per-layer dump
+#: measured 25,000 to 126,000 on the bundled and MLPerf Tiny models).
+SIM_CYCLES_PER_SECOND = 30_000
+#: Longest simulation :func:`preflight` lets start without ``--force`` (seconds).
+MAX_SIM_SECONDS = 3600
+#: Most weights :func:`preflight` lets elaborate without ``--force``: the weight ROM is
+#: elaborated as constant memory contents, about 1.2 GB of memory and 40 s per million weights.
+MAX_WEIGHTS = 2_000_000
 #: Fraction of saturated int8 input values above which ``read_inputs`` warns.
 SATURATION_WARNING = 0.05
 #: Help text of ``--inputs``.
@@ -158,6 +168,39 @@ def read_inputs(path, qnet):
                  f"{qnet.input_scale:.4g} and zero point {qnet.input_zero_point} cover "
                  f"{lo:.4g}..{hi:.4g})")
     return x if x.shape != qnet.model_input_shape else x[None]
+
+
+def preflight(program, images=None, force=False):
+    """Refuse, before elaboration, a design whose Verilog or simulation would run away.
+
+    From the compiled program alone (the analytic model and the weight count): more than
+    :data:`MAX_WEIGHTS` weights (elaboration memory), or, for ``images`` to simulate, more than
+    :data:`MAX_SIM_SECONDS` of simulation at :data:`SIM_CYCLES_PER_SECOND`.
+
+    Raises
+    ------
+    UserError
+        One line with the figures and the layer that dominates, unless ``force``.
+    """
+    weights = sum(int(op.weight.size) for layer in program.layers for op in layer.ops
+                  if op.weight is not None)
+    if weights > MAX_WEIGHTS and not force:
+        big = max(program.layers, key=lambda layer: sum(
+            int(op.weight.size) for op in layer.ops if op.weight is not None))
+        raise UserError(f"{weights:,} weights (layer {big.name} ({big.type}) holds the most) "
+                        f"would take about {weights / 1e6 * 1.2:.0f} GB and "
+                        f"{weights / 1e6 * 40 / 60:.0f} min to elaborate; the limit is "
+                        f"{MAX_WEIGHTS:,}: --force goes on anyway")
+    if not images:
+        return
+    models, per_image = network_model(program)
+    seconds = per_image * images / SIM_CYCLES_PER_SECOND
+    if seconds > MAX_SIM_SECONDS and not force:
+        layer, model = max(zip(program.layers, models), key=lambda pair: pair[1].cycles)
+        raise UserError(f"the simulation would take about {seconds / 3600:.1f} h: the model "
+                        f"predicts {per_image:,} cycles per image (layer {layer.name} "
+                        f"({layer.type}): {model.cycles:,}) x {images} images at about "
+                        f"{SIM_CYCLES_PER_SECOND:,} cycles/s; --force runs it anyway")
 
 
 def add_calibration_option(p):
