@@ -41,7 +41,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite (slow RTL tests included)
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 ## make test-fast: skip the tests marked slow
 test-fast: $(DEV_STAMP)
