@@ -246,6 +246,9 @@ class QuantizedNetwork:
         """Zero point of :meth:`model_output`'s values."""
         return self.output_zero_point
 
+    #: How :meth:`model_input` names the expected shape in its error.
+    EXPECTS = "per image, the network expects {}"
+
     def model_input(self, x):
         """Inputs as the user gives them -> the accelerator's int8 (B, C, H, W).
 
@@ -265,22 +268,30 @@ class QuantizedNetwork:
         if x.shape == shape:
             x = x[None]
         if x.shape[1:] != shape:
-            raise ValueError(f"inputs have shape {x.shape[1:]} per image, the network expects "
-                             f"{shape}")
+            raise ValueError(f"inputs have shape {x.shape[1:]} " + self.EXPECTS.format(shape))
+        if x.dtype != np.int8 and x.dtype.kind not in "fiu":
+            raise ValueError(f"inputs are {x.dtype}: give int8 values (used as they are) or "
+                             "float values (quantized with the input's scale and zero point)")
+        nchw = self.input_nchw(x)
         if x.dtype == np.int8:
-            return np.ascontiguousarray(x)
-        if x.dtype.kind not in "fiu":
-            raise ValueError(f"inputs are {x.dtype}: give int8 or float values")
-        return self.quantize_input(x.astype(np.float32))
+            return np.ascontiguousarray(nchw)
+        return self.quantize_input(nchw.astype(np.float32))
+
+    def input_nchw(self, x):
+        """A batch of inputs in the user's layout -> (B, C, H, W) (here unchanged)."""
+        return x
+
+    def dequantize_input(self, xq):
+        """int8 inputs -> their float values, ``(q − z)·s`` in float32."""
+        return (np.asarray(xq).astype(np.float32) - self.input_zero_point) * np.float32(
+            self.input_scale)
 
     def float_input(self, x):
         """The float network's input for the inputs ``x`` of :meth:`model_input` (float NCHW
         as given; int8 values dequantized)."""
         x = np.asarray(x)
         if x.dtype == np.int8:
-            xq = self.model_input(x)
-            return ((xq.astype(np.float32) - self.input_zero_point)
-                    * np.float32(self.input_scale))
+            return self.dequantize_input(self.model_input(x))
         return x.astype(np.float32).reshape((-1,) + tuple(self.network.input_shape))
 
     def model_layout(self, y):

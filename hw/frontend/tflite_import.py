@@ -125,38 +125,16 @@ class TfliteQuantizedNetwork(QuantizedNetwork):
         q = np.sign(v) * np.floor(np.abs(v).astype(np.float64) + 0.5) + self.input_zero_point
         return np.clip(q, QMIN, QMAX).astype(np.int8)
 
-    def model_input(self, x):
-        """Inputs in the model's own layout -> the accelerator's int8 (B, C, H, W).
+    EXPECTS = "per input, the model expects {} (NHWC)"
 
-        Parameters
-        ----------
-        x : ndarray, shape (B, H, W, C) or (H, W, C) (NHWC, as the model's input)
-            int8 values are used as they are; float values are quantized with the input's
-            scale and zero point (as TFLite's QUANTIZE).
-
-        Raises
-        ------
-        ValueError
-            For another shape or dtype.
-        """
-        x = np.asarray(x)
-        if x.shape == self.model_input_shape:
-            x = x[None]
-        if x.shape[1:] != self.model_input_shape:
-            raise ValueError(f"inputs have shape {x.shape[1:]} per input, the model expects "
-                             f"{self.model_input_shape} (NHWC)")
-        nchw = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
-        if x.dtype == np.int8:
-            return np.ascontiguousarray(nchw)
-        if x.dtype.kind not in "fiu":
-            raise ValueError(f"inputs are {x.dtype}: give int8 values (used as they are) or "
-                             "float32 (quantized with the input's scale and zero point)")
-        return self.quantize_input(nchw)
+    def input_nchw(self, x):
+        """A batch of NHWC inputs (the model's layout) -> (B, C, H, W)."""
+        return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
 
     def float_input(self, x):
-        """The float network's NCHW input: :meth:`model_input` dequantized."""
-        xq = self.model_input(x)
-        return (xq.astype(np.float32) - self.input_zero_point) * np.float32(self.input_scale)
+        """The float network's NCHW input: :meth:`model_input` dequantized (float inputs
+        included, so the float reference sees what the accelerator sees)."""
+        return self.dequantize_input(self.model_input(x))
 
     def model_layout(self, y):
         """An op's output (B, C, H, W) or (B, F) in TFLite's layout (NHWC)."""
@@ -226,7 +204,6 @@ class _Importer:
         self.op_tensors = []    # the TFLite tensor each op produces
         self.at = {}            # tensor index -> (layer index, op index, (C, H, W) or (F,))
         self.nhwc_flat = {}     # flat tensor -> (C, H, W) it was flattened from in NHWC order
-        self.qnet = None
         self.index = -1
         self.opname = ""
 
@@ -330,9 +307,7 @@ class _Importer:
         self.input_quantized = self.input_tensor
         for self.index in range(g.OperatorsLength()):
             op = g.Operators(self.index)
-            code = self.model.OperatorCodes(op.OpcodeIndex())
-            self.opname = _OP_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()),
-                                        "CUSTOM")
+            self.opname = self.op_type(self.index)
             if self.opname not in SUPPORTED_OPS:
                 raise self.fail(f"operator {self.opname} is not supported (supported: "
                                 f"{', '.join(SUPPORTED_OPS)})")
@@ -478,6 +453,7 @@ class _Importer:
             self.nhwc_flat[outs[0]] = shape
 
     def op_type(self, index):
+        """The BuiltinOperator name of operator ``index`` (``CUSTOM`` for a custom one)."""
         code = self.model.OperatorCodes(self.graph.Operators(index).OpcodeIndex())
         return _OP_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
 
