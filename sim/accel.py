@@ -19,10 +19,9 @@ import numpy as np
 from cnnforge.boards.synth import write_netlist
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
-from cnnforge.hw.rtl.common import COUNTERS
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
-from cnnforge.sim.rtl import debug_stream_size, split_debug_stream
+from cnnforge.sim.rtl import debug_record_sizes, debug_stream_size, split_debug_stream
 
 __all__ = ["AcceleratorSim", "RTLResult", "SimulationStall", "compare", "watchdog_cycles"]
 
@@ -40,18 +39,19 @@ def watchdog_cycles(program, gaps=0.0, backpressure=0.0):
     return int(2 * per_image / ((1 - gaps) * (1 - backpressure))) + 10_000
 
 
-def _stall_message(program, out, timeout):
-    """Name the layer a stalled run stopped in, from the debug bytes received before it."""
+def _stall_message(program, out, timeout, debug):
+    """Name the layer a stalled run stopped in, from the debug bytes received before it (with
+    the debug dump; without it the stream and the counts only)."""
     image, stream = int(out["stalled_image"]), str(out["stalled_stream"])
     received = len(out["stalled_debug"])
-    where, pos = "", 0
-    if received or int(out["stalled_logits"]) == 0:
-        for index, layer in enumerate(program.layers):
-            pos += 4 * len(COUNTERS) + layer.values["out_size"]
-            if received < pos:
-                where = (f" in layer {layer.name} ({layer.type}), {index} of "
-                         f"{len(program.layers)} layers done")
-                break
+    where = ""
+    if debug:
+        done = int(np.searchsorted(np.cumsum(debug_record_sizes(program)), received,
+                                   side="right"))
+        if done < len(program.layers):
+            layer = program.layers[done]
+            where = (f" in layer {layer.name} ({layer.type}), {done} of "
+                     f"{len(program.layers)} layers done")
     _, per_image = network_model(program)
     return (f"image {image}: the accelerator stalled: no beat on the {stream} stream for "
             f"{timeout:,} cycles (the model predicts {per_image:,} cycles per image){where}; "
@@ -221,7 +221,7 @@ class AcceleratorSim:
             progress(len(images))
         with np.load(results) as out:
             if "stalled_image" in out.files:
-                raise SimulationStall(_stall_message(prog, out, timeout))
+                raise SimulationStall(_stall_message(prog, out, timeout, debug))
             layers = ([split_debug_stream(prog, dump) for dump in out["debug"]] if debug else [])
             return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
                              sim_cycles=int(out["sim_cycles"]),

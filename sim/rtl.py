@@ -119,9 +119,14 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     return np.array([written[i] for i in range(n)], np.int8)
 
 
+def debug_record_sizes(program):
+    """Bytes of each layer's record in the debug stream: its counters and its output map."""
+    return [4 * len(COUNTERS) + layer.values["out_size"] for layer in program.layers]
+
+
 def debug_stream_size(program):
     """Bytes of the debug stream of one image: per layer the counters and the output map."""
-    return sum(4 * len(COUNTERS) + layer.values["out_size"] for layer in program.layers)
+    return sum(debug_record_sizes(program))
 
 
 def split_debug_stream(program, data):
