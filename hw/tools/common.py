@@ -182,11 +182,11 @@ def preflight(program, images=None, force=False):
     UserError
         One line with the figures and the layer that dominates, unless ``force``.
     """
-    weights = sum(int(op.weight.size) for layer in program.layers for op in layer.ops
-                  if op.weight is not None)
+    per_layer = [sum(int(op.weight.size) for op in layer.ops if op.weight is not None)
+                 for layer in program.layers]
+    weights = sum(per_layer)
     if weights > MAX_WEIGHTS and not force:
-        big = max(program.layers, key=lambda layer: sum(
-            int(op.weight.size) for op in layer.ops if op.weight is not None))
+        big = program.layers[int(np.argmax(per_layer))]
         raise UserError(f"{weights:,} weights (layer {big.name} ({big.type}) holds the most) "
                         f"would take about {weights / 1e6 * 1.2:.0f} GB and "
                         f"{weights / 1e6 * 40 / 60:.0f} min to elaborate; the limit is "
