@@ -14,7 +14,7 @@ from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.frontend.tflite_import import activation_range, load_tflite
 from cnnforge.hw.tools.cli import main
 from cnnforge.sim.golden import conv2d_float, run_quantized, tflite_quantize_multiplier
-from tests.tflite_models import TfliteBuilder
+from tests.tflite_models import TfliteBuilder, same_padding
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "mlperf_tiny"
 MLPERF = {"kws": "kws_ref_model.tflite", "resnet8": "pretrainedResnet_quant.tflite",
@@ -141,15 +141,15 @@ def _conv_model(rng, batch, h, w, c, m, kernel, stride, padding, activation, dep
         s_w.reshape(-1, 1, 1, 1) if per_channel else s_w[0])
     b = TfliteBuilder()
     x = b.tensor([batch, h, w, c], scale=s_in, zero_point=z_in)
-    pads = (0, 0)
     if padding == "SAME":
-        pads = tuple(max(((-(-n // s)) - 1) * s + k - n, 0) // 2
-                     for n, k, s in zip((h, w), kernel, stride))
+        (oh, top, bottom), (ow, left, right) = (same_padding(n, k, st) for n, k, st in
+                                                zip((h, w), kernel, stride))
+    else:
+        (oh, ow), (top, left, bottom, right) = ((h - kh) // stride[0] + 1,
+                                                (w - kw) // stride[1] + 1), (0, 0, 0, 0)
     y = conv2d_float(xf.astype(np.float32), wf.astype(np.float32), None, stride,
-                     pads, c if depthwise else 1)
+                     (top, left, bottom, right), c if depthwise else 1)
     s_out, z_out = _out_params(y) if activation != "RELU_N1_TO_1" else (1 / 100, 0)
-    oh, ow = ((-(-h // stride[0]), -(-w // stride[1])) if padding == "SAME"
-              else ((h - kh) // stride[0] + 1, (w - kw) // stride[1] + 1))
     wt = b.tensor(wq.shape, scale=s_w, data=wq, quantized_dimension=3 if depthwise else 0)
     bt = b.tensor([m], "int32", scale=(s_in * s_w.astype(np.float64)).astype(np.float32),
                   data=bias)

@@ -5,7 +5,7 @@ with a float reference, to one quantization step (TFLite requantizes with two ro
 import numpy as np
 import pytest
 
-from tests.tflite_models import TfliteBuilder, run_tflm
+from tests.tflite_models import TfliteBuilder, run_tflm, same_padding
 
 
 def dequantize(q, scale, zero_point):
@@ -14,13 +14,6 @@ def dequantize(q, scale, zero_point):
 
 def quantize(real, scale, zero_point, lo=-128, hi=127):
     return np.clip(np.round(real / scale) + zero_point, lo, hi).astype(np.int8)
-
-
-def same_padding(size, kernel, stride):
-    """TFLite's SAME padding: (output size, padding before, padding after)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return out, total // 2, total - total // 2
 
 
 def conv_nhwc_float(x, w, bias, stride, padding, depthwise=False):

@@ -356,3 +356,11 @@ def run_tflm(model_bytes, x, arena_size=None):
     interpreter.set_input(np.ascontiguousarray(x), 0)
     interpreter.invoke()
     return np.array(interpreter.get_output(0), copy=True)
+
+
+def same_padding(size, kernel, stride):
+    """TFLite's SAME padding of one axis (``ComputePaddingHeightWidth``): (output size, padding
+    before, padding after), the odd pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2

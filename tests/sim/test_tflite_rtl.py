@@ -14,7 +14,7 @@ from cnnforge.hw.frontend.tflite_import import load_tflite
 from cnnforge.sim.accel import AcceleratorSim
 from cnnforge.sim.golden import conv2d_float
 from tests.helpers import build_dir, check_sim, compile_tight
-from tests.tflite_models import TfliteBuilder, run_tflm
+from tests.tflite_models import TfliteBuilder, run_tflm, same_padding
 
 
 class _Chain:
@@ -46,11 +46,9 @@ class _Chain:
         s_w = s_w.astype(np.float32)
         bias = np.round(rng.standard_normal(m) * 0.3 / (s_in * s_w.astype(np.float64)))
         if padding == "SAME":
-            pads = []
-            for n, kk, ss in zip((h, w), kernel, stride):
-                total = max((-(-n // ss) - 1) * ss + kk - n, 0)
-                pads.append((total // 2, total - total // 2))
-            padding4 = (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
+            (_, top, bottom), (_, left, right) = (same_padding(n, kk, ss) for n, kk, ss in
+                                                  zip((h, w), kernel, stride))
+            padding4 = (top, left, bottom, right)
         else:
             padding4 = (0, 0, 0, 0)
         wf = (wq.transpose(3, 0, 1, 2) if depthwise else wq.transpose(0, 3, 1, 2)) * \
