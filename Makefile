@@ -16,8 +16,8 @@ DEVICE ?= up5k
 BOARD  ?= icebreaker
 FLASH_ARGS ?=
 
-.PHONY: all venv demo test test-fast verilog sim train benchmarks clean synth bitstream flash \
-        benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf
+.PHONY: all venv demo test test-fast formal verilog sim train benchmarks clean synth bitstream \
+        flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf
 
 all: demo
 
@@ -46,6 +46,10 @@ test: $(DEV_STAMP)
 ## make test-fast: skip the tests marked slow
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make formal: the formal proofs only (SymbiYosys from PyPI; `make test` runs them too)
+formal: $(DEV_STAMP)
+	$(BIN)/python -m pytest tests/formal $(PYTEST_ARGS)
 
 ## make verilog: the accelerator's Verilog for NET
 verilog: $(STAMP)
