@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import FallingEdge, RisingEdge, Timer
 
 from cnnforge.boards import protocol
 from cnnforge.sim import runner as sr
@@ -157,6 +157,40 @@ async def tb_errors(dut):
     sr.save_results({"answers": answers})
 
 
+@cocotb.test()
+async def tb_reset_mid_inference(dut):
+    """A good frame, then ``rst`` for a few cycles while the engine computes its answer (the
+    answer's header is on the line, its logits not yet): the board then stays silent, and
+    answers the next good frame."""
+    stim = sr.load_stimulus()
+    clk_freq = float(stim["clk_freq"])
+    await start(dut, clk_freq)
+    host = UARTHost(dut, int(stim["baud"]))
+    first, second = (protocol.encode_image(np.asarray(image, np.int8))
+                     for image in stim["images"])
+    await host.send(first)
+    period = 2 * round(PS_PER_S / clk_freq / 2)         # as start()'s clock
+    await Timer(period * (int(stim["reset_after"]) - 1), unit="ps")
+    await RisingEdge(dut.clk)
+    busy, before = int(dut.led_busy.value), bytes(host.received)
+    dut.rst.value = 1
+    for _ in range(int(stim["hold"])):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    # a byte the reset cut short still completes in the host's receiver: wait it out
+    await Timer(host.bit_ps * 12, unit="ps")
+    cut = bytes(host.received)                            # all of the interrupted answer
+    host.received.clear()
+    await Timer(host.bit_ps * 30, unit="ps")
+    after = bytes(host.received)                          # must stay empty: nothing pending
+    await host.send(second)
+    type_, payload = await host.answer()
+    result = protocol.parse_result(type_, payload, int(stim["output_size"]))
+    sr.save_results({"busy": busy, "before": list(before), "cut": list(cut),
+                     "after": list(after), "logits": result.logits.tolist(), "cls": result.cls,
+                     "cycles": result.cycles})
+
+
 # ------------------------------------------------------------------------------------------------
 # pytest side
 
@@ -224,3 +258,32 @@ def test_rejects_bad_frames_and_resynchronizes(top_build):
     assert len(answers) == 6
     for answer in answers:
         assert answer == golden.tolist()
+
+
+@pytest.mark.slow
+def test_reset_mid_inference(top_build):
+    """``rst`` for 2 cycles half-way through the engine's cycles for a good frame (on the
+    performance model's clock, from the end of the frame): no complete answer came, the board
+    is silent after the reset, and the next good frame is answered with the golden logits and
+    the cycle count of an undisturbed image (the model's, which the engine's counter equals)."""
+    from cnnforge.hw.models.perf import network_model
+    from cnnforge.sim.golden import run_quantized
+    network, qnet, program, top, runner, build_dir = top_build
+    x, _ = network.test_data()
+    images = qnet.quantize_input(x[10:12])
+    golden = run_quantized(qnet, images)[-1].reshape(len(images), -1)
+    _, per_image = network_model(program)
+    ex = sr.Exchange.create(build_dir, "reset", {**_stimulus(top, program, images),
+                                                 "reset_after": per_image // 2, "hold": 2})
+    sr.run(runner, TOPLEVEL, __name__, testcase="tb_reset_mid_inference", extra_env=ex.env())
+    got = ex.read_results()
+    interrupted = protocol.encode_result(golden[0], per_image)
+    assert got["busy"] == 1, "the board was idle when reset: no inference to interrupt"
+    assert bytes(got["before"]) == interrupted[:len(got["before"])]
+    assert got["cut"][:len(got["before"])] == got["before"]
+    assert len(got["cut"]) <= protocol.HEADER_SIZE, \
+        f"the interrupted answer went further than its header: {got['cut']}"
+    assert got["after"] == [], f"bytes from the board after the reset: {got['after']}"
+    assert got["logits"] == golden[1].tolist(), "logits differ from the golden model"
+    assert got["cls"] == int(golden[1].argmax())
+    assert got["cycles"] == per_image
