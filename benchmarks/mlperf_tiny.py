@@ -2,8 +2,8 @@
 model against TensorFlow Lite Micro, and ``cnnforge run`` on Verilator.
 
 For each model — keyword spotting DS-CNN and ResNet-8 on a 4x4 PE array, visual wake words
-MobileNetV1-0.25 on 8x8 (input tile buffers of ``--buffer-bytes``, default 64 KiB: these models'
-maps need more than the 4 KiB default; fitting real devices is the memory planner's job):
+MobileNetV1-0.25 on 8x8 (input tile buffers of ``--buffer-bytes``, default 4 KiB as
+``cnnforge run``'s):
 
 1. **golden model vs TensorFlow Lite Micro** (``tflite_micro`` reference kernels) on ``--golden``
    random int8 inputs (the KWS sample first): output values that differ (expected 0) and the
@@ -135,7 +135,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--golden", type=int, default=51, help="inputs of the golden comparison")
     p.add_argument("--inputs", type=int, default=3, help="inputs of each RTL run")
-    p.add_argument("--buffer-bytes", type=int, default=65536)
+    p.add_argument("--buffer-bytes", type=int, default=4096)
     p.add_argument("--no-rtl", action="store_true", help="the golden comparison only")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "mlperf_tiny.json"))
     args = p.parse_args()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
 from cnnforge.hw.frontend.network import (
-    Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential,
+    AdaptiveAvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential,
 )
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
@@ -108,6 +108,30 @@ def test_input_buffer_too_small(digits, budget, layer, kind, need, channels):
                                           r"256 bytes"):
         compile_network(digits, AcceleratorConfig(4, 4, input_buffer_bytes=255))
     compile_network(digits, AcceleratorConfig(4, 4, input_buffer_bytes=256))
+
+
+@pytest.mark.parametrize("array", [(4, 4), (8, 8)])
+def test_ds_cnn_fits_the_default_buffer(array):
+    """The DS-CNN keyword-spotting net (Zhang et al., "Hello Edge", 2017: a 10×4 stride-2 stem,
+    four depthwise-separable blocks of 64 channels, a global average pool over 25×5) compiles
+    at the default 4 KiB input tile buffer: a depthwise or pooling tile holds the R channels of
+    one block, and the global pool's single output column keeps the tile dense (R·25·⌈5/C⌉
+    words per bank, where the whole map at the pool's stride 5 took 32,000 bytes)."""
+    rows, cols = array
+    blocks = []
+    for _ in range(4):
+        blocks += [Conv2d(64, 64, 3, padding=1, groups=64), ReLU(), Conv2d(64, 64, 1), ReLU()]
+    qnet = quantized(Conv2d(1, 64, (10, 4), stride=2, padding=(4, 1, 5, 1)), ReLU(), *blocks,
+                     AdaptiveAvgPool2d(1), Flatten(), Linear(64, 12), input_shape=(1, 49, 10))
+    program = compile_network(qnet, AcceleratorConfig(rows, cols))
+    pool = program.layers[-2].values
+    assert (pool["kh"], pool["kw"], pool["sh"], pool["sw"]) == (25, 5, 1, 1)
+    assert pool["ld_blocks"] == 64 // rows and pool["ld_chans"] == rows
+    assert pool["slot_words"] == rows * 25 * ceil_div(5, cols)
+    for layer in program.layers:
+        if layer.values.get("dw"):
+            assert layer.values["ld_chans"] == rows
+    assert program.slot_words * cols <= 4096
 
 
 def test_tile_override_too_big(digits):

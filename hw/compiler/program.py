@@ -127,7 +127,7 @@ class AcceleratorConfig:
 #: the bound). Not to be confused with ``rows_last`` / ``cols_last`` / ``groups_last``: the
 #: sizes of the last tile.
 LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw", "KB",
-               "nblk", "out_size")
+               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail")
 
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
@@ -141,8 +141,11 @@ DESCRIPTOR_FIELDS = (
     # tiling
     "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "cols_last", "groups_full",
     "groups_last", "MB", "K", "L", "KB", "Lmin",
-    # loader address steps
+    # loader address steps; the loads of a tile: ld_blocks of ld_chans channels (the last
+    # ld_chans_tail), ld_blk_step apart in the feature map (depthwise: one load per block of R
+    # channels, else one load of all N)
     "ld_start", "ld_row_step", "ld_chan_step", "ld_tile_col_step", "ld_tile_row_step",
+    "ld_blocks", "ld_chans", "ld_chans_tail", "ld_blk_step",
     "y_start", "x_start", "tile_y_step", "tile_x_step",
     # input tile buffer layout
     "Wq", "row_words", "slot_words",
@@ -151,8 +154,6 @@ DESCRIPTOR_FIELDS = (
     # output; OR passes' destination address steps: next block of R channels (R·PHW), next
     # tile row ((Tr >> pshift)·PW)
     "PHW", "oy_lim", "ox_lim", "out_size", "out_mb_step", "out_tile_step",
-    # depthwise: channel offset of the next R-channel block in the tile buffer (0: dense)
-    "mb_chan_step",
     # element-wise add: second source and its rescaling tables' base
     "src2", "t_base",
     # derived (_derived_fields): loop bounds minus one; the pooling window's mask
@@ -472,6 +473,9 @@ def _geometry(op, pool, cfg):
         m, oh, ow = op.output_shape
         (kh, kw), (sh, sw) = op.kernel_size, op.stride
         ph, pw = op.padding[:2]             # top, left; the bottom and right follow from OH, OW
+        # a single output row (column) has no stride: 1 keeps the x-banked tile dense (a global
+        # average pool's stride is its whole window)
+        sh, sw = (1 if oh == 1 else sh), (1 if ow == 1 else sw)
         g = dict(N=n, H=h, W=w, M=m, OH=oh, OW=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     g["dw"] = int(op.kind == "conv" and op.groups > 1)
     pk = pool.kernel_size[0] if pool is not None else 1
@@ -528,6 +532,13 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["MB"], v["KB"] = _ceil_div(g["M"], C), g["kh"] * g["kw"] * _ceil_div(g["N"], R)
     v["nblk"] = _ceil_div(g["N"], R)
     v["MBw"], v["NBw"] = C, R            # WR weight block (columns × rows), for reports
+    # the loads of a tile (TileLoader): a depthwise layer loads each block of R channels before
+    # its passes, so its tile buffer holds R channels, not N
+    if g.get("dw"):
+        v["ld_blocks"], v["ld_chans"] = v["MB"], dw_chans
+        v["ld_chans_tail"] = g["N"] - (v["MB"] - 1) * R
+    else:
+        v["ld_blocks"], v["ld_chans"], v["ld_chans_tail"] = 1, g["N"], g["N"]
     if df.banks_on_rows:
         # channel-banked: input (n, yi, xi) in bank n % R,
         # word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
@@ -539,11 +550,9 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
         v["row_words"] = g["sw"] * v["Wq"]
         v["chan_words"] = 0
-        # a depthwise pass walks the R channels of its block (the last block may reach past N:
-        # those weights are 0, the words only need to exist)
-        chans = max(g["N"], (v["MB"] - 1) * R + dw_chans) if g.get("dw") else g["N"]
-        v["slot_words"] = chans * v["Tr_in"] * v["row_words"]
-    v["mb_chan_step"] = R * v["Tr_in"] * v["row_words"] if g.get("dw") else 0
+        # a depthwise pass walks the R channels of its block, the only ones its load holds (the
+        # last block's load may hold fewer: the words past them are stale, their weights 0)
+        v["slot_words"] = v["ld_chans"] * v["Tr_in"] * v["row_words"]
     return v
 
 
@@ -576,8 +585,8 @@ def _plan_tiles(g, cfg, name, type_, df):
         banks = cfg.rows if Dataflow(df).banks_on_rows else cfg.cols
         raise ConfigError(
             f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * banks} "
-            f"bytes of input tile buffer ({g['N']} channels), more than input_buffer_bytes="
-            f"{cfg.input_buffer_bytes}")
+            f"bytes of input tile buffer ({v['ld_chans']} channels), more than "
+            f"input_buffer_bytes={cfg.input_buffer_bytes}")
     return best[1]
 
 
@@ -902,6 +911,7 @@ def _address_steps(v, g, cfg):
     v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
     v["ld_tile_col_step"] = v["Tc"] * sw
     v["ld_tile_row_step"] = v["Tr"] * sh * W
+    v["ld_blk_step"] = cfg.rows * H * W if v["ld_blocks"] > 1 else 0
     v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
     if v["df"].banks_on_rows:
         # WR stream: word of (nb, row·sh + ky, col·sw + kx) = nb·chan_words + ... ·Tc_in + ...

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits"]
+__all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits", "tile_order",
+           "load_order"]
 
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.timing import PPU_LATENCY, array_latency
@@ -79,6 +80,27 @@ def tile_order(v):
             yield tr * v["Tr"], tc * v["Tc"], rows, cols
 
 
+def load_order(v):
+    """The loads of a layer's input tiles in the order the ``TileLoader`` makes them: each
+    tile of :func:`tile_order` in one load of its N channels, or for a depthwise layer in
+    ``ld_blocks`` loads of ``ld_chans`` channels (the last ``ld_chans_tail``), one per block of
+    R output channels.
+
+    Yields
+    ------
+    (tr0, tc0, rows, cols, blocks, chans) : tuple
+        The tile (:func:`tile_order`), the blocks of R output channels whose passes the load
+        feeds (a ``range``) and the channels it loads.
+    """
+    blocks, chans, tail = v["ld_blocks"], v["ld_chans"], v["ld_chans_tail"]
+    for tile in tile_order(v):
+        if blocks == 1:
+            yield (*tile, range(v["MB"]), chans)
+        else:
+            for mb in range(blocks):
+                yield (*tile, range(mb, mb + 1), tail if mb == blocks - 1 else chans)
+
+
 def _span(start, length, limit):
     """How many of start..start+length-1 fall in [0, limit)."""
     return max(0, min(start + length, limit) - max(start, 0))
@@ -105,34 +127,34 @@ def layer_model(v, cfg):
     df, K, M, N = Dataflow(v["df"]), v["K"], v["M"], v["N"]
     if df is Dataflow.ADD:
         return _add_model(v)
-    E = N * v["Tr_in"] * v["Tc_in"]               # values loaded per tile
-    tiles = list(tile_order(v))
-    ntiles = len(tiles)
+    loads = list(load_order(v))
+    nloads = len(loads)
 
     # loader / controller handshake over the two halves of the input tile buffer
-    l_last = [0] * ntiles
-    free = [0] * ntiles                           # cycle the controller releases tile t's half
-    fm_reads = 0
-    for tr0, tc0, _, _ in tiles:
+    l_last = [0] * nloads
+    free = [0] * nloads                           # cycle the controller releases load t's half
+    fm_reads = ibuf_writes = 0
+    for tr0, tc0, _, _, _, chans in loads:
         y0, x0 = tr0 * v["sh"] - v["ph"], tc0 * v["sw"] - v["pw"]
-        fm_reads += N * _span(y0, v["Tr_in"], v["H"]) * _span(x0, v["Tc_in"], v["W"])
+        fm_reads += chans * _span(y0, v["Tr_in"], v["H"]) * _span(x0, v["Tc_in"], v["W"])
+        ibuf_writes += chans * v["Tr_in"] * v["Tc_in"]
 
-    acc = {"ibuf_reads": 0, "ibuf_writes": ntiles * E, "weight_reads": 0, "obuf_reads": 0,
-           "obuf_writes": 0}                      # buffer accesses, summed over the tiles
+    acc = {"ibuf_reads": 0, "ibuf_writes": ibuf_writes, "weight_reads": 0, "obuf_reads": 0,
+           "obuf_writes": 0}                      # buffer accesses, summed over the loads
     wait = 1                                      # controller's WAIT_TILE entry cycle
     end = 0                                       # last cycle the layer is busy
     # IR/WR: last drain cycle per psum half, cycle the group drainer is free from, psum half
     sstate = {"drain_done": [-10, -10], "drain_free": -10, "half": 0}
     wstate = {"v_free": [-10, -10], "vh": 0, "cf_free": 0, "cf_vh": 0, "o_free": [-10, -10],
               "oh": 0, "sr_free": -10, "sr_half": 0}
-    for t, (tr0, tc0, rows, cols) in enumerate(tiles):
+    for t, (tr0, tc0, rows, cols, blocks, chans) in enumerate(loads):
         first = 2 if t == 0 else l_last[t - 1] + 3
         if t >= 2:
             first = max(first, free[t - 2] + 2)
-        l_last[t] = first + E - 1
-        start = max(wait, l_last[t] + 3) + 1       # first working cycle of the tile
+        l_last[t] = first + chans * v["Tr_in"] * v["Tc_in"] - 1
+        start = max(wait, l_last[t] + 3) + 1       # first working cycle of the load
         if df is Dataflow.OR:
-            f_end, end = _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc)
+            f_end, end = _or_tile(v, cfg, start, (tr0, tc0, rows, cols), blocks, end, acc)
         elif df is Dataflow.WINOGRAD:
             f_end, end = _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, wstate, end)
             groups = rows * _ceil_div(cols, C)
@@ -176,9 +198,9 @@ def _add_model(v):
                       fm_writes=n, macs=0, ideal_cycles=0)
 
 
-def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
-    """Timing and accesses of one input tile of an output-reuse (OR) layer: its passes of
-    ``L`` beats back to back, then the drain of the last pass.
+def _or_tile(v, cfg, start, tile, blocks, end, acc):
+    """Timing and accesses of one load of an output-reuse (OR) layer: its passes of ``L``
+    beats back to back, then the drain of the last pass.
 
     Parameters
     ----------
@@ -186,9 +208,11 @@ def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
         The layer's values.
     cfg : AcceleratorConfig
     start : int
-        The tile's first working cycle.
-    tr0, tc0, rows, cols : int
+        The load's first working cycle.
+    tile : (int, int, int, int)
         The tile's first output row and column and its size (:func:`tile_order`).
+    blocks : range
+        The blocks of R output channels the load feeds (:func:`load_order`).
     end : int
         The last cycle the layer is busy so far.
     acc : dict
@@ -200,12 +224,13 @@ def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
         The tile's last pass cycle (its input half is released) and the updated ``end``.
     """
     R, C = cfg.rows, cfg.cols
+    tr0, tc0, rows, cols = tile
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
     A = 1 + array_latency(R, C)
     K, M = v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
-    passes = v["MB"] * rows * groups_t
+    passes = len(blocks) * rows * groups_t
     L = v["L"]
     f_end = start + passes * L - 1
     acc["ibuf_reads"] += C * K * passes
@@ -218,8 +243,7 @@ def _or_tile(v, cfg, start, tr0, tc0, rows, cols, end, acc):
     last_beat = f_end - (L - K)
     done = last_beat + A
     end = max(end, f_end + 1, done + R * C + 1)
-    order = [(mb, row, g) for mb in range(v["MB"]) for row in range(rows)
-             for g in range(groups_t)]
+    order = [(mb, row, g) for mb in blocks for row in range(rows) for g in range(groups_t)]
     for p in reversed(range(passes)):
         mb, row, g = order[p]
         done_p = start + p * L + K - 1 + A

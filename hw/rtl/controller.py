@@ -26,6 +26,8 @@ class Controller(wiring.Component):
     * **OR**: for each tile, each block of R output channels, each output row, each group of C
       output columns: one pass of L beats (K valid: the im2col walk over (n, ky, kx), one bank
       word per column, one weight word per row); the pass's coordinates go to the metadata FIFO.
+      A depthwise layer's tile comes in loads of R channels: each block releases its half of
+      the buffer and waits for the next load (WAIT_BLOCK).
     * **IR / WR**: for each tile, each group (IR: C output pixels of one row, all M channels;
       WR: C output channels, all pixels of the tile), each reduction block: preload R rows of
       stationary operands (IR: inputs from the walker; WR: weight-ROM rows), then stream the
@@ -66,7 +68,7 @@ class Controller(wiring.Component):
 
     FIELDS = ("df", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
               "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
-              "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "mb_chan_step",
+              "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
               "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
               "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw",
               *Im2colWalker.FIELDS)
@@ -107,7 +109,8 @@ class Controller(wiring.Component):
         s.events = Events(m)
         s.is_or, s.is_ir = d.df == Dataflow.OR, d.df == Dataflow.IR
         s.is_wr, s.is_wino = d.df == Dataflow.WR, d.df == Dataflow.WINOGRAD
-        s.has_dw = any(layer.values.get("dw") for layer in prog.layers)
+        # a depthwise layer loads its tiles in blocks of R channels (WAIT_BLOCK)
+        s.has_dw = any(layer.values["ld_blocks"] > 1 for layer in prog.layers)
         s.slot = Signal()
         s.tr, s.tc = counter(most("ntr"), "tr"), counter(most("ntc"), "tc")
         s.tr0 = counter(most("OH") + most("Tr"), "tr0")
@@ -136,8 +139,6 @@ class Controller(wiring.Component):
         s.kb = counter(most("KB"), "kb")
         s.ox0 = counter(most("OW") + most("Tc") + C, "ox0")
         s.row_base = Signal(aw)
-        # depthwise: the m-block's first channel in the tile buffer
-        s.chan0 = Signal(aw) if s.has_dw else 0
         s.w, s.w_pass = Signal(w_aw, name="w"), Signal(w_aw, name="w_pass")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
@@ -243,9 +244,6 @@ class Controller(wiring.Component):
         with m.Else():
             self._tile_next(m, s)
 
-    def _set_chan0(self, s, value):
-        return [s.chan0.eq(value)] if s.has_dw else []
-
     def _start_tile(self, m, s):
         """IDLE (until the layer starts) and WAIT_TILE (until the loader has filled the tile's
         half of the buffer)."""
@@ -266,7 +264,7 @@ class Controller(wiring.Component):
                 rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
                 cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
                 m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
-                             s.row_base.eq(0), *self._set_chan0(s, 0), s.ox0.eq(s.tc0),
+                             s.row_base.eq(0), s.ox0.eq(s.tc0),
                              s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
                              s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.K),
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
@@ -306,7 +304,7 @@ class Controller(wiring.Component):
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
-                self._walker_reset(m, s, s.row_base + s.chan0, s.g + 1)
+                self._walker_reset(m, s, s.row_base, s.g + 1)
                 with m.If(s.g != s.glast):
                     m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
                 with m.Elif(s.row != s.rlast):
@@ -316,20 +314,31 @@ class Controller(wiring.Component):
                         m.d.sync += [s.obase.eq(s.obase + d.PW), s.ph.eq(0)]
                     with m.Else():
                         m.d.sync += s.ph.eq(s.ph + 1)
-                    self._walker_reset(m, s, s.row_base + d.fd_row_step + s.chan0, 0)
+                    self._walker_reset(m, s, s.row_base + d.fd_row_step, 0)
                 with m.Elif(s.mb != d.last_MB):
                     m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
                                  s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.K),
                                  s.mbase.eq(s.mbase + d.out_mb_step),
-                                 s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph),
-                                 *self._set_chan0(s, s.chan0 + d.mb_chan_step)]
-                    self._walker_reset(m, s, s.chan0 + d.mb_chan_step, 0)
+                                 s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph)]
+                    self._walker_reset(m, s, 0, 0)
+                    if s.has_dw:
+                        # depthwise: the next block of R channels is the loader's next load
+                        with m.If(d.last_ld_blocks != 0):
+                            m.d.comb += self.slot_clr.eq(one_hot(s.slot))
+                            m.d.sync += s.slot.eq(~s.slot)
+                            m.next = "WAIT_BLOCK"
                 with m.Else():
                     self._tile_next(m, s)
             with m.Else():
                 m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K)),
                              s.pass_end.eq(s.s + 1 == d.last_L)]
+        if s.has_dw:
+            # as WAIT_TILE, keeping the loop position: the block's channels are loaded
+            with m.State("WAIT_BLOCK"):
+                with m.If(self.slot_full.bit_select(s.slot, 1)):
+                    self._walker_reset(m, s, 0, 0)
+                    m.next = "OR_PASS"
 
     def _stationary(self, m, s):
         """IR / WR: groups of reduction blocks with a stationary operand."""

@@ -13,7 +13,10 @@ __all__ = ["TileLoader"]
 class TileLoader(wiring.Component):
     """Copies every input tile of a layer from the feature map into a free half of the input tile
     buffer, tile by tile in the order of :func:`cnnforge.hw.models.perf.tile_order` (tile rows
-    outer, tile columns inner), element by element in (n, yi, xi) order.
+    outer, tile columns inner), element by element in (n, yi, xi) order. A tile is one load of
+    its N channels, or for a depthwise layer ``ld_blocks`` loads, one per block of R channels
+    (``ld_chans`` each, the last ``ld_chans_tail``), each into its own half (the controller runs
+    a block's passes from it).
 
     Layouts (``docs/architecture.md``): x-banked for OR, IR and Winograd (bank ``(xi // S) % C``,
     word ``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``), channel-banked for WR (bank
@@ -59,15 +62,17 @@ class TileLoader(wiring.Component):
     """
 
     FIELDS = ("df", "H", "W", "z_in", "ld_start", "y_start", "x_start", "ld_row_step",
-              "ld_chan_step", "ld_tile_row_step", "ld_tile_col_step", "tile_y_step",
-              "tile_x_step", "Wq", "row_words", "chan_words", "last_Tc_in", "last_Tr_in",
-              "last_N", "last_ntr", "last_ntc", "last_sw")
+              "ld_chan_step", "ld_tile_row_step", "ld_tile_col_step", "ld_blk_step",
+              "tile_y_step", "tile_x_step", "Wq", "row_words", "chan_words", "last_Tc_in",
+              "last_Tr_in", "last_ld_chans", "last_ld_chans_tail", "last_ld_blocks",
+              "last_ntr", "last_ntc", "last_sw")
     EVENTS = {"fm_reads": 1, "ibuf_writes": 1}
 
     def __init__(self, banks, rows, cols, slot_words, addr_width, fm_addr_width, desc, most):
         self._banks, self._rows, self._cols = banks, rows, cols
         self._slot_words = slot_words
-        self._most = {k: most(k) for k in ("ntr", "ntc", "N", "Tr_in", "Tc_in")}
+        self._most = {k: most(k) for k in ("ntr", "ntc", "ld_chans", "ld_blocks", "Tr_in",
+                                           "Tc_in")}
         super().__init__({
             "desc": In(desc_layout(desc, self.FIELDS)),
             "start": In(1), "slot_full": In(2), "slot_set": Out(2),
@@ -87,9 +92,10 @@ class TileLoader(wiring.Component):
 
         active, slot, loading = Signal(), Signal(), Signal()
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
-        row_fm, tile_fm, fm = (Signal(signed(fm_aw + 2)) for _ in range(3))
+        blk = counter(most["ld_blocks"], "blk")
+        row_fm, tile_fm, blk_fm, fm = (Signal(signed(fm_aw + 2)) for _ in range(4))
         y0, x0, y, x = (Signal(signed(16)) for _ in range(4))
-        n, yi, xi = (counter(most["N"], "n"), counter(most["Tr_in"], "yi"),
+        n, yi, xi = (counter(most["ld_chans"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["Tc_in"], "xi"))
         phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
         phase_off, rowterm = Signal(aw), Signal(aw)
@@ -99,19 +105,22 @@ class TileLoader(wiring.Component):
 
         inb = Signal()
         m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
-        last_x, last_y, last_n = xi == d.last_Tc_in, yi == d.last_Tr_in, n == d.last_N
+        last_blk = blk == d.last_ld_blocks
+        last_x, last_y = xi == d.last_Tc_in, yi == d.last_Tr_in
+        last_n = n == Mux(last_blk, d.last_ld_chans_tail, d.last_ld_chans)
         last_elem = last_x & last_y & last_n
-        last_tile = (tr == d.last_ntr) & (tc == d.last_ntc)
+        last_tile = (tr == d.last_ntr) & (tc == d.last_ntc) & last_blk
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         with m.If(self.start):
             m.d.sync += [active.eq(~is_add), loading.eq(0), slot.eq(0), tr.eq(0), tc.eq(0),
-                         row_fm.eq(d.ld_start), tile_fm.eq(d.ld_start), y0.eq(d.y_start),
+                         blk.eq(0), row_fm.eq(d.ld_start), tile_fm.eq(d.ld_start),
+                         blk_fm.eq(d.ld_start), y0.eq(d.y_start),
                          x0.eq(d.x_start), self.done.eq(is_add)]
         with m.Elif(active & ~loading):
             # wait for a free half of the buffer, then start the tile
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
-                m.d.sync += [loading.eq(1), fm.eq(tile_fm), y.eq(y0), x.eq(x0), n.eq(0),
+                m.d.sync += [loading.eq(1), fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0),
                              yi.eq(0), xi.eq(0), phase.eq(0), bank.eq(0), word.eq(0),
                              phase_off.eq(0), rowterm.eq(0)]
         with m.Elif(loading):
@@ -135,13 +144,18 @@ class TileLoader(wiring.Component):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
+                with m.Elif(~last_blk):
+                    m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
                 with m.Elif(tc == d.last_ntc):
-                    m.d.sync += [tc.eq(0), tr.eq(tr + 1),
+                    m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
                                  row_fm.eq(row_fm + d.ld_tile_row_step),
                                  tile_fm.eq(row_fm + d.ld_tile_row_step),
+                                 blk_fm.eq(row_fm + d.ld_tile_row_step),
                                  x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
                 with m.Else():
-                    m.d.sync += [tc.eq(tc + 1), tile_fm.eq(tile_fm + d.ld_tile_col_step),
+                    m.d.sync += [blk.eq(0), tc.eq(tc + 1),
+                                 tile_fm.eq(tile_fm + d.ld_tile_col_step),
+                                 blk_fm.eq(tile_fm + d.ld_tile_col_step),
                                  x0.eq(x0 + d.tile_x_step)]
         # in the WR layout the word is absolute (word), not an offset from rowterm
         addr_wr = Signal(aw)

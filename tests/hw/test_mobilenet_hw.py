@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
-from cnnforge.hw.frontend.network import (Add, AvgPool2d, Conv2d, Flatten, Linear,
-                                  MaxPool2d, NetworkError, ReLU, ReLU6)
+from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten,
+                                          Linear, MaxPool2d, NetworkError, ReLU, ReLU6)
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
@@ -38,7 +38,7 @@ def run_checked(program, images=None, seed=0):
 @st.composite
 def depthwise_network(draw):
     """Conv2d stem, depthwise k×k (stride 1/2, padding 0/1) [+act] [+MaxPool2d(2)], pointwise,
-    optional AvgPool2d, Flatten, Linear; depthwise channels 2..9 (rarely multiples of the array)."""
+    optional AvgPool2d(2) or global average pool, Flatten, Linear; depthwise channels 2..9 (rarely multiples of the array)."""
     n = draw(st.integers(1, 3))
     c = draw(st.integers(2, 9))
     k = draw(st.sampled_from([1, 2, 3]))
@@ -55,9 +55,13 @@ def depthwise_network(draw):
         oh, ow = oh // 2, ow // 2
     m = draw(st.integers(1, 7))
     layers.append(Conv2d(c, m, 1))
-    if min(oh, ow) >= 2 and draw(st.booleans()):
+    pool = draw(st.sampled_from(["none", "avg2", "global"]))
+    if pool == "avg2" and min(oh, ow) >= 2:
         layers.append(AvgPool2d(2))
         oh, ow = oh // 2, ow // 2
+    elif pool == "global":          # one window over the whole map (stride = the map)
+        layers.append(AdaptiveAvgPool2d(1))
+        oh = ow = 1
     layers += [Flatten(), Linear(m * oh * ow, 3)]
     return make_network((n, h, w), layers, draw(st.integers(0, 2**32 - 1)))
 

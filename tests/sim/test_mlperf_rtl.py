@@ -18,9 +18,9 @@ MODELS = Path(__file__).resolve().parents[2] / "examples" / "mlperf_tiny"
 
 
 MLPERF_RTL = [  # model file, array, input buffer bytes, inputs
-    ("kws_ref_model.tflite", (4, 4), 65536, 3),
-    ("pretrainedResnet_quant.tflite", (4, 4), 65536, 1),
-    ("vww_96_int8.tflite", (8, 8), 65536, 1),
+    ("kws_ref_model.tflite", (4, 4), 4096, 3),
+    ("pretrainedResnet_quant.tflite", (4, 4), 4096, 1),
+    ("vww_96_int8.tflite", (8, 8), 4096, 1),
 ]
 
 
