@@ -127,11 +127,11 @@ class AcceleratorConfig:
 #: the bound). Not to be confused with ``rows_last`` / ``cols_last`` / ``groups_last``: the
 #: sizes of the last tile.
 LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw", "KB",
-               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail")
+               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail", "w_taps")
 
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
-    "df",
+    "df", "dw",
     # geometry
     "N", "H", "W", "M", "OH", "OW", "kh", "kw", "sh", "sw", "pshift", "PH", "PW",
     # quantization
@@ -141,6 +141,8 @@ DESCRIPTOR_FIELDS = (
     # tiling
     "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "cols_last", "groups_full",
     "groups_last", "MB", "K", "L", "KB", "Lmin",
+    # weight words an OR pass reads before it starts over (K; depthwise: kh·kw, once per channel)
+    "w_taps",
     # loader address steps; the loads of a tile: ld_blocks of ld_chans channels (the last
     # ld_chans_tail), ld_blk_step apart in the feature map (depthwise: one load per block of R
     # channels, else one load of all N)
@@ -530,6 +532,7 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["L"] = max(g["M"], v["Lmin"])
     else:                          # WR: C output channels per block, R input channels per block
         v["MB"], v["KB"] = _ceil_div(g["M"], C), g["kh"] * g["kw"] * _ceil_div(g["N"], R)
+    v["w_taps"] = g["kh"] * g["kw"] if g.get("dw") else v["K"]
     v["nblk"] = _ceil_div(g["N"], R)
     v["MBw"], v["NBw"] = C, R            # WR weight block (columns × rows), for reports
     # the loads of a tile (TileLoader): a depthwise layer loads each block of R channels before
@@ -593,7 +596,10 @@ def _plan_tiles(g, cfg, name, type_, df):
 def _weight_words(op, v, cfg):
     """Weight-ROM words of a layer, ``cfg.lanes`` int8 each, in the order its controller reads:
 
-    * OR: word ``mb·K + k`` holds ``W[mb·R + r, k]`` in lane r;
+    * OR: word ``mb·K + k`` holds ``W[mb·R + r, k]`` in lane r; depthwise: word
+      ``mb·kh·kw + t`` holds tap t = (ky, kx) of channel ``mb·R + r`` in lane r (the diagonal of
+      the block: a pass reads it once per channel, and the array zeroes every lane but the
+      beat's channel — ``w_taps`` words a pass);
     * IR: word ``m·KB + kb`` holds ``W[m, kb·R + r]`` in lane r (streamed, one channel a beat);
     * WR: word ``(mb·KB + kb)·R + r`` holds ``W[mb·C + c, n, ky, kx]`` in lane c with
       ``kb = (ky·kw + kx)·NB + nb`` and ``n = nb·R + r`` (preloaded, one array row a word).
@@ -611,14 +617,10 @@ def _weight_words(op, v, cfg):
         out[..., :R] = u.reshape(v["MB"], R, N, 16).transpose(0, 3, 2, 1)
         return out.reshape(-1, lanes)
     if v.get("dw"):
-        # block-diagonal: a pass of block mb walks channels mb·R + (0..R−1); lane r's weights
-        # are non-zero only on its own channel mb·R + r
-        nch = min(R, N)
-        wm = np.zeros((v["MB"] * R, nch, kh, kw), np.int8)
-        for m in range(M):
-            wm[m, m % R] = op.weight[m, 0]
-        out = np.zeros((v["MB"], K, lanes), np.int8)
-        out[:, :, :R] = wm.reshape(v["MB"], R, K).transpose(0, 2, 1)
+        wm = np.zeros((v["MB"] * R, kh * kw), np.int8)
+        wm[:M] = op.weight.reshape(M, kh * kw)
+        out = np.zeros((v["MB"], kh * kw, lanes), np.int8)
+        out[:, :, :R] = wm.reshape(v["MB"], R, kh * kw).transpose(0, 2, 1)
         return out.reshape(-1, lanes)
     w = op.weight.reshape(M, N, kh, kw).astype(np.int8)
     if df is Dataflow.OR:

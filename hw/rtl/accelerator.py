@@ -244,7 +244,9 @@ class Accelerator(wiring.Component):
                 Mux(is_ir, Mux(ctl.preload_zero, 0, rotated[c]), w_port.data[c]))
         for r in range(R):
             streamed_input = ibuf.rdata[r] if r < NB else 0     # WR layers have NB >= R
-            m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, w_port.data[r]))
+            # depthwise: the word holds one tap of R channels, row r's counts on its channel only
+            weight = Mux(ctl.lane_only & (ctl.lane != r), 0, w_port.data[r])
+            m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, weight))
         m.d.comb += [array.preload_en.eq(ctl.preload_en), array.preload_row.eq(ctl.preload_row),
                      array.mode.eq(is_ir | is_wr)]
         return rotated

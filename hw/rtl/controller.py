@@ -53,6 +53,9 @@ class Controller(wiring.Component):
         Weight ROM read address (data one cycle later).
     beat, beat_q1 : Out(BeatControl), Out
         Registered with the reads: the beat's control bits for the array, the bank rotation.
+    lane_only, lane : Out(1), Out(range(R))
+        Registered with the reads: a depthwise beat, whose weight word (a tap of R channels)
+        counts only in row ``lane`` (the beat's channel); the other rows get 0.
     preload_en, preload_row, preload_zero : Out
         Registered with the reads: a stationary row arrives (zero: past K, IR).
     meta_en, meta : Out(1), Out(meta_layout)
@@ -66,11 +69,11 @@ class Controller(wiring.Component):
         Modulo 2^8 (at most a few are in flight: equal modulo 2^8 is equal).
     """
 
-    FIELDS = ("df", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
+    FIELDS = ("df", "dw", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
               "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
               "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
               "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
-              "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw",
+              "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
               *Im2colWalker.FIELDS)
 
     def __init__(self, program, addr_width, w_addr_width, meta, desc):
@@ -88,6 +91,7 @@ class Controller(wiring.Component):
             "bank_raddr": Out(addr_width).array(self._banks),
             "w_addr": Out(w_addr_width),
             "beat": Out(BeatControl), "beat_q1": Out(range(max(2, cfg.cols))),
+            "lane_only": Out(1), "lane": Out(range(max(2, cfg.rows))),
             "preload_en": Out(1), "preload_row": Out(range(max(2, cfg.rows))),
             "preload_zero": Out(1),
             "meta_en": Out(1), "meta": Out(meta),
@@ -140,6 +144,10 @@ class Controller(wiring.Component):
         s.ox0 = counter(most("OW") + most("Tc") + C, "ox0")
         s.row_base = Signal(aw)
         s.w, s.w_pass = Signal(w_aw, name="w"), Signal(w_aw, name="w_pass")
+        # depthwise: the tap of the beat's channel (the weight word) and the channel in the block
+        s.any_dw = any(layer.values.get("dw") for layer in prog.layers)
+        s.tap = counter(most("w_taps"), "tap")
+        s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
         s.oy = s.tr0 + s.row
@@ -163,7 +171,8 @@ class Controller(wiring.Component):
         s.pl_row = Signal(range(max(2, R)), name="pl_row")
         s.pl_w = Signal(w_aw)
         s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
-        m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0)]
+        m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0),
+                     self.lane_only.eq(0)]
         # the Winograd reads only where a layer uses them (the OR and stationary states always:
         # without a driver, the array's stationary control bits would be constants that yosys'
         # iCE40 flow rejects with conflicting init values)
@@ -266,7 +275,7 @@ class Controller(wiring.Component):
                 m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
                              s.row_base.eq(0), s.ox0.eq(s.tc0),
                              s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
-                             s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.K),
+                             s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
                              s.rows.eq(rows), s.cols.eq(cols),
                              s.rlast.eq(rows - 1),
@@ -291,17 +300,21 @@ class Controller(wiring.Component):
             m.d.comb += self.w_addr.eq(s.w)
             m.d.sync += [self.beat.valid.eq(s.valid), self.beat.first.eq(s.s == 0),
                          self.beat.last.eq(s.s == d.last_K), self.beat_q1.eq(s.walker.q1)]
+            if s.any_dw:
+                m.d.sync += [self.lane_only.eq(d.dw), self.lane.eq(s.lane)]
             meta = self.meta
             m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
                          meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
             with m.If(s.valid):
-                m.d.sync += s.w.eq(s.w + 1)
+                self._next_weight(m, s)
                 s.events.count("ibuf_reads", C)
                 s.events.count("weight_reads")
                 m.d.comb += s.walker.step.eq(1)
             with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
+                if s.any_dw:
+                    m.d.sync += [s.tap.eq(0), s.lane.eq(0)]
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
                 self._walker_reset(m, s, s.row_base, s.g + 1)
@@ -318,7 +331,7 @@ class Controller(wiring.Component):
                 with m.Elif(s.mb != d.last_MB):
                     m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
-                                 s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.K),
+                                 s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.w_taps),
                                  s.mbase.eq(s.mbase + d.out_mb_step),
                                  s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph)]
                     self._walker_reset(m, s, 0, 0)
@@ -339,6 +352,18 @@ class Controller(wiring.Component):
                 with m.If(self.slot_full.bit_select(s.slot, 1)):
                     self._walker_reset(m, s, 0, 0)
                     m.next = "OR_PASS"
+
+    def _next_weight(self, m, s):
+        """The weight word of the next beat: the next one, or for a depthwise layer the block's
+        first tap again when a channel's kh·kw taps are done (and the next channel's lane)."""
+        if not s.any_dw:
+            m.d.sync += s.w.eq(s.w + 1)
+            return
+        d = self.desc
+        with m.If(d.dw & (s.tap == d.last_w_taps)):
+            m.d.sync += [s.w.eq(s.w_pass), s.tap.eq(0), s.lane.eq(s.lane + 1)]
+        with m.Else():
+            m.d.sync += [s.w.eq(s.w + 1), s.tap.eq(s.tap + 1)]
 
     def _stationary(self, m, s):
         """IR / WR: groups of reduction blocks with a stationary operand."""
