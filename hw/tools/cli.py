@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import plan_memory
 from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
                                           load_plan)
 from cnnforge.hw.frontend.network import NetworkError
@@ -41,29 +43,41 @@ __all__ = ["main"]
 
 def _compile(args):
     """Network, quantized network and program from NET and the design options (--plan wins
-    over --rows/--cols/--buffer-bytes/--dataflow)."""
+    over --rows/--cols/--buffer-bytes/--dataflow). With ``--device`` (run, sim) the design is
+    the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, and
+    its input tile buffer kind (``Device.lutram_buffers``)."""
     network = load_calibrated(args.net, getattr(args, "calibration", None))
     qnet = quantize(network)
+    device = DEVICES[args.device] if getattr(args, "device", None) else None
+    lutram = device.lutram_buffers if device else False
     if getattr(args, "plan", None):
-        program = compile_network(qnet, **load_plan(args.plan))
+        plan = load_plan(args.plan)
+        plan["config"] = dataclasses.replace(plan["config"], lutram_buffers=lutram)
+        program = compile_network(qnet, **plan)
     else:
-        config = AcceleratorConfig(rows=args.rows, cols=args.cols,
-                                   input_buffer_bytes=args.buffer_bytes,
-                                   dataflow=args.dataflow, algorithm=args.algorithm)
+        defaults = {"rows": 4, "cols": 4, "algorithm": "auto"}
+        if device:
+            defaults = {name: getattr(device, name) for name in defaults}
+        chosen = {name: default if getattr(args, name) is None else getattr(args, name)
+                  for name, default in defaults.items()}
+        config = AcceleratorConfig(**chosen, input_buffer_bytes=args.buffer_bytes,
+                                   dataflow=args.dataflow, lutram_buffers=lutram)
         program = compile_network(qnet, config)
     return network, qnet, program
 
 
 def add_design_options(p):
     """The options that choose a design: array, buffer, dataflow, or a plan file."""
-    p.add_argument("--rows", type=int, default=4, help="PE array rows R (default 4)")
-    p.add_argument("--cols", type=int, default=4, help="PE array columns C (default 4)")
+    p.add_argument("--rows", type=int, help="PE array rows R (default 4, or the --device's)")
+    p.add_argument("--cols", type=int, help="PE array columns C (default 4, or the "
+                   "--device's)")
     p.add_argument("--buffer-bytes", type=int, default=4096,
                    help="input tile buffer capacity per ping-pong half (default 4096)")
-    p.add_argument("--algorithm", choices=("auto", "direct", "winograd"), default="auto",
+    p.add_argument("--algorithm", choices=("auto", "direct", "winograd"),
                    help="convolution algorithm: each Conv2d's own choice (auto: Winograd "
                    "F(2x2,3x3) on 3x3 stride-1 layers when the model finds it faster), direct "
-                   "everywhere, or Winograd wherever it applies (default auto)")
+                   "everywhere, or Winograd wherever it applies (default auto, or the "
+                   "--device's: direct on up5k)")
     p.add_argument("--dataflow", choices=("or", "ir", "wr", "auto"), default="or",
                    help="dataflow of every layer: output, input or weight reuse, or the "
                    "fastest per layer by the performance model (default or)")
@@ -123,6 +137,10 @@ def _add_common(p, images_default):
                    "int8 output (a TFLite model's output tensor as TFLite Micro gives it, after "
                    "its SOFTMAX)")
     p.add_argument("--json", help="write the report to this JSON file")
+    p.add_argument("--device", choices=sorted(DEVICES),
+                   help="the FPGA the design is for: its array, algorithm and tile buffer kind "
+                   "(as `cnnforge synth --device`), and the report's memory plan for it "
+                   "(default: the --rows/--cols design, its memory plan against every device)")
     p.add_argument("--build-dir", help="simulation build folder (default build/<NET stem>)")
     p.add_argument("--gaps", type=float, default=0.0,
                    help="probability per cycle that the input stream pauses (default 0)")
@@ -351,7 +369,18 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
             report["layers"][-1]["speedup"] = (direct_cycles[layer.name] / measured
                                                if measured else None)
     report["by_type"] = _by_type(program, report["layers"])
+    report["memory"] = _memory_report(program, getattr(args, "device", None))
     return report
+
+
+def _memory_report(program, device):
+    """The report's ``memory`` section: the full plan (:func:`~cnnforge.hw.compiler.memory.
+    plan_memory`) on ``device``, or, without one, the compact plan (per memory kind used/total,
+    fits, reason) on every device of :data:`~cnnforge.hw.compiler.devices.DEVICES`."""
+    if device:
+        return {"device": device, "plans": {device: plan_memory(program, device).to_json()}}
+    return {"device": None, "plans": {key: plan_memory(program, key).to_json(compact=True)
+                                      for key in DEVICES}}
 
 
 def _by_type(program, entries):
@@ -436,6 +465,11 @@ def _print_summary(console, report, args, program, result, bad_layers, t0):
     console.print(f"PE utilization         {report['pe_utilization']:.1%}{mac}" + "".join(
         f"; {kind} {row['pe_utilization']:.1%}" for kind, row in report["by_type"].items()
         if row["pe_utilization"] is not None and row["macs"]))
+    for key, plan in report["memory"]["plans"].items():
+        kinds = ", ".join(f"{kind} {u['used']}/{u['total']}" for kind, u in plan["kinds"].items()
+                          if u["total"] or u["used"])
+        verdict = "fits" if plan["fits"] else f"does not fit: {plan['reason']}"
+        console.print(f"memory on {key:<14}{kinds}; {verdict}")
     console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
                   f"wall time {time.perf_counter() - t0:.1f} s")
 

@@ -48,8 +48,13 @@ against them):
   8192×2, 16384×1; the cheapest shape), ECP5 LUT RAM (16×4 ``TRELLIS_DPR16X4``, RAMs only),
   or logic. A memory with two read ports and a write port is built twice (the feature map:
   loader and pooling reads; the partial-sum banks: accumulate and drain reads). The descriptor
-  ROM, the parameter ROM and the small FIFOs go to logic. SPRAM (UP5K) is not used: yosys does
-  not infer it.
+  ROM and the small FIFOs go to logic. The parameter ROM is not counted: ``hw/rtl/ppu.py`` now
+  forces it into block RAM (5 EBR on iCE40, 2 on ECP5 for the digits network; the calibration
+  runs below predate that), and neither are the add tables and the Winograd buffers (not
+  explored); :func:`cnnforge.hw.compiler.memory.plan_memory` places every memory and
+  :func:`~cnnforge.hw.compiler.memory.check_fits` refuses a design whose memories do not
+  fit. SPRAM (UP5K) is not used: yosys does not infer it. The memory rules live in
+  :mod:`cnnforge.hw.compiler.memory`.
 * **LUTs** (iCE40 logic cells ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``): a linear model
   ``base + per_pe·R·C + [any IR/WR layer]·(stationary + stationary_per_col·C)
   + per_lutram·(16×4 LUT RAMs)``, its coefficients fitted by least squares to the calibration
@@ -77,6 +82,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, MemoryUse, _memory_list,
+                                         blocks, memories)
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _geometry,
                                           _layers_from_ops, _tiling, _weight_words,
                                           compile_network)
@@ -111,19 +118,15 @@ class Family:
 
     Members
     -------
-    dsp_name, bram_name : str
-        What the device's multiplier and block RAM primitives are called.
+    dsp_name : str
+        What the device's multiplier primitive is called.
+    memory : MemoryFamily
+        The family's block RAM and LUT RAM rules (:mod:`cnnforge.hw.compiler.memory`);
+        ``bram_name``, ``bram_shapes``, ``bram_cost`` and ``lutram_cost`` read them.
     dsp_per_pe : int
         DSP blocks per PE (one 8×8 multiply).
     ppu_dsps : int
         DSP blocks of the post-processor's requantization multiply.
-    bram_shapes : tuple of (depth, width)
-        Block RAM aspect ratios.
-    bram_cost : int
-        yosys ``memory_libmap``'s cost of one block RAM (``share/ice40/brams.txt``,
-        ``share/lattice/brams_16kd.txt``).
-    lutram_cost : int or None
-        Its cost of one 16×4 LUT RAM (ECP5 ``TRELLIS_DPR16X4``); None: the family has none.
     lut_base, lut_per_pe, lut_stationary, lut_stationary_per_col, lut_per_lutram : float
         Linear LUT model: ``base + per_pe·PEs + [any IR/WR layer]·(stationary
         + stationary_per_col·C) + per_lutram·(16×4 LUT RAMs)``.
@@ -135,12 +138,9 @@ class Family:
     """
 
     dsp_name: str
-    bram_name: str
+    memory: MemoryFamily
     dsp_per_pe: int
     ppu_dsps: int
-    bram_shapes: tuple
-    bram_cost: int
-    lutram_cost: int | None
     lut_base: float
     lut_per_pe: float
     lut_stationary: float
@@ -149,6 +149,22 @@ class Family:
     dsp_control: int = 0
     dsp_stationary: int = 0
     calibration: tuple = ()
+
+    @property
+    def bram_name(self):
+        return self.memory.bram_name
+
+    @property
+    def bram_shapes(self):
+        return self.memory.bram_shapes
+
+    @property
+    def bram_cost(self):
+        return self.memory.bram_cost
+
+    @property
+    def lutram_cost(self):
+        return self.memory.lutram_cost
 
     def luts(self, pes, cols, stationary, lutrams=0):
         """Estimated LUTs of a design (the linear model)."""
@@ -169,9 +185,7 @@ class Family:
 #: design needs, so the iCE40 ``dsp`` figures below are not reproduced (model: PEs + 4).
 FAMILIES = {
     "ice40": Family(
-        dsp_name="SB_MAC16", bram_name="EBR (SB_RAM40_4K)", dsp_per_pe=1, ppu_dsps=4,
-        bram_shapes=((256, 16), (512, 8), (1024, 4), (2048, 2)), bram_cost=64,
-        lutram_cost=None,
+        dsp_name="SB_MAC16", memory=MEMORY_FAMILIES["ice40"], dsp_per_pe=1, ppu_dsps=4,
         lut_base=4986.2, lut_per_pe=72.3, lut_stationary=1036.0,
         calibration=(
             {"array": "1x1", "dataflows": "or,or,or", "luts": 5048, "bram": 8, "dsp_yosys": 3},
@@ -185,9 +199,7 @@ FAMILIES = {
              "dsp_yosys": 6},
         )),
     "ecp5": Family(
-        dsp_name="MULT18X18D", bram_name="EBR (DP16KD)", dsp_per_pe=1, ppu_dsps=4,
-        bram_shapes=((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
-        bram_cost=128, lutram_cost=4,
+        dsp_name="MULT18X18D", memory=MEMORY_FAMILIES["ecp5"], dsp_per_pe=1, ppu_dsps=4,
         lut_base=5149.5, lut_per_pe=86.3, lut_stationary=720.2, lut_stationary_per_col=306.5,
         lut_per_lutram=4.0, dsp_control=4, dsp_stationary=2,
         calibration=(
@@ -198,94 +210,6 @@ FAMILIES = {
             {"array": "4x4", "dataflows": "ir,or,wr", "luts": 8957, "bram": 3, "dsp": 26},
         )),
 }
-
-
-@dataclass(frozen=True)
-class MemoryUse:
-    """One memory of a design and where yosys puts it.
-
-    ``count`` identical instances (banks) of ``depth`` × ``width`` bits, each built ``copies``
-    times (once per read port); ``mapped`` is ``"block RAM"``, ``"LUT RAM"`` (ECP5) or
-    ``"logic"``; ``blocks`` the block RAMs and ``lutrams`` the 16×4 LUT RAMs over all of them."""
-
-    name: str
-    count: int
-    depth: int
-    width: int
-    copies: int
-    mapped: str
-    blocks: int
-    lutrams: int
-
-    @property
-    def bits(self):
-        """Bits of one copy of all banks (what :func:`cnnforge.hw.models.perf.buffer_bits`
-        counts)."""
-        return self.count * self.depth * self.width
-
-    def to_json(self):
-        return {"name": self.name, "count": self.count, "depth": self.depth,
-                "width": self.width, "copies": self.copies, "mapped": self.mapped,
-                "blocks": self.blocks, "lutrams": self.lutrams}
-
-
-def blocks(depth, width, family):
-    """Block RAMs of one ``depth`` × ``width`` memory: the cheapest of the family's shapes."""
-    return min(-(-depth // d) * -(-width // w) for d, w in family.bram_shapes)
-
-
-_MAPPING_CACHE = {}
-
-
-def _mapping(depth, width, family, rom=False):
-    key = (id(family), depth, width, rom)
-    if key not in _MAPPING_CACHE:
-        _MAPPING_CACHE[key] = (family, _mapping_uncached(depth, width, family, rom))
-    return _MAPPING_CACHE[key][1]
-
-
-def _mapping_uncached(depth, width, family, rom=False):
-    """Where yosys' ``memory_libmap`` puts one copy of a memory, by its costs: a block RAM
-    ``bram_cost`` each, a 16×4 LUT RAM ``lutram_cost`` (RAMs only), logic 1 per RAM bit or 1/16
-    per ROM bit (its ``-logic-cost-ram`` / ``-logic-cost-rom`` defaults); block RAM wins ties.
-    Returns ``(mapped, blocks, lutrams)``."""
-    n = blocks(depth, width, family)
-    options = [(n * family.bram_cost, 0, "block RAM", n, 0)]
-    if family.lutram_cost is not None and not rom:
-        cells = -(-depth // 16) * -(-width // 4)
-        options.append((cells * family.lutram_cost, 1, "LUT RAM", 0, cells))
-    options.append((depth * width / (16 if rom else 1), 2, "logic", 0, 0))
-    _, _, mapped, n, cells = min(options)
-    return mapped, n, cells
-
-
-def _memory_list(family, *, cols, banks, slot_words, weight_words, lanes, psum_depth,
-                 stationary, acc_width, fm_depth, image_size):
-    """The memories of a design (the accelerator's and the host link's), see :func:`memories`."""
-    def mem(name, count, depth, width, copies, rom=False):
-        mapped, n, cells = _mapping(depth, width, family, rom)
-        return MemoryUse(name, count, depth, width, copies, mapped, count * copies * n,
-                         count * copies * cells)
-    out = [mem("feature map", 1, fm_depth, 8, 2),
-           mem("weight ROM", 1, max(2, weight_words), lanes * 8, 1, rom=True),
-           mem("input tile buffer", banks, 2 * slot_words, 8, 1)]
-    if stationary:
-        out.append(mem("partial-sum buffer", cols, 2 * psum_depth, acc_width, 2))
-    out.append(mem("host link image buffer", 1, max(2, image_size), 8, 1))
-    return out
-
-
-def memories(program, family):
-    """The block-RAM memories of ``program``'s board core, one :class:`MemoryUse` each.
-
-    Their bits equal :func:`cnnforge.hw.models.perf.buffer_bits` (input, weights, fm, psum; the
-    parameter ROM goes to logic) plus the host link's image buffer."""
-    cfg = program.config
-    return _memory_list(
-        family, cols=cfg.cols, banks=program.input_banks, slot_words=program.slot_words,
-        weight_words=len(program.weights), lanes=cfg.lanes, psum_depth=program.psum_depth,
-        stationary=program.stationary,
-        acc_width=program.acc_width, fm_depth=program.fm_depth, image_size=program.image_size)
 
 
 @dataclass
