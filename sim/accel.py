@@ -1,15 +1,18 @@
 """RTL simulation of a whole accelerator on Verilator (or Icarus), checked against the golden model.
 
-:class:`AcceleratorSim` writes the accelerator's Verilog, builds the simulator once, and runs any
-number of images through it in one simulator process (:mod:`cnnforge.sim.bench` is the cocotb
-testbench). :func:`compare` checks the RTL's logits and every layer's output feature map against
-:func:`cnnforge.sim.golden.run_quantized` bit for bit.
+:class:`AcceleratorSim` writes the Verilog of the accelerator in its simulation harness
+(:mod:`cnnforge.sim.harness`: image and result memories, a random stream source and sink, a
+watchdog, the clock in the HDL), builds the simulator once, and runs any number of images through
+it in one simulator process (:mod:`cnnforge.sim.bench` is the cocotb testbench; Python wakes
+once per batch of images, not per cycle). :func:`compare` checks the RTL's logits and every
+layer's output feature map against :func:`cnnforge.sim.golden.run_quantized` bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,8 @@ from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.sim import runner
 from cnnforge.sim.golden import run_quantized
+from cnnforge.sim.harness import (HARNESS, WRAPPER, AcceleratorInstance, SimHarness,
+                                  clock_wrapper, public_config)
 from cnnforge.sim.rtl import debug_record_sizes, debug_stream_size, split_debug_stream
 
 __all__ = ["AcceleratorSim", "RTLResult", "SimulationStall", "compare", "watchdog_cycles"]
@@ -70,6 +75,16 @@ def _locked(path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 TOPLEVEL = "accelerator"
+"""Verilog module name of the accelerator (the netlist's top level)."""
+
+
+def _write_text(path, text):
+    """Write ``text`` to ``path`` unless it already holds it (an unchanged file keeps its
+    timestamp, so the simulator's build stays a no-op); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 @dataclass
@@ -86,7 +101,11 @@ class RTLResult:
     sim_cycles : int
         Clock cycles simulated in all (image loads, debug dumps and outputs included).
     wall_seconds : float
-        Wall time of the simulation loop (build and start-up excluded).
+        Wall time of the simulation loop (build and start-up excluded), moving the images and
+        results in and out of the harness included.
+    cpu_seconds : float
+        Processor time of the simulator process over the same loop: on a loaded machine, what
+        the wall time would be on a quiet one.
     """
 
     logits: np.ndarray
@@ -94,10 +113,17 @@ class RTLResult:
     cycles: np.ndarray
     sim_cycles: int
     wall_seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def cycles_per_second(self):
+        """Simulated clock cycles per second of wall time."""
         return self.sim_cycles / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def cycles_per_cpu_second(self):
+        """Simulated clock cycles per second of the simulator's processor time."""
+        return self.sim_cycles / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
 class AcceleratorSim:
@@ -120,26 +146,44 @@ class AcceleratorSim:
         self.build_dir = Path(build_dir).resolve()
         self.sim = sim
         self.netlist = netlist
-        self.verilog = self.build_dir / f"{TOPLEVEL}.v"
+        self.verilog = self.build_dir / f"{HARNESS}.v"
+        self.batch = None
         self._runner = None
 
     def build(self):
-        """Write the Verilog (or synthesize the netlist) and compile the simulator (a no-op when
-        nothing changed). Several processes may build the same design into the same folder:
-        they take turns."""
+        """Write the Verilog of the harness around the accelerator (or synthesize the
+        accelerator's netlist), the clock wrapper and the Verilator configuration, and compile
+        the simulator (a no-op when nothing changed). Several processes may build the same
+        design into the same folder: they take turns."""
         with _locked(self.build_dir / ".build.lock"):
             if self.netlist:
                 sources = write_netlist(Accelerator(self.program), self.build_dir / "netlist",
                                         self.netlist, TOPLEVEL)
+                harness = SimHarness(self.program, accelerator=AcceleratorInstance(
+                    self.program, TOPLEVEL))
             else:
-                runner.write_verilog(Accelerator(self.program), self.verilog, TOPLEVEL)
-                sources = [self.verilog]
-            self._runner = runner.build(sources, TOPLEVEL, self.build_dir / "sim_build",
-                                        sim=self.sim)
+                sources = []
+                harness = SimHarness(self.program)
+            self.batch = harness.batch
+            runner.write_verilog(harness, self.verilog, HARNESS)
+            # the RTL starts from its registers' initial values, so its reset is tied low (and
+            # Verilator folds away every flip-flop's reset logic); a netlist gets a reset pulse
+            wrapper = _write_text(self.build_dir / f"{WRAPPER}.v",
+                                  clock_wrapper(harness, reset=bool(self.netlist)))
+            sources = [*sources, self.verilog, wrapper]
+            sim = (self.sim or os.environ.get(runner.SIM_ENV) or "verilator").lower()
+            args = []
+            if sim == "verilator":
+                # the configuration file first (cocotb's runner refuses it as the last source)
+                sources.insert(0, _write_text(self.build_dir / "public.vlt",
+                                              public_config(harness)))
+                args = list(runner.VERILATOR_HARNESS_ARGS)
+            self._runner = runner.build(sources, WRAPPER, self.build_dir / "sim_build",
+                                        sim=self.sim, build_args=args)
         return self
 
     def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
-            name="run", stall_after=-1):
+            name="run", stall_after=-1, fault=None):
         """Stream int8 images through the RTL.
 
         Parameters
@@ -155,6 +199,10 @@ class AcceleratorSim:
         stall_after : int
             Tests of the watchdog: the consumer stops taking beats after this many, for good
             (−1: never).
+        fault : (``"repeat"`` or ``"drop"``, int), optional
+            Tests of the checker, a deliberately broken harness: the source sends that byte of
+            every image twice, or the sink loses that debug byte of every image
+            (:class:`~cnnforge.sim.harness.SimHarness`'s ``repeat_beat`` / ``drop_beat``).
 
         Returns
         -------
@@ -163,13 +211,16 @@ class AcceleratorSim:
         Raises
         ------
         ValueError
-            If ``gaps`` or ``backpressure`` is outside [0, 1) (1 would stall a stream for good).
+            If ``gaps`` or ``backpressure`` is outside [0, 1) (1 would stall a stream for good),
+            or ``fault`` names no fault.
         SimulationStall
             If no beat moves for :func:`watchdog_cycles` cycles (the message names the layer).
         """
         for what, value in (("gaps", gaps), ("backpressure", backpressure)):
             if not 0 <= value < 1:
                 raise ValueError(f"{what}={value} is not a probability in [0, 1)")
+        if fault is not None and (fault[0] not in ("repeat", "drop") or fault[1] < 0):
+            raise ValueError(f"fault={fault!r}: give ('repeat' or 'drop', beat ≥ 0)")
         if self._runner is None:
             self.build()
         prog = self.program
@@ -179,10 +230,10 @@ class AcceleratorSim:
         run_dir.mkdir(parents=True, exist_ok=True)
         with _locked(run_dir / ".run.lock"):
             return self._run(run_dir, images, debug, debug_size, gaps, backpressure, seed,
-                             progress, stall_after)
+                             progress, stall_after, fault)
 
     def _run(self, run_dir, images, debug, debug_size, gaps, backpressure, seed, progress,
-             stall_after):
+             stall_after, fault):
         prog = self.program
         stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",
                                     run_dir / "progress")
@@ -191,7 +242,9 @@ class AcceleratorSim:
         timeout = watchdog_cycles(prog, gaps, backpressure)
         np.savez(stim, images=images, debug=int(debug), gaps=gaps, backpressure=backpressure,
                  seed=seed, output_size=prog.output_size, debug_size=debug_size,
-                 timeout_cycles=timeout, stall_after=stall_after)
+                 timeout_cycles=timeout, stall_after=stall_after, batch=self.batch,
+                 repeat_beat=fault[1] if fault and fault[0] == "repeat" else -1,
+                 drop_beat=fault[1] if fault and fault[0] == "drop" else -1)
         stop = threading.Event()
 
         def poll():
@@ -209,7 +262,7 @@ class AcceleratorSim:
         if watcher:
             watcher.start()
         try:
-            runner.run(self._runner, TOPLEVEL, "cnnforge.sim.bench", test_dir=run_dir,
+            runner.run(self._runner, WRAPPER, "cnnforge.sim.bench", test_dir=run_dir,
                        extra_env={"CNNFORGE_STIMULUS": str(stim),
                                   "CNNFORGE_RESULTS": str(results),
                                   "CNNFORGE_PROGRESS": str(prog_file)})
@@ -225,7 +278,8 @@ class AcceleratorSim:
             layers = ([split_debug_stream(prog, dump) for dump in out["debug"]] if debug else [])
             return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
                              sim_cycles=int(out["sim_cycles"]),
-                             wall_seconds=float(out["wall_seconds"]))
+                             wall_seconds=float(out["wall_seconds"]),
+                             cpu_seconds=float(out["cpu_seconds"]))
 
 
 def compare(program, images, result):

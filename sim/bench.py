@@ -1,162 +1,122 @@
-"""cocotb testbench of the generated accelerator Verilog (run by :mod:`cnnforge.sim.accel`).
+"""cocotb testbench of the generated accelerator in its simulation harness (run by
+:mod:`cnnforge.sim.accel`).
 
 The bench is data-driven: the Python side writes the stimulus (int8 images and options) to the
-``.npz`` named by ``CNNFORGE_STIMULUS``; the bench streams every image in, collects the logits
-stream, and with ``debug`` the per-layer debug stream, and writes them with the measured cycle
-counts to ``CNNFORGE_RESULTS``. Progress (images done) is written to ``CNNFORGE_PROGRESS`` so the
-caller can show a progress bar. Comparison with the golden model happens on the Python side, in
-the same process that made the golden results.
+``.npz`` named by ``CNNFORGE_STIMULUS``; the bench runs the images through the
+:class:`~cnnforge.sim.harness.SimHarness` batch by batch and writes the logits, the per-layer
+debug records (with ``debug``) and the measured cycle counts to ``CNNFORGE_RESULTS``. Progress
+(images done) is written to ``CNNFORGE_PROGRESS`` after every batch so the caller can show a
+progress bar. Comparison with the golden model happens on the Python side, in the same process
+that made the golden results.
 
-Watchdog: when no beat moves on the input or the output streams for ``timeout_cycles`` (the
-stimulus gives it from the performance model), the bench stops and writes what it has, with the
-image, the stream and the debug bytes received so far (``stalled_*``); the caller names the
+Python stays off the per-cycle path: the clock runs in the HDL (``sim_top``), the harness
+streams the images in and collects the outputs, so per batch the bench writes the image memory
+through memory handles (one :data:`~cnnforge.sim.harness.WORD_BYTES`-byte word per access),
+sets the run's registers, awaits one value change of ``served`` and reads the result memories.
+
+Stream options keep their per-cycle meaning, now applied by the harness's random source and
+sink: ``gaps`` is the probability that a cycle has no ``valid`` on ``i_image``,
+``backpressure`` the probability that it has no ``ready`` on the outputs; ``seed`` seeds them.
+
+Watchdog: when no beat moves on any stream for ``timeout_cycles`` (the stimulus gives it from
+the performance model), the harness ends the run as stalled; the bench writes what it has, with
+the image, the stream and the debug bytes received so far (``stalled_*``); the caller names the
 layer that stalled. The bench never waits for ever.
-
-Timing discipline: inputs are driven and handshakes sampled at the falling clock edge, when all
-signals of the cycle have settled; a beat transfers at the rising edge that follows when valid
-and ready were both high. Without back-pressure the consumer sleeps until a ``valid`` rises, so
-Python stays off the per-cycle path while the engine computes.
 """
 
 import os
-import random
 import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
-CLOCK_NS = 10
-
-
-class Stall(Exception):
-    """No beat moved on a stream for the watchdog's number of cycles."""
+from cnnforge.sim.harness import CLOCK_NS, NEVER, WORD_BYTES, probability_threshold
 
 
-def _cycle(dut):
-    return int(get_sim_time("ns")) // CLOCK_NS
+def _write_bytes(memory, data):
+    """Write ``data`` (bytes) into ``memory`` from word 0, :data:`WORD_BYTES` per word, little
+    endian (byte ``i`` in lane ``i % WORD_BYTES``)."""
+    data = bytes(data) + bytes(-len(data) % WORD_BYTES)
+    for word in range(len(data) // WORD_BYTES):
+        memory[word].value = int.from_bytes(data[word * WORD_BYTES:(word + 1) * WORD_BYTES],
+                                            "little")
 
 
-async def _produce(dut, image, gaps, rng, timeout):
-    """Stream one image into ``i_image`` (random pauses of ``valid`` with probability gaps);
-    raise :class:`Stall` when the accelerator takes no byte for ``timeout`` cycles."""
-    index, idle = 0, 0                          # cycles since the last byte was taken
-    while index < len(image):
-        await FallingEdge(dut.clk)
-        idle += 1
-        if idle > timeout:
-            raise Stall("input")
-        if gaps and rng.random() < gaps:
-            dut.i_image__valid.value = 0
-            continue
-        dut.i_image__valid.value = 1
-        dut.i_image__payload.value = int(image[index])
-        if dut.i_image__ready.value == 1:
-            index += 1                          # transfers at the coming rising edge
-            idle = 0
-    await FallingEdge(dut.clk)
-    dut.i_image__valid.value = 0
+def _read_bytes(memory, start, size):
+    """``size`` bytes of ``memory`` from byte ``start`` (as written by :func:`_write_bytes`)."""
+    if size <= 0:
+        return b""
+    first, last = start // WORD_BYTES, (start + size - 1) // WORD_BYTES
+    data = b"".join(memory[word].value.to_unsigned().to_bytes(WORD_BYTES, "little")
+                    for word in range(first, last + 1))
+    offset = start - first * WORD_BYTES
+    return data[offset:offset + size]
 
 
-async def _consume(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got):
-    """Collect ``n_logits`` logits and ``n_debug`` debug bytes of one image into ``got``
-    (``{"logits": [], "debug": []}``); when no beat arrives for ``timeout`` cycles, stop and set
-    ``got["stall"]``. ``stall_after`` (tests only): stop taking beats after that many, for
-    good."""
-    try:
-        await _collect(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got)
-    except Stall as exc:
-        got["stall"] = str(exc)
-
-
-async def _collect(dut, n_logits, n_debug, backpressure, rng, timeout, stall_after, got):
-    logits, debug = got["logits"], got["debug"]
-    dut.o_logits__ready.value = 1
-    dut.o_debug__ready.value = 1
-    idle = 0                                    # cycles since the last beat
-    while len(logits) < n_logits or len(debug) < n_debug:
-        await FallingEdge(dut.clk)
-        idle += 1
-        if idle > timeout:
-            raise Stall("output")
-        if 0 <= stall_after <= len(logits) + len(debug):
-            dut.o_logits__ready.value = dut.o_debug__ready.value = 0
-            continue
-        if backpressure:
-            ready = int(rng.random() >= backpressure)
-            dut.o_logits__ready.value = ready
-            dut.o_debug__ready.value = ready
-            if not ready:
-                continue
-        moved = False
-        if dut.o_debug__valid.value == 1:
-            debug.append(int(dut.o_debug__payload.value))
-            moved = True
-        if dut.o_logits__valid.value == 1:
-            logits.append(dut.o_logits__payload.value.to_signed())
-            moved = True
-        if moved:
-            idle = 0
-        elif not backpressure:                  # sleep until a valid rises (or the watchdog)
-            start = _cycle(dut)
-            await First(RisingEdge(dut.o_debug__valid), RisingEdge(dut.o_logits__valid),
-                        Timer((timeout + 1) * CLOCK_NS, "ns"))
-            idle += _cycle(dut) - start
+def _write_progress(path, done):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(done))
+    os.replace(path + ".tmp", path)
 
 
 @cocotb.test()
 async def run_images(dut):
-    """Every image of the stimulus file through the accelerator, results to the results file."""
+    """Every image of the stimulus file through the harness, results to the results file."""
     stim = np.load(os.environ["CNNFORGE_STIMULUS"])
-    images = stim["images"].reshape(len(stim["images"]), -1)
+    images = stim["images"].reshape(len(stim["images"]), -1).astype(np.int8)
     debug = int(stim["debug"])
-    gaps, backpressure = float(stim["gaps"]), float(stim["backpressure"])
     n_logits, n_debug = int(stim["output_size"]), int(stim["debug_size"]) if debug else 0
-    rng = random.Random(int(stim["seed"]))
+    batch, seed = int(stim["batch"]), int(stim["seed"])
+    stall_after = int(stim["stall_after"])
     progress = os.environ.get("CNNFORGE_PROGRESS")
+    harness = dut.harness
+    image_mem, logits_mem = harness.image_mem, harness.logits_mem
+    debug_mem, cycles_mem = harness.debug_mem, harness.cycles_mem
 
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dut.rst.value = 1
     dut.debug.value = debug
-    dut.i_image__valid.value = 0
-    dut.o_logits__ready.value = 0
-    dut.o_debug__ready.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    dut.gap_threshold.value = probability_threshold(float(stim["gaps"]))
+    dut.ready_threshold.value = probability_threshold(float(stim["backpressure"]))
+    dut.stall_after.value = NEVER if stall_after < 0 else stall_after
+    dut.timeout.value = int(stim["timeout_cycles"])
+    for port in ("repeat_beat", "drop_beat"):                # tests of the checker only
+        beat = int(stim[port]) if port in stim.files else -1
+        getattr(dut, port).value = NEVER if beat < 0 else beat
 
     logits = np.zeros((len(images), n_logits), np.int8)
     dumps = np.zeros((len(images), n_debug), np.uint8)
     cycles = np.zeros(len(images), np.int64)
-    start_wall = time.perf_counter()
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
     start_cycles = int(get_sim_time("ns")) // CLOCK_NS
-    timeout, stall_after = int(stim["timeout_cycles"]), int(stim["stall_after"])
     stalled = {}
-    for index, image in enumerate(images):
-        got = {"logits": [], "debug": []}
-        consumer = cocotb.start_soon(_consume(dut, n_logits, n_debug, backpressure, rng,
-                                              timeout, stall_after, got))
-        try:
-            await _produce(dut, image, gaps, rng, timeout)
-            await consumer
-        except Stall as exc:
-            if not consumer.done():
-                consumer.cancel()
-            got["stall"] = str(exc)
-        if "stall" in got:
-            stalled = {"stalled_image": index, "stalled_stream": got["stall"],
-                       "stalled_debug": np.array(got["debug"], np.uint8),
-                       "stalled_logits": len(got["logits"]), "stalled_cycle": _cycle(dut)}
+    for number, first in enumerate(range(0, len(images), batch)):
+        chunk = images[first:first + batch]
+        _write_bytes(image_mem, chunk.tobytes())
+        dut.count.value = len(chunk)
+        dut.seed.value = (seed * 0x9E3779B1 + number) & 0xFFFFFFFF
+        dut.request.value = (number + 1) & 0xFF
+        await dut.served.value_change
+        done = int(dut.image.value) if int(dut.stalled.value) else len(chunk)
+        if done:
+            logits[first:first + done] = np.frombuffer(
+                _read_bytes(logits_mem, 0, done * n_logits), np.int8).reshape(done, n_logits)
+            dumps[first:first + done] = np.frombuffer(
+                _read_bytes(debug_mem, 0, done * n_debug), np.uint8).reshape(done, n_debug)
+            cycles[first:first + done] = [cycles_mem[i].value.to_unsigned()
+                                          for i in range(done)]
+        if int(dut.stalled.value):
+            received = int(dut.debug_taken.value)
+            stalled = {"stalled_image": first + done,
+                       "stalled_stream": "input" if int(dut.stalled_input.value) else "output",
+                       "stalled_debug": np.frombuffer(_read_bytes(
+                           debug_mem, done * n_debug, received), np.uint8),
+                       "stalled_logits": int(dut.logits_taken.value),
+                       "stalled_cycle": int(get_sim_time("ns")) // CLOCK_NS}
             break
-        logits[index] = got["logits"]
-        dumps[index] = got["debug"]
-        cycles[index] = int(dut.cycles.value)
         if progress:
-            with open(progress + ".tmp", "w") as f:
-                f.write(str(index + 1))
-            os.replace(progress + ".tmp", progress)
-    wall = time.perf_counter() - start_wall
+            _write_progress(progress, first + done)
+    wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     sim_cycles = int(get_sim_time("ns")) // CLOCK_NS - start_cycles
     np.savez(os.environ["CNNFORGE_RESULTS"], logits=logits, debug=dumps, cycles=cycles,
-             sim_cycles=sim_cycles, wall_seconds=wall, **stalled)
+             sim_cycles=sim_cycles, wall_seconds=wall, cpu_seconds=cpu,
+             **stalled)

@@ -326,12 +326,12 @@ def test_preflight_refuses_runaway_designs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2,621,440 weights (layer 1 (Linear) holds the most) would take about 3 GB" in err
     assert "--force goes on anyway" in err and err.count("\n") == 1 and not out.exists()
-    # 300 inputs of the keyword-spotting model: 363,482 cycles each, about an hour
+    # 4,000 inputs of the keyword-spotting model: 363,482 cycles each, about an hour
     kws = DIGITS.parent.parent / "mlperf_tiny" / "kws_ref_model.tflite"
-    np.save(tmp_path / "x.npy", np.zeros((300, 49, 10, 1), np.int8))
-    assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "300",
+    np.save(tmp_path / "x.npy", np.zeros((4000, 49, 10, 1), np.int8))
+    assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "4000",
                  "--build-dir", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "the simulation would take about 1.0 h: the model predicts 363,482 cycles" in err, err
-    assert "x 300 images" in err and "--force runs it anyway" in err and err.count("\n") == 1
+    assert "x 4000 images" in err and "--force runs it anyway" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists()

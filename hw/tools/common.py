@@ -24,9 +24,10 @@ __all__ = ["UserError", "atomic_write", "load_calibrated", "read_inputs", "warn"
 
 #: Help text of every subcommand's NET argument.
 NET_HELP = "network: a Python file defining `network`, an .onnx model or an int8 .tflite model"
-#: Simulated cycles per second :func:`preflight` assumes (Verilator with the per-layer dump
-#: measured 25,000 to 126,000 on the bundled and MLPerf Tiny models).
-SIM_CYCLES_PER_SECOND = 30_000
+#: Simulated cycles per second :func:`preflight` assumes (the Verilator harness with the
+#: per-layer check measured 0.39 M (VWW, 8x8) to 1.5 M (digits) on a loaded 2-core machine,
+#: benchmarks/sim_speed.py).
+SIM_CYCLES_PER_SECOND = 400_000
 #: Longest simulation :func:`preflight` lets start without ``--force`` (seconds).
 MAX_SIM_SECONDS = 3600
 #: Most weights :func:`preflight` lets elaborate without ``--force``: the weight ROM is

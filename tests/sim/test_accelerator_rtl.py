@@ -64,6 +64,8 @@ def test_random_network_3x2_with_stalls():
     clean = sim.run(images, name="clean")
     check_sim(program, images, clean)
     assert np.array_equal(result.cycles, clean.cycles)
+    # the harness's random source and sink did pause the streams
+    assert result.sim_cycles > clean.sim_cycles
     # the watchdog: a consumer that stops taking beats for good is reported, never waited for
     per_image = len(split_first_layer(program))
     for stall_after, where in ((3, f"in layer {program.layers[0].name} "),
@@ -77,6 +79,17 @@ def test_random_network_3x2_with_stalls():
         assert where in message and "\n" not in message, message
     with pytest.raises(ValueError, match="gaps=1.0 is not a probability"):
         sim.run(images, gaps=1.0)
+
+    # a deliberately broken harness, under the same gaps and back-pressure: a debug byte lost
+    # in the first layer's map, or an image byte sent twice, is caught by the comparison
+    record = 4 * len(COUNTERS)                  # layer 0's map follows its counters
+    for fault, where in ((("drop", record + 1), program.layers[0].name),
+                         (("repeat", 1), program.layers[0].name)):
+        broken = sim.run(images, gaps=0.3, backpressure=0.5, seed=5, name=fault[0],
+                         fault=fault)
+        _, mismatches = compare(program, images, broken)
+        assert mismatches["layers"][where] > 0, (fault, mismatches)
+        assert (mismatches["logits"] > 0) == (fault[0] == "repeat"), (fault, mismatches)
 
     # the checker itself: one flipped value in one layer of one image, one wrong logit
     bad = copy.deepcopy(result)
