@@ -17,7 +17,8 @@ BOARD  ?= icebreaker
 FLASH_ARGS ?=
 
 .PHONY: all venv demo test test-fast formal verilog sim train benchmarks clean synth bitstream \
-        flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf
+        flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf \
+        benchmark-fmax benchmark-sim-speed
 
 all: demo
 
@@ -78,6 +79,11 @@ benchmark-dataflows: $(DEV_STAMP)
 benchmark-mlperf: $(DEV_STAMP)
 	$(BIN)/python benchmarks/mlperf_tiny.py
 
+## make benchmark-sim-speed: simulated cycles per second, with and without the per-layer check
+## (digits, MobileNet-digits, MLPerf Tiny; benchmarks/sim_speed.py)
+benchmark-sim-speed: $(DEV_STAMP)
+	$(BIN)/python benchmarks/sim_speed.py
+
 ## make benchmark-onnx: golden model vs ONNX Runtime on QDQ models (benchmarks/onnx_agreement.py)
 benchmark-onnx: $(DEV_STAMP)
 	$(BIN)/python benchmarks/onnx_agreement.py
@@ -97,6 +103,10 @@ flash: $(STAMP)
 ## make benchmark-synth: the synthesis table of the README (UP5K and LFE5U-85F, whole flow)
 benchmark-synth: $(DEV_STAMP)
 	$(BIN)/python benchmarks/synth.py
+
+## make benchmark-fmax: Fmax over 3 placer seeds, critical paths, per device and model (benchmarks/fmax.py)
+benchmark-fmax: $(DEV_STAMP)
+	$(BIN)/python benchmarks/fmax.py
 
 clean:
 	rm -rf build

@@ -7,16 +7,23 @@ are those of the design that goes into the bitstream. The report says, against t
 totals, how many logic cells/LUTs, DSP blocks, block RAMs and (iCE40) SPRAMs are used, the Fmax
 nextpnr estimates for the core clock, and where each multiplier and each memory went: a
 multiplier left in logic or a buffer/ROM left in flip-flops is named with the reason.
+
+nextpnr's Fmax moves by a few per cent from one placer seed to the next, so a single run does not
+show a regression: with ``seeds=K`` yosys runs once and nextpnr places the same netlist with K
+seeds in parallel processes; the report gives each seed's Fmax, their minimum, median and maximum,
+and the median seed's placement (resources, critical path, whether the clock is met).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,8 +32,8 @@ from amaranth.back import rtlil
 from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
 
-__all__ = ["SynthError", "SynthReport", "check_yosys_log", "synthesize",
-           "tool_path", "tool_env", "write_netlist"]
+__all__ = ["EBR_BITS", "SynthError", "SynthReport", "check_yosys_log", "median_seed",
+           "seed_summary", "synthesize", "tool_path", "tool_env", "write_netlist"]
 
 
 class SynthError(RuntimeError):
@@ -202,6 +209,14 @@ class SynthReport:
     ECP5 (``TRELLIS_COMB``); ``bram`` counts EBRs (``SB_RAM40_4K`` / ``DP16KD``). ``fits`` is
     true when every resource is within the device and place-and-route succeeded;
     ``meets_clock`` when the Fmax reaches ``clock_mhz``.
+
+    Over several placer seeds, ``fmax_mhz_by_seed`` maps each seed to its Fmax (None where
+    nextpnr failed), ``fmax_mhz_min``/``_median``/``_max`` summarize them, and ``seed`` is the
+    median seed (:func:`median_seed`), whose placement gives every other figure: ``fmax_mhz`` ==
+    ``fmax_mhz_median``. ``critical_path`` holds one entry: ``from`` and ``to`` cells,
+    ``levels`` (logic levels, a carry chain counted once), ``carry_steps``, ``delay_ns``,
+    ``logic_ns``, ``routing_ns``, ``steps``.
+    ``nextpnr_seconds`` is the wall time of the placement (all seeds).
     """
 
     device: str
@@ -226,6 +241,11 @@ class SynthReport:
     memories: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     critical_path: list = field(default_factory=list)
+    seed: int = 1
+    fmax_mhz_by_seed: dict = field(default_factory=dict)
+    fmax_mhz_min: float | None = None
+    fmax_mhz_median: float | None = None
+    fmax_mhz_max: float | None = None
     yosys_seconds: float = 0.0
     nextpnr_seconds: float = 0.0
     build_dir: str = ""
@@ -375,7 +395,110 @@ def synth_top(program, device):
     return LinkTop(program, device.target_mhz * 1e6, 115200)
 
 
-def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
+#: bits of one block RAM (EBR): SB_RAM40_4K on iCE40, DP16KD on ECP5
+EBR_BITS = {"ice40": 4096, "ecp5": 18432}
+
+
+def median_seed(fmax_by_seed):
+    """The seed whose placement stands for a set of placer runs: the median of the Fmax values,
+    the lower of the two middle ones for an even count (so it is an Fmax some placement
+    reached, and a two-seed run is not flattered), a failed run (None) ranking below every
+    Fmax and equal Fmax values in seed order.
+
+    Parameters
+    ----------
+    fmax_by_seed : dict of int to float or None
+        Each seed's Fmax in MHz (None: nextpnr failed or reported none).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        For an empty mapping.
+    """
+    if not fmax_by_seed:
+        raise ValueError("no placer runs to take the median of")
+    ranked = sorted(fmax_by_seed, key=lambda s: (fmax_by_seed[s] is not None,
+                                                 fmax_by_seed[s] or 0.0, s))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def seed_summary(fmax_by_seed):
+    """The report's seed fields from each seed's Fmax (None where nextpnr failed): ``seed``
+    (:func:`median_seed`), ``fmax_mhz_by_seed``, and ``fmax_mhz_min`` / ``_median`` /
+    ``_max`` (min and max over the seeds that reached an Fmax, None if none did; the median is
+    the median seed's)."""
+    seed = median_seed(fmax_by_seed)
+    reached = [f for f in fmax_by_seed.values() if f is not None]
+    return {"seed": seed, "fmax_mhz_by_seed": dict(sorted(fmax_by_seed.items())),
+            "fmax_mhz_min": min(reached, default=None),
+            "fmax_mhz_median": fmax_by_seed[seed], "fmax_mhz_max": max(reached, default=None)}
+
+
+def _place(pnr, device, clock, seed, run_dir, netlist):
+    """One nextpnr run of ``netlist`` in ``run_dir`` (``report.json``, ``nextpnr.log``): its exit
+    status, seconds, :func:`pnr_summary` and log text. Runs in a thread of :func:`_place_seeds`;
+    nextpnr itself is a process of its own."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [tool_path(pnr), *device.nextpnr_args, "--json", os.path.relpath(netlist, run_dir),
+           "--report", "report.json", "--freq", f"{clock:g}", "--seed", str(seed),
+           "--timing-allow-fail", "--log", "nextpnr.log"]
+    (run_dir / "report.json").unlink(missing_ok=True)
+    rc, seconds = _run(cmd, run_dir / "nextpnr.out", run_dir)
+    pnr_log = (run_dir / "nextpnr.log").read_text(errors="replace") \
+        if (run_dir / "nextpnr.log").is_file() else ""
+    return {"seed": seed, "rc": rc, "seconds": seconds, "log": pnr_log,
+            "summary": pnr_summary(run_dir / "report.json", device, pnr_log), "dir": run_dir}
+
+
+def _place_seeds(pnr, device, clock, seeds, build_dir, workers):
+    """nextpnr on ``build_dir/top.json`` once per seed, at most ``workers`` at a time: one run
+    in ``build_dir`` itself, several each in ``build_dir/seed<N>``. Returns the runs in seed
+    order and the wall time."""
+    netlist = build_dir / "top.json"
+    dirs = [build_dir] if len(seeds) == 1 else [build_dir / f"seed{s}" for s in seeds]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(seeds)))) as pool:
+        runs = list(pool.map(lambda sd: _place(pnr, device, clock, sd[0], sd[1], netlist),
+                             zip(seeds, dirs)))
+    return runs, time.perf_counter() - t0
+
+
+def _judge(report, device, runs, run, pnr, build_dir):
+    """Set ``report.fits`` and ``meets_clock`` from the median seed's ``run`` (every seed's in
+    ``runs``) and add the notes: what exceeds the device, which nextpnr runs failed, a missed
+    clock."""
+    over = []
+    for name, used, total in (("logic", report.luts, device.luts),
+                              ("DSP", report.dsps, device.dsps),
+                              ("block RAM", report.bram, device.bram)):
+        if used is not None and used > total:
+            kbit = (used - total) * EBR_BITS[device.family] // 1024
+            lacks = f" (lacks {used - total} EBR = {kbit} Kbit)" if name == "block RAM" else ""
+            over.append(f"{name}: {used} > {total}{lacks}")
+    failed = [r["seed"] for r in runs if r["rc"] != 0]
+    rc = run["rc"]
+    if rc != 0:
+        err = next((ln for ln in run["log"].splitlines() if ln.startswith("ERROR")),
+                   f"exit {rc}")
+        report.notes.append(f"{pnr} failed: {err}")
+    if failed and len(runs) > 1:
+        report.notes.append(f"{pnr} failed with seed(s) {', '.join(map(str, failed))} "
+                            f"(logs in {build_dir}/seed<N>)")
+    if over:
+        report.notes.append("does not fit: " + ", ".join(over))
+    report.fits = rc == 0 and not over
+    clock = report.clock_mhz
+    report.meets_clock = report.fmax_mhz is not None and report.fmax_mhz >= clock
+    if report.fits and not report.meets_clock:
+        report.notes.append(f"Fmax {report.fmax_mhz} MHz misses the {clock:g} MHz clock")
+
+
+def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, workers=None,
+               log=None):
     """Synthesize and place-and-route ``program``'s board core for ``device``.
 
     Parameters
@@ -384,24 +507,37 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
     device : str or Device
         A key of :data:`DEVICES`.
     build_dir : path-like
-        Where the RTLIL, the logs, the netlist and the nextpnr report go.
+        Where the RTLIL, the logs, the netlist and the nextpnr report go (with several seeds,
+        each seed's nextpnr log and report go to ``build_dir/seed<N>``).
     clock_mhz : float, optional
         Clock to meet (default the device's ``target_mhz``); nextpnr is asked for it and the
         report says whether the Fmax reaches it.
     seed : int
-        nextpnr placer seed.
+        nextpnr placer seed (the first one with several).
+    seeds : int
+        How many placer seeds, ``seed .. seed + seeds - 1``; yosys runs once.
+    workers : int, optional
+        nextpnr processes at a time (default the CPU count).
     log : callable(str), optional
         Progress messages.
 
     Returns
     -------
     SynthReport
+        The median seed's placement (:func:`median_seed`), with every seed's Fmax.
 
     Raises
     ------
+    ValueError
+        If ``seeds`` or ``workers`` is below 1.
     SynthError
         If yosys fails (nextpnr failing to place is a report with ``fits`` false).
     """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {seeds}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     if isinstance(device, str):
         device = DEVICES[device]
     say = log or (lambda msg: None)
@@ -444,35 +580,26 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, log=None):
         report.flip_flops = _count(stat, ["TRELLIS_FF"])
 
     pnr = "nextpnr-ice40" if device.family == "ice40" else "nextpnr-ecp5"
-    cmd = [tool_path(pnr), *device.nextpnr_args, "--json", "top.json",
-           "--report", "report.json", "--freq", f"{clock:g}", "--seed", str(seed),
-           "--timing-allow-fail", "--log", "nextpnr.log"]
-    say(f"{pnr}: place and route at {clock:g} MHz")
-    (build_dir / "report.json").unlink(missing_ok=True)
-    rc, report.nextpnr_seconds = _run(cmd, build_dir / "nextpnr.out", build_dir)
-    pnr_log = (build_dir / "nextpnr.log").read_text(errors="replace") \
-        if (build_dir / "nextpnr.log").is_file() else ""
-    summary = pnr_summary(build_dir / "report.json", device, pnr_log)
+    seed_list = list(range(seed, seed + seeds))
+    if seeds > 1 and (report.dsps > device.dsps or report.bram > device.bram):
+        say(f"{report.dsps} DSP blocks and {report.bram} block RAMs after yosys, the device has "
+            f"{device.dsps} and {device.bram}: one placement (every seed would fail alike)")
+        seed_list = seed_list[:1]
+    say(f"{pnr}: place and route at {clock:g} MHz, seed"
+        + (f" {seed}" if len(seed_list) == 1 else f"s {seed}..{seed_list[-1]}, "
+           f"{min(workers, len(seed_list))} at a time"))
+    runs, report.nextpnr_seconds = _place_seeds(pnr, device, clock, seed_list, build_dir, workers)
+    for key, value in seed_summary({r["seed"]: r["summary"]["fmax_mhz"] if r["rc"] == 0
+                                    else None for r in runs}).items():
+        setattr(report, key, value)
+    run = next(r for r in runs if r["seed"] == report.seed)
+    summary = run["summary"]
     for key in ("luts", "dsps", "bram", "spram", "fmax_mhz", "critical_path"):
         if summary.get(key) is not None:
             setattr(report, key, summary[key])
     if device.family != "ice40":
         report.spram = None
-    over = []
-    for name, used, total in (("logic", report.luts, device.luts),
-                              ("DSP", report.dsps, device.dsps),
-                              ("block RAM", report.bram, device.bram)):
-        if used is not None and used > total:
-            over.append(f"{name}: {used} > {total}")
-    if rc != 0:
-        err = next((ln for ln in pnr_log.splitlines() if ln.startswith("ERROR")), f"exit {rc}")
-        report.notes.append(f"{pnr} failed: {err}")
-    if over:
-        report.notes.append("does not fit: " + ", ".join(over))
-    report.fits = rc == 0 and not over
-    report.meets_clock = report.fmax_mhz is not None and report.fmax_mhz >= clock
-    if report.fits and not report.meets_clock:
-        report.notes.append(f"Fmax {report.fmax_mhz} MHz misses the {clock:g} MHz clock")
+    _judge(report, device, runs, run, pnr, build_dir)
     found = analyze(build_dir / "pre_mul.txt", build_dir / "top.il", build_dir / "yosys.log",
                     device, report.dsps)
     report.multipliers, report.memories = found["multipliers"], found["memories"]
@@ -560,19 +687,39 @@ def _core_clock(fmax):
     return min(names, key=lambda n: float(fmax[n]["achieved"]))
 
 
+#: carry-in ports (ICESTORM_LC's CIN, TRELLIS_SLICE's FCI): a step through one is the next cell
+#: of a carry chain, on dedicated wires, not another logic level
+_CARRY_IN = {"CIN", "FCI"}
+
+
 def _critical_path(data):
-    """The worst path of the report as ``[from, to, delay_ns]`` steps (start, end, total)."""
-    paths = data.get("critical_paths") or []
+    """The worst register-to-register path of the report (the core clock's; the first path
+    when every path has an I/O end) as one ``{from, to, levels, carry_steps, delay_ns, logic_ns,
+    routing_ns, steps}`` entry.
+
+    nextpnr's ``critical_paths`` list steps typed ``clk-to-q`` (the launching register),
+    ``source`` (an input pin), ``logic`` (through one cell: a LUT, a carry cell, a DSP block, a
+    wide-function mux), ``routing`` (a net) and ``setup`` (the capturing register). ``levels``
+    counts the ``logic`` steps entered from general routing, so a carry chain is one level
+    however long; ``carry_steps`` counts the steps along carry chains (entered through a carry
+    input). ``logic_ns`` sums the delays of every step that is not routing.
+    """
+    paths = [p for p in data.get("critical_paths") or [] if p.get("path")]
     if not paths:
         return []
-    worst = paths[0]
-    steps = worst.get("path", [])
-    if not steps:
-        return []
-    first, last = steps[0], steps[-1]
-    total = sum(float(s.get("delay", 0.0)) for s in steps)
+    internal = [p for p in paths if "<async>" not in (p.get("from"), p.get("to"))]
+    worst = max(internal, key=_path_delay) if internal else paths[0]
+    steps = worst["path"]
+    total = _path_delay(worst)
     logic = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") != "routing")
-    return [{"from": first.get("from", {}).get("cell", ""),
-             "to": last.get("to", {}).get("cell", ""),
-             "delay_ns": round(total, 2), "logic_ns": round(logic, 2),
+    carry = sum(1 for s in steps
+                if s.get("type") == "logic" and s.get("from", {}).get("port") in _CARRY_IN)
+    return [{"from": steps[0].get("from", {}).get("cell", ""),
+             "to": steps[-1].get("to", {}).get("cell", ""),
+             "levels": sum(1 for s in steps if s.get("type") == "logic") - carry,
+             "carry_steps": carry, "delay_ns": round(total, 2), "logic_ns": round(logic, 2),
              "routing_ns": round(total - logic, 2), "steps": len(steps)}]
+
+
+def _path_delay(path):
+    return sum(float(s.get("delay", 0.0)) for s in path.get("path", []))

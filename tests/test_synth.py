@@ -1,21 +1,27 @@
 """``cnnforge synth``'s report: where multipliers and memories go, and why (from yosys' dump and
-log), and the command line's errors. The real synthesis and place-and-route of the digits
-accelerator for the UP5K and an ECP5 run in ``tests/boards/test_bitstream.py`` (the same yosys and
-nextpnr flow, ending in bitstreams), which keeps ``make test`` within its time budget."""
+log), the placer seeds' median and the critical path, and the command line's errors. The real
+synthesis and place-and-route of the digits accelerator for the UP5K and an ECP5 run in
+``tests/boards/test_bitstream.py`` (the same yosys and nextpnr flow, ending in bitstreams), which
+keeps ``make test`` within its time budget; here only ``--seeds 2`` on the UP5K (slow)."""
 
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.boards.synth import (SynthError, SynthReport, _count, _memories,
-                               _multipliers, _parse_dump, _rtlil_memories, _stat_cells,
-                               check_yosys_log, tool_path)
+from cnnforge.boards.synth import (SynthError, SynthReport, _count, _critical_path, _memories,
+                                   _multipliers, _parse_dump, _rtlil_memories, _stat_cells,
+                                   check_yosys_log, median_seed, seed_summary,
+                                   tool_path)
+from cnnforge.hw.tools.board_commands import seeds_line
 from cnnforge.sim.golden import ROUNDINGS
 
 from .boards import CNNFORGE, digits_net
 
+MLPERF = Path(__file__).resolve().parent.parent / "examples" / "mlperf_tiny"
 KEYS = {"device", "luts", "luts_total", "dsps", "dsps_total", "bram", "bram_total", "fmax_mhz",
         "fits"}
 
@@ -67,6 +73,155 @@ def test_unknown_device_is_one_line():
     proc = subprocess.run([CNNFORGE, "synth", digits_net(), "--device", "xc7a35t"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("option", [["--seeds", "0"], ["--seeds", "-3"], ["--workers", "0"]])
+def test_bad_seed_counts_are_one_line(option):
+    proc = subprocess.run([CNNFORGE, "synth", digits_net(), "--device", "up5k", *option],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"cnnforge: error: {option[0]} must be at least 1, "
+                                   f"not {option[1]}")
+
+
+def test_memory_that_does_not_fit_is_refused_before_yosys(tmp_path):
+    """The keyword-spotting model on the UP5K: the memory planner refuses it in one line naming
+    the memory, before yosys runs (nothing is written to the build folder)."""
+    kws = MLPERF / "kws_ref_model.tflite"
+    for command in (["synth", str(kws), "--device", "up5k"],
+                    ["build", str(kws), "--board", "icebreaker"]):
+        proc = subprocess.run([CNNFORGE, *command, "--build-dir", str(tmp_path / "b")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        err = proc.stderr.strip()
+        assert err.count("\n") == 0 and err.startswith("cnnforge: error: feature map: ")
+        assert "up5k has 30 (15 KB)" in err and err.endswith("; --force tries anyway")
+        assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# placer seeds and the critical path
+
+def test_median_seed():
+    """The median of an odd count; the lower middle one of an even count (an Fmax a placement
+    reached); a failed run ranks below every Fmax; ties go to the smaller seed."""
+    assert median_seed({1: 30.0, 2: 31.5, 3: 29.0}) == 1
+    assert median_seed({1: 30.0, 2: 31.5}) == 1
+    assert median_seed({4: 31.5, 5: 30.0, 6: 29.0, 7: 33.0}) == 5
+    assert median_seed({1: None, 2: 31.0, 3: 32.0}) == 2
+    assert median_seed({1: None, 2: None, 3: 32.0}) == 2
+    assert median_seed({3: 30.0, 1: 30.0, 2: 30.0}) == 2
+    assert median_seed({7: 12.5}) == 7
+    with pytest.raises(ValueError):
+        median_seed({})
+
+
+def test_seed_summary():
+    """Min and max over the seeds that placed, the median seed's Fmax as the median."""
+    assert seed_summary({3: 31.9, 1: 31.4, 2: 30.1}) == {
+        "seed": 1, "fmax_mhz_by_seed": {1: 31.4, 2: 30.1, 3: 31.9}, "fmax_mhz_min": 30.1,
+        "fmax_mhz_median": 31.4, "fmax_mhz_max": 31.9}
+    failed = seed_summary({1: None, 2: None, 3: 99.0})
+    assert failed["seed"] == 2 and failed["fmax_mhz_median"] is None
+    assert failed["fmax_mhz_min"] == failed["fmax_mhz_max"] == 99.0
+    assert seed_summary({1: None})["fmax_mhz_min"] is None
+
+
+def _step(kind, delay, src, dst, port="I0"):
+    return {"type": kind, "delay": delay, "from": {"cell": src, "port": port},
+            "to": {"cell": dst}}
+
+
+def test_critical_path_levels():
+    """The worst register-to-register path (not the first listed, not one from an input pin):
+    its ends, the cells it goes through (logic steps), logic and routing delays."""
+    clk = "posedge clk"
+    short = [_step("clk-to-q", 1.0, "a", "a"), _step("routing", 2.0, "a", "b"),
+             _step("setup", 0.5, "b", "b")]
+    long = [_step("clk-to-q", 1.4, "ctr", "ctr"), _step("routing", 5.0, "ctr", "lut1"),
+            _step("logic", 1.3, "lut1", "lut1"), _step("routing", 1.8, "lut1", "lut2"),
+            _step("logic", 0.9, "lut2", "lut2"), _step("routing", 1.8, "lut2", "ff"),
+            _step("setup", 0.5, "ff", "ff")]
+    pin = [_step("source", 0.0, "rx", "rx"), _step("routing", 40.0, "rx", "ff"),
+           _step("setup", 0.5, "ff", "ff")]
+    data = {"critical_paths": [{"from": clk, "to": clk, "path": short},
+                               {"from": "<async>", "to": clk, "path": pin},
+                               {"from": clk, "to": clk, "path": long}]}
+    assert _critical_path(data) == [{"from": "ctr", "to": "ff", "levels": 2, "carry_steps": 0,
+                                     "delay_ns": 12.7, "logic_ns": 4.1, "routing_ns": 8.6,
+                                     "steps": 7}]
+    # an ECP5 adder: a block RAM into a carry chain (entered on B, then FCI -> FCO, dedicated
+    # wires of no delay) into a LUT: two levels (the chain and the LUT), whatever the chain's
+    # length
+    adder = [_step("clk-to-q", 5.6, "rom", "rom", "DOA2"), _step("routing", 2.0, "rom", "c0"),
+             _step("logic", 0.45, "c0", "c0", "B"), _step("routing", 0.0, "c0", "c1", "FCO"),
+             _step("logic", 0.0, "c1", "c1", "FCI"), _step("routing", 0.0, "c1", "c2", "FCO"),
+             _step("logic", 0.07, "c2", "c2", "FCI"), _step("routing", 0.5, "c2", "lut"),
+             _step("logic", 0.2, "lut", "lut", "D"), _step("routing", 0.4, "lut", "ff"),
+             _step("setup", 0.1, "ff", "ff")]
+    found = _critical_path({"critical_paths": [{"from": clk, "to": clk, "path": adder}]})[0]
+    assert (found["levels"], found["carry_steps"], found["steps"]) == (2, 2, 11)
+    only_pin = {"critical_paths": [{"from": "<async>", "to": clk, "path": pin}]}
+    assert _critical_path(only_pin)[0]["levels"] == 0
+    assert _critical_path({}) == [] and _critical_path({"critical_paths": [{"path": []}]}) == []
+
+
+def test_seeds_line():
+    report = SynthReport(device="up5k", part="", design="", array=[2, 2], seed=1,
+                         fmax_mhz_by_seed={1: 30.04, 2: 31.5, 3: None}, fmax_mhz_min=30.04,
+                         fmax_mhz_median=30.04, fmax_mhz_max=31.5)
+    assert seeds_line(report) == ("Fmax over seeds 1..3: 30.0 / 30.0 / 31.5 MHz (min / median / "
+                                  "max; 1: 30.0, 2: 31.5, 3: failed); the figures above are seed "
+                                  "1's placement")
+    report.fmax_mhz_by_seed = {1: None, 2: None}
+    report.fmax_mhz_min = report.fmax_mhz_median = report.fmax_mhz_max = None
+    assert seeds_line(report) == "nextpnr placed with no seed (1..2)"
+
+
+TINY_NET = """
+import numpy as np
+from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, ReLU, Sequential
+
+network = Sequential(Conv2d(1, 2, 3), ReLU(), Flatten(), Linear(32, 3), input_shape=(1, 6, 6))
+rng = np.random.default_rng(0)
+network.load_state_dict({k: rng.standard_normal(v).astype(np.float32) * 0.3
+                         for k, v in network.state_dict_shapes().items()})
+calibration = rng.standard_normal((4, 1, 6, 6)).astype(np.float32)
+"""
+
+
+@pytest.mark.slow
+def test_two_seeds_on_up5k(tmp_path):
+    """``--seeds 2`` (a small network's board core, so it places in seconds): one yosys run, two
+    nextpnr runs side by side in their own folders; the report is the lower seed's by Fmax (the
+    lower median), with both Fmax values, the critical path's logic levels and the memory
+    plan."""
+    net = tmp_path / "net.py"
+    net.write_text(TINY_NET)
+    out = tmp_path / "synth.json"
+    proc = subprocess.run([CNNFORGE, "synth", str(net), "--device", "up5k", "--seeds", "2",
+                           "--seed", "5", "--workers", "2", "--clock", "12",
+                           "--build-dir", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    by_seed = {int(k): v for k, v in report["fmax_mhz_by_seed"].items()}
+    assert set(by_seed) == {5, 6} and all(v > 12 for v in by_seed.values())
+    assert report["fmax_mhz_min"] == min(by_seed.values()) == report["fmax_mhz_median"]
+    assert report["fmax_mhz_max"] == max(by_seed.values())
+    assert report["fmax_mhz"] == by_seed[report["seed"]] == report["fmax_mhz_median"]
+    assert report["fits"] and report["meets_clock"]
+    # the memory plan travels with the report (its block RAMs an estimate of nextpnr's)
+    assert report["memory"]["fits"] and abs(report["memory"]["kinds"]["EBR"]["used"]
+                                            - report["bram"]) <= 1
+    for seed in (5, 6):
+        assert (tmp_path / f"seed{seed}" / "report.json").is_file()
+    assert (tmp_path / "yosys.log").read_text().count("Executing SYNTH_ICE40 pass") == 1
+    path = report["critical_path"][0]
+    assert path["levels"] >= 1 and path["delay_ns"] == pytest.approx(1000 / report["fmax_mhz"],
+                                                                      rel=0.05)
+    printed = " ".join(proc.stdout.split())           # rich wraps the long lines
+    assert "Fmax over seeds 5..6" in printed and f"{path['levels']} logic levels" in printed
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cnnforge.boards.runtime import BoardLink
 from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import plan_memory
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
@@ -32,15 +33,20 @@ from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_optio
 __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"]
 
 
-def _program(net, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
-             lutram_buffers=False, force=False):
+def _program(net, device, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
+             force=False):
+    """The program for ``device`` and its memory plan; a design whose memories do not fit the
+    device is refused before yosys (one line naming the memory) unless ``force``."""
     qnet = quantize(load_calibrated(net, calibration))
     program = compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
                                                       input_buffer_bytes=buffer_bytes,
                                                       algorithm=algorithm,
-                                                      lutram_buffers=lutram_buffers))
+                                                      lutram_buffers=device.lutram_buffers))
     preflight(program, force=force)
-    return program
+    plan = plan_memory(program, device)
+    if not plan.fits and not force:
+        raise UserError(f"{plan.reason}; --force tries anyway")
+    return program, plan
 
 
 def _write_json(path, data):
@@ -51,6 +57,21 @@ def _pct(used, total):
     if used is None:
         return "-"
     return f"{used}/{total} ({100 * used / total:.0f}%)" if total else str(used)
+
+
+def _mhz(value):
+    return "failed" if value is None else f"{value:.1f}"
+
+
+def seeds_line(report):
+    """``Fmax over seeds 1..3: 30.1 / 31.2 / 31.9 MHz (min / median / max) ...``: one line."""
+    seeds = sorted(report.fmax_mhz_by_seed)
+    if report.fmax_mhz_max is None:
+        return f"nextpnr placed with no seed ({seeds[0]}..{seeds[-1]})"
+    each = ", ".join(f"{s}: {_mhz(report.fmax_mhz_by_seed[s])}" for s in seeds)
+    return (f"Fmax over seeds {seeds[0]}..{seeds[-1]}: {_mhz(report.fmax_mhz_min)} / "
+            f"{_mhz(report.fmax_mhz_median)} / {_mhz(report.fmax_mhz_max)} MHz (min / median / "
+            f"max; {each}); the figures above are seed {report.seed}'s placement")
 
 
 def print_synth_report(report, console):
@@ -76,10 +97,16 @@ def print_synth_report(report, console):
     console.print(f"memories in block RAM: {', '.join(in_bram) or 'none'}")
     for note in report.notes:
         console.print(f"note: {note}")
+    if len(report.fmax_mhz_by_seed) > 1:
+        console.print(seeds_line(report))
     if report.critical_path:
         cp = report.critical_path[0]
-        console.print(f"critical path: {cp['from']} -> {cp['to']}, {cp['delay_ns']} ns "
-                      f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)")
+        levels = f"{cp['levels']} logic levels, " if "levels" in cp else ""
+        if cp.get("carry_steps"):
+            levels = f"{cp['levels']} logic levels (+{cp['carry_steps']} carry steps), "
+        console.print(f"critical path: {cp['from']} -> {cp['to']}: {levels}{cp['delay_ns']} ns "
+                      f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)",
+                      markup=False)
     verdict = ("fits" if report.fits else "DOES NOT FIT") + ", " + (
         "meets" if report.meets_clock else "MISSES") + f" {report.clock_mhz:g} MHz"
     console.print(f"[bold]{verdict}[/] (yosys {report.yosys_seconds:.0f} s, nextpnr "
@@ -87,22 +114,25 @@ def print_synth_report(report, console):
 
 
 def cmd_synth(args):
+    for option, value in (("--seeds", args.seeds), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, not {value}")
     console = Console()
     device = DEVICES[args.device]
     rows = args.rows or device.rows
     cols = args.cols or device.cols
-    program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or device.algorithm, args.calibration,
-                       device.lutram_buffers, args.force)
+    program, plan = _program(args.net, device, rows, cols, args.buffer_bytes,
+                             args.algorithm or device.algorithm, args.calibration, args.force)
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
-                            seed=args.seed, log=lambda msg: console.print(f"[dim]{msg}[/]"))
+                            seed=args.seed, seeds=args.seeds, workers=args.workers,
+                            log=lambda msg: console.print(f"[dim]{msg}[/]"))
     except SynthError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     print_synth_report(report, console)
     if args.json:
-        _write_json(args.json, report.to_json())
+        _write_json(args.json, {**report.to_json(), "memory": plan.to_json()})
         console.print(f"report: {args.json}")
     return 0 if report.ok else 1
 
@@ -114,9 +144,8 @@ def cmd_build(args):
         raise UserError(str(exc)) from None
     rows = args.rows or spec.rows
     cols = args.cols or spec.cols
-    program = _program(args.net, rows, cols, args.buffer_bytes,
-                       args.algorithm or spec.algorithm, args.calibration,
-                       DEVICES[spec.device].lutram_buffers, args.force)
+    program, _ = _program(args.net, DEVICES[spec.device], rows, cols, args.buffer_bytes,
+                          args.algorithm or spec.algorithm, args.calibration, args.force)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
@@ -177,7 +206,13 @@ def add_subcommands(sub):
                    help="AcceleratorConfig.algorithm (default: the device's; direct on up5k)")
     p.add_argument("--clock", type=float, help="core clock to meet, MHz (default 48 on up5k, "
                    "100 on ECP5); missing it exits with status 1")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (the first of "
+                   "--seeds)")
+    p.add_argument("--seeds", type=int, default=1, metavar="K", help="place with K seeds "
+                   "(SEED .. SEED+K-1) on the one yosys netlist, in parallel: Fmax per seed, "
+                   "min/median/max, the median seed's placement reported (default 1)")
+    p.add_argument("--workers", type=int, metavar="N", help="nextpnr processes at a time "
+                   "(default the CPU count)")
     p.add_argument("--json", help="write the report to this JSON file")
     p.add_argument("--build-dir", help="default build/synth/<device>_<R>x<C>")
     add_calibration_option(p)
