@@ -59,7 +59,7 @@ def test_random_networks(net, array, buffer, dataflow, algorithm, lutram, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=80, deadline=None,
+@settings(max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(**RANDOM_CASE)
 def test_random_networks_many(net, array, buffer, dataflow, algorithm, lutram, seed):

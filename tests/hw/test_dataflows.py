@@ -266,7 +266,7 @@ def test_random_shapes(net, array, dataflow, tight, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(**RANDOM)

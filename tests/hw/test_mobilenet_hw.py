@@ -80,7 +80,7 @@ def test_random_depthwise_networks(net, array, tight, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.integers(0, 2**32 - 1))
 def test_random_depthwise_networks_many(net, array, tight, seed):
