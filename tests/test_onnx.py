@@ -775,10 +775,13 @@ def test_cli_errors(tmp_path, capsys, residual):
 def test_board_commands_take_float_onnx_with_calibration(tmp_path, capsys, residual, digits):
     """``--calibration`` quantizes a float ONNX model for the board flow as for ``run``: the
     board link's ``infer`` gets as far as opening the (absent) serial port."""
+    from cnnforge.hw.compiler.devices import DEVICES
     from cnnforge.hw.tools.board_commands import _program
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, digits[0][:64])
-    program = _program(str(residual["float"]), 2, 2, 4096, "direct", str(calibration))
+    program, plan = _program(str(residual["float"]), DEVICES["lfe5u-25f"], 2, 2, 4096, "direct",
+                             str(calibration))
+    assert plan.fits
     assert program.rounding == "gemmlowp" and len(program.layers) >= 5
     image = tmp_path / "image.npy"
     np.save(image, digits[2][:1])

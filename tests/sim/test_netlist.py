@@ -22,7 +22,7 @@ from .test_accelerator_rtl import DIGITS
 @pytest.mark.slow
 def test_ice40_netlist_classifies_digits():
     device = DEVICES["up5k"]
-    program = _program(str(DIGITS), device.rows, device.cols, 4096, device.algorithm)
+    program, _ = _program(str(DIGITS), device, device.rows, device.cols, 4096, device.algorithm)
     network = load_network(DIGITS)
     x, _ = network.test_data()
     images = program.qnet.quantize_input(x[:3])
