@@ -1,4 +1,4 @@
-"""Simulation speed of the RTL bench (issue 18): simulated clock cycles per second on Verilator,
+"""Simulation speed of the RTL bench: simulated clock cycles per second on Verilator,
 with and without the per-layer check (``debug``: every layer's output map streamed out and
 compared with the golden model).
 

@@ -1,5 +1,5 @@
 """A simulation harness around the accelerator, so that the RTL simulator runs whole images
-without Python on the per-cycle path (issue 18).
+without Python on the per-cycle path.
 
 :class:`SimHarness` holds a batch of images in an image memory, streams them one after another
 into the accelerator's ``i_image`` and captures ``o_logits``, ``o_debug`` (every layer's record)
