@@ -114,7 +114,7 @@ class Controller(wiring.Component):
         s.is_or, s.is_ir = d.df == Dataflow.OR, d.df == Dataflow.IR
         s.is_wr, s.is_wino = d.df == Dataflow.WR, d.df == Dataflow.WINOGRAD
         # a depthwise layer loads its tiles in blocks of R channels (WAIT_BLOCK)
-        s.has_dw = any(layer.values["ld_blocks"] > 1 for layer in prog.layers)
+        s.block_loads = any(layer.values["ld_blocks"] > 1 for layer in prog.layers)
         s.slot = Signal()
         s.tr, s.tc = counter(most("ntr"), "tr"), counter(most("ntc"), "tc")
         s.tr0 = counter(most("OH") + most("Tr"), "tr0")
@@ -335,7 +335,7 @@ class Controller(wiring.Component):
                                  s.mbase.eq(s.mbase + d.out_mb_step),
                                  s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph)]
                     self._walker_reset(m, s, 0, 0)
-                    if s.has_dw:
+                    if s.block_loads:
                         # depthwise: the next block of R channels is the loader's next load
                         with m.If(d.last_ld_blocks != 0):
                             m.d.comb += self.slot_clr.eq(one_hot(s.slot))
@@ -346,7 +346,7 @@ class Controller(wiring.Component):
             with m.Else():
                 m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K)),
                              s.pass_end.eq(s.s + 1 == d.last_L)]
-        if s.has_dw:
+        if s.block_loads:
             # as WAIT_TILE, keeping the loop position: the block's channels are loaded
             with m.State("WAIT_BLOCK"):
                 with m.If(self.slot_full.bit_select(s.slot, 1)):
