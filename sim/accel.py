@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from cnnforge.boards.synth import write_netlist
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
-from cnnforge.sim import runner
+from cnnforge.sim import parallel, runner
 from cnnforge.sim.golden import run_quantized
 from cnnforge.sim.harness import (HARNESS, WRAPPER, AcceleratorInstance, SimHarness,
                                   clock_wrapper, public_config)
@@ -106,6 +105,9 @@ class RTLResult:
     cpu_seconds : float
         Processor time of the simulator process over the same loop: on a loaded machine, what
         the wall time would be on a quiet one.
+    processes : int
+        Simulator processes the images were split over; with several, ``sim_cycles`` and
+        ``cpu_seconds`` are their sums and ``wall_seconds`` the longest one's.
     """
 
     logits: np.ndarray
@@ -114,15 +116,16 @@ class RTLResult:
     sim_cycles: int
     wall_seconds: float
     cpu_seconds: float = 0.0
+    processes: int = 1
 
     @property
     def cycles_per_second(self):
-        """Simulated clock cycles per second of wall time."""
+        """Simulated clock cycles per second of wall time (of all processes together)."""
         return self.sim_cycles / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
     def cycles_per_cpu_second(self):
-        """Simulated clock cycles per second of the simulator's processor time."""
+        """Simulated clock cycles per second of the simulator's processor time (per process)."""
         return self.sim_cycles / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
@@ -183,7 +186,7 @@ class AcceleratorSim:
         return self
 
     def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
-            name="run", stall_after=-1, fault=None):
+            name="run", stall_after=-1, fault=None, workers=1, dask=None):
         """Stream int8 images through the RTL.
 
         Parameters
@@ -203,6 +206,12 @@ class AcceleratorSim:
             Tests of the checker, a deliberately broken harness: the source sends that byte of
             every image twice, or the sink loses that debug byte of every image
             (:class:`~cnnforge.sim.harness.SimHarness`'s ``repeat_beat`` / ``drop_beat``).
+        workers : int
+            Simulator processes of this build to split the images over, side by side
+            (:func:`cnnforge.sim.parallel.run_local`); the results are those of one process.
+        dask : str, optional
+            Address of a ``dask.distributed`` scheduler: the images are split over its workers
+            instead (:func:`cnnforge.sim.parallel.run_dask`), the simulator sent to each once.
 
         Returns
         -------
@@ -212,7 +221,7 @@ class AcceleratorSim:
         ------
         ValueError
             If ``gaps`` or ``backpressure`` is outside [0, 1) (1 would stall a stream for good),
-            or ``fault`` names no fault.
+            ``fault`` names no fault or ``workers`` is below 1.
         SimulationStall
             If no beat moves for :func:`watchdog_cycles` cycles (the message names the layer).
         """
@@ -221,6 +230,8 @@ class AcceleratorSim:
                 raise ValueError(f"{what}={value} is not a probability in [0, 1)")
         if fault is not None and (fault[0] not in ("repeat", "drop") or fault[1] < 0):
             raise ValueError(f"fault={fault!r}: give ('repeat' or 'drop', beat ≥ 0)")
+        if workers < 1:
+            raise ValueError(f"workers={workers}: give at least 1 simulator process")
         if self._runner is None:
             self.build()
         prog = self.program
@@ -230,56 +241,33 @@ class AcceleratorSim:
         run_dir.mkdir(parents=True, exist_ok=True)
         with _locked(run_dir / ".run.lock"):
             return self._run(run_dir, images, debug, debug_size, gaps, backpressure, seed,
-                             progress, stall_after, fault)
+                             progress, stall_after, fault, workers, dask)
 
     def _run(self, run_dir, images, debug, debug_size, gaps, backpressure, seed, progress,
-             stall_after, fault):
+             stall_after, fault, workers, dask):
         prog = self.program
-        stim, results, prog_file = (run_dir / "stimulus.npz", run_dir / "results.npz",
-                                    run_dir / "progress")
-        for path in (results, prog_file):
-            path.unlink(missing_ok=True)
         timeout = watchdog_cycles(prog, gaps, backpressure)
-        np.savez(stim, images=images, debug=int(debug), gaps=gaps, backpressure=backpressure,
-                 seed=seed, output_size=prog.output_size, debug_size=debug_size,
-                 timeout_cycles=timeout, stall_after=stall_after, batch=self.batch,
-                 repeat_beat=fault[1] if fault and fault[0] == "repeat" else -1,
-                 drop_beat=fault[1] if fault and fault[0] == "drop" else -1)
-        stop = threading.Event()
-
-        def poll():
-            last = -1
-            while not stop.wait(0.2):
-                try:
-                    done = int(prog_file.read_text())
-                except (OSError, ValueError):
-                    continue
-                if done != last:
-                    progress(done)
-                    last = done
-
-        watcher = threading.Thread(target=poll, daemon=True) if progress else None
-        if watcher:
-            watcher.start()
-        try:
-            runner.run(self._runner, WRAPPER, "cnnforge.sim.bench", test_dir=run_dir,
-                       extra_env={"CNNFORGE_STIMULUS": str(stim),
-                                  "CNNFORGE_RESULTS": str(results),
-                                  "CNNFORGE_PROGRESS": str(prog_file)})
-        finally:
-            stop.set()
-            if watcher:
-                watcher.join()
+        base = dict(debug=int(debug), gaps=gaps, backpressure=backpressure, seed=seed,
+                    output_size=prog.output_size, debug_size=debug_size,
+                    timeout_cycles=timeout, stall_after=stall_after, batch=self.batch,
+                    repeat_beat=fault[1] if fault and fault[0] == "repeat" else -1,
+                    drop_beat=fault[1] if fault and fault[0] == "drop" else -1)
+        sim_build = self.build_dir / "sim_build"
+        if dask:
+            parts = parallel.run_dask(dask, images, base, sim_build, sim=self.sim,
+                                      progress=progress)
+        else:
+            parts = parallel.run_local(images, base, sim_build, run_dir, workers=workers,
+                                       sim=self.sim, progress=progress)
         if progress:
             progress(len(images))
-        with np.load(results) as out:
-            if "stalled_image" in out.files:
-                raise SimulationStall(_stall_message(prog, out, timeout, debug))
-            layers = ([split_debug_stream(prog, dump) for dump in out["debug"]] if debug else [])
-            return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
-                             sim_cycles=int(out["sim_cycles"]),
-                             wall_seconds=float(out["wall_seconds"]),
-                             cpu_seconds=float(out["cpu_seconds"]))
+        out = parallel.merge(parts)
+        if "stalled_image" in out:
+            raise SimulationStall(_stall_message(prog, out, timeout, debug))
+        layers = [split_debug_stream(prog, dump) for dump in out["debug"]] if debug else []
+        return RTLResult(logits=out["logits"], layers=layers, cycles=out["cycles"],
+                         sim_cycles=out["sim_cycles"], wall_seconds=out["wall_seconds"],
+                         cpu_seconds=out["cpu_seconds"], processes=out["processes"])
 
 
 def compare(program, images, result):

@@ -16,7 +16,10 @@ sets the run's registers, awaits one value change of ``served`` and reads the re
 
 Stream options keep their per-cycle meaning, now applied by the harness's random source and
 sink: ``gaps`` is the probability that a cycle has no ``valid`` on ``i_image``,
-``backpressure`` the probability that it has no ``ready`` on the outputs; ``seed`` seeds them.
+``backpressure`` the probability that it has no ``ready`` on the outputs; ``seed`` and the
+image's number in the whole stream (``first_image``, the first image of this process's part,
+plus its place in the part) seed them, so a run split over several processes moves every beat
+as one process does.
 
 Watchdog: when no beat moves on any stream for ``timeout_cycles`` (the stimulus gives it from
 the performance model), the harness ends the run as stalled; the bench writes what it has, with
@@ -67,7 +70,7 @@ async def run_images(dut):
     images = stim["images"].reshape(len(stim["images"]), -1).astype(np.int8)
     debug = int(stim["debug"])
     n_logits, n_debug = int(stim["output_size"]), int(stim["debug_size"]) if debug else 0
-    batch, seed = int(stim["batch"]), int(stim["seed"])
+    batch, part_first = int(stim["batch"]), int(stim["first_image"])
     stall_after = int(stim["stall_after"])
     progress = os.environ.get("CNNFORGE_PROGRESS")
     harness = dut.harness
@@ -75,6 +78,7 @@ async def run_images(dut):
     debug_mem, cycles_mem = harness.debug_mem, harness.cycles_mem
 
     dut.debug.value = debug
+    dut.seed.value = int(stim["seed"]) & 0xFFFFFFFF
     dut.gap_threshold.value = probability_threshold(float(stim["gaps"]))
     dut.ready_threshold.value = probability_threshold(float(stim["backpressure"]))
     dut.stall_after.value = NEVER if stall_after < 0 else stall_after
@@ -93,7 +97,7 @@ async def run_images(dut):
         chunk = images[first:first + batch]
         _write_bytes(image_mem, chunk.tobytes())
         dut.count.value = len(chunk)
-        dut.seed.value = (seed * 0x9E3779B1 + number) & 0xFFFFFFFF
+        dut.first_image.value = part_first + first
         dut.request.value = (number + 1) & 0xFF
         await dut.served.value_change
         done = int(dut.image.value) if int(dut.stalled.value) else len(chunk)

@@ -63,8 +63,8 @@ MAX_BATCH = 256
 NEVER = (1 << 32) - 1
 """``stall_after`` value that never stops the sink."""
 
-INPUTS = ("request", "count", "debug", "seed", "gap_threshold", "ready_threshold", "stall_after",
-          "timeout", "repeat_beat", "drop_beat")
+INPUTS = ("request", "count", "first_image", "debug", "seed", "gap_threshold",
+          "ready_threshold", "stall_after", "timeout", "repeat_beat", "drop_beat")
 """The harness's inputs (the bench writes them)."""
 
 RANDOM_BITS = 16
@@ -135,8 +135,13 @@ class SimHarness(wiring.Component):
         Images in the run, 1..``batch``.
     debug : In(1)
         Drives the accelerator's ``debug`` and makes the sink expect its records.
+    first_image : In(32)
+        Number of the run's first image in the whole stream the bench sends (a run of several
+        simulator processes numbers its images across them).
     seed : In(32)
-        Seeds the source's and the sink's generators at the start of a run.
+        Seeds the source's and the sink's generators: they restart at every image from the seed
+        and the image's number (``first_image`` + its place in the run), so an image sees the
+        same gaps and back-pressure however the images are split into runs and processes.
     gap_threshold, ready_threshold : In(16)
         A cycle has no ``valid`` (``ready``) when the generator's 16 bits are below the
         threshold: probability threshold / 2¹⁶ (:func:`probability_threshold`).
@@ -175,7 +180,8 @@ class SimHarness(wiring.Component):
         self.batch = batch
         self.accelerator = accelerator                # None: Accelerator(program), elaborated
         super().__init__({
-            "request": In(8), "count": In(16), "debug": In(1), "seed": In(32),
+            "request": In(8), "count": In(16), "first_image": In(32), "debug": In(1),
+            "seed": In(32),
             "gap_threshold": In(RANDOM_BITS), "ready_threshold": In(RANDOM_BITS),
             "stall_after": In(32), "timeout": In(32),
             "repeat_beat": In(32, init=NEVER), "drop_beat": In(32, init=NEVER),
@@ -273,19 +279,25 @@ class SimHarness(wiring.Component):
 
         image_done = ((sent == self.image_size) & (taken_l == self.output_size)
                       & (taken_d == debug_size))
+        def reseed(image):
+            # the generators' state for image number `image` of the stream: never 0
+            spread = (image * 0x9E3779B1)[:32]
+            return [rng_v.eq(((cfg.seed ^ 0x2545F491) + spread)[:32] | 1),
+                    rng_r.eq(((cfg.seed ^ 0x6A09E667) + spread)[:32] | 1)]
+
         with m.If(~busy):
             with m.If(cfg.request != self.served):
                 m.d.sync += [
                     busy.eq(1), self.stalled.eq(0), self.stalled_input.eq(0),
                     self.image.eq(0), idle.eq(0), src_addr.eq(0), lg_addr.eq(0),
                     dbg_addr.eq(0), sent.eq(0), taken_l.eq(0), taken_d.eq(0),
-                    rng_v.eq((cfg.seed ^ 0x2545F491) | 1),
-                    rng_r.eq((cfg.seed ^ 0x9E3779B9) | 1),
+                    *reseed(cfg.first_image),
                 ]
         with m.Elif(image_done):
             # (a repeated source byte or a dropped sink byte left its address one behind)
             m.d.sync += [sent.eq(0), taken_l.eq(0), taken_d.eq(0), idle.eq(0),
                          self.image.eq(self.image + 1),
+                         *reseed(cfg.first_image + self.image + 1),
                          src_addr.eq(src_addr + (cfg.repeat_beat < self.image_size)),
                          dbg_addr.eq(dbg_addr + (cfg.drop_beat < debug_size))]
             with m.If(self.image + 1 == cfg.count):

@@ -62,10 +62,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from amaranth.back import verilog
+from cocotb_tools.runner import get_runner
+
 __all__ = [
     # host side
     "SIM_ENV", "STIMULUS_ENV", "RESULTS_ENV", "VERILATOR_BUILD_ARGS", "VERILATOR_HARNESS_ARGS",
-    "build_root", "verilator_env", "write_verilog", "build", "run",
+    "build_root", "verilator_env", "write_verilog", "build", "prebuilt", "run",
     "TestResult", "read_results", "check_results",
     # data exchange
     "save_data", "load_data", "Exchange", "load_stimulus", "save_results",
@@ -232,8 +235,6 @@ def write_verilog(component, path: str | os.PathLike, name: str = "top") -> Path
         The absolute path written. The file is only rewritten if its text changed, so an
         unchanged design does not make Verilator regenerate (and make recompile) anything.
     """
-    from amaranth.back import verilog
-
     text = verilog.convert(component, name=name)
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,8 +299,6 @@ def build(verilog_sources: Sequence[str | os.PathLike], toplevel: str,
     RuntimeError
         If the simulator is missing or the build fails (with the tail of the build log).
     """
-    from cocotb_tools.runner import get_runner
-
     sim = (sim or os.environ.get(SIM_ENV) or "verilator").lower()
     args = list(build_args)
     if sim == "verilator":
@@ -334,12 +333,28 @@ def build(verilog_sources: Sequence[str | os.PathLike], toplevel: str,
     return runner
 
 
+def prebuilt(sim: str | None = None):
+    """A cocotb runner for a simulator build made earlier (by :func:`build`, here or in another
+    process with the same installation): pass it to :func:`run` with ``build_dir`` and
+    ``hdl_toplevel_lang``. Each thread that runs simulations at the same time needs its own.
+
+    Parameters
+    ----------
+    sim : str, optional
+        ``"verilator"`` or ``"icarus"``; default ``$SIM``, else ``"verilator"``.
+    """
+    return get_runner((sim or os.environ.get(SIM_ENV) or "verilator").lower())
+
+
 @contextlib.contextmanager
 def _patched_environ(env: Mapping[str, str]) -> Iterator[None]:
-    """Temporarily set ``env`` in :data:`os.environ` (cocotb's runner lets os.environ win over
-    its ``extra_env``)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
+    """Temporarily set in :data:`os.environ` the keys of ``env`` it holds with another value
+    (cocotb's runner lets os.environ win over its ``extra_env``). The other keys travel in
+    ``extra_env`` alone, so runs in several threads of one process, each with its own
+    run-specific variables, do not see each other's."""
+    clash = {k: str(v) for k, v in env.items() if k in os.environ and os.environ[k] != str(v)}
+    saved = {k: os.environ.get(k) for k in clash}
+    os.environ.update(clash)
     try:
         yield
     finally:
@@ -369,7 +384,8 @@ def run(runner, toplevel: str, test_module: str | Sequence[str], *,
         python_paths: Sequence[str | os.PathLike] = (),
         extra_env: Mapping[str, str] | None = None, testcase: str | Sequence[str] | None = None,
         plusargs: Sequence[str] = (), seed: int | None = None, waves: bool = False,
-        name: str | None = None, log_to_file: bool = True, check: bool = True) -> Path:
+        name: str | None = None, log_to_file: bool = True, check: bool = True,
+        hdl_toplevel_lang: str | None = None) -> Path:
     """Run cocotb tests against a design built by :func:`build`.
 
     Parameters
@@ -409,6 +425,9 @@ def run(runner, toplevel: str, test_module: str | Sequence[str], *,
         is put in the error message if a test fails.
     check : bool
         Call :func:`check_results` (raise :class:`AssertionError` on any failure).
+    hdl_toplevel_lang : str, optional
+        ``"verilog"`` or ``"vhdl"``: required with a :func:`prebuilt` runner (a runner from
+        :func:`build` knows it from its sources).
 
     Returns
     -------
@@ -443,6 +462,8 @@ def run(runner, toplevel: str, test_module: str | Sequence[str], *,
             # Under pytest, cocotb's runner checks the results itself and calls sys.exit() on a
             # failure; catch that and report through check_results instead.
             runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                        extra_env={k: str(v) for k, v in env.items()},
+                        hdl_toplevel_lang=hdl_toplevel_lang,
                         test_dir=test_dir, testcase=testcase, plusargs=list(plusargs),
                         seed=seed, waves=waves, results_xml=str(results_xml),
                         log_file=log_file)

@@ -330,7 +330,7 @@ def test_preflight_refuses_runaway_designs(tmp_path, capsys):
     kws = DIGITS.parent.parent / "mlperf_tiny" / "kws_ref_model.tflite"
     np.save(tmp_path / "x.npy", np.zeros((4000, 49, 10, 1), np.int8))
     assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "4000",
-                 "--build-dir", str(tmp_path / "b")]) == 2
+                 "--build-dir", str(tmp_path / "b"), "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "the simulation would take about 1.0 h: the model predicts 363,482 cycles" in err, err
     assert "x 4000 images" in err and "--force runs it anyway" in err and err.count("\n") == 1

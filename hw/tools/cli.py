@@ -32,8 +32,8 @@ from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.hw.tools.board_commands import add_subcommands as add_board_commands
 from cnnforge.hw.tools.common import (INPUTS_HELP, NET_HELP, UserError,
-                                      add_calibration_option, atomic_write, load_calibrated,
-                                      preflight, read_inputs)
+                                      add_calibration_option, atomic_write, cores,
+                                      load_calibrated, preflight, read_inputs)
 from cnnforge.hw.tools.explore import add_parser as add_explore
 from cnnforge.sim.accel import AcceleratorSim, SimulationStall, compare
 from cnnforge.sim.golden import run_quantized
@@ -148,6 +148,13 @@ def _add_common(p, images_default):
                    help="probability per cycle that the output stream is not ready (default 0)")
     p.add_argument("--no-debug", action="store_true",
                    help="do not dump and check every layer's output map (logits only)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="split the images over N simulator processes of the same build, side "
+                   "by side (default: the cores); the results are those of one process")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the simulator processes on the workers of this dask.distributed "
+                   "scheduler instead (tcp://host:8786); the simulator is sent to each worker "
+                   "once, the results are gathered and checked here")
 
 
 def cmd_verilog(args):
@@ -185,9 +192,12 @@ def cmd_run(args):
         if not 0 <= value < 1:
             raise UserError(f"{option} must be a probability in [0, 1) (1 stops the stream for "
                             f"good), got {value}")
+    workers = cores() if args.workers is None else args.workers
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     network, qnet, program = _compile(args)
     xq, x, y = _load_inputs(args, network, qnet)
-    preflight(program, len(xq), force=args.force)
+    preflight(program, len(xq), force=args.force, workers=None if args.dask else workers)
     build_dir = Path(args.build_dir or Path("build") / Path(args.net).resolve().parent.name)
     cfg = program.config
     console.print(f"[bold]cnnforge[/] {args.net}: {len(program.layers)} layers on a "
@@ -198,7 +208,7 @@ def cmd_run(args):
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("RTL simulation", total=len(x))
         result = sim.run(xq, debug=not args.no_debug, gaps=args.gaps,
-                         backpressure=args.backpressure,
+                         backpressure=args.backpressure, workers=workers, dask=args.dask,
                          progress=lambda n: bar.update(task, completed=n))
     golden, mismatches = compare(program, xq, result)
     direct_cycles = {}
@@ -346,6 +356,8 @@ def _run_report(args, program, qnet, y, float_pred, golden, result, mismatches, 
         "rtl_classes": rtl_pred.tolist(),
         "macs": int(qnet.macs()),
         "simulated_cycles_per_second": result.cycles_per_second,
+        "simulator_processes": result.processes,
+        "simulated_cycles_per_process_second": result.cycles_per_cpu_second,
         "layers": [],
     }
     models, _ = network_model(program)
@@ -470,8 +482,11 @@ def _print_summary(console, report, args, program, result, bad_layers, t0):
                           if u["total"] or u["used"])
         verdict = "fits" if plan["fits"] else f"does not fit: {plan['reason']}"
         console.print(f"memory on {key:<14}{kinds}; {verdict}")
-    console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s; "
-                  f"wall time {time.perf_counter() - t0:.1f} s")
+    processes = ("" if result.processes == 1 else
+                 f" in {result.processes} processes ({result.cycles_per_cpu_second:,.0f} per "
+                 "process CPU second)")
+    console.print(f"simulator speed         {result.cycles_per_second:,.0f} cycles/s{processes}"
+                  f"; wall time {time.perf_counter() - t0:.1f} s")
 
 
 def build_parser():

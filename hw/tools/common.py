@@ -171,12 +171,22 @@ def read_inputs(path, qnet):
     return x if x.shape != qnet.model_input_shape else x[None]
 
 
-def preflight(program, images=None, force=False):
+def cores():
+    """Processor cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:                      # not on every platform
+        return os.cpu_count() or 1
+
+
+def preflight(program, images=None, force=False, workers=1):
     """Refuse, before elaboration, a design whose Verilog or simulation would run away.
 
     From the compiled program alone (the analytic model and the weight count): more than
-    :data:`MAX_WEIGHTS` weights (elaboration memory), or, for ``images`` to simulate, more than
-    :data:`MAX_SIM_SECONDS` of simulation at :data:`SIM_CYCLES_PER_SECOND`.
+    :data:`MAX_WEIGHTS` weights (elaboration memory), or, for ``images`` to simulate over
+    ``workers`` simulator processes, more than :data:`MAX_SIM_SECONDS` of simulation at
+    :data:`SIM_CYCLES_PER_SECOND` each (``workers=None``: a cluster of unknown size, the time
+    is not checked).
 
     Raises
     ------
@@ -192,16 +202,18 @@ def preflight(program, images=None, force=False):
                         f"would take about {weights / 1e6 * 1.2:.0f} GB and "
                         f"{weights / 1e6 * 40 / 60:.0f} min to elaborate; the limit is "
                         f"{MAX_WEIGHTS:,}: --force goes on anyway")
-    if not images:
+    if not images or workers is None:
         return
     models, per_image = network_model(program)
-    seconds = per_image * images / SIM_CYCLES_PER_SECOND
+    seconds = per_image * -(-images // workers) / SIM_CYCLES_PER_SECOND
     if seconds > MAX_SIM_SECONDS and not force:
         layer, model = max(zip(program.layers, models), key=lambda pair: pair[1].cycles)
         raise UserError(f"the simulation would take about {seconds / 3600:.1f} h: the model "
                         f"predicts {per_image:,} cycles per image (layer {layer.name} "
                         f"({layer.type}): {model.cycles:,}) x {images} images at about "
-                        f"{SIM_CYCLES_PER_SECOND:,} cycles/s; --force runs it anyway")
+                        f"{SIM_CYCLES_PER_SECOND:,} cycles/s"
+                        + (f" in each of {workers} processes" if workers > 1 else "")
+                        + "; --force runs it anyway")
 
 
 def add_calibration_option(p):
