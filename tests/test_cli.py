@@ -293,7 +293,8 @@ def test_report_utilization_is_multiplier_use(digits):
     golden = run_quantized(qnet, xq)
     total = sum(c["cycles"] for c in counters) + 10
     result = SimpleNamespace(logits=golden[-1].reshape(1, -1), cycles=np.array([total]),
-                             layers=[[(c, None) for c in counters]], cycles_per_second=1.0)
+                             layers=[[(c, None) for c in counters]], cycles_per_second=1.0,
+                             cycles_per_cpu_second=1.0, processes=1)
     args = argparse.Namespace(net="digits")
     report = _run_report(args, program, qnet, None, np.zeros(1, np.int64), golden, result,
                          {"logits": 0, "layers": {}}, {})
