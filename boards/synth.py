@@ -22,12 +22,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amaranth.back import rtlil
+from distributed import Client
 
 from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
@@ -438,32 +440,77 @@ def seed_summary(fmax_by_seed):
             "fmax_mhz_median": fmax_by_seed[seed], "fmax_mhz_max": max(reached, default=None)}
 
 
-def _place(pnr, device, clock, seed, run_dir, netlist):
-    """One nextpnr run of ``netlist`` in ``run_dir`` (``report.json``, ``nextpnr.log``): its exit
-    status, seconds, :func:`pnr_summary` and log text. Runs in a thread of :func:`_place_seeds`;
-    nextpnr itself is a process of its own."""
+def _nextpnr(pnr, nextpnr_args, clock, seed, run_dir, netlist):
+    """One nextpnr run of ``netlist`` in ``run_dir`` (``report.json``, ``nextpnr.log``,
+    ``nextpnr.out``): its exit status and seconds."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [tool_path(pnr), *device.nextpnr_args, "--json", os.path.relpath(netlist, run_dir),
+    cmd = [tool_path(pnr), *nextpnr_args, "--json", os.path.relpath(netlist, run_dir),
            "--report", "report.json", "--freq", f"{clock:g}", "--seed", str(seed),
            "--timing-allow-fail", "--log", "nextpnr.log"]
     (run_dir / "report.json").unlink(missing_ok=True)
-    rc, seconds = _run(cmd, run_dir / "nextpnr.out", run_dir)
+    return _run(cmd, run_dir / "nextpnr.out", run_dir)
+
+
+def _collect(device, seed, rc, seconds, run_dir):
+    """A placer run's record from its folder: exit status, seconds, :func:`pnr_summary` and the
+    log text."""
     pnr_log = (run_dir / "nextpnr.log").read_text(errors="replace") \
         if (run_dir / "nextpnr.log").is_file() else ""
     return {"seed": seed, "rc": rc, "seconds": seconds, "log": pnr_log,
             "summary": pnr_summary(run_dir / "report.json", device, pnr_log), "dir": run_dir}
 
 
-def _place_seeds(pnr, device, clock, seeds, build_dir, workers):
-    """nextpnr on ``build_dir/top.json`` once per seed, at most ``workers`` at a time: one run
-    in ``build_dir`` itself, several each in ``build_dir/seed<N>``. Returns the runs in seed
-    order and the wall time."""
+PNR_OUTPUTS = ("report.json", "nextpnr.log", "nextpnr.out")
+"""The files a nextpnr run leaves in its folder."""
+
+
+def place_shipped(pnr, nextpnr_args, clock, seed, netlist):
+    """:func:`_nextpnr` on a Dask worker: ``netlist`` (the yosys JSON, bytes, sent once per
+    worker) placed in a temporary folder; returns ``(rc, seconds, {file name: bytes})`` of
+    :data:`PNR_OUTPUTS` that exist."""
+    with tempfile.TemporaryDirectory(prefix="cnnforge-pnr-") as tmp:
+        run_dir = Path(tmp)
+        (run_dir / "top.json").write_bytes(netlist)
+        rc, seconds = _nextpnr(pnr, nextpnr_args, clock, seed, run_dir, run_dir / "top.json")
+        return rc, seconds, {name: (run_dir / name).read_bytes() for name in PNR_OUTPUTS
+                             if (run_dir / name).is_file()}
+
+
+def _place_dask(address, pnr, device, clock, seeds, netlist, dirs):
+    """:func:`place_shipped` once per seed on the Dask cluster at ``address``; each run's
+    files are written to its folder here."""
+    with Client(address) as client:
+        shipped = client.scatter(netlist.read_bytes(), broadcast=True)
+        futures = [client.submit(place_shipped, pnr, device.nextpnr_args, clock, s, shipped,
+                                 pure=False) for s in seeds]
+        outcomes = client.gather(futures)
+    runs = []
+    for s, run_dir, (rc, seconds, files) in zip(seeds, dirs, outcomes):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in PNR_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+            if name in files:
+                (run_dir / name).write_bytes(files[name])
+        runs.append(_collect(device, s, rc, seconds, run_dir))
+    return runs
+
+
+def _place_seeds(pnr, device, clock, seeds, build_dir, workers, dask=None):
+    """nextpnr on ``build_dir/top.json`` once per seed, at most ``workers`` at a time (or on
+    the Dask cluster at ``dask``): one run in ``build_dir`` itself, several each in
+    ``build_dir/seed<N>``. Returns the runs in seed order and the wall time."""
     netlist = build_dir / "top.json"
     dirs = [build_dir] if len(seeds) == 1 else [build_dir / f"seed{s}" for s in seeds]
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(seeds)))) as pool:
-        runs = list(pool.map(lambda sd: _place(pnr, device, clock, sd[0], sd[1], netlist),
-                             zip(seeds, dirs)))
+    if dask:
+        runs = _place_dask(dask, pnr, device, clock, seeds, netlist, dirs)
+    else:
+        def place(seed_dir):
+            rc, seconds = _nextpnr(pnr, device.nextpnr_args, clock, *seed_dir, netlist)
+            return _collect(device, seed_dir[0], rc, seconds, seed_dir[1])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(seeds)))) as pool:
+            runs = list(pool.map(place, zip(seeds, dirs)))
     return runs, time.perf_counter() - t0
 
 
@@ -498,7 +545,7 @@ def _judge(report, device, runs, run, pnr, build_dir):
 
 
 def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, workers=None,
-               log=None):
+               dask=None, log=None):
     """Synthesize and place-and-route ``program``'s board core for ``device``.
 
     Parameters
@@ -518,6 +565,9 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
         How many placer seeds, ``seed .. seed + seeds - 1``; yosys runs once.
     workers : int, optional
         nextpnr processes at a time (default the CPU count).
+    dask : str, optional
+        Address of a ``dask.distributed`` scheduler: the seeds are placed on its workers
+        instead (the netlist sent to each worker once, the logs and reports written here).
     log : callable(str), optional
         Progress messages.
 
@@ -585,10 +635,13 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
         say(f"{report.dsps} DSP blocks and {report.bram} block RAMs after yosys, the device has "
             f"{device.dsps} and {device.bram}: one placement (every seed would fail alike)")
         seed_list = seed_list[:1]
+    where = (f"on the Dask cluster at {dask}" if dask else
+             f"{min(workers, len(seed_list))} at a time")
     say(f"{pnr}: place and route at {clock:g} MHz, seed"
-        + (f" {seed}" if len(seed_list) == 1 else f"s {seed}..{seed_list[-1]}, "
-           f"{min(workers, len(seed_list))} at a time"))
-    runs, report.nextpnr_seconds = _place_seeds(pnr, device, clock, seed_list, build_dir, workers)
+        + (f" {seed}" if len(seed_list) == 1 and not dask else f"s {seed}..{seed_list[-1]}, "
+           f"{where}"))
+    runs, report.nextpnr_seconds = _place_seeds(pnr, device, clock, seed_list, build_dir, workers,
+                                                dask)
     for key, value in seed_summary({r["seed"]: r["summary"]["fmax_mhz"] if r["rc"] == 0
                                     else None for r in runs}).items():
         setattr(report, key, value)

@@ -5,16 +5,18 @@ synthesis and place-and-route of the digits accelerator for the UP5K and an ECP5
 keeps ``make test`` within its time budget; here only ``--seeds 2`` on the UP5K (slow)."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from distributed import LocalCluster
 
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.boards.synth import (SynthError, SynthReport, _count, _critical_path, _memories,
-                                   _multipliers, _parse_dump, _rtlil_memories, _stat_cells,
-                                   check_yosys_log, median_seed, seed_summary,
+                                   _multipliers, _parse_dump, _place_seeds, _rtlil_memories,
+                                   _stat_cells, check_yosys_log, median_seed, seed_summary,
                                    tool_path)
 from cnnforge.hw.tools.board_commands import seeds_line
 from cnnforge.sim.golden import ROUNDINGS
@@ -222,6 +224,19 @@ def test_two_seeds_on_up5k(tmp_path):
                                                                       rel=0.05)
     printed = " ".join(proc.stdout.split())           # rich wraps the long lines
     assert "Fmax over seeds 5..6" in printed and f"{path['levels']} logic levels" in printed
+    # the same netlist placed on a Dask cluster (as `--dask ADDRESS`): the same Fmax per seed,
+    # each seed's files written back here
+    shipped = tmp_path / "dask"
+    shipped.mkdir()
+    shutil.copy(tmp_path / "top.json", shipped / "top.json")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        runs, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [5, 6], shipped, 1,
+                               dask=cluster.scheduler_address)
+    assert {r["seed"]: r["summary"]["fmax_mhz"] for r in runs} == by_seed
+    assert all(r["rc"] == 0 for r in runs)
+    for seed in (5, 6):
+        assert (shipped / f"seed{seed}" / "nextpnr.log").read_text().count("Max frequency") >= 1
 
 
 # ------------------------------------------------------------------------------------------------

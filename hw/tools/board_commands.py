@@ -127,6 +127,7 @@ def cmd_synth(args):
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
                             seed=args.seed, seeds=args.seeds, workers=args.workers,
+                            dask=args.dask,
                             log=lambda msg: console.print(f"[dim]{msg}[/]"))
     except SynthError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
@@ -213,6 +214,9 @@ def add_subcommands(sub):
                    "min/median/max, the median seed's placement reported (default 1)")
     p.add_argument("--workers", type=int, metavar="N", help="nextpnr processes at a time "
                    "(default the CPU count)")
+    p.add_argument("--dask", metavar="ADDRESS", help="place the seeds on the workers of this "
+                   "dask.distributed scheduler instead (tcp://host:8786): the netlist is sent "
+                   "to each worker once, the logs and reports come back to the build folder")
     p.add_argument("--json", help="write the report to this JSON file")
     p.add_argument("--build-dir", help="default build/synth/<device>_<R>x<C>")
     add_calibration_option(p)
