@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim import runner
+from cnnforge.sim.accel import RTLResult
 from cnnforge.sim.golden import run_quantized
 
 REPO = Path(__file__).resolve().parent.parent
@@ -292,9 +292,8 @@ def test_report_utilization_is_multiplier_use(digits):
     xq = qnet.quantize_input(x[:1])
     golden = run_quantized(qnet, xq)
     total = sum(c["cycles"] for c in counters) + 10
-    result = SimpleNamespace(logits=golden[-1].reshape(1, -1), cycles=np.array([total]),
-                             layers=[[(c, None) for c in counters]], cycles_per_second=1.0,
-                             cycles_per_cpu_second=1.0, processes=1)
+    result = RTLResult(logits=golden[-1].reshape(1, -1), cycles=np.array([total]),
+                       layers=[[(c, None) for c in counters]], sim_cycles=0, wall_seconds=0.0)
     args = argparse.Namespace(net="digits")
     report = _run_report(args, program, qnet, None, np.zeros(1, np.int64), golden, result,
                          {"logits": 0, "layers": {}}, {})

@@ -5,7 +5,6 @@ synthesis runs, and it refuses what does not fit with one line naming the memory
 import argparse
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.perf import buffer_bits, network_model
 from cnnforge.hw.tools.cli import _compile, _run_report, build_parser
+from cnnforge.sim.accel import RTLResult
 from cnnforge.sim.golden import run_quantized
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,9 +248,9 @@ def test_run_report_memory(digits, device):
     xq = qnet.quantize_input(x[:1])
     golden = run_quantized(qnet, xq)
     counters = [m.counters() for m in models]
-    result = SimpleNamespace(logits=golden[-1].reshape(1, -1),
-                             cycles=np.array([sum(c["cycles"] for c in counters)]),
-                             layers=[[(c, None) for c in counters]], cycles_per_second=1.0)
+    result = RTLResult(logits=golden[-1].reshape(1, -1),
+                       cycles=np.array([sum(c["cycles"] for c in counters)]),
+                       layers=[[(c, None) for c in counters]], sim_cycles=0, wall_seconds=0.0)
     args = argparse.Namespace(net="digits", device=device)
     report = _run_report(args, program, qnet, None, np.zeros(1, np.int64), golden, result,
                          {"logits": 0, "layers": {}}, {})

@@ -224,19 +224,17 @@ def test_two_seeds_on_up5k(tmp_path):
                                                                       rel=0.05)
     printed = " ".join(proc.stdout.split())           # rich wraps the long lines
     assert "Fmax over seeds 5..6" in printed and f"{path['levels']} logic levels" in printed
-    # the same netlist placed on a Dask cluster (as `--dask ADDRESS`): the same Fmax per seed,
-    # each seed's files written back here
+    # the same netlist placed on a Dask cluster's worker process (as `--dask ADDRESS`): the
+    # same Fmax for the seed, its files written back here
     shipped = tmp_path / "dask"
     shipped.mkdir()
     shutil.copy(tmp_path / "top.json", shipped / "top.json")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster:
-        runs, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [5, 6], shipped, 1,
+        runs, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [6], shipped, 1,
                                dask=cluster.scheduler_address)
-    assert {r["seed"]: r["summary"]["fmax_mhz"] for r in runs} == by_seed
-    assert all(r["rc"] == 0 for r in runs)
-    for seed in (5, 6):
-        assert (shipped / f"seed{seed}" / "nextpnr.log").read_text().count("Max frequency") >= 1
+    assert [(r["seed"], r["rc"], r["summary"]["fmax_mhz"]) for r in runs] == [(6, 0, by_seed[6])]
+    assert "Max frequency" in (shipped / "nextpnr.log").read_text()
 
 
 # ------------------------------------------------------------------------------------------------
