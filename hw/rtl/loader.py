@@ -105,11 +105,17 @@ class TileLoader(wiring.Component):
 
         inb = Signal()
         m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
-        last_blk = blk == d.last_ld_blocks
+        # The tile's place among the layer's tiles, compared once and registered: tr, tc and
+        # blk change only with a tile's last element, and a cycle waiting for a free half
+        # always follows it, so the flags are current before the next tile's first element
+        # (off the path from the descriptor to the counters' next values: timing).
+        last_blk, last_tc, last_tile = Signal(), Signal(), Signal()
+        m.d.sync += [last_blk.eq(blk == d.last_ld_blocks), last_tc.eq(tc == d.last_ntc),
+                     last_tile.eq((tr == d.last_ntr) & (tc == d.last_ntc)
+                                  & (blk == d.last_ld_blocks))]
         last_x, last_y = xi == d.last_Tc_in, yi == d.last_Tr_in
         last_n = n == Mux(last_blk, d.last_ld_chans_tail, d.last_ld_chans)
         last_elem = last_x & last_y & last_n
-        last_tile = (tr == d.last_ntr) & (tc == d.last_ntc) & last_blk
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         with m.If(self.start):
@@ -146,7 +152,7 @@ class TileLoader(wiring.Component):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
                 with m.Elif(~last_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.Elif(tc == d.last_ntc):
+                with m.Elif(last_tc):
                     m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
                                  row_fm.eq(row_fm + d.ld_tile_row_step),
                                  tile_fm.eq(row_fm + d.ld_tile_row_step),

@@ -11,9 +11,10 @@ n[m]), lo, hi)`` (``"nearest-even"``, imported ONNX QDQ models).
 Max-pooling (kernel = stride, a power of two) is fused as a read-modify-write on the destination
 feature map: the first contribution to a window (its top-left pixel, which the controllers always
 produce first for each channel) is written, later ones write ``max(old, y)``. The old value is
-read two cycles before the write and registered, so that the block RAM's clock-to-out is not in
-front of the comparison; the unit forwards its own writes of the two cycles in between (the read
-port need not be transparent), so back-to-back updates of one window see each other.
+read three cycles before the write and registered twice (straight out of the block RAM, then
+after the forwarding), so that the block RAM's clock-to-out is not in front of any logic; the
+unit forwards its own writes of the three cycles in between (the read port need not be
+transparent), so back-to-back updates of one window see each other.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -181,27 +182,32 @@ class PostProcessor(wiring.Component):
             m.d.comb += clamped.eq(shifted)
         y12 = stage("y12", signed(8))
         m.d.sync += y12.eq(clamped)
-        # the pooling read: issued two cycles before the write; in the cycle after, the window's
-        # value so far is the newest of: this cycle's write to it, last cycle's write to it,
-        # the read data
-        m.d.comb += self.rd_addr.eq(addr[-3])
+        # the pooling read: issued three cycles before the write, its data registered as it
+        # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
+        # the ECP5's DP16KD can hold as its output register); a cycle later the window's value
+        # so far is the newest of: this cycle's write to it, the writes of the two cycles
+        # before, the read data
+        m.d.comb += self.rd_addr.eq(addr[-4])
+        rd_q = stage("rd_q", signed(8))
+        m.d.sync += rd_q.eq(self.rd_data)
         old = stage("old", signed(8))
-        last_en = Signal(name="last_en")
-        last_addr, last_data = stage("last_addr", addr[-1].shape()), stage("last_data", signed(8))
-        m.d.sync += [last_en.eq(self.wr_en), last_addr.eq(self.wr_addr),
-                     last_data.eq(self.wr_data)]
-        with m.If(self.wr_en & (self.wr_addr == addr[-2])):
-            m.d.sync += old.eq(self.wr_data)
-        with m.Elif(last_en & (last_addr == addr[-2])):
-            m.d.sync += old.eq(last_data)
-        with m.Else():
-            m.d.sync += old.eq(self.rd_data)
+        history = [(self.wr_en, self.wr_addr, self.wr_data)]
+        for k in (1, 2):
+            en, a, data = history[-1]
+            later = (Signal(name=f"wr{k}_en"), stage(f"wr{k}_addr", addr[-1].shape()),
+                     stage(f"wr{k}_data", signed(8)))
+            m.d.sync += [later[0].eq(en), later[1].eq(a), later[2].eq(data)]
+            history.append(later)
+        m.d.sync += old.eq(rd_q)
+        for en, a, data in reversed(history):              # the newest write wins
+            with m.If(en & (a == addr[-2])):
+                m.d.sync += old.eq(data)
         # write (max with the window's value so far)
         m.d.comb += [
             self.wr_en.eq(valid[-1]),
             self.wr_addr.eq(addr[-1]),
             self.wr_data.eq(Mux(first[-1] | (y12 > old), y12, old)),
-            self.rd_en.eq(valid[-3] & ~first[-3]),
+            self.rd_en.eq(valid[-4] & ~first[-4]),
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m

@@ -211,17 +211,19 @@ def test_random(case, rounding):
 
 def test_pooling_max_and_read_enable():
     """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
-    other cycle, too: the unit forwards its last two writes over the read-before-write port),
-    and ``rd_en`` is high exactly once per such beat, ``latency − 2`` cycles after it entered
+    other cycle, too: the unit forwards its last three writes over the read-before-write port),
+    and ``rd_en`` is high exactly once per such beat, ``latency − 3`` cycles after it entered
     (the engine counts its feature-map reads from it)."""
     from amaranth.sim import Simulator
 
     from cnnforge.hw.rtl.ppu import PostProcessor
 
     params = [param()]                       # y = round(acc / 2)
-    #            (acc, addr, first): back to back on one window, then two windows interleaved
+    #            (acc, addr, first): back to back on one window, then two windows interleaved,
+    #            then three (a window's updates three cycles apart)
     beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1),
-             (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0)]
+             (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0),
+             (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0)]
     dut = PostProcessor(16, params, 4)
     fm, reads, read_cycles = {}, [], []
 
@@ -254,7 +256,7 @@ def test_pooling_max_and_read_enable():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert fm == {0: 15, 1: 4, 2: 7, 3: 20}
+    assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1}
     not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
-    assert read_cycles == [t + dut.latency - 2 for t in not_first]
+    assert read_cycles == [t + dut.latency - 3 for t in not_first]
     assert reads == [beats[t][1] for t in not_first]
