@@ -219,6 +219,9 @@ class SynthReport:
     ``levels`` (logic levels, a carry chain counted once), ``carry_steps``, ``delay_ns``,
     ``logic_ns``, ``routing_ns``, ``steps``.
     ``nextpnr_seconds`` is the wall time of the placement (all seeds).
+    ``int8_macs_per_cycle`` is what the PE array makes (one int8 MAC per PE per cycle),
+    ``peak_int8_macs_per_cycle`` what the device's DSP blocks could (two int8 products each:
+    :attr:`~cnnforge.hw.compiler.devices.Device.peak_int8_macs`).
     """
 
     device: str
@@ -251,6 +254,8 @@ class SynthReport:
     yosys_seconds: float = 0.0
     nextpnr_seconds: float = 0.0
     build_dir: str = ""
+    int8_macs_per_cycle: int = 0
+    peak_int8_macs_per_cycle: int = 0
 
     def to_json(self):
         data = asdict(self)
@@ -601,7 +606,9 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
                          luts_total=device.luts,
                          dsps_total=device.dsps, bram_total=device.bram,
                          spram_total=device.spram if device.family == "ice40" else None,
-                         clock_mhz=clock, build_dir=str(build_dir))
+                         clock_mhz=clock, build_dir=str(build_dir),
+                         int8_macs_per_cycle=cfg.rows * cfg.cols,
+                         peak_int8_macs_per_cycle=device.peak_int8_macs)
     top = synth_top(program, device)
     (build_dir / "top.il").write_text(rtlil.convert(top, name="top"))
 

@@ -104,6 +104,12 @@ def test_memory_that_does_not_fit_is_refused_before_yosys(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # placer seeds and the critical path
 
+def test_peak_int8_macs():
+    """Two int8 products per DSP block: 8 SB_MAC16, 28 and 156 MULT18X18D."""
+    assert [DEVICES[k].peak_int8_macs for k in ("up5k", "lfe5u-25f", "lfe5u-85f")] == [16, 56,
+                                                                                        312]
+
+
 def test_median_seed():
     """The median of an odd count; the lower middle one of an even count (an Fmax a placement
     reached); a failed run ranks below every Fmax; ties go to the smaller seed."""
@@ -213,6 +219,8 @@ def test_two_seeds_on_up5k(tmp_path):
     assert report["fmax_mhz_max"] == max(by_seed.values())
     assert report["fmax_mhz"] == by_seed[report["seed"]] == report["fmax_mhz_median"]
     assert report["fits"] and report["meets_clock"]
+    # the 2x2 array's four int8 MACs a cycle against the eight SB_MAC16s' sixteen
+    assert (report["int8_macs_per_cycle"], report["peak_int8_macs_per_cycle"]) == (4, 16)
     # the memory plan travels with the report (its block RAMs an estimate of nextpnr's)
     assert report["memory"]["fits"] and abs(report["memory"]["kinds"]["EBR"]["used"]
                                             - report["bram"]) <= 1
@@ -224,6 +232,7 @@ def test_two_seeds_on_up5k(tmp_path):
                                                                       rel=0.05)
     printed = " ".join(proc.stdout.split())           # rich wraps the long lines
     assert "Fmax over seeds 5..6" in printed and f"{path['levels']} logic levels" in printed
+    assert "int8 MACs per cycle" in printed and "4 of 16 (DSP peak)" in printed
     # the same netlist placed on a Dask cluster's worker process (as `--dask ADDRESS`): the
     # same Fmax for the seed, its files written back here
     shipped = tmp_path / "dask"

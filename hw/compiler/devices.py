@@ -47,6 +47,19 @@ class Device:
     algorithm: str = "auto"
 
     @property
+    def int8_products_per_dsp(self):
+        """int8 × int8 products one DSP block can make per cycle: an SB_MAC16 splits into two
+        8×8 multipliers, a MULT18X18D's slice into two 9×9 (Lattice FPGA-TN-02007 iCE40 DSP,
+        FPGA-TN-02205 ECP5 sysDSP)."""
+        return 2
+
+    @property
+    def peak_int8_macs(self):
+        """int8 MACs per cycle the device's DSP blocks could make (``dsps`` ×
+        :attr:`int8_products_per_dsp`)."""
+        return self.dsps * self.int8_products_per_dsp
+
+    @property
     def lutram_buffers(self):
         """``AcceleratorConfig.lutram_buffers`` for this device: on ECP5 the input tile buffers
         are distributed RAM (iCE40 keeps them in block RAM, read synchronously)."""

@@ -83,6 +83,8 @@ def print_synth_report(report, console):
     table.add_row("logic cells" if report.spram_total is not None else "LUT4s",
                   _pct(report.luts, report.luts_total))
     table.add_row("DSP blocks", _pct(report.dsps, report.dsps_total))
+    table.add_row("int8 MACs per cycle", f"{report.int8_macs_per_cycle} of "
+                  f"{report.peak_int8_macs_per_cycle} (DSP peak)")
     table.add_row("block RAM (EBR)", _pct(report.bram, report.bram_total))
     if report.spram_total is not None:
         table.add_row("SPRAM", _pct(report.spram, report.spram_total))
