@@ -22,7 +22,7 @@ from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import golden_layers, make_network
+from tests.helpers import golden_layers, inverted_residual, make_network, random_images
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -328,12 +328,28 @@ def test_big_network_does_not_fit(tmp_path):
 
 
 
-def test_refuses_depthwise_and_add_layers():
-    """Exploration covers dense layers; a depthwise or add layer gets a one-line error naming it
-    (the design is then chosen with --rows/--cols/--dataflow)."""
-    from cnnforge.hw.frontend.network import Add, Conv2d, Flatten, Linear, NetworkError
-    qnet = quantize(make_network((3, 5, 5), [Conv2d(3, 3, 3, padding=1, groups=3), Add(-1),
-                                             Flatten(), Linear(75, 2)], 4))
-    with pytest.raises(NetworkError, match=r"^layer 0 \(Conv2d\): design-space exploration "
-                                           r"covers dense Conv2d and Linear layers only"):
-        explore(qnet, "up5k")
+def test_depthwise_and_add_layers():
+    """A MobileNetV2 block (expand, depthwise, project, residual add, global average pool):
+    every design runs the depthwise and pooling layers OR and the add ADD, the dense layers any
+    dataflow; the fastest design and the fastest with a stationary dataflow, compiled from
+    their plans, run bit-exactly in the Amaranth simulator with the counters the exploration
+    predicted."""
+    qnet = quantize(inverted_residual(c=5, expand=3, residual=True))
+    ex = explore(qnet, "lfe5u-25f", sizes=[2, 3, 4])
+    program = ex.programs[0]
+    fixed = {i: ("add" if layer.type == "Add" else "or") for i, layer in enumerate(program.layers)
+             if layer.type == "Add" or layer.algorithm == "depthwise"}
+    assert sorted(fixed.values()) == ["add", "or", "or"]    # the add, depthwise 3x3, the pool
+    for design in ex.designs:
+        assert all(design.dataflows[i] == df for i, df in fixed.items())
+    stationary = [d for d in ex.pareto if {"ir", "wr"} & set(d.dataflows)]
+    assert stationary
+    images = random_images(qnet, 1, 5)
+    for design in [ex.best] + stationary[:1]:
+        program = compile_network(qnet, **load_plan(design.plan))
+        logits, layers, cycles = rtl_accelerator(program, images)
+        expected, _ = golden_layers(program, images)
+        for (counters, ofm), exp, model in zip(layers[0], expected, design.models):
+            assert np.array_equal(ofm, exp[0])
+            assert counters == model.counters()
+        assert int(cycles[0]) == design.cycles

@@ -3,10 +3,12 @@
 The space, for one network and one device:
 
 * **array sizes** R × C (default every R, C in 1..16 whose DSP blocks fit the device);
-* **dataflows per layer**: OR, IR or WR for every engine layer (all 3^L combinations when the
-  network has at most :data:`MAX_MIX_LAYERS` engine layers; otherwise the uniform choices and
+* **dataflows per layer**: OR, IR or WR for every dense engine layer (all 3^L combinations when
+  the network has at most :data:`MAX_MIX_LAYERS` engine layers; otherwise the uniform choices and
   "auto", the fastest per layer); "auto" is the combination the per-layer minimum picks, so it is
-  always among them;
+  always among them. A depthwise or average-pooling layer runs OR and an element-wise add its
+  ADD schedule in every design, as the compiler runs them (their tilings are still explored;
+  the resource model below does not count the add unit's logic and tables);
 * **tilings** through **input tile buffer budgets** (powers of two, from the smallest that holds
   every layer's smallest tile to the one at which every layer gets its fastest tiling; budgets
   that change no layer's tiles are skipped): for a budget the tiles of every layer are
@@ -84,10 +86,9 @@ from rich.table import Table
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, MemoryUse, _memory_list,
                                          blocks, memories)
-from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _geometry,
-                                          _layers_from_ops, _tiling, _weight_words,
-                                          compile_network)
-from cnnforge.hw.frontend.network import NetworkError
+from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
+                                          _add_values, _allocate, _engine_layers, _geometry,
+                                          _tiling, _weight_words, compile_network)
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_model, network_model
@@ -383,14 +384,23 @@ def _pick(frontier, budget):
 
 
 def _layer_options(groups, cfg):
-    """Per engine layer and dataflow: (frontier of tiling options, weight-ROM words)."""
+    """Per engine layer and dataflow: (frontier of tiling options, weight-ROM words). A
+    depthwise or average-pooling layer runs OR only, an element-wise add its one ADD schedule
+    (no tiles, no weights), as :func:`~cnnforge.hw.compiler.program.compile_network` runs
+    them."""
     out = []
     for grp in groups:
         op = grp[0]
+        if op.kind == "add":
+            v = _add_values(op)
+            model = layer_model(v, cfg)
+            out.append({Dataflow.ADD: ([_Option(0, (model.cycles, 0, 0), (0, 0), v, model)],
+                                       0)})
+            continue
         pool = grp[1] if len(grp) > 1 else None
         g = _geometry(op, pool, cfg)
         per_df = {}
-        for df in DIRECT:
+        for df in (Dataflow.OR,) if g["dw"] else DIRECT:
             banks = cfg.rows if df.banks_on_rows else cfg.cols
             opts = []
             for index, (tr, tc) in enumerate(_tile_candidates(g)):
@@ -402,6 +412,29 @@ def _layer_options(groups, cfg):
             per_df[df] = (_frontier(opts), words)
         out.append(per_df)
     return out
+
+
+def _acc_width(groups, picked):
+    """The accumulator width the compiler gives a design's program: the longest reduction of
+    the layers' chosen plans (their ``K``), or an add layer's table values' if wider."""
+    bits = 1
+    for grp, (opt, _) in zip(groups, picked):
+        if grp[0].kind == "add":
+            bits = max(bits, int(np.abs(_add_tables(grp[0])).max()).bit_length() + 2)
+        else:
+            bits = max(bits, (opt.values["K"] * 128 * 127).bit_length() + 1)
+    return bits
+
+
+def _uniform_combos(choice):
+    """Without per-layer mixing: each of OR, IR and WR for every layer that can run it (the
+    others keep their one dataflow: depthwise OR, add ADD), and the fastest per layer."""
+    combos = []
+    for df in DIRECT:
+        if any(df in ch for ch in choice):
+            combos.append(tuple(df if df in ch else next(iter(ch)) for ch in choice))
+    combos.append(tuple(min(ch, key=lambda d: (ch[d][0].model.cycles, d)) for ch in choice))
+    return combos
 
 
 def _sequencing_cycles(values, cfg):
@@ -456,15 +489,9 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     if isinstance(device, str):
         device = DEVICES[device]
     family = FAMILIES[device.family]
-    groups = _layers_from_ops(qnet)
+    groups, sources = _engine_layers(qnet)
     names = ["+".join(o.name for o in grp) for grp in groups]
     types = ["+".join(o.type for o in grp) for grp in groups]
-    for grp, name, type_ in zip(groups, names, types):
-        if grp[0].kind == "add" or grp[0].groups != 1:
-            raise NetworkError(f"layer {name} ({type_}): design-space exploration covers dense "
-                               "Conv2d and Linear layers only (not depthwise, average-pool or "
-                               "add layers yet); choose the design with --rows/--cols/"
-                               "--dataflow")
     nlayers = len(groups)
     if mixes is None:
         mixes = nlayers <= MAX_MIX_LAYERS
@@ -480,11 +507,12 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
             f"{family.dsp_per_pe * r * r} for the PEs, {family.dsps(0)} for the post-processor "
             f"and address arithmetic), budget {device.dsps}")
 
-    # network-wide constants (the same in every Program of this network)
+    # network-wide constants (the same in every Program of this network): the feature-map
+    # slots by liveness as the compiler allocates them
     image_size = int(np.prod(groups[0][0].input_shape))
-    region = max([image_size] + [int(np.prod(grp[-1].output_shape)) for grp in groups])
-    fm_depth = 2 * region
-    acc_width = None
+    _, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
+                                   sources, image_size)
+    fm_depth = n_slots * region
 
     designs = []
     budgets_seen = set()
@@ -493,10 +521,8 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     for rows, cols in arrays:
         cfg = AcceleratorConfig(rows, cols, input_buffer_bytes=max(rows, cols, 1 << 20))
         options = _layer_options(groups, cfg)
-        if acc_width is None:
-            max_k = max(opts[0][0][0].values["K"] for opts in options)
-            acc_width = (max_k * 128 * 127).bit_length() + 1
-        seq = _sequencing_cycles(options[0][0][0][0].values, cfg)
+        first, _ = next(iter(options[0].values()))
+        seq = _sequencing_cycles(first[0].values, cfg)
         lo = max(min(f[0].need for f, _ in opts.values()) for opts in options)
         hi = max(f[-1].need for opts in options for f, _ in opts.values())
         previous = None
@@ -512,13 +538,8 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
                 continue
             previous = signature
             budgets_seen.add(budget)
-            if mixes:
-                combos = itertools.product(*[sorted(ch) for ch in choice])
-            else:
-                combos = [tuple([df] * nlayers) for df in DIRECT
-                          if all(df in ch for ch in choice)]
-                combos.append(tuple(min(ch, key=lambda d: (ch[d][0].model.cycles, d))
-                                    for ch in choice))
+            combos = (itertools.product(*[sorted(ch) for ch in choice]) if mixes else
+                      _uniform_combos(choice))
             seen = set()
             for combo in combos:
                 if combo in seen:
@@ -526,7 +547,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
                 seen.add(combo)
                 picked = [choice[i][df] for i, df in enumerate(combo)]
                 designs.append(_design(family, rows, cols, budget, combo, picked, seq,
-                                       acc_width, fm_depth, image_size))
+                                       _acc_width(groups, picked), fm_depth, image_size))
 
     fits = [d for d in designs if d.dsp <= device.dsps and d.bram <= device.bram
             and d.luts <= device.luts]
