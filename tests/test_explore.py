@@ -245,18 +245,23 @@ def test_cli_default_paths(tmp_path):
     assert (tmp_path / "build" / "digits" / "roofline-up5k.png").is_file()
 
 
-def test_plan_runs_in_rtl(qnet, explorations):
-    """The fastest lfe5u-25f design, compiled from its plan, runs bit-exactly in the Amaranth
-    simulator with the counters the exploration predicted."""
-    design = explorations["lfe5u-25f"].best
+def check_plan_in_rtl(qnet, design, images):
+    """``design`` compiled from its plan runs ``images`` (one) bit-exactly in the Amaranth
+    simulator with the counters and cycles the exploration predicted."""
     program = compile_network(qnet, **load_plan(design.plan))
-    images = qnet.quantize_input(load_network(DIGITS).test_data()[0][:1])
-    logits, layers, cycles = rtl_accelerator(program, images)
-    expected, golden = golden_layers(program, images)
+    _, layers, cycles = rtl_accelerator(program, images)
+    expected, _ = golden_layers(program, images)
     for (counters, ofm), exp, model in zip(layers[0], expected, design.models):
         assert np.array_equal(ofm, exp[0])
         assert counters == model.counters()
     assert int(cycles[0]) == design.cycles
+
+
+def test_plan_runs_in_rtl(qnet, explorations):
+    """The fastest lfe5u-25f design, compiled from its plan, runs bit-exactly in the Amaranth
+    simulator with the counters the exploration predicted."""
+    check_plan_in_rtl(qnet, explorations["lfe5u-25f"].best,
+                      qnet.quantize_input(load_network(DIGITS).test_data()[0][:1]))
 
 
 @pytest.mark.slow
@@ -344,12 +349,5 @@ def test_depthwise_and_add_layers():
         assert all(design.dataflows[i] == df for i, df in fixed.items())
     stationary = [d for d in ex.pareto if {"ir", "wr"} & set(d.dataflows)]
     assert stationary
-    images = random_images(qnet, 1, 5)
     for design in [ex.best] + stationary[:1]:
-        program = compile_network(qnet, **load_plan(design.plan))
-        logits, layers, cycles = rtl_accelerator(program, images)
-        expected, _ = golden_layers(program, images)
-        for (counters, ofm), exp, model in zip(layers[0], expected, design.models):
-            assert np.array_equal(ofm, exp[0])
-            assert counters == model.counters()
-        assert int(cycles[0]) == design.cycles
+        check_plan_in_rtl(qnet, design, random_images(qnet, 1, 5))
