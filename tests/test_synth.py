@@ -233,17 +233,37 @@ def test_two_seeds_on_up5k(tmp_path):
     printed = " ".join(proc.stdout.split())           # rich wraps the long lines
     assert "Fmax over seeds 5..6" in printed and f"{path['levels']} logic levels" in printed
     assert "int8 MACs per cycle" in printed and "4 of 16 (DSP peak)" in printed
-    # the same netlist placed on a Dask cluster's worker process (as `--dask ADDRESS`): the
-    # same Fmax for the seed, its files written back here
-    shipped = tmp_path / "dask"
-    shipped.mkdir()
-    shutil.copy(tmp_path / "top.json", shipped / "top.json")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+
+
+COUNTER = """
+module top(input clk, input en, output reg [15:0] count);
+  always @(posedge clk) if (en) count <= count + 16'd1;
+endmodule
+"""
+
+
+def test_seeds_on_dask(tmp_path):
+    """``synth --dask``'s placement: a small iCE40 netlist placed with two seeds on a Dask
+    cluster's worker processes gives each seed's Fmax of a local placement, every seed's files
+    written back to its folder here."""
+    (tmp_path / "top.v").write_text(COUNTER)
+    subprocess.run([tool_path("yosys"), "-q", "-p", "synth_ice40 -top top; write_json top.json",
+                    "top.v"], cwd=tmp_path, check=True, timeout=300)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    for folder in (local, remote):
+        folder.mkdir()
+        shutil.copy(tmp_path / "top.json", folder / "top.json")
+    here, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [5, 6], local, 2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster:
-        runs, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [6], shipped, 1,
-                               dask=cluster.scheduler_address)
-    assert [(r["seed"], r["rc"], r["summary"]["fmax_mhz"]) for r in runs] == [(6, 0, by_seed[6])]
-    assert "Max frequency" in (shipped / "nextpnr.log").read_text()
+        there, _ = _place_seeds("nextpnr-ice40", DEVICES["up5k"], 12, [5, 6], remote, 2,
+                                dask=cluster.scheduler_address)
+    assert all(r["rc"] == 0 and r["summary"]["fmax_mhz"] > 12 for r in here + there)
+    assert ([(r["seed"], r["summary"]["fmax_mhz"]) for r in there]
+            == [(r["seed"], r["summary"]["fmax_mhz"]) for r in here])
+    for seed in (5, 6):
+        assert "Max frequency" in (remote / f"seed{seed}" / "nextpnr.log").read_text()
+        assert (remote / f"seed{seed}" / "report.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_cli_workers_and_dask(tmp_path):
     """``cnnforge run`` of the digits network in one process and on a Dask cluster (two worker
     processes): the same report but for the speed figures."""
     reports = {}
-    build = tmp_path / "b"
+    build = build_dir("digits-4x4")               # the CLI tests' build (tests/test_cli.py)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster:
         for name, extra in (("one", ["--workers", "1"]),
