@@ -67,7 +67,8 @@ def _write_progress(path, done):
 async def run_images(dut):
     """Every image of the stimulus file through the harness, results to the results file."""
     stim = np.load(os.environ["CNNFORGE_STIMULUS"])
-    images = stim["images"].reshape(len(stim["images"]), -1).astype(np.int8)
+    images = stim["images"]
+    images = images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.int8)
     debug = int(stim["debug"])
     n_logits, n_debug = int(stim["output_size"]), int(stim["debug_size"]) if debug else 0
     batch, part_first = int(stim["batch"]), int(stim["first_image"])

@@ -128,9 +128,10 @@ def _watch(files, progress):
 
 
 def _stimuli(images, base, parts):
-    """``(first image, stimulus)`` per part: ``base`` with the part's images and number."""
+    """``(first image, stimulus)`` per part: ``base`` with the part's images and number (one
+    empty part for no images, as one process would run it)."""
     return [(s.start, {**base, "images": images[s], "first_image": s.start})
-            for s in split(len(images), parts)]
+            for s in split(len(images), parts) or [slice(0, 0)]]
 
 
 def run_local(images, base, sim_build, run_dir, *, workers=1, sim=None, progress=None):
