@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +173,7 @@ class AcceleratorSim:
             wrapper = _write_text(self.build_dir / f"{WRAPPER}.v",
                                   clock_wrapper(harness, reset=bool(self.netlist)))
             sources = [*sources, self.verilog, wrapper]
-            sim = (self.sim or os.environ.get(runner.SIM_ENV) or "verilator").lower()
+            sim = runner.simulator(self.sim)
             args = []
             if sim == "verilator":
                 # the configuration file first (cocotb's runner refuses it as the last source)

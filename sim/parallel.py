@@ -94,8 +94,7 @@ def simulate(stimulus, sim_build, run_dir, sim=None):
 def simulator_file(sim_build, sim=None):
     """The file of a simulator build that running it needs: Verilator's executable (named as
     the wrapper) or Icarus' ``sim.vvp``."""
-    sim = (sim or os.environ.get(runner.SIM_ENV) or "verilator").lower()
-    return Path(sim_build) / ("sim.vvp" if sim == "icarus" else WRAPPER)
+    return Path(sim_build) / ("sim.vvp" if runner.simulator(sim) == "icarus" else WRAPPER)
 
 
 @contextlib.contextmanager

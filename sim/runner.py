@@ -68,7 +68,7 @@ from cocotb_tools.runner import get_runner
 __all__ = [
     # host side
     "SIM_ENV", "STIMULUS_ENV", "RESULTS_ENV", "VERILATOR_BUILD_ARGS", "VERILATOR_HARNESS_ARGS",
-    "build_root", "verilator_env", "write_verilog", "build", "prebuilt", "run",
+    "simulator", "build_root", "verilator_env", "write_verilog", "build", "prebuilt", "run",
     "TestResult", "read_results", "check_results",
     # data exchange
     "save_data", "load_data", "Exchange", "load_stimulus", "save_results",
@@ -124,6 +124,12 @@ after :data:`VERILATOR_BUILD_ARGS`."""
 
 # ------------------------------------------------------------------------------------------------
 # Host side: environment, Verilog export, build, run
+
+
+def simulator(sim: str | None = None) -> str:
+    """The simulator to use: ``sim`` if given, else ``$SIM``, else ``"verilator"`` (lower
+    case)."""
+    return (sim or os.environ.get(SIM_ENV) or "verilator").lower()
 
 
 def build_root() -> Path:
@@ -299,7 +305,7 @@ def build(verilog_sources: Sequence[str | os.PathLike], toplevel: str,
     RuntimeError
         If the simulator is missing or the build fails (with the tail of the build log).
     """
-    sim = (sim or os.environ.get(SIM_ENV) or "verilator").lower()
+    sim = simulator(sim)
     args = list(build_args)
     if sim == "verilator":
         verilator_env()
@@ -343,7 +349,7 @@ def prebuilt(sim: str | None = None):
     sim : str, optional
         ``"verilator"`` or ``"icarus"``; default ``$SIM``, else ``"verilator"``.
     """
-    return get_runner((sim or os.environ.get(SIM_ENV) or "verilator").lower())
+    return get_runner(simulator(sim))
 
 
 @contextlib.contextmanager
