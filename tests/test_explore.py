@@ -22,7 +22,7 @@ from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import golden_layers, inverted_residual, make_network, random_images
+from tests.helpers import golden_layers, inverted_residual, random_images
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
