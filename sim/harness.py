@@ -5,8 +5,9 @@ without Python on the per-cycle path.
 into the accelerator's ``i_image`` and captures ``o_logits``, ``o_debug`` (every layer's record)
 and the ``cycles`` counter of each image into memories of its own. The stream protocol is still
 exercised: a pseudo-random source pauses ``valid`` and a pseudo-random sink drops ``ready``
-(xorshift32 generators seeded from a port, one decision per cycle), so the bench's ``gaps`` and
-``backpressure`` keep their meaning, a probability per cycle. An idle-cycle watchdog in the
+(xorshift32 generators reseeded at every image from the seed and the image's number in the
+whole stream, one decision per cycle; a run split over processes sees the same), so the bench's
+``gaps`` and ``backpressure`` keep their meaning, a probability per cycle. An idle-cycle watchdog in the
 harness ends a run that stopped moving. The cocotb bench (:mod:`cnnforge.sim.bench`) fills the
 image memory and reads the result memories through memory handles, in bulk, and wakes once per
 batch.
