@@ -7,10 +7,10 @@ and the ``cycles`` counter of each image into memories of its own. The stream pr
 exercised: a pseudo-random source pauses ``valid`` and a pseudo-random sink drops ``ready``
 (xorshift32 generators reseeded at every image from the seed and the image's number in the
 whole stream, one decision per cycle; a run split over processes sees the same), so the bench's
-``gaps`` and ``backpressure`` keep their meaning, a probability per cycle. An idle-cycle watchdog in the
-harness ends a run that stopped moving. The cocotb bench (:mod:`cnnforge.sim.bench`) fills the
-image memory and reads the result memories through memory handles, in bulk, and wakes once per
-batch.
+``gaps`` and ``backpressure`` keep their meaning, a probability per cycle. An idle-cycle
+watchdog in the harness ends a run that stopped moving. The cocotb bench
+(:mod:`cnnforge.sim.bench`) fills the image memory and reads the result memories through memory
+handles, in bulk, and wakes once per batch.
 
 :func:`clock_wrapper` writes the Verilog top (``sim_top``) that generates the clock in the HDL
 (Verilator's ``--timing``) and holds the harness's inputs in registers the bench writes;
