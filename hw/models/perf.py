@@ -314,7 +314,8 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
             acc["weight_reads"] += M * KB
             acc["obuf_writes"] += C * M * KB
             acc["obuf_reads"] += C * M * (KB - 1) + n_drain
-            order = [(m, goy, gox + c) for m in range(M) for c in range(C)]
+            def order(i, goy=goy, gox=gox):             # drain i: channel-major
+                return i // C, goy, gox + i % C
             gx_end = x_end
         else:
             n_drain = C * beats
@@ -322,15 +323,16 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
             acc["weight_reads"] += R * KB
             acc["obuf_writes"] += C * beats * KB
             acc["obuf_reads"] += C * beats * (KB - 1) + n_drain
-            order = [(mb * C + c, goy + i // cols, gox + i % cols)
-                     for c in range(C) for i in range(beats)]
+            def order(i, goy=goy, gox=gox, mb=mb):      # drain i: column-major
+                c, p = divmod(i, beats)
+                return mb * C + c, goy + p // cols, gox + p % cols
             gx_end = v["OW"]
         drain_done[st["half"]] = y + n_drain
         st["drain_free"] = y + n_drain + 1
         st["half"] ^= 1
         end = max(end, y + n_drain + 1)
         for i in reversed(range(n_drain)):
-            m, oy, ox = order[i]
+            m, oy, ox = order(i)
             if ox < gx_end and _ppu_valid(v, m, oy, ox):
                 end = max(end, y + 2 + i + PPU_LATENCY + 1)
                 break
