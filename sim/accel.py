@@ -149,8 +149,7 @@ class AcceleratorSim:
         self.sim = sim
         self.netlist = netlist
         self.verilog = self.build_dir / f"{HARNESS}.v"
-        self.batch = None
-        self._runner = None
+        self.batch = None                  # set by build(): the harness's images per batch
 
     def build(self):
         """Write the Verilog of the harness around the accelerator (or synthesize the
@@ -180,8 +179,8 @@ class AcceleratorSim:
                 sources.insert(0, _write_text(self.build_dir / "public.vlt",
                                               public_config(harness)))
                 args = list(runner.VERILATOR_HARNESS_ARGS)
-            self._runner = runner.build(sources, WRAPPER, self.build_dir / "sim_build",
-                                        sim=self.sim, build_args=args)
+            runner.build(sources, WRAPPER, self.build_dir / "sim_build", sim=self.sim,
+                         build_args=args)
         return self
 
     def run(self, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0, progress=None,
@@ -231,7 +230,7 @@ class AcceleratorSim:
             raise ValueError(f"fault={fault!r}: give ('repeat' or 'drop', beat ≥ 0)")
         if workers < 1:
             raise ValueError(f"workers={workers}: give at least 1 simulator process")
-        if self._runner is None:
+        if self.batch is None:
             self.build()
         prog = self.program
         images = np.asarray(images, np.int8)
