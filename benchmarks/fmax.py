@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from cnnforge.boards.synth import EBR_BITS, pnr_summary, seed_summary
+from cnnforge.boards.synth import pnr_summary, seed_summary
 from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
 import common
 
@@ -98,7 +99,7 @@ def measure(model, device, seeds, workers, timeout, out_root):
     else:
         lacks = max(0, (r["bram"] or 0) - r["bram_total"])
         row["lacks_bram"] = lacks
-        row["lacks_kbit"] = lacks * EBR_BITS[family] // 1024
+        row["lacks_kbit"] = lacks * MEMORY_FAMILIES[family].bram_bits // 1024
         row["status"] = "does not fit" + (
             f": lacks {lacks} EBR ({row['lacks_kbit']} Kbit) of block RAM" if lacks else
             ": " + "; ".join(n for n in r["notes"] if "fit" in n or "failed" in n)[:200])

@@ -33,8 +33,9 @@ from distributed import Client
 
 from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
-__all__ = ["EBR_BITS", "SynthError", "SynthReport", "check_yosys_log", "median_seed",
+__all__ = ["SynthError", "SynthReport", "check_yosys_log", "median_seed",
            "seed_summary", "synthesize", "tool_path", "tool_env", "write_netlist"]
 
 
@@ -402,10 +403,6 @@ def synth_top(program, device):
     return LinkTop(program, device.target_mhz * 1e6, 115200)
 
 
-#: bits of one block RAM (EBR): SB_RAM40_4K on iCE40, DP16KD on ECP5
-EBR_BITS = {"ice40": 4096, "ecp5": 18432}
-
-
 def median_seed(fmax_by_seed):
     """The seed whose placement stands for a set of placer runs: the median of the Fmax values,
     the lower of the two middle ones for an even count (so it is an Fmax some placement
@@ -528,7 +525,7 @@ def _judge(report, device, runs, run, pnr, build_dir):
                               ("DSP", report.dsps, device.dsps),
                               ("block RAM", report.bram, device.bram)):
         if used is not None and used > total:
-            kbit = (used - total) * EBR_BITS[device.family] // 1024
+            kbit = (used - total) * MEMORY_FAMILIES[device.family].bram_bits // 1024
             lacks = f" (lacks {used - total} EBR = {kbit} Kbit)" if name == "block RAM" else ""
             over.append(f"{name}: {used} > {total}{lacks}")
     failed = [r["seed"] for r in runs if r["rc"] != 0]
