@@ -8,7 +8,9 @@ exercised: a pseudo-random source pauses ``valid`` and a pseudo-random sink drop
 (xorshift32 generators reseeded at every image from the seed and the image's number in the
 whole stream, one decision per cycle; a run split over processes sees the same), so the bench's
 ``gaps`` and ``backpressure`` keep their meaning, a probability per cycle. An idle-cycle
-watchdog in the harness ends a run that stopped moving. The cocotb bench
+watchdog in the harness ends a run that stopped moving. With SPRAM weights the
+harness first streams the weight image (a ROM of its own) into the accelerator's ``i_weights``;
+runs start once it is loaded. The cocotb bench
 (:mod:`cnnforge.sim.bench`) fills the image memory and reads the result memories through memory
 handles, in bulk, and wakes once per batch.
 
@@ -35,6 +37,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, ResetSignal,
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.rtl.accelerator import Accelerator
 from cnnforge.sim.rtl import debug_stream_size
 
@@ -286,8 +289,9 @@ class SimHarness(wiring.Component):
             return [rng_v.eq(((cfg.seed ^ 0x2545F491) + spread)[:32] | 1),
                     rng_r.eq(((cfg.seed ^ 0x6A09E667) + spread)[:32] | 1)]
 
+        loaded = self._weights(m, acc, rng_v, cfg.gap_threshold)
         with m.If(~busy):
-            with m.If(cfg.request != self.served):
+            with m.If((cfg.request != self.served) & loaded):
                 m.d.sync += [
                     busy.eq(1), self.stalled.eq(0), self.stalled_input.eq(0),
                     self.image.eq(0), idle.eq(0), src_addr.eq(0), lg_addr.eq(0),
@@ -311,6 +315,25 @@ class SimHarness(wiring.Component):
         with m.Else():
             m.d.sync += idle.eq(idle + 1)
         return m
+
+
+    def _weights(self, m, acc, rng, gap_threshold):
+        """SPRAM weights (``config.spram_weights``): the weight image from a ROM of the harness
+        into ``i_weights`` after reset, with the source's gaps. Returns what a run waits for
+        (the accelerator's ``weights_loaded``; constant 1 without SPRAM weights)."""
+        if not self.program.config.spram_weights:
+            return Const(1)
+        image = weight_image(self.program)
+        m.submodules.weights_rom = rom = memory.Memory(shape=8, depth=len(image),
+                                                       init=list(image))
+        rd = rom.read_port(domain="comb")
+        sent = Signal(range(len(image) + 1))
+        m.d.comb += [rd.addr.eq(sent), acc.i_weights.payload.eq(rd.data),
+                     acc.i_weights.valid.eq((sent < len(image))
+                                            & (rng[32 - RANDOM_BITS:] >= gap_threshold))]
+        with m.If(acc.i_weights.valid & acc.i_weights.ready):
+            m.d.sync += sent.eq(sent + 1)
+        return acc.weights_loaded
 
 
 def clock_wrapper(harness, reset=True):

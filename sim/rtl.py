@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
+from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.rtl.accelerator import COUNTERS, Accelerator
 from cnnforge.hw.rtl.pe_array import SystolicArray
 from cnnforge.hw.rtl.ppu import PostProcessor
@@ -151,7 +152,8 @@ def split_debug_stream(program, data):
 
 def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, seed=0,
                     max_cycles=2_000_000, vcd=None):
-    """Run int8 images through the :class:`Accelerator` in Amaranth's simulator.
+    """Run int8 images through the :class:`Accelerator` in Amaranth's simulator (with SPRAM
+    weights, the weight image first).
 
     Parameters
     ----------
@@ -178,17 +180,23 @@ def rtl_accelerator(program, images, *, debug=True, gaps=0.0, backpressure=0.0, 
     cycles = np.zeros(len(images), np.int64)
     state = {"image": 0, "done": False}
 
+    async def send(ctx, port, values):
+        for value in values:
+            while gaps and rng.random() < gaps:
+                ctx.set(port.valid, 0)
+                await ctx.tick()
+            ctx.set(port.valid, 1)
+            ctx.set(port.payload, int(value))
+            await ctx.tick().until(port.ready)
+        ctx.set(port.valid, 0)
+
     async def producer(ctx):
         ctx.set(dut.debug, int(debug))
+        if program.config.spram_weights:           # SPRAM weights: loaded before any image
+            await send(ctx, dut.i_weights, weight_image(program))
+            assert ctx.get(dut.weights_loaded)
         for b, image in enumerate(images):
-            for value in image.reshape(-1):
-                while gaps and rng.random() < gaps:
-                    ctx.set(dut.i_image.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.i_image.valid, 1)
-                ctx.set(dut.i_image.payload, int(value))
-                await ctx.tick().until(dut.i_image.ready)
-            ctx.set(dut.i_image.valid, 0)
+            await send(ctx, dut.i_image, image.reshape(-1))
             while state["image"] == b:                 # wait for this image's logits
                 await ctx.tick()
 

@@ -11,14 +11,16 @@ import pytest
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (EBR, LOGIC, LUTRAM, MEMORY_FAMILIES, SPRAM, check_fits,
-                                         memories, plan_memory)
-from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+                                         fit_memories, memories, plan_memory)
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
+                                          weight_image)
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.perf import buffer_bits, network_model
 from cnnforge.hw.tools.cli import _compile, _run_report, build_parser
 from cnnforge.sim.accel import RTLResult
 from cnnforge.sim.golden import run_quantized
+from tests.helpers import conv_net as _conv_net
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -99,12 +101,16 @@ def test_plan_covers_every_rtl_memory(digits, resnet):
     has them all."""
     _, qnet = digits
     stationary = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="wr", algorithm="direct"))
-    sources = [m.spec.source for p in (stationary, resnet)
+    spram = compile_network(quantize(_conv_net()), AcceleratorConfig(
+        2, 2, spram_feature_maps=True, spram_weights=True))
+    sources = [m.spec.source for p in (stationary, resnet, spram)
                for m in plan_memory(p, "lfe5u-85f").memories]
     files = sorted((REPO / "hw" / "rtl").glob("*.py")) + [REPO / "boards" / "hostlink.py"]
     for path in files:
         rel = str(path.relative_to(REPO))
         declared = len(re.findall(r"memory\.Memory\(", path.read_text()))
+        if rel == "hw/rtl/spram.py":       # one SPRAM model: the feature-map slots, the weights
+            declared = 2
         planned = len({s for s in sources if s.startswith(rel + " ")})
         assert planned == declared, (rel, declared, planned)
     assert {"add rescale tables", "Winograd input buffer", "Winograd output buffer"} <= {
@@ -169,10 +175,10 @@ def test_digits_fits_every_device(digits, key):
     assert plan_memory(program, DEVICES[key]) == plan
 
 
-def test_kws_does_not_fit_up5k(kws):
-    """The keyword-spotting model on the iCEBreaker's 2x2 array: the feature map (two 8,000-byte
-    regions, two read copies) and the weight ROM each need more than the UP5K's 30 EBR; the
-    one-line refusal names the largest, with the figures."""
+def test_kws_does_not_fit_up5k_ebr(kws):
+    """The keyword-spotting model on the iCEBreaker's 2x2 array, all in block RAM: the feature
+    map (two 8,000-byte regions, two read copies) and the weight ROM each need more than the
+    UP5K's 30 EBR; the one-line refusal names the largest, with the figures."""
     fm = -(-kws.fm_depth // 512)               # 512 x 8-bit words per SB_RAM40_4K
     words = len(kws.weights)
     need = -(-words // 256)                    # 256 x 16-bit words per SB_RAM40_4K
@@ -182,7 +188,6 @@ def test_kws_does_not_fit_up5k(kws):
     assert plan.reason.startswith(f"feature map: {kws.fm_depth:,} bytes x2 read copies need "
                                   f"{2 * fm} EBR of 4 Kbit; up5k has 30 (15 KB), none left "
                                   f"after the weight ROM ({need}), ")
-    assert plan.reason.endswith("(the 4 SPRAM blocks are not used by the RTL yet)")
     with pytest.raises(ConfigError) as info:
         check_fits(kws, "up5k")
     assert str(info.value) == plan.reason and "\n" not in plan.reason
@@ -190,6 +195,41 @@ def test_kws_does_not_fit_up5k(kws):
     assert (memories["feature map"].spec.bytes, memories["feature map"].copies) == (kws.fm_depth, 2)
     assert memories["weight ROM"].blocks == need
     assert plan_memory(kws, "lfe5u-25f").fits
+
+
+def test_kws_fits_up5k_in_spram():
+    """With SPRAM: the feature maps alone or the weights alone in SPRAM are not enough; both
+    are (one block per 8,192-value slot, one for the 30,016 bytes of weights), the block RAM
+    left for the parameter ROM, the tile buffers and the host link's image buffer."""
+    qnet = load_network(TINY / "kws_ref_model.tflite").quantized
+    config = AcceleratorConfig(2, 2, algorithm="direct")
+    for fm, weights in ((True, False), (False, True)):
+        alone = compile_network(qnet, AcceleratorConfig(2, 2, algorithm="direct",
+                                                        spram_feature_maps=fm,
+                                                        spram_weights=weights))
+        assert not plan_memory(alone, "up5k").fits
+    program, plan = fit_memories(qnet, config, "up5k")
+    assert plan.fits and program.config.spram_feature_maps and program.config.spram_weights
+    assert (program.fm_slots, program.fm_depth) == (2, 2 * 8192)
+    by_name = {m.spec.name: m for m in plan.memories}
+    assert (by_name["feature map"].kind, by_name["feature map"].sprams) == (SPRAM, 2)
+    assert (by_name["weights"].kind, by_name["weights"].sprams) == (SPRAM, 1)
+    assert by_name["weights"].spec.bytes == len(weight_image(program)) == 30_016
+    assert (plan.kinds[SPRAM].used, plan.kinds[EBR].used) == (3, 18)
+    assert plan.to_json()["kinds"][SPRAM]["used"] == 3
+    assert not plan_memory(program, "lfe5u-25f").fits       # no SPRAM on ECP5
+    assert fit_memories(qnet, config, "lfe5u-25f")[0].config.spram_weights is False
+
+
+def test_vww_refused_on_up5k():
+    """VWW is too big for the UP5K even with SPRAM: its largest map (36,864 values) does not
+    fit a 32 KB SPRAM slot; the one line says so after the block-RAM overflow."""
+    qnet = load_network(TINY / "vww_96_int8.tflite").quantized
+    program, plan = fit_memories(qnet, AcceleratorConfig(2, 2, algorithm="direct"), "up5k")
+    assert not plan.fits and "\n" not in plan.reason
+    assert plan.reason.startswith("feature map: 73,728 bytes x2 read copies need 288 EBR")
+    assert plan.reason.endswith("not in SPRAM: SPRAM feature maps: the largest map (36,864 "
+                                "values) does not fit one SPRAM block (32,768 int8 values)")
 
 
 def test_vww_on_lfe5u_85f(vww):

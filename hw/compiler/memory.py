@@ -49,14 +49,15 @@ LUT RAM cells as counted by nextpnr (``ICESTORM_RAM``, ``DP16KD``, ``TRELLIS_RAM
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cnnforge.hw.compiler.devices import DEVICES, Device
-from cnnforge.hw.compiler.program import ConfigError
+from cnnforge.hw.compiler.program import ConfigError, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
+           "fit_memories",
            "EBR", "LUTRAM", "SPRAM", "LOGIC", "PARAM_BITS"]
 
 #: Memory kinds (the plan's ``kind`` of a memory and the keys of its budget).
@@ -265,6 +266,9 @@ class MemorySpec:
         Read combinationally (``domain="comb"``): distributed RAM or logic only.
     force_block : bool
         The RTL asks for block RAM (``rom_style="block"``).
+    spram : bool
+        The RTL builds it of SPRAM blocks (``hw/rtl/spram.py``: ``SB_SPRAM256KA`` 16K × 16,
+        one block per ``count``, ⌈width / 16⌉ × ⌈depth / 16K⌉ blocks each).
     """
 
     name: str
@@ -278,6 +282,7 @@ class MemorySpec:
     initialized: bool = False
     async_read: bool = False
     force_block: bool = False
+    spram: bool = False
 
     @property
     def bits(self):
@@ -291,21 +296,23 @@ class MemorySpec:
 
 @dataclass(frozen=True)
 class PlacedMemory:
-    """A memory and where it goes: ``kind`` (:data:`EBR`, :data:`LUTRAM`, :data:`LOGIC`),
-    built ``copies`` times per bank; ``blocks`` EBR and ``lutrams`` 16×4 LUT RAM cells over all
-    banks and copies."""
+    """A memory and where it goes: ``kind`` (:data:`EBR`, :data:`LUTRAM`, :data:`SPRAM`,
+    :data:`LOGIC`), built ``copies`` times per bank; ``blocks`` EBR, ``lutrams`` 16×4 LUT RAM
+    cells and ``sprams`` SPRAM blocks over all banks and copies."""
 
     spec: MemorySpec
     kind: str
     copies: int
     blocks: int = 0
     lutrams: int = 0
+    sprams: int = 0
 
     def units(self, kind):
-        """What it takes of ``kind``: EBR blocks or LUT RAM cells (0 for another kind)."""
+        """What it takes of ``kind``: EBR blocks, LUT RAM cells or SPRAM blocks (0 for another
+        kind)."""
         if kind != self.kind:
             return 0
-        return self.blocks if kind == EBR else self.lutrams if kind == LUTRAM else 0
+        return {EBR: self.blocks, LUTRAM: self.lutrams, SPRAM: self.sprams}.get(kind, 0)
 
     def to_json(self):
         s = self.spec
@@ -313,7 +320,8 @@ class PlacedMemory:
                 "width": s.width, "bytes": s.bytes, "read_ports": s.read_ports,
                 "write_ports": s.write_ports, "rom": s.rom, "initialized": s.initialized,
                 "read": "async" if s.async_read else "sync", "kind": self.kind,
-                "copies": self.copies, "blocks": self.blocks, "lutram_cells": self.lutrams}
+                "copies": self.copies, "blocks": self.blocks, "lutram_cells": self.lutrams,
+                "spram_blocks": self.sprams}
 
 
 @dataclass(frozen=True)
@@ -387,12 +395,18 @@ def memory_specs(program):
     cfg = program.config
     modes = {Dataflow(layer.values["df"]) for layer in program.layers}
     desc_bits = sum(width for _, width in program.descriptor_widths().values())
+    weight_depth, weight_width = max(2, len(program.weights)), cfg.lanes * program.w_width
     out = [
+        MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", program.fm_slots,
+                   program.fm_depth // program.fm_slots // 2, 16, spram=True)
+        if cfg.spram_feature_maps else
         MemorySpec("feature map", "hw/rtl/accelerator.py (fm)", 1, program.fm_depth, 8,
                    read_ports=2),
-        MemorySpec("weight ROM", "hw/rtl/accelerator.py (weights)", 1,
-                   max(2, len(program.weights)), cfg.lanes * program.w_width, write_ports=0,
-                   rom=True, initialized=True),
+        MemorySpec("weights", "hw/rtl/spram.py (weights)", 1, weight_depth, weight_width,
+                   spram=True)
+        if cfg.spram_weights else
+        MemorySpec("weight ROM", "hw/rtl/accelerator.py (weights)", 1, weight_depth,
+                   weight_width, write_ports=0, rom=True, initialized=True),
         MemorySpec("parameter ROM", "hw/rtl/ppu.py (rom)", 1, max(2, len(program.params)),
                    PARAM_BITS, write_ports=0, rom=True, initialized=True, force_block=True),
         MemorySpec("descriptor ROM", "hw/rtl/sequencer.py (descriptors)", 1,
@@ -422,6 +436,10 @@ def memory_specs(program):
 def _place(spec, family):
     """Where the RTL's ``spec`` goes on ``family`` (module docstring): a :class:`PlacedMemory`."""
     copies = spec.read_ports if spec.read_ports > 1 else 1
+    if spec.spram:
+        depth, width = family.spram_shape or (1, 1)
+        return PlacedMemory(spec, SPRAM, 1, sprams=spec.count * -(-spec.width // width)
+                            * -(-spec.depth // depth))
     if spec.force_block:
         n = blocks(spec.depth, spec.width, family)
         return PlacedMemory(spec, EBR, copies, spec.count * copies * n)
@@ -471,8 +489,8 @@ def plan_memory(program, device):
                         sum(m.lutrams for m in placed), lut_cells, used_bytes(LUTRAM),
                         lut_cells * LUTRAM_BITS // 8),
         SPRAM: KindUse(SPRAM, "SB_SPRAM256KA, 16Kx16" if family.spram_shape else "none on ECP5",
-                       0, family.spram_blocks(device), 0,
-                       family.spram_blocks(device) * SPRAM_BITS // 8),
+                       sum(m.sprams for m in placed), family.spram_blocks(device),
+                       used_bytes(SPRAM), family.spram_blocks(device) * SPRAM_BITS // 8),
     }
     logic_bits = sum(m.spec.bits * m.copies for m in placed if m.kind == LOGIC)
     over = [u for u in kinds.values() if not u.fits]
@@ -491,8 +509,8 @@ def _overflow(placed, use, device, family):
     inside = sorted((m for m in placed if m.kind == kind), key=lambda m: -m.units(kind))
     mem, others = inside[0], inside[1:]
     need = mem.units(kind)
-    unit = (f"EBR of {family.bram_bits // 1024} Kbit" if kind == EBR
-            else "LUT RAM cells of 16x4")
+    unit = {EBR: f"EBR of {family.bram_bits // 1024} Kbit", LUTRAM: "LUT RAM cells of 16x4",
+            SPRAM: "SPRAM blocks of 32 KB"}[kind]
     what = f"{mem.spec.bytes:,} bytes"
     if mem.copies > 1:
         what += f" x{mem.copies} read copies"
@@ -505,10 +523,57 @@ def _overflow(placed, use, device, family):
             names.append(f"{len(others) - 3} more")
         listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
         text += f", {left if left > 0 else 'none'} left after the {listed}"
-    if kind == EBR and family.spram_shape:
-        text += (" (SPRAM cannot hold ROM contents from the bitstream)" if mem.spec.initialized
-                 else f" (the {device.spram} SPRAM blocks are not used by the RTL yet)")
     return text
+
+
+def fit_memories(qnet, config, device, **compile_options):
+    """Compile ``qnet`` for ``device``, moving memories into SPRAM when block RAM is too small.
+
+    Tried in order, the first whose plan fits is taken: ``config`` as given; on a device with
+    SPRAM, the feature maps in SPRAM (``spram_feature_maps``: no loading step), the weights
+    in SPRAM (``spram_weights``: loaded at run time), both.
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+    config : AcceleratorConfig
+    device : str or Device
+    compile_options
+        For :func:`~cnnforge.hw.compiler.program.compile_network` (``tiles``, ``dataflows``,
+        ``algorithms``).
+
+    Returns
+    -------
+    (Program, MemoryPlan)
+        The first that fits; when none does, the one that comes nearest (all SPRAM the
+        network allows) so its plan's ``reason`` names what still overflows.
+
+    Raises
+    ------
+    ConfigError, NetworkError
+        From compiling ``config`` itself.
+    """
+    if isinstance(device, str):
+        device = DEVICES[device]
+    program = compile_network(qnet, config, **compile_options)
+    plan = plan_memory(program, device)
+    if plan.fits or not device.spram or config.spram_feature_maps or config.spram_weights:
+        return program, plan
+    refused = None
+    for fm, weights in ((True, False), (False, True), (True, True)):
+        try:
+            candidate = compile_network(qnet, replace(config, spram_feature_maps=fm,
+                                                      spram_weights=weights),
+                                        **compile_options)
+        except ConfigError as exc:                # e.g. a fused pooling with SPRAM maps
+            refused = str(exc)
+            continue
+        program, plan = candidate, plan_memory(candidate, device)
+        if plan.fits:
+            return program, plan
+    if refused:
+        plan = replace(plan, reason=f"{plan.reason}; not in SPRAM: {refused}")
+    return program, plan
 
 
 def check_fits(program, device):

@@ -27,6 +27,7 @@ from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
+           "weight_image", "SPRAM_SLOT_VALUES",
            "load_plan", "DATAFLOWS"]
 
 
@@ -40,6 +41,11 @@ ALGORITHMS = ("direct", "winograd")
 
 class ConfigError(ValueError):
     """An accelerator configuration that cannot work (one-line message saying why)."""
+
+
+#: int8 values one SPRAM block (``SB_SPRAM256KA``, 16K × 16 bits) holds: a feature-map slot's
+#: largest size with SPRAM feature maps.
+SPRAM_SLOT_VALUES = 32768
 
 
 def _ceil_div(a, b):
@@ -70,6 +76,17 @@ class AcceleratorConfig:
         in front of the RAM (ECP5, where yosys puts these buffers in LUT RAM anyway). Off: a
         synchronous read with a registered output, which iCE40 block RAM needs. Same values,
         same cycles either way.
+    spram_feature_maps : bool
+        Feature maps in the iCE40 UltraPlus's single-port SPRAM (``SB_SPRAM256KA``) instead of
+        block RAM: every feature-map slot in a block of its own (two int8 values a 16-bit word,
+        up to 32,768 values a slot; the slots' size rounded up to a power of two), so the
+        loader's reads and the post-processor's writes of a layer, which use different slots,
+        never meet on one port. The schedule does not change; a fused pooling layer (which
+        reads and writes its output slot in one cycle) is refused.
+    spram_weights : bool
+        The weights in SPRAM instead of a block-RAM ROM: SPRAM is not initialized by the
+        bitstream, so the accelerator takes them as a byte stream (``i_weights``,
+        :func:`weight_image`) before the first image.
 
     Raises
     ------
@@ -83,6 +100,8 @@ class AcceleratorConfig:
     dataflow: str = "or"
     algorithm: str = "auto"
     lutram_buffers: bool = False
+    spram_feature_maps: bool = False
+    spram_weights: bool = False
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -269,7 +288,9 @@ class Program:
     params : list of dict
         Parameter ROM: ``{"bias", "multiplier", "shift"}`` per output channel of every layer.
     fm_depth : int
-        Feature-map memory depth (two regions).
+        Feature-map memory depth: ``fm_slots`` slots (regions) of equal size.
+    fm_slots : int
+        Feature-map slots (two for a chain of layers, more for residual networks).
     slot_words : int
         Depth of one half of each input tile buffer bank.
     acc_width : int
@@ -296,6 +317,7 @@ class Program:
     w_width: int = 8
     x_width: int = 8
     y4_width: int = 0
+    fm_slots: int = 2
 
     @property
     def winograd_depth(self):
@@ -462,6 +484,42 @@ def _allocate(sizes, sources, image_size):
         holder[slot] = idx
         out.append(slot)
     return out, len(holder), max([image_size] + list(sizes))
+
+
+def _spram_region(region):
+    """The feature-map slot size with one SPRAM block a slot: a power of two (the block is the
+    address's high bits), at most :data:`SPRAM_SLOT_VALUES`."""
+    if region > SPRAM_SLOT_VALUES:
+        raise ConfigError(f"SPRAM feature maps: the largest map ({region:,} values) does not "
+                          f"fit one SPRAM block ({SPRAM_SLOT_VALUES:,} int8 values)")
+    return 1 << max(region - 1, 1).bit_length()
+
+
+def _check_spram_layer(name, grp, sources, slot_of):
+    """A layer's feature-map accesses on single-port SPRAM slots: never two in one cycle on a
+    slot."""
+    if len(grp) > 1:
+        raise ConfigError(f"layer {name}: a fused pooling reads and writes its output slot in "
+                          "one cycle, which single-port SPRAM feature maps cannot do")
+    if len(sources) == 2 and slot_of[sources[0]] == slot_of[sources[1]]:
+        raise ConfigError(f"layer {name}: both inputs in one feature-map slot, which "
+                          "single-port SPRAM feature maps cannot read at once")
+
+
+def weight_image(program):
+    """The weights as the accelerator's ``i_weights`` stream takes them (SPRAM weights) and
+    the host link and the SPI flash image carry them.
+
+    Word by word of ``program.weights``, lane by lane; each lane one byte (int8, two's
+    complement) or, with 12-bit Winograd weights, two bytes little endian.
+
+    Returns
+    -------
+    bytes
+        ``len(program.weights) · lanes · ⌈w_width / 8⌉`` bytes.
+    """
+    dtype = np.int8 if program.w_width <= 8 else np.dtype("<i2")
+    return np.asarray(program.weights).astype(dtype).tobytes()
 
 
 def _geometry(op, pool, cfg):
@@ -717,6 +775,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     image_size = int(np.prod(qnet.ops[0].input_shape))
     slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
                                  sources, image_size)
+    if cfg.spram_feature_maps:
+        region = _spram_region(region)
     slot_of = dict(enumerate(slots))
     slot_of[-1] = 0
     layers, weight_words, params = [], [], []
@@ -730,6 +790,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
+        if cfg.spram_feature_maps:
+            _check_spram_layer(name, grp, sources[index], slot_of)
         if op.kind == "add":
             v = _add_values(op)
             v.update(src=slot_of[sources[index][0]] * region,
@@ -771,7 +833,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     weights = np.array(weight_words, np.int64).reshape(-1, cfg.lanes)
     wino = y4_bits > 0
     return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
-                   fm_depth=n_slots * region, slot_words=slot_words, acc_width=acc_bits,
+                   fm_depth=n_slots * region, fm_slots=n_slots, slot_words=slot_words, acc_width=acc_bits,
                    image_size=image_size,
                    output_size=int(np.prod(groups[-1][-1].output_shape)),
                    w_width=12 if wino else 8, x_width=11 if wino else 8, y4_width=y4_bits)

@@ -48,7 +48,9 @@ Input tile buffer layouts (the address generators' contract):
   ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``: R consecutive channels of one pixel, one per bank.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from types import SimpleNamespace
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,6 +65,7 @@ from cnnforge.hw.rtl.loader import TileLoader
 from cnnforge.hw.rtl.pe_array import SystolicArray
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.sequencer import PerfCounters, Sequencer
+from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.rtl.winograd import WinogradCompute, WinogradInputTransform
 
@@ -92,17 +95,31 @@ class Accelerator(wiring.Component):
     cycles : Out(32)
         Engine cycles of the last image (from the image's last beat to the logits: layers and
         sequencing, not the debug dump). Valid while ``o_logits`` streams and after.
+    i_weights : In(stream.Signature(8))
+        Only with ``config.spram_weights``: the weight image
+        (:func:`~cnnforge.hw.compiler.program.weight_image`), taken while no image is in
+        flight; it must be sent before the first image (SPRAM starts undefined).
+    weights_loaded : Out(1)
+        Only with ``config.spram_weights``: the whole weight image has been written (low again
+        from the first byte of the next one).
+
+    ``primitives``: instantiate the FPGA's memory blocks where a model would otherwise stand
+    (``SB_SPRAM256KA`` for SPRAM; synthesis) instead of their behavioral models (simulation).
     """
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, *, primitives=False):
         self.program = program
-        super().__init__({
+        self.primitives = primitives
+        members = {
             "i_image": In(stream.Signature(signed(8))),
             "o_logits": Out(stream.Signature(signed(8))),
             "o_debug": Out(stream.Signature(8)),
             "debug": In(1),
             "cycles": Out(32),
-        })
+        }
+        if program.config.spram_weights:
+            members.update({"i_weights": In(stream.Signature(8)), "weights_loaded": Out(1)})
+        super().__init__(members)
 
     def descriptor_layout(self):
         """The layer descriptor (:func:`~cnnforge.hw.rtl.common.descriptor_layout`): every field
@@ -133,15 +150,10 @@ class Accelerator(wiring.Component):
         wiring.connect(m, seq.o_debug, wiring.flipped(self.o_debug))
         m.d.comb += [seq.debug.eq(self.debug), self.cycles.eq(seq.cycles)]
         d = seq.desc
-        m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
-        fm_wr, fm_rd_a, fm_rd_b = fm.write_port(), fm.read_port(), fm.read_port()
+        fm_wr, fm_rd_a, fm_rd_b = self._feature_map(m, fm_aw)
         m.d.comb += [fm_wr.addr.eq(seq.fm_wr_addr), fm_wr.data.eq(seq.fm_wr_data),
                      fm_wr.en.eq(seq.fm_wr_en)]
-        m.submodules.weights = wrom = memory.Memory(
-            shape=data.ArrayLayout(signed(prog.w_width), cfg.lanes),
-            depth=max(2, len(prog.weights)),
-            init=[[int(v) for v in word] for word in prog.weights])
-        w_port = wrom.read_port()
+        w_port = self._weights(m, seq)
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
                                               cfg.lutram_buffers)
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
@@ -223,6 +235,48 @@ class Accelerator(wiring.Component):
         self._counters(m, seq, units + ([wt] if wino else []), ppu_events)
         m.d.comb += seq.busy.eq(busy)
         return m
+
+    def _feature_map(self, m, fm_aw):
+        """The feature-map memory: block RAM (a write port, read ports A and B) or one SPRAM
+        block per slot (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three
+        ports (``addr``, ``data``, and ``en`` on the write port)."""
+        prog = self.program
+        if not prog.config.spram_feature_maps:
+            m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
+            return fm.write_port(), fm.read_port(), fm.read_port()
+        slot_values = prog.fm_depth // prog.fm_slots
+        m.submodules.fm = fm = FeatureMapSlots(prog.fm_slots, slot_values, fm_aw,
+                                               primitive=self.primitives)
+        ports = (SimpleNamespace(addr=fm.wr_addr, data=fm.wr_data, en=fm.wr_en),
+                 SimpleNamespace(addr=fm.rd_a_addr, data=fm.rd_a_data),
+                 SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
+        return ports
+
+    def _weights(self, m, seq):
+        """The weight memory: a block-RAM ROM, or SPRAM written through ``i_weights`` while the
+        engine is idle (:class:`~cnnforge.hw.rtl.spram.WeightLoader`). Returns its read port
+        (``addr``; ``data``, an array of ``lanes`` weights)."""
+        prog, cfg = self.program, self.program.config
+        layout = data.ArrayLayout(signed(prog.w_width), cfg.lanes)
+        if not cfg.spram_weights:
+            m.submodules.weights = wrom = memory.Memory(
+                shape=layout, depth=max(2, len(prog.weights)),
+                init=[[int(v) for v in word] for word in prog.weights])
+            return wrom.read_port()
+        lane_bytes = -(-prog.w_width // 8)
+        m.submodules.weight_loader = loader = WeightLoader(len(prog.weights), cfg.lanes,
+                                                           lane_bytes)
+        m.submodules.weights = ram = SPRAM(len(prog.weights), layout.size,
+                                           primitive=self.primitives)
+        wiring.connect(m, wiring.flipped(self.i_weights), loader.i_weights)
+        port = SimpleNamespace(addr=Signal.like(ram.addr, name="w_rd_addr"),
+                               data=layout(ram.rd_data))
+        word = Cat(loader.wr_data.word_select(lane, 8 * lane_bytes)[:prog.w_width]
+                   for lane in range(cfg.lanes))
+        m.d.comb += [loader.enable.eq(seq.idle), self.weights_loaded.eq(loader.loaded),
+                     ram.addr.eq(Mux(loader.wr_en, loader.wr_addr, port.addr)),
+                     ram.wr_data.eq(word), ram.wr_en.eq(loader.wr_en.replicate(ram.nbytes))]
+        return port
 
     @staticmethod
     def _array_edge(m, array, ibuf, w_port, ctl, d):

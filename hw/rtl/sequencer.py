@@ -92,6 +92,8 @@ class Sequencer(wiring.Component):
     counters : In(32).array(len(COUNTERS))
     clear_counters, start, running : Out(1)
         :class:`PerfCounters` control.
+    idle : Out(1)
+        No image in flight: waiting for an image's first beat (SPRAM weights load then).
     """
 
     def __init__(self, program, desc, fm_addr_width):
@@ -107,7 +109,7 @@ class Sequencer(wiring.Component):
             "ppu_wr_addr": In(fm_addr_width), "ppu_wr_data": In(signed(8)), "ppu_wr_en": In(1),
             "fm_rd_en": Out(1), "fm_rd_addr": Out(fm_addr_width), "fm_rd_data": In(signed(8)),
             "counters": In(32).array(len(COUNTERS)),
-            "clear_counters": Out(1), "start": Out(1), "running": Out(1),
+            "clear_counters": Out(1), "start": Out(1), "running": Out(1), "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -136,7 +138,8 @@ class Sequencer(wiring.Component):
 
         with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
-                m.d.comb += [self.i_image.ready.eq(1), self.fm_wr_addr.eq(img_count),
+                m.d.comb += [self.idle.eq(img_count == 0),
+                             self.i_image.ready.eq(1), self.fm_wr_addr.eq(img_count),
                              self.fm_wr_data.eq(self.i_image.payload),
                              self.fm_wr_en.eq(self.i_image.valid)]
                 with m.If(self.i_image.valid):

@@ -24,8 +24,8 @@ from cnnforge.boards.runtime import BoardLink
 from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import plan_memory
-from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.compiler.memory import fit_memories
+from cnnforge.hw.compiler.program import AcceleratorConfig
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
                                       atomic_write, load_calibrated, preflight, read_inputs)
@@ -35,15 +35,16 @@ __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"
 
 def _program(net, device, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
              force=False):
-    """The program for ``device`` and its memory plan; a design whose memories do not fit the
+    """The program for ``device`` and its memory plan (SPRAM taken where block RAM is too small,
+    :func:`~cnnforge.hw.compiler.memory.fit_memories`); a design whose memories do not fit the
     device is refused before yosys (one line naming the memory) unless ``force``."""
     qnet = quantize(load_calibrated(net, calibration))
-    program = compile_network(qnet, AcceleratorConfig(rows=rows, cols=cols,
-                                                      input_buffer_bytes=buffer_bytes,
-                                                      algorithm=algorithm,
-                                                      lutram_buffers=device.lutram_buffers))
+    program, plan = fit_memories(qnet, AcceleratorConfig(rows=rows, cols=cols,
+                                                         input_buffer_bytes=buffer_bytes,
+                                                         algorithm=algorithm,
+                                                         lutram_buffers=device.lutram_buffers),
+                                 device)
     preflight(program, force=force)
-    plan = plan_memory(program, device)
     if not plan.fits and not force:
         raise UserError(f"{plan.reason}; --force tries anyway")
     return program, plan

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import plan_memory
+from cnnforge.hw.compiler.memory import fit_memories, plan_memory
 from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
                                           load_plan)
 from cnnforge.hw.frontend.network import NetworkError
@@ -45,7 +45,8 @@ def _compile(args):
     """Network, quantized network and program from NET and the design options (--plan wins
     over --rows/--cols/--buffer-bytes/--dataflow). With ``--device`` (run, sim) the design is
     the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, and
-    its input tile buffer kind (``Device.lutram_buffers``)."""
+    its input tile buffer kind (``Device.lutram_buffers``), SPRAM where block RAM is too small
+    (:func:`~cnnforge.hw.compiler.memory.fit_memories`)."""
     network = load_calibrated(args.net, getattr(args, "calibration", None))
     qnet = quantize(network)
     device = DEVICES[args.device] if getattr(args, "device", None) else None
@@ -62,7 +63,8 @@ def _compile(args):
                   for name, default in defaults.items()}
         config = AcceleratorConfig(**chosen, input_buffer_bytes=args.buffer_bytes,
                                    dataflow=args.dataflow, lutram_buffers=lutram)
-        program = compile_network(qnet, config)
+        program = (fit_memories(qnet, config, device)[0] if device
+                   else compile_network(qnet, config))
     return network, qnet, program
 
 

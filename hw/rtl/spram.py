@@ -1,0 +1,195 @@
+"""Memories in the iCE40 UltraPlus's single-port RAM blocks (``SB_SPRAM256KA``: 16,384 words of
+16 bits, one access a cycle, not initialized by the bitstream; Lattice FPGA-TN-02022, *iCE40
+SPRAM Usage Guide*) and the two the accelerator keeps there: the feature-map slots
+(:class:`FeatureMapSlots`) and the weights, written from a byte stream (:class:`WeightLoader`).
+
+Each memory is built from :class:`SPRAM`, which instantiates the blocks for synthesis
+(``primitive=True``: yosys does not infer SPRAM from an Amaranth memory, whose zero
+initialization ``memory_libmap`` refuses for SPRAM) or a behavioral model of them for simulation
+(the same ports, the same one-cycle read).
+"""
+
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from cnnforge.hw.rtl.common import bits
+
+__all__ = ["SPRAM", "FeatureMapSlots", "WeightLoader", "SPRAM_DEPTH", "SPRAM_WIDTH"]
+
+#: Words and bits per word of one ``SB_SPRAM256KA``.
+SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
+
+
+class SPRAM(wiring.Component):
+    """A single-port RAM of ``depth`` words × ``width`` bits in ``SB_SPRAM256KA`` blocks:
+    ⌈width / 16⌉ blocks side by side, ⌈depth / 16384⌉ deep.
+
+    A cycle either writes (any ``wr_en`` bit high: the enabled bytes of ``wr_data`` at ``addr``)
+    or reads ``addr``, whose word is in ``rd_data`` the next cycle. After a write cycle
+    ``rd_data`` is undefined (the blocks' ``DATAOUT``; the model keeps the last read).
+
+    Parameters
+    ----------
+    depth, width : int
+    primitive : bool
+        Instantiate the blocks (synthesis) or the behavioral model (simulation).
+
+    Members
+    -------
+    addr : In(range(depth))
+    wr_data : In(width)
+    wr_en : In(⌈width / 8⌉)
+        Byte enables (byte ``i`` = bits ``8i..8i+7``).
+    rd_data : Out(width)
+    """
+
+    def __init__(self, depth, width, *, primitive=False):
+        self.depth, self.width, self.primitive = max(2, depth), width, primitive
+        self.nbytes = -(-width // 8)
+        super().__init__({"addr": In(range(self.depth)), "wr_data": In(width),
+                          "wr_en": In(self.nbytes), "rd_data": Out(width)})
+
+    @property
+    def blocks(self):
+        """``SB_SPRAM256KA`` blocks it takes."""
+        return -(-self.width // SPRAM_WIDTH) * -(-self.depth // SPRAM_DEPTH)
+
+    def elaborate(self, platform):
+        m = Module()
+        if not self.primitive:
+            m.submodules.mem = mem = memory.Memory(shape=8 * self.nbytes, depth=self.depth,
+                                                   init=[])
+            wr, rd = mem.write_port(granularity=8), mem.read_port(transparent_for=())
+            m.d.comb += [wr.addr.eq(self.addr), rd.addr.eq(self.addr), wr.data.eq(self.wr_data),
+                         wr.en.eq(self.wr_en), rd.en.eq(~self.wr_en.any()),
+                         self.rd_data.eq(rd.data)]
+            return m
+        tiles = -(-self.width // SPRAM_WIDTH)
+        banks = -(-self.depth // SPRAM_DEPTH)
+        data = Signal(tiles * SPRAM_WIDTH)
+        enables = Signal(2 * tiles)                 # byte enables, padded to whole blocks
+        m.d.comb += [data.eq(self.wr_data), enables.eq(self.wr_en)]
+        bank = self.addr[14:] if banks > 1 else Const(0)
+        bank_q = Signal.like(bank, name="bank_q")
+        m.d.sync += bank_q.eq(bank)
+        outs = []
+        for b in range(banks):
+            out = Signal(tiles * SPRAM_WIDTH, name=f"dataout{b}")
+            for t in range(tiles):
+                byte_en = enables[2 * t:2 * t + 2]
+                mask = Cat(byte_en[0], byte_en[0], byte_en[1], byte_en[1])
+                m.submodules[f"spram{b}_{t}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=self.addr[:14], i_DATAIN=data[16 * t:16 * t + 16],
+                    i_MASKWREN=mask, i_WREN=self.wr_en.any(), i_CHIPSELECT=bank == b,
+                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=out[16 * t:16 * t + 16])
+            outs.append(out)
+        m.d.comb += self.rd_data.eq(Array(outs)[bank_q] if banks > 1 else outs[0])
+        return m
+
+
+class FeatureMapSlots(wiring.Component):
+    """The feature-map memory as ``slots`` SPRAM blocks, one per slot of ``slot_values`` int8
+    values (a power of two; two values a 16-bit word), with the accelerator's three ports: one
+    write and two reads (A: tile loader, sequencer, add unit's first input; B: post-processor,
+    add unit's second input), each read's value one cycle after its address.
+
+    A slot serves one port a cycle: the write first, then read A, then read B. The compiler
+    keeps a layer's accesses in different slots (it reads slots other than the one it writes,
+    ``AcceleratorConfig.spram_feature_maps``), so no port waits; a read that loses its slot
+    returns another address's value.
+
+    Members
+    -------
+    wr_addr, rd_a_addr, rd_b_addr : In(addr_width)
+    wr_data : In(signed(8))
+    wr_en : In(1)
+    rd_a_data, rd_b_data : Out(signed(8))
+    """
+
+    def __init__(self, slots, slot_values, addr_width, *, primitive=False):
+        if slot_values & (slot_values - 1) or slot_values < 2:
+            raise ValueError(f"slot of {slot_values} values: give a power of two")
+        self.slots, self.slot_values, self.primitive = slots, slot_values, primitive
+        super().__init__({
+            "wr_addr": In(addr_width), "wr_data": In(signed(8)), "wr_en": In(1),
+            "rd_a_addr": In(addr_width), "rd_a_data": Out(signed(8)),
+            "rd_b_addr": In(addr_width), "rd_b_data": Out(signed(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        k = bits(self.slot_values - 1)                    # offset bits within a slot
+
+        def slot(addr):
+            return addr[k:] if len(addr) > k else Const(0)
+
+        rams = []
+        for s in range(self.slots):
+            m.submodules[f"slot{s}"] = ram = SPRAM(self.slot_values // 2, SPRAM_WIDTH,
+                                                   primitive=self.primitive)
+            write = self.wr_en & (slot(self.wr_addr) == s)
+            with m.If(write):
+                m.d.comb += [ram.addr.eq(self.wr_addr[1:k]),
+                             ram.wr_en.eq(Mux(self.wr_addr[0], 0b10, 0b01))]
+            with m.Elif(slot(self.rd_a_addr) == s):
+                m.d.comb += ram.addr.eq(self.rd_a_addr[1:k])
+            with m.Else():
+                m.d.comb += ram.addr.eq(self.rd_b_addr[1:k])
+            m.d.comb += ram.wr_data.eq(self.wr_data.as_unsigned().replicate(2))
+            rams.append(ram.rd_data)
+        words = Array(rams)
+        for addr, out in ((self.rd_a_addr, self.rd_a_data), (self.rd_b_addr, self.rd_b_data)):
+            slot_q, byte_q = Signal(range(max(2, self.slots))), Signal()
+            m.d.sync += [slot_q.eq(slot(addr)), byte_q.eq(addr[0])]
+            word = words[slot_q] if self.slots > 1 else rams[0]
+            m.d.comb += out.eq(word.word_select(byte_q, 8))
+        return m
+
+
+class WeightLoader(wiring.Component):
+    """Writes the weight memory from a byte stream: ``words`` words of ``lanes`` weights of
+    ``lane_bytes`` bytes each (little endian), word 0 first
+    (:func:`~cnnforge.hw.compiler.program.weight_image`).
+
+    Bytes are taken while ``enable`` is high (the engine idle); after the last word ``loaded``
+    rises and the next byte starts a new image at word 0 (``loaded`` falls).
+
+    Members
+    -------
+    i_weights : In(stream.Signature(8))
+    enable : In(1)
+    wr_addr : Out(range(words))
+    wr_data : Out(lanes · lane_bytes · 8)
+    wr_en : Out(1)
+        Write ``wr_data`` at ``wr_addr`` this cycle.
+    loaded : Out(1)
+    """
+
+    def __init__(self, words, lanes, lane_bytes):
+        self.words, self.word_bytes = words, lanes * lane_bytes
+        super().__init__({
+            "i_weights": In(stream.Signature(8)), "enable": In(1),
+            "wr_addr": Out(range(max(2, words))), "wr_data": Out(8 * self.word_bytes),
+            "wr_en": Out(1), "loaded": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.word_bytes
+        byte = Signal(range(max(2, nb)))
+        shift = Signal(8 * nb)
+        m.d.comb += [self.i_weights.ready.eq(self.enable),
+                     self.wr_data.eq(Cat(shift[8:], self.i_weights.payload) if nb > 1
+                                     else self.i_weights.payload)]
+        with m.If(self.i_weights.valid & self.enable):
+            m.d.sync += [shift.eq(Cat(shift[8:], self.i_weights.payload)),
+                         byte.eq(byte + 1), self.loaded.eq(0)]
+            with m.If(byte == nb - 1):
+                m.d.comb += self.wr_en.eq(1)
+                m.d.sync += [byte.eq(0), self.wr_addr.eq(self.wr_addr + 1)]
+                with m.If(self.wr_addr == self.words - 1):
+                    m.d.sync += [self.wr_addr.eq(0), self.loaded.eq(1)]
+        return m
