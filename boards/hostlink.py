@@ -21,13 +21,15 @@ Each block is a :class:`~amaranth.lib.wiring.Component` whose docstring states i
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import crc, data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.rtl.accelerator import Accelerator
 
-from cnnforge.boards.protocol import SYNC, ErrorCode, MessageType, crc8
+from cnnforge.boards.protocol import (SYNC, WEIGHT_CHUNK, ErrorCode, MessageType, crc8,
+                                     weights_hash)
 from cnnforge.boards.uart import UARTRx, UARTTx
 
 __all__ = ["HostLink", "FrameParser", "ImageBuffer", "Responder", "CRC8", "Request",
@@ -62,10 +64,10 @@ def crc8_next(crc, byte):
     return Cat(*bits)
 
 
-Request = data.StructLayout({"error": 1, "code": 8})
-"""What :class:`FrameParser` asks :class:`Responder` to send: a result frame (``error`` low) or
-an error frame carrying ``code`` (an :class:`~cnnforge.boards.protocol.ErrorCode`; 0 with a
-result)."""
+Request = data.StructLayout({"error": 1, "status": 1, "code": 8})
+"""What :class:`FrameParser` asks :class:`Responder` to send: a result frame (``error`` and
+``status`` low), a status frame (``status``) or an error frame carrying ``code`` (an
+:class:`~cnnforge.boards.protocol.ErrorCode`; 0 otherwise)."""
 
 
 def _image_write_signature(image_size):
@@ -114,9 +116,12 @@ class FrameParser(wiring.Component):
     Unless it ended silently, a frame ends with exactly one ``request``, in the cycle of the byte
     or the event that decides it, and the parser hunts again from the next cycle:
 
-    - the CRC byte matches: a result (``done`` pulses with it);
-    - TYPE is not ``MessageType.IMAGE`` (``BAD_TYPE``), LEN is not ``image_size``
-      (``BAD_LENGTH``) or the CRC byte differs (``BAD_CRC``): an error at that byte;
+    - the CRC byte matches: for an image, a result (``done`` pulses with it) or, while
+      ``weights_ready`` is low, the error ``NO_WEIGHTS``; for a weights or status frame, a
+      status;
+    - TYPE is not ``IMAGE``, ``STATUS`` or (with ``weights``) ``WEIGHTS`` (``BAD_TYPE``), LEN
+      is not ``image_size``, 0 or 2 to ``WEIGHT_CHUNK + 1`` for them (``BAD_LENGTH``) or the
+      CRC byte differs (``BAD_CRC``): an error at that byte;
     - in a cycle without a byte: ``framing_error`` (``FRAMING``), or the ``timeout + 1``-th
       cycle in a row without a byte (``TIMEOUT``): an error in that cycle.
 
@@ -126,6 +131,11 @@ class FrameParser(wiring.Component):
         Payload bytes of an image frame (1 to 65535).
     timeout : int
         Cycles without a byte, in the middle of a frame, that end it.
+    weights : bool
+        Take weights frames (a board with SPRAM weights): their flag byte pulses
+        ``weights_first`` when it starts an upload, their other payload bytes go out on
+        ``o_weights`` as they arrive (before the CRC is checked: a bad frame leaves a hash
+        that cannot match).
 
     Members
     -------
@@ -143,9 +153,15 @@ class FrameParser(wiring.Component):
         Pulses when the buffer holds a complete image whose CRC matched (with its request).
     in_frame : Out(1)
         Past SYNC0: a frame is being received.
+    weights_ready : In(1)
+        Images are taken (the weights are loaded).
+    o_weights : Out(stream.Signature(8, always_ready=True))
+        Weight-image bytes of weights frames.
+    weights_first : Out(1)
+        Pulses at the flag byte of a first chunk.
     """
 
-    def __init__(self, image_size, timeout):
+    def __init__(self, image_size, timeout, *, weights=False):
         self._MustUse__silence = True             # cleared below once the checks pass
         if not 1 <= image_size <= 0xFFFF:
             raise ValueError(f"an image of {image_size} bytes does not fit a frame (LEN is 16 "
@@ -155,7 +171,11 @@ class FrameParser(wiring.Component):
         self._MustUse__silence = False
         self._image_size = image_size
         self._timeout = timeout
+        self._weights = weights
         super().__init__({
+            "weights_ready": In(1, init=1),
+            "o_weights": Out(stream.Signature(8, always_ready=True)),
+            "weights_first": Out(1),
             "i": In(stream.Signature(8, always_ready=True)),
             "framing_error": In(1),
             "hold": In(1),
@@ -181,11 +201,14 @@ class FrameParser(wiring.Component):
         m.submodules.crc = crc = CRC8()
         byte, got = self.i.payload, self.i.valid
         len_lo = Signal(8)             # LEN's low byte, checked with the high byte
+        length = Signal(16)
         count = Signal(16)             # payload bytes received
+        kind = Signal(MessageType)     # TYPE of the frame
         idle = Signal(range(self._timeout + 1))
         fail = Signal()                # this cycle: reject the frame with fail_code
         fail_code = Signal(8)
         m.d.comb += [self.image.addr.eq(count), self.image.data.eq(byte), crc.data.eq(byte),
+                     self.o_weights.payload.eq(byte),
                      self.request.valid.eq(fail | self.done),
                      self.request.payload.error.eq(fail), self.request.payload.code.eq(fail_code)]
 
@@ -221,7 +244,11 @@ class FrameParser(wiring.Component):
             with m.State("TYPE"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    with m.If(byte == MessageType.IMAGE):
+                    m.d.sync += kind.eq(byte)
+                    types = [MessageType.IMAGE, MessageType.STATUS]
+                    if self._weights:
+                        types.append(MessageType.WEIGHTS)
+                    with m.If(Cat(byte == t for t in types).any()):
                         m.next = "LEN0"
                     with m.Else():
                         reject(ErrorCode.BAD_TYPE)
@@ -235,26 +262,41 @@ class FrameParser(wiring.Component):
             with m.State("LEN1"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += count.eq(0)
-                    with m.If(Cat(len_lo, byte) == n_in):
-                        m.next = "PAYLOAD"
-                    with m.Else():
+                    value = Cat(len_lo, byte)
+                    m.d.sync += [count.eq(0), length.eq(value)]
+                    ok = Mux(kind == MessageType.IMAGE, value == n_in,
+                             Mux(kind == MessageType.WEIGHTS,
+                                 (value >= 2) & (value <= WEIGHT_CHUNK + 1), value == 0))
+                    with m.If(~ok):
                         reject(ErrorCode.BAD_LENGTH)
+                    with m.Elif(kind == MessageType.STATUS):
+                        m.next = "CRC"
+                    with m.Else():
+                        m.next = "PAYLOAD"
                 abort_on_fail()
             with m.State("PAYLOAD"):
                 with m.If(got):
-                    m.d.comb += [crc.valid.eq(1), self.image.en.eq(1)]
+                    is_image = kind == MessageType.IMAGE
+                    m.d.comb += [crc.valid.eq(1), self.image.en.eq(is_image),
+                                 self.o_weights.valid.eq(~is_image & (count != 0)),
+                                 self.weights_first.eq(~is_image & (count == 0) & byte[0])]
                     m.d.sync += count.eq(count + 1)
-                    with m.If(count == n_in - 1):          # LEN == n_in (checked in LEN1)
+                    with m.If(count == length - 1):        # LEN checked in LEN1
                         m.next = "CRC"
                 abort_on_fail()
             with m.State("CRC"):
                 with m.If(got):
-                    with m.If(byte == crc.crc):
+                    with m.If(byte != crc.crc):
+                        reject(ErrorCode.BAD_CRC)
+                    with m.Elif(kind != MessageType.IMAGE):
+                        m.d.comb += [self.request.valid.eq(1),
+                                     self.request.payload.status.eq(1)]
+                        m.next = "SYNC0"
+                    with m.Elif(~self.weights_ready):
+                        reject(ErrorCode.NO_WEIGHTS)
+                    with m.Else():
                         m.d.comb += self.done.eq(1)
                         m.next = "SYNC0"
-                    with m.Else():
-                        reject(ErrorCode.BAD_CRC)
                 abort_on_fail()
         m.d.comb += self.in_frame.eq(~fsm.ongoing("SYNC0"))
         return m
@@ -333,8 +375,8 @@ class Responder(wiring.Component):
     The frame is SYNC0 SYNC1 TYPE LEN0 LEN1, then for an error its code, for a result the
     ``output_size`` logits as they come from ``logits`` (passed straight through: the engine
     waits while the transmitter is busy), the class (the index of the first largest logit, as
-    ``numpy.argmax``, kept on the fly) and the four bytes of ``cycles`` (little endian); then
-    the CRC. ``busy`` falls once the CRC byte has left the line (``tx_busy`` low).
+    ``numpy.argmax``, kept on the fly) and the four bytes of ``cycles`` (little endian), for a
+    status the nine bytes of ``status``; then the CRC. ``busy`` falls once the CRC byte has left the line (``tx_busy`` low).
 
     Parameters
     ----------
@@ -349,6 +391,9 @@ class Responder(wiring.Component):
         The engine's output, taken only while a result's logits are being sent.
     cycles : In(32)
         The engine's cycle count, read while its bytes are sent (after the last logit).
+    status : In(72)
+        A status frame's payload (:func:`cnnforge.boards.protocol.encode_status`), byte 0 the
+        lowest, read while its bytes are sent.
     o : Out(stream.Signature(8))
         The frame's bytes, to the UART transmitter.
     tx_busy : In(1)
@@ -373,6 +418,7 @@ class Responder(wiring.Component):
             "request": In(stream.Signature(Request, always_ready=True)),
             "logits": In(stream.Signature(signed(8))),
             "cycles": In(32),
+            "status": In(72),
             "o": Out(stream.Signature(8)),
             "tx_busy": In(1),
             "busy": Out(1),
@@ -395,14 +441,15 @@ class Responder(wiring.Component):
         request = Signal(Request)
         m.d.sync += [pending.eq(self.request.valid), request.eq(self.request.payload)]
         busy = Signal()                # from the request until the answer's last byte
-        kind_error = Signal()
+        kind_error, kind_status = Signal(), Signal()
         code = Signal(8)
         out_idx = Signal(range(max(2, n_out)))
         best = Signal(signed(8))
         best_idx = Signal(8)
         sent = self.o.valid & self.o.ready
         length = Signal(16)
-        m.d.comb += [length.eq(Mux(kind_error, 1, n_out + 5)), crc.data.eq(self.o.payload),
+        m.d.comb += [length.eq(Mux(kind_error, 1, Mux(kind_status, 9, n_out + 5))),
+                     crc.data.eq(self.o.payload),
                      self.busy.eq(busy | pending),
                      self.error.eq(pending & request.error)]
 
@@ -417,7 +464,9 @@ class Responder(wiring.Component):
             with m.State("IDLE"):
                 with m.If(pending):
                     m.d.sync += [busy.eq(1), kind_error.eq(request.error), code.eq(request.code),
-                                 self.computing.eq(~request.error), out_idx.eq(0)]
+                                 kind_status.eq(request.status & ~request.error),
+                                 self.computing.eq(~request.error & ~request.status),
+                                 out_idx.eq(0)]
                     m.d.comb += crc.clear.eq(1)
                     m.next = "SYNC0"
             with m.State("SYNC0"):
@@ -425,14 +474,20 @@ class Responder(wiring.Component):
             with m.State("SYNC1"):
                 send(SYNC[1], "TYPE", checked=False)
             with m.State("TYPE"):
-                send(Mux(kind_error, MessageType.ERROR, MessageType.RESULT), "LEN0")
+                send(Mux(kind_error, MessageType.ERROR,
+                         Mux(kind_status, MessageType.STATUS_REPLY, MessageType.RESULT)), "LEN0")
             with m.State("LEN0"):
                 send(length[:8], "LEN1")
             with m.State("LEN1"):
                 with m.If(kind_error):
                     send(length[8:], "CODE")
+                with m.Elif(kind_status):
+                    send(length[8:], "ST0")
                 with m.Else():
                     send(length[8:], "LOGITS")
+            for k in range(9):
+                with m.State(f"ST{k}"):
+                    send(self.status.word_select(k, 8), f"ST{k + 1}" if k < 8 else "CRC")
             with m.State("CODE"):
                 send(code, "CRC")
             with m.State("LOGITS"):
@@ -457,7 +512,7 @@ class Responder(wiring.Component):
                 # the last byte is on the line: stay busy until it has been sent
                 with m.If(~self.tx_busy):
                     m.d.sync += busy.eq(0)
-                    m.d.comb += self.answered.eq(~kind_error)
+                    m.d.comb += self.answered.eq(~kind_error & ~kind_status)
                     m.next = "IDLE"
         return m
 
@@ -496,7 +551,7 @@ class HostLink(wiring.Component):
         Pulses when a result frame has been sent completely.
     """
 
-    def __init__(self, program, divisor, timeout):
+    def __init__(self, program, divisor, timeout, *, primitives=False):
         self._MustUse__silence = True             # cleared below once the checks pass
         if timeout < 20 * divisor:
             raise ValueError(f"timeout of {timeout} cycles is shorter than two UART bytes "
@@ -506,6 +561,7 @@ class HostLink(wiring.Component):
                              "(LEN is 16 bits)")
         self._MustUse__silence = False
         self._program = program
+        self._primitives = primitives
         self._divisor = divisor
         self._timeout = timeout
         super().__init__({
@@ -532,13 +588,37 @@ class HostLink(wiring.Component):
         """Idle clock cycles that end an incomplete frame."""
         return self._timeout
 
+    def _status(self, m, parser, accel):
+        """The weights' hash and the status payload. SPRAM weights: the parser's weight bytes
+        go to the accelerator and through a CRC-32 (restarted by a first chunk); images are
+        taken once it equals the network's and the accelerator has every word. Weights in the
+        bitstream: the ROM's hash, always ready."""
+        prog = self._program
+        network = weights_hash(weight_image(prog))
+        if prog.config.spram_weights:
+            m.submodules.weights_crc = crc32 = crc.catalog.CRC32_ISO_HDLC(data_width=8).create()
+            m.d.comb += [accel.i_weights.payload.eq(parser.o_weights.payload),
+                         accel.i_weights.valid.eq(parser.o_weights.valid),
+                         accel.weights_restart.eq(parser.weights_first),
+                         crc32.start.eq(parser.weights_first),
+                         crc32.data.eq(parser.o_weights.payload),
+                         crc32.valid.eq(parser.o_weights.valid)]
+            hash_ = crc32.crc
+            ready = Signal()
+            m.d.comb += ready.eq((hash_ == network) & accel.weights_loaded)
+        else:
+            hash_, ready = Const(network, 32), Const(1)
+        m.d.comb += parser.weights_ready.eq(ready)
+        return Cat(hash_, Const(network, 32), ready, Const(int(prog.config.spram_weights), 7))
+
     def elaborate(self, platform):
         m = Module()
         prog = self._program
         m.submodules.uart_rx = urx = UARTRx(self._divisor)
-        m.submodules.parser = parser = FrameParser(prog.image_size, self._timeout)
+        m.submodules.parser = parser = FrameParser(prog.image_size, self._timeout,
+                                                   weights=prog.config.spram_weights)
         m.submodules.image_buffer = image = ImageBuffer(prog.image_size)
-        m.submodules.accel = accel = Accelerator(prog)
+        m.submodules.accel = accel = Accelerator(prog, primitives=self._primitives)
         m.submodules.responder = responder = Responder(prog.output_size)
         m.submodules.uart_tx = utx = UARTTx(self._divisor)
         wiring.connect(m, urx.o, parser.i)
@@ -553,6 +633,7 @@ class HostLink(wiring.Component):
             image.start.eq(parser.done),
             responder.cycles.eq(accel.cycles), responder.tx_busy.eq(utx.busy),
             accel.debug.eq(0), accel.o_debug.ready.eq(1),
+            responder.status.eq(self._status(m, parser, accel)),
             self.busy.eq(responder.busy | parser.in_frame | image.busy),
             self.computing.eq(responder.computing), self.error.eq(responder.error),
             self.answered.eq(responder.answered),

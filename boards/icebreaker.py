@@ -43,7 +43,8 @@ class ICEBreakerTop(Elaboratable):
         m = Module()
         clk12 = platform.request("clk12", 0, dir="-")
         m.submodules.pll = ICE40PLL(clk12.io, self.pll)
-        m.submodules.core = core = self.spec.link_top(self.program, self.pll.f_out)
+        m.submodules.core = core = self.spec.link_top(self.program, self.pll.f_out,
+                                                               primitives=True)
         uart = platform.request("uart", 0)
         m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
         m.d.comb += [platform.request("led_g", 0).o.eq(core.led_idle),

@@ -18,10 +18,26 @@ Messages:
 message            TYPE    payload
 =================  ======  =================================================================
 image (host)       0x01    ``image_size`` int8 values, C, H, W order (quantized input)
+weights (host)     0x02    one flag byte (bit 0: the first chunk, the upload starts again at
+                           weight byte 0), then the next bytes of the weight image
+                           (:func:`cnnforge.hw.compiler.program.weight_image`), 1 to
+                           :data:`WEIGHT_CHUNK`; answered with a status
+status (host)      0x03    empty: asks for the status
 result (board)     0x81    ``output_size`` int8 logits, the class (uint8: first index of the
                            largest logit, as ``numpy.argmax``), engine cycles (uint32, LE)
+status (board)     0x83    the weights' hash (uint32, LE: CRC-32 of the weight bytes received
+                           since the last first chunk; of the weight ROM on a board that holds
+                           its weights in the bitstream), the network's hash (uint32, LE), flags
+                           (bit 0: the hashes match, images are taken; bit 1: the weights are
+                           loaded at run time)
 error (board)      0xEE    one byte: an :class:`ErrorCode`
 =================  ======  =================================================================
+
+A board whose weights are in SPRAM (``AcceleratorConfig.spram_weights``) starts without them:
+it answers an image with ``NO_WEIGHTS`` until the host has sent the whole weight image in
+weights frames, in order (:func:`weight_frames`), and the hash matches the network's. A weights
+frame that fails (bad CRC, timeout) leaves a hash that cannot match: the host sends the image
+again from the first chunk. The hash is CRC-32 (ISO-HDLC, as ``zlib.crc32``).
 
 The board answers every complete frame: an image frame with a result, a frame with a bad CRC,
 an unknown TYPE or a LEN that does not match the type with an error; a frame cut short (the line
@@ -34,6 +50,7 @@ that arrive while the board is busy with a frame are discarded.
 from __future__ import annotations
 
 import enum
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +58,8 @@ import numpy as np
 __all__ = [
     "SYNC", "ImageTooLarge", "MessageType", "ErrorCode", "Result", "LinkError",
     "crc8", "encode_frame", "encode_image", "encode_result", "encode_error", "FrameDecoder",
-    "decode_frame", "parse_result",
+    "decode_frame", "parse_result", "WEIGHT_CHUNK", "Status", "weight_frames",
+    "encode_status_request", "encode_status", "parse_status", "weights_hash",
 ]
 
 SYNC = bytes([0xA5, 0x5A])
@@ -49,9 +67,16 @@ HEADER_SIZE = 5          # SYNC0 SYNC1 TYPE LEN0 LEN1
 MAX_PAYLOAD = 0xFFFF
 
 
+#: Most weight-image bytes in one weights frame (the frame's payload is one more, the flags).
+WEIGHT_CHUNK = 1024
+
+
 class MessageType(enum.IntEnum):
     IMAGE = 0x01
+    WEIGHTS = 0x02
+    STATUS = 0x03
     RESULT = 0x81
+    STATUS_REPLY = 0x83
     ERROR = 0xEE
 
 
@@ -62,6 +87,7 @@ class ErrorCode(enum.IntEnum):
     BAD_LENGTH = 3       #: LEN does not match the TYPE (an image has exactly image_size bytes)
     TIMEOUT = 4          #: the line went idle in the middle of a frame
     FRAMING = 5          #: a UART stop bit was low in the middle of a frame (wrong baud rate?)
+    NO_WEIGHTS = 6       #: an image before the weights were loaded (SPRAM weights)
 
 
 class LinkError(RuntimeError):
@@ -129,6 +155,71 @@ def encode_result(logits, cycles=0):
     payload = (logits.view(np.uint8).tobytes() + bytes([int(np.argmax(logits))])
                + int(cycles).to_bytes(4, "little"))
     return encode_frame(MessageType.RESULT, payload)
+
+
+def weights_hash(image):
+    """The status's hash of a weight image (bytes): CRC-32 (ISO-HDLC)."""
+    return zlib.crc32(bytes(image))
+
+
+def weight_frames(image, chunk=WEIGHT_CHUNK):
+    """The weights frames that upload ``image`` (bytes), first chunk flagged."""
+    image = bytes(image)
+    if not 1 <= chunk <= WEIGHT_CHUNK:
+        raise ValueError(f"chunk of {chunk} bytes: give 1 to {WEIGHT_CHUNK}")
+    return [encode_frame(MessageType.WEIGHTS, bytes([int(start == 0)]) + image[start:start + chunk])
+            for start in range(0, len(image), chunk)]
+
+
+def encode_status_request():
+    """The host's status frame (empty)."""
+    return encode_frame(MessageType.STATUS)
+
+
+@dataclass(frozen=True)
+class Status:
+    """The board's status: ``weights`` and ``network`` hashes (uint32), ``ready`` (they match:
+    images are taken), ``runtime_weights`` (the weights are loaded at run time)."""
+
+    weights: int
+    network: int
+    ready: bool
+    runtime_weights: bool
+
+
+def encode_status(weights, network, runtime_weights):
+    """The board's status frame (what the gateware sends; for emulators)."""
+    flags = int(weights == network) | int(runtime_weights) << 1
+    return encode_frame(MessageType.STATUS_REPLY, int(weights).to_bytes(4, "little")
+                        + int(network).to_bytes(4, "little") + bytes([flags]))
+
+
+def parse_status(type_, payload):
+    """The :class:`Status` in a decoded answer.
+
+    Raises
+    ------
+    LinkError
+        On an error frame or a malformed answer.
+    """
+    _check_error(type_, payload)
+    if type_ != MessageType.STATUS_REPLY or len(payload) != 9:
+        raise LinkError(f"expected a status (0x83, 9 bytes), got type 0x{type_:02x} with "
+                        f"{len(payload)} bytes")
+    return Status(weights=int.from_bytes(payload[:4], "little"),
+                  network=int.from_bytes(payload[4:8], "little"), ready=bool(payload[8] & 1),
+                  runtime_weights=bool(payload[8] & 2))
+
+
+def _check_error(type_, payload):
+    """Raise :class:`LinkError` naming the :class:`ErrorCode` of an error frame."""
+    if type_ == MessageType.ERROR:
+        code = payload[0] if payload else 0
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = f"unknown error {code}"
+        raise LinkError(f"the board rejected the frame: {name}")
 
 
 def encode_error(code):
@@ -213,13 +304,7 @@ def parse_result(type_, payload, output_size):
     LinkError
         On an error frame (naming the :class:`ErrorCode`) or a malformed answer.
     """
-    if type_ == MessageType.ERROR:
-        code = payload[0] if payload else 0
-        try:
-            name = ErrorCode(code).name
-        except ValueError:
-            name = f"unknown error {code}"
-        raise LinkError(f"the board rejected the frame: {name}")
+    _check_error(type_, payload)
     if type_ != MessageType.RESULT:
         raise LinkError(f"unexpected answer type 0x{type_:02x}")
     if len(payload) != output_size + 5:

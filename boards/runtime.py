@@ -6,7 +6,8 @@
         result = board.infer(image_int8)        # -> protocol.Result(logits, cls, cycles)
 
 The frames are :mod:`cnnforge.boards.protocol`'s, the same code the simulation test of the board
-top uses. After an error frame or a timeout the link drains what is left on the line, so the
+top uses. A board with its weights in SPRAM gets them with :meth:`BoardLink.ensure_weights`
+(once per power-up: it compares the board's hash with the network's). After an error frame or a timeout the link drains what is left on the line, so the
 next request starts clean; :meth:`BoardLink.infer` retries such a failure ``retries`` times.
 """
 
@@ -16,7 +17,9 @@ import time
 
 import numpy as np
 
-from cnnforge.boards.protocol import FrameDecoder, LinkError, MessageType, encode_image, parse_result
+from cnnforge.boards.protocol import (FrameDecoder, LinkError, MessageType, encode_image,
+                                     encode_status_request, parse_result, parse_status,
+                                     weight_frames, weights_hash)
 
 __all__ = ["BoardLink"]
 
@@ -115,6 +118,55 @@ class BoardLink:
                     raise
                 self._drain()
         raise error
+
+    def status(self):
+        """The board's :class:`~cnnforge.boards.protocol.Status` (its weights' hash)."""
+        return parse_status(*self.request(encode_status_request()))
+
+    def ensure_weights(self, image, attempts=3, progress=None):
+        """Make the board hold the weight image ``image`` (bytes,
+        :func:`~cnnforge.hw.compiler.program.weight_image`): upload it in weights frames when
+        the board's hash differs and its weights are loaded at run time.
+
+        Parameters
+        ----------
+        progress : callable, optional
+            Called with (bytes sent, total) after each chunk.
+
+        Returns
+        -------
+        bool
+            Whether the weights were uploaded.
+
+        Raises
+        ------
+        LinkError
+            The board holds other weights in its bitstream (built for another network), or the
+            upload failed ``attempts`` times.
+        """
+        status = self.status()
+        if status.network != weights_hash(image):
+            raise LinkError(f"the board expects weights of hash {status.network:08x}, this "
+                            f"network's are {weights_hash(image):08x}: is the board built "
+                            "for another network?")
+        if status.ready:
+            return False
+        frames = weight_frames(image)
+        for _ in range(attempts):
+            sent = 0
+            try:
+                for frame in frames:
+                    status = parse_status(*self.request(frame))
+                    sent += len(frame) - 7            # sync, TYPE, LEN, flags, CRC
+                    if progress:
+                        progress(sent, len(image))
+            except LinkError:
+                self._drain()
+                continue
+            if status.ready:
+                return True
+        raise LinkError(f"weight upload failed {attempts} times (board hash "
+                        f"{status.weights:08x}, expected {status.network:08x})")
 
     @staticmethod
     def is_error(type_):

@@ -56,6 +56,9 @@ class LinkTop(wiring.Component):
         Idle time that ends an incomplete frame.
     blink_ms : float
         How long the error and result LEDs stay lit after an event.
+    primitives : bool
+        The FPGA's memory blocks instantiated (synthesis) rather than modelled (simulation);
+        see :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
 
     Members
     -------
@@ -71,12 +74,14 @@ class LinkTop(wiring.Component):
         A result was sent recently.
     """
 
-    def __init__(self, program, clk_freq, baud, *, timeout_ms=20.0, blink_ms=200.0):
+    def __init__(self, program, clk_freq, baud, *, timeout_ms=20.0, blink_ms=200.0,
+                 primitives=False):
         self._clk_freq = float(clk_freq)
         self._baud = int(baud)
         self._divisor = uart_divisor(clk_freq, baud)
         self._link = HostLink(program, self._divisor,
-                              timeout=max(20 * self._divisor, int(clk_freq * timeout_ms / 1e3)))
+                              timeout=max(20 * self._divisor, int(clk_freq * timeout_ms / 1e3)),
+                              primitives=primitives)
         # LED prescaler: a power of two of cycles close to blink_ms / 7
         self._tick_bits = max(1, round(math.log2(max(2.0, clk_freq * blink_ms / 1e3 / 7))))
         super().__init__({
@@ -168,6 +173,7 @@ class BoardSpec:
                                  algorithm=self.algorithm,
                                  lutram_buffers=DEVICES[self.device].lutram_buffers)
 
-    def link_top(self, program, clk_freq=None):
+    def link_top(self, program, clk_freq=None, *, primitives=False):
         """The board core for ``program`` at this board's clock and baud rate."""
-        return LinkTop(program, clk_freq or self.core_mhz * 1e6, self.baud)
+        return LinkTop(program, clk_freq or self.core_mhz * 1e6, self.baud,
+                       primitives=primitives)

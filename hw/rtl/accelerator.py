@@ -99,6 +99,8 @@ class Accelerator(wiring.Component):
         Only with ``config.spram_weights``: the weight image
         (:func:`~cnnforge.hw.compiler.program.weight_image`), taken while no image is in
         flight; it must be sent before the first image (SPRAM starts undefined).
+    weights_restart : In(1)
+        Only with ``config.spram_weights``: the next ``i_weights`` byte is the image's first.
     weights_loaded : Out(1)
         Only with ``config.spram_weights``: the whole weight image has been written (low again
         from the first byte of the next one).
@@ -118,7 +120,8 @@ class Accelerator(wiring.Component):
             "cycles": Out(32),
         }
         if program.config.spram_weights:
-            members.update({"i_weights": In(stream.Signature(8)), "weights_loaded": Out(1)})
+            members.update({"i_weights": In(stream.Signature(8)), "weights_restart": In(1),
+                            "weights_loaded": Out(1)})
         super().__init__(members)
 
     def descriptor_layout(self):
@@ -274,6 +277,7 @@ class Accelerator(wiring.Component):
         word = Cat(loader.wr_data.word_select(lane, 8 * lane_bytes)[:prog.w_width]
                    for lane in range(cfg.lanes))
         m.d.comb += [loader.enable.eq(seq.idle), self.weights_loaded.eq(loader.loaded),
+                     loader.restart.eq(self.weights_restart),
                      ram.addr.eq(Mux(loader.wr_en, loader.wr_addr, port.addr)),
                      ram.wr_data.eq(word), ram.wr_en.eq(loader.wr_en.replicate(ram.nbytes))]
         return port

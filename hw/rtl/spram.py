@@ -155,12 +155,13 @@ class WeightLoader(wiring.Component):
     (:func:`~cnnforge.hw.compiler.program.weight_image`).
 
     Bytes are taken while ``enable`` is high (the engine idle); after the last word ``loaded``
-    rises and the next byte starts a new image at word 0 (``loaded`` falls).
+    rises and the next byte starts a new image at word 0 (``loaded`` falls). ``restart``
+    starts a new image at once (a byte in the same cycle is dropped).
 
     Members
     -------
     i_weights : In(stream.Signature(8))
-    enable : In(1)
+    enable, restart : In(1)
     wr_addr : Out(range(words))
     wr_data : Out(lanes · lane_bytes · 8)
     wr_en : Out(1)
@@ -171,7 +172,7 @@ class WeightLoader(wiring.Component):
     def __init__(self, words, lanes, lane_bytes):
         self.words, self.word_bytes = words, lanes * lane_bytes
         super().__init__({
-            "i_weights": In(stream.Signature(8)), "enable": In(1),
+            "i_weights": In(stream.Signature(8)), "enable": In(1), "restart": In(1),
             "wr_addr": Out(range(max(2, words))), "wr_data": Out(8 * self.word_bytes),
             "wr_en": Out(1), "loaded": Out(1),
         })
@@ -192,4 +193,7 @@ class WeightLoader(wiring.Component):
                 m.d.sync += [byte.eq(0), self.wr_addr.eq(self.wr_addr + 1)]
                 with m.If(self.wr_addr == self.words - 1):
                     m.d.sync += [self.wr_addr.eq(0), self.loaded.eq(1)]
+        with m.If(self.restart):
+            m.d.comb += self.wr_en.eq(0)
+            m.d.sync += [byte.eq(0), self.wr_addr.eq(0), self.loaded.eq(0)]
         return m

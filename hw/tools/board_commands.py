@@ -25,7 +25,7 @@ from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import fit_memories
-from cnnforge.hw.compiler.program import AcceleratorConfig
+from cnnforge.hw.compiler.program import AcceleratorConfig, weight_image
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
                                       atomic_write, load_calibrated, preflight, read_inputs)
@@ -170,14 +170,29 @@ def cmd_flash(args):
         raise UserError(str(exc)) from None
 
 
+def _board_program(args):
+    """The program ``cnnforge build --board`` makes of ``args.net`` (its weight image)."""
+    try:
+        spec, _, _ = board(args.board)
+    except BoardError as exc:
+        raise UserError(str(exc)) from None
+    program, _ = _program(args.net, DEVICES[spec.device], spec.rows, spec.cols,
+                          spec.input_buffer_bytes, spec.algorithm, args.calibration, force=True)
+    return program
+
+
 def cmd_infer(args):
     network = load_calibrated(args.net, args.calibration)
     qnet = quantize(network)
     images = qnet.model_input(read_inputs(args.image, qnet))
     output_shape = tuple(qnet.ops[-1].output_shape)
     output_size = int(np.prod(output_shape))
+    image = weight_image(_board_program(args))
     try:
         with BoardLink(args.port, output_size, baud=args.baud, timeout=args.timeout) as link:
+            if link.ensure_weights(image, progress=lambda sent, total: print(
+                    f"\ruploading weights: {sent:,} of {total:,} bytes", end="", flush=True)):
+                print()
             for index, image in enumerate(images):
                 result = link.infer(image)
                 logits = " ".join(str(int(v)) for v in result.logits)
@@ -259,6 +274,9 @@ def add_subcommands(sub):
     p.add_argument("--port", required=True, help="serial port of the board (/dev/ttyUSB1)")
     p.add_argument("--net", default=DIGITS_NET,
                    help="the network the board was built for (default: the digits example)")
+    p.add_argument("--board", choices=boards, default="icebreaker",
+                   help="the board it was built for (default icebreaker): its design gives "
+                   "the weight image, uploaded when the board's weights (SPRAM) differ")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for an answer")
     add_calibration_option(p)

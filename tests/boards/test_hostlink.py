@@ -89,14 +89,16 @@ def test_crc8_holds_and_clears():
 
 @dataclass
 class ParseTrace:
-    """What a FrameParser did: ``requests`` as ``(cycle, code)`` (code None: a result), the
-    cycles of the ``done`` pulses, ``images`` the buffer's first ``image_size`` bytes at each
-    ``done``, ``in_frame`` per cycle."""
+    """What a FrameParser did: ``requests`` as ``(cycle, code)`` (code None: a result,
+    ``"status"``: a status), the cycles of the ``done`` pulses, ``images`` the buffer's first
+    ``image_size`` bytes at each ``done``, ``in_frame`` per cycle, ``weights`` the bytes on
+    ``o_weights`` with ``"first"`` where ``weights_first`` pulsed."""
 
     requests: list = field(default_factory=list)
     done: list = field(default_factory=list)
     images: list = field(default_factory=list)
     in_frame: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
 
 
 def line(data, gap=0):
@@ -108,10 +110,11 @@ def line(data, gap=0):
     return out
 
 
-def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=()):
+def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=(), weights=False,
+              weights_ready=True):
     """Run a FrameParser over ``cycles`` (one entry per clock: a byte, None for no byte, or
     :data:`FRAMING`), with ``hold`` high in the cycles listed; record what it did."""
-    dut = FrameParser(image_size, timeout)
+    dut = FrameParser(image_size, timeout, weights=weights)
     trace = ParseTrace()
     buffer = {}
     hold = set(hold)
@@ -123,13 +126,20 @@ def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=()):
             ctx.set(dut.i.payload, byte or 0)
             ctx.set(dut.framing_error, item is FRAMING)
             ctx.set(dut.hold, t in hold)
+            ctx.set(dut.weights_ready, weights_ready)
             trace.in_frame.append(ctx.get(dut.in_frame))
+            if ctx.get(dut.weights_first):
+                trace.weights.append("first")
+            if ctx.get(dut.o_weights.valid):
+                trace.weights.append(ctx.get(dut.o_weights.payload))
             if ctx.get(dut.image.en):
                 buffer[ctx.get(dut.image.addr)] = ctx.get(dut.image.data)
             if ctx.get(dut.request.valid):
                 error = ctx.get(dut.request.payload.error)
                 code = ctx.get(dut.request.payload.code)
-                trace.requests.append((t, ErrorCode(code) if error else None))
+                status = ctx.get(dut.request.payload.status)
+                trace.requests.append((t, ErrorCode(code) if error else
+                                       "status" if status else None))
                 assert error or code == 0
             if ctx.get(dut.done):
                 trace.done.append(t)
@@ -141,7 +151,15 @@ def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=()):
     return trace
 
 
-def ref_parse(data, image_size):
+def _length_ok(type_, length, image_size):
+    if type_ == MessageType.IMAGE:
+        return length == image_size
+    if type_ == MessageType.WEIGHTS:
+        return 2 <= length <= protocol.WEIGHT_CHUNK + 1
+    return length == 0
+
+
+def ref_parse(data, image_size, weights=False, weights_ready=True):
     """Reference from the protocol's rules, for a stream of bytes with no idle time: the answers
     the board owes, as ``(index of the deciding byte, code or None, payload of a result)``."""
     data = bytes(data)
@@ -161,32 +179,39 @@ def ref_parse(data, image_size):
         body = k + 1                                    # TYPE
         if body >= len(data):
             break                                       # undecided at the end of the stream
-        if data[body] != MessageType.IMAGE:
+        type_ = data[body]
+        if type_ not in (MessageType.IMAGE, MessageType.STATUS) + (
+                (MessageType.WEIGHTS,) if weights else ()):
             out.append((body, ErrorCode.BAD_TYPE, None))
             k = body + 1
             continue
         if body + 2 >= len(data):
             break
-        if data[body + 1] | data[body + 2] << 8 != image_size:
+        length = data[body + 1] | data[body + 2] << 8
+        if not _length_ok(type_, length, image_size):
             out.append((body + 2, ErrorCode.BAD_LENGTH, None))
             k = body + 3
             continue
-        end = body + 3 + image_size                     # the CRC byte
+        end = body + 3 + length                         # the CRC byte
         if end >= len(data):
             break
         payload = data[body + 3:end]
-        if protocol.crc8(data[body:end]) == data[end]:
-            out.append((end, None, payload))
-        else:
+        if protocol.crc8(data[body:end]) != data[end]:
             out.append((end, ErrorCode.BAD_CRC, None))
+        elif type_ != MessageType.IMAGE:
+            out.append((end, "status", payload))
+        elif not weights_ready:
+            out.append((end, ErrorCode.NO_WEIGHTS, None))
+        else:
+            out.append((end, None, payload))
         k = end + 1
     return out
 
 
-def check_parse(data, image_size, gap=0):
+def check_parse(data, image_size, gap=0, **options):
     """The parser against :func:`ref_parse` (byte by byte, ``gap`` idle cycles apart)."""
-    trace = rtl_parse(line(data, gap) + [None] * 3, image_size, timeout=1000)
-    expected = ref_parse(data, image_size)
+    trace = rtl_parse(line(data, gap) + [None] * 3, image_size, timeout=1000, **options)
+    expected = ref_parse(data, image_size, **options)
     assert trace.requests == [(k * (gap + 1), code) for k, code, _ in expected]
     assert trace.images == [payload for _, code, payload in expected if code is None]
     return trace
@@ -292,8 +317,14 @@ def byte_streams(draw):
     pieces = []
     for _ in range(draw(st.integers(1, 6))):
         payload = draw(st.binary(min_size=size, max_size=size))
-        kind = draw(st.sampled_from(["good", "flip", "type", "length", "noise", "cut"]))
+        kind = draw(st.sampled_from(["good", "flip", "type", "length", "noise", "cut",
+                                     "status", "weights"]))
         frame = bytearray(image_frame(payload))
+        if kind == "status":
+            frame = bytearray(protocol.encode_status_request())
+        elif kind == "weights":
+            frame = bytearray(protocol.encode_frame(MessageType.WEIGHTS,
+                                                    draw(st.binary(max_size=4))))
         if kind == "flip":
             index = draw(st.integers(2, len(frame) - 1))
             frame[index] ^= 1 << draw(st.integers(0, 7))
@@ -310,10 +341,26 @@ def byte_streams(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(byte_streams(), st.sampled_from([0, 2]))
-def test_parser_random_streams(stream, gap):
+@given(byte_streams(), st.sampled_from([0, 2]), st.booleans(), st.booleans())
+def test_parser_random_streams(stream, gap, weights, weights_ready):
+    """Any stream of frames, good and bad, images, status and weights frames (taken only by a
+    parser with ``weights``), the weights loaded or not."""
     data, size = stream
-    check_parse(data, size, gap)
+    check_parse(data, size, gap, weights=weights, weights_ready=weights_ready)
+
+
+def test_parser_weights_frames():
+    """A weights frame's flag byte pulses ``weights_first`` (bit 0 set) and its other bytes go
+    out on ``o_weights`` as they arrive; the frame is answered with a status. An image while
+    the weights are not ready is refused with ``NO_WEIGHTS``."""
+    image = bytes(range(7))
+    frames = protocol.weight_frames(image, chunk=4)
+    data = b"".join(frames) + protocol.encode_status_request() + image_frame()
+    trace = check_parse(data, len(IMAGE), weights=True, weights_ready=False)
+    assert trace.weights == ["first", 0, 1, 2, 3, 4, 5, 6]
+    assert [code for _, code in trace.requests] == ["status"] * 3 + [ErrorCode.NO_WEIGHTS]
+    without = check_parse(frames[0], len(IMAGE))
+    assert without.requests[0][1] == ErrorCode.BAD_TYPE and without.weights == []
 
 
 def test_parser_checks_parameters():
@@ -412,7 +459,7 @@ class RespondTrace:
     last_logit: int
 
 
-def rtl_respond(code=None, logits=(), cycles=0, *, divisor=1, logit_seed=None):
+def rtl_respond(code=None, logits=(), cycles=0, *, divisor=1, logit_seed=None, status=None):
     """Ask a Responder for an error frame (``code``) or a result frame (``code`` None) whose
     ``logits`` come from a source that is valid at random (``logit_seed``) or always; the bytes go
     through a UARTTx with ``divisor``."""
@@ -421,14 +468,16 @@ def rtl_respond(code=None, logits=(), cycles=0, *, divisor=1, logit_seed=None):
     m.submodules.dut = dut
     m.submodules.utx = utx = UARTTx(divisor)
     m.d.comb += [utx.i.payload.eq(dut.o.payload), utx.i.valid.eq(dut.o.valid),
-                 dut.o.ready.eq(utx.i.ready), dut.tx_busy.eq(utx.busy), dut.cycles.eq(cycles)]
+                 dut.o.ready.eq(utx.i.ready), dut.tx_busy.eq(utx.busy), dut.cycles.eq(cycles),
+                 dut.status.eq(int.from_bytes(status or bytes(9), "little"))]
     rng = random.Random(logit_seed)
     sent, marks = [], {"error": [], "answered": [], "busy": [], "computing": []}
     first, taken = [], []
 
     async def bench(ctx):
         ctx.set(dut.request.valid, 1)
-        ctx.set(dut.request.payload, {"error": code is not None, "code": int(code or 0)})
+        ctx.set(dut.request.payload, {"error": code is not None, "code": int(code or 0),
+                                      "status": status is not None})
         await ctx.tick()
         ctx.set(dut.request.valid, 0)
         ctx.set(dut.request.payload, {"error": 0, "code": 0})
@@ -453,6 +502,19 @@ def rtl_respond(code=None, logits=(), cycles=0, *, divisor=1, logit_seed=None):
     _run(m, bench)
     assert len(taken) == len(logits)
     return RespondTrace(bytes(sent), first[0], last_logit=(taken or [None])[-1], **marks)
+
+
+@pytest.mark.parametrize("weights, network, runtime", [(0x12345678, 0x12345678, True),
+                                                       (0, 0xCBF43926, True), (7, 7, False)])
+def test_responder_status_frame(weights, network, runtime):
+    """A status request is answered with the status frame of ``status``'s nine bytes; it is
+    neither an error nor a result."""
+    frame = protocol.encode_status(weights, network, runtime)
+    trace = rtl_respond(status=frame[5:14], divisor=2)
+    assert trace.data == frame
+    assert protocol.parse_status(*protocol.decode_frame(trace.data)) == protocol.Status(
+        weights, network, weights == network, runtime)
+    assert not trace.error and not trace.answered and not trace.computing
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))

@@ -78,19 +78,38 @@ def test_error_frames_raise():
 class EmulatedBoard:
     """A board in software: parses frames like the gateware, answers with golden logits."""
 
-    def __init__(self, qnet, input_shape):
+    def __init__(self, qnet, input_shape, weights=b"", runtime=False):
         from cnnforge.sim.golden import run_quantized
         self.qnet, self.input_shape = qnet, tuple(input_shape)
         self.image_size = int(np.prod(input_shape))
         self.run = run_quantized
         self.decoder = FrameDecoder()
         self.corrupt_next = 0
+        self.network = protocol.weights_hash(weights)
+        self.runtime = runtime
+        self.loaded = b"" if runtime else bytes(weights)
+
+    def status(self):
+        return protocol.encode_status(protocol.weights_hash(self.loaded), self.network,
+                                      self.runtime)
 
     def answer(self, data):
         out = b""
         for type_, payload in self.decoder.feed(data):
-            if type_ != MessageType.IMAGE:
+            if type_ == MessageType.STATUS:
+                out += self.status()
+            elif type_ == MessageType.WEIGHTS and self.runtime:
+                if self.corrupt_next:
+                    self.corrupt_next -= 1
+                    self.loaded += b"?"               # a byte the gateware took, CRC bad
+                    out += protocol.encode_error(ErrorCode.BAD_CRC)
+                    continue
+                self.loaded = (b"" if payload[0] & 1 else self.loaded) + payload[1:]
+                out += self.status()
+            elif type_ != MessageType.IMAGE:
                 out += protocol.encode_error(ErrorCode.BAD_TYPE)
+            elif protocol.weights_hash(self.loaded) != self.network:
+                out += protocol.encode_error(ErrorCode.NO_WEIGHTS)
             elif len(payload) != self.image_size:
                 out += protocol.encode_error(ErrorCode.BAD_LENGTH)
             elif self.corrupt_next:
@@ -147,13 +166,44 @@ def test_runtime_infers_and_retries(digits):
         link.infer(images[0])
 
 
+def test_runtime_uploads_weights(digits):
+    """A board with SPRAM weights: images are refused until the weights are uploaded; a failed
+    chunk makes the host send the image again from the first chunk; a board built for other
+    weights is named in one line."""
+    network, qnet = digits
+    image = bytes(range(256)) * 9 + b"tail"
+    board = EmulatedBoard(qnet, network.input_shape, image, runtime=True)
+    link = BoardLink(LoopSerial(board), 10, timeout=0.5, retries=0)
+    x, _ = network.test_data()
+    with pytest.raises(LinkError, match="NO_WEIGHTS"):
+        link.infer(qnet.quantize_input(x[:1])[0])
+    assert not link.status().ready
+    board.corrupt_next = 1
+    seen = []
+    assert link.ensure_weights(image, progress=lambda sent, total: seen.append(sent))
+    assert board.loaded == image and link.status().ready
+    assert seen == [1024, 2048, len(image)]      # the first chunk failed, then all three
+    assert not link.ensure_weights(image)                      # already there
+    link.infer(qnet.quantize_input(x[:1])[0])
+    with pytest.raises(LinkError, match="built for another network"):
+        link.ensure_weights(image + b"x")
+    rom = EmulatedBoard(qnet, network.input_shape, image)
+    assert not BoardLink(LoopSerial(rom), 10, timeout=0.5).ensure_weights(image)
+    with pytest.raises(LinkError, match="^weight upload failed 3 times"):
+        board.loaded, board.corrupt_next = b"", 3
+        link.ensure_weights(image)
+
+
 def test_cnnforge_infer_over_a_pty(digits, tmp_path):
     """``cnnforge infer --port`` through pyserial on a pseudo-terminal served by the emulator."""
     from cnnforge.sim.golden import run_quantized
     network, qnet = digits
     x, _ = network.test_data()
     np.save(tmp_path / "image.npy", x[0])
-    board = EmulatedBoard(qnet, network.input_shape)
+    from cnnforge.boards.icebreaker import SPEC
+    from cnnforge.hw.compiler.program import compile_network, weight_image
+    rom = weight_image(compile_network(qnet, SPEC.config()))   # the weights the board holds
+    board = EmulatedBoard(qnet, network.input_shape, rom)
     master, slave = pty.openpty()
     import tty
     tty.setraw(slave)
