@@ -11,6 +11,7 @@ This module holds both halves: the cocotb tests (``tb_*``, run inside the simula
 imports it as ``tests.boards.test_top``) and the pytest tests that build and run them.
 """
 
+import dataclasses
 import time
 
 import cocotb
@@ -191,6 +192,55 @@ async def tb_reset_mid_inference(dut):
                      "cycles": result.cycles})
 
 
+@cocotb.test()
+async def tb_weights(dut):
+    """A board with SPRAM weights: an image before the weights is refused (NO_WEIGHTS); the
+    weights uploaded in chunks, each answered with a status, the last one ready; images
+    answered; a corrupted chunk (BAD_CRC) leaves the board not ready and refusing images until
+    the whole image is sent again."""
+    stim = sr.load_stimulus()
+    await start(dut, float(stim["clk_freq"]))
+    host = UARTHost(dut, int(stim["baud"]))
+    weights = bytes(np.asarray(stim["weights"], np.uint8))
+    frames = protocol.weight_frames(weights, chunk=int(stim["chunk"]))
+    images = [np.asarray(image, np.int8) for image in stim["images"]]
+    out = {"statuses": [], "errors": [], "logits": []}
+
+    async def ask(frame):
+        await host.send(frame)
+        type_, payload = await host.answer()
+        if type_ == protocol.MessageType.ERROR:
+            out["errors"].append(int(payload[0]))
+            return None
+        return type_, payload
+
+    async def status(frame=protocol.encode_status_request()):
+        answer = await ask(frame)
+        if answer is not None:
+            st = protocol.parse_status(*answer)
+            out["statuses"].append([st.weights, st.network, st.ready, st.runtime_weights])
+
+    async def upload():
+        for frame in frames:
+            await status(frame)
+
+    await ask(protocol.encode_image(images[0]))                   # NO_WEIGHTS
+    await status()
+    await upload()
+    for image in images:
+        out["logits"].append(protocol.parse_result(*await ask(protocol.encode_image(image)),
+                                                   int(stim["output_size"])).logits.tolist())
+    bad = bytearray(frames[0])
+    bad[-1] ^= 0xFF                                               # the CRC byte
+    await status(bytes(bad))                                      # BAD_CRC
+    await status()                                                # not ready
+    await ask(protocol.encode_image(images[0]))                   # NO_WEIGHTS
+    await upload()
+    out["logits"].append(protocol.parse_result(*await ask(protocol.encode_image(images[0])),
+                                               int(stim["output_size"])).logits.tolist())
+    sr.save_results(out)
+
+
 # ------------------------------------------------------------------------------------------------
 # pytest side
 
@@ -287,3 +337,43 @@ def test_reset_mid_inference(top_build):
     assert got["logits"] == golden[1].tolist(), "logits differ from the golden model"
     assert got["cls"] == int(golden[1].argmax())
     assert got["cycles"] == per_image
+
+
+@pytest.mark.slow
+def test_weights_over_uart():
+    """The iCEBreaker top of a network whose feature maps and weights are in SPRAM (the weights
+    loaded over the UART): refusals, statuses with the CRC-32 hashes and golden logits, as
+    :func:`tb_weights` says."""
+    from cnnforge.boards.icebreaker import SPEC
+    from cnnforge.hw.compiler.program import compile_network, weight_image
+    from cnnforge.hw.frontend.quantize import quantize
+    from cnnforge.sim.golden import run_quantized
+    from tests.helpers import conv_net, random_images
+    qnet = quantize(conv_net(seed=5, stride=2))
+    config = dataclasses.replace(SPEC.config(), spram_feature_maps=True, spram_weights=True)
+    program = compile_network(qnet, config)
+    top = SPEC.link_top(program)
+    build_dir = sr.build_root() / "sim" / "icebreaker_spram_top"
+    src = sr.write_verilog(top, build_dir / f"{TOPLEVEL}.v", name=TOPLEVEL)
+    runner = sr.build([src], TOPLEVEL, build_dir / "sim_build")
+    images = random_images(qnet, 2, 6)
+    weights = weight_image(program)
+    ex = sr.Exchange.create(build_dir, "weights", {**_stimulus(top, program, images),
+                                                   "weights": np.frombuffer(weights, np.uint8),
+                                                   "chunk": 40})
+    sr.run(runner, TOPLEVEL, __name__, testcase="tb_weights", extra_env=ex.env())
+    got = ex.read_results()
+    network = protocol.weights_hash(weights)
+    chunks = -(-len(weights) // 40)
+    assert chunks >= 3
+    no_weights, bad_crc = int(protocol.ErrorCode.NO_WEIGHTS), int(protocol.ErrorCode.BAD_CRC)
+    assert got["errors"] == [no_weights, bad_crc, no_weights]
+    statuses = got["statuses"]
+    assert len(statuses) == 1 + chunks + 1 + chunks
+    assert all(s[1] == network and s[3] for s in statuses)
+    ready = [s[2] for s in statuses]
+    assert ready == [False] + [False] * (chunks - 1) + [True] + [False] + [False] * (chunks - 1) \
+        + [True]
+    assert statuses[chunks][0] == network
+    golden = run_quantized(qnet, images)[-1].reshape(len(images), -1)
+    assert got["logits"] == golden.tolist() + golden[:1].tolist()
