@@ -618,7 +618,9 @@ class HostLink(wiring.Component):
         m.submodules.parser = parser = FrameParser(prog.image_size, self._timeout,
                                                    weights=prog.config.spram_weights)
         m.submodules.image_buffer = image = ImageBuffer(prog.image_size)
-        m.submodules.accel = accel = Accelerator(prog, primitives=self._primitives)
+        # no debug records on a board: no performance counters
+        m.submodules.accel = accel = Accelerator(prog, primitives=self._primitives,
+                                                 perf_counters=False)
         m.submodules.responder = responder = Responder(prog.output_size)
         m.submodules.uart_tx = utx = UARTTx(self._divisor)
         wiring.connect(m, urx.o, parser.i)

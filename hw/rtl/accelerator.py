@@ -107,11 +107,15 @@ class Accelerator(wiring.Component):
 
     ``primitives``: instantiate the FPGA's memory blocks where a model would otherwise stand
     (``SB_SPRAM256KA`` for SPRAM; synthesis) instead of their behavioral models (simulation).
+    ``perf_counters``: build the per-layer :data:`COUNTERS` of the debug records (off: the
+    records carry zeros; a board core, which never asks for them, saves their 256 flip-flops
+    and adders).
     """
 
-    def __init__(self, program: Program, *, primitives=False):
+    def __init__(self, program: Program, *, primitives=False, perf_counters=True):
         self.program = program
         self.primitives = primitives
+        self.perf_counters = perf_counters
         members = {
             "i_image": In(stream.Signature(signed(8))),
             "o_logits": Out(stream.Signature(signed(8))),
@@ -235,7 +239,8 @@ class Accelerator(wiring.Component):
             m.d.comb += unit.start.eq(seq.run)
         ppu_events = self._ppu_input(m, ppu, d, drain, psum if prog.stationary else None,
                                      wc if wino else None, add)
-        self._counters(m, seq, units + ([wt] if wino else []), ppu_events)
+        if self.perf_counters:
+            self._counters(m, seq, units + ([wt] if wino else []), ppu_events)
         m.d.comb += seq.busy.eq(busy)
         return m
 
