@@ -21,12 +21,17 @@ from cnnforge.boards.synth import SynthError, analyze, check_yosys_log, pnr_summ
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.program import ConfigError, compile_network
+from cnnforge.hw.compiler.memory import fit_memories
+from cnnforge.hw.compiler.program import ConfigError, weight_image
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.frontend.quantize import quantize
 
-__all__ = ["BoardError", "BuildResult", "build_board", "summary_line", "board_main"]
+__all__ = ["BoardError", "BuildResult", "build_board", "summary_line", "board_main",
+           "WEIGHTS_FILE"]
+
+#: The weight image a build of a design with SPRAM weights writes beside the bitstream.
+WEIGHTS_FILE = "weights.bin"
 
 
 class BoardError(RuntimeError):
@@ -40,6 +45,10 @@ class BuildResult:
     Members
     -------
     bitstream : Path
+    weights : Path or None
+        The weight image (``weights.bin`` beside the bitstream) of a design with SPRAM weights,
+        for ``cnnforge flash`` to write into the board's SPI flash and ``cnnforge infer`` to
+        upload; None when the weights are in the bitstream.
     board : str
     array : list
         PE array rows, cols.
@@ -53,6 +62,7 @@ class BuildResult:
     """
 
     bitstream: Path
+    weights: Path | None
     board: str
     array: list
     core_mhz: float
@@ -60,7 +70,9 @@ class BuildResult:
     seconds: float
 
     def to_json(self):
-        return {"bitstream": str(self.bitstream), "board": self.board, "array": self.array,
+        return {"bitstream": str(self.bitstream),
+                "weights": str(self.weights) if self.weights else None,
+                "board": self.board, "array": self.array,
                 "core_mhz": self.core_mhz, **self.summary, "seconds": round(self.seconds, 1)}
 
 
@@ -120,6 +132,7 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
         raise BoardError(str(exc)) from None
     say(f"{spec.name}: yosys, nextpnr and the packer in {out_dir}")
     (out_dir / "top.report.json").unlink(missing_ok=True)
+    (out_dir / WEIGHTS_FILE).unlink(missing_ok=True)      # never one of another build
     plan = plat.prepare(top, name="top", **overrides)
     plan.extract(out_dir)                     # the design, constraints and build script
     with open(out_dir / "build.log", "w") as logf:
@@ -148,7 +161,12 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
         raise BoardError(f"{spec.name}: timing not met, Fmax {fmax} MHz < the {core_mhz:g} MHz "
                          f"core clock (bitstream left in {bitstream}; build with a lower "
                          "--clock)")
-    return BuildResult(bitstream=bitstream, board=spec.name, array=[spec.rows, spec.cols],
+    weights = None
+    if program.config.spram_weights:
+        weights = out_dir / WEIGHTS_FILE
+        weights.write_bytes(weight_image(program))
+    return BuildResult(bitstream=bitstream, weights=weights, board=spec.name,
+                       array=[spec.rows, spec.cols],
                        core_mhz=core_mhz, summary=summary,
                        seconds=time.perf_counter() - t0)
 
@@ -169,10 +187,12 @@ def summary_line(result, rows, cols, seconds):
     str
     """
     s = result.summary
-    return (f"wrote {result.bitstream}: {rows}x{cols} PE array at {result.core_mhz:g} MHz, "
-            f"{s['luts']} of {s['luts_total']} LUTs, {s['dsps']} of {s['dsps_total']} DSPs, "
-            f"{s['bram']} of {s['bram_total']} EBR, Fmax {s['fmax_mhz']} MHz "
-            f"({seconds:.0f} s)")
+    spram = (f", {s['spram']} of {s['spram_total']} SPRAM" if s.get("spram_total") else "")
+    weights = f" and {result.weights}" if result.weights else ""
+    return (f"wrote {result.bitstream}{weights}: {rows}x{cols} PE array at "
+            f"{result.core_mhz:g} MHz, {s['luts']} of {s['luts_total']} LUTs, {s['dsps']} of "
+            f"{s['dsps_total']} DSPs, {s['bram']} of {s['bram_total']} EBR{spram}, Fmax "
+            f"{s['fmax_mhz']} MHz ({seconds:.0f} s)")
 
 
 def board_main(spec, top_cls, make_platform, net=None):
@@ -195,7 +215,8 @@ def board_main(spec, top_cls, make_platform, net=None):
         Exit status: 0, or 2 after printing ``cnnforge: error: ...`` for a user error.
     """
     try:
-        program = compile_network(quantize(load_network(net or DIGITS_NET)), spec.config())
+        program, _ = fit_memories(quantize(load_network(net or DIGITS_NET)), spec.config(),
+                                  spec.device)
         t0 = time.perf_counter()
         result = build_board(program, spec, top_cls, make_platform, "build", log=print)
     except (BoardError, NetworkError, ConfigError) as exc:

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 
 from cnnforge.boards import icebreaker, ulx3s
-from cnnforge.boards.bitstream import BoardError, BuildResult, board_main, build_board
+from cnnforge.boards.bitstream import (WEIGHTS_FILE, BoardError, BuildResult, board_main,
+                                      build_board)
 
 __all__ = ["BOARDS", "BoardError", "BuildResult", "board", "build_bitstream", "default_bitstream",
-           "flash", "flash_command", "loader_path", "find_programmer", "main_board"]
+           "flash", "flash_command", "weights_command", "loader_path", "find_programmer", "main_board"]
 
 
 #: ``{name: (BoardSpec, top class, platform factory)}`` of every board.
@@ -105,6 +106,22 @@ def flash_command(name, bitstream, *, sram=False):
     return cmd
 
 
+def weights_command(name, weights):
+    """The openFPGALoader command that writes the weight image file ``weights`` into board
+    ``name``'s SPI flash at its ``weights_offset`` (``-o``: a raw file at that address), where
+    the gateware reads it after reset.
+
+    Raises
+    ------
+    BoardError
+        If the board reads no weights from its flash."""
+    spec, _, _ = board(name)
+    if spec.weights_offset is None:
+        raise BoardError(f"{spec.name} reads no weights from its flash (its designs keep the "
+                         "weights in the bitstream)")
+    return [loader_path(), *spec.loader_args, "-o", str(spec.weights_offset), str(weights)]
+
+
 def find_programmer(name, sysfs="/sys/bus/usb/devices"):
     """Whether board ``name``'s USB programmer is connected.
 
@@ -134,12 +151,14 @@ _MISSING_LIB = "error while loading shared libraries:"
 
 
 def flash(name, bitstream, *, sram=False, dry_run=False, sysfs="/sys/bus/usb/devices",
-          echo=print):
-    """Program board ``name`` with ``bitstream`` through openFPGALoader.
+          echo=print, weights=None):
+    """Program board ``name`` with ``bitstream`` through openFPGALoader, and with the weight
+    image file ``weights`` (a design with SPRAM weights: :func:`weights_command`; by default
+    ``weights.bin`` beside the bitstream when the build wrote one).
 
-    With ``dry_run`` only print the command. Otherwise check, in this order, that the bitstream
-    exists, that the board's USB programmer is connected and that openFPGALoader can start,
-    then run it.
+    With ``dry_run`` only print the commands. Otherwise check, in this order, that the files
+    exist, that the board's USB programmer is connected and that openFPGALoader can start,
+    then run them.
 
     Raises
     ------
@@ -147,18 +166,32 @@ def flash(name, bitstream, *, sram=False, dry_run=False, sysfs="/sys/bus/usb/dev
         With one line saying what is missing or what openFPGALoader reported.
     """
     spec, _, _ = board(name)
-    cmd = flash_command(name, bitstream, sram=sram)
+    if weights is None and (Path(bitstream).parent / WEIGHTS_FILE).is_file():
+        weights = Path(bitstream).parent / WEIGHTS_FILE
+    cmds = [flash_command(name, bitstream, sram=sram)]
+    if weights is not None:
+        cmds.append(weights_command(name, weights))
     if dry_run:
-        echo(shlex.join(cmd))
+        for cmd in cmds:
+            echo(shlex.join(cmd))
         return 0
     if not Path(bitstream).is_file():
         raise BoardError(f"no bitstream {bitstream}: build it first (make bitstream "
                          f"BOARD={spec.name})")
+    if weights is not None and not Path(weights).is_file():
+        raise BoardError(f"no weight image {weights}")
     present = find_programmer(name, sysfs)
     if present is False:
         ids = ", ".join(f"{v:04x}:{p:04x}" for v, p in spec.usb_ids)
         raise BoardError(f"no {spec.name} board found: no USB device {ids} is connected "
                          "(plug the board in, or use --dry-run to see the command)")
+    for cmd in cmds:
+        _run_loader(cmd, echo)
+    return 0
+
+
+def _run_loader(cmd, echo):
+    """Run one openFPGALoader command; a failure as one line (:class:`BoardError`)."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout or ""
     for line in output.splitlines():
@@ -172,7 +205,6 @@ def flash(name, bitstream, *, sram=False, dry_run=False, sysfs="/sys/bus/usb/dev
         last = next((ln for ln in reversed(lines) if "error" in ln.lower()),
                     lines[-1] if lines else "")
         raise BoardError(f"openFPGALoader failed (exit {proc.returncode}): {last}")
-    return 0
 
 
 def main_board(name, net=None):

@@ -7,6 +7,10 @@
                        request │  ▲ hold                          Accelerator.o_logits
                                ▼  │                                           ▼
     tx ◄─ UARTTx ◄───────── Responder: header, logits (argmax on the fly), class, cycles, CRC
+                                       or the status (weights' CRC-32, the network's, flags)
+
+    SPRAM weights: FrameParser (weights frames) ─┬─► Accelerator.i_weights
+                   SPIFlashReader (after reset) ─┘   CRC-32 ─► ready (== the network's)
 
 The parser checks the whole frame, CRC included, before the image reaches the accelerator: the
 payload is written to a buffer of ``image_size`` bytes and only streamed into the accelerator
@@ -14,6 +18,10 @@ payload is written to a buffer of ``image_size`` bytes and only streamed into th
 responder sends the result frame's header while the engine computes; the logits go straight from
 ``o_logits`` to the UART (the engine waits under back-pressure), the class is the running argmax
 (the first largest logit, as ``numpy.argmax``), and the cycle count is the accelerator's own.
+
+With its weights in SPRAM the engine starts without them: weights frames (or, on a board with
+a flash offset, the SPI flash right after reset) stream the weight image into the accelerator
+and through a CRC-32; images are refused (``NO_WEIGHTS``) until it equals the network's.
 
 Each block is a :class:`~amaranth.lib.wiring.Component` whose docstring states its contract;
 :class:`HostLink` only joins them. The parser and the responder each keep a running
@@ -30,6 +38,7 @@ from cnnforge.hw.rtl.accelerator import Accelerator
 
 from cnnforge.boards.protocol import (SYNC, WEIGHT_CHUNK, ErrorCode, MessageType, crc8,
                                      weights_hash)
+from cnnforge.boards.spi_flash import SPI_SIGNATURE, SPIFlashReader
 from cnnforge.boards.uart import UARTRx, UARTTx
 
 __all__ = ["HostLink", "FrameParser", "ImageBuffer", "Responder", "CRC8", "Request",
@@ -549,9 +558,20 @@ class HostLink(wiring.Component):
         Pulses when a frame is rejected.
     answered : Out(1)
         Pulses when a result frame has been sent completely.
+    weights_ready : Out(1)
+        The weights are there: in the bitstream, or loaded (SPRAM) and their CRC-32 equals the
+        network's.
+    loading : Out(1)
+        The weights are being read from the SPI flash (after reset).
+    spi : Out(SPI_SIGNATURE)
+        Only with ``flash`` and SPRAM weights: the SPI flash pins.
+
+    ``flash``: ``(offset, wake_cycles)`` of :class:`~cnnforge.boards.spi_flash.SPIFlashReader`
+    (a design with SPRAM weights reads them from there after reset; the host can still upload
+    others), or None.
     """
 
-    def __init__(self, program, divisor, timeout, *, primitives=False):
+    def __init__(self, program, divisor, timeout, *, primitives=False, flash=None):
         self._MustUse__silence = True             # cleared below once the checks pass
         if timeout < 20 * divisor:
             raise ValueError(f"timeout of {timeout} cycles is shorter than two UART bytes "
@@ -562,16 +582,22 @@ class HostLink(wiring.Component):
         self._MustUse__silence = False
         self._program = program
         self._primitives = primitives
+        self._flash = flash if program.config.spram_weights else None
         self._divisor = divisor
         self._timeout = timeout
-        super().__init__({
+        members = {
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
             "busy": Out(1),
             "computing": Out(1),
             "error": Out(1),
             "answered": Out(1),
-        })
+            "weights_ready": Out(1),
+            "loading": Out(1),
+        }
+        if self._flash is not None:
+            members["spi"] = Out(SPI_SIGNATURE)
+        super().__init__(members)
 
     @property
     def program(self):
@@ -589,27 +615,32 @@ class HostLink(wiring.Component):
         return self._timeout
 
     def _status(self, m, parser, accel):
-        """The weights' hash and the status payload. SPRAM weights: the parser's weight bytes
-        go to the accelerator and through a CRC-32 (restarted by a first chunk); images are
-        taken once it equals the network's and the accelerator has every word. Weights in the
-        bitstream: the ROM's hash, always ready."""
+        """The weights' hash and the status payload. SPRAM weights: the weight bytes (from the
+        SPI flash after reset, then the parser's) go to the accelerator and through a CRC-32
+        (restarted by a first chunk); images are taken once it equals the network's and the
+        accelerator has every word. Weights in the bitstream: the ROM's hash, always ready."""
         prog = self._program
-        network = weights_hash(weight_image(prog))
-        if prog.config.spram_weights:
-            m.submodules.weights_crc = crc32 = crc.catalog.CRC32_ISO_HDLC(data_width=8).create()
-            m.d.comb += [accel.i_weights.payload.eq(parser.o_weights.payload),
-                         accel.i_weights.valid.eq(parser.o_weights.valid),
-                         accel.weights_restart.eq(parser.weights_first),
-                         crc32.start.eq(parser.weights_first),
-                         crc32.data.eq(parser.o_weights.payload),
-                         crc32.valid.eq(parser.o_weights.valid)]
-            hash_ = crc32.crc
-            ready = Signal()
-            m.d.comb += ready.eq((hash_ == network) & accel.weights_loaded)
-        else:
-            hash_, ready = Const(network, 32), Const(1)
-        m.d.comb += parser.weights_ready.eq(ready)
-        return Cat(hash_, Const(network, 32), ready, Const(int(prog.config.spram_weights), 7))
+        image = weight_image(prog)
+        network = weights_hash(image)
+        if not prog.config.spram_weights:
+            m.d.comb += [self.weights_ready.eq(1), parser.weights_ready.eq(1)]
+            return Cat(Const(network, 32), Const(network, 32), Const(1, 8))
+        data, valid = parser.o_weights.payload, parser.o_weights.valid
+        first = parser.weights_first
+        if self._flash is not None:
+            offset, wake_cycles = self._flash
+            m.submodules.flash = flash = SPIFlashReader(offset, len(image), wake_cycles)
+            wiring.connect(m, flash.spi, wiring.flipped(self.spi))
+            m.d.comb += self.loading.eq(flash.busy)
+            data = Mux(flash.busy, flash.o_data.payload, data)
+            valid, first = valid | flash.o_data.valid, first | flash.first
+        m.submodules.weights_crc = crc32 = crc.catalog.CRC32_ISO_HDLC(data_width=8).create()
+        m.d.comb += [accel.i_weights.payload.eq(data), accel.i_weights.valid.eq(valid),
+                     accel.weights_restart.eq(first),
+                     crc32.start.eq(first), crc32.data.eq(data), crc32.valid.eq(valid),
+                     self.weights_ready.eq((crc32.crc == network) & accel.weights_loaded),
+                     parser.weights_ready.eq(self.weights_ready)]
+        return Cat(crc32.crc, Const(network, 32), self.weights_ready, Const(1, 7))
 
     def elaborate(self, platform):
         m = Module()
@@ -631,12 +662,13 @@ class HostLink(wiring.Component):
         wiring.connect(m, responder.o, utx.i)
         m.d.comb += [
             urx.rx.eq(self.rx), self.tx.eq(utx.tx),
-            parser.framing_error.eq(urx.framing_error), parser.hold.eq(responder.busy),
+            parser.framing_error.eq(urx.framing_error),
+            parser.hold.eq(responder.busy | self.loading),
             image.start.eq(parser.done),
             responder.cycles.eq(accel.cycles), responder.tx_busy.eq(utx.busy),
             accel.debug.eq(0), accel.o_debug.ready.eq(1),
             responder.status.eq(self._status(m, parser, accel)),
-            self.busy.eq(responder.busy | parser.in_frame | image.busy),
+            self.busy.eq(responder.busy | parser.in_frame | image.busy | self.loading),
             self.computing.eq(responder.computing), self.error.eq(responder.error),
             self.answered.eq(responder.answered),
         ]

@@ -28,6 +28,8 @@ SPEC = BoardSpec(
     # openFPGALoader writes the iCEBreaker's SPI flash (the iCE40 boots from it)
     loader_args=("-b", "icebreaker"),
     usb_ids=((0x0403, 0x6010),),            # FT2232H
+    # SPRAM weights: 1 MiB into the 16 MiB W25Q128JV, past the 104 KB bitstream
+    weights_offset=0x100000,
 )
 
 
@@ -47,6 +49,11 @@ class ICEBreakerTop(Elaboratable):
                                                                primitives=True)
         uart = platform.request("uart", 0)
         m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        if "spi" in core.signature.members:           # SPRAM weights from the SPI flash
+            flash = platform.request("spi_flash_1x", 0)
+            m.d.comb += [flash.cs.o.eq(core.spi.cs), flash.clk.o.eq(core.spi.sck),
+                         flash.copi.o.eq(core.spi.copi), core.spi.cipo.eq(flash.cipo.i),
+                         flash.wp.o.eq(0), flash.hold.o.eq(0)]
         m.d.comb += [platform.request("led_g", 0).o.eq(core.led_idle),
                      platform.request("led_r", 0).o.eq(core.led_error),
                      platform.request("led_r", 1).o.eq(core.led_busy),

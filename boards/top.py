@@ -9,7 +9,6 @@ simulated design is the one in the bitstream minus the PLL and the I/O buffers.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from amaranth.hdl import Module, Signal
@@ -17,11 +16,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.boards.hostlink import HostLink
+from cnnforge.boards.spi_flash import SPI_SIGNATURE
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.program import AcceleratorConfig
 
-__all__ = ["BoardSpec", "LinkTop"]
+__all__ = ["BoardSpec", "LinkTop", "FLASH_WAKE_S"]
+
+#: Wait after waking the SPI flash from deep power-down: tRES1, 3 µs (W25Q128JV data sheet).
+FLASH_WAKE_S = 3e-6
 
 
 class _Stretch(wiring.Component):
@@ -59,6 +62,8 @@ class LinkTop(wiring.Component):
     primitives : bool
         The FPGA's memory blocks instantiated (synthesis) rather than modelled (simulation);
         see :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
+    flash_offset : int or None
+        With SPRAM weights: read them from the SPI flash at this address after reset.
 
     Members
     -------
@@ -67,27 +72,36 @@ class LinkTop(wiring.Component):
     led_idle : Out(1)
         Waiting for a frame.
     led_busy : Out(1)
-        Receiving, computing or answering.
+        Receiving, computing or answering, or reading the weights from the flash.
     led_error : Out(1)
-        A frame was rejected recently.
+        A frame was rejected recently; steady: no usable weights (SPRAM weights not loaded, or
+        the flash image's CRC-32 did not match: a bad image).
+    spi : Out(SPI_SIGNATURE)
+        With ``flash_offset`` and SPRAM weights: the SPI flash.
     led_result : Out(1)
         A result was sent recently.
     """
 
     def __init__(self, program, clk_freq, baud, *, timeout_ms=20.0, blink_ms=200.0,
-                 primitives=False):
+                 primitives=False, flash_offset=None):
         self._clk_freq = float(clk_freq)
         self._baud = int(baud)
         self._divisor = uart_divisor(clk_freq, baud)
+        flash = None
+        if flash_offset is not None:
+            flash = (flash_offset, math.ceil(clk_freq * FLASH_WAKE_S) + 1)
         self._link = HostLink(program, self._divisor,
                               timeout=max(20 * self._divisor, int(clk_freq * timeout_ms / 1e3)),
-                              primitives=primitives)
+                              primitives=primitives, flash=flash)
         # LED prescaler: a power of two of cycles close to blink_ms / 7
         self._tick_bits = max(1, round(math.log2(max(2.0, clk_freq * blink_ms / 1e3 / 7))))
-        super().__init__({
+        members = {
             "rx": In(1, init=1), "tx": Out(1, init=1),
             "led_idle": Out(1), "led_busy": Out(1), "led_error": Out(1), "led_result": Out(1),
-        })
+        }
+        if "spi" in self._link.signature.members:
+            members["spi"] = Out(SPI_SIGNATURE)
+        super().__init__(members)
 
     @property
     def link(self):
@@ -119,8 +133,11 @@ class LinkTop(wiring.Component):
         tick = prescaler == 0
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx),
                      err.i.eq(link.error), res.i.eq(link.answered), err.tick.eq(tick),
-                     res.tick.eq(tick), self.led_error.eq(err.o), self.led_result.eq(res.o),
+                     res.tick.eq(tick), self.led_result.eq(res.o),
+                     self.led_error.eq(err.o | (~link.weights_ready & ~link.loading)),
                      self.led_busy.eq(link.busy), self.led_idle.eq(~link.busy)]
+        if "spi" in self.signature.members:
+            wiring.connect(m, link.spi, wiring.flipped(self.spi))
         return m
 
 
@@ -152,6 +169,10 @@ class BoardSpec:
     algorithm : str
         ``AcceleratorConfig.algorithm``: ``"direct"`` leaves the Winograd unit (and the wider PE
         operands it needs) out of the design, for the smallest device.
+    weights_offset : int or None
+        Address in the board's SPI flash of the weight image of a design with SPRAM weights
+        (``cnnforge flash`` writes it there; the gateware reads it after reset); None: the
+        weights come over the UART only.
     """
 
     name: str
@@ -165,6 +186,7 @@ class BoardSpec:
     usb_ids: tuple = ()
     input_buffer_bytes: int = 4096
     algorithm: str = "auto"
+    weights_offset: int | None = None
 
     def config(self):
         """The accelerator configuration built for this board."""
@@ -174,6 +196,7 @@ class BoardSpec:
                                  lutram_buffers=DEVICES[self.device].lutram_buffers)
 
     def link_top(self, program, clk_freq=None, *, primitives=False):
-        """The board core for ``program`` at this board's clock and baud rate."""
+        """The board core for ``program`` at this board's clock and baud rate (reading SPRAM
+        weights from the flash at :attr:`weights_offset`, if the board has one)."""
         return LinkTop(program, clk_freq or self.core_mhz * 1e6, self.baud,
-                       primitives=primitives)
+                       primitives=primitives, flash_offset=self.weights_offset)

@@ -87,17 +87,19 @@ def test_bad_seed_counts_are_one_line(option):
 
 
 def test_memory_that_does_not_fit_is_refused_before_yosys(tmp_path):
-    """The keyword-spotting model on the UP5K: the memory planner refuses it in one line naming
-    the memory, before yosys runs (nothing is written to the build folder)."""
-    kws = MLPERF / "kws_ref_model.tflite"
-    for command in (["synth", str(kws), "--device", "up5k"],
-                    ["build", str(kws), "--board", "icebreaker"]):
+    """The visual-wake-words model on the UP5K (too big even with SPRAM: its largest map does not
+    fit a 32 KB block): refused in one line naming the memory, before yosys runs (nothing is
+    written to the build folder)."""
+    vww = MLPERF / "vww_96_int8.tflite"
+    for command in (["synth", str(vww), "--device", "up5k"],
+                    ["build", str(vww), "--board", "icebreaker"]):
         proc = subprocess.run([CNNFORGE, *command, "--build-dir", str(tmp_path / "b")],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         err = proc.stderr.strip()
         assert err.count("\n") == 0 and err.startswith("cnnforge: error: feature map: ")
         assert "up5k has 30 (15 KB)" in err and err.endswith("; --force tries anyway")
+        assert "not in SPRAM: SPRAM feature maps: the largest map (36,864 values)" in err
         assert not (tmp_path / "b").exists()
 
 

@@ -165,7 +165,8 @@ def cmd_build(args):
 def cmd_flash(args):
     try:
         bitstream = args.bitstream or default_bitstream(args.board, args.build_dir)
-        return flash(args.board, bitstream, sram=args.sram, dry_run=args.dry_run)
+        return flash(args.board, bitstream, sram=args.sram, dry_run=args.dry_run,
+                     weights=args.weights)
     except BoardError as exc:
         raise UserError(str(exc)) from None
 
@@ -264,7 +265,10 @@ def add_subcommands(sub):
     p.add_argument("--build-dir", default="build")
     p.add_argument("--sram", action="store_true",
                    help="ULX3S: load the FPGA only (volatile) instead of writing the flash")
-    p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    p.add_argument("--weights", help="the weight image of a design with SPRAM weights, "
+                   "written into the SPI flash where the board reads it at boot (default "
+                   "weights.bin beside the bitstream, when the build wrote one)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("infer", help="classify images on a board over its UART")

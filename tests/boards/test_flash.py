@@ -63,3 +63,23 @@ def test_programmer_detection(tmp_path):
     assert find_programmer("icebreaker", tmp_path) is False
     with pytest.raises(BoardError, match="no icebreaker board found"):
         flash("icebreaker", __file__, sysfs=tmp_path)
+
+
+def test_weight_image_written_past_the_bitstream(tmp_path):
+    """A build with SPRAM weights leaves ``weights.bin`` beside the bitstream: ``flash`` writes
+    it at the board's weights offset (1 MiB into the iCEBreaker's flash), after the bitstream;
+    a board that reads no weights from its flash says so in one line."""
+    bitstream, weights = tmp_path / "top.bin", tmp_path / "weights.bin"
+    bitstream.write_bytes(b"\xff" * 16)
+    weights.write_bytes(b"\x01\x02")
+    proc = run("--board", "icebreaker", "--bitstream", str(bitstream), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    first, second = (shlex.split(line) for line in proc.stdout.strip().splitlines())
+    assert first[1:] == ["-b", "icebreaker", str(bitstream)]
+    assert second[1:] == ["-b", "icebreaker", "-o", str(0x100000), str(weights)]
+    proc = run("--board", "ulx3s", "--bitstream", str(bitstream), "--weights", str(weights),
+               "--dry-run")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "ulx3s-85f reads no weights from its flash" in proc.stderr
+    with pytest.raises(BoardError, match="no weight image"):
+        flash("icebreaker", bitstream, weights=tmp_path / "none.bin", sysfs=tmp_path)

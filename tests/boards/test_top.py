@@ -21,8 +21,13 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, RisingEdge, Timer
 
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
 from cnnforge.boards import protocol
 from cnnforge.sim import runner as sr
+from cnnforge.sim.spi_flash import SPIFlashModel
 
 TOPLEVEL = "top"
 PS_PER_S = 10 ** 12
@@ -193,18 +198,21 @@ async def tb_reset_mid_inference(dut):
 
 
 @cocotb.test()
-async def tb_weights(dut):
-    """A board with SPRAM weights: an image before the weights is refused (NO_WEIGHTS); the
-    weights uploaded in chunks, each answered with a status, the last one ready; images
-    answered; a corrupted chunk (BAD_CRC) leaves the board not ready and refusing images until
-    the whole image is sent again."""
+async def tb_flash(dut):
+    """A board with SPRAM weights booting from its SPI flash: a good image makes it ready and
+    answer images; a corrupted one (``corrupt`` high across a reset) leaves it not ready (the
+    error LED steady), refusing images (NO_WEIGHTS), until the host uploads the weights over the
+    UART in chunks, each answered with a status; a chunk with a bad CRC (BAD_CRC) makes the
+    host send the image again from the first chunk."""
     stim = sr.load_stimulus()
-    await start(dut, float(stim["clk_freq"]))
+    clk_freq = float(stim["clk_freq"])
+    dut.corrupt.value = 0
+    await start(dut, clk_freq)
     host = UARTHost(dut, int(stim["baud"]))
-    weights = bytes(np.asarray(stim["weights"], np.uint8))
-    frames = protocol.weight_frames(weights, chunk=int(stim["chunk"]))
+    boot_ps = round(int(stim["boot_cycles"]) * PS_PER_S / clk_freq)
     images = [np.asarray(image, np.int8) for image in stim["images"]]
-    out = {"statuses": [], "errors": [], "logits": []}
+    n_out = int(stim["output_size"])
+    out = {"statuses": [], "errors": [], "logits": [], "led_error": []}
 
     async def ask(frame):
         await host.send(frame)
@@ -215,29 +223,39 @@ async def tb_weights(dut):
         return type_, payload
 
     async def status(frame=protocol.encode_status_request()):
+        st = protocol.parse_status(*await ask(frame))
+        out["statuses"].append([st.weights, st.network, st.ready])
+
+    async def classify(image):
+        answer = await ask(protocol.encode_image(image))
+        if answer is not None:
+            out["logits"].append(protocol.parse_result(*answer, n_out).logits.tolist())
+
+    await Timer(boot_ps, unit="ps")
+    out["led_error"].append(int(dut.led_error.value))
+    await status()
+    await classify(images[0])
+    dut.corrupt.value = 1
+    dut.rst.value = 1
+    await Timer(boot_ps // 100, unit="ps")
+    dut.rst.value = 0
+    await Timer(boot_ps, unit="ps")
+    out["led_error"].append(int(dut.led_error.value))
+    await status()
+    await classify(images[1])                                    # NO_WEIGHTS
+    weights = bytes(np.asarray(stim["weights"], np.uint8))
+    frames = protocol.weight_frames(weights, chunk=int(stim["chunk"]))
+    bad = bytearray(frames[1])
+    bad[8] ^= 0x10                     # a weight byte on the line: the frame's CRC-8 fails
+    for frame in [frames[0], bytes(bad), *frames[2:]]:           # BAD_CRC, then not ready
         answer = await ask(frame)
         if answer is not None:
             st = protocol.parse_status(*answer)
-            out["statuses"].append([st.weights, st.network, st.ready, st.runtime_weights])
-
-    async def upload():
-        for frame in frames:
-            await status(frame)
-
-    await ask(protocol.encode_image(images[0]))                   # NO_WEIGHTS
-    await status()
-    await upload()
-    for image in images:
-        out["logits"].append(protocol.parse_result(*await ask(protocol.encode_image(image)),
-                                                   int(stim["output_size"])).logits.tolist())
-    bad = bytearray(frames[0])
-    bad[-1] ^= 0xFF                                               # the CRC byte
-    await status(bytes(bad))                                      # BAD_CRC
-    await status()                                                # not ready
-    await ask(protocol.encode_image(images[0]))                   # NO_WEIGHTS
-    await upload()
-    out["logits"].append(protocol.parse_result(*await ask(protocol.encode_image(images[0])),
-                                               int(stim["output_size"])).logits.tolist())
+            out["statuses"].append([st.weights, st.network, st.ready])
+    for frame in frames:
+        await status(frame)
+    out["led_error"].append(int(dut.led_error.value))
+    await classify(images[1])
     sr.save_results(out)
 
 
@@ -339,41 +357,68 @@ def test_reset_mid_inference(top_build):
     assert got["cycles"] == per_image
 
 
+class FlashBoard(wiring.Component):
+    """The board core with a SPI flash model on its flash pins (the bench's view of an
+    iCEBreaker whose flash holds ``image`` at the board's weights offset); ``corrupt`` damages
+    every byte the flash sends."""
+
+    def __init__(self, core, image, offset):
+        self.core, self.flash = core, SPIFlashModel(image, offset)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1), "led_error": Out(1),
+                          "corrupt": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core, m.submodules.flash = self.core, self.flash
+        wiring.connect(m, self.core.spi, self.flash.spi)
+        m.d.comb += [self.core.rx.eq(self.rx), self.tx.eq(self.core.tx),
+                     self.led_error.eq(self.core.led_error), self.flash.corrupt.eq(self.corrupt)]
+        return m
+
+
 @pytest.mark.slow
-def test_weights_over_uart():
-    """The iCEBreaker top of a network whose feature maps and weights are in SPRAM (the weights
-    loaded over the UART): refusals, statuses with the CRC-32 hashes and golden logits, as
-    :func:`tb_weights` says."""
+def test_boots_weights_from_flash():
+    """The iCEBreaker core of a network with SPRAM feature maps and weights, its flash holding
+    the weight image at the board's offset (what ``cnnforge flash`` writes): after reset the
+    weights are read and checked, images answered with the golden logits; a corrupted flash
+    image is not used (status not ready, NO_WEIGHTS, the error LED lit) until the host uploads
+    the weights over the UART (after a chunk with a bad CRC, again from the first chunk), as
+    :func:`tb_flash` says."""
     from cnnforge.boards.icebreaker import SPEC
     from cnnforge.hw.compiler.program import compile_network, weight_image
     from cnnforge.hw.frontend.quantize import quantize
     from cnnforge.sim.golden import run_quantized
     from tests.helpers import conv_net, random_images
-    qnet = quantize(conv_net(seed=5, stride=2))
+    qnet = quantize(conv_net(seed=7, stride=2))
     config = dataclasses.replace(SPEC.config(), spram_feature_maps=True, spram_weights=True)
     program = compile_network(qnet, config)
-    top = SPEC.link_top(program)
-    build_dir = sr.build_root() / "sim" / "icebreaker_spram_top"
+    weights = weight_image(program)
+    core = SPEC.link_top(program)
+    top = FlashBoard(core, weights, SPEC.weights_offset)
+    build_dir = sr.build_root() / "sim" / "icebreaker_flash_top"
     src = sr.write_verilog(top, build_dir / f"{TOPLEVEL}.v", name=TOPLEVEL)
     runner = sr.build([src], TOPLEVEL, build_dir / "sim_build")
-    images = random_images(qnet, 2, 6)
-    weights = weight_image(program)
-    ex = sr.Exchange.create(build_dir, "weights", {**_stimulus(top, program, images),
-                                                   "weights": np.frombuffer(weights, np.uint8),
-                                                   "chunk": 40})
-    sr.run(runner, TOPLEVEL, __name__, testcase="tb_weights", extra_env=ex.env())
+    images = random_images(qnet, 2, 8)
+    boot = 16 * len(weights) + 200 + core.clk_freq * 3e-6
+    ex = sr.Exchange.create(build_dir, "flash", {**_stimulus(core, program, images),
+                                                 "weights": np.frombuffer(weights, np.uint8),
+                                                 "boot_cycles": int(boot), "chunk": 40})
+    sr.run(runner, TOPLEVEL, __name__, testcase="tb_flash", extra_env=ex.env())
     got = ex.read_results()
     network = protocol.weights_hash(weights)
+    golden = run_quantized(qnet, images)[-1].reshape(len(images), -1)
     chunks = -(-len(weights) // 40)
     assert chunks >= 3
+    assert got["logits"] == [golden[0].tolist(), golden[1].tolist()]
     no_weights, bad_crc = int(protocol.ErrorCode.NO_WEIGHTS), int(protocol.ErrorCode.BAD_CRC)
-    assert got["errors"] == [no_weights, bad_crc, no_weights]
+    assert got["errors"] == [no_weights, bad_crc]
     statuses = got["statuses"]
-    assert len(statuses) == 1 + chunks + 1 + chunks
-    assert all(s[1] == network and s[3] for s in statuses)
-    ready = [s[2] for s in statuses]
-    assert ready == [False] + [False] * (chunks - 1) + [True] + [False] + [False] * (chunks - 1) \
-        + [True]
-    assert statuses[chunks][0] == network
-    golden = run_quantized(qnet, images)[-1].reshape(len(images), -1)
-    assert got["logits"] == golden.tolist() + golden[:1].tolist()
+    assert len(statuses) == 2 + (chunks - 1) + chunks
+    assert statuses[0] == [network, network, True]
+    corrupted = protocol.weights_hash(bytes(b ^ 1 for b in weights))
+    assert statuses[1] == [corrupted, network, False]
+    assert not any(s[2] for s in statuses[2:1 + chunks])       # after the bad chunk
+    assert all(s[1] == network for s in statuses)
+    assert [s[2] for s in statuses[-chunks:]] == [False] * (chunks - 1) + [True]
+    assert statuses[-1][0] == network
+    assert got["led_error"] == [0, 1, 0]
