@@ -6,16 +6,17 @@ clock is a registered signal at half the core clock or slower): mode 0, commands
 (``0x03`` + 24-bit address, then bytes from there, most significant bit first, the address
 incrementing) and Release Power-Down (``0xAB``); any other command is ignored until ``cs``
 falls. Bytes outside the stored image read as ``0xFF`` (erased flash). ``corrupt`` flips bit 0 of
-every byte it sends (a damaged image, for tests).
+every byte it sends (a damaged image, for tests). :class:`FlashBoard` puts one on a board core's
+flash pins.
 """
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from cnnforge.boards.spi_flash import READ, SPI_SIGNATURE
 
-__all__ = ["SPIFlashModel"]
+__all__ = ["SPIFlashModel", "FlashBoard"]
 
 
 class SPIFlashModel(wiring.Component):
@@ -33,7 +34,7 @@ class SPIFlashModel(wiring.Component):
     def __init__(self, image, offset):
         self.image, self.offset = bytes(image), offset
         super().__init__({"spi": In(SPI_SIGNATURE), "corrupt": In(1),
-                          "reads": wiring.Out(32)})
+                          "reads": Out(32)})
 
     def elaborate(self, platform):
         m = Module()
@@ -70,4 +71,23 @@ class SPIFlashModel(wiring.Component):
             with m.Else():
                 m.d.sync += out.eq(out << 1)
             m.d.sync += out_bits.eq(out_bits + 1)
+        return m
+
+
+class FlashBoard(wiring.Component):
+    """The board core with a SPI flash model on its flash pins (the bench's view of an
+    iCEBreaker whose flash holds ``image`` at the board's weights offset); ``corrupt`` damages
+    every byte the flash sends."""
+
+    def __init__(self, core, image, offset):
+        self.core, self.flash = core, SPIFlashModel(image, offset)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1), "led_error": Out(1),
+                          "corrupt": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core, m.submodules.flash = self.core, self.flash
+        wiring.connect(m, self.core.spi, self.flash.spi)
+        m.d.comb += [self.core.rx.eq(self.rx), self.tx.eq(self.core.tx),
+                     self.led_error.eq(self.core.led_error), self.flash.corrupt.eq(self.corrupt)]
         return m

@@ -2,9 +2,10 @@
 
 The simulated design is ``icebreaker.SPEC.link_top(program)``: what the board file instantiates
 behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 21 MHz) and baud rate
-(115200), i.e. 156 clock cycles per UART bit. The host side is a cocotb coroutine that drives the RX line and samples the
-TX line once per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames
-of :mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
+(115200), i.e. 182 clock cycles per UART bit. The host side is a cocotb coroutine
+(:class:`cnnforge.sim.board_bench.UARTHost`) that drives the RX line and samples the TX line once
+per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames of
+:mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
 runtime and checked against the golden model (:func:`cnnforge.sim.golden.run_quantized`).
 
 This module holds both halves: the cocotb tests (``tb_*``, run inside the simulator, which
@@ -17,91 +18,18 @@ import time
 import cocotb
 import numpy as np
 import pytest
-from cocotb.clock import Clock
-from cocotb.simtime import get_sim_time
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
-
-from amaranth.hdl import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from cocotb.triggers import RisingEdge, Timer
 
 from cnnforge.boards import protocol
 from cnnforge.sim import runner as sr
-from cnnforge.sim.spi_flash import SPIFlashModel
+from cnnforge.sim.board_bench import PS_PER_S, UARTHost, start
+from cnnforge.sim.spi_flash import FlashBoard
 
 TOPLEVEL = "top"
-PS_PER_S = 10 ** 12
 
 
 # ------------------------------------------------------------------------------------------------
 # cocotb side
-
-
-class UARTHost:
-    """The host's end of the UART: bytes out on ``rx``, bytes in from ``tx``, one wake-up per
-    bit. Bit times are the true baud rate's (in ps), not the board's divisor."""
-
-    def __init__(self, dut, baud):
-        self.dut = dut
-        self.bit_ps = round(PS_PER_S / baud)
-        self.received = bytearray()
-        self._monitor = cocotb.start_soon(self._receive())
-
-    async def send(self, data, gap_bits=0):
-        rx = self.dut.rx
-        for byte in bytes(data):
-            rx.value = 0
-            await Timer(self.bit_ps, unit="ps")
-            for i in range(8):
-                rx.value = (byte >> i) & 1
-                await Timer(self.bit_ps, unit="ps")
-            rx.value = 1
-            await Timer(self.bit_ps * (1 + gap_bits), unit="ps")
-
-    async def _receive(self):
-        tx = self.dut.tx
-        while True:
-            await FallingEdge(tx)
-            await Timer(self.bit_ps // 2, unit="ps")
-            if tx.value != 0:
-                continue                                  # a glitch, not a start bit
-            byte = 0
-            for i in range(8):
-                await Timer(self.bit_ps, unit="ps")
-                byte |= int(tx.value) << i
-            await Timer(self.bit_ps, unit="ps")
-            assert tx.value == 1, "stop bit low on the board's TX"
-            self.received += bytes([byte])
-
-    async def answer(self, timeout_ms=20.0):
-        """The next complete frame from the board ``(type, payload)``; polls once per byte
-        time."""
-        decoder = protocol.FrameDecoder()
-        deadline = get_sim_time("ns") + timeout_ms * 1e6
-        while True:
-            if self.received:
-                data = bytes(self.received)
-                self.received.clear()
-                frames = decoder.feed(data)
-                if frames:
-                    assert len(frames) == 1 and not decoder.buffer, "more than one answer"
-                    assert decoder.skipped == 0 and decoder.bad_frames == 0, \
-                        "stray or corrupt bytes from the board"
-                    return frames[0]
-            if get_sim_time("ns") > deadline:
-                raise AssertionError(f"no complete answer within {timeout_ms} ms (got "
-                                     f"{len(decoder.buffer)} bytes)")
-            await Timer(self.bit_ps * 10, unit="ps")
-
-
-async def start(dut, clk_freq):
-    period = 2 * round(PS_PER_S / clk_freq / 2)        # whole ps, even (two half periods)
-    Clock(dut.clk, period, unit="ps").start()
-    dut.rx.value = 1
-    dut.rst.value = 1
-    await Timer(period * 3, unit="ps")
-    dut.rst.value = 0
-    await Timer(period * 3, unit="ps")
 
 
 @cocotb.test()
@@ -355,25 +283,6 @@ def test_reset_mid_inference(top_build):
     assert got["logits"] == golden[1].tolist(), "logits differ from the golden model"
     assert got["cls"] == int(golden[1].argmax())
     assert got["cycles"] == per_image
-
-
-class FlashBoard(wiring.Component):
-    """The board core with a SPI flash model on its flash pins (the bench's view of an
-    iCEBreaker whose flash holds ``image`` at the board's weights offset); ``corrupt`` damages
-    every byte the flash sends."""
-
-    def __init__(self, core, image, offset):
-        self.core, self.flash = core, SPIFlashModel(image, offset)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1), "led_error": Out(1),
-                          "corrupt": In(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.core, m.submodules.flash = self.core, self.flash
-        wiring.connect(m, self.core.spi, self.flash.spi)
-        m.d.comb += [self.core.rx.eq(self.rx), self.tx.eq(self.core.tx),
-                     self.led_error.eq(self.core.led_error), self.flash.corrupt.eq(self.corrupt)]
-        return m
 
 
 @pytest.mark.slow
