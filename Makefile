@@ -18,7 +18,7 @@ FLASH_ARGS ?=
 
 .PHONY: all venv demo test test-fast formal verilog sim train benchmarks clean synth bitstream \
         flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf \
-        benchmark-fmax benchmark-sim-speed
+        benchmark-fmax benchmark-sim-speed benchmark-boards benchmark-icebreaker-kws
 
 all: demo
 
@@ -107,6 +107,16 @@ benchmark-synth: $(DEV_STAMP)
 ## make benchmark-fmax: Fmax over 3 placer seeds, critical paths, per device and model (benchmarks/fmax.py)
 benchmark-fmax: $(DEV_STAMP)
 	$(BIN)/python benchmarks/fmax.py
+
+## make benchmark-boards: MLPerf Tiny bitstreams, model x board -> resources, Fmax, inferences/s
+## (benchmarks/boards_mlperf.py)
+benchmark-boards: $(DEV_STAMP)
+	$(BIN)/python benchmarks/boards_mlperf.py
+
+## make benchmark-icebreaker-kws: KWS on the whole iCEBreaker core in Verilator, weights from
+## the SPI flash and over the UART, against TFLite Micro (benchmarks/icebreaker_kws.py)
+benchmark-icebreaker-kws: $(DEV_STAMP)
+	$(BIN)/python benchmarks/icebreaker_kws.py
 
 clean:
 	rm -rf build

@@ -5,6 +5,9 @@ import importlib.metadata as md
 import os
 import platform
 
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+
 
 def machine_info(*dists):
     """Python, platform, CPU count, load average and the versions of ``dists`` (installed
@@ -34,3 +37,15 @@ def compact_count(n):
     if n >= 1_000:
         return f"{n / 1e3:.1f}k"
     return str(n)
+
+
+def tflm(path, xs):
+    """TensorFlow Lite Micro's outputs (its reference kernels) for the model file ``path``, one
+    invoke per input of ``xs`` (int8, the model's layout)."""
+    interpreter = runtime.Interpreter.from_file(str(path))
+    out = []
+    for x in xs:
+        interpreter.set_input(x[None], 0)
+        interpreter.invoke()
+        out.append(np.array(interpreter.get_output(0), copy=True))
+    return np.concatenate(out)

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine_info
-from tflite_micro.python.tflite_micro import runtime
+from common import machine_info, tflm
 
 from cnnforge.boards.icebreaker import SPEC
 from cnnforge.hw.compiler.memory import fit_memories
@@ -43,17 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "mlperf_tiny" / "kws_ref_model.tflite"
 SAMPLE = ROOT / "examples" / "mlperf_tiny" / "kws_sample_int8.npy"
 RESULTS = Path(__file__).resolve().parent / "results" / "icebreaker_kws.json"
-
-
-def tflm(xs):
-    """TensorFlow Lite Micro's outputs, one invoke per input."""
-    interpreter = runtime.Interpreter.from_file(str(MODEL))
-    out = []
-    for x in xs:
-        interpreter.set_input(x[None], 0)
-        interpreter.invoke()
-        out.append(np.array(interpreter.get_output(0), copy=True))
-    return np.concatenate(out)
 
 
 def run(runner, build_dir, name, stimulus):
@@ -72,7 +60,7 @@ def check(qnet, xs, result):
     golden = run_quantized(qnet, images)[-1].reshape(len(logits), -1)
     outputs = qnet.model_output(logits.reshape((len(logits),) + tuple(
         qnet.ops[-1].output_shape)))
-    expected = tflm(xs[:len(logits)])
+    expected = tflm(MODEL, xs[:len(logits)])
     return {"outputs_equal_tflm": bool(np.array_equal(outputs.reshape(expected.shape),
                                                        expected)),
             "logits_equal_golden": bool(np.array_equal(logits, golden)),

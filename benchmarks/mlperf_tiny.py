@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tflite_micro.python.tflite_micro import runtime
 
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.tools.cli import main as cnnforge
 from cnnforge.sim.golden import run_quantized
 
 import common
+from common import tflm
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "mlperf_tiny"
@@ -48,17 +48,6 @@ RUNS = [  # name, file, array
     ("VWW MobileNetV1-0.25", "vww_96_int8.tflite", 8),
 ]
 TYPES = ("conv", "depthwise", "pointwise", "fc", "avgpool", "add")
-
-
-def tflm(path, xs):
-    """TensorFlow Lite Micro's outputs, one invoke per input."""
-    interpreter = runtime.Interpreter.from_file(str(path))
-    out = []
-    for x in xs:
-        interpreter.set_input(x[None], 0)
-        interpreter.invoke()
-        out.append(np.array(interpreter.get_output(0), copy=True))
-    return np.concatenate(out)
 
 
 def inputs(qnet, file, count, seed=14):

@@ -5,6 +5,7 @@ import math
 import re
 
 import numpy as np
+from amaranth.sim import Simulator
 from hypothesis import strategies as st
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
@@ -18,7 +19,7 @@ from cnnforge.sim.rtl import rtl_accelerator
 
 __all__ = ["build_dir", "check_result", "check_sim", "compile_tight", "conv_net", "golden_layers",
            "inverted_residual", "layer_cycles", "make_network", "random_images",
-           "random_network", "run_and_check", "tile_counts"]
+           "random_network", "run_and_check", "simulate", "tile_counts"]
 
 def make_network(input_shape, layers, seed, calib=16):
     """A Sequential with random float weights (fan-in scaled) and random calibration inputs
@@ -180,6 +181,14 @@ def inverted_residual(c=5, expand=3, residual=True, stride=1, input_shape=(3, 7,
         layers.append(Add(1))
     layers += [AdaptiveAvgPool2d(1), Flatten(), Linear(c, 4)]
     return make_network(input_shape, layers, seed=7 + stride + residual)
+
+
+def simulate(dut, bench, period=1e-8):
+    """Run the testbench coroutine ``bench`` against ``dut`` in Amaranth's simulator."""
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def build_dir(name):

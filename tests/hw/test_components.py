@@ -31,7 +31,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,14 +45,7 @@ from cnnforge.hw.rtl.sequencer import PerfCounters
 from cnnforge.hw.rtl.winograd import WinogradInputTransform
 from cnnforge.sim.golden import add_quantized, add_rescale, requantize
 from cnnforge.sim.winograd import input_transform
-from tests.helpers import make_network
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+from tests.helpers import make_network, simulate
 
 
 # ------------------------------------------------------------------------------------------------

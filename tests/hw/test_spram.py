@@ -16,7 +16,6 @@ feature maps and weights in SPRAM against the golden model.
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +24,7 @@ from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compil
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import check_result, conv_net, inverted_residual, random_images
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+from tests.helpers import check_result, conv_net, inverted_residual, random_images, simulate
 
 
 @settings(max_examples=5, deadline=None)
