@@ -3,8 +3,10 @@ LUT RAM and SPRAM used against each device's budget, and whether the design fits
 
 Each model is compiled for the design ``cnnforge synth --device`` builds on that device (its
 default array: up5k 2x2 direct, lfe5u-25f 4x4, lfe5u-85f 8x8; ECP5 input tile buffers in LUT
-RAM) and placed by :func:`cnnforge.hw.compiler.memory.plan_memory` (where the RTL puts every
-memory today; SPRAM unused). Nothing is synthesized: the planner reproduces the block RAM
+RAM; on the UP5K the feature maps and weights moved into SPRAM where block RAM is too small,
+:func:`cnnforge.hw.compiler.memory.fit_memories`) and placed by
+:func:`cnnforge.hw.compiler.memory.plan_memory` (where the RTL puts every memory). Nothing is
+synthesized: the planner reproduces the block RAM
 counts of the digits network's synthesis runs (``tests/test_memory.py``); the other rows are
 the planner's verdict. A second table tries the visual-wake-words model on the -85F at smaller
 arrays (fewer int8 lanes per weight-ROM word, so less padding).
@@ -25,7 +27,7 @@ from pathlib import Path
 from common import machine_info
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import EBR, LUTRAM, SPRAM, plan_memory
+from cnnforge.hw.compiler.memory import EBR, LUTRAM, SPRAM, fit_memories, plan_memory
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
@@ -49,13 +51,15 @@ def load(path):
     return quantized if quantized is not None else quantize(network)
 
 
-def row(name, program, key):
-    """One table row: the plan's kinds, the weight ROM, the verdict."""
-    plan = plan_memory(program, key)
-    rom = next(m for m in plan.memories if m.spec.name == "weight ROM")
+def row(name, program, key, plan=None):
+    """One table row: the plan's kinds, the weights (ROM in block RAM, or SPRAM), the
+    verdict."""
+    plan = plan or plan_memory(program, key)
+    rom = next(m for m in plan.memories if m.spec.name in ("weight ROM", "weights"))
     cfg = program.config
     return {"model": name, "device": key, "array": f"{cfg.rows}x{cfg.cols}",
-            "algorithm": cfg.algorithm, "weight_rom_bytes": rom.spec.bytes,
+            "algorithm": cfg.algorithm, "spram_feature_maps": cfg.spram_feature_maps,
+            "spram_weights": cfg.spram_weights, "weight_rom_bytes": rom.spec.bytes,
             "weight_rom_ebr": rom.blocks, **plan.to_json()}
 
 
@@ -85,9 +89,10 @@ def main():
     for name, path in MODELS.items():
         qnets[name] = qnet = load(path)
         for key, dev in DEVICES.items():
-            program = compile_network(qnet, AcceleratorConfig(
-                dev.rows, dev.cols, algorithm=dev.algorithm, lutram_buffers=dev.lutram_buffers))
-            rows.append(row(name, program, key))
+            program, plan = fit_memories(qnet, AcceleratorConfig(
+                dev.rows, dev.cols, algorithm=dev.algorithm, lutram_buffers=dev.lutram_buffers),
+                dev)
+            rows.append(row(name, program, key, plan))
     dev = DEVICES["lfe5u-85f"]
     vww = "VWW (MobileNetV1-0.25)"
     for rows_, cols in VWW_ARRAYS:
@@ -97,8 +102,9 @@ def main():
     print_table(rows, "memory plans, each device's default design (cnnforge synth --device)")
     print_table(vww_rows, "VWW on lfe5u-85f at smaller arrays")
     result = {"machine": machine_info("amaranth"), "seconds": round(time.perf_counter() - t0, 1),
-              "designs": "each device's default (cnnforge synth --device): up5k 2x2 direct, "
-                         "lfe5u-25f 4x4, lfe5u-85f 8x8, ECP5 tile buffers in LUT RAM",
+              "designs": "each device's default (cnnforge synth --device): up5k 2x2 direct "
+                         "(SPRAM where block RAM is too small), lfe5u-25f 4x4, lfe5u-85f 8x8, "
+                         "ECP5 tile buffers in LUT RAM",
               "results": rows, "vww_on_lfe5u_85f": vww_rows}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
