@@ -833,8 +833,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     weights = np.array(weight_words, np.int64).reshape(-1, cfg.lanes)
     wino = y4_bits > 0
     return Program(config=cfg, qnet=qnet, layers=layers, weights=weights, params=params,
-                   fm_depth=n_slots * region, fm_slots=n_slots, slot_words=slot_words, acc_width=acc_bits,
-                   image_size=image_size,
+                   fm_depth=n_slots * region, fm_slots=n_slots, slot_words=slot_words,
+                   acc_width=acc_bits, image_size=image_size,
                    output_size=int(np.prod(groups[-1][-1].output_shape)),
                    w_width=12 if wino else 8, x_width=11 if wino else 8, y4_width=y4_bits)
 

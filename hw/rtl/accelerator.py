@@ -255,10 +255,9 @@ class Accelerator(wiring.Component):
         slot_values = prog.fm_depth // prog.fm_slots
         m.submodules.fm = fm = FeatureMapSlots(prog.fm_slots, slot_values, fm_aw,
                                                primitive=self.primitives)
-        ports = (SimpleNamespace(addr=fm.wr_addr, data=fm.wr_data, en=fm.wr_en),
-                 SimpleNamespace(addr=fm.rd_a_addr, data=fm.rd_a_data),
-                 SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
-        return ports
+        return (SimpleNamespace(addr=fm.wr_addr, data=fm.wr_data, en=fm.wr_en),
+                SimpleNamespace(addr=fm.rd_a_addr, data=fm.rd_a_data),
+                SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
 
     def _weights(self, m, seq):
         """The weight memory: a block-RAM ROM, or SPRAM written through ``i_weights`` while the
