@@ -15,9 +15,9 @@ board's weights offset (what ``cnnforge flash`` writes). Two runs of the same bu
 
 Reported: the status after boot and after the upload, the outputs against TensorFlow Lite
 Micro's (``tflite_micro`` reference kernels; expected identical) and the golden model's, the
-class of the sample (5, as TensorFlow Lite Micro's), engine cycles per inference, and simulated and wall time per phase. Results: ``benchmarks/results/
-icebreaker_kws.json``. About 5 minutes on a 2-core machine (the upload is 2.9 s of simulated
-UART time).
+class of the sample (5, as TensorFlow Lite Micro's), engine cycles per inference, and simulated
+and wall time per phase. Results: ``benchmarks/results/icebreaker_kws.json``. About 10 minutes
+on a 2-core machine (the upload is 2.7 s of simulated UART time, 7 minutes of simulation).
 
     .venv/bin/python benchmarks/icebreaker_kws.py
 """

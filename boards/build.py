@@ -23,7 +23,8 @@ from cnnforge.boards.bitstream import (WEIGHTS_FILE, BoardError, BuildResult, bo
                                       build_board)
 
 __all__ = ["BOARDS", "BoardError", "BuildResult", "board", "build_bitstream", "default_bitstream",
-           "flash", "flash_command", "weights_command", "loader_path", "find_programmer", "main_board"]
+           "flash", "flash_command", "weights_command", "loader_path", "find_programmer",
+           "main_board"]
 
 
 #: ``{name: (BoardSpec, top class, platform factory)}`` of every board.

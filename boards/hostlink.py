@@ -385,7 +385,8 @@ class Responder(wiring.Component):
     ``output_size`` logits as they come from ``logits`` (passed straight through: the engine
     waits while the transmitter is busy), the class (the index of the first largest logit, as
     ``numpy.argmax``, kept on the fly) and the four bytes of ``cycles`` (little endian), for a
-    status the nine bytes of ``status``; then the CRC. ``busy`` falls once the CRC byte has left the line (``tx_busy`` low).
+    status the nine bytes of ``status``; then the CRC. ``busy`` falls once the CRC byte has
+    left the line (``tx_busy`` low).
 
     Parameters
     ----------

@@ -5,9 +5,10 @@
     with BoardLink("/dev/ttyUSB1", output_size=10) as board:
         result = board.infer(image_int8)        # -> protocol.Result(logits, cls, cycles)
 
-The frames are :mod:`cnnforge.boards.protocol`'s, the same code the simulation test of the board
-top uses. A board with its weights in SPRAM gets them with :meth:`BoardLink.ensure_weights`
-(once per power-up: it compares the board's hash with the network's). After an error frame or a timeout the link drains what is left on the line, so the
+The frames are :mod:`cnnforge.boards.protocol`'s, the same code the simulation test of the
+board top uses. A board with its weights in SPRAM gets them with
+:meth:`BoardLink.ensure_weights` (once per power-up: it compares the board's hash with the
+network's). After an error frame or a timeout the link drains what is left on the line, so the
 next request starts clean; :meth:`BoardLink.infer` retries such a failure ``retries`` times.
 """
 
