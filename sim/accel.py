@@ -158,8 +158,9 @@ class AcceleratorSim:
         design into the same folder: they take turns."""
         with _locked(self.build_dir / ".build.lock"):
             if self.netlist:
-                sources = write_netlist(Accelerator(self.program), self.build_dir / "netlist",
-                                        self.netlist, TOPLEVEL)
+                # the netlist of the bitstream: SPRAM as SB_SPRAM256KA (yosys' cell model)
+                sources = write_netlist(Accelerator(self.program, primitives=True),
+                                        self.build_dir / "netlist", self.netlist, TOPLEVEL)
                 harness = SimHarness(self.program, accelerator=AcceleratorInstance(
                     self.program, TOPLEVEL))
             else:
