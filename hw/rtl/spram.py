@@ -5,8 +5,8 @@ SPRAM Usage Guide*) and the two the accelerator keeps there: the feature-map slo
 
 Each memory is built from :class:`SPRAM`, which instantiates the blocks for synthesis
 (``primitive=True``: yosys does not infer SPRAM from an Amaranth memory, whose zero
-initialization ``memory_libmap`` refuses for SPRAM) or a behavioral model of them for simulation
-(the same ports, the same one-cycle read).
+initialization ``memory_libmap`` refuses for SPRAM) or :class:`SPRAMBlock`, a model of one
+block, for simulation: everything around the blocks is the same RTL either way.
 """
 
 from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
@@ -15,10 +15,35 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.rtl.common import bits
 
-__all__ = ["SPRAM", "FeatureMapSlots", "WeightLoader", "SPRAM_DEPTH", "SPRAM_WIDTH"]
+__all__ = ["SPRAM", "SPRAMBlock", "FeatureMapSlots", "WeightLoader", "SPRAM_DEPTH",
+           "SPRAM_WIDTH"]
 
 #: Words and bits per word of one ``SB_SPRAM256KA``.
 SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
+
+
+class SPRAMBlock(wiring.Component):
+    """Behavioral model of one ``SB_SPRAM256KA`` (the ports and the semantics of yosys'
+    ``ice40/cells_sim.v``, awake and powered): with ``chipselect``, ``wren`` writes the nibbles
+    of ``datain`` that ``maskwren`` enables at ``address``, else ``dataout`` takes the word at
+    ``address`` (one cycle later); otherwise ``dataout`` holds. (The block's ``DATAOUT`` is
+    undefined after a write; the model holds it.) ``depth`` words only (≤ 16,384), for
+    simulation memory."""
+
+    def __init__(self, depth=SPRAM_DEPTH):
+        self.depth = depth
+        super().__init__({"address": In(14), "datain": In(16), "maskwren": In(4),
+                          "wren": In(1), "chipselect": In(1), "dataout": Out(16)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=16, depth=self.depth, init=[])
+        wr, rd = mem.write_port(granularity=4), mem.read_port(transparent_for=())
+        m.d.comb += [wr.addr.eq(self.address), rd.addr.eq(self.address),
+                     wr.data.eq(self.datain),
+                     wr.en.eq(self.maskwren & (self.chipselect & self.wren).replicate(4)),
+                     rd.en.eq(self.chipselect & ~self.wren), self.dataout.eq(rd.data)]
+        return m
 
 
 class SPRAM(wiring.Component):
@@ -27,13 +52,14 @@ class SPRAM(wiring.Component):
 
     A cycle either writes (any ``wr_en`` bit high: the enabled bytes of ``wr_data`` at ``addr``)
     or reads ``addr``, whose word is in ``rd_data`` the next cycle. After a write cycle
-    ``rd_data`` is undefined (the blocks' ``DATAOUT``; the model keeps the last read).
+    ``rd_data`` is undefined (the blocks' ``DATAOUT``).
 
     Parameters
     ----------
     depth, width : int
     primitive : bool
-        Instantiate the blocks (synthesis) or the behavioral model (simulation).
+        Instantiate the blocks (synthesis) or :class:`SPRAMBlock` models of them (simulation):
+        the tiling, byte masks and chip selects around them are the same either way.
 
     Members
     -------
@@ -55,16 +81,21 @@ class SPRAM(wiring.Component):
         """``SB_SPRAM256KA`` blocks it takes."""
         return -(-self.width // SPRAM_WIDTH) * -(-self.depth // SPRAM_DEPTH)
 
+    def _block(self, m, name, bank, **ports):
+        """One block (``ports``: the ``SB_SPRAM256KA`` pins by their lower-case names)."""
+        if self.primitive:
+            m.submodules[name] = Instance(
+                "SB_SPRAM256KA", i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                o_DATAOUT=ports.pop("dataout"),
+                **{f"i_{pin.upper()}": value for pin, value in ports.items()})
+            return
+        m.submodules[name] = block = SPRAMBlock(min(SPRAM_DEPTH, self.depth - bank * SPRAM_DEPTH))
+        m.d.comb += [getattr(block, pin).eq(value) for pin, value in ports.items()
+                     if pin != "dataout"]
+        m.d.comb += ports["dataout"].eq(block.dataout)
+
     def elaborate(self, platform):
         m = Module()
-        if not self.primitive:
-            m.submodules.mem = mem = memory.Memory(shape=8 * self.nbytes, depth=self.depth,
-                                                   init=[])
-            wr, rd = mem.write_port(granularity=8), mem.read_port(transparent_for=())
-            m.d.comb += [wr.addr.eq(self.addr), rd.addr.eq(self.addr), wr.data.eq(self.wr_data),
-                         wr.en.eq(self.wr_en), rd.en.eq(~self.wr_en.any()),
-                         self.rd_data.eq(rd.data)]
-            return m
         tiles = -(-self.width // SPRAM_WIDTH)
         banks = -(-self.depth // SPRAM_DEPTH)
         data = Signal(tiles * SPRAM_WIDTH)
@@ -78,13 +109,11 @@ class SPRAM(wiring.Component):
             out = Signal(tiles * SPRAM_WIDTH, name=f"dataout{b}")
             for t in range(tiles):
                 byte_en = enables[2 * t:2 * t + 2]
-                mask = Cat(byte_en[0], byte_en[0], byte_en[1], byte_en[1])
-                m.submodules[f"spram{b}_{t}"] = Instance(
-                    "SB_SPRAM256KA",
-                    i_ADDRESS=self.addr[:14], i_DATAIN=data[16 * t:16 * t + 16],
-                    i_MASKWREN=mask, i_WREN=self.wr_en.any(), i_CHIPSELECT=bank == b,
-                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
-                    o_DATAOUT=out[16 * t:16 * t + 16])
+                self._block(m, f"spram{b}_{t}", b, address=self.addr[:14],
+                            datain=data[16 * t:16 * t + 16],
+                            maskwren=Cat(byte_en[0], byte_en[0], byte_en[1], byte_en[1]),
+                            wren=self.wr_en.any(), chipselect=bank == b,
+                            dataout=out[16 * t:16 * t + 16])
             outs.append(out)
         m.d.comb += self.rd_data.eq(Array(outs)[bank_q] if banks > 1 else outs[0])
         return m

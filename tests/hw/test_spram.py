@@ -2,8 +2,8 @@
 feature maps and weights in SPRAM against the golden model.
 
 * ``SPRAM``: a random sequence of byte-enabled writes and reads against a dictionary (a read's
-  word one cycle after its address); with ``primitive`` the blocks are ``SB_SPRAM256KA``
-  instances, tiled in width and depth.
+  word one cycle after its address), through the tiling of block models; with ``primitive``
+  the same tiling around ``SB_SPRAM256KA`` instances.
 * ``FeatureMapSlots``: writes and two reads a cycle in different slots, each read's byte one
   cycle later; the write wins its slot.
 * ``WeightLoader``: bytes with gaps assembled into little-endian words at consecutive
@@ -27,17 +27,22 @@ from cnnforge.sim.rtl import rtl_accelerator
 from tests.helpers import check_result, conv_net, inverted_residual, random_images, simulate
 
 
-@settings(max_examples=5, deadline=None)
-@given(width=st.sampled_from([8, 16, 24]), seed=st.integers(0, 2**32 - 1))
-def test_spram_model(width, seed):
+@settings(max_examples=6, deadline=None)
+@given(width=st.sampled_from([8, 16, 24]), depth=st.sampled_from([37, 16_400]),
+       seed=st.integers(0, 2**32 - 1))
+def test_spram_model(width, depth, seed):
+    """Random byte-enabled writes and reads against a dictionary, through the block models
+    (two banks of blocks for 16,400 words; 24 bits: two blocks side by side, the second's high
+    byte unused)."""
     rng = np.random.default_rng(seed)
-    depth = 37
     dut = SPRAM(depth, width)
     mem = {}
 
     async def bench(ctx):
         for _ in range(300):
-            addr = int(rng.integers(depth))
+            # a few addresses, so reads find writes; across the bank boundary when deep
+            addr = min(depth - 1, int(rng.integers(20)) + (16_374 if depth > 100 and
+                                                          rng.random() < 0.5 else 0))
             if rng.random() < 0.5:
                 en = int(rng.integers(1, 1 << dut.nbytes))
                 value = int(rng.integers(1 << width))
@@ -61,11 +66,16 @@ def test_spram_model(width, seed):
 
 
 def test_spram_primitives():
-    """For synthesis: ⌈width/16⌉ × ⌈depth/16384⌉ ``SB_SPRAM256KA`` instances."""
+    """For synthesis: ⌈width/16⌉ × ⌈depth/16384⌉ ``SB_SPRAM256KA`` instances, every pin
+    connected (awake, powered), and no model left."""
     for depth, width, blocks in ((100, 16, 1), (15_008, 16, 1), (20_000, 24, 4)):
         dut = SPRAM(depth, width, primitive=True)
         text = rtlil.convert(dut)
         assert text.count("cell \\SB_SPRAM256KA ") == blocks == dut.blocks
+        for pin in ("ADDRESS", "DATAIN", "MASKWREN", "WREN", "CHIPSELECT", "CLOCK", "STANDBY",
+                    "SLEEP", "POWEROFF", "DATAOUT"):
+            assert text.count(f"connect \\{pin} ") == blocks, pin
+        assert "$mem" not in text
 
 
 def test_feature_map_slots():

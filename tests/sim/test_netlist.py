@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
-from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.board_commands import _program
 from cnnforge.sim import runner
 from cnnforge.sim.accel import AcceleratorSim, compare
-
-from tests.helpers import conv_net, random_images
 
 from .test_accelerator_rtl import DIGITS
 
@@ -36,22 +32,3 @@ def test_ice40_netlist_classifies_digits():
     assert mismatches == {"logits": 0, "layers": {layer.name: 0 for layer in program.layers}}
     assert np.all(result.cycles > 0)
 
-
-@pytest.mark.slow
-def test_ice40_netlist_with_spram():
-    """A network with its feature maps and weights in SPRAM: the netlist holds
-    ``SB_SPRAM256KA`` blocks (the RTL simulations use their behavioral model; here yosys' cell
-    model of the real block, byte masks, chip selects and all), the weights streamed in by the
-    harness, every layer bit-exact."""
-    qnet = quantize(conv_net(seed=5, stride=2))
-    program = compile_network(qnet, AcceleratorConfig(2, 2, algorithm="direct",
-                                                      spram_feature_maps=True,
-                                                      spram_weights=True))
-    images = random_images(qnet, 3, 2)
-    sim = AcceleratorSim(program, runner.build_root() / "test" / "netlist-spram",
-                         netlist="ice40")
-    result = sim.build().run(images)
-    netlist = (sim.build_dir / "netlist" / "accelerator_netlist.v").read_text()
-    assert netlist.count("SB_SPRAM256KA ") == program.fm_slots + 1
-    _, mismatches = compare(program, images, result)
-    assert mismatches == {"logits": 0, "layers": {layer.name: 0 for layer in program.layers}}
