@@ -210,12 +210,11 @@ class WeightLoader(wiring.Component):
         m = Module()
         nb = self.word_bytes
         byte = Signal(range(max(2, nb)))
-        shift = Signal(8 * nb)
+        earlier = Signal(8 * (nb - 1))              # the word's bytes before this one
         m.d.comb += [self.i_weights.ready.eq(self.enable),
-                     self.wr_data.eq(Cat(shift[8:], self.i_weights.payload) if nb > 1
-                                     else self.i_weights.payload)]
+                     self.wr_data.eq(Cat(earlier, self.i_weights.payload))]
         with m.If(self.i_weights.valid & self.enable):
-            m.d.sync += [shift.eq(Cat(shift[8:], self.i_weights.payload)),
+            m.d.sync += [earlier.eq(Cat(earlier, self.i_weights.payload)[8:]),
                          byte.eq(byte + 1), self.loaded.eq(0)]
             with m.If(byte == nb - 1):
                 m.d.comb += self.wr_en.eq(1)
