@@ -216,16 +216,24 @@ class PostProcessor(wiring.Component):
     def _gemmlowp(m, stage, ab6, n6, sh10):
         """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
         # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
-        # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur)
-        nudged7, n7 = stage("nudged7", signed(65)), stage("n7", 5)
-        m.d.sync += [nudged7.eq(ab6 + Mux(ab6 >= 0, 1 << 30, 1 - (1 << 30))), n7.eq(n6)]
+        # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur), with no 65-bit add:
+        # nudge = 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) changes the high part ab >> 31 by the
+        # carry out of the low 31 bits (c), minus one for ab < 0, and rounding toward zero adds
+        # one for ab < 0 when the nudged low bits are not all zero (z). With lo = ab mod 2^31:
+        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 7);
+        # stage 8 adds the correction, -1 to 1, to ab >> 31.
+        neg, lo = ab6[63], ab6[:31]
+        carry = lo[30] | (neg & lo[:30].all())
+        nonzero = Mux(neg, lo != (1 << 30) - 1, lo != 1 << 30)
+        hi7, inc7, n7 = stage("hi7", signed(33)), stage("inc7", signed(3)), stage("n7", 5)
+        m.d.sync += [hi7.eq(ab6[31:64].as_signed()), n7.eq(n6),
+                     inc7.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
         # without its wide comparison. Both values of t are prepared alongside stage 8.
         high8, n8 = stage("high8", signed(32)), stage("n8", 5)
         half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
-        m.d.sync += [high8.eq((nudged7 + Mux(nudged7 < 0, (1 << 31) - 1, 0)) >> 31),
-                     n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
+        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
                      halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
         # stage 9: x + t; stage 10: the shift
         sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
