@@ -160,6 +160,15 @@ class Controller(wiring.Component):
         s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
         s.tr_ph_next = Signal(9)
         m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
+        # the loop ends (each counter at its bound), registered: a decision at a pass, block or
+        # group end reads flags set a cycle after the counters changed, and such ends are two
+        # or more cycles apart (a pass is R·C + 1 or more beats), so the compares are not in
+        # front of the decisions and the enables they drive
+        s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
+            Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
+        m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
+                     s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
+                     s.tc_end.eq(s.tc == d.last_ntc), s.ph_end.eq(s.ph == d.pool_mask)]
         # psum half, V half the transform writes next
         s.half, s.vh = Signal(name="half"), Signal(name="vh")
         s.wn = Signal(16)                       # channel whose 4×4 patches the transform reads
@@ -229,12 +238,12 @@ class Controller(wiring.Component):
         d = self.desc
         m.d.comb += self.slot_clr.eq(one_hot(s.slot))
         m.d.sync += s.slot.eq(~s.slot)
-        with m.If((s.tr == d.last_ntr) & (s.tc == d.last_ntc)):
+        with m.If(s.tr_end & s.tc_end):
             m.d.sync += self.done.eq(1)
             m.next = "IDLE"
         with m.Else():
             m.next = "WAIT_TILE"
-            with m.If(s.tc == d.last_ntc):
+            with m.If(s.tc_end):
                 m.d.sync += [s.tc.eq(0), s.tc0.eq(0), s.tr.eq(s.tr + 1),
                              s.tr0.eq(s.tr0 + d.Tr), s.tr_ph.eq(s.tr_ph_next & d.pool_mask),
                              s.trbase.eq(s.trbase + d.out_tile_step
@@ -245,9 +254,9 @@ class Controller(wiring.Component):
     def _group_next(self, m, s):
         """IR and Winograd groups (C pixels / tiles of one row): the next column group, else the
         next output row, else the next tile (the caller has set the next state)."""
-        with m.If(s.g != s.glast):
+        with m.If(~s.g_end):
             m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + self._cols)]
-        with m.Elif(s.row != s.rlast):
+        with m.Elif(~s.row_end):
             m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                          s.row_base.eq(s.row_base + self.desc.fd_row_step)]
         with m.Else():
@@ -318,17 +327,17 @@ class Controller(wiring.Component):
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
                 self._walker_reset(m, s, s.row_base, s.g + 1)
-                with m.If(s.g != s.glast):
+                with m.If(~s.g_end):
                     m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
-                with m.Elif(s.row != s.rlast):
+                with m.Elif(~s.row_end):
                     m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                                  s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
-                    with m.If(s.ph == d.pool_mask):
+                    with m.If(s.ph_end):
                         m.d.sync += [s.obase.eq(s.obase + d.PW), s.ph.eq(0)]
                     with m.Else():
                         m.d.sync += s.ph.eq(s.ph + 1)
                     self._walker_reset(m, s, s.row_base + d.fd_row_step, 0)
-                with m.Elif(s.mb != d.last_MB):
+                with m.Elif(~s.mb_end):
                     m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
                                  s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.w_taps),
@@ -462,7 +471,7 @@ class Controller(wiring.Component):
                 self._group_next(m, s)
             with m.Else():
                 m.next = "GROUP"
-                with m.If(s.mb != d.last_MB):
+                with m.If(~s.mb_end):
                     m.d.sync += [s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + C),
                                  s.w_pass.eq(s.w_pass + d.KB * R)]
                 with m.Else():
