@@ -24,17 +24,22 @@ a flash offset, the SPI flash right after reset) stream the weight image into th
 and through a CRC-32; images are refused (``NO_WEIGHTS``) until it equals the network's.
 
 Each block is a :class:`~amaranth.lib.wiring.Component` whose docstring states its contract;
-:class:`HostLink` only joins them. The parser and the responder each keep a running
+:class:`HostLink` only joins them, with a one-byte FIFO between the engine and the responder and
+another before the transmitter (registers on both sides of the responder's output mux: the link
+runs as fast as the engine's clock). The parser and the responder each keep a running
 :class:`CRC8`; the parser starts no frame while the responder is busy (``hold``).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import crc, data, memory, stream, wiring
+from amaranth.lib import crc, data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.rtl.accelerator import Accelerator
+from cnnforge.hw.rtl.common import NO_RW_CHECK
 
 from cnnforge.boards.protocol import (SYNC, WEIGHT_CHUNK, ErrorCode, MessageType, crc8,
                                      weights_hash)
@@ -119,11 +124,14 @@ class FrameParser(wiring.Component):
     last frame is still being answered are discarded). From SYNC0 on the parser is in a frame
     (``in_frame``); more SYNC0s keep waiting for SYNC1, any other byte is noise and ends the
     frame silently. After SYNC1, TYPE, LEN, the payload and the CRC byte are checked as they
-    arrive, and payload byte ``k`` is written to ``image`` at address ``k`` in the cycle it
+    arrive, and payload byte ``k`` is written to ``image`` at address ``k`` the cycle after it
     arrives (the buffer holds a complete image only once the CRC byte matched).
 
-    Unless it ended silently, a frame ends with exactly one ``request``, in the cycle of the byte
-    or the event that decides it, and the parser hunts again from the next cycle:
+    The parser is two stages: the checks of a byte (against SYNC, the types, LEN, the running
+    CRC) are registered with it, and the frame's state machine acts on them a cycle later, so
+    that no compare shares a cycle with the state decisions. Every input is seen one cycle late:
+    unless it ended silently, a frame ends with exactly one ``request``, the cycle after the
+    byte or the event that decides it, and the parser hunts again from the cycle after that:
 
     - the CRC byte matches: for an image, a result (``done`` pulses with it) or, while
       ``weights_ready`` is low, the error ``NO_WEIGHTS``; for a weights or status frame, a
@@ -132,7 +140,7 @@ class FrameParser(wiring.Component):
       is not ``image_size``, 0 or 2 to ``WEIGHT_CHUNK + 1`` for them (``BAD_LENGTH``) or the
       CRC byte differs (``BAD_CRC``): an error at that byte;
     - in a cycle without a byte: ``framing_error`` (``FRAMING``), or the ``timeout + 1``-th
-      cycle in a row without a byte (``TIMEOUT``): an error in that cycle.
+      cycle in a row without a byte (``TIMEOUT``): an error the cycle after.
 
     Parameters
     ----------
@@ -150,6 +158,8 @@ class FrameParser(wiring.Component):
     -------
     i : In(stream.Signature(8, always_ready=True))
         Received bytes; a UART has no flow control, every byte is taken in the cycle it is valid.
+        Bytes come at least two cycles apart and the payload holds its value until the next
+        byte (as :class:`~cnnforge.boards.uart.UARTRx`'s does: a byte every ten bit times).
     framing_error : In(1)
         Pulses when the UART receiver dropped a byte (its stop bit was low).
     hold : In(1)
@@ -206,33 +216,64 @@ class FrameParser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n_in = self._image_size
         m.submodules.crc = crc = CRC8()
-        byte, got = self.i.payload, self.i.valid
-        len_lo = Signal(8)             # LEN's low byte, checked with the high byte
-        length = Signal(16)
-        count = Signal(16)             # payload bytes received
-        kind = Signal(MessageType)     # TYPE of the frame
+        c = self._checks(m, crc)
+        m.d.comb += [self.image.addr.eq(c.count), self.image.data.eq(c.byte),
+                     crc.data.eq(c.byte), self.o_weights.payload.eq(c.byte),
+                     self.request.valid.eq(c.fail | self.done),
+                     self.request.payload.error.eq(c.fail),
+                     self.request.payload.code.eq(c.fail_code)]
         idle = Signal(range(self._timeout + 1))
-        fail = Signal()                # this cycle: reject the frame with fail_code
-        fail_code = Signal(8)
-        m.d.comb += [self.image.addr.eq(count), self.image.data.eq(byte), crc.data.eq(byte),
-                     self.o_weights.payload.eq(byte),
-                     self.request.valid.eq(fail | self.done),
-                     self.request.payload.error.eq(fail), self.request.payload.code.eq(fail_code)]
-
-        with m.If(got | ~self.in_frame):
-            m.d.sync += idle.eq(0)
+        expired = Signal()             # idle == timeout, as a register
+        with m.If(c.got | ~self.in_frame):
+            m.d.sync += [idle.eq(0), expired.eq(0)]
         with m.Elif(idle != self._timeout):
-            m.d.sync += idle.eq(idle + 1)
-        with m.If(self.in_frame & ~got):
-            with m.If(self.framing_error):
-                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.FRAMING)]
-            with m.Elif(idle == self._timeout):
-                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.TIMEOUT)]
+            m.d.sync += [idle.eq(idle + 1), expired.eq(idle == self._timeout - 1)]
+        with m.If(self.in_frame & ~c.got):
+            with m.If(c.framing):
+                m.d.comb += [c.fail.eq(1), c.fail_code.eq(ErrorCode.FRAMING)]
+            with m.Elif(expired):
+                m.d.comb += [c.fail.eq(1), c.fail_code.eq(ErrorCode.TIMEOUT)]
+        self._frame_fsm(m, crc, c)
+        return m
+
+    def _checks(self, m, crc):
+        """Stage 1: the byte's checks, registered with its valid (``got``), the framing error
+        and ``hold``. The payload is held until the next byte, which comes two or more cycles
+        later, so the CRC, the count, LEN's low byte and TYPE the checks use are up to date."""
+        c = SimpleNamespace(
+            byte=self.i.payload, got=Signal(), framing=Signal(), hold=Signal(),
+            len_lo=Signal(8),              # LEN's low byte, checked with the high byte
+            length=Signal(16), count=Signal(16),   # payload bytes expected / received
+            kind=Signal(MessageType),      # TYPE of the frame
+            is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
+            crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
+            fail=Signal(),                 # this cycle: reject the frame with fail_code
+            fail_code=Signal(8))
+        types = [MessageType.IMAGE, MessageType.STATUS]
+        if self._weights:
+            types.append(MessageType.WEIGHTS)
+        c.value = Cat(c.len_lo, c.byte)
+        m.d.sync += [
+            c.got.eq(self.i.valid), c.framing.eq(self.framing_error), c.hold.eq(self.hold),
+            c.is_sync0.eq(c.byte == SYNC[0]), c.is_sync1.eq(c.byte == SYNC[1]),
+            c.type_ok.eq(Cat(c.byte == t for t in types).any()),
+            c.len_ok.eq(Mux(c.kind == MessageType.IMAGE, c.value == self._image_size,
+                            Mux(c.kind == MessageType.WEIGHTS,
+                                (c.value >= 2) & (c.value <= WEIGHT_CHUNK + 1),
+                                c.value == 0))),
+            c.crc_ok.eq(c.byte == crc.crc),
+            c.first_byte.eq(c.count == 0),
+            c.last_byte.eq(c.count == c.length - 1),      # LEN checked in LEN1
+        ]
+        return c
+
+    def _frame_fsm(self, m, crc, c):
+        """Stage 2: the frame's states, a cycle after the byte, on its checks ``c``."""
+        byte, kind, fail, got = c.byte, c.kind, c.fail, c.got
 
         def reject(reason):
-            m.d.comb += [fail.eq(1), fail_code.eq(reason)]
+            m.d.comb += [fail.eq(1), c.fail_code.eq(reason)]
 
         def abort_on_fail():
             with m.If(fail):
@@ -240,24 +281,21 @@ class FrameParser(wiring.Component):
 
         with m.FSM(name="parser") as fsm:
             with m.State("SYNC0"):
-                with m.If(got & ~self.hold & (byte == SYNC[0])):
+                with m.If(got & ~c.hold & c.is_sync0):
                     m.next = "SYNC1"
             with m.State("SYNC1"):
                 with m.If(got):
-                    with m.If(byte == SYNC[1]):
+                    with m.If(c.is_sync1):
                         m.d.comb += crc.clear.eq(1)
                         m.next = "TYPE"
-                    with m.Elif(byte != SYNC[0]):
+                    with m.Elif(~c.is_sync0):
                         m.next = "SYNC0"
                 abort_on_fail()
             with m.State("TYPE"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
                     m.d.sync += kind.eq(byte)
-                    types = [MessageType.IMAGE, MessageType.STATUS]
-                    if self._weights:
-                        types.append(MessageType.WEIGHTS)
-                    with m.If(Cat(byte == t for t in types).any()):
+                    with m.If(c.type_ok):
                         m.next = "LEN0"
                     with m.Else():
                         reject(ErrorCode.BAD_TYPE)
@@ -265,18 +303,14 @@ class FrameParser(wiring.Component):
             with m.State("LEN0"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += len_lo.eq(byte)
+                    m.d.sync += c.len_lo.eq(byte)
                     m.next = "LEN1"
                 abort_on_fail()
             with m.State("LEN1"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    value = Cat(len_lo, byte)
-                    m.d.sync += [count.eq(0), length.eq(value)]
-                    ok = Mux(kind == MessageType.IMAGE, value == n_in,
-                             Mux(kind == MessageType.WEIGHTS,
-                                 (value >= 2) & (value <= WEIGHT_CHUNK + 1), value == 0))
-                    with m.If(~ok):
+                    m.d.sync += [c.count.eq(0), c.length.eq(c.value)]
+                    with m.If(~c.len_ok):
                         reject(ErrorCode.BAD_LENGTH)
                     with m.Elif(kind == MessageType.STATUS):
                         m.next = "CRC"
@@ -286,16 +320,17 @@ class FrameParser(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(got):
                     is_image = kind == MessageType.IMAGE
+                    first = c.first_byte
                     m.d.comb += [crc.valid.eq(1), self.image.en.eq(is_image),
-                                 self.o_weights.valid.eq(~is_image & (count != 0)),
-                                 self.weights_first.eq(~is_image & (count == 0) & byte[0])]
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == length - 1):        # LEN checked in LEN1
+                                 self.o_weights.valid.eq(~is_image & ~first),
+                                 self.weights_first.eq(~is_image & first & byte[0])]
+                    m.d.sync += c.count.eq(c.count + 1)
+                    with m.If(c.last_byte):
                         m.next = "CRC"
                 abort_on_fail()
             with m.State("CRC"):
                 with m.If(got):
-                    with m.If(byte != crc.crc):
+                    with m.If(~c.crc_ok):
                         reject(ErrorCode.BAD_CRC)
                     with m.Elif(kind != MessageType.IMAGE):
                         m.d.comb += [self.request.valid.eq(1),
@@ -308,7 +343,6 @@ class FrameParser(wiring.Component):
                         m.next = "SYNC0"
                 abort_on_fail()
         m.d.comb += self.in_frame.eq(~fsm.ongoing("SYNC0"))
-        return m
 
 
 class ImageBuffer(wiring.Component):
@@ -358,7 +392,9 @@ class ImageBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n_in = self._image_size
-        m.submodules.image = image = memory.Memory(shape=8, depth=max(2, n_in), init=[])
+        # the parser writes an image only while no image is streamed (the responder is busy)
+        m.submodules.image = image = memory.Memory(shape=8, depth=max(2, n_in), init=[],
+                                                   attrs=NO_RW_CHECK)
         wiring.connect(m, wiring.flipped(self.w), image.write_port())
         rd = image.read_port()
         rd_idx = Signal(range(max(2, n_in)))
@@ -458,8 +494,12 @@ class Responder(wiring.Component):
         best_idx = Signal(8)
         sent = self.o.valid & self.o.ready
         length = Signal(16)
+        # the CRC takes each checked byte a cycle after it left (registered: the output mux is
+        # not in front of the CRC's XOR network); SETTLE waits for the last one
+        crc_data, crc_valid = Signal(8), Signal()
+        m.d.sync += [crc_data.eq(self.o.payload), crc_valid.eq(0)]
         m.d.comb += [length.eq(Mux(kind_error, 1, Mux(kind_status, 9, n_out + 5))),
-                     crc.data.eq(self.o.payload),
+                     crc.data.eq(crc_data), crc.valid.eq(crc_valid),
                      self.busy.eq(busy | pending),
                      self.error.eq(pending & request.error)]
 
@@ -467,7 +507,7 @@ class Responder(wiring.Component):
             m.d.comb += [self.o.payload.eq(value), self.o.valid.eq(1)]
             with m.If(sent):
                 if checked:
-                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += crc_valid.eq(1)
                 m.next = next_state
 
         with m.FSM(name="responder"):
@@ -497,15 +537,14 @@ class Responder(wiring.Component):
                     send(length[8:], "LOGITS")
             for k in range(9):
                 with m.State(f"ST{k}"):
-                    send(self.status.word_select(k, 8), f"ST{k + 1}" if k < 8 else "CRC")
+                    send(self.status.word_select(k, 8), f"ST{k + 1}" if k < 8 else "SETTLE")
             with m.State("CODE"):
-                send(code, "CRC")
+                send(code, "SETTLE")
             with m.State("LOGITS"):
                 m.d.comb += [self.o.payload.eq(self.logits.payload),
                              self.o.valid.eq(self.logits.valid), self.logits.ready.eq(self.o.ready)]
                 with m.If(sent):
-                    m.d.comb += crc.valid.eq(1)
-                    m.d.sync += out_idx.eq(out_idx + 1)
+                    m.d.sync += [crc_valid.eq(1), out_idx.eq(out_idx + 1)]
                     with m.If((out_idx == 0) | (self.logits.payload > best)):
                         m.d.sync += [best.eq(self.logits.payload), best_idx.eq(out_idx)]
                     with m.If(out_idx == n_out - 1):
@@ -515,7 +554,9 @@ class Responder(wiring.Component):
                 send(best_idx, "CYC0")
             for k in range(4):
                 with m.State(f"CYC{k}"):
-                    send(self.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "CRC")
+                    send(self.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "SETTLE")
+            with m.State("SETTLE"):
+                m.next = "CRC"
             with m.State("CRC"):
                 send(crc.crc, "DRAIN", checked=False)
             with m.State("DRAIN"):
@@ -639,8 +680,9 @@ class HostLink(wiring.Component):
         m.d.comb += [accel.i_weights.payload.eq(data), accel.i_weights.valid.eq(valid),
                      accel.weights_restart.eq(first),
                      crc32.start.eq(first), crc32.data.eq(data), crc32.valid.eq(valid),
-                     self.weights_ready.eq((crc32.crc == network) & accel.weights_loaded),
                      parser.weights_ready.eq(self.weights_ready)]
+        # registered: the 32-bit compare stays out of the parser's decisions
+        m.d.sync += self.weights_ready.eq((crc32.crc == network) & accel.weights_loaded)
         return Cat(crc32.crc, Const(network, 32), self.weights_ready, Const(1, 7))
 
     def elaborate(self, platform):
@@ -655,18 +697,29 @@ class HostLink(wiring.Component):
                                                  perf_counters=False)
         m.submodules.responder = responder = Responder(prog.output_size)
         m.submodules.uart_tx = utx = UARTTx(self._divisor)
+        # a registered byte between the responder and the transmitter: the responder's output
+        # mux and the transmitter's load enables each get a cycle of their own
+        m.submodules.tx_fifo = tx_fifo = fifo.SyncFIFO(width=8, depth=1)
+        # and one between the engine and the responder (its argmax compare and CRC)
+        m.submodules.logits_fifo = logits_fifo = fifo.SyncFIFO(width=8, depth=1)
         wiring.connect(m, urx.o, parser.i)
         wiring.connect(m, parser.image, image.w)
         wiring.connect(m, image.o, accel.i_image)
         wiring.connect(m, parser.request, responder.request)
-        wiring.connect(m, accel.o_logits, responder.logits)
-        wiring.connect(m, responder.o, utx.i)
+        m.d.comb += [logits_fifo.w_data.eq(accel.o_logits.payload),
+                     logits_fifo.w_en.eq(accel.o_logits.valid),
+                     accel.o_logits.ready.eq(logits_fifo.w_rdy),
+                     responder.logits.payload.eq(logits_fifo.r_data),
+                     responder.logits.valid.eq(logits_fifo.r_rdy),
+                     logits_fifo.r_en.eq(responder.logits.ready)]
+        wiring.connect(m, responder.o, tx_fifo.w_stream)
+        wiring.connect(m, tx_fifo.r_stream, utx.i)
         m.d.comb += [
             urx.rx.eq(self.rx), self.tx.eq(utx.tx),
             parser.framing_error.eq(urx.framing_error),
             parser.hold.eq(responder.busy | self.loading),
             image.start.eq(parser.done),
-            responder.cycles.eq(accel.cycles), responder.tx_busy.eq(utx.busy),
+            responder.cycles.eq(accel.cycles), responder.tx_busy.eq(utx.busy | tx_fifo.r_rdy),
             accel.debug.eq(0), accel.o_debug.ready.eq(1),
             responder.status.eq(self._status(m, parser, accel)),
             self.busy.eq(responder.busy | parser.in_frame | image.busy | self.loading),

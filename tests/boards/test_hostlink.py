@@ -101,9 +101,9 @@ class ParseTrace:
     weights: list = field(default_factory=list)
 
 
-def line(data, gap=0):
+def line(data, gap=1):
     """The parser's input for ``data``: each byte for one cycle, then ``gap`` cycles without
-    (a UART delivers a byte every 10 bit times; the parser takes them back to back as well)."""
+    (a UART delivers a byte every 10 bit times; the parser takes them two cycles apart)."""
     out = []
     for byte in bytes(data):
         out += [byte] + [None] * gap
@@ -123,7 +123,8 @@ def rtl_parse(cycles, image_size, *, timeout=TIMEOUT, hold=(), weights=False,
         for t, item in enumerate(cycles):
             byte = item if isinstance(item, int) else None
             ctx.set(dut.i.valid, byte is not None)
-            ctx.set(dut.i.payload, byte or 0)
+            if byte is not None:                 # held until the next byte, as a UART's
+                ctx.set(dut.i.payload, byte)
             ctx.set(dut.framing_error, item is FRAMING)
             ctx.set(dut.hold, t in hold)
             ctx.set(dut.weights_ready, weights_ready)
@@ -208,11 +209,12 @@ def ref_parse(data, image_size, weights=False, weights_ready=True):
     return out
 
 
-def check_parse(data, image_size, gap=0, **options):
-    """The parser against :func:`ref_parse` (byte by byte, ``gap`` idle cycles apart)."""
+def check_parse(data, image_size, gap=1, **options):
+    """The parser against :func:`ref_parse` (byte by byte, ``gap`` idle cycles apart; each
+    answer the cycle after its byte)."""
     trace = rtl_parse(line(data, gap) + [None] * 3, image_size, timeout=1000, **options)
     expected = ref_parse(data, image_size, **options)
-    assert trace.requests == [(k * (gap + 1), code) for k, code, _ in expected]
+    assert trace.requests == [(k * (gap + 1) + 1, code) for k, code, _ in expected]
     assert trace.images == [payload for _, code, payload in expected if code is None]
     return trace
 
@@ -224,15 +226,15 @@ def image_frame(payload=IMAGE):
     return protocol.encode_frame(MessageType.IMAGE, payload)
 
 
-@pytest.mark.parametrize("gap", [0, 5])
+@pytest.mark.parametrize("gap", [1, 5])
 def test_parser_accepts_a_good_frame(gap):
     frame = image_frame()
     trace = check_parse(frame, len(IMAGE), gap)
-    # the answer in the cycle of the CRC byte, the image in the buffer by then
-    assert trace.requests == [((len(frame) - 1) * (gap + 1), None)]
+    # the answer the cycle after the CRC byte, the image in the buffer by then
+    assert trace.requests == [((len(frame) - 1) * (gap + 1) + 1, None)]
     assert trace.images == [IMAGE]
-    # in a frame from the cycle after SYNC0 through the cycle of the CRC byte
-    assert trace.in_frame.index(1) == 1
+    # in a frame from two cycles after SYNC0 through the cycle after the CRC byte
+    assert trace.in_frame.index(1) == 2
     assert sum(trace.in_frame) == (len(frame) - 1) * (gap + 1)
 
 
@@ -256,8 +258,8 @@ def test_parser_rejects_bad_fields():
     ]
     for frame, code, at in cases:
         trace = check_parse(frame + good, len(IMAGE))
-        assert trace.requests[0] == (at, code)
-        assert trace.requests[-1] == (len(frame) + len(good) - 1, None)
+        assert trace.requests[0] == (2 * at + 1, code)
+        assert trace.requests[-1] == (2 * (len(frame) + len(good) - 1) + 1, None)
         assert trace.images == [IMAGE]
 
 
@@ -266,7 +268,7 @@ def test_parser_skips_noise():
     frame, whose image is the one stored."""
     noise = bytes([0x00, 0x5A, 0xFF, 0xA5, 0x13, 0xA5, 0xA5, 0xA5])
     trace = check_parse(noise + image_frame(), len(IMAGE))
-    assert trace.requests == [(len(noise) + len(image_frame()) - 1, None)]
+    assert trace.requests == [(2 * (len(noise) + len(image_frame()) - 1) + 1, None)]
 
 
 def test_parser_one_byte_image():
@@ -275,27 +277,27 @@ def test_parser_one_byte_image():
 
 
 def test_parser_times_out():
-    """A frame cut short is answered ``timeout + 1`` cycles after its last byte; a long idle line
-    while hunting is not an error."""
+    """A frame cut short is answered ``timeout + 2`` cycles after its last byte (the parser
+    sees it a cycle late); a long idle line while hunting is not an error."""
     cut = image_frame()[:6]
     trace = rtl_parse([None] * 3 * TIMEOUT + line(cut, 3) + [None] * 2 * TIMEOUT, len(IMAGE))
     last = 3 * TIMEOUT + 4 * (len(cut) - 1)
-    assert trace.requests == [(last + TIMEOUT + 1, ErrorCode.TIMEOUT)]
-    assert not trace.in_frame[last + TIMEOUT + 2]
+    assert trace.requests == [(last + TIMEOUT + 2, ErrorCode.TIMEOUT)]
+    assert not trace.in_frame[last + TIMEOUT + 3]
     # a lone SYNC0 starts a frame as far as the timeout is concerned
     trace = rtl_parse([SYNC[0]] + [None] * 2 * TIMEOUT, len(IMAGE))
-    assert trace.requests == [(TIMEOUT + 1, ErrorCode.TIMEOUT)]
+    assert trace.requests == [(TIMEOUT + 2, ErrorCode.TIMEOUT)]
     # a byte every TIMEOUT cycles keeps a frame alive
     trace = rtl_parse(line(image_frame(), TIMEOUT - 1) + [None] * 3, len(IMAGE))
-    assert trace.requests == [(TIMEOUT * (len(image_frame()) - 1), None)]
+    assert trace.requests == [(TIMEOUT * (len(image_frame()) - 1) + 1, None)]
 
 
 def test_parser_framing_error():
-    """A framing error in a frame rejects it in that cycle; while hunting it is ignored."""
+    """A framing error in a frame rejects it the cycle after; while hunting it is ignored."""
     frame = image_frame()
     cycles = [FRAMING] + line(frame[:7], 1) + [FRAMING] + [None] * 3 + line(frame, 1) + [None]
     trace = rtl_parse(cycles, len(IMAGE))
-    assert trace.requests == [(15, ErrorCode.FRAMING), (19 + 2 * (len(frame) - 1), None)]
+    assert trace.requests == [(16, ErrorCode.FRAMING), (20 + 2 * (len(frame) - 1), None)]
     assert trace.images == [IMAGE]
 
 
@@ -305,9 +307,9 @@ def test_parser_hold():
     cycles = line(frame, 1) + line(frame, 1) + [None]
     n = 2 * len(frame)
     held = rtl_parse(cycles, len(IMAGE), hold=range(n))                # first SYNC0 ignored
-    assert held.requests == [(2 * n - 2, None)]
+    assert held.requests == [(2 * n - 1, None)]
     late = rtl_parse(cycles, len(IMAGE), hold=range(1, 2 * n + 1))    # from after SYNC0 on
-    assert late.requests == [(n - 2, None)]
+    assert late.requests == [(n - 1, None)]
 
 
 @st.composite
@@ -341,7 +343,7 @@ def byte_streams(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(byte_streams(), st.sampled_from([0, 2]), st.booleans(), st.booleans())
+@given(byte_streams(), st.sampled_from([1, 2]), st.booleans(), st.booleans())
 def test_parser_random_streams(stream, gap, weights, weights_ready):
     """Any stream of frames, good and bad, images, status and weights frames (taken only by a
     parser with ``weights``), the weights loaded or not."""
