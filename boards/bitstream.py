@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.boards.synth import SynthError, analyze, check_yosys_log, pnr_summary, tool_env
+from cnnforge.boards.synth import (SynthError, analyze, check_yosys_log, pnr_summary, tool_env,
+                                  undefined_collisions)
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
@@ -134,6 +135,7 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
     (out_dir / "top.report.json").unlink(missing_ok=True)
     (out_dir / WEIGHTS_FILE).unlink(missing_ok=True)      # never one of another build
     plan = plat.prepare(top, name="top", **overrides)
+    plan.files["top.il"] = undefined_collisions(plan.files["top.il"])
     plan.extract(out_dir)                     # the design, constraints and build script
     with open(out_dir / "build.log", "w") as logf:
         proc = subprocess.run(["sh", "build_top.sh"], cwd=out_dir, env=env, stdout=logf,

@@ -36,7 +36,8 @@ from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
 __all__ = ["SynthError", "SynthReport", "check_yosys_log", "median_seed",
-           "seed_summary", "synthesize", "tool_path", "tool_env", "write_netlist"]
+           "seed_summary", "synthesize", "tool_path", "tool_env", "undefined_collisions",
+           "write_netlist"]
 
 
 class SynthError(RuntimeError):
@@ -152,6 +153,61 @@ endmodule
 """
 
 
+def undefined_collisions(il_text):
+    """RTLIL with yosys' ``no_rw_check`` applied to amaranth's synchronous read ports.
+
+    amaranth emits a memory's read ports as ``$memrd_v2`` cells, already synchronous, so yosys
+    never looks at the memory's ``no_rw_check`` attribute (it does where it merges a register
+    into a read port) and builds read-first logic around every iCE40 block RAM (two dozen
+    flip-flops and LUTs, and a compare in front of the read data). For the memories that carry
+    the attribute (:data:`cnnforge.hw.rtl.common.NO_RW_CHECK`) this sets every bit of the read
+    ports' ``COLLISION_X_MASK``: a read of the address written in the same cycle is undefined.
+
+    Parameters
+    ----------
+    il_text : str
+        RTLIL as :func:`amaranth.back.rtlil.convert` writes it.
+
+    Returns
+    -------
+    str
+    """
+    marked, module, attrs, cell = set(), "", [], None
+    out = []
+    for line in il_text.splitlines():
+        words = line.split()
+        if cell is not None:                      # inside a $memrd_v2 cell: held until "end"
+            cell.append(line)
+            if words == ["end"]:
+                out += _collision_x(cell, module, marked)
+                cell = None
+            continue
+        if line.startswith("module "):
+            module = words[1]
+        elif words[:1] == ["memory"] and "\\no_rw_check" in attrs:
+            marked.add((module, words[-1]))
+        elif words[:2] == ["cell", "$memrd_v2"]:
+            cell = [line]
+            continue
+        attrs = attrs + [words[1]] if words[:1] == ["attribute"] else []
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _collision_x(cell, module, marked):
+    """The lines of one ``$memrd_v2`` cell, its ``COLLISION_X_MASK`` all ones if it reads a
+    marked memory synchronously (an asynchronous port has no collisions)."""
+    params = dict(line.split()[1:3] for line in cell if line.split()[:1] == ["parameter"])
+    memid = "\\" + params["\\MEMID"].strip('"').lstrip("\\")
+    if (module, memid) not in marked or params.get("\\CLK_ENABLE") != "1":
+        return cell
+    mask = params["\\COLLISION_X_MASK"]
+    width = int(mask.split("'")[0])
+    return [line.replace(mask, f"{width}'" + "1" * width)
+            if line.split()[:2] == ["parameter", "\\COLLISION_X_MASK"] else line
+            for line in cell]
+
+
 def write_netlist(component, build_dir, family="ice40", name="top"):
     """Synthesize ``component`` with yosys and write its gate-level Verilog for simulation.
 
@@ -188,7 +244,8 @@ def write_netlist(component, build_dir, family="ice40", name="top"):
                          f"not {family!r}")
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / f"{name}.il").write_text(rtlil.convert(component, name=name))
+    (build_dir / f"{name}.il").write_text(undefined_collisions(rtlil.convert(component,
+                                                                             name=name)))
     (build_dir / "logic_sim.v").write_text(_ICE40_LOGIC)
     (build_dir / "netlist.ys").write_text("\n".join([
         f"read_rtlil {name}.il",
@@ -607,7 +664,7 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
                          int8_macs_per_cycle=cfg.rows * cfg.cols,
                          peak_int8_macs_per_cycle=device.peak_int8_macs)
     top = synth_top(program, device)
-    (build_dir / "top.il").write_text(rtlil.convert(top, name="top"))
+    (build_dir / "top.il").write_text(undefined_collisions(rtlil.convert(top, name="top")))
 
     synth_cmd = "synth_ice40 -dsp" if device.family == "ice40" else "synth_ecp5"
     script = "\n".join([

@@ -10,14 +10,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
+from cnnforge.hw.rtl.common import NO_RW_CHECK
 from cnnforge.hw.rtl.ppu import PostProcessor
+from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.boards.synth import (SynthError, SynthReport, _count, _critical_path, _memories,
                                    _multipliers, _parse_dump, _place_seeds, _rtlil_memories,
                                    _stat_cells, check_yosys_log, median_seed, seed_summary,
-                                   tool_path)
+                                   tool_path, undefined_collisions)
 from cnnforge.hw.tools.board_commands import seeds_line
 from cnnforge.sim.golden import ROUNDINGS
 
@@ -311,10 +317,61 @@ def test_mismapped_netlist_is_refused(tmp_path):
 def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding):
     """The requantizer's four partial products each take an SB_MAC16, and yosys ties nothing
     to a constant (every sum after a product is wider than a DSP accumulator)."""
-    from amaranth.back import rtlil
-
     params = [{"bias": 5, "multiplier": (1 << 30) + 12345, "shift": 3}] * 4
     (tmp_path / "ppu.il").write_text(rtlil.convert(PostProcessor(32, params, 10, rounding),
                                                    name="top"))
     check_yosys_log(_synth_ice40(tmp_path, "read_rtlil ppu.il"))
     assert _count(_stat_cells(tmp_path / "stat.json"), ["SB_MAC16"]) == 4
+
+
+class _TwoBuffers(wiring.Component):
+    """Two 1024-byte block RAMs, one write and one read port each; ``marked`` says which carry
+    :data:`NO_RW_CHECK`."""
+
+    addr: In(10)
+    raddr: In(10)
+    data: In(8)
+    en: In(2)
+    q: Out(8).array(2)
+
+    def __init__(self, marked):
+        self._marked = marked
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        for k in range(2):
+            mem = memory.Memory(shape=8, depth=1024, init=[],
+                                attrs=NO_RW_CHECK if self._marked[k] else {})
+            m.submodules[f"mem{k}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.data), wr.en.eq(self.en[k]),
+                         rd.addr.eq(self.raddr), self.q[k].eq(rd.data)]
+        return m
+
+
+@pytest.mark.parametrize("marked", [(False, False), (True, False), (True, True)])
+def test_undefined_collisions_leave_bare_block_rams(tmp_path, marked):
+    """A memory marked ``no_rw_check`` gets its read port's collision mask set and maps to block
+    RAM with no logic around it; an unmarked one keeps its read-first logic."""
+    il = rtlil.convert(_TwoBuffers(marked), name="top")
+    marked_il = undefined_collisions(il)
+    assert marked_il.count("COLLISION_X_MASK 1'1") == sum(marked)
+    assert marked_il.count("COLLISION_X_MASK 1'0") == 2 - sum(marked)
+    (tmp_path / "top.il").write_text(marked_il)
+    check_yosys_log(_synth_ice40(tmp_path, "read_rtlil top.il"))
+    cells = _stat_cells(tmp_path / "stat.json")
+    assert _count(cells, ["SB_RAM40_4K"]) == 4
+    logic = _count(cells, ["SB_LUT4", "SB_DFF"])
+    assert (logic == 0) == all(marked)
+    assert undefined_collisions(marked_il) == marked_il
+
+
+def test_undefined_collisions_skip_asynchronous_reads():
+    """A marked memory read asynchronously (LUT RAM tile buffers) keeps its mask: yosys asserts
+    on a collision mask without a read clock."""
+    il = rtlil.convert(TileBuffer(2, 64, 6, lutram=True), name="top")
+    assert "\\no_rw_check" in il
+    assert undefined_collisions(il) == il
+    assert undefined_collisions(rtlil.convert(TileBuffer(2, 64, 6, lutram=False),
+                                              name="top")).count("COLLISION_X_MASK 1'1") == 2

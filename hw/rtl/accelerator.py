@@ -57,8 +57,8 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.common import (COUNTERS, PingPong, bits, connect_desc, descriptor_layout,
-                                    most_of)
+from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc,
+                                    descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
@@ -250,7 +250,10 @@ class Accelerator(wiring.Component):
         ports (``addr``, ``data``, and ``en`` on the write port)."""
         prog = self.program
         if not prog.config.spram_feature_maps:
-            m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[])
+            # a layer writes other slots than it reads; the fused pooling's read-modify-write
+            # forwards its own writes (PostProcessor)
+            m.submodules.fm = fm = memory.Memory(shape=signed(8), depth=prog.fm_depth, init=[],
+                                                 attrs=NO_RW_CHECK)
             return fm.write_port(), fm.read_port(), fm.read_port()
         slot_values = prog.fm_depth // prog.fm_slots
         m.submodules.fm = fm = FeatureMapSlots(prog.fm_slots, slot_values, fm_aw,

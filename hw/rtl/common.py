@@ -5,8 +5,8 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["COUNTERS", "Events", "PingPong", "bits", "connect_desc", "counter", "desc_layout", "descriptor_layout", "most_of",
-           "one_hot"]
+__all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
+           "desc_layout", "descriptor_layout", "most_of", "one_hot"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -28,6 +28,14 @@ def counter(top, name=None):
     """A loop counter for values 0..``top``, as narrow as the network allows (shorter
     end-of-loop comparisons)."""
     return Signal(range(max(2, top + 1)), name=name)
+
+
+#: Attributes of a memory whose reads never need the value of a write to the same address in
+#: the same cycle (the writer and the readers are kept apart, or the reader forwards the write
+#: itself). yosys' ``no_rw_check``: collisions may read anything, so no read-first logic is
+#: built around the block RAM (:func:`cnnforge.boards.synth.undefined_collisions` applies it
+#: to the synchronous read ports amaranth emits).
+NO_RW_CHECK = {"no_rw_check": 1}
 
 
 def descriptor_layout(program):

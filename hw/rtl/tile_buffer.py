@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from cnnforge.hw.rtl.common import NO_RW_CHECK
+
 __all__ = ["TileBuffer"]
 
 
@@ -36,7 +38,8 @@ class TileBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for b in range(self._banks):
-            bank = memory.Memory(shape=signed(8), depth=self._depth, init=[])
+            # the loader never writes the half being read
+            bank = memory.Memory(shape=signed(8), depth=self._depth, init=[], attrs=NO_RW_CHECK)
             m.submodules[f"ibuf{b}"] = bank
             wr = bank.write_port()
             m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data),
