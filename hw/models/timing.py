@@ -11,8 +11,8 @@ __all__ = ["array_latency", "PPU_LATENCY"]
 
 #: Cycles from a post-processor input beat to its write (``PostProcessor.latency``): the input
 #: beat is registered, then parameter read, bias, four registered 16×16 partial products, three
-#: adder levels to the 64-bit product, four for the rounding, one for the saturation and zero
-#: point, one for the clamp.
+#: adder levels to the 64-bit product, four for the rounding, one for the saturation, one for
+#: the clamp and the zero point.
 PPU_LATENCY = 13
 
 

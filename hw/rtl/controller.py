@@ -147,6 +147,12 @@ class Controller(wiring.Component):
         # depthwise: the tap of the beat's channel (the weight word) and the channel in the block
         s.any_dw = any(layer.values.get("dw") for layer in prog.layers)
         s.tap = counter(most("w_taps"), "tap")
+        s.tap_end = Signal(name="tap_end")
+        # the layer's last tap less one, and whether a channel has one tap, registered from the
+        # descriptor (held from the layer's start, cycles before its first tile)
+        s.tap_before_last = Signal.like(s.tap, name="tap_before_last")
+        s.one_tap = Signal(name="one_tap")
+        m.d.sync += [s.tap_before_last.eq(d.last_w_taps - 1), s.one_tap.eq(d.last_w_taps == 0)]
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
@@ -291,6 +297,8 @@ class Controller(wiring.Component):
                              s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
                                             d.groups_full) - 1)]
                 self._walker_reset(m, s, 0, 0)
+                if s.any_dw:
+                    self._tap_restart(m, s)       # (the layer's last_w_taps)
                 # the first state of the layer's mode (the last mode the network has is the
                 # only one left when the others do not match)
                 for i, (is_mode, state, _) in enumerate(s.modes):
@@ -323,7 +331,8 @@ class Controller(wiring.Component):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
                              s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
                 if s.any_dw:
-                    m.d.sync += [s.tap.eq(0), s.lane.eq(0)]
+                    m.d.sync += s.lane.eq(0)
+                    self._tap_restart(m, s)
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
                 self._walker_reset(m, s, s.row_base, s.g + 1)
@@ -369,10 +378,16 @@ class Controller(wiring.Component):
             m.d.sync += s.w.eq(s.w + 1)
             return
         d = self.desc
-        with m.If(d.dw & (s.tap == d.last_w_taps)):
-            m.d.sync += [s.w.eq(s.w_pass), s.tap.eq(0), s.lane.eq(s.lane + 1)]
+        with m.If(d.dw & s.tap_end):
+            m.d.sync += [s.w.eq(s.w_pass), s.lane.eq(s.lane + 1)]
+            self._tap_restart(m, s)
         with m.Else():
-            m.d.sync += [s.w.eq(s.w + 1), s.tap.eq(s.tap + 1)]
+            m.d.sync += [s.w.eq(s.w + 1), s.tap.eq(s.tap + 1),
+                         s.tap_end.eq(s.tap == s.tap_before_last)]
+
+    def _tap_restart(self, m, s):
+        """A depthwise channel's first tap (``tap_end``, tap == the last tap, kept with it)."""
+        m.d.sync += [s.tap.eq(0), s.tap_end.eq(s.one_tap)]
 
     def _stationary(self, m, s):
         """IR / WR: groups of reduction blocks with a stationary operand."""

@@ -71,8 +71,8 @@ class PostProcessor(wiring.Component):
         Cycles from a beat at the input to its write (13: the input beat is registered, then
         parameter read, bias, four registered 16×16 partial products, three adder levels to
         the 64-bit product, four for the rounding (gemmlowp: two for SRDHM, then add and
-        shift; nearest-even: rounding term, add, shift in two steps), one for the saturation
-        and zero point, one for the clamp). Every input goes straight into a register, so the
+        shift; nearest-even: rounding term, add, shift in two steps), one for the saturation,
+        one for the clamp and the zero point). Every input goes straight into a register, so the
         engine may compute the beat combinationally; one adder or one DSP multiply per stage
         keeps the unit off the critical path (docs/boards.md).
     """
@@ -164,24 +164,27 @@ class PostProcessor(wiring.Component):
             self._gemmlowp(m, stage, ab6, n6, sh10)
         else:
             self._nearest_even(m, stage, ab6, n6, sh10)
-        # stage 11: saturate to 10 bits (the clamp bounds are int8, so this changes nothing) and
-        # add the zero point; stage 12: clamp; issue the pooling read
+        # stage 11: saturate to 10 bits (the clamp bounds are int8, so this changes nothing);
+        # stage 12: clamp and add the zero point, clamp(x + z, lo, hi) = clamp(x, lo - z, hi - z)
+        # + z, against bounds registered from the layer constants (held while the layer runs)
         sat = Signal(signed(10))
         with m.If(sh10[9:].all() | ~sh10[9:].any()):
             m.d.comb += sat.eq(sh10)
         with m.Else():
             m.d.comb += sat.eq(Mux(sh10[31], -512, 511))
-        shifted = stage("shifted11", signed(11))
-        m.d.sync += shifted.eq(sat + self.zero_point)
-        clamped = Signal(signed(9))
-        with m.If(shifted < self.act_min):
-            m.d.comb += clamped.eq(self.act_min)
-        with m.Elif(shifted > self.act_max):
-            m.d.comb += clamped.eq(self.act_max)
+        sat11 = stage("sat11", signed(10))
+        lo_z, hi_z = Signal(signed(11), name="lo_z"), Signal(signed(11), name="hi_z")
+        m.d.sync += [sat11.eq(sat), lo_z.eq(self.act_min - self.zero_point),
+                     hi_z.eq(self.act_max - self.zero_point)]
+        clamped = Signal(signed(11))
+        with m.If(sat11 < lo_z):
+            m.d.comb += clamped.eq(lo_z)
+        with m.Elif(sat11 > hi_z):
+            m.d.comb += clamped.eq(hi_z)
         with m.Else():
-            m.d.comb += clamped.eq(shifted)
+            m.d.comb += clamped.eq(sat11)
         y12 = stage("y12", signed(8))
-        m.d.sync += y12.eq(clamped)
+        m.d.sync += y12.eq(clamped + self.zero_point)
         # the pooling read: issued three cycles before the write, its data registered as it
         # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
         # the ECP5's DP16KD can hold as its output register); a cycle later the window's value

@@ -205,6 +205,10 @@ class _Readout:
         self.base = Signal(fm_aw + 1)
         self.valid, self.data, self.wait = Signal(), Signal(8), Signal()
         self.to_logits = Signal()
+        # idx == total - 1, registered: a byte is taken two or more cycles after idx changed
+        # (the read, then the byte offered)
+        self.last = Signal()
+        m.d.sync += self.last.eq(self.idx == self.total - 1)
         m.d.comb += [seq.o_logits.payload.eq(self.data), seq.o_debug.payload.eq(self.data),
                      seq.o_logits.valid.eq(self.valid & self.to_logits),
                      seq.o_debug.valid.eq(self.valid & ~self.to_logits)]
@@ -219,7 +223,7 @@ class _Readout:
         with m.If(self.valid):
             with m.If(self.ready):
                 m.d.sync += [self.valid.eq(0), self.idx.eq(self.idx + 1)]
-                with m.If(self.idx == self.total - 1):
+                with m.If(self.last):
                     m.next = next_state
         with m.Elif(self.wait):
             m.d.sync += [self.valid.eq(1), self.data.eq(self._seq.fm_rd_data), self.wait.eq(0)]
