@@ -140,6 +140,10 @@ class Controller(wiring.Component):
         s.s, s.beats = counter(beats, "s"), counter(beats, "beats")
         # IR / WR streams: the last valid beat (beats − 1), the block's last beat (length − 1)
         s.blast, s.llast = counter(beats, "blast"), counter(beats, "llast")
+        # IR / WR streams: s == llast kept one beat ahead (s_end), from llast − 1 registered
+        # (llast is set in GROUP / PRELOAD, two or more cycles before the stream's first beat)
+        s.s_end, s.llast_m1 = Signal(name="s_end"), Signal.like(s.llast, name="llast_m1")
+        m.d.sync += s.llast_m1.eq(s.llast - 1)
         s.kb = counter(most("KB"), "kb")
         s.ox0 = counter(most("OW") + most("Tc") + C, "ox0")
         s.row_base = Signal(aw)
@@ -172,7 +176,9 @@ class Controller(wiring.Component):
         # front of the decisions and the enables they drive
         s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
             Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
+        s.kb_end = Signal(name="kb_end")
         m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
+                     s.kb_end.eq(s.kb == d.last_KB),
                      s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
                      s.tc_end.eq(s.tc == d.last_ntc), s.ph_end.eq(s.ph == d.pool_mask)]
         # psum half, V half the transform writes next
@@ -404,6 +410,9 @@ class Controller(wiring.Component):
                                counter(self._most("kh"), "ws_ky"),
                                counter(self._most("kw"), "ws_kx"))
         ws.kyxoff = Signal(aw)
+        # registered like the loop ends: nb and kx change at a block's end, read at the next
+        ws.nb_end, ws.kx_end = Signal(name="ws_nb_end"), Signal(name="ws_kx_end")
+        m.d.sync += [ws.nb_end.eq(ws.nb == d.last_nblk), ws.kx_end.eq(ws.kx == d.last_kw)]
         with m.State("GROUP"):
             # a group: IR one p-group (C pixels, all M channels); WR one channel block
             # (C channels, all pixels of the tile). Wait for its half of the psum buffer.
@@ -429,8 +438,10 @@ class Controller(wiring.Component):
             # the first block's stationary operands; then stream. WR: the stream's length from
             # the pixel count registered in GROUP (not behind the multiplier)
             m.d.sync += s.blast.eq(s.beats - 1)
+            wr_llast = Mux(s.beats > d.Lmin, s.beats, d.Lmin) - 1
+            m.d.sync += s.s_end.eq(Mux(s.is_ir, d.last_L == 0, wr_llast == 0))  # s is 0
             with m.If(~s.is_ir):
-                m.d.sync += s.llast.eq(Mux(s.beats > d.Lmin, s.beats, d.Lmin) - 1)
+                m.d.sync += s.llast.eq(wr_llast)
             with m.If(~s.pl_active & ~s.pl_start):
                 m.d.sync += [s.w.eq(s.w_pass), s.valid.eq(1)]   # IR: block 0's stream pointer
                 m.next = "STREAM"
@@ -464,17 +475,17 @@ class Controller(wiring.Component):
         # every column
         with m.If((s.s == C - 1) & (s.kb != d.last_KB)):
             m.d.comb += s.pl_start.eq(1)
-        with m.If(s.s == s.llast):
-            m.d.sync += [s.s.eq(0), s.valid.eq(1)]
-            with m.If(s.kb != d.last_KB):
+        with m.If(s.s_end):
+            m.d.sync += [s.s.eq(0), s.valid.eq(1), s.s_end.eq(s.llast == 0)]
+            with m.If(~s.kb_end):
                 m.d.sync += [s.kb.eq(s.kb + 1), s.w.eq(s.w_pass + s.kb + 1), ws.row.eq(0),
                              ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0)]
                 # WR: next (ky, kx, nb) block, nb fastest
-                with m.If(ws.nb != d.last_nblk):
+                with m.If(~ws.nb_end):
                     m.d.sync += [ws.nb.eq(ws.nb + 1), ws.blk.eq(ws.blk + d.chan_words)]
                 with m.Else():
                     m.d.sync += ws.nb.eq(0)
-                    last_kx = ws.kx == d.last_kw
+                    last_kx = ws.kx_end
                     kyx_next = ws.kyxoff + Mux(last_kx, d.fd_ky_step - d.kw + 1, 1)
                     m.d.sync += [ws.kyxoff.eq(kyx_next), ws.blk.eq(s.slot_base + kyx_next)]
                     with m.If(~last_kx):
@@ -492,7 +503,8 @@ class Controller(wiring.Component):
                 with m.Else():
                     self._tile_next(m, s)
         with m.Else():
-            m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != s.blast))]
+            m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != s.blast)),
+                         s.s_end.eq(s.s == s.llast_m1)]
 
     def _winograd_reads(self, m, s):
         """Winograd: the 4×4 input patches of C tiles, channel by channel, for the input

@@ -113,8 +113,17 @@ class TileLoader(wiring.Component):
         m.d.sync += [last_blk.eq(blk == d.last_ld_blocks), last_tc.eq(tc == d.last_ntc),
                      last_tile.eq((tr == d.last_ntr) & (tc == d.last_ntc)
                                   & (blk == d.last_ld_blocks))]
-        last_x, last_y = xi == d.last_Tc_in, yi == d.last_Tr_in
-        last_n = n == Mux(last_blk, d.last_ld_chans_tail, d.last_ld_chans)
+        # whether xi, yi and n are at their last value, kept with the counters (each set from
+        # the counter's next value: compares with bounds registered from the descriptor, which
+        # is held from the layer's start), so that the element loop's decisions are one LUT
+        last_x, last_y, last_n = Signal(), Signal(), Signal()
+        bound = {k: Signal.like(d[f"last_{k}"], name=f"{k}_before_last")
+                 for k in ("Tc_in", "Tr_in", "ld_chans", "ld_chans_tail")}
+        single = {k: Signal(name=f"one_{k}") for k in bound}
+        m.d.sync += [bound[k].eq(d[f"last_{k}"] - 1) for k in bound]
+        m.d.sync += [single[k].eq(d[f"last_{k}"] == 0) for k in single]
+        n_single = Mux(last_blk, single["ld_chans_tail"], single["ld_chans"])
+        n_bound = Mux(last_blk, bound["ld_chans_tail"], bound["ld_chans"])
         last_elem = last_x & last_y & last_n
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
@@ -128,7 +137,8 @@ class TileLoader(wiring.Component):
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
                 m.d.sync += [loading.eq(1), fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0),
                              yi.eq(0), xi.eq(0), phase.eq(0), bank.eq(0), word.eq(0),
-                             phase_off.eq(0), rowterm.eq(0)]
+                             phase_off.eq(0), rowterm.eq(0), last_x.eq(single["Tc_in"]),
+                             last_y.eq(single["Tr_in"]), last_n.eq(n_single)]
         with m.Elif(loading):
             m.d.comb += [self.fm_en.eq(1), self.fm_addr.eq(fm)]
             with m.If(inb):
@@ -137,14 +147,17 @@ class TileLoader(wiring.Component):
                          lw_addr.eq(Mux(slot, self._slot_words, 0) + rowterm + phase_off + word),
                          lw_last.eq(last_elem)]
             with m.If(~last_x):
-                m.d.sync += [xi.eq(xi + 1), x.eq(x + 1), fm.eq(fm + 1)]
+                m.d.sync += [xi.eq(xi + 1), x.eq(x + 1), fm.eq(fm + 1),
+                             last_x.eq(xi == bound["Tc_in"])]
                 self._next_column(m, is_wr, phase, phase_off, bank, word)
             with m.Else():
-                m.d.sync += [xi.eq(0), x.eq(x0)]
+                m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["Tc_in"])]
                 with m.If(~last_y):
-                    m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step)]
+                    m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step),
+                                 last_y.eq(yi == bound["Tr_in"])]
                 with m.Else():
-                    m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step)]
+                    m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step),
+                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
                 self._next_row(m, is_wr, last_y, phase, phase_off, bank, word, rowterm)
             with m.If(last_elem):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
