@@ -492,12 +492,18 @@ class Responder(wiring.Component):
         out_idx = Signal(range(max(2, n_out)))
         best = Signal(signed(8))
         best_idx = Signal(8)
-        sent = self.o.valid & self.o.ready
         length = Signal(16)
         # the CRC takes each checked byte a cycle after it left (registered: the output mux is
         # not in front of the CRC's XOR network); SETTLE waits for the last one
         crc_data, crc_valid = Signal(8), Signal()
         m.d.sync += [crc_data.eq(self.o.payload), crc_valid.eq(0)]
+        # the running argmax likewise takes each logit a cycle after it left (ARGMAX waits for
+        # the last); out_last (out_idx == n_out - 1) is kept one logit ahead
+        logit, logit_idx, logit_first = crc_data.as_signed(), Signal(8), Signal()
+        logit_valid, out_last = Signal(), Signal()
+        m.d.sync += logit_valid.eq(0)
+        with m.If(logit_valid & (logit_first | (logit > best))):
+            m.d.sync += [best.eq(logit), best_idx.eq(logit_idx)]
         m.d.comb += [length.eq(Mux(kind_error, 1, Mux(kind_status, 9, n_out + 5))),
                      crc.data.eq(crc_data), crc.valid.eq(crc_valid),
                      self.busy.eq(busy | pending),
@@ -505,7 +511,7 @@ class Responder(wiring.Component):
 
         def send(value, next_state, *, checked=True):
             m.d.comb += [self.o.payload.eq(value), self.o.valid.eq(1)]
-            with m.If(sent):
+            with m.If(self.o.ready):          # (valid in this state: no OR over the states)
                 if checked:
                     m.d.sync += crc_valid.eq(1)
                 m.next = next_state
@@ -516,7 +522,7 @@ class Responder(wiring.Component):
                     m.d.sync += [busy.eq(1), kind_error.eq(request.error), code.eq(request.code),
                                  kind_status.eq(request.status & ~request.error),
                                  self.computing.eq(~request.error & ~request.status),
-                                 out_idx.eq(0)]
+                                 out_idx.eq(0), out_last.eq(n_out == 1)]
                     m.d.comb += crc.clear.eq(1)
                     m.next = "SYNC0"
             with m.State("SYNC0"):
@@ -543,13 +549,15 @@ class Responder(wiring.Component):
             with m.State("LOGITS"):
                 m.d.comb += [self.o.payload.eq(self.logits.payload),
                              self.o.valid.eq(self.logits.valid), self.logits.ready.eq(self.o.ready)]
-                with m.If(sent):
-                    m.d.sync += [crc_valid.eq(1), out_idx.eq(out_idx + 1)]
-                    with m.If((out_idx == 0) | (self.logits.payload > best)):
-                        m.d.sync += [best.eq(self.logits.payload), best_idx.eq(out_idx)]
-                    with m.If(out_idx == n_out - 1):
+                with m.If(self.logits.valid & self.o.ready):
+                    m.d.sync += [crc_valid.eq(1), out_idx.eq(out_idx + 1),
+                                 out_last.eq(out_idx == n_out - 2), logit_valid.eq(1),
+                                 logit_idx.eq(out_idx), logit_first.eq(out_idx == 0)]
+                    with m.If(out_last):
                         m.d.sync += self.computing.eq(0)
-                        m.next = "CLASS"
+                        m.next = "ARGMAX"
+            with m.State("ARGMAX"):
+                m.next = "CLASS"
             with m.State("CLASS"):
                 send(best_idx, "CYC0")
             for k in range(4):

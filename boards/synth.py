@@ -35,7 +35,7 @@ from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
-__all__ = ["SynthError", "SynthReport", "check_yosys_log", "median_seed",
+__all__ = ["ONE_HOT_FSMS", "SynthError", "SynthReport", "check_yosys_log", "median_seed",
            "seed_summary", "synthesize", "tool_path", "tool_env", "undefined_collisions",
            "write_netlist"]
 
@@ -153,6 +153,14 @@ endmodule
 """
 
 
+#: yosys command making every amaranth FSM one-hot (the state signals are named ``<fsm>_state``).
+#: yosys' ``fsm_detect`` skips state registers with an initial value, and amaranth gives every
+#: register one, so the FSMs stayed binary-coded with a state decode in front of each decision;
+#: marked here, ``fsm`` extracts and recodes them (the initial value is dropped: the reset sets
+#: the state, and the boards hold the core in reset until their PLL locks).
+ONE_HOT_FSMS = 'setattr -set fsm_encoding "one-hot" w:*_state'
+
+
 def undefined_collisions(il_text):
     """RTLIL with yosys' ``no_rw_check`` applied to amaranth's synchronous read ports.
 
@@ -249,6 +257,7 @@ def write_netlist(component, build_dir, family="ice40", name="top"):
     (build_dir / "logic_sim.v").write_text(_ICE40_LOGIC)
     (build_dir / "netlist.ys").write_text("\n".join([
         f"read_rtlil {name}.il",
+        ONE_HOT_FSMS,
         f"synth_ice40 -dsp -top {name}",
         "techmap -map logic_sim.v t:SB_LUT4 t:SB_CARRY",
         "opt_clean -purge",
@@ -670,7 +679,7 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
     script = "\n".join([
         "read_rtlil top.il",
         "hierarchy -top top",
-        "proc", "flatten", "wreduce", "opt_clean",
+        "proc", "flatten", "wreduce", "opt_clean", ONE_HOT_FSMS,
         "tee -q -o pre_mul.txt dump t:$mul",
         f"{synth_cmd} -top top",
         "tee -q -o stat.json stat -json",
