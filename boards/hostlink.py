@@ -684,10 +684,14 @@ class HostLink(wiring.Component):
             m.d.comb += self.loading.eq(flash.busy)
             data = Mux(flash.busy, flash.o_data.payload, data)
             valid, first = valid | flash.o_data.valid, first | flash.first
+        # the bytes registered on their way to the weight memory and the CRC (the SPRAM blocks
+        # sit in the die's corners: the route there gets a cycle of its own)
+        data_q, valid_q, first_q = Signal(8), Signal(), Signal()
+        m.d.sync += [data_q.eq(data), valid_q.eq(valid), first_q.eq(first)]
         m.submodules.weights_crc = crc32 = crc.catalog.CRC32_ISO_HDLC(data_width=8).create()
-        m.d.comb += [accel.i_weights.payload.eq(data), accel.i_weights.valid.eq(valid),
-                     accel.weights_restart.eq(first),
-                     crc32.start.eq(first), crc32.data.eq(data), crc32.valid.eq(valid),
+        m.d.comb += [accel.i_weights.payload.eq(data_q), accel.i_weights.valid.eq(valid_q),
+                     accel.weights_restart.eq(first_q),
+                     crc32.start.eq(first_q), crc32.data.eq(data_q), crc32.valid.eq(valid_q),
                      parser.weights_ready.eq(self.weights_ready)]
         # registered: the 32-bit compare stays out of the parser's decisions
         m.d.sync += self.weights_ready.eq((crc32.crc == network) & accel.weights_loaded)

@@ -68,13 +68,14 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (13: the input beat is registered, then
-        parameter read, bias, four registered 16×16 partial products, three adder levels to
-        the 64-bit product, four for the rounding (gemmlowp: two for SRDHM, then add and
-        shift; nearest-even: rounding term, add, shift in two steps), one for the saturation,
-        one for the clamp and the zero point). Every input goes straight into a register, so the
-        engine may compute the beat combinationally; one adder or one DSP multiply per stage
-        keeps the unit off the critical path (docs/boards.md).
+        Cycles from a beat at the input to its write (13: the input beat is registered while
+        the parameter ROM reads, then the parameters registered, bias, four registered 16×16
+        partial products, three adder levels to the 64-bit product, four for the rounding
+        (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
+        in two steps), one for the saturation, one for the clamp and the zero point). Every
+        input goes straight into a register (the channel into the parameter ROM's address
+        register), so the engine may compute the beat combinationally; one adder or one DSP
+        multiply per stage keeps the unit off the critical path (docs/boards.md).
     """
 
     latency = PPU_LATENCY
@@ -122,17 +123,18 @@ class PostProcessor(wiring.Component):
         addr = delayed(self.addr, "addr", n_stages)
         first = delayed(self.first, "first", n_stages)
 
-        # stage 0: the input beat is registered; stage 1: the parameter ROM is read (addressed
-        # by the beat's channel)
+        # stage 0: the input beat is registered while the parameter ROM reads the beat's
+        # channel (its address register is the block RAM's own); stage 1: the parameters are
+        # registered (the block RAM's clock-to-out is not in front of the bias adder)
         acc0 = stage("acc0", signed(self.acc_width))
-        channel0 = stage("channel0", self.channel.shape())
         acc1 = stage("acc1", signed(self.acc_width))
-        m.d.sync += [acc0.eq(self.acc), channel0.eq(self.channel), acc1.eq(acc0)]
-        m.d.comb += port.addr.eq(channel0)
+        bias1, m01, n1 = stage("bias1", signed(32)), stage("m01", unsigned(31)), stage("n1", 5)
+        m.d.comb += port.addr.eq(self.channel)
+        m.d.sync += [acc0.eq(self.acc), acc1.eq(acc0), bias1.eq(port.data.bias),
+                     m01.eq(port.data.multiplier), n1.eq(port.data.shift)]
         # stage 2: x = acc + bias (the compiler guarantees int32 range)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
-        m.d.sync += [x2.eq(acc1 + port.data.bias), m02.eq(port.data.multiplier),
-                     n2.eq(port.data.shift)]
+        m.d.sync += [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
         # stage 3: x·M0 as four unsigned 16×16 partial products between registers (each fits
         # one DSP block). x is signed: x·M0 = (x + 2^31)·M0 − 2^31·M0, and
         # x + 2^31 is x with its sign bit flipped, an unsigned 32-bit number.
