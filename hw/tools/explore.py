@@ -84,8 +84,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, MemoryUse, _memory_list,
-                                         blocks, memories)
+from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, _memory_list, blocks,
+                                         memories)
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
                                           _add_values, _allocate, _engine_layers, _geometry,
                                           _tiling, _weight_words, compile_network)

@@ -7,7 +7,7 @@
 * :class:`ResponderSpec` (``boards/hostlink.py: Responder``): ``o`` holds ``valid`` and
   ``payload`` until ``ready`` given a ``logits`` producer that does (proved, k-induction);
   a result frame takes exactly ``output_size`` logits and sends ``output_size + 11`` bytes, an
-  error frame 7 (bounded: 16 cycles, in which a cover run completes a frame of each kind).
+  error frame 7 (bounded: 19 cycles, in which a cover run completes a frame of each kind).
 * :class:`FifoSpec`: ``amaranth.lib.fifo.SyncFIFOBuffered`` wired as ``WinogradCompute.group``
   wires it (``w_en = valid``, ``ready = w_rdy``; the read side as a stream): no beat is created
   or lost (beats in − beats out = ``level`` ≤ ``depth``) and the read side holds its beat.
@@ -148,11 +148,11 @@ def test_responder(mode):
     """``prove``: the handshake of ``o``; ``bmc``: the frame lengths, over a result frame and
     an error frame (``cover`` checks the bound reaches both)."""
     frames = mode == "bmc"
-    result = run_formal(ResponderSpec(frames), mode=mode, depth=6 if mode == "prove" else 16,
+    result = run_formal(ResponderSpec(frames), mode=mode, depth=6 if mode == "prove" else 19,
                         name=f"responder_{mode}")
     assert result.passed, result.summary()
     if frames:
-        reached = run_formal(ResponderSpec(frames), mode="cover", depth=16,
+        reached = run_formal(ResponderSpec(frames), mode="cover", depth=19,
                              name="responder_cover")
         assert reached.passed, reached.summary()
 
