@@ -167,9 +167,8 @@ class PostProcessor(wiring.Component):
         else:
             self._nearest_even(m, stage, ab6, n6, sh10)
         # stage 11: saturate to 10 bits (the clamp bounds are int8, so this changes nothing);
-        # stage 12: clamp(x + z, lo, hi) is lo where x < lo - z, hi where x > hi - z, else
-        # x + z: the compares (against bounds registered from the layer constants, held while
-        # the layer runs) and the zero point's add side by side
+        # stage 12: clamp and add the zero point, clamp(x + z, lo, hi) = clamp(x, lo - z, hi - z)
+        # + z, against bounds registered from the layer constants (held while the layer runs)
         sat = Signal(signed(10))
         with m.If(sh10[9:].all() | ~sh10[9:].any()):
             m.d.comb += sat.eq(sh10)
@@ -179,13 +178,15 @@ class PostProcessor(wiring.Component):
         lo_z, hi_z = Signal(signed(11), name="lo_z"), Signal(signed(11), name="hi_z")
         m.d.sync += [sat11.eq(sat), lo_z.eq(self.act_min - self.zero_point),
                      hi_z.eq(self.act_max - self.zero_point)]
-        y12 = stage("y12", signed(8))
+        clamped = Signal(signed(11))
         with m.If(sat11 < lo_z):
-            m.d.sync += y12.eq(self.act_min)
+            m.d.comb += clamped.eq(lo_z)
         with m.Elif(sat11 > hi_z):
-            m.d.sync += y12.eq(self.act_max)
+            m.d.comb += clamped.eq(hi_z)
         with m.Else():
-            m.d.sync += y12.eq(sat11 + self.zero_point)
+            m.d.comb += clamped.eq(sat11)
+        y12 = stage("y12", signed(8))
+        m.d.sync += y12.eq(clamped + self.zero_point)
         # the pooling read: issued three cycles before the write, its data registered as it
         # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
         # the ECP5's DP16KD can hold as its output register); a cycle later the window's value
