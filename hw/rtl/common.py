@@ -6,7 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
-           "desc_layout", "descriptor_layout", "most_of", "one_hot"]
+           "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -28,6 +28,23 @@ def counter(top, name=None):
     """A loop counter for values 0..``top``, as narrow as the network allows (shorter
     end-of-loop comparisons)."""
     return Signal(range(max(2, top + 1)), name=name)
+
+
+def end_ahead(m, last, name):
+    """Registered from a descriptor's last loop value ``last`` (held while the layer runs): what
+    a loop needs to keep its "at the last value" flag one step ahead of its counter.
+
+    Returns
+    -------
+    (before_last, single) : (Signal, Signal)
+        ``last − 1`` (the counter value whose increment reaches the end: ``flag.eq(counter ==
+        before_last)``) and ``last == 0`` (the flag at the loop's first value), both a cycle
+        behind ``last``.
+    """
+    before_last = Signal.like(last, name=f"{name}_before_last")
+    single = Signal(name=f"one_{name}")
+    m.d.sync += [before_last.eq(last - 1), single.eq(last == 0)]
+    return before_last, single
 
 
 #: Attributes of a memory whose reads never need the value of a write to the same address in

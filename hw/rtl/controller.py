@@ -10,8 +10,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import (Events, connect_desc, counter, desc_layout, most_of,
-                                    one_hot)
+from cnnforge.hw.rtl.common import (Events, connect_desc, counter, desc_layout, end_ahead,
+                                    most_of, one_hot)
 from cnnforge.hw.rtl.pe_array import BeatControl
 from cnnforge.hw.rtl.walker import Im2colWalker
 from cnnforge.hw.rtl.winograd import group_layout, patch_layout
@@ -152,11 +152,9 @@ class Controller(wiring.Component):
         s.any_dw = any(layer.values.get("dw") for layer in prog.layers)
         s.tap = counter(most("w_taps"), "tap")
         s.tap_end = Signal(name="tap_end")
-        # the layer's last tap less one, and whether a channel has one tap, registered from the
-        # descriptor (held from the layer's start, cycles before its first tile)
-        s.tap_before_last = Signal.like(s.tap, name="tap_before_last")
-        s.one_tap = Signal(name="one_tap")
-        m.d.sync += [s.tap_before_last.eq(d.last_w_taps - 1), s.one_tap.eq(d.last_w_taps == 0)]
+        # (registered from the descriptor, held from the layer's start, cycles before its
+        # first tile)
+        s.tap_before_last, s.one_tap = end_ahead(m, d.last_w_taps, "tap")
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
@@ -439,7 +437,7 @@ class Controller(wiring.Component):
             # the pixel count registered in GROUP (not behind the multiplier)
             m.d.sync += s.blast.eq(s.beats - 1)
             wr_llast = Mux(s.beats > d.Lmin, s.beats, d.Lmin) - 1
-            m.d.sync += s.s_end.eq(Mux(s.is_ir, d.last_L == 0, wr_llast == 0))  # s is 0
+            m.d.sync += s.s_end.eq(Mux(s.is_ir, d.last_L, wr_llast) == 0)  # s is 0
             with m.If(~s.is_ir):
                 m.d.sync += s.llast.eq(wr_llast)
             with m.If(~s.pl_active & ~s.pl_start):

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, counter, desc_layout, one_hot
+from cnnforge.hw.rtl.common import Events, counter, desc_layout, end_ahead, one_hot
 
 __all__ = ["TileLoader"]
 
@@ -117,11 +117,10 @@ class TileLoader(wiring.Component):
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
         last_x, last_y, last_n = Signal(), Signal(), Signal()
-        bound = {k: Signal.like(d[f"last_{k}"], name=f"{k}_before_last")
+        ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("Tc_in", "Tr_in", "ld_chans", "ld_chans_tail")}
-        single = {k: Signal(name=f"one_{k}") for k in bound}
-        m.d.sync += [bound[k].eq(d[f"last_{k}"] - 1) for k in bound]
-        m.d.sync += [single[k].eq(d[f"last_{k}"] == 0) for k in single]
+        bound = {k: v[0] for k, v in ahead.items()}
+        single = {k: v[1] for k, v in ahead.items()}
         n_single = Mux(last_blk, single["ld_chans_tail"], single["ld_chans"])
         n_bound = Mux(last_blk, bound["ld_chans_tail"], bound["ld_chans"])
         last_elem = last_x & last_y & last_n
