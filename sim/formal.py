@@ -141,7 +141,8 @@ class FormalResult:
 def tool_env(bin_dir=None):
     """Environment for ``yowasp-sby``: the running interpreter's ``bin`` first on ``PATH``, the
     Yosys tools named by their ``yowasp-`` executables, and for each :data:`SOLVERS` entry a
-    forwarding script in ``bin_dir`` (created here; default ``<build root>/formal/bin``)."""
+    forwarding script in ``bin_dir`` (created here; default ``<build root>/formal/bin``) that
+    appends the solver's standard error to ``<bin_dir>/<solver>.stderr``."""
     venv_bin = Path(sys.executable).parent
     bin_dir = Path(bin_dir or build_root() / "formal" / "bin")
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,10 @@ def tool_env(bin_dir=None):
         target = find(exe)
         if target:
             shim = bin_dir / name
-            text = f'#!/bin/sh\nexec "{target}" "$@"\n'
+            # the solver's standard error into a log beside it: yosys-smtbmc reads it with the
+            # answers, and YoWASP's first run of a solver (nothing in its cache yet) announces
+            # there that it is compiling, which smtbmc takes for a broken answer
+            text = f'#!/bin/sh\nexec "{target}" "$@" 2>>"{bin_dir / name}.stderr"\n'
             if not shim.exists() or shim.read_text() != text:
                 # written aside and renamed: test workers may run this at the same time
                 tmp = bin_dir / f".{name}.{os.getpid()}"
