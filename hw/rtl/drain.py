@@ -72,14 +72,23 @@ class OutputDrainer(wiring.Component):
         events = Events(m)
         r, c = Signal(range(max(2, R))), Signal(range(max(2, C)))
         meta = Signal.like(self.meta)
-        results = Array(Array(self.results[i][j] for j in range(C)) for i in range(R))
+        # each row's result of the column read next, registered a cycle ahead (row_q, column
+        # cn): a C-way multiplexer inside each row, then an R-way one, instead of an R·C-way
+        # multiplexer across the array in front of the post-processor. cn is 0 between passes:
+        # the take and the R·C − 1 beats before the last advance it R·C times.
+        cn = Signal(range(max(2, C)))
+        row_q = [Signal(signed(len(self.results[0][0])), name=f"row_q{i}") for i in range(R)]
+        advance = Signal()
+        last = Signal()
+        m.d.comb += last.eq((r == R - 1) & (c == C - 1))
         with m.If(self.take):
-            m.d.comb += self.meta_take.eq(1)
+            m.d.comb += [self.meta_take.eq(1), advance.eq(1)]
             m.d.sync += [self.active.eq(1), r.eq(0), c.eq(0), meta.eq(self.meta),
                          self.row_addr.eq(self.meta.out_base)]
             events.count("obuf_writes", R * C)
         with m.Elif(self.active):
             events.count("obuf_reads")
+            m.d.comb += advance.eq(~last)
             with m.If(c == C - 1):
                 m.d.sync += [c.eq(0), r.eq(r + 1), self.row_addr.eq(self.row_addr + d.PHW)]
                 with m.If(r == R - 1):
@@ -87,11 +96,15 @@ class OutputDrainer(wiring.Component):
                                  self.passes_drained.eq(self.passes_drained + 1)]
             with m.Else():
                 m.d.sync += c.eq(c + 1)
+        with m.If(advance):
+            m.d.sync += cn.eq(Mux(cn == C - 1, 0, cn + 1))
+            for i in range(R):
+                m.d.sync += row_q[i].eq(Array(self.results[i][j] for j in range(C))[cn])
         with m.If(self.start):
             m.d.sync += self.passes_drained.eq(0)
         out = self.out
         m.d.comb += [out.ch.eq(meta.m0 + r), out.ox.eq(meta.ox0 + c), out.oy.eq(meta.oy),
-                     out.acc.eq(results[r][c]),
+                     out.acc.eq(Array(row_q)[r]),
                      out.valid.eq(self.active & (out.ch < d.M) & (out.ox < meta.x_end))]
         events.drive(self.events)
         return m
