@@ -46,7 +46,7 @@ class ICEBreakerTop(Elaboratable):
         clk12 = platform.request("clk12", 0, dir="-")
         m.submodules.pll = ICE40PLL(clk12.io, self.pll)
         m.submodules.core = core = self.spec.link_top(self.program, self.pll.f_out,
-                                                      primitives=True)
+                                                      primitives="ice40")
         uart = platform.request("uart", 0)
         m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
         if "spi" in core.signature.members:           # SPRAM weights from the SPI flash

@@ -466,7 +466,7 @@ def _stat_cells(stat_json):
 def synth_top(program, device):
     """The design that :func:`synthesize` places: the board core (its UART divisor and LED timers
     for the device's target clock; their values do not change the resources)."""
-    return LinkTop(program, device.target_mhz * 1e6, 115200, primitives=True)
+    return LinkTop(program, device.target_mhz * 1e6, 115200, primitives=device.family)
 
 
 def median_seed(fmax_by_seed):

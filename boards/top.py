@@ -59,9 +59,10 @@ class LinkTop(wiring.Component):
         Idle time that ends an incomplete frame.
     blink_ms : float
         How long the error and result LEDs stay lit after an event.
-    primitives : bool
-        The FPGA's memory blocks instantiated (synthesis) rather than modelled (simulation);
-        see :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
+    primitives : str or False
+        The FPGA family (``"ice40"``, ``"ecp5"``) whose blocks are instantiated (synthesis)
+        rather than modelled (``False``, simulation); see
+        :class:`~cnnforge.hw.rtl.accelerator.Accelerator`.
     flash_offset : int or None
         With SPRAM weights: read them from the SPI flash at this address after reset.
 

@@ -46,7 +46,7 @@ class ULX3STop(Elaboratable):
         clk25 = platform.request("clk25", 0)
         m.submodules.pll = ECP5PLL(clk25.i, self.pll)
         m.submodules.core = core = self.spec.link_top(self.program, self.pll.f_out,
-                                                      primitives=True)
+                                                      primitives="ecp5")
         uart = platform.request("uart", 0)
         m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
         for index, led in enumerate((core.led_idle, core.led_busy, core.led_result,

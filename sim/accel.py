@@ -159,7 +159,7 @@ class AcceleratorSim:
         with _locked(self.build_dir / ".build.lock"):
             if self.netlist:
                 # the netlist of the bitstream: SPRAM as SB_SPRAM256KA (yosys' cell model)
-                sources = write_netlist(Accelerator(self.program, primitives=True),
+                sources = write_netlist(Accelerator(self.program, primitives="ice40"),
                                         self.build_dir / "netlist", self.netlist, TOPLEVEL)
                 harness = SimHarness(self.program, accelerator=AcceleratorInstance(
                     self.program, TOPLEVEL))

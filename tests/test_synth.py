@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
 from cnnforge.hw.rtl.common import NO_RW_CHECK
+from cnnforge.hw.rtl.pe_array import ProcessingElement, ecp5_registered_product
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.compiler.devices import DEVICES
@@ -375,3 +376,86 @@ def test_undefined_collisions_skip_asynchronous_reads():
     assert undefined_collisions(il) == il
     assert undefined_collisions(rtlil.convert(TileBuffer(2, 64, 6, lutram=False),
                                               name="top")).count("COLLISION_X_MASK 1'1") == 2
+
+
+def _mult18x18d_model():
+    """A behavioral ``MULT18X18D`` for the options :func:`ecp5_registered_product` uses (Lattice
+    TN1267: ``P = A · B``, signed per ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0,
+    CE0, synchronous RST0); yosys has the block only as a black box."""
+    def bits(name, n):
+        return [f"{name}{i}" for i in range(n)]
+    ins = bits("A", 18) + bits("B", 18) + bits("C", 18)
+    ctl = ["SIGNEDA", "SIGNEDB", "SOURCEA", "SOURCEB"] + [
+        f"{k}{i}" for k in ("CLK", "CE", "RST") for i in range(4)]
+    outs = bits("P", 36)
+
+    def vec(names):
+        return "{" + ", ".join(reversed(names)) + "}"
+    return f"""module MULT18X18D({", ".join(ins + ctl + outs)});
+  parameter REG_OUTPUT_CLK = "NONE"; parameter REG_OUTPUT_CE = "CE0";
+  parameter REG_OUTPUT_RST = "RST0"; parameter RESETMODE = "SYNC"; parameter GSR = "ENABLED";
+  input {", ".join(ins + ctl)};
+  output {", ".join(outs)};
+  wire [17:0] a = {vec(bits("A", 18))}, b = {vec(bits("B", 18))};
+  wire [35:0] ae = SIGNEDA ? {{{{18{{a[17]}}}}, a}} : {{18'b0, a}};
+  wire [35:0] be = SIGNEDB ? {{{{18{{b[17]}}}}, b}} : {{18'b0, b}};
+  reg [35:0] p;
+  always @(posedge CLK0) if (RST0) p <= 0; else if (CE0) p <= ae * be;
+  assign {vec(outs)} = p;
+endmodule
+"""
+
+
+class _Product(wiring.Component):
+    """``p = a · b`` registered: the generic multiply or :func:`ecp5_registered_product`."""
+
+    def __init__(self, width, signed_operands, reset, dsp):
+        self._signed, self._reset, self._dsp = signed_operands, reset, dsp
+        shape = signed if signed_operands else unsigned
+        super().__init__({"a": In(shape(width)), "b": In(shape(width)),
+                          "p": Out(shape(2 * width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._dsp:
+            ecp5_registered_product(m, "mult", self.a, self.b, self.p,
+                                    signed_operands=self._signed, reset=self._reset)
+        else:
+            p = Signal.like(self.p, reset_less=not self._reset)
+            m.d.sync += p.eq(self.a * self.b)
+            m.d.comb += self.p.eq(p)
+        return m
+
+
+@pytest.mark.parametrize("make", [
+    lambda dsp: _Product(10, True, True, dsp),       # signed (PE) products, 20 bits > 18
+    lambda dsp: _Product(6, False, False, dsp),      # the requantizer's (unsigned) products
+], ids=["signed", "unsigned"])
+def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
+    """The ECP5 instance (a ``MULT18X18D`` holding the product in its output register) equals
+    the registered multiply it replaces, outputs compared over four cycles of free inputs and
+    resets by yosys' SAT solver (``miter -equiv``; operands narrower than the units', which
+    the bit-by-bit wiring makes no different, so that the multiplier miter stays small)."""
+    (tmp_path / "mult.v").write_text(_mult18x18d_model())
+    (tmp_path / "gold.il").write_text(rtlil.convert(make(None), name="gold"))
+    (tmp_path / "gate.il").write_text(rtlil.convert(make("ecp5"), name="gate"))
+    (tmp_path / "eq.ys").write_text(
+        "read_verilog mult.v\nread_rtlil gold.il\nread_rtlil gate.il\nproc\nopt_clean\n"
+        "miter -equiv -flatten -make_assert gold gate miter\nhierarchy -top miter\n"
+        "sat -verify -prove-asserts -set-init-zero -seq 4 miter\n")
+    proc = subprocess.run([tool_path("yosys"), "-q", "eq.ys"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("unit, blocks", [
+    (lambda dsp: ProcessingElement(20, 8, 8, dsp=dsp), 1),
+    (lambda dsp: PostProcessor(32, [{"bias": 0, "multiplier": 1 << 30, "shift": 0}] * 2, 4,
+                               dsp=dsp), 4),
+], ids=["pe", "requantizer"])
+def test_ecp5_units_instantiate_their_multiplies(unit, blocks):
+    """With ``dsp="ecp5"`` a PE's product and the requantizer's partial products are
+    ``MULT18X18D`` instances and no multiply is left for yosys to map."""
+    generic, ecp5 = rtlil.convert(unit(None)), rtlil.convert(unit("ecp5"))
+    assert ecp5.count("cell \\MULT18X18D ") == blocks and "$mul" not in ecp5
+    assert generic.count("cell $mul ") == blocks and "MULT18X18D" not in generic

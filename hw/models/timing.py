@@ -12,7 +12,7 @@ __all__ = ["array_latency", "PPU_LATENCY"]
 #: Cycles from a post-processor input beat to its write (``PostProcessor.latency``): the input
 #: beat is registered (the parameter ROM reads meanwhile), the parameters, bias, four
 #: registered 16×16 partial products, three adder levels to the 64-bit product, four for the
-#: rounding, one for the saturation, one for the clamp and the zero point.
+#: rounding, one for the zero point's add (beside the 10-bit range test), one for the clamp.
 PPU_LATENCY = 13
 
 

@@ -105,8 +105,10 @@ class Accelerator(wiring.Component):
         Only with ``config.spram_weights``: the whole weight image has been written (low again
         from the first byte of the next one).
 
-    ``primitives``: instantiate the FPGA's memory blocks where a model would otherwise stand
-    (``SB_SPRAM256KA`` for SPRAM; synthesis) instead of their behavioral models (simulation).
+    ``primitives``: the FPGA family (``"ice40"``, ``"ecp5"``) whose blocks are instantiated
+    where a behavioral model would otherwise stand (synthesis; ``False``: the models, for
+    simulation): ``SB_SPRAM256KA`` for SPRAM on iCE40, on ECP5 each PE's multiply in a
+    ``MULT18X18D`` with its output register (same values, same cycles).
     ``perf_counters``: build the per-layer :data:`COUNTERS` of the debug records (off: the
     records carry zeros; a board core, which never asks for them, saves their 256 flip-flops
     and adders).
@@ -163,9 +165,11 @@ class Accelerator(wiring.Component):
         w_port = self._weights(m, seq)
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
                                               cfg.lutram_buffers)
+        dsp = "ecp5" if self.primitives == "ecp5" else None      # registered multiplies
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
-                                                   prog.x_width)
-        m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding)
+                                                   prog.x_width, dsp=dsp)
+        m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
+                                               dsp=dsp)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max), ppu.rd_data.eq(fm_rd_b.data),
                      seq.ppu_wr_addr.eq(ppu.wr_addr), seq.ppu_wr_data.eq(ppu.wr_data),
@@ -257,7 +261,7 @@ class Accelerator(wiring.Component):
             return fm.write_port(), fm.read_port(), fm.read_port()
         slot_values = prog.fm_depth // prog.fm_slots
         m.submodules.fm = fm = FeatureMapSlots(prog.fm_slots, slot_values, fm_aw,
-                                               primitive=self.primitives)
+                                               primitive=bool(self.primitives))
         return (SimpleNamespace(addr=fm.wr_addr, data=fm.wr_data, en=fm.wr_en),
                 SimpleNamespace(addr=fm.rd_a_addr, data=fm.rd_a_data),
                 SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
@@ -277,7 +281,7 @@ class Accelerator(wiring.Component):
         m.submodules.weight_loader = loader = WeightLoader(len(prog.weights), cfg.lanes,
                                                            lane_bytes)
         m.submodules.weights = ram = SPRAM(len(prog.weights), layout.size,
-                                           primitive=self.primitives)
+                                           primitive=bool(self.primitives))
         wiring.connect(m, wiring.flipped(self.i_weights), loader.i_weights)
         port = SimpleNamespace(addr=Signal.like(ram.addr, name="w_rd_addr"),
                                data=layout(ram.rd_data))

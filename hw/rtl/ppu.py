@@ -22,6 +22,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import PPU_LATENCY
+from cnnforge.hw.rtl.pe_array import ecp5_registered_product
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -48,6 +49,9 @@ class PostProcessor(wiring.Component):
         Feature-map address width.
     rounding : ``"gemmlowp"`` or ``"nearest-even"``
         The requantizer (:data:`cnnforge.sim.golden.ROUNDINGS`); both have the same latency.
+    dsp : ``"ecp5"`` or None
+        ``"ecp5"``: the partial products in ``MULT18X18D`` blocks with their output registers
+        (:func:`~cnnforge.hw.rtl.pe_array.ecp5_registered_product`; synthesis only).
 
     Members
     -------
@@ -72,20 +76,21 @@ class PostProcessor(wiring.Component):
         the parameter ROM reads, then the parameters registered, bias, four registered 16×16
         partial products, three adder levels to the 64-bit product, four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
-        in two steps), one for the saturation, one for the clamp and the zero point). Every
-        input goes straight into a register (the channel into the parameter ROM's address
+        in two steps), one for the zero point's add beside the range test, one for the clamp).
+        Every input goes straight into a register (the channel into the parameter ROM's address
         register), so the engine may compute the beat combinationally; one adder or one DSP
         multiply per stage keeps the unit off the critical path (docs/boards.md).
     """
 
     latency = PPU_LATENCY
 
-    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp"):
+    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, dsp=None):
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         self.acc_width = acc_width
         self.params = params
         self.rounding = rounding
+        self.dsp = dsp
         super().__init__({
             "valid": In(1), "acc": In(signed(acc_width)),
             "channel": In(range(max(2, len(params)))),
@@ -143,9 +148,16 @@ class PostProcessor(wiring.Component):
         pll3, plh3 = stage("pll3", 32), stage("plh3", 31)
         phl3, phh3 = stage("phl3", 32), stage("phh3", 31)
         m03, n3 = stage("m03", 31), stage("n3", 5)
-        m.d.sync += [pll3.eq(xu[:16] * m02[:16]), plh3.eq(xu[:16] * m02[16:]),
-                     phl3.eq(xu[16:] * m02[:16]), phh3.eq(xu[16:] * m02[16:]),
-                     m03.eq(m02), n3.eq(n2)]
+        for name, product, a, b in (("pll", pll3, xu[:16], m02[:16]),
+                                    ("plh", plh3, xu[:16], m02[16:]),
+                                    ("phl", phl3, xu[16:], m02[:16]),
+                                    ("phh", phh3, xu[16:], m02[16:])):
+            if self.dsp == "ecp5":
+                ecp5_registered_product(m, f"mult_{name}", a, b, product,
+                                        signed_operands=False, reset=False)
+            else:
+                m.d.sync += product.eq(a * b)
+        m.d.sync += [m03.eq(m02), n3.eq(n2)]
         # stages 4-6: the sum of the partial products and the offset. Each product register
         # feeds one adder wider than a DSP block's accumulator (34+ bits), so that yosys'
         # iCE40 DSP mapper leaves the sums in logic: absorbing a 33-bit sum or a plain delay
@@ -166,27 +178,24 @@ class PostProcessor(wiring.Component):
             self._gemmlowp(m, stage, ab6, n6, sh10)
         else:
             self._nearest_even(m, stage, ab6, n6, sh10)
-        # stage 11: saturate to 10 bits (the clamp bounds are int8, so this changes nothing);
-        # stage 12: clamp and add the zero point, clamp(x + z, lo, hi) = clamp(x, lo - z, hi - z)
-        # + z, against bounds registered from the layer constants (held while the layer runs)
-        sat = Signal(signed(10))
-        with m.If(sh10[9:].all() | ~sh10[9:].any()):
-            m.d.comb += sat.eq(sh10)
-        with m.Else():
-            m.d.comb += sat.eq(Mux(sh10[31], -512, 511))
-        sat11 = stage("sat11", signed(10))
-        lo_z, hi_z = Signal(signed(11), name="lo_z"), Signal(signed(11), name="hi_z")
-        m.d.sync += [sat11.eq(sat), lo_z.eq(self.act_min - self.zero_point),
-                     hi_z.eq(self.act_max - self.zero_point)]
-        clamped = Signal(signed(11))
-        with m.If(sat11 < lo_z):
-            m.d.comb += clamped.eq(lo_z)
-        with m.Elif(sat11 > hi_z):
-            m.d.comb += clamped.eq(hi_z)
-        with m.Else():
-            m.d.comb += clamped.eq(sat11)
+        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
+        # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
+        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
+        # multiplexer only (the add is not behind them)
+        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
+        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
+        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
+                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
+                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
         y12 = stage("y12", signed(8))
-        m.d.sync += y12.eq(clamped + self.zero_point)
+        with m.If(ovf11):
+            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
+        with m.Elif(y11 < lo11):
+            m.d.sync += y12.eq(lo11)
+        with m.Elif(y11 > hi11):
+            m.d.sync += y12.eq(hi11)
+        with m.Else():
+            m.d.sync += y12.eq(y11)
         # the pooling read: issued three cycles before the write, its data registered as it
         # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
         # the ECP5's DP16KD can hold as its output register); a cycle later the window's value
