@@ -93,8 +93,10 @@ class TileLoader(wiring.Component):
         active, slot, loading = Signal(), Signal(), Signal()
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
         blk = counter(most["ld_blocks"], "blk")
-        row_fm, tile_fm, blk_fm, fm = (Signal(signed(fm_aw + 2)) for _ in range(4))
-        y0, x0, y, x = (Signal(signed(16)) for _ in range(4))
+        # (named: a generator's signals get none, and the timing reports show them)
+        row_fm, tile_fm, blk_fm, fm = (Signal(signed(fm_aw + 2), name=f"{n}fm")
+                                       for n in ("row_", "tile_", "blk_", ""))
+        y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
         n, yi, xi = (counter(most["ld_chans"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["Tc_in"], "xi"))
         phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
