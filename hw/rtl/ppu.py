@@ -178,24 +178,7 @@ class PostProcessor(wiring.Component):
             self._gemmlowp(m, stage, ab6, n6, sh10)
         else:
             self._nearest_even(m, stage, ab6, n6, sh10)
-        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
-        # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
-        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
-        # multiplexer only (the add is not behind them)
-        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
-        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
-        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
-                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
-                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
-        y12 = stage("y12", signed(8))
-        with m.If(ovf11):
-            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
-        with m.Elif(y11 < lo11):
-            m.d.sync += y12.eq(lo11)
-        with m.Elif(y11 > hi11):
-            m.d.sync += y12.eq(hi11)
-        with m.Else():
-            m.d.sync += y12.eq(y11)
+        y12 = self._clamp(m, stage, sh10)
         # the pooling read: issued three cycles before the write, its data registered as it
         # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
         # the ECP5's DP16KD can hold as its output register); a cycle later the window's value
@@ -225,6 +208,28 @@ class PostProcessor(wiring.Component):
             self.busy.eq(self.valid | Cat(*valid).any()),
         ]
         return m
+
+    def _clamp(self, m, stage, sh10):
+        """Stages 11-12: ``y12 = clamp(sh10 + zero_point, act_min, act_max)``, int8."""
+        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
+        # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
+        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
+        # multiplexer only (the add is not behind them)
+        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
+        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
+        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
+                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
+                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
+        y12 = stage("y12", signed(8))
+        with m.If(ovf11):
+            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
+        with m.Elif(y11 < lo11):
+            m.d.sync += y12.eq(lo11)
+        with m.Elif(y11 > hi11):
+            m.d.sync += y12.eq(hi11)
+        with m.Else():
+            m.d.sync += y12.eq(y11)
+        return y12
 
     @staticmethod
     def _gemmlowp(m, stage, ab6, n6, sh10):
