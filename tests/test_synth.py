@@ -16,8 +16,8 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
-from cnnforge.hw.rtl.common import NO_RW_CHECK
-from cnnforge.hw.rtl.pe_array import ProcessingElement, ecp5_registered_product
+from cnnforge.hw.rtl.common import NO_RW_CHECK, registered_product
+from cnnforge.hw.rtl.pe_array import ProcessingElement
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.compiler.devices import DEVICES
@@ -379,7 +379,7 @@ def test_undefined_collisions_skip_asynchronous_reads():
 
 
 def _mult18x18d_model():
-    """A behavioral ``MULT18X18D`` for the options :func:`ecp5_registered_product` uses (Lattice
+    """A behavioral ``MULT18X18D`` for the options :func:`registered_product` uses (Lattice
     TN1267: ``P = A · B``, signed per ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0,
     CE0, synchronous RST0); yosys has the block only as a black box."""
     def bits(name, n):
@@ -407,29 +407,26 @@ endmodule
 
 
 class _Product(wiring.Component):
-    """``p = a · b`` registered: the generic multiply or :func:`ecp5_registered_product`."""
+    """``p = a · b`` in a register (``reset``: cleared by the domain's reset), by
+    :func:`registered_product` for ``family``."""
 
-    def __init__(self, width, signed_operands, reset, dsp):
-        self._signed, self._reset, self._dsp = signed_operands, reset, dsp
+    def __init__(self, width, signed_operands, reset, family):
+        self._reset, self._family = reset, family
         shape = signed if signed_operands else unsigned
         super().__init__({"a": In(shape(width)), "b": In(shape(width)),
                           "p": Out(shape(2 * width))})
 
     def elaborate(self, platform):
         m = Module()
-        if self._dsp:
-            ecp5_registered_product(m, "mult", self.a, self.b, self.p,
-                                    signed_operands=self._signed, reset=self._reset)
-        else:
-            p = Signal.like(self.p, reset_less=not self._reset)
-            m.d.sync += p.eq(self.a * self.b)
-            m.d.comb += self.p.eq(p)
+        p = Signal.like(self.p, reset_less=not self._reset)
+        registered_product(m, "mult", self.a, self.b, p, self._family)
+        m.d.comb += self.p.eq(p)
         return m
 
 
 @pytest.mark.parametrize("make", [
-    lambda dsp: _Product(10, True, True, dsp),       # signed (PE) products, 20 bits > 18
-    lambda dsp: _Product(6, False, False, dsp),      # the requantizer's (unsigned) products
+    lambda family: _Product(10, True, True, family),    # signed (PE) products, 20 bits > 18
+    lambda family: _Product(6, False, False, family),   # the requantizer's (unsigned) products
 ], ids=["signed", "unsigned"])
 def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
     """The ECP5 instance (a ``MULT18X18D`` holding the product in its output register) equals
@@ -449,12 +446,12 @@ def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
 
 
 @pytest.mark.parametrize("unit, blocks", [
-    (lambda dsp: ProcessingElement(20, 8, 8, dsp=dsp), 1),
-    (lambda dsp: PostProcessor(32, [{"bias": 0, "multiplier": 1 << 30, "shift": 0}] * 2, 4,
-                               dsp=dsp), 4),
+    (lambda family: ProcessingElement(20, 8, 8, family=family), 1),
+    (lambda family: PostProcessor(32, [{"bias": 0, "multiplier": 1 << 30, "shift": 0}] * 2, 4,
+                               family=family), 4),
 ], ids=["pe", "requantizer"])
 def test_ecp5_units_instantiate_their_multiplies(unit, blocks):
-    """With ``dsp="ecp5"`` a PE's product and the requantizer's partial products are
+    """With ``family="ecp5"`` a PE's product and the requantizer's partial products are
     ``MULT18X18D`` instances and no multiply is left for yosys to map."""
     generic, ecp5 = rtlil.convert(unit(None)), rtlil.convert(unit("ecp5"))
     assert ecp5.count("cell \\MULT18X18D ") == blocks and "$mul" not in ecp5

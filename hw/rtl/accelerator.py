@@ -107,8 +107,8 @@ class Accelerator(wiring.Component):
 
     ``primitives``: the FPGA family (``"ice40"``, ``"ecp5"``) whose blocks are instantiated
     where a behavioral model would otherwise stand (synthesis; ``False``: the models, for
-    simulation): ``SB_SPRAM256KA`` for SPRAM on iCE40, on ECP5 each PE's multiply in a
-    ``MULT18X18D`` with its output register (same values, same cycles).
+    simulation): ``SB_SPRAM256KA`` for SPRAM on iCE40, on ECP5 the PEs' and the requantizer's
+    multiplies in ``MULT18X18D`` output registers (same values, same cycles).
     ``perf_counters``: build the per-layer :data:`COUNTERS` of the debug records (off: the
     records carry zeros; a board core, which never asks for them, saves their 256 flip-flops
     and adders).
@@ -165,11 +165,11 @@ class Accelerator(wiring.Component):
         w_port = self._weights(m, seq)
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
                                               cfg.lutram_buffers)
-        dsp = "ecp5" if self.primitives == "ecp5" else None      # registered multiplies
+        family = self.primitives or None
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
-                                                   prog.x_width, dsp=dsp)
+                                                   prog.x_width, family=family)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
-                                               dsp=dsp)
+                                               family=family)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max), ppu.rd_data.eq(fm_rd_b.data),
                      seq.ppu_wr_addr.eq(ppu.wr_addr), seq.ppu_wr_data.eq(ppu.wr_data),

@@ -1,12 +1,13 @@
 """Small pieces every engine unit uses: widths, loop counters, ping-pong flags, the descriptor
 fields a unit reads, and the per-cycle events that feed the performance counters."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
-           "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot"]
+           "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
+           "registered_product"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -45,6 +46,37 @@ def end_ahead(m, last, name):
     single = Signal(name=f"one_{name}")
     m.d.sync += [before_last.eq(last - 1), single.eq(last == 0)]
     return before_last, single
+
+
+def registered_product(m, name, a, b, product, family=None):
+    """``m.d.sync += product.eq(a · b)``; with ``family="ecp5"`` (synthesis) the same register
+    in the same cycle as one ``MULT18X18D``'s output register, operands at most 18 bits, each
+    signed as its shape, the register cleared by the domain's reset unless ``product`` is
+    ``reset_less``.
+
+    yosys' ECP5 flow maps a multiply to a ``MULT18X18D`` without any of its registers
+    (``share/lattice/dsp_map_18x18.v``), so the register after it is a fabric flip-flop and
+    the route out of the block is in the multiply's cycle (Lattice TN1267, *ECP5 and ECP5-5G
+    sysDSP Usage Guide*: MULT18X18D, the output register). Other families, and simulation
+    (``family=None``), get the plain multiply: yosys' iCE40 flow packs SB_MAC16 registers
+    itself."""
+    if family != "ecp5":
+        m.d.sync += product.eq(a * b)
+        return
+    sign_a, sign_b = a.shape().signed, b.shape().signed
+    a18, b18 = Signal(signed(18) if sign_a else 18), Signal(signed(18) if sign_b else 18)
+    p36 = Signal(36)
+    m.d.comb += [a18.eq(a), b18.eq(b), product.eq(p36)]
+    pins = {"i_CLK0": ClockSignal(), "i_CE0": 1,
+            "i_RST0": 0 if product.reset_less else ResetSignal(),
+            "i_SIGNEDA": int(sign_a), "i_SIGNEDB": int(sign_b), "i_SOURCEA": 0, "i_SOURCEB": 0}
+    for i in range(18):
+        pins.update({f"i_A{i}": a18[i], f"i_B{i}": b18[i], f"i_C{i}": 0})
+    pins.update({f"o_P{i}": p36[i] for i in range(36)})
+    pins.update({f"i_{k}{i}": 0 for k in ("CLK", "CE", "RST") for i in (1, 2, 3)})
+    m.submodules[name] = Instance("MULT18X18D", p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0",
+                                  p_REG_OUTPUT_RST="RST0", p_RESETMODE="SYNC", p_GSR="DISABLED",
+                                  **pins)
 
 
 #: Attributes of a memory whose reads never need the value of a write to the same address in

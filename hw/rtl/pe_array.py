@@ -19,42 +19,14 @@ before accumulating (so a DSP multiply and an adder never share a cycle): the ar
 is R + C + 1 (:func:`cnnforge.hw.models.timing.array_latency`).
 """
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
+from cnnforge.hw.rtl.common import registered_product
 
-__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "ecp5_registered_product"]
-
-
-def ecp5_registered_product(m, name, a, b, product, *, signed_operands=True, reset=True):
-    """``product`` = ``a · b`` (at most 18 bits each, signed or unsigned as
-    ``signed_operands``) registered at the end of the cycle (cleared by the domain's reset
-    unless ``reset`` is false, as a ``reset_less`` register), in one ECP5 ``MULT18X18D``
-    whose output register holds it (``REG_OUTPUT_CLK``).
-
-    yosys' ECP5 flow maps a multiply to a ``MULT18X18D`` without any of its registers
-    (``share/lattice/dsp_map_18x18.v``), so the register after it is a fabric flip-flop
-    and the route from the block to it is in the multiply's cycle; this instance is the same
-    cycle and the same value with the register inside the block (Lattice TN1267, *ECP5 and
-    ECP5-5G sysDSP Usage Guide*: MULT18X18D, the output register). Synthesis only: simulation
-    uses ``m.d.sync += product.eq(a * b)``, which it replaces."""
-    sign = int(signed_operands)
-    pins = {"i_CLK0": ClockSignal(), "i_CE0": 1, "i_RST0": ResetSignal() if reset else 0,
-            "i_SIGNEDA": sign, "i_SIGNEDB": sign, "i_SOURCEA": 0, "i_SOURCEB": 0}
-    shape = signed if signed_operands else unsigned
-    a18, b18, p36 = Signal(shape(18)), Signal(shape(18)), Signal(shape(36))
-    m.d.comb += [a18.eq(a), b18.eq(b), product.eq(p36)]
-    for i in range(18):
-        pins.update({f"i_A{i}": a18[i], f"i_B{i}": b18[i], f"i_C{i}": 0})
-    for i in range(36):
-        pins[f"o_P{i}"] = p36[i]
-    for k in ("CLK1", "CLK2", "CLK3", "CE1", "CE2", "CE3", "RST1", "RST2", "RST3"):
-        pins[f"i_{k}"] = 0
-    m.submodules[name] = Instance("MULT18X18D", p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0",
-                                  p_REG_OUTPUT_RST="RST0", p_RESETMODE="SYNC", p_GSR="DISABLED",
-                                  **pins)
+__all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
 
 
 class BeatControl(data.Struct):
@@ -106,10 +78,10 @@ class ProcessingElement(wiring.Component):
         the next block (taken over at the next ``swap`` beat).
     """
 
-    def __init__(self, acc_width, w_width=8, x_width=8, *, dsp=None):
+    def __init__(self, acc_width, w_width=8, x_width=8, *, family=None):
         self.acc_width = acc_width
         self.w_width, self.x_width = w_width, x_width
-        self.dsp = dsp
+        self.family = family
         stat_width = max(w_width, x_width)
         super().__init__({
             "mode": In(1),
@@ -138,10 +110,7 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
-        if self.dsp == "ecp5":
-            ecp5_registered_product(m, "mult", self.w_in, operand, product)
-        else:
-            m.d.sync += product.eq(self.w_in * operand)
+        registered_product(m, "mult", self.w_in, operand, product, self.family)
         m.d.sync += ctl.eq(self.ctl_in)
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
                      self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]
@@ -201,12 +170,12 @@ class SystolicArray(wiring.Component):
         R + C + 1).
     """
 
-    def __init__(self, rows, cols, acc_width, w_width=8, x_width=8, *, dsp=None):
+    def __init__(self, rows, cols, acc_width, w_width=8, x_width=8, *, family=None):
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
         self.w_width, self.x_width = w_width, x_width
-        self.dsp = dsp
+        self.family = family
         super().__init__({
             "mode": In(1),
             "w_edge": In(signed(w_width)).array(rows),
@@ -232,7 +201,8 @@ class SystolicArray(wiring.Component):
                         for c in range(C)]
         m.d.sync += [preload_en.eq(self.preload_en), preload_row.eq(self.preload_row)]
         m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
-        pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width, dsp=self.dsp)
+        pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width,
+                                  family=self.family)
                 for _ in range(C)]
                for _ in range(R)]
         for r in range(R):

@@ -22,7 +22,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import PPU_LATENCY
-from cnnforge.hw.rtl.pe_array import ecp5_registered_product
+from cnnforge.hw.rtl.common import registered_product
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -49,9 +49,9 @@ class PostProcessor(wiring.Component):
         Feature-map address width.
     rounding : ``"gemmlowp"`` or ``"nearest-even"``
         The requantizer (:data:`cnnforge.sim.golden.ROUNDINGS`); both have the same latency.
-    dsp : ``"ecp5"`` or None
-        ``"ecp5"``: the partial products in ``MULT18X18D`` blocks with their output registers
-        (:func:`~cnnforge.hw.rtl.pe_array.ecp5_registered_product`; synthesis only).
+    family : ``"ice40"``, ``"ecp5"`` or None
+        The FPGA family synthesized for (None: simulation); ``"ecp5"``: the partial products
+        in ``MULT18X18D`` output registers (:func:`~cnnforge.hw.rtl.common.registered_product`).
 
     Members
     -------
@@ -84,13 +84,13 @@ class PostProcessor(wiring.Component):
 
     latency = PPU_LATENCY
 
-    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, dsp=None):
+    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, family=None):
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         self.acc_width = acc_width
         self.params = params
         self.rounding = rounding
-        self.dsp = dsp
+        self.family = family
         super().__init__({
             "valid": In(1), "acc": In(signed(acc_width)),
             "channel": In(range(max(2, len(params)))),
@@ -152,11 +152,7 @@ class PostProcessor(wiring.Component):
                                     ("plh", plh3, xu[:16], m02[16:]),
                                     ("phl", phl3, xu[16:], m02[:16]),
                                     ("phh", phh3, xu[16:], m02[16:])):
-            if self.dsp == "ecp5":
-                ecp5_registered_product(m, f"mult_{name}", a, b, product,
-                                        signed_operands=False, reset=False)
-            else:
-                m.d.sync += product.eq(a * b)
+            registered_product(m, f"mult_{name}", a, b, product, self.family)
         m.d.sync += [m03.eq(m02), n3.eq(n2)]
         # stages 4-6: the sum of the partial products and the offset. Each product register
         # feeds one adder wider than a DSP block's accumulator (34+ bits), so that yosys'
