@@ -16,7 +16,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
-from cnnforge.hw.rtl.common import NO_RW_CHECK, registered_product
+from cnnforge.hw.rtl.common import NO_RW_CHECK, ecp5_product
 from cnnforge.hw.rtl.pe_array import ProcessingElement
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
@@ -379,7 +379,7 @@ def test_undefined_collisions_skip_asynchronous_reads():
 
 
 def _mult18x18d_model():
-    """A behavioral ``MULT18X18D`` for the options :func:`registered_product` uses (Lattice
+    """A behavioral ``MULT18X18D`` for the options :func:`ecp5_product` uses (Lattice
     TN1267: ``P = A · B``, signed per ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0,
     CE0, synchronous RST0); yosys has the block only as a black box."""
     def bits(name, n):
@@ -407,8 +407,8 @@ endmodule
 
 
 class _Product(wiring.Component):
-    """``p = a · b`` in a register (``reset``: cleared by the domain's reset), by
-    :func:`registered_product` for ``family``."""
+    """``p = a · b`` in a register (``reset``: cleared by the domain's reset): the plain
+    multiply, or :func:`ecp5_product` for ``family="ecp5"``."""
 
     def __init__(self, width, signed_operands, reset, family):
         self._reset, self._family = reset, family
@@ -419,7 +419,10 @@ class _Product(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = Signal.like(self.p, reset_less=not self._reset)
-        registered_product(m, "mult", self.a, self.b, p, self._family)
+        if self._family == "ecp5":
+            ecp5_product(m, "mult", self.a, self.b, p)
+        else:
+            m.d.sync += p.eq(self.a * self.b)
         m.d.comb += self.p.eq(p)
         return m
 

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
            "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
-           "registered_product"]
+           "ecp5_product"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -48,21 +48,18 @@ def end_ahead(m, last, name):
     return before_last, single
 
 
-def registered_product(m, name, a, b, product, family=None):
-    """``m.d.sync += product.eq(a · b)``; with ``family="ecp5"`` (synthesis) the same register
-    in the same cycle as one ``MULT18X18D``'s output register, operands at most 18 bits, each
-    signed as its shape, the register cleared by the domain's reset unless ``product`` is
-    ``reset_less``.
+def ecp5_product(m, name, a, b, product):
+    """What ``m.d.sync += product.eq(a * b)`` is, in one ECP5 ``MULT18X18D`` (synthesis): the
+    same register in the same cycle as the block's output register, operands at most 18 bits,
+    each signed as its shape, the register cleared by the domain's reset unless ``product`` is
+    ``reset_less``. (The callers keep the plain multiply for other families and simulation,
+    written where it is, so that ``cnnforge synth`` names their lines.)
 
     yosys' ECP5 flow maps a multiply to a ``MULT18X18D`` without any of its registers
     (``share/lattice/dsp_map_18x18.v``), so the register after it is a fabric flip-flop and
     the route out of the block is in the multiply's cycle (Lattice TN1267, *ECP5 and ECP5-5G
-    sysDSP Usage Guide*: MULT18X18D, the output register). Other families, and simulation
-    (``family=None``), get the plain multiply: yosys' iCE40 flow packs SB_MAC16 registers
-    itself."""
-    if family != "ecp5":
-        m.d.sync += product.eq(a * b)
-        return
+    sysDSP Usage Guide*: MULT18X18D, the output register); yosys' iCE40 flow packs the
+    SB_MAC16's registers itself."""
     sign_a, sign_b = a.shape().signed, b.shape().signed
     a18, b18 = Signal(signed(18) if sign_a else 18), Signal(signed(18) if sign_b else 18)
     p36 = Signal(36)

@@ -24,7 +24,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
-from cnnforge.hw.rtl.common import registered_product
+from cnnforge.hw.rtl.common import ecp5_product
 
 __all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
 
@@ -110,7 +110,10 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
-        registered_product(m, "mult", self.w_in, operand, product, self.family)
+        if self.family == "ecp5":
+            ecp5_product(m, "mult", self.w_in, operand, product)
+        else:
+            m.d.sync += product.eq(self.w_in * operand)
         m.d.sync += ctl.eq(self.ctl_in)
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
                      self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]

@@ -22,7 +22,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import PPU_LATENCY
-from cnnforge.hw.rtl.common import registered_product
+from cnnforge.hw.rtl.common import ecp5_product
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -51,7 +51,7 @@ class PostProcessor(wiring.Component):
         The requantizer (:data:`cnnforge.sim.golden.ROUNDINGS`); both have the same latency.
     family : ``"ice40"``, ``"ecp5"`` or None
         The FPGA family synthesized for (None: simulation); ``"ecp5"``: the partial products
-        in ``MULT18X18D`` output registers (:func:`~cnnforge.hw.rtl.common.registered_product`).
+        in ``MULT18X18D`` output registers (:func:`~cnnforge.hw.rtl.common.ecp5_product`).
 
     Members
     -------
@@ -152,7 +152,10 @@ class PostProcessor(wiring.Component):
                                     ("plh", plh3, xu[:16], m02[16:]),
                                     ("phl", phl3, xu[16:], m02[:16]),
                                     ("phh", phh3, xu[16:], m02[16:])):
-            registered_product(m, f"mult_{name}", a, b, product, self.family)
+            if self.family == "ecp5":
+                ecp5_product(m, f"mult_{name}", a, b, product)
+            else:
+                m.d.sync += product.eq(a * b)
         m.d.sync += [m03.eq(m02), n3.eq(n2)]
         # stages 4-6: the sum of the partial products and the offset. Each product register
         # feeds one adder wider than a DSP block's accumulator (34+ bits), so that yosys'
