@@ -13,7 +13,7 @@ RAM, then a register); the controller starts a tile two cycles after the last wr
 passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
-(the beat is issued one cycle earlier: the memory and control registers) and the
+(the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers) and the
 post-processor writes ``PPU_LATENCY`` cycles after its input (:mod:`.timing`). Access counts are
 closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and
 Verilator tests) check every figure against the RTL counters.
@@ -30,7 +30,7 @@ __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer
            "load_order"]
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import PPU_LATENCY, array_latency
+from cnnforge.hw.models.timing import PPU_LATENCY, array_latency, tile_read_latency
 
 
 def _ceil_div(a, b):
@@ -226,7 +226,7 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     R, C = cfg.rows, cfg.cols
     tr0, tc0, rows, cols = tile
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = 1 + array_latency(R, C)
+    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C)
     K, M = v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -286,7 +286,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
     """
     R, C = cfg.rows, cfg.cols
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = 1 + array_latency(R, C)
+    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C)
     df, K, M = Dataflow(v["df"]), v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -356,7 +356,8 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
             vh = st["vh"]
             accept = max(cycle, st["v_free"][vh])         # v_full clear from v_free on
             last_read = accept + 16 * N
-            v_full = last_read + 18                       # last V write lands, flag visible
+            # the last V write lands, its flag visible
+            v_full = last_read + 17 + tile_read_latency(cfg.lutram_buffers)
             st["vh"] ^= 1
             cycle = last_read + 1
             # compute side

@@ -7,13 +7,36 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "PPU_LATENCY"]
+__all__ = ["array_latency", "tile_read_latency", "PPU_LATENCY"]
 
 #: Cycles from a post-processor input beat to its write (``PostProcessor.latency``): the input
 #: beat is registered (the parameter ROM reads meanwhile), the parameters, bias, four
 #: registered 16×16 partial products, three adder levels to the 64-bit product, four for the
 #: rounding, one for the zero point's add (beside the 10-bit range test), one for the clamp.
 PPU_LATENCY = 13
+
+
+def tile_read_latency(lutram):
+    """Cycles from a tile-buffer read address (and the controller's beat issued with it) to its
+    data at the array's edge.
+
+    Block RAM reads synchronously: one cycle. Distributed RAM (``lutram``, the ECP5 boards) reads
+    behind a registered address and registers its data before the bank rotation: two cycles
+    (the asynchronous read's multiplexer tree and the rotation were one path before, the ECP5
+    cores' critical one). The controller's beat, rotation, preload and patch outputs and the
+    weight address are delayed to match (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
+
+    Parameters
+    ----------
+    lutram : bool
+        ``AcceleratorConfig.lutram_buffers``.
+
+    Returns
+    -------
+    int
+        1 or 2.
+    """
+    return 2 if lutram else 1
 
 
 def array_latency(rows, cols):

@@ -209,20 +209,21 @@ class Accelerator(wiring.Component):
             meta_take = meta_take | psum.meta_take
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
-        x_edge = self._array_edge(m, array, ibuf, w_port, ctl, d)
+        rd = self._read_stage(m, ctl, ibuf.latency)
+        x_edge = self._array_edge(m, array, ibuf, w_port, rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
             busy |= psum.active
         if wino:
-            wt, wc = self._winograd(m, prog, array, ctl, ppu_width, w_aw, desc, d, x_edge)
+            wt, wc = self._winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, x_edge)
             units.append(wc)
             groups_drained = (wc.groups_drained if groups_drained is None else
                               Mux(d.df == Dataflow.WINOGRAD, wc.groups_drained, groups_drained))
             busy |= ((wc.passes_issued != wc.passes_drained) | wc.busy | wt.active
-                     | ctl.patch.valid)
-            m.d.comb += w_port.addr.eq(ctl.w_addr | wc.w_addr)    # 0 when idle
+                     | ctl.patch.valid | rd.patch.valid)
+            m.d.comb += w_port.addr.eq(rd.w_addr | wc.w_addr)    # 0 when idle
         else:
-            m.d.comb += [array.ctl_edge.eq(ctl.beat), w_port.addr.eq(ctl.w_addr),
+            m.d.comb += [array.ctl_edge.eq(rd.beat), w_port.addr.eq(rd.w_addr),
                          [array.x_edge[c].eq(x_edge[c]) for c in range(C)]]
         if groups_drained is not None:
             busy |= ctl.groups_issued != groups_drained
@@ -293,36 +294,59 @@ class Accelerator(wiring.Component):
                      ram.wr_data.eq(word), ram.wr_en.eq(loader.wr_en.replicate(ram.nbytes))]
         return port
 
+    # the controller's outputs that travel with its tile-buffer reads (and the weight address,
+    # whose data arrives with them)
+    READ_ALIGNED = ("beat", "beat_q1", "lane_only", "lane", "preload_en", "preload_row",
+                    "preload_zero", "patch", "w_addr")
+
+    @classmethod
+    def _read_stage(cls, m, ctl, latency):
+        """The controller's read-aligned outputs, delayed to the tile buffer's read ``latency``
+        (:func:`~cnnforge.hw.models.timing.tile_read_latency`: the controller's timing is that
+        of a one-cycle read). The weight address is delayed by as much, so its data still comes
+        with the bank data."""
+        aligned = SimpleNamespace()
+        for name in cls.READ_ALIGNED:
+            value = getattr(ctl, name)
+            for stage in range(1, latency):
+                q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")
+                m.d.sync += q.eq(value)
+                value = q
+            setattr(aligned, name, value)
+        return aligned
+
     @staticmethod
-    def _array_edge(m, array, ibuf, w_port, ctl, d):
-        """The array's edges: bank data (one cycle after the controller's addresses) rotated onto
-        the columns, weights onto the rows (WR: the channel-banked inputs), stationary preloads.
-        Returns the columns' input values (Winograd replaces them with V words)."""
+    def _array_edge(m, array, ibuf, w_port, rd, d):
+        """The array's edges: bank data (with ``rd``, the controller's read-aligned outputs)
+        rotated onto the columns, weights onto the rows (WR: the channel-banked inputs),
+        stationary preloads. Returns the columns' input values (Winograd replaces them with V
+        words)."""
         R, C, NB = array.rows, array.cols, len(ibuf.rdata)
         is_ir, is_wr = d.df == Dataflow.IR, d.df == Dataflow.WR
         bank_data = Array(ibuf.rdata)
         rotated = []
         for c in range(C):
             sel = Signal(range(2 * C), name=f"x_sel{c}")
-            m.d.comb += sel.eq(ctl.beat_q1 + c)
+            m.d.comb += sel.eq(rd.beat_q1 + c)
             value = Signal(signed(8), name=f"rotated{c}")
             m.d.comb += value.eq(bank_data[Mux(sel >= C, sel - C, sel)])
             rotated.append(value)
         for c in range(C):
             m.d.comb += array.preload_data[c].eq(
-                Mux(is_ir, Mux(ctl.preload_zero, 0, rotated[c]), w_port.data[c]))
+                Mux(is_ir, Mux(rd.preload_zero, 0, rotated[c]), w_port.data[c]))
         for r in range(R):
             streamed_input = ibuf.rdata[r] if r < NB else 0     # WR layers have NB >= R
             # depthwise: the word holds one tap of R channels, row r's counts on its channel only
-            weight = Mux(ctl.lane_only & (ctl.lane != r), 0, w_port.data[r])
+            weight = Mux(rd.lane_only & (rd.lane != r), 0, w_port.data[r])
             m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, weight))
-        m.d.comb += [array.preload_en.eq(ctl.preload_en), array.preload_row.eq(ctl.preload_row),
+        m.d.comb += [array.preload_en.eq(rd.preload_en), array.preload_row.eq(rd.preload_row),
                      array.mode.eq(is_ir | is_wr)]
         return rotated
 
     @staticmethod
-    def _winograd(m, prog, array, ctl, ppu_width, w_aw, desc, d, rotated):
-        """The Winograd transform units between the controller's patch reads and the array."""
+    def _winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, rotated):
+        """The Winograd transform units between the controller's patch reads (``rd``: its
+        read-aligned outputs) and the array."""
         R, C = array.rows, array.cols
         is_wino = d.df == Dataflow.WINOGRAD
         m.submodules.wino_in = wt = WinogradInputTransform(C, prog.x_width, prog.winograd_depth)
@@ -330,7 +354,7 @@ class Accelerator(wiring.Component):
                                                  prog.y4_width, ppu_width, prog.winograd_depth,
                                                  w_aw, desc)
         wiring.connect(m, ctl.wgroup, wc.group)
-        m.d.comb += [wt.patch.eq(ctl.patch), [wt.data[c].eq(rotated[c]) for c in range(C)],
+        m.d.comb += [wt.patch.eq(rd.patch), [wt.data[c].eq(rotated[c]) for c in range(C)],
                      wc.v_addr.eq(wt.v_addr), wc.v_en.eq(wt.v_en), wc.v_set.eq(wt.v_set),
                      [wc.v_data[c].eq(wt.v_data[c]) for c in range(C)],
                      ctl.v_full.eq(wc.v_full), wc.enable.eq(is_wino),
@@ -338,7 +362,7 @@ class Accelerator(wiring.Component):
                      [wc.results[r][c].eq(array.results[r][c])
                       for r in range(R) for c in range(C)],
                      # the two issuers' beats and weight addresses are 0 when idle
-                     array.ctl_edge.eq(ctl.beat.as_value() | wc.beat.as_value()),
+                     array.ctl_edge.eq(rd.beat.as_value() | wc.beat.as_value()),
                      [array.x_edge[c].eq(Mux(is_wino, wc.x_edge[c], rotated[c]))
                       for c in range(C)]]
         return wt, wc

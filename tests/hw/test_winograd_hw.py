@@ -232,10 +232,13 @@ def test_v_buffer_wait_then_transform_bound():
 # Winograd next to direct layers of every dataflow
 
 
-def test_mixed_with_ir_and_wr():
+@pytest.mark.parametrize("lutram", [False, True], ids=["bram", "lutram"])
+def test_mixed_with_ir_and_wr(lutram):
     """Winograd (3×3 pad 1) -> direct IR (1×1) -> Winograd (3×3 pad 1, ReLU6, pool) -> direct
     WR (Linear): the input buffer switches between x-banked and channel-banked layouts, the
-    partial-sum buffer and the V buffer between layers."""
+    partial-sum buffer and the V buffer between layers; with the tile buffers in block RAM (one
+    cycle's read) and in distributed RAM (``lutram_buffers``: two, the controller's read-aligned
+    outputs delayed with them)."""
     net = make_network((2, 5, 6), [Conv2d(2, 4, 3, padding=1), ReLU(), Conv2d(4, 3, 1),
                                    Conv2d(3, 5, 3, padding=1), ReLU6(), MaxPool2d(2), Flatten(),
                                    Linear(30, 5)], 51)
@@ -243,8 +246,8 @@ def test_mixed_with_ir_and_wr():
     names = layer_names(qnet)
     algorithms = dict(zip(names, ["winograd", "direct", "winograd", "direct"]))
     dataflows = {names[1]: "ir", names[3]: "wr"}
-    program = compile_network(qnet, AcceleratorConfig(3, 2), algorithms=algorithms,
-                              dataflows=dataflows)
+    program = compile_network(qnet, AcceleratorConfig(3, 2, lutram_buffers=lutram),
+                              algorithms=algorithms, dataflows=dataflows)
     assert [(layer.algorithm, layer.dataflow) for layer in program.layers] == [
         ("winograd", "or"), ("direct", "ir"), ("winograd", "or"), ("direct", "wr")]
     check_winograd(program, random_images(qnet, 2, 51))
