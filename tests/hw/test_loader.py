@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from cnnforge.hw.frontend.network import Add, Conv2d, Flatten, Linear, ReLU
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.timing import tile_read_latency
 from cnnforge.hw.rtl.common import bits, descriptor_layout, most_of
 from cnnforge.hw.rtl.loader import TileLoader
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
@@ -286,10 +287,12 @@ def test_random_layers(case, seed, hold):
 
 def rtl_tile_buffer(banks, depth, lutram, writes, reads):
     """Apply ``writes`` [(bank, addr, value)] one per cycle, then issue ``reads``
-    [[addr per bank]] one set per cycle; returns the data of each read set, taken in the cycle
-    after its addresses."""
+    [[addr per bank]] one set per cycle; returns the data of each read set, taken
+    ``tile_read_latency(lutram)`` cycles after its addresses."""
     aw = bits(depth - 1)
     dut = TileBuffer(banks, depth, aw, lutram)
+    latency = tile_read_latency(lutram)
+    assert dut.latency == latency
     out = []
 
     async def tb(ctx):
@@ -300,8 +303,8 @@ def rtl_tile_buffer(banks, depth, lutram, writes, reads):
             ctx.set(dut.wr_data, value)
             await ctx.tick()
         ctx.set(dut.wr_en, 0)
-        for i, addrs in enumerate(reads + [None]):
-            if i:
+        for i, addrs in enumerate(reads + [None] * latency):
+            if i >= latency:
                 out.append([ctx.get(dut.rdata[b]) for b in range(banks)])
             if addrs is not None:
                 for b in range(banks):
@@ -319,7 +322,8 @@ def rtl_tile_buffer(banks, depth, lutram, writes, reads):
 @pytest.mark.parametrize("banks, depth", [(1, 4), (3, 10), (5, 32)])
 def test_tile_buffer(banks, depth, lutram):
     """Every bank holds its own words (a write goes to ``wr_bank`` only; later writes win);
-    each bank reads its own address, the data one cycle later, in both read styles."""
+    each bank reads its own address, the data one cycle later from block RAM and two from
+    distributed RAM (``lutram``: registered address and output)."""
     rng = np.random.default_rng(banks * 100 + depth)
     writes = [(int(rng.integers(banks)), int(rng.integers(depth)), int(rng.integers(-128, 128)))
               for _ in range(3 * banks * depth)]
