@@ -23,11 +23,9 @@ class TileLoader(wiring.Component):
     ``n % R``, word ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map
     (padding) get the input zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
 
-    Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value is
-    registered once more before the buffer write, so the block RAM's clock-to-out is not in
-    front of the write, and the choice of the padding value is made after that register (the
-    register takes the block RAM's output directly). A tile's half is marked full
-    (``slot_set``) with its last write.
+    Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value (or the
+    padding) is registered once more before the buffer write, so the block RAM's clock-to-out is
+    not in front of the write. A tile's half is marked full (``slot_set``) with its last write.
 
     Parameters
     ----------
@@ -185,13 +183,11 @@ class TileLoader(wiring.Component):
         with m.If(loading & is_wr):
             m.d.sync += lw_addr.eq(addr_wr)
 
-        # second write stage: the feature map's data registered (the padding chosen after it)
-        lw2_last, lw2_slot, lw2_inb = Signal(), Signal(), Signal()
-        lw2_data = Signal(signed(8))
+        # second write stage: the feature map's data (or the padding value) registered
+        lw2_last, lw2_slot = Signal(), Signal()
         m.d.sync += [self.wr_en.eq(lw_en), self.wr_bank.eq(lw_bank), self.wr_addr.eq(lw_addr),
-                     lw2_last.eq(lw_last), lw2_slot.eq(lw_slot), lw2_inb.eq(lw_inb),
-                     lw2_data.eq(self.fm_data)]
-        m.d.comb += self.wr_data.eq(Mux(lw2_inb, lw2_data, d.z_in))
+                     lw2_last.eq(lw_last), lw2_slot.eq(lw_slot),
+                     self.wr_data.eq(Mux(lw_inb, self.fm_data, d.z_in))]
         with m.If(self.wr_en):
             events.count("ibuf_writes")
         with m.If(lw2_last):
