@@ -13,10 +13,10 @@ RAM, then a register); the controller starts a tile two cycles after the last wr
 passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
-(the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers) and the
-post-processor writes ``PPU_LATENCY`` cycles after its input (:mod:`.timing`). Access counts are
-closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and
-Verilator tests) check every figure against the RTL counters.
+(the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers)
+and the post-processor writes ``PPU_LATENCY`` cycles after its input (:mod:`.timing`). Access
+counts are closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd,
+MobileNet and Verilator tests) check every figure against the RTL counters.
 
 The model follows Zhang et al., FPGA 2015 (tile loop nests, double buffering) and SCALE-Sim's
 os/ws/is timing for the array itself.
