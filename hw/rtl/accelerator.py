@@ -294,19 +294,14 @@ class Accelerator(wiring.Component):
                      ram.wr_data.eq(word), ram.wr_en.eq(loader.wr_en.replicate(ram.nbytes))]
         return port
 
-    # the controller's outputs that travel with its tile-buffer reads (and the weight address,
-    # whose data arrives with them)
-    READ_ALIGNED = ("beat", "beat_q1", "lane_only", "lane", "preload_en", "preload_row",
-                    "preload_zero", "patch", "w_addr")
-
-    @classmethod
-    def _read_stage(cls, m, ctl, latency):
-        """The controller's read-aligned outputs, delayed to the tile buffer's read ``latency``
-        (:func:`~cnnforge.hw.models.timing.tile_read_latency`: the controller's timing is that
-        of a one-cycle read). The weight address is delayed by as much, so its data still comes
-        with the bank data."""
+    @staticmethod
+    def _read_stage(m, ctl, latency):
+        """The controller's read-aligned outputs (``Controller.READ_ALIGNED``), delayed to the
+        tile buffer's read ``latency`` (:func:`~cnnforge.hw.models.timing.tile_read_latency`:
+        the controller's timing is that of a one-cycle read). The weight address is among them,
+        so its data still comes with the bank data."""
         aligned = SimpleNamespace()
-        for name in cls.READ_ALIGNED:
+        for name in Controller.READ_ALIGNED:
             value = getattr(ctl, name)
             for stage in range(1, latency):
                 q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")

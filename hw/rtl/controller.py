@@ -69,6 +69,11 @@ class Controller(wiring.Component):
         Modulo 2^8 (at most a few are in flight: equal modulo 2^8 is equal).
     """
 
+    #: The outputs timed for a one-cycle tile-buffer read: registered with the reads, or (the
+    #: weight address) issued with them; a slower buffer delays them all alike.
+    READ_ALIGNED = ("beat", "beat_q1", "lane_only", "lane", "preload_en", "preload_row",
+                    "preload_zero", "patch", "w_addr")
+
     FIELDS = ("df", "dw", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
               "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
               "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
