@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.boards.synth import (ONE_HOT_FSMS, SynthError, analyze, check_yosys_log,
-                                  pnr_summary, tool_env, undefined_collisions)
+from cnnforge.boards.synth import (ONE_HOT_FSMS, SYNTH_OPTS, SynthError, analyze,
+                                  check_yosys_log, pnr_summary, tool_env, undefined_collisions)
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
@@ -125,8 +125,8 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
                  "script_after_read": "hierarchy -top top\nproc\nflatten\nwreduce\n"
                                       f"opt_clean\n{ONE_HOT_FSMS}\n"
                                       "tee -q -o pre_mul.txt dump t:$mul"}
-    if device.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
+    if SYNTH_OPTS[device.family]:
+        overrides["synth_opts"] = SYNTH_OPTS[device.family]
     env = dict(os.environ)
     try:
         env.update(tool_env())

@@ -1,5 +1,5 @@
 """Gate-level simulation: the netlist yosys builds for the iCEBreaker's UP5K (``synth_ice40
--dsp``: LUTs, carry chains, SB_MAC16 DSP blocks and SB_RAM40_4K block RAMs) on Verilator with
+-dsp -abc9 -dff``: LUTs, carry chains, SB_MAC16 DSP blocks and SB_RAM40_4K block RAMs) on Verilator with
 yosys' own cell models, against the golden model, bit for bit, on real digits.
 
 The RTL tests check what Amaranth describes; this one checks what goes into the bitstream. It
