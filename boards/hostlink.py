@@ -244,7 +244,7 @@ class FrameParser(wiring.Component):
         c = SimpleNamespace(
             byte=self.i.payload, got=Signal(), framing=Signal(), hold=Signal(),
             len_lo=Signal(8),              # LEN's low byte, checked with the high byte
-            length=Signal(16), count=Signal(16),   # payload bytes expected / received
+            left=Signal(16), count=Signal(16),     # payload bytes still to come / received
             kind=Signal(MessageType),      # TYPE of the frame
             is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
             crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
@@ -264,7 +264,7 @@ class FrameParser(wiring.Component):
                                 c.value == 0))),
             c.crc_ok.eq(c.byte == crc.crc),
             c.first_byte.eq(c.count == 0),
-            c.last_byte.eq(c.count == c.length - 1),      # LEN checked in LEN1
+            c.last_byte.eq(c.left == 1),      # (a down-counter: no subtract-and-compare chain)
         ]
         return c
 
@@ -309,7 +309,7 @@ class FrameParser(wiring.Component):
             with m.State("LEN1"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += [c.count.eq(0), c.length.eq(c.value)]
+                    m.d.sync += [c.count.eq(0), c.left.eq(c.value)]
                     with m.If(~c.len_ok):
                         reject(ErrorCode.BAD_LENGTH)
                     with m.Elif(kind == MessageType.STATUS):
@@ -324,7 +324,7 @@ class FrameParser(wiring.Component):
                     m.d.comb += [crc.valid.eq(1), self.image.en.eq(is_image),
                                  self.o_weights.valid.eq(~is_image & ~first),
                                  self.weights_first.eq(~is_image & first & byte[0])]
-                    m.d.sync += c.count.eq(c.count + 1)
+                    m.d.sync += [c.count.eq(c.count + 1), c.left.eq(c.left - 1)]
                     with m.If(c.last_byte):
                         m.next = "CRC"
                 abort_on_fail()
