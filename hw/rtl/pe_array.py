@@ -24,7 +24,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
-from cnnforge.hw.rtl.common import ecp5_product
+from cnnforge.hw.rtl.common import ice40_product, ice40_product_pair, product_register
 
 __all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
 
@@ -76,14 +76,25 @@ class ProcessingElement(wiring.Component):
     preload, preload_data : In
         Mode 1: when ``preload`` is high, ``preload_data`` is stored as the stationary operand of
         the next block (taken over at the next ``swap`` beat).
+    mul_a, mul_b : Out; mul_p : In
+        Only with ``shared_multiplier``: the multiply's operands of this cycle, and their
+        product registered (the cycle after), from a multiplier the array shares between two
+        PEs (:func:`~cnnforge.hw.rtl.common.ice40_product_pair`).
     """
 
-    def __init__(self, acc_width, w_width=8, x_width=8, *, family=None):
+    def __init__(self, acc_width, w_width=8, x_width=8, *, family=None,
+                 shared_multiplier=False):
         self.acc_width = acc_width
         self.w_width, self.x_width = w_width, x_width
         self.family = family
+        self.shared_multiplier = shared_multiplier
         stat_width = max(w_width, x_width)
+        shared = {}
+        if shared_multiplier:
+            shared = {"mul_a": Out(signed(w_width)), "mul_b": Out(signed(stat_width)),
+                      "mul_p": In(signed(w_width + stat_width))}
         super().__init__({
+            **shared,
             "mode": In(1),
             "w_in": In(signed(w_width)), "x_in": In(signed(x_width)), "ctl_in": In(BeatControl),
             "w_out": Out(signed(w_width)), "x_out": Out(signed(x_width)),
@@ -110,10 +121,11 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
-        if self.family == "ecp5":
-            ecp5_product(m, "mult", self.w_in, operand, product)
+        if self.shared_multiplier:
+            m.d.comb += [self.mul_a.eq(self.w_in), self.mul_b.eq(operand),
+                         product.eq(self.mul_p)]
         else:
-            m.d.sync += product.eq(self.w_in * operand)
+            product_register(m, self.family, "mult", self.w_in, operand, product)
         m.d.sync += ctl.eq(self.ctl_in)
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
                      self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]
@@ -143,6 +155,11 @@ class SystolicArray(wiring.Component):
         R and C, at least 1.
     acc_width, w_width, x_width : int
         See :class:`ProcessingElement`.
+    family : ``"ice40"``, ``"ecp5"`` or None
+        The FPGA family synthesized for (None: simulation, plain multiplies). Each PE's product
+        in a DSP block's register (``MULT18X18D``, ``SB_MAC16``); on iCE40 with 8-bit operands
+        two PEs' products in one ``SB_MAC16`` in 8×8 mode (:attr:`dsp_blocks`). Same values,
+        same cycles.
 
     Members
     -------
@@ -196,6 +213,29 @@ class SystolicArray(wiring.Component):
     def latency(self):
         return array_latency(self.rows, self.cols)
 
+    @property
+    def paired(self):
+        """Whether two PEs share each DSP block: iCE40 with 8-bit operands (an ``SB_MAC16`` in
+        8×8 mode computes two products)."""
+        return self.family == "ice40" and self.w_width == self.x_width == 8
+
+    @property
+    def dsp_blocks(self):
+        """DSP blocks of the PEs' multiplies."""
+        pes = self.rows * self.cols
+        return (pes + 1) // 2 if self.paired else pes
+
+    @staticmethod
+    def _pair_multipliers(m, pes):
+        """The PEs' products two at a time in one ``SB_MAC16`` (row-major neighbours); an odd
+        one out multiplies alone, in a block's 16×16 mode."""
+        for i in range(0, len(pes) - 1, 2):
+            a, b = pes[i], pes[i + 1]
+            ice40_product_pair(m, f"mac_pair{i // 2}", a.mul_a, a.mul_b, a.mul_p,
+                               b.mul_a, b.mul_b, b.mul_p)
+        if len(pes) % 2:
+            ice40_product(m, "mac_single", pes[-1].mul_a, pes[-1].mul_b, pes[-1].mul_p)
+
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
@@ -205,9 +245,11 @@ class SystolicArray(wiring.Component):
         m.d.sync += [preload_en.eq(self.preload_en), preload_row.eq(self.preload_row)]
         m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
         pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width,
-                                  family=self.family)
+                                  family=self.family, shared_multiplier=self.paired)
                 for _ in range(C)]
                for _ in range(R)]
+        if self.paired:
+            self._pair_multipliers(m, [pe for row in pes for pe in row])
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]

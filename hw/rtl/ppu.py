@@ -22,7 +22,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import PPU_LATENCY
-from cnnforge.hw.rtl.common import ecp5_product
+from cnnforge.hw.rtl.common import product_register
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -50,8 +50,8 @@ class PostProcessor(wiring.Component):
     rounding : ``"gemmlowp"`` or ``"nearest-even"``
         The requantizer (:data:`cnnforge.sim.golden.ROUNDINGS`); both have the same latency.
     family : ``"ice40"``, ``"ecp5"`` or None
-        The FPGA family synthesized for (None: simulation); ``"ecp5"``: the partial products
-        in ``MULT18X18D`` output registers (:func:`~cnnforge.hw.rtl.common.ecp5_product`).
+        The FPGA family synthesized for (None: simulation): the partial products in the DSP
+        blocks' registers (:func:`~cnnforge.hw.rtl.common.product_register`).
 
     Members
     -------
@@ -152,16 +152,14 @@ class PostProcessor(wiring.Component):
                                     ("plh", plh3, xu[:16], m02[16:]),
                                     ("phl", phl3, xu[16:], m02[:16]),
                                     ("phh", phh3, xu[16:], m02[16:])):
-            if self.family == "ecp5":
-                ecp5_product(m, f"mult_{name}", a, b, product)
-            else:
-                m.d.sync += product.eq(a * b)
+            product_register(m, self.family, f"mult_{name}", a, b, product)
         m.d.sync += [m03.eq(m02), n3.eq(n2)]
         # stages 4-6: the sum of the partial products and the offset. Each product register
-        # feeds one adder wider than a DSP block's accumulator (34+ bits), so that yosys'
-        # iCE40 DSP mapper leaves the sums in logic: absorbing a 33-bit sum or a plain delay
-        # register after a product into an SB_MAC16 makes it tie that register's bits to
-        # constant 0 ("Driver-driver conflict" in its log). xu·M0 < 2^63:
+        # feeds one adder wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP
+        # mapper, when it maps these multiplies (a PostProcessor built for simulation and
+        # synthesized with -dsp), would otherwise absorb a 33-bit sum or a plain delay register
+        # after a product into an SB_MAC16 and tie that register's bits to constant 0
+        # ("Driver-driver conflict" in its log). xu·M0 < 2^63:
         # xu·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16
         lo4, hi4, m04, n4 = stage("lo4", 49), stage("hi4", 48), stage("m04", 31), stage("n4", 5)
         m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), m04.eq(m03),

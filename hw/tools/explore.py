@@ -29,20 +29,19 @@ the plan file cannot drift apart.
 
 Resource estimates (per design, against :data:`cnnforge.boards.synth.DEVICES`), each rule checked
 on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the digits
-accelerator, yosys ``synth_ice40 -dsp`` / ``synth_ecp5`` then ``nextpnr --pack-only``; the runs
+accelerator, yosys ``synth_ice40`` / ``synth_ecp5`` then ``nextpnr --pack-only``; the runs
 are listed in :data:`FAMILIES` ``calibration`` and ``tests/test_explore.py`` checks the model
 against them):
 
-* **DSP blocks**: one per PE — yosys maps each 8×8 multiply to one SB_MAC16 (iCE40) or one
-  MULT18X18D (ECP5; a MULT18X18D could hold two 9×9 multiplies, but only hand-instantiated
-  MULT9X9D halves would use that, which the PE does not do) — plus 4 for the post-processor's
-  32×31-bit requantization multiply, which ``hw/rtl/ppu.py`` writes as four 16×16 partial products
-  (one SB_MAC16 / MULT18X18D each). On ECP5 ``synth_ecp5`` also puts every small address
-  multiply of the controllers into a MULT18X18D (any operand of 2 bits or more): 4 more, and 2
-  more again when a layer is IR or WR (the partial-sum drain's address). On iCE40 those
-  products are narrower than ``synth_ice40``'s 11-bit DSP threshold for the digits network and
-  stay in logic (a network whose feature map needs 11 or more address bits would move them into
-  SB_MAC16s: not modelled).
+* **DSP blocks**: on iCE40 one SB_MAC16 per two PEs (the block's 8×8 mode holds two int8
+  multiplies, :func:`cnnforge.hw.rtl.common.ice40_product_pair`), on ECP5 one MULT18X18D per PE
+  (a MULT18X18D could hold two 9×9 multiplies, but only hand-instantiated MULT9X9D halves would
+  use that, which nextpnr-ecp5 does not place) — plus 4 for the post-processor's 32×31-bit
+  requantization multiply, which ``hw/rtl/ppu.py`` writes as four 16×16 partial products (one
+  SB_MAC16 / MULT18X18D each). On ECP5 ``synth_ecp5`` also puts every small address multiply
+  of the controllers into a MULT18X18D (any operand of 2 bits or more): 4 more, and 2 more
+  again when a layer is IR or WR (the partial-sum drain's address). On iCE40 they stay in
+  logic (``synth_ice40`` without ``-dsp`` maps no multiply).
 * **Block RAM**: every memory of :func:`memories` separately (feature map, weight ROM, input
   tile banks, partial-sum banks, the host link's image buffer), placed the way yosys'
   ``memory_libmap`` chooses by cost (:func:`_mapping`): block RAM (iCE40 SB_RAM40_4K, 4 Kbit:
@@ -124,8 +123,8 @@ class Family:
     memory : MemoryFamily
         The family's block RAM and LUT RAM rules (:mod:`cnnforge.hw.compiler.memory`);
         ``bram_name``, ``bram_shapes``, ``bram_cost`` and ``lutram_cost`` read them.
-    dsp_per_pe : int
-        DSP blocks per PE (one 8×8 multiply).
+    pes_per_dsp : int
+        PEs (8×8 multiplies) per DSP block: 2 on iCE40 (an SB_MAC16 in 8×8 mode), 1 on ECP5.
     ppu_dsps : int
         DSP blocks of the post-processor's requantization multiply.
     lut_base, lut_per_pe, lut_stationary, lut_stationary_per_col, lut_per_lutram : float
@@ -140,7 +139,7 @@ class Family:
 
     dsp_name: str
     memory: MemoryFamily
-    dsp_per_pe: int
+    pes_per_dsp: int
     ppu_dsps: int
     lut_base: float
     lut_per_pe: float
@@ -175,18 +174,24 @@ class Family:
 
     def dsps(self, pes, stationary=False):
         """DSP blocks of a design with ``pes`` PEs."""
-        return (self.dsp_per_pe * pes + self.ppu_dsps + self.dsp_control
+        return (self.pe_dsps(pes) + self.ppu_dsps + self.dsp_control
                 + (self.dsp_stationary if stationary else 0))
+
+    def pe_dsps(self, pes):
+        """DSP blocks of ``pes`` PEs' multiplies."""
+        return -(-pes // self.pes_per_dsp)
 
 
 #: Synthesis runs (board core of the digits network, direct convolution, 4096-byte input
 #: buffer; yosys 0.70 / nextpnr 0.11 from YoWASP): measured LUTs, DSP blocks and block RAMs.
-#: iCE40 DSPs: yosys currently maps only 2 of the post-processor's four 16×16 products to
-#: SB_MAC16 (with "Driver-driver conflict" warnings on ``ppu.lo4``); the model counts the 4 the
-#: design needs, so the iCE40 ``dsp`` figures below are not reproduced (model: PEs + 4).
+#: iCE40 DSPs: ``dsp_yosys`` is what ``synth_ice40 -dsp`` mapped then (only 2 of the
+#: post-processor's four 16×16 products, with "Driver-driver conflict" warnings on ``ppu.lo4``);
+#: the blocks are instantiated now (two PEs each, the requantizer's four: model ⌈PEs/2⌉ + 4).
+#: The iCE40 LUT figures predate ``-abc9 -dff`` (:data:`cnnforge.boards.synth.SYNTH_OPTS`),
+#: which maps the digits core into about 10 % fewer cells: the model is conservative there.
 FAMILIES = {
     "ice40": Family(
-        dsp_name="SB_MAC16", memory=MEMORY_FAMILIES["ice40"], dsp_per_pe=1, ppu_dsps=4,
+        dsp_name="SB_MAC16", memory=MEMORY_FAMILIES["ice40"], pes_per_dsp=2, ppu_dsps=4,
         lut_base=4986.2, lut_per_pe=72.3, lut_stationary=1036.0,
         calibration=(
             {"array": "1x1", "dataflows": "or,or,or", "luts": 5048, "bram": 8, "dsp_yosys": 3},
@@ -200,7 +205,7 @@ FAMILIES = {
              "dsp_yosys": 6},
         )),
     "ecp5": Family(
-        dsp_name="MULT18X18D", memory=MEMORY_FAMILIES["ecp5"], dsp_per_pe=1, ppu_dsps=4,
+        dsp_name="MULT18X18D", memory=MEMORY_FAMILIES["ecp5"], pes_per_dsp=1, ppu_dsps=4,
         lut_base=5149.5, lut_per_pe=86.3, lut_stationary=720.2, lut_stationary_per_col=306.5,
         lut_per_lutram=4.0, dsp_control=4, dsp_stationary=2,
         calibration=(
@@ -504,7 +509,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
         raise DoesNotFit(
             f"no design fits {device.key}: DSP blocks: needs {family.dsps(r * r)} "
             f"{family.dsp_name} (the smallest design, a {r}x{r} array: "
-            f"{family.dsp_per_pe * r * r} for the PEs, {family.dsps(0)} for the post-processor "
+            f"{family.pe_dsps(r * r)} for the PEs, {family.dsps(0)} for the post-processor "
             f"and address arithmetic), budget {device.dsps}")
 
     # network-wide constants (the same in every Program of this network): the feature-map
@@ -816,7 +821,7 @@ def cmd_explore(args):
                       "tilings": "the planner's fastest tiling within each buffer budget",
                       "winograd": WINOGRAD},
             "resource_model": {
-                "dsp": f"{fam.dsp_per_pe} {fam.dsp_name} per PE + {fam.ppu_dsps} for the "
+                "dsp": f"{fam.dsp_name} per {fam.pes_per_dsp} PE(s) + {fam.ppu_dsps} for the "
                        "post-processor's 32x31-bit multiply (four 16x16 partial products)",
                 "bram": f"each memory rounded up to {fam.bram_name} shapes "
                         f"{[f'{d}x{w}' for d, w in fam.bram_shapes]}; 2-read-port memories "
