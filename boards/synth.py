@@ -400,9 +400,7 @@ def _multipliers(cells, device):
         b = _int_param(cell["params"].get("B_WIDTH", "0"))
         y = _int_param(cell["params"].get("Y_WIDTH", "0"))
         if device.family == "ice40":
-            where, reason = "logic", (f"{a}x{b}->{y} bits: synth_ice40 maps no multiply to an "
-                                      "SB_MAC16 (without -dsp; the PEs' and the requantizer's "
-                                      "blocks are instantiated)")
+            where, reason = "logic", "LUTs: synth_ice40 runs without -dsp"
         else:
             if min(a, b) < 2:
                 where, reason = "logic", f"{a}x{b}: a constant-width operand, no DSP needed"
