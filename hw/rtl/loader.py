@@ -134,12 +134,15 @@ class TileLoader(wiring.Component):
                          blk_fm.eq(d.ld_start), y0.eq(d.y_start),
                          x0.eq(d.x_start), self.done.eq(is_add)]
         with m.Elif(active & ~loading):
-            # wait for a free half of the buffer, then start the tile
+            # wait for a free half of the buffer, then start the tile; the element loop's
+            # registers are set in every waiting cycle (nothing reads them before the tile
+            # starts), so the buffer's flag is in front of `loading` alone (timing)
+            m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
+                         phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
+                         last_x.eq(single["Tc_in"]), last_y.eq(single["Tr_in"]),
+                         last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
-                m.d.sync += [loading.eq(1), fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0),
-                             yi.eq(0), xi.eq(0), phase.eq(0), bank.eq(0), word.eq(0),
-                             phase_off.eq(0), rowterm.eq(0), last_x.eq(single["Tc_in"]),
-                             last_y.eq(single["Tr_in"]), last_n.eq(n_single)]
+                m.d.sync += loading.eq(1)
         with m.Elif(loading):
             m.d.comb += [self.fm_en.eq(1), self.fm_addr.eq(fm)]
             with m.If(inb):
