@@ -37,9 +37,9 @@ from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
-__all__ = ["ONE_HOT_FSMS", "SYNTH_OPTS", "SynthError", "SynthReport", "check_yosys_log", "median_seed",
-           "seed_summary", "synthesize", "tool_path", "tool_env", "undefined_collisions",
-           "write_netlist"]
+__all__ = ["ONE_HOT_FSMS", "SYNTH_OPTS", "SynthError", "SynthReport", "check_yosys_log",
+           "median_seed", "seed_summary", "synthesize", "tool_path", "tool_env",
+           "undefined_collisions", "write_netlist"]
 
 
 class SynthError(RuntimeError):

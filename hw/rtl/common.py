@@ -81,6 +81,7 @@ _SB_MAC16_UNUSED = ("AHOLD", "BHOLD", "CHOLD", "DHOLD", "IRSTTOP", "IRSTBOT", "O
 
 
 def _sb_mac16(m, name, a16, b16, o32, **params):
+    """An ``SB_MAC16`` named ``name``: A, B (16 bits), O (32 bits), the clock, ``params``."""
     m.submodules[name] = Instance("SB_MAC16", i_CLK=ClockSignal(), i_CE=1, i_A=a16, i_B=b16,
                                   i_C=0, i_D=0, o_O=o32,
                                   **{f"i_{pin}": 0 for pin in _SB_MAC16_UNUSED},
