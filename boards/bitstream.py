@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnforge.boards.synth import (ONE_HOT_FSMS, SYNTH_OPTS, SynthError, analyze,
-                                  check_yosys_log, pnr_summary, tool_env, undefined_collisions)
+from cnnforge.boards.synth import (ONE_HOT_FSMS, SynthError, analyze, check_yosys_log,
+                                  pnr_summary, tool_env, undefined_collisions)
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
@@ -125,8 +125,7 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
                  "script_after_read": "hierarchy -top top\nproc\nflatten\nwreduce\n"
                                       f"opt_clean\n{ONE_HOT_FSMS}\n"
                                       "tee -q -o pre_mul.txt dump t:$mul"}
-    if SYNTH_OPTS[device.family]:
-        overrides["synth_opts"] = SYNTH_OPTS[device.family]
+    # (amaranth's synth_ice40 / synth_ecp5 without options: cnnforge.boards.synth.SYNTH_ICE40)
     env = dict(os.environ)
     try:
         env.update(tool_env())

