@@ -3,7 +3,7 @@ the weights booted from the SPI flash or uploaded over the UART, the inputs sent
 the answers against TensorFlow Lite Micro.
 
 The simulated design is the board's core (``icebreaker.SPEC.link_top``: UART host link, the
-accelerator with its feature maps and weights in SPRAM, status LEDs) at the board's 21 MHz and
+accelerator with its feature maps and weights in SPRAM, status LEDs) at the board's 30 MHz and
 115200 baud, with a SPI flash model (``sim/spi_flash.py``) holding the weight image at the
 board's weights offset (what ``cnnforge flash`` writes). Two runs of the same build
 (:func:`cnnforge.sim.board_bench.tb_board`):

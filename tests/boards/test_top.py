@@ -1,8 +1,8 @@
 """The complete iCEBreaker top (UART host link + accelerator) in cocotb on Verilator.
 
 The simulated design is ``icebreaker.SPEC.link_top(program)``: what the board file instantiates
-behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 21 MHz) and baud rate
-(115200), i.e. 182 clock cycles per UART bit. The host side is a cocotb coroutine
+behind its PLL and pins, at the board's core clock (``SPEC.core_mhz``, 30 MHz) and baud rate
+(115200), i.e. 260 clock cycles per UART bit. The host side is a cocotb coroutine
 (:class:`cnnforge.sim.board_bench.UARTHost`) that drives the RX line and samples the TX line once
 per bit (Python wakes ~10 times per byte, never per clock cycle), speaking the frames of
 :mod:`cnnforge.boards.protocol`; the answers are decoded with the same code as the host
@@ -219,9 +219,9 @@ def test_top_divisor_is_the_boards():
     from cnnforge.boards.icebreaker import ICEBreakerTop, SPEC
     from cnnforge.boards.uart import uart_divisor
     pll = ICEBreakerTop(None, SPEC).pll
-    assert pll.f_out == SPEC.core_mhz * 1e6 == 21e6
+    assert pll.f_out == SPEC.core_mhz * 1e6 == 30e6
     assert SPEC.baud == 115200
-    assert uart_divisor(pll.f_out, SPEC.baud) == 182
+    assert uart_divisor(pll.f_out, SPEC.baud) == 260
 
 
 @pytest.mark.slow
