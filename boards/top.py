@@ -58,7 +58,8 @@ class LinkTop(wiring.Component):
     timeout_ms : float
         Idle time that ends an incomplete frame.
     blink_ms : float
-        How long the error and result LEDs stay lit after an event.
+        At most how long the error and result LEDs stay lit after an event (at least 7/16 of
+        it: the stretch is 7 to 8 ticks of a power-of-two prescaler).
     primitives : str or False
         The FPGA family (``"ice40"``, ``"ecp5"``) whose blocks are instantiated (synthesis)
         rather than modelled (``False``, simulation); see
@@ -94,8 +95,8 @@ class LinkTop(wiring.Component):
         self._link = HostLink(program, self._divisor,
                               timeout=max(20 * self._divisor, int(clk_freq * timeout_ms / 1e3)),
                               primitives=primitives, flash=flash)
-        # LED prescaler: a power of two of cycles close to blink_ms / 7
-        self._tick_bits = max(1, round(math.log2(max(2.0, clk_freq * blink_ms / 1e3 / 7))))
+        # LED prescaler: the largest power of two of cycles with 8 ticks <= blink_ms
+        self._tick_bits = max(1, math.floor(math.log2(max(2.0, clk_freq * blink_ms / 1e3 / 8))))
         members = {
             "rx": In(1, init=1), "tx": Out(1, init=1),
             "led_idle": Out(1), "led_busy": Out(1), "led_error": Out(1), "led_result": Out(1),
