@@ -23,7 +23,7 @@ from cnnforge.boards.top import BoardSpec
 __all__ = ["SPEC", "ICEBreakerTop", "ICEBreakerPlatform"]
 
 SPEC = BoardSpec(
-    name="icebreaker", device="up5k", rows=2, cols=2, core_mhz=30.0, baud=115200,
+    name="icebreaker", device="up5k", rows=4, cols=2, core_mhz=30.0, baud=115200,
     bitstream="bin",
     # direct convolution only: the Winograd unit does not fit next to the rest in 5280 cells
     algorithm="direct",

@@ -21,7 +21,7 @@ __all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream"
            "debug_stream_size"]
 
 
-def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
+def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=None):
     """``W @ X`` on a ``rows × cols`` :class:`SystolicArray`, passes back to back.
 
     Parameters
@@ -29,8 +29,13 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
     weights : ndarray, int8, shape (P, rows, K)
         P passes' weight blocks.
     inputs : ndarray, int8, shape (P, K, cols)
+        Ignored with ``row_stream``.
     bubbles : int
         Idle beats appended to each pass (a pass lasts ``max(K + bubbles, R·C + 1)`` beats).
+    row_stream : ndarray, int8, shape (P·beats + cols, rows), optional
+        The row inputs of the depthwise row mapping (``x_from_rows`` high): ``row_stream[t, r]``
+        at row r's edge in beat t of the run (passes back to back), so that PE (r, c) of pass
+        p multiplies ``W[p, r, k]`` by ``row_stream[p·beats + k + c, r]``.
 
     Returns
     -------
@@ -40,20 +45,29 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0):
     inputs = np.asarray(inputs)
     passes, _, k = weights.shape
     beats = max(k + bubbles, rows * cols + 1)
-    dut = SystolicArray(rows, cols, acc_width)
+    dut = SystolicArray(rows, cols, acc_width, row_inputs=row_stream is not None)
     out = np.zeros((passes, rows, cols), np.int64)
 
     async def drive(ctx):
+        if row_stream is not None:
+            ctx.set(dut.x_from_rows, 1)
         for p in range(passes):
             for s in range(beats):
                 valid = s < k
                 for r in range(rows):
                     ctx.set(dut.w_edge[r], int(weights[p, r, s]) if valid else 0)
+                    if row_stream is not None:
+                        ctx.set(dut.x_rows[r], int(row_stream[p * beats + s, r]))
                 for c in range(cols):
                     ctx.set(dut.x_edge[c], int(inputs[p, s, c]) if valid else 0)
                 ctx.set(dut.ctl_edge, {"valid": valid, "first": s == 0, "last": s == k - 1})
                 await ctx.tick()
         ctx.set(dut.ctl_edge, {"valid": 0, "first": 0, "last": 0})
+        if row_stream is not None:
+            for t in range(passes * beats, len(row_stream)):
+                for r in range(rows):
+                    ctx.set(dut.x_rows[r], int(row_stream[t, r]))
+                await ctx.tick()
 
     async def drain(ctx):
         for p in range(passes):

@@ -115,8 +115,9 @@ def test_ds_cnn_fits_the_default_buffer(array):
     """The DS-CNN keyword-spotting net (Zhang et al., "Hello Edge", 2017: a 10×4 stride-2 stem,
     four depthwise-separable blocks of 64 channels, a global average pool over 25×5) compiles
     at the default 4 KiB input tile buffer: a depthwise or pooling tile holds the R channels of
-    one block, and the global pool's single output column keeps the tile dense (R·25·⌈5/C⌉
-    words per bank, where the whole map at the pool's stride 5 took 32,000 bytes)."""
+    one block, and the global pool's single output column keeps the tile dense (in the
+    depthwise row mapping one channel of 25·5 words per bank, where the whole map at the pool's
+    stride 5 took 32,000 bytes)."""
     rows, cols = array
     blocks = []
     for _ in range(4):
@@ -127,11 +128,13 @@ def test_ds_cnn_fits_the_default_buffer(array):
     pool = program.layers[-2].values
     assert (pool["kh"], pool["kw"], pool["sh"], pool["sw"]) == (25, 5, 1, 1)
     assert pool["ld_blocks"] == 64 // rows and pool["ld_chans"] == rows
-    assert pool["slot_words"] == rows * 25 * ceil_div(5, cols)
+    # the row mapping: one channel per bank (25·5 words); the lane mapping: R channels x-banked
+    assert pool["dw_rows"] == 1
+    assert pool["slot_words"] == 25 * 5
     for layer in program.layers:
         if layer.values.get("dw"):
-            assert layer.values["ld_chans"] == rows
-    assert program.slot_words * cols <= 4096
+            assert layer.values["ld_chans"] == rows and layer.values["dw_rows"] == 1
+    assert program.slot_words * program.input_banks <= 4096
 
 
 def test_tile_override_too_big(digits):
@@ -333,3 +336,21 @@ def test_planned_tiles_fit_and_cover(digits, rows, cols, budget, dataflow, algor
                 assert -(1 << (width - 1)) <= value < 1 << (width - 1), name
             else:
                 assert 0 <= value < 1 << width, name
+
+
+def test_pointwise_layers_run_on_one_row():
+    """A 1×1 stride-1 dense convolution without padding or fused pooling runs on its map as one
+    row (the same CHW addresses): the C columns take C pixels across the map's rows, so a map
+    5 wide leaves no column idle on 2 columns. Padding, a fused pool, a stride or a bigger
+    kernel keep the rows."""
+    qnet = quantized(Conv2d(3, 8, 3, padding=1), ReLU(), Conv2d(8, 8, 1), ReLU(),
+                     Conv2d(8, 8, 1, padding=1), Conv2d(8, 4, 1), MaxPool2d(2),
+                     Conv2d(4, 4, 1, stride=2), Flatten(), Linear(4 * 2 * 2, 3),
+                     input_shape=(3, 7, 5))
+    program = compile_network(qnet, AcceleratorConfig(2, 2))
+    shapes = [(v["H"], v["W"], v["OH"], v["OW"]) for v in (layer.values
+                                                            for layer in program.layers)]
+    assert shapes[:5] == [(7, 5, 7, 5), (1, 35, 1, 35), (7, 5, 9, 7), (9, 7, 9, 7),
+                          (4, 3, 2, 2)]
+    pointwise = program.layers[1]
+    assert pointwise.passes == -(-35 // 2) * 4       # 18 groups of 2 pixels, 4 blocks of 2

@@ -146,11 +146,13 @@ class AcceleratorConfig:
 #: the bound). Not to be confused with ``rows_last`` / ``cols_last`` / ``groups_last``: the
 #: sizes of the last tile.
 LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw", "KB",
-               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail", "w_taps")
+               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail", "w_taps",
+               "walk_kw")
 
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
-    "df", "dw",
+    # depthwise: the lane or the row mapping (dw_rows); channel-banked input tile
+    "df", "dw_lanes", "dw_rows", "banks_on_rows",
     # geometry
     "N", "H", "W", "M", "OH", "OW", "kh", "kw", "sh", "sw", "pshift", "PH", "PW",
     # quantization
@@ -374,7 +376,7 @@ class Program:
     def input_banks(self):
         """Banks of the input tile buffer: C (x-banked, OR/IR), R if a WR layer needs more."""
         cfg = self.config
-        wr = any(Dataflow(layer.values["df"]).banks_on_rows for layer in self.layers)
+        wr = any(layer.values.get("banks_on_rows") for layer in self.layers)
         return max(cfg.cols, cfg.rows if wr else 1)
 
     def plan(self):
@@ -462,7 +464,7 @@ def _add_values(op):
     v.update(df=Dataflow.ADD, N=c, M=c, H=h, W=w, OH=h, OW=w, kh=1, kw=1, sh=1, sw=1, ph=0,
              pw=0, pk=1, PH=h, PW=w, PHW=h * w, oy_lim=1, ox_lim=1, out_size=c * h * w,
              z_in=op.input_zero_point, z_out=op.output_zero_point, act_min=op.act_min,
-             act_max=op.act_max, MB=0, dw=0)
+             act_max=op.act_max, MB=0, dw=0, walk_kw=1)
     return v
 
 
@@ -536,6 +538,11 @@ def _geometry(op, pool, cfg):
         # a single output row (column) has no stride: 1 keeps the x-banked tile dense (a global
         # average pool's stride is its whole window)
         sh, sw = (1 if oh == 1 else sh), (1 if ow == 1 else sw)
+        if _flattens(op, pool, oh):
+            # a pointwise layer is one GEMM over the map's pixels, and the feature map's CHW
+            # order is the same for the map as one row: run it so, and the array's C columns
+            # take C pixels across the map's rows (no column idle at each row's end)
+            h, w, oh, ow = 1, h * w, 1, oh * ow
         g = dict(N=n, H=h, W=w, M=m, OH=oh, OW=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     g["dw"] = int(op.kind == "conv" and op.groups > 1)
     pk = pool.kernel_size[0] if pool is not None else 1
@@ -543,6 +550,13 @@ def _geometry(op, pool, cfg):
     g["pshift"] = pk.bit_length() - 1
     g["PH"], g["PW"] = g["OH"] // pk, g["OW"] // pk
     return g
+
+
+def _flattens(op, pool, oh):
+    """Whether a convolution runs on its map flattened to one row: 1×1, stride 1, no padding,
+    dense, no fused pooling (whose windows need the rows), more than one output row."""
+    return (tuple(op.kernel_size) == (1, 1) and tuple(op.stride) == (1, 1) and not any(op.padding)
+            and op.groups == 1 and pool is None and oh > 1)
 
 
 def _winograd_geometry(g):
@@ -574,8 +588,19 @@ def _tiling(g, Tr, Tc, cfg, df):
     v["groups_last"] = _ceil_div(v["cols_last"], C)
     v["K"] = g["N"] * g["kh"] * g["kw"]
     dw_chans = min(R, g["N"])               # depthwise: input channels a pass walks
-    if g.get("dw"):
+    v["dw_rows"] = int(dw_rows(g, cfg, df))
+    # (Dataflow.banks_on_rows, or the depthwise row mapping's channel-banked tile)
+    v["banks_on_rows"] = int(df.banks_on_rows or v["dw_rows"])
+    v["walk_kw"] = g["kw"]                  # the im2col walk's kernel columns
+    if v["dw_rows"]:
+        # row r's channel streams one input row segment of kw + C − 1 values per kernel row,
+        # seen by column c from position c on (beats past kw have weight 0, not stored)
+        v["walk_kw"] = g["kw"] + C - 1
+        v["K"] = g["kh"] * v["walk_kw"]
+    elif g.get("dw"):
         v["K"] = dw_chans * g["kh"] * g["kw"]
+    # the depthwise lane mapping: each beat's weight word counts in one row only
+    v["dw_lanes"] = int(bool(g.get("dw")) and not v["dw_rows"])
     v["L"] = max(v["K"], cfg.min_pass_beats)
     v["Lmin"] = cfg.min_block_beats
     if df is Dataflow.OR:          # R output channels per pass
@@ -600,12 +625,12 @@ def _tiling(g, Tr, Tc, cfg, df):
         v["ld_chans_tail"] = g["N"] - (v["MB"] - 1) * R
     else:
         v["ld_blocks"], v["ld_chans"], v["ld_chans_tail"] = 1, g["N"], g["N"]
-    if df.banks_on_rows:
+    if v["banks_on_rows"]:
         # channel-banked: input (n, yi, xi) in bank n % R,
         # word (n // R)·Tr_in·Tc_in + yi·Tc_in + xi
         v["Wq"] = v["row_words"] = 0
         v["chan_words"] = v["Tr_in"] * v["Tc_in"]
-        v["slot_words"] = _ceil_div(g["N"], R) * v["chan_words"]
+        v["slot_words"] = _ceil_div(v["ld_chans"], R) * v["chan_words"]
     else:
         # x-banked: bank (xi // sw) % C, word ((n·Tr_in + yi)·sw + xi % sw)·Wq + xi // sw // C
         v["Wq"] = _ceil_div((v["Tc_in"] - 1) // g["sw"] + 1, C)
@@ -617,9 +642,40 @@ def _tiling(g, Tr, Tc, cfg, df):
     return v
 
 
-def _buffer_words(cfg, df):
-    """Depth of one ping-pong half of each input tile buffer bank the budget allows."""
-    return cfg.input_buffer_bytes // (cfg.rows if Dataflow(df).banks_on_rows else cfg.cols)
+def dw_rows(g, cfg, df):
+    """Whether a depthwise layer runs in the row mapping: array row r computes channel r of
+    the block, its inputs from the channel-banked tile buffer's bank r broadcast along the row
+    (skewed by r), the weights stream as in any OR pass, so that PE (r, c) at the pass's beat
+    j of kernel row ky multiplies ``W[r, ky, j − c]`` by input column ``j`` of the segment
+    (0 where ``j − c`` is not a tap): every PE does a useful MAC on kw of every kw + C − 1
+    beats, instead of one beat in R (the lane mapping, still used for horizontal strides > 1
+    and where it is faster).
+
+    Parameters
+    ----------
+    g : dict
+        The layer's geometry (:func:`_geometry`).
+    cfg : AcceleratorConfig
+    df : Dataflow
+
+    Returns
+    -------
+    bool
+    """
+    R, C = cfg.rows, cfg.cols
+    return (bool(g.get("dw")) and Dataflow(df) is Dataflow.OR and g["sw"] == 1
+            and g["kw"] + C - 1 < R * g["kw"])
+
+
+def _buffer_words(cfg, v):
+    """Depth of one ping-pong half of each input tile buffer bank the budget allows, for a
+    layer's values ``v`` (channel-banked: R banks, else C)."""
+    return cfg.input_buffer_bytes // _banks(cfg, v)
+
+
+def _banks(cfg, v):
+    """Input tile buffer banks a layer's tile is spread over."""
+    return cfg.rows if v["banks_on_rows"] else cfg.cols
 
 
 def _plan_tiles(g, cfg, name, type_, df):
@@ -636,16 +692,16 @@ def _plan_tiles(g, cfg, name, type_, df):
             if Tc % pk and Tc != g["OW"]:
                 continue
             v = _tiling(g, Tr, Tc, cfg, df)
-            if v["slot_words"] > _buffer_words(cfg, df):
+            if v["slot_words"] > _buffer_words(cfg, v):
                 continue
             key = (layer_cycles(v, cfg), -Tr * Tc)
             if best is None or key < best[0]:
                 best = (key, v)
     if best is None:
         v = _tiling(g, min(pk, g["OH"]), min(pk, g["OW"]), cfg, df)
-        banks = cfg.rows if Dataflow(df).banks_on_rows else cfg.cols
         raise ConfigError(
-            f"layer {name} ({type_}): even the smallest tile needs {v['slot_words'] * banks} "
+            f"layer {name} ({type_}): even the smallest tile needs "
+            f"{v['slot_words'] * _banks(cfg, v)} "
             f"bytes of input tile buffer ({v['ld_chans']} channels), more than "
             f"input_buffer_bytes={cfg.input_buffer_bytes}")
     return best[1]
@@ -654,10 +710,11 @@ def _plan_tiles(g, cfg, name, type_, df):
 def _weight_words(op, v, cfg):
     """Weight-ROM words of a layer, ``cfg.lanes`` int8 each, in the order its controller reads:
 
-    * OR: word ``mb·K + k`` holds ``W[mb·R + r, k]`` in lane r; depthwise: word
+    * OR: word ``mb·K + k`` holds ``W[mb·R + r, k]`` in lane r; depthwise, lane mapping: word
       ``mb·kh·kw + t`` holds tap t = (ky, kx) of channel ``mb·R + r`` in lane r (the diagonal of
-      the block: a pass reads it once per channel, and the array zeroes every lane but the
-      beat's channel — ``w_taps`` words a pass);
+      the block: a pass of the lane mapping reads it once per channel, and the array zeroes
+      every lane but the beat's channel; a pass of the row mapping (:func:`dw_rows`) reads it
+      once, the array zeroing the beats past kw of each row segment — ``w_taps`` words);
     * IR: word ``m·KB + kb`` holds ``W[m, kb·R + r]`` in lane r (streamed, one channel a beat);
     * WR: word ``(mb·KB + kb)·R + r`` holds ``W[mb·C + c, n, ky, kx]`` in lane c with
       ``kb = (ky·kw + kx)·NB + nb`` and ``n = nb·R + r`` (preloaded, one array row a word).
@@ -936,11 +993,10 @@ def _best_plan(g, cfg, name, type_, candidates, override=None):
         try:
             if override is not None:
                 v = _tiling(geo, *override, cfg, df)
-                if v["slot_words"] > _buffer_words(cfg, df):
-                    banks = cfg.rows if df.banks_on_rows else cfg.cols
+                if v["slot_words"] > _buffer_words(cfg, v):
                     raise ConfigError(
                         f"layer {name} ({type_}): tile {tuple(override)} needs "
-                        f"{v['slot_words'] * banks} bytes of input tile buffer, more than "
+                        f"{v['slot_words'] * _banks(cfg, v)} bytes of input tile buffer, more than "
                         f"input_buffer_bytes={cfg.input_buffer_bytes}")
             else:
                 v = _plan_tiles(geo, cfg, name, type_, df)
@@ -977,8 +1033,9 @@ def _address_steps(v, g, cfg):
     v["ld_tile_row_step"] = v["Tr"] * sh * W
     v["ld_blk_step"] = cfg.rows * H * W if v["ld_blocks"] > 1 else 0
     v["tile_y_step"], v["tile_x_step"] = v["Tr"] * sh, v["Tc"] * sw
-    if v["df"].banks_on_rows:
-        # WR stream: word of (nb, row·sh + ky, col·sw + kx) = nb·chan_words + ... ·Tc_in + ...
+    if v["banks_on_rows"]:
+        # WR stream and the depthwise row mapping's walk: word of (nb, row·sh + ky, col·sw + kx)
+        # = nb·chan_words + ... ·Tc_in + ...
         v["fd_row_step"] = sh * v["Tc_in"]
         v["fd_ky_step"] = v["Tc_in"]
         v["fd_chan_step"] = 0

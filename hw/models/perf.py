@@ -233,8 +233,10 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     passes = len(blocks) * rows * groups_t
     L = v["L"]
     f_end = start + passes * L - 1
-    acc["ibuf_reads"] += C * K * passes
-    acc["weight_reads"] += K * passes
+    # (the depthwise row mapping reads one bank per row, else one per column)
+    acc["ibuf_reads"] += (R if v.get("dw_rows") else C) * K * passes
+    # (the depthwise row mapping reads no weight on its segments' beats past kw)
+    acc["weight_reads"] += (v["kh"] * v["kw"] if v.get("dw_rows") else K) * passes
     acc["obuf_reads"] += R * C * passes
     acc["obuf_writes"] += R * C * passes
     # the tile's last pass's drain, and the last valid post-processor input of the

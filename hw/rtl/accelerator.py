@@ -166,8 +166,11 @@ class Accelerator(wiring.Component):
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
                                               cfg.lutram_buffers)
         family = self.primitives or None
+        dw_rows = any(layer.values.get("dw_rows") for layer in prog.layers)
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
-                                                   prog.x_width, family=family)
+                                                   prog.x_width, family=family,
+                                                   row_inputs=dw_rows,
+                                                   stationary=prog.stationary)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
                                                family=family)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
@@ -314,8 +317,8 @@ class Accelerator(wiring.Component):
     def _array_edge(m, array, ibuf, w_port, rd, d):
         """The array's edges: bank data (with ``rd``, the controller's read-aligned outputs)
         rotated onto the columns, weights onto the rows (WR: the channel-banked inputs),
-        stationary preloads. Returns the columns' input values (Winograd replaces them with V
-        words)."""
+        stationary preloads; the depthwise row mapping's bank data onto the rows. Returns the
+        columns' input values (Winograd replaces them with V words)."""
         R, C, NB = array.rows, array.cols, len(ibuf.rdata)
         is_ir, is_wr = d.df == Dataflow.IR, d.df == Dataflow.WR
         bank_data = Array(ibuf.rdata)
@@ -332,10 +335,15 @@ class Accelerator(wiring.Component):
         for r in range(R):
             streamed_input = ibuf.rdata[r] if r < NB else 0     # WR layers have NB >= R
             # depthwise: the word holds one tap of R channels, row r's counts on its channel only
-            weight = Mux(rd.lane_only & (rd.lane != r), 0, w_port.data[r])
+            # (the lane mapping) or on the taps of the row mapping's segment (not w_zero)
+            weight = Mux((rd.lane_only & (rd.lane != r)) | rd.w_zero, 0, w_port.data[r])
             m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, weight))
         m.d.comb += [array.preload_en.eq(rd.preload_en), array.preload_row.eq(rd.preload_row),
                      array.mode.eq(is_ir | is_wr)]
+        if array.row_inputs:
+            # the depthwise row mapping: bank r holds channel r of the block, row r's inputs
+            m.d.comb += [array.x_from_rows.eq(d.dw_rows),
+                         [array.x_rows[r].eq(ibuf.rdata[r]) for r in range(R)]]
         return rotated
 
     @staticmethod

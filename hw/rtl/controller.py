@@ -5,7 +5,7 @@ and the Winograd transform's reads (``docs/dataflows.md``; Zhang et al., FPGA 20
 from contextlib import nullcontext
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,7 +27,9 @@ class Controller(wiring.Component):
       output columns: one pass of L beats (K valid: the im2col walk over (n, ky, kx), one bank
       word per column, one weight word per row); the pass's coordinates go to the metadata FIFO.
       A depthwise layer's tile comes in loads of R channels: each block releases its half of
-      the buffer and waits for the next load (WAIT_BLOCK).
+      the buffer and waits for the next load (WAIT_BLOCK). In the depthwise row mapping
+      (``dw_rows``) the walk is kh input row segments of kw + C − 1 columns, every bank (one
+      channel each) reading the same word.
     * **IR / WR**: for each tile, each group (IR: C output pixels of one row, all M channels;
       WR: C output channels, all pixels of the tile), each reduction block: preload R rows of
       stationary operands (IR: inputs from the walker; WR: weight-ROM rows), then stream the
@@ -56,6 +58,9 @@ class Controller(wiring.Component):
     lane_only, lane : Out(1), Out(range(R))
         Registered with the reads: a depthwise beat, whose weight word (a tap of R channels)
         counts only in row ``lane`` (the beat's channel); the other rows get 0.
+    w_zero : Out(1)
+        Registered with the reads: a depthwise row mapping's beat past the kernel's kw
+        columns, whose weights are 0 (not stored: the weight address holds).
     preload_en, preload_row, preload_zero : Out
         Registered with the reads: a stationary row arrives (zero: past K, IR).
     meta_en, meta : Out(1), Out(meta_layout)
@@ -71,11 +76,11 @@ class Controller(wiring.Component):
 
     #: The outputs timed for a one-cycle tile-buffer read: registered with the reads, or (the
     #: weight address) issued with them; a slower buffer delays them all alike.
-    READ_ALIGNED = ("beat", "beat_q1", "lane_only", "lane", "preload_en", "preload_row",
+    READ_ALIGNED = ("beat", "beat_q1", "lane_only", "lane", "w_zero", "preload_en", "preload_row",
                     "preload_zero", "patch", "w_addr")
 
-    FIELDS = ("df", "dw", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last", "cols_last",
-              "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
+    FIELDS = ("df", "dw_lanes", "dw_rows", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last",
+              "cols_last", "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
               "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
               "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
               "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
@@ -96,7 +101,7 @@ class Controller(wiring.Component):
             "bank_raddr": Out(addr_width).array(self._banks),
             "w_addr": Out(w_addr_width),
             "beat": Out(BeatControl), "beat_q1": Out(range(max(2, cfg.cols))),
-            "lane_only": Out(1), "lane": Out(range(max(2, cfg.rows))),
+            "lane_only": Out(1), "lane": Out(range(max(2, cfg.rows))), "w_zero": Out(1),
             "preload_en": Out(1), "preload_row": Out(range(max(2, cfg.rows))),
             "preload_zero": Out(1),
             "meta_en": Out(1), "meta": Out(meta),
@@ -154,7 +159,9 @@ class Controller(wiring.Component):
         s.row_base = Signal(aw)
         s.w, s.w_pass = Signal(w_aw, name="w"), Signal(w_aw, name="w_pass")
         # depthwise: the tap of the beat's channel (the weight word) and the channel in the block
-        s.any_dw = any(layer.values.get("dw") for layer in prog.layers)
+        s.any_dw = any(layer.values.get("dw_lanes") for layer in prog.layers)
+        # the depthwise row mapping: every bank reads the walker's one address
+        s.any_dw_rows = any(layer.values.get("dw_rows") for layer in prog.layers)
         s.tap = counter(most("w_taps"), "tap")
         s.tap_end = Signal(name="tap_end")
         # (registered from the descriptor, held from the layer's start, cycles before its
@@ -189,7 +196,7 @@ class Controller(wiring.Component):
         s.wn = Signal(16)                       # channel whose 4×4 patches the transform reads
 
         m.submodules.walker = s.walker = Im2colWalker(C, aw, self._full_desc, most("kh"),
-                                                      most("kw"))
+                                                      most("walk_kw"), dw_rows=s.any_dw_rows)
         connect_desc(m, d, s.walker.desc)
         s.pl_active = Signal(name="pl_active")
         s.pl_row = Signal(range(max(2, R)), name="pl_row")
@@ -197,15 +204,17 @@ class Controller(wiring.Component):
         s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
         m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0),
                      self.lane_only.eq(0)]
-        # the Winograd reads only where a layer uses them (the OR and stationary states always:
-        # without a driver, the array's stationary control bits would be constants that yosys'
-        # iCE40 flow rejects with conflicting init values)
+        # the states of the modes the network uses (OR always; without IR/WR layers the array
+        # has no stationary mode either, so its preload bits are not constants in registers)
         s.modes = [(s.is_or, "OR_PASS", self._or_pass),
                    (s.is_wino, "W_GROUP", self._winograd_reads),
                    (None, "GROUP", self._stationary)]
+        if not prog.stationary:
+            del s.modes[2]
         if Dataflow.WINOGRAD not in self._modes:
             del s.modes[1]
-        self._preload(m, s)
+        if prog.stationary:
+            self._preload(m, s)
         with m.FSM(name="controller"):
             self._start_tile(m, s)
             for _, _, states in s.modes:
@@ -214,14 +223,19 @@ class Controller(wiring.Component):
         return m
 
     def _walker_reset(self, m, s, rowterm, g):
-        """Start a walk at row term ``rowterm`` for column group ``g``."""
+        """Start a walk at row term ``rowterm`` for column group ``g`` (its word in the
+        x-banked layout; in the depthwise row mapping its first column, g·C)."""
+        off = g
+        if s.any_dw_rows:
+            off = Mux(self.desc.dw_rows, g * self._cols, g)
         m.d.comb += [s.walker.reset.eq(1), s.walker.reset_rowterm.eq(rowterm),
-                     s.walker.reset_off.eq(s.slot_base + g)]
+                     s.walker.reset_off.eq(s.slot_base + off)]
 
     def _walker_read(self, m, s):
-        """The walker's addresses onto the x-banked buffer's read ports."""
-        for b in range(self._cols):
-            m.d.comb += self.bank_raddr[b].eq(s.walker.addr[b])
+        """The walker's addresses onto the x-banked buffer's read ports (the depthwise row
+        mapping: onto every bank)."""
+        for b in range(self._banks if s.any_dw_rows else self._cols):
+            m.d.comb += self.bank_raddr[b].eq(s.walker.addr[min(b, self._cols - 1)])
 
     def _preload(self, m, s):
         """The stationary operands of a reduction block: R rows (IR: inputs from the walker;
@@ -330,14 +344,22 @@ class Controller(wiring.Component):
             m.d.sync += [self.beat.valid.eq(s.valid), self.beat.first.eq(s.s == 0),
                          self.beat.last.eq(s.s == d.last_K), self.beat_q1.eq(s.walker.q1)]
             if s.any_dw:
-                m.d.sync += [self.lane_only.eq(d.dw), self.lane.eq(s.lane)]
+                m.d.sync += [self.lane_only.eq(d.dw_lanes), self.lane.eq(s.lane)]
+            # the row mapping's beats past kw: weight 0, no read (the address holds)
+            live = ~d.dw_rows | s.walker.tap if s.any_dw_rows else Const(1)
+            if s.any_dw_rows:
+                m.d.sync += self.w_zero.eq(~live)
             meta = self.meta
             m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
                          meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
-            with m.If(s.valid):
+            with m.If(s.valid & live):
                 self._next_weight(m, s)
-                s.events.count("ibuf_reads", C)
                 s.events.count("weight_reads")
+            with m.If(s.valid):
+                with m.If(d.dw_rows if s.any_dw_rows else Const(0)):
+                    s.events.count("ibuf_reads", R)       # one bank per row
+                with m.Else():
+                    s.events.count("ibuf_reads", C)
                 m.d.comb += s.walker.step.eq(1)
             with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
@@ -390,7 +412,7 @@ class Controller(wiring.Component):
             m.d.sync += s.w.eq(s.w + 1)
             return
         d = self.desc
-        with m.If(d.dw & s.tap_end):
+        with m.If(d.dw_lanes & s.tap_end):
             m.d.sync += [s.w.eq(s.w_pass), s.lane.eq(s.lane + 1)]
             self._tap_restart(m, s)
         with m.Else():

@@ -19,9 +19,10 @@ class TileLoader(wiring.Component):
     a block's passes from it).
 
     Layouts (``docs/architecture.md``): x-banked for OR, IR and Winograd (bank ``(xi // S) % C``,
-    word ``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``), channel-banked for WR (bank
-    ``n % R``, word ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map
-    (padding) get the input zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
+    word ``((n·Tr_in + yi)·S + xi % S)·Wq + (xi // S) // C``), channel-banked for WR and the
+    depthwise row mapping (``banks_on_rows``; bank ``n % R``, word
+    ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map (padding) get the input
+    zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
 
     Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value (or the
     padding) is registered once more before the buffer write, so the block RAM's clock-to-out is
@@ -61,8 +62,8 @@ class TileLoader(wiring.Component):
         ``fm_reads``, ``ibuf_writes`` of this cycle.
     """
 
-    FIELDS = ("df", "H", "W", "z_in", "ld_start", "y_start", "x_start", "ld_row_step",
-              "ld_chan_step", "ld_tile_row_step", "ld_tile_col_step", "ld_blk_step",
+    FIELDS = ("df", "banks_on_rows", "H", "W", "z_in", "ld_start", "y_start", "x_start",
+              "ld_row_step", "ld_chan_step", "ld_tile_row_step", "ld_tile_col_step", "ld_blk_step",
               "tile_y_step", "tile_x_step", "Wq", "row_words", "chan_words", "last_Tc_in",
               "last_Tr_in", "last_ld_chans", "last_ld_chans_tail", "last_ld_blocks",
               "last_ntr", "last_ntc", "last_sw")
@@ -88,7 +89,8 @@ class TileLoader(wiring.Component):
         d, most = self.desc, self._most
         events = Events(m)
         aw, fm_aw = len(self.wr_addr), len(self.fm_addr)
-        is_wr, is_add = d.df == Dataflow.WR, d.df == Dataflow.ADD
+        # channel-banked (WR, the depthwise row mapping) or x-banked
+        is_wr, is_add = d.banks_on_rows, d.df == Dataflow.ADD
 
         active, slot, loading = Signal(), Signal(), Signal()
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")

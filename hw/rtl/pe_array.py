@@ -19,7 +19,7 @@ before accumulating (so a DSP multiply and an adder never share a cycle): the ar
 is R + C + 1 (:func:`cnnforge.hw.models.timing.array_latency`).
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +43,12 @@ class BeatControl(data.Struct):
     last: 1
     swap: 1
     tail: 1
+
+
+def _ctl_fields(stationary):
+    """The :class:`BeatControl` bits an array with or without the stationary mode uses."""
+    return ("valid", "first", "last", "swap", "tail") if stationary else ("valid", "first",
+                                                                           "last")
 
 
 class ProcessingElement(wiring.Component):
@@ -80,14 +86,19 @@ class ProcessingElement(wiring.Component):
         Only with ``shared_multiplier``: the multiply's operands of this cycle, and their
         product registered (the cycle after), from a multiplier the array shares between two
         PEs (:func:`~cnnforge.hw.rtl.common.ice40_product_pair`).
+
+    With ``stationary=False`` the PE is output stationary only: ``mode``, ``preload`` and
+    ``psum_in`` are ignored, ``psum_out`` stays 0 (no stationary registers for a network
+    without IR/WR layers).
     """
 
     def __init__(self, acc_width, w_width=8, x_width=8, *, family=None,
-                 shared_multiplier=False):
+                 shared_multiplier=False, stationary=True):
         self.acc_width = acc_width
         self.w_width, self.x_width = w_width, x_width
         self.family = family
         self.shared_multiplier = shared_multiplier
+        self.stationary = stationary
         stat_width = max(w_width, x_width)
         shared = {}
         if shared_multiplier:
@@ -115,7 +126,8 @@ class ProcessingElement(wiring.Component):
         product = Signal(signed(self.w_width + stat_width))
         ctl = Signal(BeatControl)
         swapping = self.ctl_in.valid & self.ctl_in.swap
-        with m.If(self.mode == 0):
+        os_only = Const(0) if self.stationary else Const(1)
+        with m.If((self.mode == 0) | os_only):
             m.d.comb += operand.eq(self.x_in)
         with m.Elif(swapping):
             m.d.comb += operand.eq(stat_next)
@@ -126,16 +138,21 @@ class ProcessingElement(wiring.Component):
                          product.eq(self.mul_p)]
         else:
             product_register(m, self.family, "mult", self.w_in, operand, product)
-        m.d.sync += ctl.eq(self.ctl_in)
-        m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in),
-                     self.ctl_out.eq(self.ctl_in), self.psum_out.eq(self.psum_in + product)]
-        with m.If(swapping):
-            m.d.sync += stat.eq(stat_next)
-        with m.If(self.preload):
-            m.d.sync += stat_next.eq(self.preload_data)
+        # (output stationary only: the stationary bits are not registered, as constants in
+        # registers trip yosys' iCE40 flow with conflicting init values)
+        for field in _ctl_fields(self.stationary):
+            m.d.sync += [ctl[field].eq(self.ctl_in[field]),
+                         self.ctl_out[field].eq(self.ctl_in[field])]
+        m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in)]
+        if self.stationary:
+            m.d.sync += self.psum_out.eq(self.psum_in + product)
+            with m.If(swapping):
+                m.d.sync += stat.eq(stat_next)
+            with m.If(self.preload):
+                m.d.sync += stat_next.eq(self.preload_data)
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(product + acc)
-        with m.If(ctl.valid & (self.mode == 0)):
+        with m.If(ctl.valid & ((self.mode == 0) | os_only)):
             with m.If(ctl.first):
                 m.d.sync += acc.eq(product)
                 m.d.comb += total.eq(product)
@@ -160,6 +177,11 @@ class SystolicArray(wiring.Component):
         in a DSP block's register (``MULT18X18D``, ``SB_MAC16``); on iCE40 with 8-bit operands
         two PEs' products in one ``SB_MAC16`` in 8×8 mode (:attr:`dsp_blocks`). Same values,
         same cycles.
+    row_inputs : bool
+        Add the row-broadcast inputs (``x_rows``, ``x_from_rows``) of the depthwise row mapping.
+    stationary : bool
+        Build the stationary-operand mode (IR/WR); without it the array is output stationary
+        only (``mode``, the preloads and ``psums`` unused).
 
     Members
     -------
@@ -171,6 +193,11 @@ class SystolicArray(wiring.Component):
         (a weight for IS, an input for WS).
     x_edge : In(signed(8)).array(cols)
         OS mode: ``X[k, c]`` for every column, same cycle as the weights of the same k.
+    x_rows : In(signed(8)).array(rows); x_from_rows : In(1)
+        With ``row_inputs``: while ``x_from_rows`` is high, every PE of row r takes its input
+        from ``x_rows[r]`` (skewed by r like the weights, not by the column) instead of from
+        above, so that PE (r, c) multiplies the weight of beat k by the value ``x_rows[r]`` had
+        at beat k + c (``cnnforge.hw.compiler.program.dw_rows``).
     ctl_edge : In(BeatControl)
     preload_en : In(1); preload_row : In(range(rows)); preload_data : In(signed(8)).array(cols)
         Mode 1: store ``preload_data[c]`` as row ``preload_row``'s stationary operands for the
@@ -190,13 +217,20 @@ class SystolicArray(wiring.Component):
         R + C + 1).
     """
 
-    def __init__(self, rows, cols, acc_width, w_width=8, x_width=8, *, family=None):
+    def __init__(self, rows, cols, acc_width, w_width=8, x_width=8, *, family=None,
+                 row_inputs=False, stationary=True):
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
         self.w_width, self.x_width = w_width, x_width
         self.family = family
+        self.row_inputs = row_inputs
+        self.stationary = stationary
+        rows_in = {}
+        if row_inputs:
+            rows_in = {"x_rows": In(signed(x_width)).array(rows), "x_from_rows": In(1)}
         super().__init__({
+            **rows_in,
             "mode": In(1),
             "w_edge": In(signed(w_width)).array(rows),
             "x_edge": In(signed(x_width)).array(cols),
@@ -242,10 +276,12 @@ class SystolicArray(wiring.Component):
         preload_en, preload_row = Signal(), Signal.like(self.preload_row)
         preload_data = [Signal.like(self.preload_data[c], name=f"preload_data{c}")
                         for c in range(C)]
-        m.d.sync += [preload_en.eq(self.preload_en), preload_row.eq(self.preload_row)]
-        m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
+        if self.stationary:
+            m.d.sync += [preload_en.eq(self.preload_en), preload_row.eq(self.preload_row)]
+            m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
         pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width,
-                                  family=self.family, shared_multiplier=self.paired)
+                                  family=self.family, shared_multiplier=self.paired,
+                                  stationary=self.stationary)
                 for _ in range(C)]
                for _ in range(R)]
         if self.paired:
@@ -265,27 +301,45 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
+        def delay_ctl(value, depth, name):
+            """The control bits the array uses, delayed (the others stay 0)."""
+            out = Signal(BeatControl, name=name)
+            for field in _ctl_fields(self.stationary):
+                m.d.comb += out[field].eq(delay(value[field], depth, f"{name}_{field}"))
+            return out
+
         # the edge register (the first stage of every skew chain) and the preload, delayed as
         # much so that preloads keep their place relative to the beats
         for r in range(R):
             m.d.comb += [pes[r][0].w_in.eq(delay(self.w_edge[r], r + 1, f"w_skew{r}")),
-                         pes[r][0].ctl_in.eq(delay(self.ctl_edge, r + 1, f"ctl_skew{r}"))]
+                         pes[r][0].ctl_in.eq(delay_ctl(self.ctl_edge, r + 1, f"ctl_skew{r}"))]
             for c in range(1, C):
                 m.d.comb += [pes[r][c].w_in.eq(pes[r][c - 1].w_out),
                              pes[r][c].ctl_in.eq(pes[r][c - 1].ctl_out)]
+        row_x = []
+        if self.row_inputs:
+            from_rows = Signal()
+            m.d.sync += from_rows.eq(self.x_from_rows)
+            row_x = [delay(self.x_rows[r], r + 1, f"xr_skew{r}") for r in range(R)]
         for c in range(C):
-            m.d.comb += [pes[0][c].x_in.eq(delay(self.x_edge[c], c + 1, f"x_skew{c}")),
-                         pes[0][c].psum_in.eq(0)]
-            for r in range(1, R):
-                m.d.comb += [pes[r][c].x_in.eq(pes[r - 1][c].x_out),
-                             pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)]
+            m.d.comb += pes[0][c].psum_in.eq(0)
+            for r in range(R):
+                above = (delay(self.x_edge[c], c + 1, f"x_skew{c}") if r == 0
+                         else pes[r - 1][c].x_out)
+                if row_x:
+                    above = Mux(from_rows, row_x[r], above)
+                m.d.comb += pes[r][c].x_in.eq(above)
+                if r:
+                    m.d.comb += pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)
             # deskew the bottom row: column c is c cycles ahead of column C-1
-            m.d.comb += self.psums[c].eq(delay(pes[R - 1][c].psum_out, C - 1 - c, f"deskew{c}"))
+            if self.stationary:
+                m.d.comb += self.psums[c].eq(delay(pes[R - 1][c].psum_out, C - 1 - c,
+                                                   f"deskew{c}"))
         for r in range(R):
             for c in range(C):
                 m.d.comb += self.results[r][c].eq(pes[r][c].result)
         # the corner's control bits, aligned with its result / partial sum (product register)
-        corner = delay(pes[R - 1][C - 1].ctl_out, 1, "corner")
+        corner = delay_ctl(pes[R - 1][C - 1].ctl_out, 1, "corner")
         m.d.comb += [self.done.eq(corner.valid & corner.last & (self.mode == 0)),
                      self.psum_ctl.eq(corner)]
         return m

@@ -86,8 +86,8 @@ from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, _memory_list, blocks,
                                          memories)
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
-                                          _add_values, _allocate, _engine_layers, _geometry,
-                                          _tiling, _weight_words, compile_network)
+                                          _add_values, _allocate, _banks, _engine_layers,
+                                          _geometry, _tiling, _weight_words, compile_network)
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_model, network_model
@@ -407,12 +407,12 @@ def _layer_options(groups, cfg):
         g = _geometry(op, pool, cfg)
         per_df = {}
         for df in (Dataflow.OR,) if g["dw"] else DIRECT:
-            banks = cfg.rows if df.banks_on_rows else cfg.cols
             opts = []
             for index, (tr, tc) in enumerate(_tile_candidates(g)):
                 v = _tiling(g, tr, tc, cfg, df)
                 model = layer_model(v, cfg)
-                opts.append(_Option(v["slot_words"] * banks, (model.cycles, -tr * tc, index),
+                opts.append(_Option(v["slot_words"] * _banks(cfg, v),
+                                    (model.cycles, -tr * tc, index),
                                     (tr, tc), v, model))
             words = len(_weight_words(op, opts[0].values, cfg))
             per_df[df] = (_frontier(opts), words)
@@ -571,7 +571,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
 
 def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth, image_size):
     stationary = any(df.stationary for df in combo)
-    wr = any(df.banks_on_rows for df in combo)
+    wr = any(opt.values["banks_on_rows"] for opt, _ in picked)
     psum = [1]
     for df, (opt, _) in zip(combo, picked):
         if df is Dataflow.IR:

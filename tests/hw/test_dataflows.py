@@ -273,3 +273,19 @@ def test_random_shapes(net, array, dataflow, tight, seed):
 def test_random_shapes_many(net, array, dataflow, tight, seed):
     """As :func:`test_random_shapes`, many more and longer cases."""
     check_random(net, array, dataflow, tight, seed, max_cycles=12000)
+
+
+@pytest.mark.parametrize("dataflow", DATAFLOWS)
+@pytest.mark.parametrize("array", [(2, 2), (3, 2)])
+def test_pointwise_on_one_row(dataflow, array):
+    """1×1 layers run on their map as one row (the columns take pixels across the map's rows)
+    next to 1×1 layers that keep the rows (padding, a fused pool, stride 2): maps == golden,
+    counters == model."""
+    net = make_network((3, 7, 5), [Conv2d(3, 8, 3, padding=1), ReLU(), Conv2d(8, 8, 1), ReLU(),
+                                   Conv2d(8, 8, 1, padding=1), Conv2d(8, 4, 1), MaxPool2d(2),
+                                   Conv2d(4, 4, 1, stride=2), Flatten(), Linear(16, 3)], 5)
+    qnet = quantize(net)
+    program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow),
+                              algorithms=direct(qnet))
+    assert (program.layers[1].values["OH"], program.layers[1].values["OW"]) == (1, 35)
+    check_dataflow(program, random_images(qnet, 2, 5))

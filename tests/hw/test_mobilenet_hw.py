@@ -169,14 +169,24 @@ def test_depthwise_refusals():
 
 
 def test_depthwise_utilization_bound():
-    """A depthwise pass keeps one row of R busy: the measured utilization stays below 1/R, and
-    the model says where the time goes (K = R·kh·kw beats per pass)."""
-    qnet = quantize(make_network((8, 6, 6), [Conv2d(8, 8, 3, padding=1, groups=8), Flatten(),
-                                             Linear(288, 2)], 2))
-    program = compile_network(qnet, AcceleratorConfig(4, 4))
-    dw = program.layers[0]
-    assert dw.values["K"] == 4 * 9 and dw.macs == 8 * 36 * 9
-    layers = run_checked(program)
-    measured = layers[0][0][0]["cycles"]
-    assert dw.macs / (16 * measured) < 1 / 4
-    assert np.isclose(dw.passes * dw.values["L"] / measured, 1, atol=0.35)
+    """Stride 1: the row mapping (each row its own channel, the inputs broadcast along the row)
+    keeps every PE busy on kw of every kw + C − 1 beats (K = kh·(kw + C − 1) beats per pass),
+    well above the lane mapping's 1/R; stride 2 keeps the lane mapping (one row of R busy,
+    K = R·kh·kw, and there the loader's one value per cycle dominates). The model says where
+    the time goes; the RTL agrees (run_checked)."""
+    for stride in (1, 2):
+        qnet = quantize(make_network(
+            (16, 10, 10), [Conv2d(16, 16, 3, stride=stride, padding=1, groups=16),
+                           AdaptiveAvgPool2d(1), Flatten(), Linear(16, 2)], 2))
+        program = compile_network(qnet, AcceleratorConfig(4, 4))
+        dw = program.layers[0]
+        layers = run_checked(program)
+        measured = layers[0][0][0]["cycles"]
+        utilization = dw.macs / (16 * measured)
+        if stride == 1:
+            assert dw.values["dw_rows"] == 1 and dw.values["K"] == 3 * (3 + 4 - 1)
+            assert np.isclose(dw.passes * dw.values["L"] / measured, 1, atol=0.35)
+            assert 1 / 4 < utilization < 3 / 6
+        else:
+            assert dw.values["dw_rows"] == 0 and dw.values["K"] == 4 * 9
+            assert utilization < 1 / 4

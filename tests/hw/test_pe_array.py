@@ -157,3 +157,28 @@ def test_parameters_and_latency(rows, cols):
     assert (array.rows, array.cols, array.acc_width) == (rows, cols, 20)
     assert array.latency == rows + cols + 1
     Fragment.get(array, None)                # elaborates (and marks the component used)
+
+
+@pytest.mark.parametrize("rows, cols, k", [(1, 1, 9), (2, 2, 12), (4, 2, 12), (3, 5, 7),
+                                           (4, 4, 18)])
+@pytest.mark.parametrize("bubbles", [0, 3])
+def test_row_inputs(rows, cols, k, bubbles):
+    """The depthwise row mapping's inputs (``x_rows``, ``x_from_rows``): PE (r, c) multiplies
+    the weight of beat k by row r's value of beat k + c (broadcast along the row, skewed by
+    the row only), passes back to back, all-extreme operands included."""
+    rng = np.random.default_rng(rows * 100 + cols * 10 + k + bubbles)
+    passes = 4
+    beats = max(k + bubbles, rows * cols + 1)
+    w = rng.integers(-127, 128, (passes, rows, k)).astype(np.int8)
+    w[0] = -127
+    stream = rng.integers(-128, 128, (passes * beats + cols, rows)).astype(np.int8)
+    stream[:beats] = -128
+    x = np.zeros((passes, k, cols), np.int8)
+    got = rtl_gemm(w, x, rows, cols, acc_width=acc_width_for(k), bubbles=bubbles,
+                   row_stream=stream)
+    expected = np.zeros((passes, rows, cols), np.int64)
+    for p in range(passes):
+        for c in range(cols):
+            seen = stream[p * beats + c:p * beats + c + k].astype(np.int64)     # (k, rows)
+            expected[p, :, c] = np.einsum("rk,kr->r", w[p].astype(np.int64), seen)
+    assert np.array_equal(got, expected)

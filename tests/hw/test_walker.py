@@ -68,14 +68,14 @@ def expected_reads(C, S, Wq, Tr_in, sh, kh, kw, r, g, n0, base, k):
     return k, ky, kx, q % C, addrs
 
 
-def rtl_walk(C, values, kh, kw, rowterm, off, steps, stalls, pre_steps=0):
+def rtl_walk(C, values, kh, kw, rowterm, off, steps, stalls, pre_steps=0, dw_rows=False):
     """Reset the walker (with a ``step`` in the same cycle, after ``pre_steps`` steps of an
     earlier walk), then step it ``steps`` times, holding ``step`` low in the cycles where
     ``stalls`` (cycled, with a step after each pass through it) is true.
 
     Returns a list of ``(steps taken, (k, ky, kx, q1, addrs))`` for every cycle after the reset.
     """
-    dut = Im2colWalker(C, ADDR_WIDTH, DESC, kh, kw)
+    dut = Im2colWalker(C, ADDR_WIDTH, DESC, kh, kw, dw_rows=dw_rows)
     stalls = [bool(s) for s in stalls] + [False]
     seen = []
 
@@ -125,8 +125,9 @@ def check_walk(C, S, sh, kh, kw, N, Tr, Tc, r, g, n0=0, half=0, slot_words=None,
     if slot_words is None:
         slot_words = (n0 + N) * Tr_in * lay["row_words"]
     base = half * slot_words
-    values = {"last_kw": kw - 1, "last_kh": kh - 1, "last_sw": S - 1, "Wq": Wq,
-              "fd_ky_step": lay["fd_ky_step"], "fd_chan_step": lay["fd_chan_step"]}
+    values = {"last_walk_kw": kw - 1, "last_kh": kh - 1, "last_sw": S - 1, "Wq": Wq,
+              "fd_ky_step": lay["fd_ky_step"], "fd_chan_step": lay["fd_chan_step"],
+              "dw_rows": 0}
     rowterm = r * lay["fd_row_step"] + n0 * Tr_in * lay["row_words"]
     K = N * kh * kw
     kh_c, kw_c = ctor_k or (kh, kw)
@@ -266,3 +267,23 @@ def test_compiled_layers(index):
         for g in sorted({0, groups - 1}):
             check_walk(C, v["sw"], v["sh"], v["kh"], v["kw"], v["N"], v["Tr"], v["Tc"], r, g,
                        half=1, slot_words=program.slot_words, lay=lay)
+
+
+@pytest.mark.parametrize("C, kh, kw, Tc_in, rowterm, off", [
+    (2, 3, 3, 7, 0, 0), (4, 3, 3, 12, 24, 4), (3, 1, 5, 9, 9, 303), (1, 2, 2, 5, 5, 1)])
+@pytest.mark.parametrize("with_stalls", [False, True])
+def test_depthwise_row_walk(C, kh, kw, Tc_in, rowterm, off, with_stalls):
+    """The depthwise row mapping (``dw_rows``): kh input row segments of kw + C − 1 columns in
+    the channel-banked layout, every bank at ``off + rowterm + ky·Tc_in + j``, q1 at 0."""
+    walk_kw = kw + C - 1
+    values = {"last_walk_kw": walk_kw - 1, "last_kh": kh - 1, "last_sw": 0, "Wq": 0,
+              "fd_ky_step": Tc_in, "fd_chan_step": 0, "dw_rows": 1}
+    steps = kh * walk_kw - 1
+    stalls = (1, 0, 1, 1) if with_stalls else ()
+    seen = rtl_walk(C, values, kh, walk_kw, rowterm, off, steps, stalls, pre_steps=3,
+                    dw_rows=True)
+    assert [t for t, _ in seen][-1] == steps
+    for taken, got in seen:
+        ky, j = divmod(taken, walk_kw)
+        addr = off + rowterm + ky * Tc_in + j
+        assert got == (taken, ky, j, 0, [addr] * C), (taken, got)
