@@ -62,7 +62,7 @@ from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, conne
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
-from cnnforge.hw.rtl.pe_array import SystolicArray
+from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray, beat_fields
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.sequencer import PerfCounters, Sequencer
 from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
@@ -212,7 +212,7 @@ class Accelerator(wiring.Component):
             meta_take = meta_take | psum.meta_take
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
-        rd = self._read_stage(m, ctl, ibuf.latency)
+        rd = self._read_stage(m, ctl, ibuf.latency, prog.stationary)
         x_edge = self._array_edge(m, array, ibuf, w_port, rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
@@ -298,18 +298,30 @@ class Accelerator(wiring.Component):
         return port
 
     @staticmethod
-    def _read_stage(m, ctl, latency):
+    def _read_stage(m, ctl, latency, stationary):
         """The controller's read-aligned outputs (``Controller.READ_ALIGNED``), delayed to the
         tile buffer's read ``latency`` (:func:`~cnnforge.hw.models.timing.tile_read_latency`:
         the controller's timing is that of a one-cycle read). The weight address is among them,
-        so its data still comes with the bank data."""
-        aligned = SimpleNamespace()
-        for name in Controller.READ_ALIGNED:
-            value = getattr(ctl, name)
+        so its data still comes with the bank data. Without ``stationary`` layers the preload
+        strobes and the beat's stationary bits are constants the controller leaves undriven:
+        not delayed (no constant registers)."""
+        def delay(value, name):
             for stage in range(1, latency):
                 q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")
                 m.d.sync += q.eq(value)
                 value = q
+            return value
+
+        aligned = SimpleNamespace()
+        for name in Controller.READ_ALIGNED:
+            value = getattr(ctl, name)
+            if name == "beat":
+                beat = Signal(BeatControl, name="ctl_beat_aligned")
+                m.d.comb += [beat[f].eq(delay(value[f], f"beat_{f}"))
+                             for f in beat_fields(stationary)]
+                value = beat
+            elif not (name.startswith("preload") and not stationary):
+                value = delay(value, name)
             setattr(aligned, name, value)
         return aligned
 
@@ -329,17 +341,17 @@ class Accelerator(wiring.Component):
             value = Signal(signed(8), name=f"rotated{c}")
             m.d.comb += value.eq(bank_data[Mux(sel >= C, sel - C, sel)])
             rotated.append(value)
-        for c in range(C):
-            m.d.comb += array.preload_data[c].eq(
-                Mux(is_ir, Mux(rd.preload_zero, 0, rotated[c]), w_port.data[c]))
+        if array.stationary:
+            m.d.comb += [array.preload_en.eq(rd.preload_en),
+                         array.preload_row.eq(rd.preload_row), array.mode.eq(is_ir | is_wr),
+                         [array.preload_data[c].eq(Mux(is_ir, Mux(rd.preload_zero, 0, rotated[c]),
+                                                       w_port.data[c])) for c in range(C)]]
         for r in range(R):
             streamed_input = ibuf.rdata[r] if r < NB else 0     # WR layers have NB >= R
             # depthwise: the word holds one tap of R channels, row r's counts on its channel only
             # (the lane mapping) or on the taps of the row mapping's segment (not w_zero)
             weight = Mux((rd.lane_only & (rd.lane != r)) | rd.w_zero, 0, w_port.data[r])
             m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, weight))
-        m.d.comb += [array.preload_en.eq(rd.preload_en), array.preload_row.eq(rd.preload_row),
-                     array.mode.eq(is_ir | is_wr)]
         if array.row_inputs:
             # the depthwise row mapping: bank r holds channel r of the block, row r's inputs
             m.d.comb += [array.x_from_rows.eq(d.dw_rows),

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.common import (Events, connect_desc, counter, desc_layout, end_ahead,
                                     most_of, one_hot)
-from cnnforge.hw.rtl.pe_array import BeatControl
+from cnnforge.hw.rtl.pe_array import BeatControl, beat_fields
 from cnnforge.hw.rtl.walker import Im2colWalker
 from cnnforge.hw.rtl.winograd import group_layout, patch_layout
 
@@ -202,10 +202,16 @@ class Controller(wiring.Component):
         s.pl_row = Signal(range(max(2, R)), name="pl_row")
         s.pl_w = Signal(w_aw)
         s.pl_start = Signal()      # pulse: begin a preload sequence of R rows next cycle
-        m.d.sync += [self.beat.eq(0), self.preload_en.eq(0), self.patch.valid.eq(0),
-                     self.lane_only.eq(0)]
+        # the beat's bits (without IR/WR layers only those of output stationary passes) and
+        # the strobes are pulses: 0 unless a state sets them
+        m.d.sync += [self.beat[f].eq(0) for f in beat_fields(prog.stationary)]
+        m.d.sync += [self.patch.valid.eq(0), self.lane_only.eq(0)]
+        if prog.stationary:
+            m.d.sync += self.preload_en.eq(0)
         # the states of the modes the network uses (OR always; without IR/WR layers the array
-        # has no stationary mode either, so its preload bits are not constants in registers)
+        # has no stationary mode either, and the stationary bits of the beat and the preload
+        # strobes are left undriven constants, not registers: yosys rejects chains of constant
+        # registers with "conflicting init values")
         s.modes = [(s.is_or, "OR_PASS", self._or_pass),
                    (s.is_wino, "W_GROUP", self._winograd_reads),
                    (None, "GROUP", self._stationary)]

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.hw.models.timing import array_latency
 from cnnforge.hw.rtl.common import ice40_product, ice40_product_pair, product_register
 
-__all__ = ["BeatControl", "ProcessingElement", "SystolicArray"]
+__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "beat_fields"]
 
 
 class BeatControl(data.Struct):
@@ -45,7 +45,7 @@ class BeatControl(data.Struct):
     tail: 1
 
 
-def _ctl_fields(stationary):
+def beat_fields(stationary):
     """The :class:`BeatControl` bits an array with or without the stationary mode uses."""
     return ("valid", "first", "last", "swap", "tail") if stationary else ("valid", "first",
                                                                            "last")
@@ -140,7 +140,7 @@ class ProcessingElement(wiring.Component):
             product_register(m, self.family, "mult", self.w_in, operand, product)
         # (output stationary only: the stationary bits are not registered, as constants in
         # registers trip yosys' iCE40 flow with conflicting init values)
-        for field in _ctl_fields(self.stationary):
+        for field in beat_fields(self.stationary):
             m.d.sync += [ctl[field].eq(self.ctl_in[field]),
                          self.ctl_out[field].eq(self.ctl_in[field])]
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in)]
@@ -289,9 +289,10 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pe = pes[r][c]
-                m.d.comb += [pe.mode.eq(self.mode),
-                             pe.preload.eq(preload_en & (preload_row == r)),
-                             pe.preload_data.eq(preload_data[c])]
+                if self.stationary:
+                    m.d.comb += [pe.mode.eq(self.mode),
+                                 pe.preload.eq(preload_en & (preload_row == r)),
+                                 pe.preload_data.eq(preload_data[c])]
 
         def delay(value, depth, name):
             """``value`` delayed by ``depth`` cycles through a register chain."""
@@ -304,7 +305,7 @@ class SystolicArray(wiring.Component):
         def delay_ctl(value, depth, name):
             """The control bits the array uses, delayed (the others stay 0)."""
             out = Signal(BeatControl, name=name)
-            for field in _ctl_fields(self.stationary):
+            for field in beat_fields(self.stationary):
                 m.d.comb += out[field].eq(delay(value[field], depth, f"{name}_{field}"))
             return out
 
