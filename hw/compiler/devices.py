@@ -68,7 +68,7 @@ class Device:
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
-                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=2, cols=2,
+                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=4, cols=2,
                    algorithm="direct"),
     "lfe5u-25f": Device("lfe5u-25f", "ecp5", "LFE5U-25F-6BG381C",
                         ("--25k", "--package", "CABGA381", "--speed", "6"),
