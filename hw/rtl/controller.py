@@ -80,8 +80,8 @@ class Controller(wiring.Component):
                     "preload_zero", "patch", "w_addr")
 
     FIELDS = ("df", "dw_lanes", "dw_rows", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last",
-              "cols_last", "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw", "fd_row_step",
-              "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
+              "cols_last", "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw",
+              "fd_row_step", "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
               "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
               "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
               *Im2colWalker.FIELDS)
