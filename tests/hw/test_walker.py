@@ -68,20 +68,23 @@ def expected_reads(C, S, Wq, Tr_in, sh, kh, kw, r, g, n0, base, k):
     return k, ky, kx, q % C, addrs
 
 
-def rtl_walk(C, values, kh, kw, rowterm, off, steps, stalls, pre_steps=0, dw_rows=False):
+def rtl_walk(C, values, kh, kw, rowterm, off, steps, stalls, pre_steps=0, dw_rows=False,
+             with_tap=False):
     """Reset the walker (with a ``step`` in the same cycle, after ``pre_steps`` steps of an
     earlier walk), then step it ``steps`` times, holding ``step`` low in the cycles where
     ``stalls`` (cycled, with a step after each pass through it) is true.
 
-    Returns a list of ``(steps taken, (k, ky, kx, q1, addrs))`` for every cycle after the reset.
+    Returns a list of ``(steps taken, (k, ky, kx, q1, addrs))`` for every cycle after the reset
+    (``with_tap``: ``tap`` appended).
     """
     dut = Im2colWalker(C, ADDR_WIDTH, DESC, kh, kw, dw_rows=dw_rows)
     stalls = [bool(s) for s in stalls] + [False]
     seen = []
 
     def observe(ctx):
-        return (ctx.get(dut.k), ctx.get(dut.ky), ctx.get(dut.kx), ctx.get(dut.q1),
+        seen = (ctx.get(dut.k), ctx.get(dut.ky), ctx.get(dut.kx), ctx.get(dut.q1),
                 [ctx.get(dut.addr[b]) for b in range(C)])
+        return seen + (ctx.get(dut.tap),) if with_tap else seen
 
     async def tb(ctx):
         for name, value in values.items():
@@ -274,16 +277,18 @@ def test_compiled_layers(index):
 @pytest.mark.parametrize("with_stalls", [False, True])
 def test_depthwise_row_walk(C, kh, kw, Tc_in, rowterm, off, with_stalls):
     """The depthwise row mapping (``dw_rows``): kh input row segments of kw + C − 1 columns in
-    the channel-banked layout, every bank at ``off + rowterm + ky·Tc_in + j``, q1 at 0."""
+    the channel-banked layout, every bank at ``off + rowterm + ky·Tc_in + j``, q1 at 0, ``tap``
+    while j < kw."""
     walk_kw = kw + C - 1
     values = {"last_walk_kw": walk_kw - 1, "last_kh": kh - 1, "last_sw": 0, "Wq": 0,
-              "fd_ky_step": Tc_in, "fd_chan_step": 0, "dw_rows": 1}
+              "fd_ky_step": Tc_in, "fd_chan_step": 0, "dw_rows": 1, "last_kw": kw - 1}
     steps = kh * walk_kw - 1
     stalls = (1, 0, 1, 1) if with_stalls else ()
     seen = rtl_walk(C, values, kh, walk_kw, rowterm, off, steps, stalls, pre_steps=3,
-                    dw_rows=True)
+                    dw_rows=True, with_tap=True)
     assert [t for t, _ in seen][-1] == steps
     for taken, got in seen:
         ky, j = divmod(taken, walk_kw)
         addr = off + rowterm + ky * Tc_in + j
-        assert got == (taken, ky, j, 0, [addr] * C), (taken, got)
+        # tap: the segment column is one of the kernel's (its weight is read), else w_zero
+        assert got == (taken, ky, j, 0, [addr] * C, int(j < kw)), (taken, got)
