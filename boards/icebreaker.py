@@ -3,9 +3,9 @@ channel; green LED = waiting for a frame, red LED = a frame was rejected; on the
 LED1 (red) = busy, LED2 (green) = a result was sent.
 
 The UP5K has 8 SB_MAC16 DSP blocks: the post-processor's 32×31-bit multiply takes 4 of them and
-two PEs share each of the others (8×8 mode). The PE array is 2×2 (6 blocks), the size every
-network the board runs fits: a 4×2 core takes all 8 and fits the digits network but not KWS
-(docs/boards.md, "Two int8 products per SB_MAC16").
+two PEs share each of the others (8×8 mode). The PE array is 4×2 (all 8 blocks), which the KWS
+core fits with an output-stationary-only engine (docs/boards.md, "Two int8 products per
+SB_MAC16").
 
 ``python -m cnnforge.boards.icebreaker`` builds the digits bitstream (as ``make bitstream
 BOARD=icebreaker``).

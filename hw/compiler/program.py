@@ -352,6 +352,12 @@ class Program:
         return any(Dataflow(layer.values["df"]).stationary for layer in self.layers)
 
     @property
+    def depthwise_rows(self):
+        """Whether a layer runs in the depthwise row mapping (:func:`dw_rows`: the array's row
+        inputs exist)."""
+        return any(layer.values.get("dw_rows") for layer in self.layers)
+
+    @property
     def add_tables(self):
         """The element-wise adds' rescaling tables, concatenated (see :func:`_add_tables`):
         int64 array, 512 entries per add layer, at each layer's ``t_base``."""

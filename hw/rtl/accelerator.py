@@ -57,12 +57,12 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc,
+from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc, delay,
                                     descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
-from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray, beat_fields
+from cnnforge.hw.rtl.pe_array import SystolicArray, delay_beat
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.sequencer import PerfCounters, Sequencer
 from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
@@ -166,10 +166,9 @@ class Accelerator(wiring.Component):
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
                                               cfg.lutram_buffers)
         family = self.primitives or None
-        dw_rows = any(layer.values.get("dw_rows") for layer in prog.layers)
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width, family=family,
-                                                   row_inputs=dw_rows,
+                                                   row_inputs=prog.depthwise_rows,
                                                    stationary=prog.stationary)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
                                                family=family)
@@ -304,24 +303,14 @@ class Accelerator(wiring.Component):
         the controller's timing is that of a one-cycle read). The weight address is among them,
         so its data still comes with the bank data. Without ``stationary`` layers the preload
         strobes and the beat's stationary bits are constants the controller leaves undriven:
-        not delayed (no constant registers)."""
-        def delay(value, name):
-            for stage in range(1, latency):
-                q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")
-                m.d.sync += q.eq(value)
-                value = q
-            return value
-
+        not delayed (:func:`~cnnforge.hw.rtl.pe_array.delay_beat`)."""
         aligned = SimpleNamespace()
         for name in Controller.READ_ALIGNED:
             value = getattr(ctl, name)
-            if name == "beat":
-                beat = Signal(BeatControl, name="ctl_beat_aligned")
-                m.d.comb += [beat[f].eq(delay(value[f], f"beat_{f}"))
-                             for f in beat_fields(stationary)]
-                value = beat
-            elif not (name.startswith("preload") and not stationary):
-                value = delay(value, name)
+            if latency > 1 and name == "beat":
+                value = delay_beat(m, value, latency - 1, "ctl_beat", stationary)
+            elif stationary or not name.startswith("preload"):
+                value = delay(m, value, latency - 1, f"ctl_{name}")
             setattr(aligned, name, value)
         return aligned
 

@@ -6,12 +6,22 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
-           "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
+           "delay", "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
            "ecp5_product", "ice40_product", "ice40_product_pair", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
             "fm_reads", "fm_writes")
+
+
+def delay(m, value, depth, name):
+    """``value`` through a chain of ``depth`` registers in ``m``'s sync domain (named
+    ``<name>_d<i>``); ``value`` itself for depth 0."""
+    for i in range(depth):
+        reg = Signal.like(value, name=f"{name}_d{i}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def bits(n):

@@ -81,9 +81,9 @@ class Controller(wiring.Component):
 
     FIELDS = ("df", "dw_lanes", "dw_rows", "M", "OW", "K", "KB", "Lmin", "Tr", "Tc", "rows_last",
               "cols_last", "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw",
-              "fd_row_step", "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step", "last_ld_blocks",
-              "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB", "last_ntr",
-              "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
+              "fd_row_step", "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step",
+              "last_ld_blocks", "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB",
+              "last_ntr", "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
               *Im2colWalker.FIELDS)
 
     def __init__(self, program, addr_width, w_addr_width, meta, desc):
@@ -161,7 +161,7 @@ class Controller(wiring.Component):
         # depthwise: the tap of the beat's channel (the weight word) and the channel in the block
         s.any_dw = any(layer.values.get("dw_lanes") for layer in prog.layers)
         # the depthwise row mapping: every bank reads the walker's one address
-        s.any_dw_rows = any(layer.values.get("dw_rows") for layer in prog.layers)
+        s.any_dw_rows = prog.depthwise_rows
         s.tap = counter(most("w_taps"), "tap")
         s.tap_end = Signal(name="tap_end")
         # (registered from the descriptor, held from the layer's start, cycles before its

@@ -24,9 +24,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
-from cnnforge.hw.rtl.common import ice40_product, ice40_product_pair, product_register
+from cnnforge.hw.rtl.common import delay, ice40_product, ice40_product_pair, product_register
 
-__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "beat_fields"]
+__all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "beat_fields", "delay_beat"]
 
 
 class BeatControl(data.Struct):
@@ -49,6 +49,16 @@ def beat_fields(stationary):
     """The :class:`BeatControl` bits an array with or without the stationary mode uses."""
     return ("valid", "first", "last", "swap", "tail") if stationary else ("valid", "first",
                                                                            "last")
+
+
+def delay_beat(m, beat, depth, name, stationary):
+    """A :class:`BeatControl` through ``depth`` registers, only its :func:`beat_fields` (the
+    others are 0, not registers: without the stationary mode they are constants, and chains of
+    constant registers make yosys fail with "conflicting init values")."""
+    out = Signal(BeatControl, name=name)
+    for field in beat_fields(stationary):
+        m.d.comb += out[field].eq(delay(m, beat[field], depth, f"{name}_{field}"))
+    return out
 
 
 class ProcessingElement(wiring.Component):
@@ -126,8 +136,8 @@ class ProcessingElement(wiring.Component):
         product = Signal(signed(self.w_width + stat_width))
         ctl = Signal(BeatControl)
         swapping = self.ctl_in.valid & self.ctl_in.swap
-        os_only = Const(0) if self.stationary else Const(1)
-        with m.If((self.mode == 0) | os_only):
+        os_mode = (self.mode == 0) if self.stationary else Const(1)
+        with m.If(os_mode):
             m.d.comb += operand.eq(self.x_in)
         with m.Elif(swapping):
             m.d.comb += operand.eq(stat_next)
@@ -138,8 +148,7 @@ class ProcessingElement(wiring.Component):
                          product.eq(self.mul_p)]
         else:
             product_register(m, self.family, "mult", self.w_in, operand, product)
-        # (output stationary only: the stationary bits are not registered, as constants in
-        # registers trip yosys' iCE40 flow with conflicting init values)
+        # (output stationary only: the stationary bits are not registered, see delay_beat)
         for field in beat_fields(self.stationary):
             m.d.sync += [ctl[field].eq(self.ctl_in[field]),
                          self.ctl_out[field].eq(self.ctl_in[field])]
@@ -152,7 +161,7 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += stat_next.eq(self.preload_data)
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(product + acc)
-        with m.If(ctl.valid & ((self.mode == 0) | os_only)):
+        with m.If(ctl.valid & os_mode):
             with m.If(ctl.first):
                 m.d.sync += acc.eq(product)
                 m.d.comb += total.eq(product)
@@ -294,26 +303,12 @@ class SystolicArray(wiring.Component):
                                  pe.preload.eq(preload_en & (preload_row == r)),
                                  pe.preload_data.eq(preload_data[c])]
 
-        def delay(value, depth, name):
-            """``value`` delayed by ``depth`` cycles through a register chain."""
-            for i in range(depth):
-                reg = Signal.like(value, name=f"{name}_d{i}")
-                m.d.sync += reg.eq(value)
-                value = reg
-            return value
-
-        def delay_ctl(value, depth, name):
-            """The control bits the array uses, delayed (the others stay 0)."""
-            out = Signal(BeatControl, name=name)
-            for field in beat_fields(self.stationary):
-                m.d.comb += out[field].eq(delay(value[field], depth, f"{name}_{field}"))
-            return out
-
         # the edge register (the first stage of every skew chain) and the preload, delayed as
         # much so that preloads keep their place relative to the beats
         for r in range(R):
-            m.d.comb += [pes[r][0].w_in.eq(delay(self.w_edge[r], r + 1, f"w_skew{r}")),
-                         pes[r][0].ctl_in.eq(delay_ctl(self.ctl_edge, r + 1, f"ctl_skew{r}"))]
+            m.d.comb += [pes[r][0].w_in.eq(delay(m, self.w_edge[r], r + 1, f"w_skew{r}")),
+                         pes[r][0].ctl_in.eq(delay_beat(m, self.ctl_edge, r + 1, f"ctl_skew{r}",
+                                                        self.stationary))]
             for c in range(1, C):
                 m.d.comb += [pes[r][c].w_in.eq(pes[r][c - 1].w_out),
                              pes[r][c].ctl_in.eq(pes[r][c - 1].ctl_out)]
@@ -321,11 +316,11 @@ class SystolicArray(wiring.Component):
         if self.row_inputs:
             from_rows = Signal()
             m.d.sync += from_rows.eq(self.x_from_rows)
-            row_x = [delay(self.x_rows[r], r + 1, f"xr_skew{r}") for r in range(R)]
+            row_x = [delay(m, self.x_rows[r], r + 1, f"xr_skew{r}") for r in range(R)]
         for c in range(C):
             m.d.comb += pes[0][c].psum_in.eq(0)
             for r in range(R):
-                above = (delay(self.x_edge[c], c + 1, f"x_skew{c}") if r == 0
+                above = (delay(m, self.x_edge[c], c + 1, f"x_skew{c}") if r == 0
                          else pes[r - 1][c].x_out)
                 if row_x:
                     above = Mux(from_rows, row_x[r], above)
@@ -334,13 +329,13 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)
             # deskew the bottom row: column c is c cycles ahead of column C-1
             if self.stationary:
-                m.d.comb += self.psums[c].eq(delay(pes[R - 1][c].psum_out, C - 1 - c,
+                m.d.comb += self.psums[c].eq(delay(m, pes[R - 1][c].psum_out, C - 1 - c,
                                                    f"deskew{c}"))
         for r in range(R):
             for c in range(C):
                 m.d.comb += self.results[r][c].eq(pes[r][c].result)
         # the corner's control bits, aligned with its result / partial sum (product register)
-        corner = delay_ctl(pes[R - 1][C - 1].ctl_out, 1, "corner")
+        corner = delay_beat(m, pes[R - 1][C - 1].ctl_out, 1, "corner", self.stationary)
         m.d.comb += [self.done.eq(corner.valid & corner.last & (self.mode == 0)),
                      self.psum_ctl.eq(corner)]
         return m

@@ -187,9 +187,10 @@ class Family:
 #: iCE40 DSPs: ``dsp_yosys`` is what ``synth_ice40 -dsp`` mapped then (only 2 of the
 #: post-processor's four 16×16 products, with "Driver-driver conflict" warnings on ``ppu.lo4``);
 #: the blocks are instantiated now (two PEs each, the requantizer's four: model ⌈PEs/2⌉ + 4).
-#: The iCE40 LUT figures predate the control changes and the PE pairs: the 2×2 board core now
-#: takes 3,637 cells where the model says 5,275, a 4×2 one 4,138; the model is conservative
-#: and refuses UP5K designs that fit, until these runs are redone with the current flow.
+#: The iCE40 LUT figures predate the control changes, the PE pairs and the output-stationary-only
+#: engine: the 2×2 digits core took 3,637 cells where the model says 5,275, the 4×2 board core
+#: takes 3,798; the model is conservative and refuses UP5K designs that fit, until these runs
+#: are redone with the current flow.
 FAMILIES = {
     "ice40": Family(
         dsp_name="SB_MAC16", memory=MEMORY_FAMILIES["ice40"], pes_per_dsp=2, ppu_dsps=4,
