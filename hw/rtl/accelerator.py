@@ -57,12 +57,12 @@ from amaranth.lib.wiring import In, Out
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc, delay,
+from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc,
                                     descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
-from cnnforge.hw.rtl.pe_array import SystolicArray, delay_beat
+from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray, beat_fields
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.sequencer import PerfCounters, Sequencer
 from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
@@ -303,14 +303,24 @@ class Accelerator(wiring.Component):
         the controller's timing is that of a one-cycle read). The weight address is among them,
         so its data still comes with the bank data. Without ``stationary`` layers the preload
         strobes and the beat's stationary bits are constants the controller leaves undriven:
-        not delayed (:func:`~cnnforge.hw.rtl.pe_array.delay_beat`)."""
+        not delayed (as in :func:`~cnnforge.hw.rtl.pe_array.delay_beat`)."""
+        def delay(value, name):
+            for stage in range(1, latency):
+                q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")
+                m.d.sync += q.eq(value)
+                value = q
+            return value
+
         aligned = SimpleNamespace()
         for name in Controller.READ_ALIGNED:
             value = getattr(ctl, name)
-            if latency > 1 and name == "beat":
-                value = delay_beat(m, value, latency - 1, "ctl_beat", stationary)
+            if name == "beat":
+                beat = Signal(BeatControl, name="ctl_beat_aligned")
+                m.d.comb += [beat[f].eq(delay(value[f], f"beat_{f}"))
+                             for f in beat_fields(stationary)]
+                value = beat
             elif stationary or not name.startswith("preload"):
-                value = delay(m, value, latency - 1, f"ctl_{name}")
+                value = delay(value, name)
             setattr(aligned, name, value)
         return aligned
 
