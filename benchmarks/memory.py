@@ -28,7 +28,7 @@ from common import machine_info
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import EBR, LUTRAM, SPRAM, fit_memories, plan_memory
-from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
+from cnnforge.hw.compiler.program import compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
 
@@ -89,15 +89,12 @@ def main():
     for name, path in MODELS.items():
         qnets[name] = qnet = load(path)
         for key, dev in DEVICES.items():
-            program, plan = fit_memories(qnet, AcceleratorConfig(
-                dev.rows, dev.cols, algorithm=dev.algorithm, lutram_buffers=dev.lutram_buffers),
-                dev)
+            program, plan = fit_memories(qnet, dev.config(), dev)
             rows.append(row(name, program, key, plan))
     dev = DEVICES["lfe5u-85f"]
     vww = "VWW (MobileNetV1-0.25)"
     for rows_, cols in VWW_ARRAYS:
-        program = compile_network(qnets[vww], AcceleratorConfig(
-            rows_, cols, algorithm=dev.algorithm, lutram_buffers=dev.lutram_buffers))
+        program = compile_network(qnets[vww], dev.config(rows_, cols))
         vww_rows.append(row(vww, program, dev.key))
     print_table(rows, "memory plans, each device's default design (cnnforge synth --device)")
     print_table(vww_rows, "VWW on lfe5u-85f at smaller arrays")

@@ -2,10 +2,10 @@
 channel; green LED = waiting for a frame, red LED = a frame was rejected; on the break-off PMOD,
 LED1 (red) = busy, LED2 (green) = a result was sent.
 
-The UP5K has 8 SB_MAC16 DSP blocks: the post-processor's 32×31-bit multiply takes 4 of them and
-two PEs share each of the others (8×8 mode). The PE array is 4×2 (all 8 blocks), which the KWS
-core fits with an output-stationary-only engine (docs/boards.md, "Two int8 products per
-SB_MAC16").
+The UP5K has 8 SB_MAC16 DSP blocks: two PEs share each of six (8×8 mode), a 4×3 PE array of 12
+int8 MACs a cycle, and the post-processor's 32×31-bit multiply time-shares the other two (a
+result every other cycle, ``AcceleratorConfig.ppu_interval``). The KWS core fits with an
+output-stationary-only engine (docs/boards.md, "Two int8 products per SB_MAC16").
 
 ``python -m cnnforge.boards.icebreaker`` builds the digits bitstream (as ``make bitstream
 BOARD=icebreaker``).
@@ -23,7 +23,7 @@ from cnnforge.boards.top import BoardSpec
 __all__ = ["SPEC", "ICEBreakerTop", "ICEBreakerPlatform"]
 
 SPEC = BoardSpec(
-    name="icebreaker", device="up5k", rows=4, cols=2, core_mhz=30.0, baud=115200,
+    name="icebreaker", device="up5k", rows=4, cols=3, core_mhz=30.0, baud=115200,
     bitstream="bin",
     # direct convolution only: the Winograd unit does not fit next to the rest in 5280 cells
     algorithm="direct",

@@ -19,7 +19,6 @@ from cnnforge.boards.hostlink import HostLink
 from cnnforge.boards.spi_flash import SPI_SIGNATURE
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.program import AcceleratorConfig
 
 __all__ = ["BoardSpec", "LinkTop", "FLASH_WAKE_S"]
 
@@ -192,10 +191,9 @@ class BoardSpec:
 
     def config(self):
         """The accelerator configuration built for this board."""
-        return AcceleratorConfig(rows=self.rows, cols=self.cols,
-                                 input_buffer_bytes=self.input_buffer_bytes,
-                                 algorithm=self.algorithm,
-                                 lutram_buffers=DEVICES[self.device].lutram_buffers)
+        return DEVICES[self.device].config(self.rows, self.cols,
+                                           input_buffer_bytes=self.input_buffer_bytes,
+                                           algorithm=self.algorithm)
 
     def link_top(self, program, clk_freq=None, *, primitives=False):
         """The board core for ``program`` at this board's clock and baud rate (reading SPRAM

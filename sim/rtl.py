@@ -89,7 +89,7 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=No
 
 
 def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_width=32,
-                   rounding="gemmlowp"):
+                   rounding="gemmlowp", interval=1):
     """Run accumulators through the :class:`PostProcessor` (no pooling).
 
     Parameters
@@ -100,6 +100,8 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     params : list of dict
         ``{"bias", "multiplier", "shift"}`` per channel.
     rounding : ``"gemmlowp"`` or ``"nearest-even"``
+    interval : int
+        The unit's ``interval``: one beat every 1 or 2 cycles (the cycles between held low).
 
     Returns
     -------
@@ -107,22 +109,26 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     """
     acc = np.asarray(acc)
     n = len(acc)
-    dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()), rounding)
+    dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()), rounding,
+                        interval=interval)
     written = {}
 
     async def bench(ctx):
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.act_min, act_min)
         ctx.set(dut.act_max, act_max)
-        for i in range(n + dut.latency + 1):
-            if i < n:
+        for t in range(interval * n + dut.latency + 1):
+            i, gap = divmod(t, interval)
+            if i < n and not gap:
                 ctx.set(dut.valid, 1)
                 ctx.set(dut.acc, int(acc[i]))
                 ctx.set(dut.channel, int(channels[i]))
                 ctx.set(dut.addr, i)
                 ctx.set(dut.first, 1)
-            else:
+            else:                       # junk where no beat is valid
                 ctx.set(dut.valid, 0)
+                ctx.set(dut.acc, ~ctx.get(dut.acc))
+                ctx.set(dut.channel, 0)
             if ctx.get(dut.wr_en):
                 written[ctx.get(dut.wr_addr)] = ctx.get(dut.wr_data)
             await ctx.tick()

@@ -48,27 +48,26 @@ def random_images(qnet, count, seed):
 
 
 def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
-                  lutram_buffers=False, **kwargs):
+                  lutram_buffers=False, ppu_interval=1, **kwargs):
     """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
     from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
     has to cut layers into several tiles."""
     budget = cols
+
+    def config(budget):
+        return AcceleratorConfig(rows, cols, input_buffer_bytes=budget, dataflow=dataflow,
+                                 algorithm=algorithm, lutram_buffers=lutram_buffers,
+                                 ppu_interval=ppu_interval)
     for _ in range(20):
         try:
-            compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                    dataflow=dataflow, algorithm=algorithm,
-                                                    lutram_buffers=lutram_buffers),
-                            **kwargs)
+            compile_network(qnet, config(budget), **kwargs)
             break
         except ConfigError as exc:
             need = re.search(r"needs (\d+) bytes", str(exc))
             assert need and int(need.group(1)) > budget, str(exc)
             budget = int(need.group(1))
     budget = max(cols, int(budget * slack))
-    return compile_network(qnet, AcceleratorConfig(rows, cols, input_buffer_bytes=budget,
-                                                   dataflow=dataflow, algorithm=algorithm,
-                                                   lutram_buffers=lutram_buffers),
-                           **kwargs)
+    return compile_network(qnet, config(budget), **kwargs)
 
 
 def layer_cycles(entry):

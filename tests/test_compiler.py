@@ -15,6 +15,7 @@ from cnnforge.hw.frontend.network import (
 )
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
+from tests.helpers import inverted_residual
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "net.py"
 
@@ -54,6 +55,28 @@ def test_array_size_limits_accepted(rows, cols):
     cfg = AcceleratorConfig(rows=rows, cols=cols, input_buffer_bytes=max(64, cols))
     assert (cfg.rows, cfg.cols, cfg.pes) == (rows, cols, rows * cols)
     assert cfg.min_pass_beats == rows * cols + 1
+
+
+def test_ppu_interval(digits):
+    """``ppu_interval`` 1 or 2; with 2 passes are at least 2·R·C + 1 beats and every layer runs
+    output reuse, direct (the other drains and the element-wise add feed the post-processor
+    every cycle): ``auto`` picks OR, an explicit IR, WR, Winograd or an add is refused by
+    name."""
+    with pytest.raises(ConfigError, match=r"^ppu_interval=3: the post-processor takes a beat "
+                                          r"every 1 or 2 cycles$"):
+        AcceleratorConfig(ppu_interval=3)
+    assert AcceleratorConfig(4, 3, ppu_interval=2).min_pass_beats == 25
+    program = compile_network(digits, AcceleratorConfig(4, 4, dataflow="auto", ppu_interval=2))
+    assert {layer.dataflow for layer in program.layers} == {"or"}
+    for config, error in [(dict(dataflow="wr"), "runs wr"),
+                          (dict(algorithm="winograd"), "runs winograd")]:
+        with pytest.raises(ConfigError, match=rf"^layer \S+ \(\S+\): {error}, whose drain feeds "
+                                              r"the post-processor every cycle; ppu_interval=2 "
+                                              r"needs output reuse \(dataflow 'or', direct\)$"):
+            compile_network(digits, AcceleratorConfig(4, 4, ppu_interval=2, **config))
+    with pytest.raises(ConfigError, match=r"^layer \S+ \(Add\): an element-wise add feeds the "
+                                          r"post-processor every cycle"):
+        compile_network(quantize(inverted_residual()), AcceleratorConfig(2, 2, ppu_interval=2))
 
 
 def test_unknown_dataflow():

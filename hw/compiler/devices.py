@@ -5,6 +5,8 @@ Totals from the vendors' data sheets (Lattice FPGA-DS-02008 iCE40 UltraPlus, FPG
 
 from dataclasses import dataclass
 
+from cnnforge.hw.compiler.program import AcceleratorConfig
+
 __all__ = ["DEVICES", "Device"]
 
 
@@ -59,6 +61,33 @@ class Device:
         :attr:`int8_products_per_dsp`)."""
         return self.dsps * self.int8_products_per_dsp
 
+    def pe_dsps(self, rows, cols):
+        """DSP blocks a ``rows`` × ``cols`` PE array takes: two PEs per ``SB_MAC16`` (8×8 mode)
+        on the iCE40, one per ``MULT18X18D`` on the ECP5."""
+        return -(-rows * cols // (2 if self.family == "ice40" else 1))
+
+    def ppu_interval(self, rows, cols):
+        """``AcceleratorConfig.ppu_interval`` for a ``rows`` × ``cols`` array on this device: 1
+        where the array leaves the requantizer its four DSP blocks, else 2 (two blocks,
+        time-shared: a result every other cycle). The UP5K's 4×3 array takes 6 of its 8."""
+        return 1 if self.pe_dsps(rows, cols) + 4 <= self.dsps else 2
+
+    def config(self, rows=None, cols=None, **kwargs):
+        """The :class:`~cnnforge.hw.compiler.program.AcceleratorConfig` ``cnnforge synth``
+        builds for this device: its default array unless ``rows`` / ``cols`` are given, its
+        algorithm, input tile buffer kind and post-processor interval; ``kwargs`` (any
+        other field) passed on.
+
+        Raises
+        ------
+        ConfigError
+            As :class:`~cnnforge.hw.compiler.program.AcceleratorConfig`.
+        """
+        rows, cols = rows or self.rows, cols or self.cols
+        return AcceleratorConfig(rows, cols, **{
+            "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
+            "ppu_interval": self.ppu_interval(rows, cols), **kwargs})
+
     @property
     def lutram_buffers(self):
         """``AcceleratorConfig.lutram_buffers`` for this device: on ECP5 the input tile buffers
@@ -68,7 +97,7 @@ class Device:
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", "iCE40UP5K-SG48", ("--up5k", "--package", "sg48"),
-                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=4, cols=2,
+                   luts=5280, dsps=8, bram=30, spram=4, target_mhz=48.0, rows=4, cols=3,
                    algorithm="direct"),
     "lfe5u-25f": Device("lfe5u-25f", "ecp5", "LFE5U-25F-6BG381C",
                         ("--25k", "--package", "CABGA381", "--speed", "6"),

@@ -266,6 +266,10 @@ class MemorySpec:
         Read combinationally (``domain="comb"``): distributed RAM or logic only.
     force_block : bool
         The RTL asks for block RAM (``rom_style="block"``).
+    block_without_lutram : bool
+        The RTL asks for block RAM on a family without distributed RAM (the iCE40:
+        ``ram_style="block"``), a small memory that would otherwise be registers
+        (``hw/rtl/common.py``: ``delay_line``, ``BlockRAMFIFO``).
     spram : bool
         The RTL builds it of SPRAM blocks (``hw/rtl/spram.py``: ``SB_SPRAM256KA`` 16K × 16,
         one block per ``count``, ⌈width / 16⌉ × ⌈depth / 16K⌉ blocks each).
@@ -282,6 +286,7 @@ class MemorySpec:
     initialized: bool = False
     async_read: bool = False
     force_block: bool = False
+    block_without_lutram: bool = False
     spram: bool = False
 
     @property
@@ -413,6 +418,12 @@ def memory_specs(program):
                    len(program.layers), desc_bits, write_ports=0, rom=True, initialized=True),
         MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", program.input_banks,
                    2 * program.slot_words, 8, async_read=cfg.lutram_buffers),
+        # amaranth's SyncFIFOBuffered of depth 4: 3 words of storage and its output register
+        MemorySpec("pass metadata FIFO", "amaranth.lib.fifo (hw/rtl/accelerator.py meta)", 1, 3,
+                   sum(program.meta_widths().values()), block_without_lutram=True),
+        MemorySpec("post-processor address delay line",
+                   "hw/rtl/common.py (delay_line: hw/rtl/ppu.py addr_delay)", 1, 16,
+                   program.fm_addr_width, block_without_lutram=True),
     ]
     if program.stationary:
         out.append(MemorySpec("partial-sum buffer", "hw/rtl/drain.py (psum<c>)", cfg.cols,
@@ -440,7 +451,7 @@ def _place(spec, family):
         depth, width = family.spram_shape or (1, 1)
         return PlacedMemory(spec, SPRAM, 1, sprams=spec.count * -(-spec.width // width)
                             * -(-spec.depth // depth))
-    if spec.force_block:
+    if spec.force_block or spec.block_without_lutram and family.lutram_cost is None:
         n = blocks(spec.depth, spec.width, family)
         return PlacedMemory(spec, EBR, copies, spec.count * copies * n)
     if spec.async_read:            # block RAM reads are synchronous

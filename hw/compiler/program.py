@@ -87,6 +87,13 @@ class AcceleratorConfig:
         The weights in SPRAM instead of a block-RAM ROM: SPRAM is not initialized by the
         bitstream, so the accelerator takes them as a byte stream (``i_weights``,
         :func:`weight_image`) before the first image.
+    ppu_interval : int
+        Cycles between the post-processor's input beats: 1, or 2 for a requantizer whose four
+        16×16 partial products are time-shared over two DSP blocks instead of four (the iCE40
+        UltraPlus's eight ``SB_MAC16`` then leave six, twelve int8 products, to the PE array).
+        With 2 the output-reuse drain hands over a result every other cycle and a pass is at
+        least 2·R·C + 1 beats; every layer must run output reuse (direct): the other drains
+        and the element-wise add feed the post-processor every cycle.
 
     Raises
     ------
@@ -102,6 +109,7 @@ class AcceleratorConfig:
     lutram_buffers: bool = False
     spram_feature_maps: bool = False
     spram_weights: bool = False
+    ppu_interval: int = 1
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -112,6 +120,9 @@ class AcceleratorConfig:
         if self.algorithm not in ("auto", "direct", "winograd"):
             raise ConfigError(f"algorithm {self.algorithm!r}: choose one of 'auto', 'direct', "
                               "'winograd'")
+        if self.ppu_interval not in (1, 2):
+            raise ConfigError(f"ppu_interval={self.ppu_interval}: the post-processor takes a "
+                              "beat every 1 or 2 cycles")
         if self.input_buffer_bytes < self.cols:
             raise ConfigError(f"input_buffer_bytes={self.input_buffer_bytes} is smaller than one "
                               f"word per bank ({self.cols} banks)")
@@ -134,10 +145,10 @@ class AcceleratorConfig:
 
     @property
     def min_pass_beats(self):
-        """Shortest pass (beats between two ``first`` flags): R·C + 1, so the drain (one result
-        per cycle, starting the cycle after ``done``) reads every PE before it finishes the next
-        pass (see ``SystolicArray``)."""
-        return self.rows * self.cols + 1
+        """Shortest pass (beats between two ``first`` flags): I·R·C + 1 (I =
+        :attr:`ppu_interval`), so the drain (one result every I cycles, starting the cycle after
+        ``done``) reads every PE before it finishes the next pass (see ``SystolicArray``)."""
+        return self.ppu_interval * self.rows * self.cols + 1
 
 
 #: Loop bounds the engine compares its counters against every cycle: the descriptor also holds
@@ -339,6 +350,33 @@ class Program:
             else:
                 widths[name] = (False, max(1, hi.bit_length()))
         return widths
+
+    @property
+    def pooling(self):
+        """Whether a layer has a fused max-pool (the post-processor's read-modify-write)."""
+        return any(layer.values.get("pool_mask", 0) for layer in self.layers)
+
+    @property
+    def fm_addr_width(self):
+        """Bits of a feature-map address."""
+        return max(1, (self.fm_depth - 1).bit_length())
+
+    def meta_widths(self):
+        """Bits per field of a pass's (OR) or group's (IR, WR) output coordinates, the entries of
+        the engine's metadata FIFO (``hw/rtl/drain.py: meta_layout``): first channel
+        ``m0 < M + R``, output row ``oy < OH + Tr``, first column ``ox0 < OW + Tc + C``,
+        ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; ``out_base``: an OR pass's first output
+        address."""
+        def most(*names):
+            return max(layer.values[n] for layer in self.layers for n in names)
+
+        def bits(n):
+            return max(1, int(n).bit_length())
+        R, C = self.config.rows, self.config.cols
+        return {"m0": bits(most("M") + max(R, C)), "oy": bits(most("OH") + most("Tr")),
+                "ox0": bits(most("OW") + most("Tc") + C), "x_end": bits(most("OW")),
+                "rows": bits(most("Tr")), "cols": bits(most("Tc")),
+                "out_base": self.fm_addr_width + 1}
 
     @property
     def rounding(self):
@@ -856,6 +894,10 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         if cfg.spram_feature_maps:
             _check_spram_layer(name, grp, sources[index], slot_of)
         if op.kind == "add":
+            if cfg.ppu_interval > 1:
+                raise ConfigError(f"layer {name} ({type_}): an element-wise add feeds the "
+                                  f"post-processor every cycle; ppu_interval={cfg.ppu_interval} "
+                                  "needs every layer in output reuse")
             v = _add_values(op)
             v.update(src=slot_of[sources[index][0]] * region,
                      src2=slot_of[sources[index][1]] * region, dst=slot_of[index] * region,
@@ -964,6 +1006,12 @@ def _candidates(op, g, cfg, name, type_, dataflows, algorithms):
         candidates = [Dataflow.WINOGRAD]
     elif algorithm == "auto" and applies:
         candidates.append(Dataflow.WINOGRAD)
+    if cfg.ppu_interval > 1:
+        if Dataflow.OR not in candidates:
+            raise ConfigError(f"layer {name} ({type_}): runs {candidates[0].key}, whose drain "
+                              f"feeds the post-processor every cycle; ppu_interval="
+                              f"{cfg.ppu_interval} needs output reuse (dataflow 'or', direct)")
+        candidates = [Dataflow.OR]
     return candidates
 
 

@@ -10,11 +10,12 @@ hardware's exact timing rules: the loader streams one value per cycle into a pin
 the input tile buffer and starts the next tile three cycles after the last value, or two cycles
 after the controller releases the half (a value is written two cycles after its read: the block
 RAM, then a register); the controller starts a tile two cycles after the last write lands; OR
-passes last ``L = max(K, R·C + 1)`` beats back to back; an IR / WR group is a
+passes last ``L = max(K, I·R·C + 1)`` beats back to back, drained one result every ``I`` cycles
+(``ppu_interval``); an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
 (the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers)
-and the post-processor writes ``PPU_LATENCY`` cycles after its input (:mod:`.timing`). Access
+and the post-processor writes ``ppu_latency(I)`` cycles after its input (:mod:`.timing`). Access
 counts are closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd,
 MobileNet and Verilator tests) check every figure against the RTL counters.
 
@@ -30,7 +31,7 @@ __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer
            "load_order"]
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import PPU_LATENCY, array_latency, tile_read_latency
+from cnnforge.hw.models.timing import array_latency, ppu_latency, tile_read_latency
 
 
 def _ceil_div(a, b):
@@ -126,7 +127,7 @@ def layer_model(v, cfg):
     R, C = cfg.rows, cfg.cols
     df, K, M, N = Dataflow(v["df"]), v["K"], v["M"], v["N"]
     if df is Dataflow.ADD:
-        return _add_model(v)
+        return _add_model(v, cfg)
     loads = list(load_order(v))
     nloads = len(loads)
 
@@ -178,7 +179,7 @@ def layer_model(v, cfg):
                       ideal_cycles=_ceil_div(macs, cfg.pes), **acc)
 
 
-def _add_model(v):
+def _add_model(v, cfg):
     """Predicted counters of an element-wise add layer: one element per cycle (both inputs
     read in the same cycle, two table lookups), after the controller's entry cycle and the two
     pipeline stages.
@@ -187,15 +188,16 @@ def _add_model(v):
     ----------
     v : dict
         The layer's values (``out_size`` elements).
+    cfg : AcceleratorConfig
 
     Returns
     -------
     LayerModel
     """
     n = v["out_size"]
-    return LayerModel(cycles=n + 5 + PPU_LATENCY, ibuf_reads=0, ibuf_writes=0,
-                      weight_reads=2 * n, obuf_reads=0, obuf_writes=0, fm_reads=2 * n,
-                      fm_writes=n, macs=0, ideal_cycles=0)
+    return LayerModel(cycles=n + 5 + ppu_latency(cfg.ppu_interval), ibuf_reads=0,
+                      ibuf_writes=0, weight_reads=2 * n, obuf_reads=0, obuf_writes=0,
+                      fm_reads=2 * n, fm_writes=n, macs=0, ideal_cycles=0)
 
 
 def _or_tile(v, cfg, start, tile, blocks, end, acc):
@@ -244,7 +246,9 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     # pooling floor writes nothing), decide when the layer can end
     last_beat = f_end - (L - K)
     done = last_beat + A
-    end = max(end, f_end + 1, done + R * C + 1)
+    # the drain hands over one result every I cycles
+    interval = cfg.ppu_interval
+    end = max(end, f_end + 1, done + interval * R * C + 1)
     order = [(mb, row, g) for mb in blocks for row in range(rows) for g in range(groups_t)]
     for p in reversed(range(passes)):
         mb, row, g = order[p]
@@ -254,7 +258,7 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
                     and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
                    None)
         if hit is not None:
-            end = max(end, done_p + 1 + hit + PPU_LATENCY + 1)
+            end = max(end, done_p + 1 + interval * hit + ppu_latency(interval) + 1)
             break
     return f_end, end
 
@@ -336,7 +340,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
         for i in reversed(range(n_drain)):
             m, oy, ox = order(i)
             if ox < gx_end and _ppu_valid(v, m, oy, ox):
-                end = max(end, y + 2 + i + PPU_LATENCY + 1)
+                end = max(end, y + 2 + i + ppu_latency(cfg.ppu_interval) + 1)
                 break
         cycle = s_end + 1
     f_end = cycle - 1
@@ -386,7 +390,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
                     tx = tx0 + c
                     oy, ox = 2 * ty + (q >> 1), 2 * tx + (q & 1)
                     if tx < tx_end and _ppu_valid(v, mb * R + r, oy, ox):
-                        end = max(end, y + 2 + e + PPU_LATENCY + 1)
+                        end = max(end, y + 2 + e + ppu_latency(cfg.ppu_interval) + 1)
                         break
                 block = last_pass_end + 1
             st["v_free"][vh] = last_pass_end + 1          # v_clr at the last pass cycle

@@ -7,13 +7,28 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "tile_read_latency", "PPU_LATENCY"]
+__all__ = ["array_latency", "ppu_latency", "tile_read_latency"]
 
-#: Cycles from a post-processor input beat to its write (``PostProcessor.latency``): the input
-#: beat is registered (the parameter ROM reads meanwhile), the parameters, bias, four
-#: registered 16×16 partial products, three adder levels to the 64-bit product, four for the
-#: rounding, one for the zero point's add (beside the 10-bit range test), one for the clamp.
-PPU_LATENCY = 13
+def ppu_latency(interval=1):
+    """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
+
+    The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
+    bias, four registered 16×16 partial products, two adder levels to the 64-bit product, four
+    for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
+    clamp: 12. A post-processor taking a beat every other cycle (``interval`` 2: its partial
+    products time-shared over two DSP blocks) has one more stage (the first products kept in
+    registers): 13.
+
+    Parameters
+    ----------
+    interval : int
+        1 or 2: cycles between the beats the post-processor can take.
+
+    Returns
+    -------
+    int
+    """
+    return 12 + (interval - 1)
 
 
 def tile_read_latency(lutram):

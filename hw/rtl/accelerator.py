@@ -51,14 +51,14 @@ Input tile buffer layouts (the address generators' contract):
 from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, PingPong, bits, connect_desc,
-                                    descriptor_layout, most_of)
+from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
+                                    connect_desc, descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
@@ -143,10 +143,10 @@ class Accelerator(wiring.Component):
         modes = {Dataflow(layer.values["df"]) for layer in prog.layers}
         has_add, wino = Dataflow.ADD in modes, Dataflow.WINOGRAD in modes
         desc = self.descriptor_layout()
-        fm_aw = bits(prog.fm_depth - 1)
+        fm_aw = prog.fm_addr_width
         bank_aw = bits(2 * prog.slot_words - 1) + 1
         w_aw = bits(len(prog.weights)) + 1
-        meta = meta_layout(prog, R, C, fm_aw)
+        meta = meta_layout(prog)
         ppu_width = max(prog.acc_width, prog.y4_width - 2)
 
         def most(*names):
@@ -171,7 +171,8 @@ class Accelerator(wiring.Component):
                                                    row_inputs=prog.depthwise_rows,
                                                    stationary=prog.stationary)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
-                                               family=family)
+                                               family=family, interval=cfg.ppu_interval,
+                                               pooling=prog.pooling)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max), ppu.rd_data.eq(fm_rd_b.data),
                      seq.ppu_wr_addr.eq(ppu.wr_addr), seq.ppu_wr_data.eq(ppu.wr_data),
@@ -181,9 +182,11 @@ class Accelerator(wiring.Component):
         m.submodules.loader = loader = TileLoader(NB, R, C, prog.slot_words, bank_aw, fm_aw,
                                                   desc, most)
         m.submodules.controller = ctl = Controller(prog, bank_aw, w_aw, meta, desc)
-        m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw)
+        m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
+                                                        interval=cfg.ppu_interval)
         m.submodules.slots = slots = PingPong()
-        m.submodules.meta = meta_fifo = fifo.SyncFIFOBuffered(width=meta.size, depth=4)
+        m.submodules.meta = meta_fifo = BlockRAMFIFO(width=meta.size, depth=4,
+                                                      family=self.primitives or None)
         units = [loader, ctl, drain]
         m.d.comb += [slots.set.eq(loader.slot_set), slots.clr.eq(ctl.slot_clr),
                      loader.slot_full.eq(slots.full), ctl.slot_full.eq(slots.full),

@@ -2,12 +2,13 @@
 fields a unit reads, and the per-cycle events that feed the performance counters."""
 
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["COUNTERS", "NO_RW_CHECK", "Events", "PingPong", "bits", "connect_desc", "counter",
-           "delay", "desc_layout", "descriptor_layout", "end_ahead", "most_of", "one_hot",
-           "ecp5_product", "ice40_product", "ice40_product_pair", "product_register"]
+__all__ = ["COUNTERS", "NO_RW_CHECK", "BlockRAMFIFO", "Events", "PingPong", "bits",
+           "connect_desc", "counter", "delay", "delay_line", "desc_layout", "descriptor_layout",
+           "end_ahead", "most_of", "one_hot", "ecp5_product", "ice40_product",
+           "ice40_product_pair", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -22,6 +23,66 @@ def delay(m, value, depth, name):
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def delay_line(m, value, depth, name, family=None):
+    """``value`` delayed by ``depth`` cycles (2 ≤ ``depth`` ≤ 16) through a 16-word RAM in
+    ``m``'s sync domain, not a chain of registers: each cycle writes ``value`` at a wrapping
+    pointer and reads the word written ``depth`` − 1 cycles before, so the result is the read
+    port's data register. On the iCE40 the RAM is one block RAM (``SB_RAM40_4K``, 16 bits a
+    word: one block per 16 bits of ``value``) where the registers would take one logic cell per
+    bit and cycle; on the ECP5 yosys builds it from distributed RAM. Starts with zeros; a
+    reset does not clear it (its users gate it with a delayed valid bit).
+
+    Parameters
+    ----------
+    value : Value
+    depth : int
+    name : str
+        The memory's name in ``m``.
+    family : ``"ice40"``, ``"ecp5"`` or None
+        ``"ice40"`` asks for block RAM (``ram_style``).
+
+    Returns
+    -------
+    Signal
+        Shaped as ``value``.
+
+    Raises
+    ------
+    ValueError
+        ``depth`` outside 2..16.
+    """
+    if not 2 <= depth <= 16:
+        raise ValueError(f"a delay line of {depth} cycles: 2 to 16")
+    attrs = {"ram_style": "block"} if family == "ice40" else {}
+    m.submodules[name] = ram = memory.Memory(shape=len(value), depth=16, init=[],
+                                             attrs={**attrs, **NO_RW_CHECK})
+    wr, rd = ram.write_port(), ram.read_port(transparent_for=())
+    pointer = Signal(4, name=f"{name}_ptr")
+    out = Signal.like(value, name=f"{name}_out")
+    m.d.sync += pointer.eq(pointer + 1)
+    m.d.comb += [wr.addr.eq(pointer), wr.data.eq(value), wr.en.eq(1),
+                 rd.addr.eq(pointer + 1 - depth), out.eq(rd.data)]
+    return out
+
+
+class BlockRAMFIFO(fifo.SyncFIFOBuffered):
+    """Amaranth's :class:`~amaranth.lib.fifo.SyncFIFOBuffered` (same ports, same timing) with its
+    storage in block RAM on the iCE40 (``family="ice40"``: ``ram_style``), where yosys would
+    otherwise build a FIFO of a few words out of logic cells, one per bit and word plus the read
+    multiplexer; elsewhere the plain FIFO (the ECP5's distributed RAM is cheap)."""
+
+    def __init__(self, *, width, depth, family=None):
+        super().__init__(width=width, depth=depth)
+        self._family = family
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        if self._family == "ice40":
+            # amaranth 0.5's SyncFIFOBuffered names its memory "storage"
+            m.submodules.storage.attrs.update(ram_style="block", **NO_RW_CHECK)
+        return m
 
 
 def bits(n):

@@ -1,12 +1,12 @@
 """Drainers: finished sums out of the PE array (OR) or out of the partial-sum buffer (IR, WR),
 one per cycle, to the post-processor, with their output coordinates."""
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, PingPong, bits, desc_layout, most_of, one_hot
+from cnnforge.hw.rtl.common import Events, PingPong, bits, desc_layout, one_hot
 from cnnforge.hw.rtl.pe_array import BeatControl
 
 __all__ = ["OutputDrainer", "PartialSumBuffer", "meta_layout", "ppu_input_layout"]
@@ -19,29 +19,30 @@ def ppu_input_layout(acc_width):
                               "ox": 16})
 
 
-def meta_layout(program, rows, cols, fm_addr_width):
-    """A pass's (OR) or group's (IR, WR) output coordinates, as wide as the network needs (the
-    metadata FIFO and the drainers' copies are flip-flops): first channel ``m0 < M + R``, output
-    row ``oy < OH + Tr``, first column ``ox0 < OW + Tc + C``, ``x_end <= OW``, ``rows <= Tr``,
-    ``cols <= Tc``; ``out_base``: an OR pass's first output address."""
-    def most(*names):
-        return most_of(program, *names)
-    return data.StructLayout({
-        "m0": bits(most("M") + max(rows, cols)), "oy": bits(most("OH") + most("Tr")),
-        "ox0": bits(most("OW") + most("Tc") + cols), "x_end": bits(most("OW")),
-        "rows": bits(most("Tr")), "cols": bits(most("Tc")), "out_base": fm_addr_width + 1,
-    })
+def meta_layout(program):
+    """A pass's (OR) or group's (IR, WR) output coordinates, as wide as the network needs
+    (:meth:`~cnnforge.hw.compiler.program.Program.meta_widths`; the metadata FIFO and the
+    drainers' copies are registers)."""
+    return data.StructLayout(program.meta_widths())
 
 
 class OutputDrainer(wiring.Component):
-    """OR: the R×C results of a finished pass, one per cycle (row-major), with their coordinates
-    from the pass's metadata.
+    """OR: the R×C results of a finished pass, one every ``interval`` cycles (row-major), with
+    their coordinates from the pass's metadata.
+
+    Parameters
+    ----------
+    rows, cols, acc_width : int
+    meta, desc : StructLayout
+    fm_addr_width : int
+    interval : int
+        Cycles per result (the post-processor's ``interval``, 1 or 2).
 
     Members
     -------
     take : In(1)
         The array's ``done`` in an OR layer: the pass's results are in the PEs' result registers
-        (they stay there for R·C cycles: the next pass cannot finish sooner).
+        (they stay there for interval·R·C cycles: the next pass cannot finish sooner).
     results : In(signed(acc_width)).array(rows).array(cols)
     meta, meta_take : In(meta_layout), Out(1)
         The head of the metadata FIFO and its read strobe.
@@ -53,8 +54,8 @@ class OutputDrainer(wiring.Component):
 
     FIELDS = ("M", "PHW")
 
-    def __init__(self, rows, cols, acc_width, meta, desc, fm_addr_width):
-        self._rows, self._cols = rows, cols
+    def __init__(self, rows, cols, acc_width, meta, desc, fm_addr_width, *, interval=1):
+        self._rows, self._cols, self._interval = rows, cols, interval
         self.EVENTS = {"obuf_writes": rows * cols, "obuf_reads": 1}
         super().__init__({
             "desc": In(desc_layout(desc, self.FIELDS)),
@@ -81,13 +82,30 @@ class OutputDrainer(wiring.Component):
         advance = Signal()
         last = Signal()
         m.d.comb += last.eq((r == R - 1) & (c == C - 1))
+        # with an interval of I > 1, each result is out in the first of its I cycles and the
+        # position moves in the last (tick counts them)
+        I = self._interval
+        head = moves = Const(1)
+        if I > 1:
+            tick = Signal(range(I), name="tick")
+            head, moves = tick == 0, tick == I - 1
         with m.If(self.take):
             m.d.comb += [self.meta_take.eq(1), advance.eq(1)]
             m.d.sync += [self.active.eq(1), r.eq(0), c.eq(0), meta.eq(self.meta),
                          self.row_addr.eq(self.meta.out_base)]
+            if I > 1:
+                m.d.sync += tick.eq(0)
             events.count("obuf_writes", R * C)
+        if I > 1:
+            with m.Elif(self.active & ~moves):
+                m.d.sync += tick.eq(tick + 1)
+                with m.If(head):
+                    events.count("obuf_reads")
         with m.Elif(self.active):
-            events.count("obuf_reads")
+            if I > 1:
+                m.d.sync += tick.eq(0)
+            else:
+                events.count("obuf_reads")
             m.d.comb += advance.eq(~last)
             with m.If(c == C - 1):
                 m.d.sync += [c.eq(0), r.eq(r + 1), self.row_addr.eq(self.row_addr + d.PHW)]
@@ -105,7 +123,7 @@ class OutputDrainer(wiring.Component):
         out = self.out
         m.d.comb += [out.ch.eq(meta.m0 + r), out.ox.eq(meta.ox0 + c), out.oy.eq(meta.oy),
                      out.acc.eq(Array(row_q)[r]),
-                     out.valid.eq(self.active & (out.ch < d.M) & (out.ox < meta.x_end))]
+                     out.valid.eq(self.active & head & (out.ch < d.M) & (out.ox < meta.x_end))]
         events.drive(self.events)
         return m
 

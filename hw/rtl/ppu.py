@@ -21,8 +21,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.models.timing import PPU_LATENCY
-from cnnforge.hw.rtl.common import product_register
+from cnnforge.hw.models.timing import ppu_latency
+from cnnforge.hw.rtl.common import delay_line, product_register
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -36,7 +36,7 @@ class ChannelParams(data.Struct):
 
 
 class PostProcessor(wiring.Component):
-    """Bias + requantize + clamp + fused max-pool, one result per cycle.
+    """Bias + requantize + clamp + fused max-pool, one result every ``interval`` cycles.
 
     Parameters
     ----------
@@ -52,6 +52,17 @@ class PostProcessor(wiring.Component):
     family : ``"ice40"``, ``"ecp5"`` or None
         The FPGA family synthesized for (None: simulation): the partial products in the DSP
         blocks' registers (:func:`~cnnforge.hw.rtl.common.product_register`).
+    interval : int
+        Cycles between input beats: 1 (four DSP blocks multiply at once) or 2 (two blocks,
+        time-shared; one more stage of latency).
+    pooling : bool
+        Whether a layer of the network has a fused max-pool: without, the unit never reads the
+        feature map (no read-modify-write, ``rd_en`` stays low, ``first`` is ignored).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``rounding`` or an ``interval`` other than 1 or 2.
 
     Members
     -------
@@ -72,9 +83,10 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (13: the input beat is registered while
-        the parameter ROM reads, then the parameters registered, bias, four registered 16×16
-        partial products, three adder levels to the 64-bit product, four for the rounding
+        Cycles from a beat at the input to its write (``ppu_latency(interval)``, from
+        :mod:`cnnforge.hw.models.timing`; 12 at an interval of 1: the input beat is registered
+        while the parameter ROM reads, then the parameters registered, bias, four registered 16×16
+        partial products, two adder levels to the 64-bit product, four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
         in two steps), one for the zero point's add beside the range test, one for the clamp).
         Every input goes straight into a register (the channel into the parameter ROM's address
@@ -82,11 +94,15 @@ class PostProcessor(wiring.Component):
         multiply per stage keeps the unit off the critical path (docs/boards.md).
     """
 
-    latency = PPU_LATENCY
-
-    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, family=None):
+    def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, family=None,
+                 interval=1, pooling=True):
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
+        if interval not in (1, 2):
+            raise ValueError(f"interval={interval!r}: a post-processor takes a beat every 1 or "
+                             f"2 cycles")
+        self.interval, self.pooling = interval, pooling
+        self.latency = ppu_latency(interval)
         self.acc_width = acc_width
         self.params = params
         self.rounding = rounding
@@ -125,8 +141,14 @@ class PostProcessor(wiring.Component):
 
         n_stages = self.latency
         valid = delayed(self.valid, "v", n_stages, reset_less=False)   # a reset empties it
-        addr = delayed(self.addr, "addr", n_stages)
-        first = delayed(self.first, "first", n_stages)
+        # the destination address: a RAM delay line for the first latency − 4 cycles (16 bits a
+        # word: one iCE40 block RAM for an address of up to 16 bits), registers for the last four
+        # (the pooling read, three cycles before the write, is issued from a register); without
+        # pooling, latency − 1 cycles and one register
+        tail = 4 if self.pooling else 1
+        addr = delayed(delay_line(m, self.addr, n_stages - tail, "addr_delay", self.family),
+                       "addr", tail)
+        first = delayed(self.first, "first", n_stages) if self.pooling else None
 
         # stage 0: the input beat is registered while the parameter ROM reads the beat's
         # channel (its address register is the block RAM's own); stage 1: the parameters are
@@ -137,50 +159,46 @@ class PostProcessor(wiring.Component):
         m.d.comb += port.addr.eq(self.channel)
         m.d.sync += [acc0.eq(self.acc), acc1.eq(acc0), bias1.eq(port.data.bias),
                      m01.eq(port.data.multiplier), n1.eq(port.data.shift)]
-        # stage 2: x = acc + bias (the compiler guarantees int32 range)
+        # stage 2: x = acc + bias (the compiler guarantees int32 range); with an interval of
+        # two registered on a beat only (held through its two cycles of multiplies)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
-        m.d.sync += [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
-        # stage 3: x·M0 as four unsigned 16×16 partial products between registers (each fits
-        # one DSP block). x is signed: x·M0 = (x + 2^31)·M0 − 2^31·M0, and
-        # x + 2^31 is x with its sign bit flipped, an unsigned 32-bit number.
-        xu = Signal(32)
-        m.d.comb += xu.eq(x2.as_unsigned() ^ (1 << 31))
-        pll3, plh3 = stage("pll3", 32), stage("plh3", 31)
-        phl3, phh3 = stage("phl3", 32), stage("phh3", 31)
-        m03, n3 = stage("m03", 31), stage("n3", 5)
-        for name, product, a, b in (("pll", pll3, xu[:16], m02[:16]),
-                                    ("plh", plh3, xu[:16], m02[16:]),
-                                    ("phl", phl3, xu[16:], m02[:16]),
-                                    ("phh", phh3, xu[16:], m02[16:])):
-            product_register(m, self.family, f"mult_{name}", a, b, product)
-        m.d.sync += [m03.eq(m02), n3.eq(n2)]
-        # stages 4-6: the sum of the partial products and the offset. Each product register
-        # feeds one adder wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP
-        # mapper, when it maps these multiplies (a PostProcessor built for simulation and
-        # synthesized with -dsp), would otherwise absorb a 33-bit sum or a plain delay register
-        # after a product into an SB_MAC16 and tie that register's bits to constant 0
-        # ("Driver-driver conflict" in its log). xu·M0 < 2^63:
-        # xu·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16
-        lo4, hi4, m04, n4 = stage("lo4", 49), stage("hi4", 48), stage("m04", 31), stage("n4", 5)
-        m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), m04.eq(m03),
-                     n4.eq(n3)]
-        # stage 5: xu·M0; stage 6: the 64-bit product ab = x·M0 = xu·M0 − 2^31·M0 (exact:
-        # |ab| < 2^62)
-        xm5, m05, n5 = stage("xm5", 63), stage("m05", 31), stage("n5", 5)
-        m.d.sync += [xm5.eq(lo4 + (hi4 << 16)), m05.eq(m04), n5.eq(n4)]
-        ab6, n6 = stage("ab6", signed(64)), stage("n6", 5)
-        m.d.sync += [ab6.eq(xm5 - (m05 << 31)), n6.eq(n5)]
-        sh10 = stage("sh10", signed(32))
+        with m.If(valid[1] if self.interval > 1 else Const(1)):
+            m.d.sync += [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
+        # stage 3: x·M0 as four 16×16 partial products between registers (each fits one DSP
+        # block): x's high half signed, its low half and M0's halves unsigned (each block
+        # multiplies its operands signed as their shapes)
+        pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, valid)
+        # stages 4-5: the sum of the partial products. Each product register feeds one adder
+        # wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP mapper, when it
+        # maps these multiplies (a PostProcessor built for simulation and synthesized with
+        # -dsp), would otherwise absorb a 33-bit sum or a plain delay register after a product
+        # into an SB_MAC16 and tie that register's bits to constant 0 ("Driver-driver
+        # conflict" in its log). x·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16, |x·M0| < 2^62
+        lo4, hi4, n4 = stage("lo4", 48), stage("hi4", signed(48)), stage("n4", 5)
+        m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), n4.eq(n3)]
+        ab5, n5 = stage("ab5", signed(64)), stage("n5", 5)
+        m.d.sync += [ab5.eq(lo4 + (hi4 << 16)), n5.eq(n4)]
+        sh9 = stage("sh9", signed(32))
         if self.rounding == "gemmlowp":
-            self._gemmlowp(m, stage, ab6, n6, sh10)
+            self._gemmlowp(m, stage, ab5, n5, sh9)
         else:
-            self._nearest_even(m, stage, ab6, n6, sh10)
-        y12 = self._clamp(m, stage, sh10)
-        # the pooling read: issued three cycles before the write, its data registered as it
-        # comes out of the block RAM (rd_q: nothing between the RAM and that register, which
-        # the ECP5's DP16KD can hold as its output register); a cycle later the window's value
-        # so far is the newest of: this cycle's write to it, the writes of the two cycles
-        # before, the read data
+            self._nearest_even(m, stage, ab5, n5, sh9)
+        y11 = self._clamp(m, stage, sh9)
+        m.d.comb += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
+                     self.busy.eq(self.valid | Cat(*valid).any())]
+        if self.pooling:
+            self._pool(m, stage, valid, addr, first, y11)
+        else:
+            m.d.comb += self.wr_data.eq(y11)
+        return m
+
+    def _pool(self, m, stage, valid, addr, first, y11):
+        """The fused max-pool's read-modify-write: the pooling read issued three cycles before
+        the write, its data registered as it comes out of the block RAM (``rd_q``: nothing
+        between the RAM and that register, which the ECP5's DP16KD can hold as its output
+        register); a cycle later the window's value so far is the newest of: this cycle's write
+        to it, the writes of the two cycles before, the read data. The write is
+        ``max(old, y)`` unless the beat is its window's first."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
@@ -196,84 +214,105 @@ class PostProcessor(wiring.Component):
         for en, a, data in reversed(history):              # the newest write wins
             with m.If(en & (a == addr[-2])):
                 m.d.sync += old.eq(data)
-        # write (max with the window's value so far)
-        m.d.comb += [
-            self.wr_en.eq(valid[-1]),
-            self.wr_addr.eq(addr[-1]),
-            self.wr_data.eq(Mux(first[-1] | (y12 > old), y12, old)),
-            self.rd_en.eq(valid[-4] & ~first[-4]),
-            self.busy.eq(self.valid | Cat(*valid).any()),
-        ]
-        return m
+        m.d.comb += [self.wr_data.eq(Mux(first[-1] | (y11 > old), y11, old)),
+                     self.rd_en.eq(valid[-4] & ~first[-4])]
 
-    def _clamp(self, m, stage, sh10):
-        """Stages 11-12: ``y12 = clamp(sh10 + zero_point, act_min, act_max)``, int8."""
-        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
+    def _products(self, m, stage, x2, m02, n2, valid):
+        """Stage 3 (two stages with an interval of two): the partial products
+        ``x_lo·M0_lo, x_lo·M0_hi, x_hi·M0_lo, x_hi·M0_hi`` and the shift ``n`` beside them.
+        An interval of one multiplies in four DSP blocks at once; two time-shares two blocks
+        (``x_lo`` and ``x_hi``), ``M0_lo`` in the beat's first cycle and ``M0_hi`` in its
+        second, the first products kept in registers."""
+        x_lo, x_hi = x2[:16], x2[16:].as_signed()
+        n3 = stage("n3", 5)
+        m.d.sync += n3.eq(n2)
+        if self.interval == 1:
+            pll3, plh3 = stage("pll3", 32), stage("plh3", 31)
+            phl3, phh3 = stage("phl3", signed(32)), stage("phh3", signed(31))
+            for name, product, a, b in (("pll", pll3, x_lo, m02[:16]),
+                                        ("plh", plh3, x_lo, m02[16:]),
+                                        ("phl", phl3, x_hi, m02[:16]),
+                                        ("phh", phh3, x_hi, m02[16:])):
+                product_register(m, self.family, f"mult_{name}", a, b, product)
+            return pll3, plh3, phl3, phh3, n3
+        # valid[2]: the beat's first cycle in x2 (M0_lo), else its second (M0_hi)
+        m0_half = Signal(16, name="m0_half")
+        m.d.comb += m0_half.eq(Mux(valid[2], m02[:16], m02[16:]))
+        p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(32))
+        product_register(m, self.family, "mult_lo", x_lo, m0_half, p_lo)
+        product_register(m, self.family, "mult_hi", x_hi, m0_half, p_hi)
+        pll4, phl4, n4 = stage("pll4", 32), stage("phl4", signed(32)), stage("n4x", 5)
+        m.d.sync += [pll4.eq(p_lo), phl4.eq(p_hi), n4.eq(n3)]
+        return pll4, p_lo[:31], phl4, p_hi[:31].as_signed(), n4
+
+    def _clamp(self, m, stage, sh9):
+        """Stages 10-11: ``y11 = clamp(sh9 + zero_point, act_min, act_max)``, int8."""
+        # stage 10: the zero point added to the low 11 bits, beside the test whether the value
         # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
-        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
+        # clamps to lo or hi whatever z is); stage 11: the clamp of the sum, its compares and
         # multiplexer only (the add is not behind them)
-        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
-        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
-        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
-                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
-                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
-        y12 = stage("y12", signed(8))
-        with m.If(ovf11):
-            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
-        with m.Elif(y11 < lo11):
-            m.d.sync += y12.eq(lo11)
-        with m.Elif(y11 > hi11):
-            m.d.sync += y12.eq(hi11)
+        y10, ovf10, neg10 = stage("y10", signed(11)), Signal(name="ovf10"), Signal(name="neg10")
+        lo10, hi10 = stage("lo10", signed(9)), stage("hi10", signed(9))
+        m.d.sync += [y10.eq(sh9[:10].as_signed() + self.zero_point),
+                     ovf10.eq(~(sh9[9:].all() | ~sh9[9:].any())), neg10.eq(sh9[31]),
+                     lo10.eq(self.act_min), hi10.eq(self.act_max)]
+        y11 = stage("y11", signed(8))
+        with m.If(ovf10):
+            m.d.sync += y11.eq(Mux(neg10, lo10, hi10))
+        with m.Elif(y10 < lo10):
+            m.d.sync += y11.eq(lo10)
+        with m.Elif(y10 > hi10):
+            m.d.sync += y11.eq(hi10)
         with m.Else():
-            m.d.sync += y12.eq(y11)
-        return y12
+            m.d.sync += y11.eq(y10)
+        return y11
 
     @staticmethod
-    def _gemmlowp(m, stage, ab6, n6, sh10):
-        """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
-        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
+    def _gemmlowp(m, stage, ab5, n5, sh9):
+        """Stages 6-9, ``rounding="gemmlowp"``: ``sh9 = RoundingDivideByPOT(SRDHM)``."""
+        # stages 6-7: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur), with no 65-bit add:
         # nudge = 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) changes the high part ab >> 31 by the
         # carry out of the low 31 bits (c), minus one for ab < 0, and rounding toward zero adds
         # one for ab < 0 when the nudged low bits are not all zero (z). With lo = ab mod 2^31:
-        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 7);
-        # stage 8 adds the correction, -1 to 1, to ab >> 31.
-        neg, lo = ab6[63], ab6[:31]
+        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 6);
+        # stage 7 adds the correction, -1 to 1, to ab >> 31.
+        neg, lo = ab5[63], ab5[:31]
         carry = lo[30] | (neg & lo[:30].all())
         nonzero = Mux(neg, lo != (1 << 30) - 1, lo != 1 << 30)
-        hi7, inc7, n7 = stage("hi7", signed(33)), stage("inc7", signed(3)), stage("n7", 5)
-        m.d.sync += [hi7.eq(ab6[31:64].as_signed()), n7.eq(n6),
-                     inc7.eq(carry - neg + (neg & nonzero))]
+        hi6, inc6, n6 = stage("hi6", signed(33)), stage("inc6", signed(3)), stage("n6", 5)
+        m.d.sync += [hi6.eq(ab5[31:64].as_signed()), n6.eq(n5),
+                     inc6.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
-        # without its wide comparison. Both values of t are prepared alongside stage 8.
-        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
-        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
-        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
-                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
-        # stage 9: x + t; stage 10: the shift
-        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
-        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
-        m.d.sync += sh10.eq(sum9 >> n9)
+        # without its wide comparison. Both values of t are prepared alongside stage 7.
+        high7, n7 = stage("high7", signed(32)), stage("n7", 5)
+        half7, halfm7 = stage("half7", 32), stage("halfm7", 32)
+        m.d.sync += [high7.eq(hi6 + inc6), n7.eq(n6), half7.eq((Const(1, 33) << n6) >> 1),
+                     halfm7.eq(((Const(1, 33) << n6) >> 1) - (n6 != 0))]
+        # stage 8: x + t; stage 9: the shift
+        sum8, n8 = stage("sum8", signed(33)), stage("n8", 5)
+        m.d.sync += [sum8.eq(high7 + Mux(high7 < 0, halfm7, half7)), n8.eq(n7)]
+        m.d.sync += sh9.eq(sum8 >> n8)
 
     @staticmethod
-    def _nearest_even(m, stage, ab6, n6, sh10):
-        """Stages 7-10, ``rounding="nearest-even"``: ``sh10 = round_shift_half_even(ab, 31 + n)``
+    def _nearest_even(m, stage, ab5, n5, sh9):
+        """Stages 6-9, ``rounding="nearest-even"``: ``sh9 = round_shift_half_even(ab, 31 + n)``
         (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
         ``b = bit 31+n of ab`` (the floor quotient's parity),
         ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``, ``c = (L ≠ 0) | b``:
         a 34-bit add and shift instead of 64-bit ones. ``|ab| < 2^62``, so its low 63 bits hold
-        it (bit 63 may be off: the product above is exact only modulo 2^63)."""
-        # stage 7: H, and the rounding term 2^n − 1 + c
-        h7, t7, n7 = stage("h7", signed(33)), stage("t7", 33), stage("n7", 5)
-        parity = ab6[31:63].bit_select(n6, 1)
-        pow_n = Const(1, 33) << n6
-        m.d.sync += [h7.eq(ab6[30:63].as_signed()), n7.eq(n6),
-                     t7.eq(Mux(ab6[:30].any() | parity, pow_n, pow_n - 1))]
-        # stage 8: the sum; stages 9-10: the shift by 1 + n, in two steps (n's high bits, then
+        it."""
+        # stage 6: H, and the rounding term 2^n − 1 + c
+        h6, t6, n6 = stage("h6", signed(33)), stage("t6", 33), stage("n6", 5)
+        parity = ab5[31:63].bit_select(n5, 1)
+        pow_n = Const(1, 33) << n5
+        m.d.sync += [h6.eq(ab5[30:63].as_signed()), n6.eq(n5),
+                     t6.eq(Mux(ab5[:30].any() | parity, pow_n, pow_n - 1))]
+        # stage 7: the sum; stages 8-9: the shift by 1 + n, in two steps (n's high bits, then
         # its low two)
-        sum8, n8 = stage("sum8", signed(34)), stage("n8", 5)
-        m.d.sync += [sum8.eq(h7 + t7), n8.eq(n7)]
-        sh9, n9 = stage("sh9", signed(33)), stage("n9", 2)
-        m.d.sync += [sh9.eq(sum8 >> Cat(Const(1, 1), Const(0, 1), n8[2:])), n9.eq(n8[:2])]
-        m.d.sync += sh10.eq(sh9 >> n9)
+        sum7, n7 = stage("sum7", signed(34)), stage("n7", 5)
+        m.d.sync += [sum7.eq(h6 + t6), n7.eq(n6)]
+        sh8, n8 = stage("sh8", signed(33)), stage("n8", 2)
+        m.d.sync += [sh8.eq(sum7 >> Cat(Const(1, 1), Const(0, 1), n7[2:])), n8.eq(n7[:2])]
+        m.d.sync += sh9.eq(sh8 >> n8)

@@ -25,7 +25,7 @@ from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import fit_memories
-from cnnforge.hw.compiler.program import AcceleratorConfig, weight_image
+from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
                                       atomic_write, load_calibrated, preflight, read_inputs)
@@ -39,11 +39,8 @@ def _program(net, device, rows, cols, buffer_bytes, algorithm="auto", calibratio
     :func:`~cnnforge.hw.compiler.memory.fit_memories`); a design whose memories do not fit the
     device is refused before yosys (one line naming the memory) unless ``force``."""
     qnet = quantize(load_calibrated(net, calibration))
-    program, plan = fit_memories(qnet, AcceleratorConfig(rows=rows, cols=cols,
-                                                         input_buffer_bytes=buffer_bytes,
-                                                         algorithm=algorithm,
-                                                         lutram_buffers=device.lutram_buffers),
-                                 device)
+    program, plan = fit_memories(qnet, device.config(rows, cols, input_buffer_bytes=buffer_bytes,
+                                                     algorithm=algorithm), device)
     preflight(program, force=force)
     if not plan.fits and not force:
         raise UserError(f"{plan.reason}; --force tries anyway")

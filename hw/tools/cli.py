@@ -44,16 +44,19 @@ __all__ = ["main"]
 def _compile(args):
     """Network, quantized network and program from NET and the design options (--plan wins
     over --rows/--cols/--buffer-bytes/--dataflow). With ``--device`` (run, sim) the design is
-    the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, and
-    its input tile buffer kind (``Device.lutram_buffers``), SPRAM where block RAM is too small
+    the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, its
+    input tile buffer kind and post-processor interval (``Device.config``), SPRAM where block
+    RAM is too small
     (:func:`~cnnforge.hw.compiler.memory.fit_memories`)."""
     network = load_calibrated(args.net, getattr(args, "calibration", None))
     qnet = quantize(network)
     device = DEVICES[args.device] if getattr(args, "device", None) else None
-    lutram = device.lutram_buffers if device else False
     if getattr(args, "plan", None):
         plan = load_plan(args.plan)
-        plan["config"] = dataclasses.replace(plan["config"], lutram_buffers=lutram)
+        cfg = plan["config"]
+        plan["config"] = dataclasses.replace(
+            cfg, lutram_buffers=device.lutram_buffers if device else False,
+            ppu_interval=device.ppu_interval(cfg.rows, cfg.cols) if device else 1)
         program = compile_network(qnet, **plan)
     else:
         defaults = {"rows": 4, "cols": 4, "algorithm": "auto"}
@@ -61,8 +64,9 @@ def _compile(args):
             defaults = {name: getattr(device, name) for name in defaults}
         chosen = {name: default if getattr(args, name) is None else getattr(args, name)
                   for name, default in defaults.items()}
-        config = AcceleratorConfig(**chosen, input_buffer_bytes=args.buffer_bytes,
-                                   dataflow=args.dataflow, lutram_buffers=lutram)
+        extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)
+        config = (device.config(**chosen, **extra) if device
+                  else AcceleratorConfig(**chosen, **extra))
         program = (fit_memories(qnet, config, device)[0] if device
                    else compile_network(qnet, config))
     return network, qnet, program

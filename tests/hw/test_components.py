@@ -5,8 +5,8 @@
   after the start cycle and counts the running cycles; every other counter adds the events of a
   cycle one cycle late, the start cycle's dropped; ``clear`` zeroes all), on random control and
   event sequences, and the sequencer's START / KICK / RUN pattern summing every event.
-* ``OutputDrainer`` (``hw/rtl/drain.py``): R·C results per pass, row-major, one per cycle from
-  the cycle after ``take``, with ``ch = m0 + r``, ``ox = ox0 + c``, ``oy``, ``row_addr =
+* ``OutputDrainer`` (``hw/rtl/drain.py``): R·C results per pass, row-major, one every 1 or 2
+  cycles from the cycle after ``take``, with ``ch = m0 + r``, ``ox = ox0 + c``, ``oy``, ``row_addr =
   out_base + r·PHW``, ``valid`` cropped by ``M`` and ``x_end``, and ``passes_drained``.
 * ``PartialSumBuffer`` (``hw/rtl/drain.py``): the column sums of a group's blocks, summed per
   (bank, word) (the first block writes), drained one per cycle in its documented order (IR:
@@ -198,12 +198,12 @@ DRAIN_DESC = data.StructLayout({"M": 8, "PHW": 10})
 ACC_WIDTH = 20
 
 
-def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None):
+def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
     """Drive ``take`` for each pass (meta, results) with ``gaps`` idle cycles after each drain,
     holding the pass's results only from ``take`` to its drain's end (garbage otherwise) and the
     meta only in the ``take`` cycle. Returns per cycle ``(out, row_addr, active, drained,
     events)`` and the cycles of the ``take`` pulses."""
-    dut = OutputDrainer(R, C, ACC_WIDTH, META, DRAIN_DESC, 11)
+    dut = OutputDrainer(R, C, ACC_WIDTH, META, DRAIN_DESC, 11, interval=interval)
     rng = np.random.default_rng(R * 10 + C)
     trace, takes = [], []
     lo, hi = -(1 << (ACC_WIDTH - 1)), 1 << (ACC_WIDTH - 1)
@@ -248,10 +248,10 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None):
             ctx.set(dut.start, 0)
             garbage(ctx)
             ctx.set(dut.meta, {name: 0 for name, _ in META})
-            for r in range(R):                 # the PEs hold the results for R·C cycles
+            for r in range(R):                 # the PEs hold the results for I·R·C cycles
                 for c in range(C):
                     ctx.set(dut.results[r][c], int(results[r, c]))
-            for _ in range(R * C):
+            for _ in range(interval * R * C):
                 sample(ctx)
                 await ctx.tick()
             garbage(ctx)
@@ -263,8 +263,9 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None):
     return trace, takes
 
 
-def check_drain(R, C, passes, M, PHW, gaps, restart_at=None):
-    trace, takes = rtl_drain(R, C, passes, M, PHW, gaps, restart_at)
+def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
+    trace, takes = rtl_drain(R, C, passes, M, PHW, gaps, restart_at, interval)
+    I = interval
     drained = 0
     expected = {}         # cycle -> (out, row_addr, active, passes_drained, events, meta_take)
     for p, (t, (meta, results)) in enumerate(zip(takes, passes)):
@@ -278,9 +279,12 @@ def check_drain(R, C, passes, M, PHW, gaps, restart_at=None):
             ch, ox = meta["m0"] + r, meta["ox0"] + c
             valid = int(ch < M and ox < meta["x_end"])
             out = (valid, int(results[r, c]), ch, meta["oy"], ox)
-            expected[t + 1 + i] = (out, meta["out_base"] + r * PHW, 1, drained, (0, 1), 0)
+            expected[t + 1 + I * i] = (out, meta["out_base"] + r * PHW, 1, drained, (0, 1), 0)
+            for j in range(1, I):              # the result's later cycles: nothing out
+                expected[t + 1 + I * i + j] = ((0, None, None, None, None), None, 1, drained,
+                                               (0, 0), 0)
         drained += 1
-        end = t + R * C + 1
+        end = t + I * R * C + 1
         if end < len(trace) and end not in takes:
             expected[end] = ((0, None, None, None, None), None, 0, drained, (0, 0), 0)
     names = ("out", "row_addr", "active", "passes_drained", "events", "meta_take")
@@ -310,17 +314,19 @@ def random_passes(rng, R, C, count, M, OW):
     return passes
 
 
+@pytest.mark.parametrize("interval", [1, 2])
 @pytest.mark.parametrize("R, C", [(1, 1), (2, 3), (3, 2), (4, 4)])
-def test_output_drainer(R, C):
+def test_output_drainer(R, C, interval):
     """Passes back to back (the next ``take`` in the cycle after a drain ends) and with gaps;
     channels past M and columns past ``x_end`` are not valid; the acc, coordinates and row
-    address of every cycle match."""
+    address of every cycle match. With an ``interval`` of 2 a result every other cycle (the
+    post-processor time-shares its multiplies)."""
     rng = np.random.default_rng(R * 7 + C)
     M, OW = 5, 7
     passes = random_passes(rng, R, C, 8, M, OW)
     passes[0][0].update(m0=0, ox0=0, x_end=OW)             # a pass with every output valid
     gaps = [1, 0, 0, 3, 0, 1, 0, 2]
-    check_drain(R, C, passes, M, PHW=37, gaps=gaps)
+    check_drain(R, C, passes, M, PHW=37, gaps=gaps, interval=interval)
 
 
 def test_output_drainer_restart():

@@ -289,3 +289,16 @@ def test_pointwise_on_one_row(dataflow, array):
                               algorithms=direct(qnet))
     assert (program.layers[1].values["OH"], program.layers[1].values["OW"]) == (1, 35)
     check_dataflow(program, random_images(qnet, 2, 5))
+
+
+@pytest.mark.parametrize("shape, array", [("3x3-pool", (2, 3)), ("s2p1", (3, 2)),
+                                          ("conv-pool-linear", (2, 2)), ("1x1", (1, 1))])
+def test_time_shared_post_processor(shape, array):
+    """``ppu_interval=2`` (the requantizer's partial products time-shared over two DSP blocks):
+    the OR drain hands over a result every other cycle and passes are at least 2·R·C + 1 beats;
+    maps == golden, counters == model."""
+    qnet = quantize(SHAPES[shape]())
+    program = compile_network(qnet, AcceleratorConfig(*array, ppu_interval=2),
+                              algorithms=direct(qnet))
+    assert all(layer.values["L"] >= 2 * array[0] * array[1] + 1 for layer in program.layers)
+    check_dataflow(program, random_images(qnet, 2, 7))

@@ -69,14 +69,17 @@ def depthwise_network(draw):
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
-       st.integers(0, 2**32 - 1))
-def test_random_depthwise_networks(net, array, tight, lutram, seed):
+       st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
+def test_random_depthwise_networks(net, array, tight, lutram, interval, seed):
     """Random depthwise layers (with max-pool / average pool after them), on every array size,
     with the default buffer or the smallest one the compiler accepts (several tiles), the tile
-    buffers in block or distributed RAM (``lutram_buffers``)."""
+    buffers in block or distributed RAM (``lutram_buffers``), the post-processor taking a
+    result every cycle or every other (``ppu_interval``)."""
     qnet = quantize(net)
-    program = (compile_tight(qnet, *array, lutram_buffers=lutram) if tight
-               else compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram)))
+    program = (compile_tight(qnet, *array, lutram_buffers=lutram, ppu_interval=interval)
+               if tight else
+               compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram,
+                                                       ppu_interval=interval)))
     assert "depthwise" in [layer.algorithm for layer in program.layers]
     run_checked(program, seed=seed)
 
@@ -85,12 +88,14 @@ def test_random_depthwise_networks(net, array, tight, lutram, seed):
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
-       st.integers(0, 2**32 - 1))
-def test_random_depthwise_networks_many(net, array, tight, lutram, seed):
+       st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
+def test_random_depthwise_networks_many(net, array, tight, lutram, interval, seed):
     """As :func:`test_random_depthwise_networks`, many more cases."""
     qnet = quantize(net)
-    program = (compile_tight(qnet, *array, lutram_buffers=lutram) if tight
-               else compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram)))
+    program = (compile_tight(qnet, *array, lutram_buffers=lutram, ppu_interval=interval)
+               if tight else
+               compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram,
+                                                       ppu_interval=interval)))
     run_checked(program, seed=seed)
 
 

@@ -4,7 +4,8 @@
 Contract of the unit (and of the compiler that fills its parameter ROM): per channel a bias,
 ``M0`` in [2^30, 2^31) or 0, and a right shift ``n`` in [0, 31]; ``|acc + bias| < 2^31``. Every
 case runs with both requantizers (``rounding``: gemmlowp's double rounding, and one rounding with
-ties to even).
+ties to even) and at both intervals (a beat every cycle; every other cycle, the partial products
+time-shared over two DSP blocks, with junk on the inputs between the beats).
 """
 
 import numpy as np
@@ -36,13 +37,14 @@ def golden(acc, channels, params, zero_point, lo, hi, rounding):
 def check(acc, channels, params, rounding, zero_point=0, lo=-128, hi=127, acc_width=32):
     acc = np.asarray(acc, np.int64)
     channels = np.asarray(channels, np.int64)
-    got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width,
-                         rounding=rounding)
     expected = golden(acc, channels, params, zero_point, lo, hi, rounding)
-    bad = np.flatnonzero(got != expected)
-    assert bad.size == 0, "; ".join(
-        f"acc={acc[i]} ch={channels[i]} {params[channels[i]]}: got {got[i]}, expected "
-        f"{expected[i]}" for i in bad[:5])
+    for interval in (1, 2):            # a beat every cycle; every other (time-shared products)
+        got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width,
+                             rounding=rounding, interval=interval)
+        bad = np.flatnonzero(got != expected)
+        assert bad.size == 0, f"interval {interval}: " + "; ".join(
+            f"acc={acc[i]} ch={channels[i]} {params[channels[i]]}: got {got[i]}, expected "
+            f"{expected[i]}" for i in bad[:5])
     return got
 
 
@@ -209,11 +211,13 @@ def test_random(case, rounding):
 # Pooling read-modify-write and its read count
 
 
-def test_pooling_max_and_read_enable():
+@pytest.mark.parametrize("interval", [1, 2])
+def test_pooling_max_and_read_enable(interval):
     """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
     other cycle, too: the unit forwards its last three writes over the read-before-write port),
     and ``rd_en`` is high exactly once per such beat, ``latency − 3`` cycles after it entered
-    (the engine counts its feature-map reads from it)."""
+    (the engine counts its feature-map reads from it). With an ``interval`` of 2 the beats come
+    every other cycle."""
     from amaranth.sim import Simulator
 
     from cnnforge.hw.rtl.ppu import PostProcessor
@@ -224,15 +228,16 @@ def test_pooling_max_and_read_enable():
     beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1),
              (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0),
              (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0)]
-    dut = PostProcessor(16, params, 4)
+    dut = PostProcessor(16, params, 4, interval=interval)
     fm, reads, read_cycles = {}, [], []
 
     async def bench(ctx):
         ctx.set(dut.act_min, -128)
         ctx.set(dut.act_max, 127)
-        for t in range(len(beats) + dut.latency + 2):
-            if t < len(beats):
-                acc, addr, first = beats[t]
+        for t in range(interval * len(beats) + dut.latency + 2):
+            i, gap = divmod(t, interval)
+            if i < len(beats) and not gap:
+                acc, addr, first = beats[i]
                 ctx.set(dut.valid, 1)
                 ctx.set(dut.acc, acc)
                 ctx.set(dut.addr, addr)
@@ -258,5 +263,5 @@ def test_pooling_max_and_read_enable():
     sim.run()
     assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1}
     not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
-    assert read_cycles == [t + dut.latency - 3 for t in not_first]
+    assert read_cycles == [interval * t + dut.latency - 3 for t in not_first]
     assert reads == [beats[t][1] for t in not_first]
