@@ -47,7 +47,7 @@ def measure(run):
     model, board_name = run.split(":")
     spec, _, _ = board(board_name)
     qnet = quantize(load_calibrated(str(MODELS[model])))
-    program, plan = fit_memories(qnet, spec.config(), spec.device)
+    program, plan = fit_memories(qnet, spec.config(qnet), spec.device)
     _, cycles = network_model(program)
     t0 = time.perf_counter()
     out_root = ROOT / "build" / "bench" / "boards" / f"{model}_{spec.name}"

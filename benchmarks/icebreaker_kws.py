@@ -75,7 +75,7 @@ def main():
     args = p.parse_args()
     t0 = time.perf_counter()
     qnet = load_network(MODEL).quantized
-    program, plan = fit_memories(qnet, SPEC.config(), SPEC.device)
+    program, plan = fit_memories(qnet, SPEC.config(qnet), SPEC.device)
     weights = weight_image(program)
     core = SPEC.link_top(program)
     top = FlashBoard(core, weights, SPEC.weights_offset)

@@ -35,7 +35,7 @@ def measure(board_name, images, out_root):
     t0 = time.perf_counter()
     network = load_network(str(ROOT / "examples" / "digits" / "net.py"))
     qnet = quantize(network)
-    program = compile_network(qnet, spec.config())
+    program = compile_network(qnet, spec.config(qnet))
     result = build_bitstream(program, spec.name, out_root, allow_timing_fail=True,
                              log=lambda msg: print(msg, file=sys.stderr))
     flow_s = time.perf_counter() - t0

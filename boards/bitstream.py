@@ -168,7 +168,7 @@ def build_board(program, spec, top_cls, make_platform, build_dir="build", *, clo
         weights = out_dir / WEIGHTS_FILE
         weights.write_bytes(weight_image(program))
     return BuildResult(bitstream=bitstream, weights=weights, board=spec.name,
-                       array=[spec.rows, spec.cols],
+                       array=[program.config.rows, program.config.cols],
                        core_mhz=core_mhz, summary=summary,
                        seconds=time.perf_counter() - t0)
 
@@ -217,12 +217,13 @@ def board_main(spec, top_cls, make_platform, net=None):
         Exit status: 0, or 2 after printing ``cnnforge: error: ...`` for a user error.
     """
     try:
-        program, _ = fit_memories(quantize(load_network(net or DIGITS_NET)), spec.config(),
-                                  spec.device)
+        qnet = quantize(load_network(net or DIGITS_NET))
+        program, _ = fit_memories(qnet, spec.config(qnet), spec.device)
         t0 = time.perf_counter()
         result = build_board(program, spec, top_cls, make_platform, "build", log=print)
     except (BoardError, NetworkError, ConfigError) as exc:
         print(f"cnnforge: error: {exc}", file=sys.stderr)
         return 2
-    print(summary_line(result, spec.rows, spec.cols, time.perf_counter() - t0))
+    print(summary_line(result, program.config.rows, program.config.cols,
+                       time.perf_counter() - t0))
     return 0

@@ -19,6 +19,7 @@ from cnnforge.boards.hostlink import HostLink
 from cnnforge.boards.spi_flash import SPI_SIGNATURE
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.program import can_share_requantizer
 
 __all__ = ["BoardSpec", "LinkTop", "FLASH_WAKE_S"]
 
@@ -189,11 +190,13 @@ class BoardSpec:
     algorithm: str = "auto"
     weights_offset: int | None = None
 
-    def config(self):
-        """The accelerator configuration built for this board."""
-        return DEVICES[self.device].config(self.rows, self.cols,
-                                           input_buffer_bytes=self.input_buffer_bytes,
-                                           algorithm=self.algorithm)
+    def config(self, qnet=None):
+        """The accelerator configuration built for this board; for ``qnet``, narrower where the
+        network cannot share the requantizer (``Device.config``)."""
+        return DEVICES[self.device].config(
+            self.rows, self.cols, input_buffer_bytes=self.input_buffer_bytes,
+            algorithm=self.algorithm,
+            share_requantizer=qnet is None or can_share_requantizer(qnet))
 
     def link_top(self, program, clk_freq=None, *, primitives=False):
         """The board core for ``program`` at this board's clock and baud rate (reading SPRAM

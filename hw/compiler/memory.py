@@ -405,8 +405,10 @@ def memory_specs(program):
         MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", program.fm_slots,
                    program.fm_depth // program.fm_slots // 2, 16, spram=True)
         if cfg.spram_feature_maps else
+        # (the second read port: the fused max-pool's read-modify-write and the add unit's
+        # second input; yosys removes it when neither exists)
         MemorySpec("feature map", "hw/rtl/accelerator.py (fm)", 1, program.fm_depth, 8,
-                   read_ports=2),
+                   read_ports=2 if program.pooling or Dataflow.ADD in modes else 1),
         MemorySpec("weights", "hw/rtl/spram.py (weights)", 1, weight_depth, weight_width,
                    spram=True)
         if cfg.spram_weights else
@@ -418,9 +420,13 @@ def memory_specs(program):
                    len(program.layers), desc_bits, write_ports=0, rom=True, initialized=True),
         MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", program.input_banks,
                    2 * program.slot_words, 8, async_read=cfg.lutram_buffers),
-        # amaranth's SyncFIFOBuffered of depth 4: 3 words of storage and its output register
+        # amaranth's SyncFIFOBuffered of depth 4: 3 words of storage and its output register;
+        # only the partial-sum drain reads the group's rows and cols (yosys drops the bits no
+        # one reads)
         MemorySpec("pass metadata FIFO", "amaranth.lib.fifo (hw/rtl/accelerator.py meta)", 1, 3,
-                   sum(program.meta_widths().values()), block_without_lutram=True),
+                   sum(w for name, w in program.meta_widths().items()
+                       if program.stationary or name not in ("rows", "cols")),
+                   block_without_lutram=True),
         MemorySpec("post-processor address delay line",
                    "hw/rtl/common.py (delay_line: hw/rtl/ppu.py addr_delay)", 1, 16,
                    program.fm_addr_width, block_without_lutram=True),

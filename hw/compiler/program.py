@@ -26,7 +26,8 @@ from cnnforge.hw.models.perf import layer_cycles, tile_order
 from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
-__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
+__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "can_share_requantizer",
+           "compile_network", "ConfigError",
            "weight_image", "SPRAM_SLOT_VALUES",
            "load_plan", "DATAFLOWS"]
 
@@ -550,6 +551,22 @@ def _check_spram_layer(name, grp, sources, slot_of):
     if len(sources) == 2 and slot_of[sources[0]] == slot_of[sources[1]]:
         raise ConfigError(f"layer {name}: both inputs in one feature-map slot, which "
                           "single-port SPRAM feature maps cannot read at once")
+
+
+def can_share_requantizer(qnet):
+    """Whether ``qnet`` can run with a time-shared requantizer (``ppu_interval=2``): it has no
+    element-wise add, whose unit feeds the post-processor every cycle (its GEMM layers then run
+    output reuse, direct).
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+
+    Returns
+    -------
+    bool
+    """
+    return not any(op.kind == "add" for op in qnet.ops)
 
 
 def weight_image(program):

@@ -25,7 +25,7 @@ from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import fit_memories
-from cnnforge.hw.compiler.program import weight_image
+from cnnforge.hw.compiler.program import can_share_requantizer, weight_image
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
                                       atomic_write, load_calibrated, preflight, read_inputs)
@@ -39,8 +39,9 @@ def _program(net, device, rows, cols, buffer_bytes, algorithm="auto", calibratio
     :func:`~cnnforge.hw.compiler.memory.fit_memories`); a design whose memories do not fit the
     device is refused before yosys (one line naming the memory) unless ``force``."""
     qnet = quantize(load_calibrated(net, calibration))
-    program, plan = fit_memories(qnet, device.config(rows, cols, input_buffer_bytes=buffer_bytes,
-                                                     algorithm=algorithm), device)
+    config = device.config(rows, cols, share_requantizer=can_share_requantizer(qnet),
+                           input_buffer_bytes=buffer_bytes, algorithm=algorithm)
+    program, plan = fit_memories(qnet, config, device)
     preflight(program, force=force)
     if not plan.fits and not force:
         raise UserError(f"{plan.reason}; --force tries anyway")
@@ -153,7 +154,8 @@ def cmd_build(args):
                                  log=print)
     except BoardError as exc:
         raise UserError(str(exc)) from None
-    print(summary_line(result, rows, cols, time.perf_counter() - t0))
+    print(summary_line(result, program.config.rows, program.config.cols,
+                       time.perf_counter() - t0))
     if args.json:
         _write_json(args.json, result.to_json())
     return 0

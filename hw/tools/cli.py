@@ -24,8 +24,8 @@ from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import fit_memories, plan_memory
-from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
-                                          load_plan)
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, can_share_requantizer,
+                                          compile_network, load_plan)
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.perf import network_model
@@ -65,7 +65,8 @@ def _compile(args):
         chosen = {name: default if getattr(args, name) is None else getattr(args, name)
                   for name, default in defaults.items()}
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)
-        config = (device.config(**chosen, **extra) if device
+        config = (device.config(**chosen, **extra,
+                                share_requantizer=can_share_requantizer(qnet)) if device
                   else AcceleratorConfig(**chosen, **extra))
         program = (fit_memories(qnet, config, device)[0] if device
                    else compile_network(qnet, config))

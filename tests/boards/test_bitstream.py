@@ -57,12 +57,15 @@ def test_bitstream(builds, board):
     assert 0 < report["luts"] <= report["luts_total"] == dev.luts
     assert report["fmax_mhz"] >= report["core_mhz"]
     # the PEs' and the requantizer's multiplies are DSP-block instances (MULT18X18D, SB_MAC16:
-    # their registers; on iCE40 two PEs a block), so none of theirs is left for yosys to map
+    # their registers; on iCE40 two PEs a block), so none of theirs is left for yosys to map;
+    # the requantizer's four partial products in four blocks, or time-shared over two where
+    # the array takes the others (the iCEBreaker's 4x3)
     rows, cols = report["array"]
     assert not any(m["src"].startswith(("hw/rtl/pe_array.py", "hw/rtl/ppu.py"))
                    for m in report["multipliers"])
-    pe_blocks = (rows * cols + 1) // 2 if dev.family == "ice40" else rows * cols
-    assert pe_blocks + 4 <= report["dsps"] <= report["dsps_total"] == dev.dsps
+    pe_blocks = dev.pe_dsps(rows, cols)
+    ppu_blocks = 4 if dev.ppu_interval(rows, cols) == 1 else 2
+    assert pe_blocks + ppu_blocks <= report["dsps"] <= report["dsps_total"] == dev.dsps
     # weights and feature maps in block RAM; the tile buffers and the image buffer too on
     # iCE40, in block or LUT RAM on ECP5; whatever is not in block RAM is named in a note
     where = {m["memory"].split(".")[-1]: m["mapped"] for m in report["memories"]}

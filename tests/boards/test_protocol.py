@@ -202,7 +202,7 @@ def test_cnnforge_infer_over_a_pty(digits, tmp_path):
     np.save(tmp_path / "image.npy", x[0])
     from cnnforge.boards.icebreaker import SPEC
     from cnnforge.hw.compiler.program import compile_network, weight_image
-    rom = weight_image(compile_network(qnet, SPEC.config()))   # the weights the board holds
+    rom = weight_image(compile_network(qnet, SPEC.config(qnet)))   # the weights the board holds
     board = EmulatedBoard(qnet, network.input_shape, rom)
     master, slave = pty.openpty()
     import tty

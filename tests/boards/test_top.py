@@ -201,7 +201,7 @@ def top_build():
     from tests.boards import digits_net
     network = load_network(digits_net())
     qnet = quantize(network)
-    program = compile_network(qnet, SPEC.config())
+    program = compile_network(qnet, SPEC.config(qnet))
     top = SPEC.link_top(program)
     build_dir = sr.build_root() / "sim" / "icebreaker_top"
     src = sr.write_verilog(top, build_dir / f"{TOPLEVEL}.v", name=TOPLEVEL)
@@ -299,7 +299,7 @@ def test_boots_weights_from_flash():
     from cnnforge.sim.golden import run_quantized
     from tests.helpers import conv_net, random_images
     qnet = quantize(conv_net(seed=7, stride=2))
-    config = dataclasses.replace(SPEC.config(), spram_feature_maps=True, spram_weights=True)
+    config = dataclasses.replace(SPEC.config(qnet), spram_feature_maps=True, spram_weights=True)
     program = compile_network(qnet, config)
     weights = weight_image(program)
     core = SPEC.link_top(program)
