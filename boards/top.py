@@ -19,7 +19,7 @@ from cnnforge.boards.hostlink import HostLink
 from cnnforge.boards.spi_flash import SPI_SIGNATURE
 from cnnforge.boards.uart import uart_divisor
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.program import can_share_requantizer
+from cnnforge.hw.compiler.memory import device_config
 
 __all__ = ["BoardSpec", "LinkTop", "FLASH_WAKE_S"]
 
@@ -191,12 +191,14 @@ class BoardSpec:
     weights_offset: int | None = None
 
     def config(self, qnet=None):
-        """The accelerator configuration built for this board; for ``qnet``, narrower where the
-        network cannot share the requantizer (``Device.config``)."""
-        return DEVICES[self.device].config(
-            self.rows, self.cols, input_buffer_bytes=self.input_buffer_bytes,
-            algorithm=self.algorithm,
-            share_requantizer=qnet is None or can_share_requantizer(qnet))
+        """The accelerator configuration built for this board; for ``qnet``, the array
+        :func:`~cnnforge.hw.compiler.memory.device_config` chooses (narrower where the network
+        cannot share the requantizer or runs faster without sharing it)."""
+        device = DEVICES[self.device]
+        fields = dict(input_buffer_bytes=self.input_buffer_bytes, algorithm=self.algorithm)
+        if qnet is None or (self.rows, self.cols) != (device.rows, device.cols):
+            return device.config(self.rows, self.cols, **fields)
+        return device_config(qnet, device, **fields)
 
     def link_top(self, program, clk_freq=None, *, primitives=False):
         """The board core for ``program`` at this board's clock and baud rate (reading SPRAM

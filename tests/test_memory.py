@@ -11,7 +11,7 @@ import pytest
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (EBR, LOGIC, LUTRAM, MEMORY_FAMILIES, SPRAM, check_fits,
-                                         fit_memories, memories, plan_memory)
+                                         device_config, fit_memories, memories, plan_memory)
 from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
                                           weight_image)
 from cnnforge.hw.frontend.loader import load_network
@@ -21,6 +21,7 @@ from cnnforge.hw.tools.cli import _compile, _run_report, build_parser
 from cnnforge.sim.accel import RTLResult
 from cnnforge.sim.golden import run_quantized
 from tests.helpers import conv_net as _conv_net
+from tests.helpers import inverted_residual
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits" / "net.py"
@@ -276,10 +277,32 @@ def test_run_device_option(digits):
                                                                                     "direct")
     assert program.config.ppu_interval == 1          # 2 SB_MAC16 for the PEs: 4 left
     _, _, program = _compile(parser.parse_args(["run", str(DIGITS), "--device", "up5k"]))
-    assert (program.config.rows, program.config.cols, program.config.ppu_interval) == (4, 3, 2)
+    assert (program.config.rows, program.config.cols, program.config.ppu_interval) == (4, 2, 1)
     _, _, program = _compile(parser.parse_args(["run", str(DIGITS)]))
     assert (program.config.rows, program.config.cols, program.config.lutram_buffers) == (4, 4,
                                                                                          False)
+
+
+def test_device_config_chooses_the_array(digits):
+    """The UP5K's 4x3 array time-shares the requantizer: ``device_config`` takes it for the
+    keyword-spotting model (fewer cycles), 4x2 for the digits network (its first layer's K = 9
+    passes would wait for the slower drain: more cycles) and for a network with an add (which
+    cannot share it); an array asked for is built as asked."""
+    up5k = DEVICES["up5k"]
+    kws = load_network(TINY / "kws_ref_model.tflite").quantized
+    cases = [(kws, (4, 3, 2)), (digits[1], (4, 2, 1)), (quantize(inverted_residual()), (4, 2, 1))]
+    for qnet, expected in cases:
+        cfg = device_config(qnet, up5k, algorithm="direct")
+        assert (cfg.rows, cfg.cols, cfg.ppu_interval) == expected
+    cycles = {rc: network_model(compile_network(digits[1], up5k.config(*rc)))[1]
+              for rc in ((4, 3), (4, 2))}
+    assert cycles[(4, 2)] < cycles[(4, 3)]
+    cfg = device_config(digits[1], up5k, 4, 3)
+    assert (cfg.rows, cfg.cols, cfg.ppu_interval) == (4, 3, 2)
+    with pytest.raises(ConfigError, match=r"^layer \S+ \(Add\): an element-wise add"):
+        compile_network(quantize(inverted_residual()), device_config(
+            quantize(inverted_residual()), up5k, 4, 3))
+    assert device_config(kws, DEVICES["lfe5u-85f"]).ppu_interval == 1
 
 
 @pytest.mark.parametrize("device", [None, "up5k"])

@@ -217,6 +217,7 @@ def test_two_seeds_on_up5k(tmp_path):
     net.write_text(TINY_NET)
     out = tmp_path / "synth.json"
     proc = subprocess.run([CNNFORGE, "synth", str(net), "--device", "up5k", "--seeds", "2",
+                           "--rows", "4", "--cols", "3",
                            "--seed", "5", "--workers", "2", "--clock", "12",
                            "--build-dir", str(tmp_path), "--json", str(out)],
                           capture_output=True, text=True, timeout=1800)

@@ -86,7 +86,8 @@ class Device:
         ConfigError
             As :class:`~cnnforge.hw.compiler.program.AcceleratorConfig`.
         """
-        rows, cols = rows or self.rows, cols or self.cols
+        rows = self.rows if rows is None else rows
+        cols = self.cols if cols is None else cols
         while not share_requantizer and cols > 1 and self.ppu_interval(rows, cols) > 1:
             cols -= 1
         return AcceleratorConfig(rows, cols, **{

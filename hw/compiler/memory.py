@@ -52,12 +52,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cnnforge.hw.compiler.devices import DEVICES, Device
-from cnnforge.hw.compiler.program import ConfigError, compile_network
+from cnnforge.hw.compiler.program import ConfigError, can_share_requantizer, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.perf import network_model
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
-           "fit_memories",
+           "fit_memories", "device_config",
            "EBR", "LUTRAM", "SPRAM", "LOGIC", "PARAM_BITS"]
 
 #: Memory kinds (the plan's ``kind`` of a memory and the keys of its budget).
@@ -541,6 +542,40 @@ def _overflow(placed, use, device, family):
         listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
         text += f", {left if left > 0 else 'none'} left after the {listed}"
     return text
+
+
+def device_config(qnet, device, rows=None, cols=None, **fields):
+    """The configuration ``cnnforge synth`` builds for ``qnet`` on ``device``
+    (:meth:`~cnnforge.hw.compiler.devices.Device.config`): ``rows`` × ``cols`` when given (as
+    asked), else the device's array; where that time-shares the requantizer (``ppu_interval``
+    2: the UP5K's 4×3), the narrower array that leaves it four DSP blocks (4×2) is taken instead
+    when the network cannot share it (an element-wise add), or cannot be compiled on the wide
+    array, or runs fewer cycles on the narrow one by the performance model (the digits network:
+    its first layer's nine-beat passes wait for the slower drain).
+
+    Parameters
+    ----------
+    qnet : QuantizedNetwork
+    device : Device
+    rows, cols : int, optional
+    fields
+        Other :class:`~cnnforge.hw.compiler.program.AcceleratorConfig` fields.
+
+    Returns
+    -------
+    AcceleratorConfig
+    """
+    wide = device.config(rows, cols, **fields)
+    if rows is not None or cols is not None or wide.ppu_interval == 1:
+        return wide
+    narrow = device.config(share_requantizer=False, **fields)
+    if not can_share_requantizer(qnet):
+        return narrow
+    try:
+        wide_cycles = network_model(compile_network(qnet, wide))[1]
+    except ConfigError:
+        return narrow
+    return wide if wide_cycles <= network_model(compile_network(qnet, narrow))[1] else narrow
 
 
 def fit_memories(qnet, config, device, **compile_options):

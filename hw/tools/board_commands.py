@@ -24,8 +24,8 @@ from cnnforge.boards.runtime import BoardLink
 from cnnforge.boards.synth import SynthError, synthesize
 from cnnforge.examples.digits import NET as DIGITS_NET
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import fit_memories
-from cnnforge.hw.compiler.program import can_share_requantizer, weight_image
+from cnnforge.hw.compiler.memory import device_config, fit_memories
+from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.tools.common import (NET_HELP, UserError, add_calibration_option,
                                       atomic_write, load_calibrated, preflight, read_inputs)
@@ -35,12 +35,13 @@ __all__ = ["add_subcommands", "cmd_synth", "cmd_build", "cmd_flash", "cmd_infer"
 
 def _program(net, device, rows, cols, buffer_bytes, algorithm="auto", calibration=None,
              force=False):
-    """The program for ``device`` and its memory plan (SPRAM taken where block RAM is too small,
-    :func:`~cnnforge.hw.compiler.memory.fit_memories`); a design whose memories do not fit the
-    device is refused before yosys (one line naming the memory) unless ``force``."""
+    """The program for ``device`` and its memory plan: ``rows`` × ``cols``, or for None the array
+    :func:`~cnnforge.hw.compiler.memory.device_config` chooses, SPRAM taken where block RAM is too
+    small (:func:`~cnnforge.hw.compiler.memory.fit_memories`); a design whose memories do not fit
+    the device is refused before yosys (one line naming the memory) unless ``force``."""
     qnet = quantize(load_calibrated(net, calibration))
-    config = device.config(rows, cols, share_requantizer=can_share_requantizer(qnet),
-                           input_buffer_bytes=buffer_bytes, algorithm=algorithm)
+    config = device_config(qnet, device, rows, cols, input_buffer_bytes=buffer_bytes,
+                           algorithm=algorithm)
     program, plan = fit_memories(qnet, config, device)
     preflight(program, force=force)
     if not plan.fits and not force:
@@ -120,10 +121,9 @@ def cmd_synth(args):
             raise UserError(f"{option} must be at least 1, not {value}")
     console = Console()
     device = DEVICES[args.device]
-    rows = args.rows or device.rows
-    cols = args.cols or device.cols
-    program, plan = _program(args.net, device, rows, cols, args.buffer_bytes,
+    program, plan = _program(args.net, device, args.rows, args.cols, args.buffer_bytes,
                              args.algorithm or device.algorithm, args.calibration, args.force)
+    rows, cols = program.config.rows, program.config.cols
     build_dir = Path(args.build_dir or Path("build") / "synth" / f"{device.key}_{rows}x{cols}")
     try:
         report = synthesize(program, device, build_dir=build_dir, clock_mhz=args.clock,
@@ -144,10 +144,10 @@ def cmd_build(args):
         spec, _, _ = board(args.board)
     except BoardError as exc:
         raise UserError(str(exc)) from None
-    rows = args.rows or spec.rows
-    cols = args.cols or spec.cols
-    program, _ = _program(args.net, DEVICES[spec.device], rows, cols, args.buffer_bytes,
-                          args.algorithm or spec.algorithm, args.calibration, args.force)
+    # (the board's array is its device's: None lets device_config choose)
+    program, _ = _program(args.net, DEVICES[spec.device], args.rows, args.cols,
+                          args.buffer_bytes, args.algorithm or spec.algorithm, args.calibration,
+                          args.force)
     t0 = time.perf_counter()
     try:
         result = build_bitstream(program, spec.name, args.build_dir, clock_mhz=args.clock,
@@ -176,7 +176,7 @@ def _board_program(args):
         spec, _, _ = board(args.board)
     except BoardError as exc:
         raise UserError(str(exc)) from None
-    program, _ = _program(args.net, DEVICES[spec.device], spec.rows, spec.cols,
+    program, _ = _program(args.net, DEVICES[spec.device], None, None,
                           spec.input_buffer_bytes, spec.algorithm, args.calibration, force=True)
     return program
 

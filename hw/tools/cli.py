@@ -23,9 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import fit_memories, plan_memory
-from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, can_share_requantizer,
-                                          compile_network, load_plan)
+from cnnforge.hw.compiler.memory import device_config, fit_memories, plan_memory
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
+                                          load_plan)
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.perf import network_model
@@ -59,15 +59,14 @@ def _compile(args):
             ppu_interval=device.ppu_interval(cfg.rows, cfg.cols) if device else 1)
         program = compile_network(qnet, **plan)
     else:
-        defaults = {"rows": 4, "cols": 4, "algorithm": "auto"}
-        if device:
-            defaults = {name: getattr(device, name) for name in defaults}
-        chosen = {name: default if getattr(args, name) is None else getattr(args, name)
-                  for name, default in defaults.items()}
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)
-        config = (device.config(**chosen, **extra,
-                                share_requantizer=can_share_requantizer(qnet)) if device
-                  else AcceleratorConfig(**chosen, **extra))
+        if device:                  # (the array device_config chooses unless given)
+            config = device_config(qnet, device, args.rows, args.cols,
+                                   algorithm=args.algorithm or device.algorithm, **extra)
+        else:
+            config = AcceleratorConfig(4 if args.rows is None else args.rows,
+                                       4 if args.cols is None else args.cols,
+                                       algorithm=args.algorithm or "auto", **extra)
         program = (fit_memories(qnet, config, device)[0] if device
                    else compile_network(qnet, config))
     return network, qnet, program
