@@ -18,7 +18,8 @@ FLASH_ARGS ?=
 
 .PHONY: all venv demo test test-fast formal verilog sim train benchmarks clean synth bitstream \
         flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf \
-        benchmark-fmax benchmark-sim-speed benchmark-boards benchmark-icebreaker-kws
+        benchmark-fmax benchmark-sim-speed benchmark-boards benchmark-icebreaker-kws \
+        benchmark-scalesim
 
 all: demo
 
@@ -74,6 +75,11 @@ explore: $(STAMP)
 ## make benchmark-dataflows: OR vs IR vs WR per layer, RTL vs model (benchmarks/dataflows.py)
 benchmark-dataflows: $(DEV_STAMP)
 	$(BIN)/python benchmarks/dataflows.py
+
+## make benchmark-scalesim: cycles per layer against SCALE-Sim's per-fold formulas, 8x8 and 4x4
+## (benchmarks/scalesim.py, model only)
+benchmark-scalesim: $(DEV_STAMP)
+	$(BIN)/python benchmarks/scalesim.py
 
 ## make benchmark-mlperf: MLPerf Tiny models, golden vs TFLite Micro and RTL (benchmarks/mlperf_tiny.py)
 benchmark-mlperf: $(DEV_STAMP)

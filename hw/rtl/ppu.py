@@ -162,8 +162,12 @@ class PostProcessor(wiring.Component):
         # stage 2: x = acc + bias (the compiler guarantees int32 range); with an interval of
         # two registered on a beat only (held through its two cycles of multiplies)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
-        with m.If(valid[1] if self.interval > 1 else Const(1)):
-            m.d.sync += [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
+        stage2 = [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
+        if self.interval > 1:
+            with m.If(valid[1]):
+                m.d.sync += stage2
+        else:
+            m.d.sync += stage2
         # stage 3: x·M0 as four 16×16 partial products between registers (each fits one DSP
         # block): x's high half signed, its low half and M0's halves unsigned (each block
         # multiplies its operands signed as their shapes)
