@@ -72,14 +72,12 @@ class Device:
         time-shared: a result every other cycle). The UP5K's 4×3 array takes 6 of its 8."""
         return 1 if self.pe_dsps(rows, cols) + 4 <= self.dsps else 2
 
-    def config(self, rows=None, cols=None, *, share_requantizer=True, **kwargs):
+    def config(self, rows=None, cols=None, **kwargs):
         """The :class:`~cnnforge.hw.compiler.program.AcceleratorConfig` ``cnnforge synth``
         builds for this device: its default array unless ``rows`` / ``cols`` are given, its
         algorithm, input tile buffer kind and post-processor interval; ``kwargs`` (any
-        other field) passed on. A network that cannot share the requantizer
-        (``share_requantizer`` False: :func:`~cnnforge.hw.compiler.program.can_share_requantizer`)
-        gets the array narrowed, column by column, until the requantizer keeps its four DSP
-        blocks (the UP5K's 4×3 becomes 4×2).
+        other field) passed on (the array a network gets:
+        :func:`~cnnforge.hw.compiler.memory.device_config`).
 
         Raises
         ------
@@ -88,8 +86,6 @@ class Device:
         """
         rows = self.rows if rows is None else rows
         cols = self.cols if cols is None else cols
-        while not share_requantizer and cols > 1 and self.ppu_interval(rows, cols) > 1:
-            cols -= 1
         return AcceleratorConfig(rows, cols, **{
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
             "ppu_interval": self.ppu_interval(rows, cols), **kwargs})

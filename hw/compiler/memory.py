@@ -52,7 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cnnforge.hw.compiler.devices import DEVICES, Device
-from cnnforge.hw.compiler.program import ConfigError, can_share_requantizer, compile_network
+from cnnforge.hw.compiler.program import ConfigError, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import network_model
 
@@ -548,10 +548,11 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
     """The configuration ``cnnforge synth`` builds for ``qnet`` on ``device``
     (:meth:`~cnnforge.hw.compiler.devices.Device.config`): ``rows`` × ``cols`` when given (as
     asked), else the device's array; where that time-shares the requantizer (``ppu_interval``
-    2: the UP5K's 4×3), the narrower array that leaves it four DSP blocks (4×2) is taken instead
-    when the network cannot share it (an element-wise add), or cannot be compiled on the wide
-    array, or runs fewer cycles on the narrow one by the performance model (the digits network:
-    its first layer's nine-beat passes wait for the slower drain).
+    2: the UP5K's 4×3), the array narrowed column by column until it leaves the requantizer its
+    four DSP blocks (4×2) is taken instead when the network cannot be compiled on the wide one
+    (an element-wise add cannot share the requantizer) or runs fewer cycles on the narrow one by
+    the performance model (the digits network: its first layer's nine-beat passes wait for the
+    slower drain).
 
     Parameters
     ----------
@@ -568,9 +569,10 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
     wide = device.config(rows, cols, **fields)
     if rows is not None or cols is not None or wide.ppu_interval == 1:
         return wide
-    narrow = device.config(share_requantizer=False, **fields)
-    if not can_share_requantizer(qnet):
-        return narrow
+    cols = wide.cols
+    while cols > 1 and device.ppu_interval(wide.rows, cols) > 1:
+        cols -= 1
+    narrow = device.config(wide.rows, cols, **fields)
     try:
         wide_cycles = network_model(compile_network(qnet, wide))[1]
     except ConfigError:

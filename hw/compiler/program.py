@@ -26,8 +26,7 @@ from cnnforge.hw.models.perf import layer_cycles, tile_order
 from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
-__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "can_share_requantizer",
-           "compile_network", "ConfigError",
+__all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
            "weight_image", "SPRAM_SLOT_VALUES",
            "load_plan", "DATAFLOWS"]
 
@@ -362,14 +361,18 @@ class Program:
         """Bits of a feature-map address."""
         return max(1, (self.fm_depth - 1).bit_length())
 
+    def most(self, *names):
+        """The largest value of these plan fields over the layers (what a counter or a register
+        must hold)."""
+        return max(layer.values[n] for layer in self.layers for n in names)
+
     def meta_widths(self):
         """Bits per field of a pass's (OR) or group's (IR, WR) output coordinates, the entries of
         the engine's metadata FIFO (``hw/rtl/drain.py: meta_layout``): first channel
         ``m0 < M + R``, output row ``oy < OH + Tr``, first column ``ox0 < OW + Tc + C``,
         ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; ``out_base``: an OR pass's first output
         address."""
-        def most(*names):
-            return max(layer.values[n] for layer in self.layers for n in names)
+        most = self.most
 
         def bits(n):
             return max(1, int(n).bit_length())
@@ -551,22 +554,6 @@ def _check_spram_layer(name, grp, sources, slot_of):
     if len(sources) == 2 and slot_of[sources[0]] == slot_of[sources[1]]:
         raise ConfigError(f"layer {name}: both inputs in one feature-map slot, which "
                           "single-port SPRAM feature maps cannot read at once")
-
-
-def can_share_requantizer(qnet):
-    """Whether ``qnet`` can run with a time-shared requantizer (``ppu_interval=2``): it has no
-    element-wise add, whose unit feeds the post-processor every cycle (its GEMM layers then run
-    output reuse, direct).
-
-    Parameters
-    ----------
-    qnet : QuantizedNetwork
-
-    Returns
-    -------
-    bool
-    """
-    return not any(op.kind == "add" for op in qnet.ops)
 
 
 def weight_image(program):

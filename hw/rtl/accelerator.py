@@ -58,11 +58,11 @@ from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.rtl.add import AddUnit
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
-                                    connect_desc, descriptor_layout, most_of)
+                                    connect_desc, delay, descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
 from cnnforge.hw.rtl.drain import OutputDrainer, PartialSumBuffer, meta_layout
 from cnnforge.hw.rtl.loader import TileLoader
-from cnnforge.hw.rtl.pe_array import BeatControl, SystolicArray, beat_fields
+from cnnforge.hw.rtl.pe_array import SystolicArray, delay_beat
 from cnnforge.hw.rtl.ppu import PostProcessor
 from cnnforge.hw.rtl.sequencer import PerfCounters, Sequencer
 from cnnforge.hw.rtl.spram import SPRAM, FeatureMapSlots, WeightLoader
@@ -307,23 +307,13 @@ class Accelerator(wiring.Component):
         so its data still comes with the bank data. Without ``stationary`` layers the preload
         strobes and the beat's stationary bits are constants the controller leaves undriven:
         not delayed (as in :func:`~cnnforge.hw.rtl.pe_array.delay_beat`)."""
-        def delay(value, name):
-            for stage in range(1, latency):
-                q = Signal(value.shape(), name=f"ctl_{name}_d{stage}")
-                m.d.sync += q.eq(value)
-                value = q
-            return value
-
         aligned = SimpleNamespace()
         for name in Controller.READ_ALIGNED:
             value = getattr(ctl, name)
             if name == "beat":
-                beat = Signal(BeatControl, name="ctl_beat_aligned")
-                m.d.comb += [beat[f].eq(delay(value[f], f"beat_{f}"))
-                             for f in beat_fields(stationary)]
-                value = beat
+                value = delay_beat(m, value, latency - 1, "ctl_beat", stationary)
             elif stationary or not name.startswith("preload"):
-                value = delay(value, name)
+                value = delay(m, value, latency - 1, f"ctl_{name}")
             setattr(aligned, name, value)
         return aligned
 

@@ -92,8 +92,8 @@ def bits(n):
 
 def most_of(program, *names):
     """The largest value of these descriptor fields over the program's layers (what a counter or
-    a register must hold)."""
-    return max(layer.values[n] for layer in program.layers for n in names)
+    a register must hold: :meth:`~cnnforge.hw.compiler.program.Program.most`)."""
+    return program.most(*names)
 
 
 def counter(top, name=None):

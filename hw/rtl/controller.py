@@ -83,8 +83,8 @@ class Controller(wiring.Component):
               "cols_last", "groups_full", "groups_last", "w_base", "dst", "PW", "sw", "kw",
               "fd_row_step", "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step",
               "last_ld_blocks", "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB",
-              "last_ntr", "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps", "last_w_taps",
-              *Im2colWalker.FIELDS)
+              "last_ntr", "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps",
+              "last_w_taps", *Im2colWalker.FIELDS)
 
     def __init__(self, program, addr_width, w_addr_width, meta, desc):
         cfg = program.config
