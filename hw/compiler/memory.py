@@ -37,11 +37,12 @@ synthesis runs of the digits network's board core, ``tests/test_memory.py``):
   ROM bit): the descriptor ROM, small tables. Not a memory budget (the LUT estimate of
   ``cnnforge explore`` and the synthesis report account for it).
 * **SPRAM** (iCE40 UltraPlus: four ``SB_SPRAM256KA``, 16 K × 16 bits = 32 KB each, single
-  port, FPGA-DS-02008): no RTL memory uses it yet (yosys does not infer it), so the plan lists
-  it at 0 used; it could hold RAMs (feature maps, tile buffers) but not ROM contents, since the
-  bitstream does not initialize it.
-* Not planned: the small synchronous FIFOs (the pass metadata FIFO, the Winograd unit's group,
-  pass and set FIFOs): 3 words each, flip-flops on iCE40, at most 8 LUT RAM cells each on ECP5.
+  port, FPGA-DS-02008): yosys does not infer it; ``hw/rtl/spram.py`` instantiates it for the
+  feature maps (``spram_feature_maps``: one block per slot, 16-bit words of two values) and the
+  weights (``spram_weights``: loaded at run time, since the bitstream does not initialize it),
+  which :func:`fit_memories` moves there when block RAM is too small.
+* Not planned: the Winograd unit's small group, pass and set FIFOs (3 words each, flip-flops on
+  iCE40, at most 8 LUT RAM cells each on ECP5).
 
 Units: ``depth`` in words, ``width`` in bits, ``bytes`` of the contents (one copy), blocks and
 LUT RAM cells as counted by nextpnr (``ICESTORM_RAM``, ``DP16KD``, ``TRELLIS_RAMW``).
@@ -52,12 +53,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cnnforge.hw.compiler.devices import DEVICES, Device
-from cnnforge.hw.compiler.program import ConfigError, compile_network
+from cnnforge.hw.compiler.program import ConfigError, addr_width, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import network_model
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
+           "design_memories", "fm_read_ports",
            "fit_memories", "device_config",
            "EBR", "LUTRAM", "SPRAM", "LOGIC", "PARAM_BITS"]
 
@@ -124,6 +126,9 @@ MEMORY_FAMILIES = {
         bram_cost=128, lutram_cost=4, luts_per_lutram=8),
 }
 
+#: :attr:`MemoryUse.mapped` of each memory kind.
+_MAPPED = {EBR: "block RAM", LUTRAM: "LUT RAM", SPRAM: "SPRAM", LOGIC: "logic"}
+
 #: Bits of one LUT RAM cell (16 words × 4 bits) and of one SPRAM block.
 LUTRAM_BITS = 64
 SPRAM_BITS = 16384 * 16
@@ -186,8 +191,9 @@ class MemoryUse:
     """One memory of a design and where yosys puts it (the exploration's view).
 
     ``count`` identical instances (banks) of ``depth`` × ``width`` bits, each built ``copies``
-    times (once per read port); ``mapped`` is ``"block RAM"``, ``"LUT RAM"`` (ECP5) or
-    ``"logic"``; ``blocks`` the block RAMs and ``lutrams`` the 16×4 LUT RAMs over all of them."""
+    times (once per read port); ``mapped`` is ``"block RAM"``, ``"LUT RAM"`` (ECP5),
+    ``"SPRAM"`` (iCE40 UltraPlus) or ``"logic"``; ``blocks`` the block RAMs, ``lutrams`` the
+    16×4 LUT RAMs and ``sprams`` the SPRAM blocks over all of them."""
 
     name: str
     count: int
@@ -197,6 +203,7 @@ class MemoryUse:
     mapped: str
     blocks: int
     lutrams: int
+    sprams: int = 0
 
     @property
     def bits(self):
@@ -207,38 +214,54 @@ class MemoryUse:
     def to_json(self):
         return {"name": self.name, "count": self.count, "depth": self.depth,
                 "width": self.width, "copies": self.copies, "mapped": self.mapped,
-                "blocks": self.blocks, "lutrams": self.lutrams}
+                "blocks": self.blocks, "lutrams": self.lutrams, "sprams": self.sprams}
 
 
-def _memory_list(family, *, cols, banks, slot_words, weight_words, lanes, psum_depth,
-                 stationary, acc_width, fm_depth, image_size):
-    """The memories of a design (the accelerator's and the host link's), see :func:`memories`."""
-    def mem(name, count, depth, width, copies, rom=False):
-        mapped, n, cells = _mapping(depth, width, family, rom)
-        return MemoryUse(name, count, depth, width, copies, mapped, count * copies * n,
-                         count * copies * cells)
-    out = [mem("feature map", 1, fm_depth, 8, 2),
-           mem("weight ROM", 1, max(2, weight_words), lanes * 8, 1, rom=True),
-           mem("input tile buffer", banks, 2 * slot_words, 8, 1)]
-    if stationary:
-        out.append(mem("partial-sum buffer", cols, 2 * psum_depth, acc_width, 2))
-    out.append(mem("host link image buffer", 1, max(2, image_size), 8, 1))
+def design_memories(family, cfg, **quantities):
+    """The memories of a design (the accelerator's and the host link's) that the exploration
+    counts, from its quantities (:func:`_shared_specs`) rather than a compiled program, placed
+    as :func:`plan_memory` places them: one :class:`MemoryUse` each."""
+    family = _memory_family(family)
+    out = []
+    for spec in _shared_specs(cfg, **quantities):
+        placed = _place(spec, family)
+        out.append(MemoryUse(spec.name, spec.count, spec.depth, spec.width, placed.copies,
+                             _MAPPED[placed.kind], placed.blocks, placed.lutrams,
+                             placed.sprams))
     return out
 
 
 def memories(program, family):
     """The memories :mod:`~cnnforge.hw.tools.explore` counts for ``program``'s board core, one
-    :class:`MemoryUse` each, placed by cost alone.
+    :class:`MemoryUse` each: every memory of :func:`plan_memory` but the descriptor ROM (in
+    logic but for very long networks) and the Winograd buffers (the exploration runs direct
+    convolution), placed the same way.
 
-    Their bits equal :func:`cnnforge.hw.models.perf.buffer_bits` (input, weights, fm, psum) plus
-    the host link's image buffer. The parameter ROM, the add tables and the Winograd buffers are
-    not among them (see the module docstring; :func:`plan_memory` has them all)."""
-    cfg = program.config
-    return _memory_list(
-        family, cols=cfg.cols, banks=program.input_banks, slot_words=program.slot_words,
-        weight_words=len(program.weights), lanes=cfg.lanes, psum_depth=program.psum_depth,
-        stationary=program.stationary,
-        acc_width=program.acc_width, fm_depth=program.fm_depth, image_size=program.image_size)
+    Their bits include :func:`cnnforge.hw.models.perf.buffer_bits` (input, weights, fm, psum,
+    params) and the host link's image buffer."""
+    return design_memories(family, program.config, **_quantities(program))
+
+
+def _quantities(program):
+    """The keyword arguments of :func:`_shared_specs` for ``program``."""
+    return dict(
+        fm_depth=program.fm_depth, fm_slots=program.fm_slots,
+        fm_read_ports=fm_read_ports(program), weight_words=len(program.weights),
+        w_width=program.w_width, params=len(program.params), banks=program.input_banks,
+        slot_words=program.slot_words,
+        meta_bits=sum(w for name, w in program.meta_widths().items()
+                      if program.stationary or name not in ("rows", "cols")),
+        stationary=program.stationary, psum_depth=program.psum_depth,
+        acc_width=program.acc_width, add_tables=program.add_tables,
+        image_size=program.image_size)
+
+
+def fm_read_ports(program):
+    """Read ports of ``program``'s feature map: the tile loader's, and a second for the fused
+    max-pool's read-modify-write or the add unit's second input (yosys removes it when neither
+    exists)."""
+    modes = {Dataflow(layer.values["df"]) for layer in program.layers}
+    return 2 if program.pooling or Dataflow.ADD in modes else 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,53 +424,64 @@ def memory_specs(program):
     cfg = program.config
     modes = {Dataflow(layer.values["df"]) for layer in program.layers}
     desc_bits = sum(width for _, width in program.descriptor_widths().values())
-    weight_depth, weight_width = max(2, len(program.weights)), cfg.lanes * program.w_width
+    out = _shared_specs(cfg, **_quantities(program))
+    out.insert(3, MemorySpec("descriptor ROM", "hw/rtl/sequencer.py (descriptors)", 1,
+                             len(program.layers), desc_bits, write_ports=0, rom=True,
+                             initialized=True))
+    if Dataflow.WINOGRAD in modes:
+        out[-1:-1] = [
+            MemorySpec("Winograd input buffer", "hw/rtl/winograd.py (vbuf<c>)", cfg.cols,
+                       2 * program.winograd_depth, program.x_width),
+            MemorySpec("Winograd output buffer", "hw/rtl/winograd.py (otbuf<c>)", cfg.cols,
+                       2 * cfg.rows, 4 * program.y4_width, read_ports=2)]
+    return out
+
+
+def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_width, params,
+                  banks, slot_words, meta_bits, stationary, psum_depth, acc_width, add_tables,
+                  image_size):
+    """The memories of a design with configuration ``cfg`` but its descriptor ROM and Winograd
+    buffers, as :class:`MemorySpec` in the RTL's order: ``fm_depth`` int8 values in
+    ``fm_slots`` slots read by ``fm_read_ports``; ``weight_words`` weight words of ``w_width``
+    bits a lane; ``params`` output channels; ``banks`` input tile banks of two halves of
+    ``slot_words``; the metadata FIFO's ``meta_bits``; the partial-sum banks (``stationary``)
+    of two halves of ``psum_depth`` ``acc_width``-bit words; the add layers' ``add_tables``;
+    the host link's image buffer of ``image_size`` values."""
+    weight_depth, weight_width = max(2, weight_words), cfg.lanes * w_width
     out = [
-        MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", program.fm_slots,
-                   program.fm_depth // program.fm_slots // 2, 16, spram=True)
+        MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", fm_slots,
+                   fm_depth // fm_slots // 2, 16, spram=True)
         if cfg.spram_feature_maps else
-        # (the second read port: the fused max-pool's read-modify-write and the add unit's
-        # second input; yosys removes it when neither exists)
-        MemorySpec("feature map", "hw/rtl/accelerator.py (fm)", 1, program.fm_depth, 8,
-                   read_ports=2 if program.pooling or Dataflow.ADD in modes else 1),
+        MemorySpec("feature map", "hw/rtl/accelerator.py (fm)", 1, fm_depth, 8,
+                   read_ports=fm_read_ports),
         MemorySpec("weights", "hw/rtl/spram.py (weights)", 1, weight_depth, weight_width,
                    spram=True)
         if cfg.spram_weights else
         MemorySpec("weight ROM", "hw/rtl/accelerator.py (weights)", 1, weight_depth,
                    weight_width, write_ports=0, rom=True, initialized=True),
-        MemorySpec("parameter ROM", "hw/rtl/ppu.py (rom)", 1, max(2, len(program.params)),
+        MemorySpec("parameter ROM", "hw/rtl/ppu.py (rom)", 1, max(2, params),
                    PARAM_BITS, write_ports=0, rom=True, initialized=True, force_block=True),
-        MemorySpec("descriptor ROM", "hw/rtl/sequencer.py (descriptors)", 1,
-                   len(program.layers), desc_bits, write_ports=0, rom=True, initialized=True),
-        MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", program.input_banks,
-                   2 * program.slot_words, 8, async_read=cfg.lutram_buffers),
+        MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", banks,
+                   2 * slot_words, 8, async_read=cfg.lutram_buffers),
         # amaranth's SyncFIFOBuffered of depth 4: 3 words of storage and its output register;
         # only the partial-sum drain reads the group's rows and cols (yosys drops the bits no
         # one reads)
         MemorySpec("pass metadata FIFO", "amaranth.lib.fifo (hw/rtl/accelerator.py meta)", 1, 3,
-                   sum(w for name, w in program.meta_widths().items()
-                       if program.stationary or name not in ("rows", "cols")),
-                   block_without_lutram=True),
+                   meta_bits, block_without_lutram=True),
         MemorySpec("post-processor address delay line",
                    "hw/rtl/common.py (delay_line: hw/rtl/ppu.py addr_delay)", 1, 16,
-                   program.fm_addr_width, block_without_lutram=True),
+                   addr_width(fm_depth), block_without_lutram=True),
     ]
-    if program.stationary:
+    if stationary:
         out.append(MemorySpec("partial-sum buffer", "hw/rtl/drain.py (psum<c>)", cfg.cols,
-                              2 * program.psum_depth, program.acc_width, read_ports=2))
-    if Dataflow.ADD in modes:
-        tables = program.add_tables
-        width = max(2, int(abs(tables).max()).bit_length() + 1)
+                              2 * psum_depth, acc_width, read_ports=2))
+    if len(add_tables):
+        width = max(2, int(abs(add_tables).max()).bit_length() + 1)
         out.append(MemorySpec("add rescale tables", "hw/rtl/add.py (add_tables)", 1,
-                              len(tables), width, read_ports=2, write_ports=0, rom=True,
+                              len(add_tables), width, read_ports=2, write_ports=0, rom=True,
                               initialized=True))
-    if Dataflow.WINOGRAD in modes:
-        out.append(MemorySpec("Winograd input buffer", "hw/rtl/winograd.py (vbuf<c>)", cfg.cols,
-                              2 * program.winograd_depth, program.x_width))
-        out.append(MemorySpec("Winograd output buffer", "hw/rtl/winograd.py (otbuf<c>)",
-                              cfg.cols, 2 * cfg.rows, 4 * program.y4_width, read_ports=2))
     out.append(MemorySpec("host link image buffer", "boards/hostlink.py (image)", 1,
-                          max(2, program.image_size), 8))
+                          max(2, image_size), 8))
     return out
 
 

@@ -359,7 +359,7 @@ class Program:
     @property
     def fm_addr_width(self):
         """Bits of a feature-map address."""
-        return max(1, (self.fm_depth - 1).bit_length())
+        return addr_width(self.fm_depth)
 
     def most(self, *names):
         """The largest value of these plan fields over the layers (what a counter or a register
@@ -367,20 +367,9 @@ class Program:
         return max(layer.values[n] for layer in self.layers for n in names)
 
     def meta_widths(self):
-        """Bits per field of a pass's (OR) or group's (IR, WR) output coordinates, the entries of
-        the engine's metadata FIFO (``hw/rtl/drain.py: meta_layout``): first channel
-        ``m0 < M + R``, output row ``oy < OH + Tr``, first column ``ox0 < OW + Tc + C``,
-        ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; ``out_base``: an OR pass's first output
-        address."""
-        most = self.most
-
-        def bits(n):
-            return max(1, int(n).bit_length())
-        R, C = self.config.rows, self.config.cols
-        return {"m0": bits(most("M") + max(R, C)), "oy": bits(most("OH") + most("Tr")),
-                "ox0": bits(most("OW") + most("Tc") + C), "x_end": bits(most("OW")),
-                "rows": bits(most("Tr")), "cols": bits(most("Tc")),
-                "out_base": self.fm_addr_width + 1}
+        """Bits per field of the engine's metadata FIFO entries (:func:`meta_widths`)."""
+        return meta_widths([layer.values for layer in self.layers], self.config,
+                           self.fm_addr_width)
 
     @property
     def rounding(self):
@@ -429,10 +418,12 @@ class Program:
 
     def plan(self):
         """The design choices as a JSON-able dict (``cnnforge ... --plan FILE`` reads it back
-        with :func:`load_plan`): array, buffer budget, and per layer dataflow and tile."""
+        with :func:`load_plan`): array, buffer budget, the configuration fields that change
+        cycles or memories (:data:`PLAN_FIELDS`), and per layer dataflow and tile."""
         cfg = self.config
         return {"rows": cfg.rows, "cols": cfg.cols,
                 "input_buffer_bytes": cfg.input_buffer_bytes,
+                **{name: getattr(cfg, name) for name in PLAN_FIELDS},
                 "layers": {layer.name: {"dataflow": layer.dataflow,
                                         "algorithm": ("direct" if layer.algorithm == "depthwise"
                                                       else layer.algorithm),
@@ -807,6 +798,34 @@ def _weight_words(op, v, cfg):
     return out.reshape(-1, lanes)
 
 
+def meta_widths(values, cfg, fm_addr_width):
+    """Bits per field of a pass's (OR) or group's (IR, WR) output coordinates over the layers'
+    plan ``values``, the entries of the engine's metadata FIFO (``hw/rtl/drain.py:
+    meta_layout``): first channel ``m0 < M + R``, output row ``oy < OH + Tr``, first column
+    ``ox0 < OW + Tc + C``, ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; ``out_base``: an OR
+    pass's first output address (``fm_addr_width`` + 1 bits)."""
+    def most(name):
+        return max(v[name] for v in values)
+
+    def bits(n):
+        return max(1, int(n).bit_length())
+    R, C = cfg.rows, cfg.cols
+    return {"m0": bits(most("M") + max(R, C)), "oy": bits(most("OH") + most("Tr")),
+            "ox0": bits(most("OW") + most("Tc") + C), "x_end": bits(most("OW")),
+            "rows": bits(most("Tr")), "cols": bits(most("Tc")), "out_base": fm_addr_width + 1}
+
+
+def addr_width(depth):
+    """Bits of an address into ``depth`` words."""
+    return max(1, (depth - 1).bit_length())
+
+
+#: Configuration fields a plan records besides the array and the buffer budget (their
+#: defaults when a plan does not give them).
+PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
+               "spram_weights": False}
+
+
 def load_plan(plan, source="plan"):
     """Read a plan (dict, or the path of a JSON file written from :meth:`Program.plan`).
 
@@ -832,7 +851,9 @@ def load_plan(plan, source="plan"):
             raise ConfigError(f"{source}: not valid JSON ({exc})") from None
     try:
         cfg = AcceleratorConfig(rows=int(plan["rows"]), cols=int(plan["cols"]),
-                                input_buffer_bytes=int(plan.get("input_buffer_bytes", 4096)))
+                                input_buffer_bytes=int(plan.get("input_buffer_bytes", 4096)),
+                                **{name: type(default)(plan[name])
+                                   for name, default in PLAN_FIELDS.items() if name in plan})
         tiles, dataflows, algorithms = {}, {}, {}
         for name, entry in plan.get("layers", {}).items():
             dataflows[name] = entry.get("dataflow", "auto")

@@ -43,7 +43,8 @@ __all__ = ["main"]
 
 def _compile(args):
     """Network, quantized network and program from NET and the design options (--plan wins
-    over --rows/--cols/--buffer-bytes/--dataflow). With ``--device`` (run, sim) the design is
+    over --rows/--cols/--buffer-bytes/--dataflow; its configuration fields hold unless
+    ``--device`` gives its own). With ``--device`` (run, sim) the design is
     the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, its
     input tile buffer kind and post-processor interval (``Device.config``), SPRAM where block
     RAM is too small
@@ -54,9 +55,10 @@ def _compile(args):
     if getattr(args, "plan", None):
         plan = load_plan(args.plan)
         cfg = plan["config"]
-        plan["config"] = dataclasses.replace(
-            cfg, lutram_buffers=device.lutram_buffers if device else False,
-            ppu_interval=device.ppu_interval(cfg.rows, cfg.cols) if device else 1)
+        if device:                  # the device's tile buffer kind and requantizer interval
+            plan["config"] = dataclasses.replace(
+                cfg, lutram_buffers=device.lutram_buffers,
+                ppu_interval=device.ppu_interval(cfg.rows, cfg.cols))
         program = compile_network(qnet, **plan)
     else:
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)

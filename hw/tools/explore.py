@@ -2,19 +2,28 @@
 
 The space, for one network and one device:
 
-* **array sizes** R × C (default every R, C in 1..16 whose DSP blocks fit the device);
+* **array sizes** R × C (default every R, C in 1..16 whose DSP blocks fit the device), each with
+  the device's configuration for it (:meth:`~cnnforge.hw.compiler.devices.Device.config`, as
+  ``cnnforge synth`` builds it): the input tile buffer kind (LUT RAM on ECP5) and the
+  post-processor's interval — where the PEs leave the requantizer fewer than its four DSP
+  blocks (the UP5K's 4×3), it is time-shared over two (``ppu_interval`` 2) and every layer
+  runs output reuse; a network with an element-wise add (which cannot share it) gets only the
+  arrays that leave it four;
 * **dataflows per layer**: OR, IR or WR for every dense engine layer (all 3^L combinations when
   the network has at most :data:`MAX_MIX_LAYERS` engine layers; otherwise the uniform choices and
   "auto", the fastest per layer); "auto" is the combination the per-layer minimum picks, so it is
   always among them. A depthwise or average-pooling layer runs OR and an element-wise add its
-  ADD schedule in every design, as the compiler runs them (their tilings are still explored;
-  the resource model below does not count the add unit's logic and tables);
+  ADD schedule in every design, as the compiler runs them (their tilings are still explored);
 * **tilings** through **input tile buffer budgets** (powers of two, from the smallest that holds
   every layer's smallest tile to the one at which every layer gets its fastest tiling; budgets
   that change no layer's tiles are skipped): for a budget the tiles of every layer are
   those the compiler's planner picks (the fastest tiling whose input tile fits, larger tiles on
   ties), computed here once per array for all budgets and handed to the compiler as explicit
   ``tiles=`` so that the plan file reproduces them exactly;
+* **memory placement** on a device with SPRAM (UP5K): block RAM only, else the feature maps,
+  the weights, or both in SPRAM — the first whose block RAM and SPRAM fit, in the order
+  :func:`~cnnforge.hw.compiler.memory.fit_memories` tries for ``cnnforge synth`` (the feature
+  maps only where the network allows them there: no fused max-pool);
 * **Winograd**: not explored — every design is compiled with ``algorithm="direct"`` for every
   layer, and the output and the JSON say so (:data:`WINOGRAD`): the resource model below knows
   neither the Winograd unit's memories (transformed-input buffer, wider weight ROM) nor its
@@ -22,47 +31,45 @@ The space, for one network and one device:
 
 Cycles and buffer accesses come from the analytic model
 (:func:`cnnforge.hw.models.perf.layer_model`, equal to the RTL counters); nothing is simulated,
-so the digits network takes seconds. Every design reported (the Pareto set) is compiled for real
-from its plan (:func:`~.compiler.compile_network` with the plan's tiles and dataflows) and its
+so the digits network takes seconds (the keyword-spotting DS-CNN on the UP5K about a minute).
+Every design reported (the Pareto set) is compiled for real from its plan
+(:func:`~.compiler.compile_network` with the plan's configuration, tiles and dataflows) and its
 cycles and memories re-derived from that :class:`~.compiler.Program`, so the table, the JSON and
-the plan file cannot drift apart.
+the plan file cannot drift apart. The plan records the array, the buffer budget, the
+post-processor interval, the tile buffer kind and the SPRAM placement.
 
-Resource estimates (per design, against :data:`cnnforge.boards.synth.DEVICES`), each rule checked
-on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the digits
-accelerator, yosys ``synth_ice40`` / ``synth_ecp5`` then ``nextpnr --pack-only``; the runs
-are listed in :data:`FAMILIES` ``calibration`` and ``tests/test_explore.py`` checks the model
-against them):
+Resource estimates (per design, against :data:`cnnforge.hw.compiler.devices.DEVICES`), each
+rule checked on synthesis runs of the board core (:class:`cnnforge.boards.top.LinkTop` around the
+accelerator, yosys ``synth_ice40`` / ``synth_ecp5`` and nextpnr; the runs are listed in
+:data:`FAMILIES` ``calibration`` and ``tests/test_explore.py`` checks the model against them):
 
 * **DSP blocks**: on iCE40 one SB_MAC16 per two PEs (the block's 8×8 mode holds two int8
   multiplies, :func:`cnnforge.hw.rtl.common.ice40_product_pair`), on ECP5 one MULT18X18D per PE
   (a MULT18X18D could hold two 9×9 multiplies, but only hand-instantiated MULT9X9D halves would
   use that, which nextpnr-ecp5 does not place) — plus 4 for the post-processor's 32×31-bit
   requantization multiply, which ``hw/rtl/ppu.py`` writes as four 16×16 partial products (one
-  SB_MAC16 / MULT18X18D each). On ECP5 ``synth_ecp5`` also puts every small address multiply
-  of the controllers into a MULT18X18D (any operand of 2 bits or more): 4 more, and 2 more
-  again when a layer is IR or WR (the partial-sum drain's address). On iCE40 they stay in
-  logic (``synth_ice40`` without ``-dsp`` maps no multiply).
-* **Block RAM**: every memory of :func:`memories` separately (feature map, weight ROM, input
-  tile banks, partial-sum banks, the host link's image buffer), placed the way yosys'
-  ``memory_libmap`` chooses by cost (:func:`_mapping`): block RAM (iCE40 SB_RAM40_4K, 4 Kbit:
-  256×16, 512×8, 1024×4, 2048×2; ECP5 DP16KD, 18 Kbit: 512×36, 1024×18, 2048×9, 4096×4,
-  8192×2, 16384×1; the cheapest shape), ECP5 LUT RAM (16×4 ``TRELLIS_DPR16X4``, RAMs only),
-  or logic. A memory with two read ports and a write port is built twice (the feature map:
-  loader and pooling reads; the partial-sum banks: accumulate and drain reads). The descriptor
-  ROM and the small FIFOs go to logic. The parameter ROM is not counted: ``hw/rtl/ppu.py`` now
-  forces it into block RAM (5 EBR on iCE40, 2 on ECP5 for the digits network; the calibration
-  runs below predate that), and neither are the add tables and the Winograd buffers (not
-  explored); :func:`cnnforge.hw.compiler.memory.plan_memory` places every memory and
-  :func:`~cnnforge.hw.compiler.memory.check_fits` refuses a design whose memories do not
-  fit. SPRAM (UP5K) is not used: yosys does not infer it. The memory rules live in
-  :mod:`cnnforge.hw.compiler.memory`.
+  SB_MAC16 / MULT18X18D each), 2 when it is time-shared. On ECP5 ``synth_ecp5`` also puts the
+  partial-sum drain's address multiply into MULT18X18D: 3 more when a layer is IR or WR.
+* **Block RAM and SPRAM**: the memories :func:`~cnnforge.hw.compiler.memory.plan_memory` places
+  (:func:`~cnnforge.hw.compiler.memory.design_memories`: the same rules from the design's
+  quantities before it is compiled) but the descriptor ROM, which stays in logic but for very
+  long networks, and the Winograd buffers (not explored): feature map, weights, parameter ROM,
+  input tile banks, pass metadata FIFO, the post-processor's address delay line, partial-sum
+  banks, add tables, the host link's image buffer. Each goes where yosys' ``memory_libmap``
+  puts it by cost (block RAM: iCE40 SB_RAM40_4K 256×16 … 2048×2, ECP5 DP16KD 512×36 …
+  16384×1, the cheapest shape; ECP5 LUT RAM ``TRELLIS_DPR16X4``; logic), or where the RTL
+  forces it (the parameter ROM into block RAM, the input tile buffer into LUT RAM on ECP5, the
+  SPRAM placements); a memory with two read ports and a write port is built twice. yosys
+  slices a few wide memories into blocks of two shapes and uses up to two blocks fewer than
+  this count. The memory rules live in :mod:`cnnforge.hw.compiler.memory`.
 * **LUTs** (iCE40 logic cells ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``): a linear model
-  ``base + per_pe·R·C + [any IR/WR layer]·(stationary + stationary_per_col·C)
-  + per_lutram·(16×4 LUT RAMs)``, its coefficients fitted by least squares to the calibration
-  runs (4 on iCE40 at 1×1 and 2×2, 5 on ECP5 at 2×2, 4×4 and 8×8; a LUT RAM counted as 4
-  LUTs), within 1.5 % of every one. It is an estimate: a network much larger than digits adds
-  parameter- and descriptor-ROM logic it ignores, so a design near the LUT budget should be
-  confirmed with ``cnnforge synth``.
+  (:meth:`Family.luts`) ``base + per_pe·R·C + [any IR/WR layer]·(stationary
+  + stationary_per_col·C) + [IR]·ir + [WR]·wr + [time-shared requantizer]·ppu_shared
+  + [depthwise layer]·depthwise + per_lutram·(16×4 LUT RAMs)``, its coefficients fitted to
+  the calibration runs (iCE40: the digits network at 1×1, 2×2, 2×3, 4×2 and 4×3 OR, 2×2 WR, 1×1
+  IR/OR/WR, the keyword-spotting DS-CNN at 2×2 and 4×3; ECP5: digits at 2×2 and 4×4, OR and
+  IR/OR/WR; a LUT RAM counted as 4 LUTs), within 2.7 % of every one. It is an estimate: a
+  design near the LUT budget should be confirmed with ``cnnforge synth``.
 
 A network that fits in no design raises :class:`DoesNotFit` (a :class:`~.compiler.ConfigError`:
 one line naming the resource, the smallest need and the budget; the command exits with 2).
@@ -74,7 +81,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,11 +90,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, _memory_list, blocks,
-                                         memories)
+from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, blocks,
+                                         design_memories, memories)
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
                                           _add_values, _allocate, _banks, _engine_layers,
-                                          _geometry, _tiling, _weight_words, compile_network)
+                                          _geometry, _spram_region, _tiling, _weight_words,
+                                          addr_width, compile_network, meta_widths)
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_model, network_model
@@ -129,7 +137,11 @@ class Family:
         DSP blocks of the post-processor's requantization multiply.
     lut_base, lut_per_pe, lut_stationary, lut_stationary_per_col, lut_per_lutram : float
         Linear LUT model: ``base + per_pe·PEs + [any IR/WR layer]·(stationary
-        + stationary_per_col·C) + per_lutram·(16×4 LUT RAMs)``.
+        + stationary_per_col·C) + [an IR layer]·ir + [a WR layer]·wr
+        + [requantizer time-shared]·ppu_shared + [a depthwise layer]·depthwise
+        + per_lutram·(16×4 LUT RAMs)``.
+    lut_ir, lut_wr, lut_ppu_shared, lut_depthwise : float
+        The terms above (0 where a family's runs do not tell them apart).
     dsp_control, dsp_stationary : int
         DSP blocks of the controllers' address multiplies: always, and with an IR/WR layer.
     calibration : tuple of dict
@@ -146,6 +158,10 @@ class Family:
     lut_stationary: float
     lut_stationary_per_col: float = 0.0
     lut_per_lutram: float = 0.0
+    lut_ir: float = 0.0
+    lut_wr: float = 0.0
+    lut_ppu_shared: float = 0.0
+    lut_depthwise: float = 0.0
     dsp_control: int = 0
     dsp_stationary: int = 0
     calibration: tuple = ()
@@ -166,15 +182,22 @@ class Family:
     def lutram_cost(self):
         return self.memory.lutram_cost
 
-    def luts(self, pes, cols, stationary, lutrams=0):
-        """Estimated LUTs of a design (the linear model)."""
-        extra = self.lut_stationary + self.lut_stationary_per_col * cols if stationary else 0
+    def luts(self, pes, cols, dataflows, lutrams=0, ppu_interval=1, depthwise=False):
+        """Estimated LUTs of a design (the linear model) whose layers run ``dataflows``
+        (``"or"``, ``"ir"``, ``"wr"``; an add layer's ``"add"``), with ``ppu_interval`` and
+        whether a layer is depthwise."""
+        dataflows = set(dataflows)
+        extra = (self.lut_stationary + self.lut_stationary_per_col * cols
+                 if dataflows & {"ir", "wr"} else 0)
+        extra += self.lut_ir * ("ir" in dataflows) + self.lut_wr * ("wr" in dataflows)
+        extra += self.lut_ppu_shared * (ppu_interval > 1) + self.lut_depthwise * depthwise
         return int(math.ceil(self.lut_base + self.lut_per_pe * pes + extra
                              + self.lut_per_lutram * lutrams))
 
-    def dsps(self, pes, stationary=False):
-        """DSP blocks of a design with ``pes`` PEs."""
-        return (self.pe_dsps(pes) + self.ppu_dsps + self.dsp_control
+    def dsps(self, pes, stationary=False, ppu_interval=1):
+        """DSP blocks of a design with ``pes`` PEs (the requantizer's ``ppu_dsps`` shared by
+        ``ppu_interval`` cycles: 2 blocks at interval 2)."""
+        return (self.pe_dsps(pes) + self.ppu_dsps // ppu_interval + self.dsp_control
                 + (self.dsp_stationary if stationary else 0))
 
     def pe_dsps(self, pes):
@@ -182,40 +205,38 @@ class Family:
         return -(-pes // self.pes_per_dsp)
 
 
-#: Synthesis runs (board core of the digits network, direct convolution, 4096-byte input
-#: buffer; yosys 0.70 / nextpnr 0.11 from YoWASP): measured LUTs, DSP blocks and block RAMs.
-#: iCE40 DSPs: ``dsp_yosys`` is what ``synth_ice40 -dsp`` mapped then (only 2 of the
-#: post-processor's four 16×16 products, with "Driver-driver conflict" warnings on ``ppu.lo4``);
-#: the blocks are instantiated now (two PEs each, the requantizer's four: model ⌈PEs/2⌉ + 4).
-#: The iCE40 LUT figures predate the control changes, the PE pairs and the output-stationary-only
-#: engine: the 2×2 digits core took 3,637 cells where the model says 5,275, the 4×2 board core
-#: takes 3,798; the model is conservative and refuses UP5K designs that fit, until these runs
-#: are redone with the current flow.
+#: Synthesis runs (board core, direct convolution, 4096-byte input buffer, the device's
+#: configuration for the array: ``Device.config``; yosys 0.70 / nextpnr 0.11 from YoWASP, seed
+#: 1): measured logic cells or LUT4s, DSP blocks and block RAMs. The digits network unless
+#: ``net`` says otherwise. iCE40: the requantizer time-shared on the 4×3 array (``ppu_interval``
+#: 2), the KWS DS-CNN's maps and weights in SPRAM.
 FAMILIES = {
     "ice40": Family(
         dsp_name="SB_MAC16", memory=MEMORY_FAMILIES["ice40"], pes_per_dsp=2, ppu_dsps=4,
-        lut_base=4986.2, lut_per_pe=72.3, lut_stationary=1036.0,
+        lut_base=2633.0, lut_per_pe=109.05, lut_stationary=0.0, lut_ir=543.1, lut_wr=727.8,
+        lut_ppu_shared=103.4, lut_depthwise=934.8,
         calibration=(
-            {"array": "1x1", "dataflows": "or,or,or", "luts": 5048, "bram": 8, "dsp_yosys": 3},
-            {"array": "2x2", "dataflows": "or,or,or", "luts": 5286, "bram": 9, "dsp_yosys": 6},
-            {"array": "1x1", "dataflows": "ir,or,wr", "luts": 6105, "bram": 12,
-             "dsp_yosys": 3},
-            {"array": "2x2", "dataflows": "wr,wr,wr", "luts": 6301, "bram": 17,
-             "dsp_yosys": 6},
-            # not fitted, a check: the fastest UP5K design (input buffer budget 128 bytes)
-            {"array": "4x1", "dataflows": "or,or,or", "buffer": 128, "luts": 5259, "bram": 8,
-             "dsp_yosys": 6},
+            {"array": "1x1", "dataflows": "or,or,or", "luts": 2756, "bram": 16, "dsp": 5},
+            {"array": "2x2", "dataflows": "or,or,or", "luts": 3026, "bram": 17, "dsp": 6},
+            {"array": "2x3", "dataflows": "or,or,or", "luts": 3325, "bram": 18, "dsp": 7},
+            {"array": "4x2", "dataflows": "or,or,or", "luts": 3497, "bram": 17, "dsp": 8},
+            {"array": "4x3", "dataflows": "or,or,or", "luts": 4045, "bram": 18, "dsp": 8},
+            {"array": "2x2", "dataflows": "wr,wr,wr", "luts": 3797, "bram": 25, "dsp": 6},
+            {"array": "1x1", "dataflows": "ir,or,wr", "luts": 4013, "bram": 20, "dsp": 5},
+            {"net": "kws_ref_model", "array": "2x2", "dataflows": "or", "luts": 3899,
+             "bram": 20, "spram": 3, "dsp": 6},
+            {"net": "kws_ref_model", "array": "4x3", "dataflows": "or", "luts": 5085,
+             "bram": 22, "spram": 4, "dsp": 8},
         )),
     "ecp5": Family(
         dsp_name="MULT18X18D", memory=MEMORY_FAMILIES["ecp5"], pes_per_dsp=1, ppu_dsps=4,
-        lut_base=5149.5, lut_per_pe=86.3, lut_stationary=720.2, lut_stationary_per_col=306.5,
-        lut_per_lutram=4.0, dsp_control=4, dsp_stationary=2,
+        lut_base=2698.0, lut_per_pe=92.75, lut_stationary=1053.0, lut_stationary_per_col=321.0,
+        lut_per_lutram=4.0, dsp_control=0, dsp_stationary=3,
         calibration=(
-            {"array": "2x2", "dataflows": "or,or,or", "luts": 5570, "bram": 3, "dsp": 12},
-            {"array": "4x4", "dataflows": "or,or,or", "luts": 6925, "bram": 3, "dsp": 24},
-            {"array": "8x8", "dataflows": "or,or,or", "luts": 11198, "bram": 4, "dsp": 72},
-            {"array": "2x2", "dataflows": "ir,or,wr", "luts": 7084, "bram": 3, "dsp": 14},
-            {"array": "4x4", "dataflows": "ir,or,wr", "luts": 8957, "bram": 3, "dsp": 26},
+            {"array": "2x2", "dataflows": "or,or,or", "luts": 3265, "bram": 5, "dsp": 8},
+            {"array": "4x4", "dataflows": "or,or,or", "luts": 4506, "bram": 5, "dsp": 20},
+            {"array": "2x2", "dataflows": "ir,or,wr", "luts": 5060, "bram": 5, "dsp": 11},
+            {"array": "4x4", "dataflows": "ir,or,wr", "luts": 7039, "bram": 5, "dsp": 23},
         )),
 }
 
@@ -239,11 +260,16 @@ class Design:
         ``sum(ceil(MACs / PEs))`` over the layers.
     dsp, bram, luts : int
         Estimated resources (module docstring).
+    spram : int
+        SPRAM blocks (UP5K) of the feature maps and weights placed there.
     memories : list of MemoryUse
     models : list of LayerModel
         Per layer.
     plan : dict or None
         ``Program.plan()`` (filled for the Pareto designs).
+    base : AcceleratorConfig
+        The device's configuration for the array (post-processor interval, input tile buffer
+        kind) with the design's SPRAM placement; :meth:`config` adds the buffer budget.
     """
 
     rows: int
@@ -259,6 +285,8 @@ class Design:
     memories: list
     models: list
     plan: dict | None = None
+    spram: int = 0
+    base: AcceleratorConfig | None = None
 
     @property
     def pes(self):
@@ -274,7 +302,8 @@ class Design:
         return self.ideal_cycles / self.cycles if self.cycles else 0.0
 
     def config(self):
-        return AcceleratorConfig(self.rows, self.cols, input_buffer_bytes=self.buffer_bytes)
+        base = self.base or AcceleratorConfig(self.rows, self.cols)
+        return replace(base, input_buffer_bytes=self.buffer_bytes)
 
     def to_json(self, names, types):
         return {
@@ -283,7 +312,8 @@ class Design:
             "dataflows": list(self.dataflows), "algorithm": "direct",
             "cycles": self.cycles, "ideal_cycles": self.ideal_cycles,
             "pe_utilization": round(self.utilization, 4),
-            "dsp": self.dsp, "bram": self.bram, "luts_estimate": self.luts, "spram": 0,
+            "dsp": self.dsp, "bram": self.bram, "luts_estimate": self.luts,
+            "spram": self.spram, "ppu_interval": self.config().ppu_interval,
             "memories": [m.to_json() for m in self.memories],
             "layers": [{"name": n, "type": t, "dataflow": df, "Tr": tr, "Tc": tc,
                         "macs": lm.macs, "ideal_cycles": lm.ideal_cycles,
@@ -407,7 +437,7 @@ def _layer_options(groups, cfg):
         pool = grp[1] if len(grp) > 1 else None
         g = _geometry(op, pool, cfg)
         per_df = {}
-        for df in (Dataflow.OR,) if g["dw"] else DIRECT:
+        for df in (Dataflow.OR,) if g["dw"] or cfg.ppu_interval > 1 else DIRECT:
             opts = []
             for index, (tr, tc) in enumerate(_tile_candidates(g)):
                 v = _tiling(g, tr, tc, cfg, df)
@@ -461,8 +491,39 @@ def _budgets(lo, hi):
     return out
 
 
-def _arrays(sizes, family, device):
-    return [(r, c) for r in sizes for c in sizes if family.dsps(r * c) <= device.dsps]
+def _array_dsps(family, device, rows, cols):
+    """DSP blocks of a ``rows`` × ``cols`` design on ``device`` with output-stationary layers
+    (the requantizer time-shared where the device's array needs it,
+    :meth:`~cnnforge.hw.compiler.devices.Device.ppu_interval`)."""
+    return family.dsps(rows * cols, ppu_interval=device.ppu_interval(rows, cols))
+
+
+def _arrays(sizes, family, device, has_add):
+    """The arrays whose DSP blocks fit ``device``; with an element-wise add (which cannot
+    share the requantizer) only those that leave it its four blocks."""
+    return [(r, c) for r in sizes for c in sizes
+            if _array_dsps(family, device, r, c) <= device.dsps
+            and not (has_add and device.ppu_interval(r, c) > 1)]
+
+
+def _placements(qnet, device, n_slots, region):
+    """``(spram_feature_maps, spram_weights, feature-map depth)`` in the order
+    :func:`~cnnforge.hw.compiler.memory.fit_memories` tries them: block RAM only, then (on a
+    device with SPRAM) the feature maps, the weights, both in SPRAM; the feature maps only
+    where the network allows them there (no fused max-pool, one SPRAM block a slot)."""
+    out = [(False, False, n_slots * region)]
+    if not device.spram:
+        return out
+    try:
+        compile_network(qnet, AcceleratorConfig(1, 1, input_buffer_bytes=1 << 20,
+                                                algorithm="direct", spram_feature_maps=True))
+        maps = n_slots * _spram_region(region)
+    except ConfigError:
+        maps = None
+    for fm, weights in ((True, False), (False, True), (True, True)):
+        if maps or not fm:
+            out.append((fm, weights, maps if fm else n_slots * region))
+    return out
 
 
 def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
@@ -505,28 +566,39 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
     sizes = sorted(set(int(s) for s in sizes))
     if not sizes or sizes[0] < 1 or sizes[-1] > 64:
         raise ConfigError(f"array sizes {sizes}: give sizes in 1..64")
-    arrays = _arrays(sizes, family, device)
+    has_add = any(grp[0].kind == "add" for grp in groups)
+    arrays = _arrays(sizes, family, device, has_add)
     if not arrays:
         r = sizes[0]
+        need = _array_dsps(family, device, r, r)
         raise DoesNotFit(
-            f"no design fits {device.key}: DSP blocks: needs {family.dsps(r * r)} "
+            f"no design fits {device.key}: DSP blocks: needs {need} "
             f"{family.dsp_name} (the smallest design, a {r}x{r} array: "
-            f"{family.pe_dsps(r * r)} for the PEs, {family.dsps(0)} for the post-processor "
-            f"and address arithmetic), budget {device.dsps}")
+            f"{family.pe_dsps(r * r)} for the PEs, {need - family.pe_dsps(r * r)} for the "
+            f"post-processor and address arithmetic), budget {device.dsps}")
 
     # network-wide constants (the same in every Program of this network): the feature-map
-    # slots by liveness as the compiler allocates them
+    # slots by liveness as the compiler allocates them, where the maps and weights can go
     image_size = int(np.prod(groups[0][0].input_shape))
     _, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
                                    sources, image_size)
-    fm_depth = n_slots * region
+    adds = [_add_tables(grp[0]) for grp in groups if grp[0].kind == "add"]
+    shared = dict(n_slots=n_slots, image_size=image_size,
+                  depthwise=any(grp[0].kind == "conv" and grp[0].groups > 1 for grp in groups),
+                  placements=_placements(qnet, device, n_slots, region),
+                  params=sum(1 if grp[0].kind == "add" else grp[0].output_shape[0]
+                             for grp in groups),
+                  add_tables=np.concatenate(adds) if adds else np.zeros(0, np.int64),
+                  fm_read_ports=2 if has_add or any(len(grp) > 1 and grp[1].kernel_size[0] > 1
+                                                    for grp in groups) else 1)
 
     designs = []
     budgets_seen = set()
     mix_desc = ("every per-layer combination of or/ir/wr" if mixes else
                 "uniform or, ir, wr and auto (fastest per layer)")
     for rows, cols in arrays:
-        cfg = AcceleratorConfig(rows, cols, input_buffer_bytes=max(rows, cols, 1 << 20))
+        cfg = device.config(rows, cols, algorithm="direct",
+                            input_buffer_bytes=max(rows, cols, 1 << 20))
         options = _layer_options(groups, cfg)
         first, _ = next(iter(options[0].values()))
         seq = _sequencing_cycles(first[0].values, cfg)
@@ -553,11 +625,11 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
                     continue
                 seen.add(combo)
                 picked = [choice[i][df] for i, df in enumerate(combo)]
-                designs.append(_design(family, rows, cols, budget, combo, picked, seq,
-                                       _acc_width(groups, picked), fm_depth, image_size))
+                designs.append(_design(family, device, cfg, budget, combo, picked, seq,
+                                       _acc_width(groups, picked), **shared))
 
     fits = [d for d in designs if d.dsp <= device.dsps and d.bram <= device.bram
-            and d.luts <= device.luts]
+            and d.luts <= device.luts and d.spram <= device.spram]
     if not fits:
         raise DoesNotFit(_no_fit_message(designs, device, family))
     front = pareto_front(fits)
@@ -570,7 +642,13 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
                        seconds=time.perf_counter() - t0, designs=designs, programs=programs)
 
 
-def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth, image_size):
+def _design(family, device, cfg, budget, combo, picked, seq, acc_width, *, n_slots,
+            placements, depthwise, **quantities):
+    """A :class:`Design` from the options ``picked`` per layer: its memories in the first
+    placement of ``placements`` (:func:`_placements`) whose block RAM fits ``device``, else in
+    the last; ``depthwise``: whether a layer is; ``quantities`` the network's for
+    :func:`design_memories` (``fm_read_ports``, ``params``, ``add_tables``, ``image_size``)."""
+    rows, cols = cfg.rows, cfg.cols
     stationary = any(df.stationary for df in combo)
     wr = any(opt.values["banks_on_rows"] for opt, _ in picked)
     psum = [1]
@@ -579,12 +657,20 @@ def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth,
             psum.append(opt.values["M"])
         elif df is Dataflow.WR:
             psum.append(opt.values["Tr"] * opt.values["Tc"])
-    mems = _memory_list(
-        family, cols=cols, banks=max(cols, rows if wr else 1),
-        slot_words=max(opt.values["slot_words"] for opt, _ in picked),
-        weight_words=sum(words for _, words in picked), lanes=max(rows, cols),
-        psum_depth=max(psum), stationary=stationary, acc_width=acc_width, fm_depth=fm_depth,
-        image_size=image_size)
+    values = [opt.values for opt, _ in picked]
+    for fm, weights, fm_depth in placements:
+        base = replace(cfg, spram_feature_maps=fm, spram_weights=weights)
+        meta = meta_widths(values, cfg, addr_width(fm_depth))
+        mems = design_memories(
+            family, base, fm_depth=fm_depth, fm_slots=n_slots, w_width=8,
+            weight_words=sum(words for _, words in picked), banks=max(cols, rows if wr else 1),
+            slot_words=max(v["slot_words"] for v in values),
+            meta_bits=sum(w for name, w in meta.items()
+                          if stationary or name not in ("rows", "cols")),
+            stationary=stationary, psum_depth=max(psum), acc_width=acc_width, **quantities)
+        if sum(m.blocks for m in mems) <= device.bram and \
+                sum(m.sprams for m in mems) <= device.spram:
+            break
     models = [opt.model for opt, _ in picked]
     pes = rows * cols
     return Design(rows=rows, cols=cols, buffer_bytes=budget,
@@ -592,9 +678,11 @@ def _design(family, rows, cols, budget, combo, picked, seq, acc_width, fm_depth,
                   tiles=tuple(opt.tile for opt, _ in picked),
                   cycles=sum(m.cycles + seq for m in models),
                   ideal_cycles=sum(m.ideal_cycles for m in models),
-                  dsp=family.dsps(pes, stationary), bram=sum(m.blocks for m in mems),
-                  luts=family.luts(pes, cols, stationary, sum(m.lutrams for m in mems)),
-                  memories=mems, models=models)
+                  dsp=family.dsps(pes, stationary, cfg.ppu_interval),
+                  bram=sum(m.blocks for m in mems),
+                  luts=family.luts(pes, cols, [df.key for df in combo],
+                                   sum(m.lutrams for m in mems), cfg.ppu_interval, depthwise),
+                  memories=mems, models=models, spram=sum(m.sprams for m in mems), base=base)
 
 
 def _confirm(design, qnet, names, family):
@@ -633,6 +721,7 @@ def pareto_front(designs):
 def _no_fit_message(designs, device, family):
     """One line: the resource no design fits, its smallest need and the budget."""
     rules = [("block RAM", "bram", device.bram, family.bram_name),
+             ("SPRAM", "spram", device.spram, "SPRAM blocks of 32 KB"),
              ("LUTs (estimated)", "luts", device.luts, "LUTs"),
              ("DSP blocks", "dsp", device.dsps, family.dsp_name)]
     for label, attr, budget, unit in rules:
@@ -644,7 +733,8 @@ def _no_fit_message(designs, device, family):
                     f"buffer, dataflows {','.join(best.dataflows)}), budget {budget}")
 
     def worst(d):
-        return max(d.bram / device.bram, d.luts / device.luts, d.dsp / device.dsps)
+        return max(d.bram / device.bram, d.spram / max(device.spram, 1e-9),
+                   d.luts / device.luts, d.dsp / device.dsps)
     best = min(designs, key=worst)
     over = [(label, getattr(best, attr), budget, unit) for label, attr, budget, unit in rules
             if getattr(best, attr) > budget]
@@ -786,13 +876,15 @@ def cmd_explore(args):
 
     table = Table(title=f"Pareto-optimal designs for {args.net} on {dev.key} ({dev.part}): "
                   f"budget {dev.dsps} {fam.dsp_name}, {dev.bram} EBR, {dev.luts} LUTs")
+    spram = ("SPRAM",) if dev.spram else ()
     for col in ("#", "array", "dataflows", "buffer B", "cycles", "util.", "DSP", "BRAM",
-                "LUTs (est.)"):
+                *spram, "LUTs (est.)"):
         table.add_column(col, justify="left" if col in ("array", "dataflows") else "right")
     for i, d in enumerate(result.pareto):
         table.add_row(str(i), f"{d.rows}x{d.cols}", ",".join(d.dataflows),
                       str(d.buffer_bytes), str(d.cycles), f"{d.utilization:.1%}",
-                      f"{d.dsp}/{dev.dsps}", f"{d.bram}/{dev.bram}", f"{d.luts}/{dev.luts}")
+                      f"{d.dsp}/{dev.dsps}", f"{d.bram}/{dev.bram}",
+                      *([f"{d.spram}/{dev.spram}"] if spram else []), f"{d.luts}/{dev.luts}")
     console.print(table)
     console.print(f"{result.evaluated} designs evaluated ({len(result.arrays)} arrays, "
                   f"buffer budgets {result.budgets[0]}..{result.budgets[-1]} B, "
@@ -824,7 +916,9 @@ def cmd_explore(args):
                       "winograd": WINOGRAD},
             "resource_model": {
                 "dsp": f"{fam.dsp_name} per {fam.pes_per_dsp} PE(s) + {fam.ppu_dsps} for the "
-                       "post-processor's 32x31-bit multiply (four 16x16 partial products)",
+                       "post-processor's 32x31-bit multiply (four 16x16 partial products; "
+                       f"{fam.ppu_dsps // 2} time-shared over two cycles where the array "
+                       "leaves fewer, output reuse only)",
                 "bram": f"each memory rounded up to {fam.bram_name} shapes "
                         f"{[f'{d}x{w}' for d, w in fam.bram_shapes]}; 2-read-port memories "
                         "built twice",
@@ -833,9 +927,13 @@ def cmd_explore(args):
                 "luts": {"base": fam.lut_base, "per_pe": fam.lut_per_pe,
                          "stationary": fam.lut_stationary,
                          "stationary_per_col": fam.lut_stationary_per_col,
+                         "ir": fam.lut_ir, "wr": fam.lut_wr,
+                         "ppu_shared": fam.lut_ppu_shared, "depthwise": fam.lut_depthwise,
                          "per_lutram": fam.lut_per_lutram,
                          "calibration": list(fam.calibration)},
-                "spram": "not used (yosys does not infer SPRAM)",
+                "spram": "feature maps, then weights, then both moved to SPRAM where block "
+                         "RAM is too small (as cnnforge synth places them)" if dev.spram
+                         else "none on this device",
             },
             "evaluated": result.evaluated, "within_budget": result.within_budget,
             "seconds": round(result.seconds, 3),
