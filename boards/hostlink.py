@@ -2,10 +2,10 @@
 
 ::
 
-    rx ─► UARTRx ─► FrameParser ── image, done ──► ImageBuffer ──► Accelerator.i_image
-                    (TYPE, LEN, CRC, timeout)      (block RAM)                │
-                       request │  ▲ hold                          Accelerator.o_logits
-                               ▼  │                                           ▼
+    rx ─► UARTRx ─► FrameParser ── image, done ──► ImageBuffer ─► FIFO ─► Accelerator.i_image
+                    (TYPE, LEN, CRC, timeout)      (block RAM)                       │
+                       request │  ▲ hold                                 Accelerator.o_logits
+                               ▼  │                                                  ▼
     tx ◄─ UARTTx ◄───────── Responder: header, logits (argmax on the fly), class, cycles, CRC
                                        or the status (weights' CRC-32, the network's, flags)
 
@@ -714,9 +714,17 @@ class HostLink(wiring.Component):
         m.submodules.tx_fifo = tx_fifo = fifo.SyncFIFO(width=8, depth=1)
         # and one between the engine and the responder (its argmax compare and CRC)
         m.submodules.logits_fifo = logits_fifo = fifo.SyncFIFO(width=8, depth=1)
+        # and two between the image buffer and the engine (a large buffer's block RAM output
+        # multiplexer and the feature map's write data each get a cycle; two entries keep a
+        # byte a cycle)
+        m.submodules.image_fifo = image_fifo = fifo.SyncFIFO(width=8, depth=2)
         wiring.connect(m, urx.o, parser.i)
         wiring.connect(m, parser.image, image.w)
-        wiring.connect(m, image.o, accel.i_image)
+        m.d.comb += [image_fifo.w_data.eq(image.o.payload), image_fifo.w_en.eq(image.o.valid),
+                     image.o.ready.eq(image_fifo.w_rdy),
+                     accel.i_image.payload.eq(image_fifo.r_data),
+                     accel.i_image.valid.eq(image_fifo.r_rdy),
+                     image_fifo.r_en.eq(accel.i_image.ready)]
         wiring.connect(m, parser.request, responder.request)
         m.d.comb += [logits_fifo.w_data.eq(accel.o_logits.payload),
                      logits_fifo.w_en.eq(accel.o_logits.valid),

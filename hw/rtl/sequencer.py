@@ -135,17 +135,23 @@ class Sequencer(wiring.Component):
         m.d.comb += header.eq(Cat(*self.counters))
         layer_idle = Signal()
         m.d.sync += layer_idle.eq(~self.busy)
+        # the feature map's write port: the image's beats in LOAD_IMAGE, the post-processor's
+        # writes in RUN, selected by registered state flags (not decodes of the FSM's state:
+        # the SPRAM slots' address multiplexer is behind this one, timing)
+        loading_image, in_run = Signal(init=1), Signal()
+        m.d.comb += [self.fm_wr_addr.eq(Mux(in_run, self.ppu_wr_addr, img_count)),
+                     self.fm_wr_data.eq(Mux(in_run, self.ppu_wr_data, self.i_image.payload)),
+                     self.fm_wr_en.eq(Mux(in_run, self.ppu_wr_en,
+                                          loading_image & self.i_image.valid))]
 
         with m.FSM(name="sequencer"):
             with m.State("LOAD_IMAGE"):
-                m.d.comb += [self.idle.eq(img_count == 0),
-                             self.i_image.ready.eq(1), self.fm_wr_addr.eq(img_count),
-                             self.fm_wr_data.eq(self.i_image.payload),
-                             self.fm_wr_en.eq(self.i_image.valid)]
+                m.d.comb += [self.idle.eq(img_count == 0), self.i_image.ready.eq(1)]
                 with m.If(self.i_image.valid):
                     m.d.sync += img_count.eq(img_count + 1)
                     with m.If(img_count == prog.image_size - 1):
-                        m.d.sync += [img_count.eq(0), layer.eq(0), total_cycles.eq(0)]
+                        m.d.sync += [img_count.eq(0), layer.eq(0), total_cycles.eq(0),
+                                     loading_image.eq(0)]
                         m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [port.addr.eq(layer), port.en.eq(1)]
@@ -158,16 +164,14 @@ class Sequencer(wiring.Component):
             with m.State("KICK"):
                 # cleared here: the units only start in RUN's first cycle
                 m.d.comb += [self.run.eq(1), self.start.eq(1)]
-                m.d.sync += [total_cycles.eq(total_cycles + 1), layer_idle.eq(0)]
+                m.d.sync += [total_cycles.eq(total_cycles + 1), layer_idle.eq(0), in_run.eq(1)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [self.fm_wr_addr.eq(self.ppu_wr_addr),
-                             self.fm_wr_data.eq(self.ppu_wr_data),
-                             self.fm_wr_en.eq(self.ppu_wr_en), self.running.eq(1)]
+                m.d.comb += self.running.eq(1)
                 m.d.sync += total_cycles.eq(total_cycles + 1)
                 with m.If(layer_idle):
                     out.begin(d.dst, d.out_size, logits=False)
-                    m.d.sync += hdr.eq(0)
+                    m.d.sync += [hdr.eq(0), in_run.eq(0)]
                     m.next = "NEXT"
                     with m.If(self.debug):
                         m.next = "DUMP_HEADER"
@@ -190,7 +194,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += layer.eq(layer + 1)
                     m.next = "FETCH"
             with m.State("OUTPUT"):
-                out.stream(m, "LOAD_IMAGE")
+                out.stream(m, "LOAD_IMAGE", loading_image.eq(1))
         return m
 
 
@@ -202,7 +206,9 @@ class _Readout:
         self._m, self._seq = m, seq
         self.idx = Signal(range(fm_depth + 1))
         self.total = Signal(range(fm_depth + 1))
-        self.base = Signal(fm_aw + 1)
+        # base + idx, counted with idx (the read address a register, timing)
+        self.addr = Signal(fm_aw + 1)
+        m.d.comb += seq.fm_rd_addr.eq(self.addr)
         self.valid, self.data, self.wait = Signal(), Signal(8), Signal()
         self.to_logits = Signal()
         # idx == total - 1, registered: a byte is taken two or more cycles after idx changed
@@ -215,19 +221,21 @@ class _Readout:
         self.ready = Mux(self.to_logits, seq.o_logits.ready, seq.o_debug.ready)
 
     def begin(self, base, total, *, logits):
-        self._m.d.sync += [self.base.eq(base), self.total.eq(total), self.idx.eq(0),
+        self._m.d.sync += [self.addr.eq(base), self.total.eq(total), self.idx.eq(0),
                            self.to_logits.eq(int(logits))]
 
-    def stream(self, m, next_state):
-        """Read ``total`` bytes from the feature map at ``base`` and send them."""
+    def stream(self, m, next_state, *at_end):
+        """Read ``total`` bytes from the feature map at ``base`` and send them; then go to
+        ``next_state`` with the statements ``at_end`` (sync)."""
         with m.If(self.valid):
             with m.If(self.ready):
-                m.d.sync += [self.valid.eq(0), self.idx.eq(self.idx + 1)]
+                m.d.sync += [self.valid.eq(0), self.idx.eq(self.idx + 1),
+                             self.addr.eq(self.addr + 1)]
                 with m.If(self.last):
+                    m.d.sync += list(at_end)
                     m.next = next_state
         with m.Elif(self.wait):
             m.d.sync += [self.valid.eq(1), self.data.eq(self._seq.fm_rd_data), self.wait.eq(0)]
         with m.Else():
-            m.d.comb += [self._seq.fm_rd_en.eq(1),
-                         self._seq.fm_rd_addr.eq(self.base + self.idx)]
+            m.d.comb += self._seq.fm_rd_en.eq(1)
             m.d.sync += self.wait.eq(1)
