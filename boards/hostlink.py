@@ -509,12 +509,24 @@ class Responder(wiring.Component):
                      self.busy.eq(busy | pending),
                      self.error.eq(pending & request.error)]
 
+        # o.valid from two registered flags (a byte of the frame's own is offered; the engine's
+        # logits are passed through), not a decode of the FSM's many states (timing: the TX
+        # FIFO's level is behind it)
+        sending, passing = Signal(), Signal()
+        m.d.comb += self.o.valid.eq(sending | (passing & self.logits.valid))
+
+        def goto(next_state):
+            m.d.sync += [sending.eq(next_state not in ("IDLE", "LOGITS", "ARGMAX", "SETTLE",
+                                                       "DRAIN")),
+                         passing.eq(next_state == "LOGITS")]
+            m.next = next_state
+
         def send(value, next_state, *, checked=True):
-            m.d.comb += [self.o.payload.eq(value), self.o.valid.eq(1)]
-            with m.If(self.o.ready):          # (valid in this state: no OR over the states)
+            m.d.comb += self.o.payload.eq(value)
+            with m.If(self.o.ready):          # (valid in this state)
                 if checked:
                     m.d.sync += crc_valid.eq(1)
-                m.next = next_state
+                goto(next_state)
 
         with m.FSM(name="responder"):
             with m.State("IDLE"):
@@ -524,7 +536,7 @@ class Responder(wiring.Component):
                                  self.computing.eq(~request.error & ~request.status),
                                  out_idx.eq(0), out_last.eq(n_out == 1)]
                     m.d.comb += crc.clear.eq(1)
-                    m.next = "SYNC0"
+                    goto("SYNC0")
             with m.State("SYNC0"):
                 send(SYNC[0], "SYNC1", checked=False)
             with m.State("SYNC1"):
@@ -548,23 +560,23 @@ class Responder(wiring.Component):
                 send(code, "SETTLE")
             with m.State("LOGITS"):
                 m.d.comb += [self.o.payload.eq(self.logits.payload),
-                             self.o.valid.eq(self.logits.valid), self.logits.ready.eq(self.o.ready)]
+                             self.logits.ready.eq(self.o.ready)]
                 with m.If(self.logits.valid & self.o.ready):
                     m.d.sync += [crc_valid.eq(1), out_idx.eq(out_idx + 1),
                                  out_last.eq(out_idx == n_out - 2), logit_valid.eq(1),
                                  logit_idx.eq(out_idx), logit_first.eq(out_idx == 0)]
                     with m.If(out_last):
                         m.d.sync += self.computing.eq(0)
-                        m.next = "ARGMAX"
+                        goto("ARGMAX")
             with m.State("ARGMAX"):
-                m.next = "CLASS"
+                goto("CLASS")
             with m.State("CLASS"):
                 send(best_idx, "CYC0")
             for k in range(4):
                 with m.State(f"CYC{k}"):
                     send(self.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "SETTLE")
             with m.State("SETTLE"):
-                m.next = "CRC"
+                goto("CRC")
             with m.State("CRC"):
                 send(crc.crc, "DRAIN", checked=False)
             with m.State("DRAIN"):

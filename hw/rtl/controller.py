@@ -169,6 +169,12 @@ class Controller(wiring.Component):
         s.tap_before_last, s.one_tap = end_ahead(m, d.last_w_taps, "tap")
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
+        # the walker's column offset of group g (its word in the x-banked layout; in the
+        # depthwise row mapping its first column, g·C) and of group g + 1, kept with g (no
+        # incrementer and multiplier in front of the walker's reset, timing)
+        s.goff = Signal(range(max(2, (most("groups_full", "groups_last") + 1) * C)), name="goff")
+        s.goff_next = Signal.like(s.goff, name="goff_next")
+        s.goff_step = Mux(d.dw_rows, C, 1) if s.any_dw_rows else 1
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
@@ -228,14 +234,19 @@ class Controller(wiring.Component):
         s.events.drive(self.events)
         return m
 
-    def _walker_reset(self, m, s, rowterm, g):
-        """Start a walk at row term ``rowterm`` for column group ``g`` (its word in the
-        x-banked layout; in the depthwise row mapping its first column, g·C)."""
-        off = g
-        if s.any_dw_rows:
-            off = Mux(self.desc.dw_rows, g * self._cols, g)
+    def _walker_reset(self, m, s, rowterm, off):
+        """Start a walk at row term ``rowterm`` at column offset ``off`` (``s.goff`` of a column
+        group, or 0)."""
         m.d.comb += [s.walker.reset.eq(1), s.walker.reset_rowterm.eq(rowterm),
                      s.walker.reset_off.eq(s.slot_base + off)]
+
+    def _group(self, m, s, first):
+        """Column group g: the first (``first``) or the next; its walker offsets with it."""
+        if first:
+            m.d.sync += [s.g.eq(0), s.goff.eq(0), s.goff_next.eq(s.goff_step)]
+        else:
+            m.d.sync += [s.g.eq(s.g + 1), s.goff.eq(s.goff_next),
+                         s.goff_next.eq(s.goff_next + s.goff_step)]
 
     def _walker_read(self, m, s):
         """The walker's addresses onto the x-banked buffer's read ports (the depthwise row
@@ -290,9 +301,11 @@ class Controller(wiring.Component):
         """IR and Winograd groups (C pixels / tiles of one row): the next column group, else the
         next output row, else the next tile (the caller has set the next state)."""
         with m.If(~s.g_end):
-            m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + self._cols)]
+            self._group(m, s, first=False)
+            m.d.sync += s.ox0.eq(s.ox0 + self._cols)
         with m.Elif(~s.row_end):
-            m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
+            self._group(m, s, first=True)
+            m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                          s.row_base.eq(s.row_base + self.desc.fd_row_step)]
         with m.Else():
             self._tile_next(m, s)
@@ -318,7 +331,8 @@ class Controller(wiring.Component):
             # flag is not in front of these registers' enables (timing)
             rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
             cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
-            m.d.sync += [s.mb.eq(0), s.row.eq(0), s.g.eq(0), s.m0.eq(0), s.s.eq(0),
+            self._group(m, s, first=True)
+            m.d.sync += [s.mb.eq(0), s.row.eq(0), s.m0.eq(0), s.s.eq(0),
                          s.row_base.eq(0), s.ox0.eq(s.tc0),
                          s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
                          s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
@@ -375,11 +389,13 @@ class Controller(wiring.Component):
                     self._tap_restart(m, s)
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
-                self._walker_reset(m, s, s.row_base, s.g + 1)
+                self._walker_reset(m, s, s.row_base, s.goff_next)
                 with m.If(~s.g_end):
-                    m.d.sync += [s.g.eq(s.g + 1), s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
+                    self._group(m, s, first=False)
+                    m.d.sync += [s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
                 with m.Elif(~s.row_end):
-                    m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
+                    self._group(m, s, first=True)
+                    m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                                  s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
                     with m.If(s.ph_end):
                         m.d.sync += [s.obase.eq(s.obase + d.PW), s.ph.eq(0)]
@@ -387,7 +403,8 @@ class Controller(wiring.Component):
                         m.d.sync += s.ph.eq(s.ph + 1)
                     self._walker_reset(m, s, s.row_base + d.fd_row_step, 0)
                 with m.Elif(~s.mb_end):
-                    m.d.sync += [s.g.eq(0), s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
+                    self._group(m, s, first=True)
+                    m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
                                  s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.w_taps),
                                  s.mbase.eq(s.mbase + d.out_mb_step),
@@ -462,7 +479,7 @@ class Controller(wiring.Component):
                              ws.blk.eq(s.slot_base), ws.kyxoff.eq(0), ws.row.eq(0),
                              ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0), s.pl_w.eq(s.w_pass)]
                 # (the IR preload's walk; WR does not use the walker)
-                self._walker_reset(m, s, s.row_base, s.g)
+                self._walker_reset(m, s, s.row_base, s.goff)
                 with m.If(s.is_ir):
                     m.d.sync += [s.beats.eq(d.M), s.llast.eq(d.last_L)]
                 with m.Else():
@@ -551,7 +568,7 @@ class Controller(wiring.Component):
                          self.wgroup.payload.tx_end.eq(s.x_end)]
             with m.If(self.wgroup.valid & self.wgroup.ready):
                 m.d.sync += [s.wn.eq(0), self.groups_issued.eq(self.groups_issued + 1)]
-                self._walker_reset(m, s, s.row_base, s.g)
+                self._walker_reset(m, s, s.row_base, s.goff)
                 m.next = "W_READ"
         with m.State("W_READ"):
             self._walker_read(m, s)

@@ -183,9 +183,11 @@ class WeightLoader(wiring.Component):
     ``lane_bytes`` bytes each (little endian), word 0 first
     (:func:`~cnnforge.hw.compiler.program.weight_image`).
 
-    Bytes are taken while ``enable`` is high (the engine idle); after the last word ``loaded``
-    rises and the next byte starts a new image at word 0 (``loaded`` falls). ``restart``
-    starts a new image at once (a byte in the same cycle is dropped).
+    Bytes are taken while ``enable`` is high (the engine idle); a word's write comes out of
+    registers the cycle after its last byte (the stream's handshake is not in front of the
+    SPRAM's address, timing), and ``loaded`` rises with the last word's write; the next byte
+    starts a new image at word 0 (``loaded`` falls). ``restart`` starts a new image at once (a
+    byte in the same cycle is dropped, and so is a write due the next cycle).
 
     Members
     -------
@@ -210,18 +212,19 @@ class WeightLoader(wiring.Component):
         m = Module()
         nb = self.word_bytes
         byte = Signal(range(max(2, nb)))
+        word = Signal.like(self.wr_addr)            # the word the bytes are assembled into
         earlier = Signal(8 * (nb - 1))              # the word's bytes before this one
-        m.d.comb += [self.i_weights.ready.eq(self.enable),
-                     self.wr_data.eq(Cat(earlier, self.i_weights.payload))]
+        m.d.comb += self.i_weights.ready.eq(self.enable)
+        m.d.sync += self.wr_en.eq(0)
         with m.If(self.i_weights.valid & self.enable):
             m.d.sync += [earlier.eq(Cat(earlier, self.i_weights.payload)[8:]),
                          byte.eq(byte + 1), self.loaded.eq(0)]
             with m.If(byte == nb - 1):
-                m.d.comb += self.wr_en.eq(1)
-                m.d.sync += [byte.eq(0), self.wr_addr.eq(self.wr_addr + 1)]
-                with m.If(self.wr_addr == self.words - 1):
-                    m.d.sync += [self.wr_addr.eq(0), self.loaded.eq(1)]
+                m.d.sync += [self.wr_en.eq(1), self.wr_addr.eq(word),
+                             self.wr_data.eq(Cat(earlier, self.i_weights.payload)),
+                             byte.eq(0), word.eq(word + 1)]
+                with m.If(word == self.words - 1):
+                    m.d.sync += [word.eq(0), self.loaded.eq(1)]
         with m.If(self.restart):
-            m.d.comb += self.wr_en.eq(0)
-            m.d.sync += [byte.eq(0), self.wr_addr.eq(0), self.loaded.eq(0)]
+            m.d.sync += [byte.eq(0), word.eq(0), self.loaded.eq(0), self.wr_en.eq(0)]
         return m

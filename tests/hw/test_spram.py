@@ -130,7 +130,8 @@ def test_weight_loader(lanes, lane_bytes):
                 if sent == 1:
                     assert not ctx.get(dut.loaded)
             ctx.set(dut.i_weights.valid, 0)
-            assert ctx.get(dut.loaded)
+            assert ctx.get(dut.loaded) and ctx.get(dut.wr_en)     # the last word's write
+            written[ctx.get(dut.wr_addr)] = ctx.get(dut.wr_data)
             expect = {w: int.from_bytes(bytes(int(v) for v in
                                               data[w * lanes * lane_bytes:(w + 1) * lanes
                                                    * lane_bytes]), "little")
