@@ -19,7 +19,7 @@ FLASH_ARGS ?=
 .PHONY: all venv demo test test-fast formal verilog sim train benchmarks clean synth bitstream \
         flash benchmark-synth explore benchmark-dataflows benchmark-onnx benchmark-mlperf \
         benchmark-fmax benchmark-sim-speed benchmark-boards benchmark-icebreaker-kws \
-        benchmark-scalesim
+        benchmark-scalesim benchmark-floors
 
 all: demo
 
@@ -80,6 +80,11 @@ benchmark-dataflows: $(DEV_STAMP)
 ## (benchmarks/scalesim.py, model only)
 benchmark-scalesim: $(DEV_STAMP)
 	$(BIN)/python benchmarks/scalesim.py
+
+## make benchmark-floors: the MLPerf Tiny models' cycles against their compute, load and drain
+## floors (benchmarks/floors.py, model only)
+benchmark-floors: $(DEV_STAMP)
+	$(BIN)/python benchmarks/floors.py
 
 ## make benchmark-mlperf: MLPerf Tiny models, golden vs TFLite Micro and RTL (benchmarks/mlperf_tiny.py)
 benchmark-mlperf: $(DEV_STAMP)
