@@ -28,7 +28,7 @@ from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import device_config
 from cnnforge.hw.compiler.program import compile_network
 from cnnforge.hw.frontend.loader import load_network
-from cnnforge.hw.models.perf import layer_model, network_model
+from cnnforge.hw.models.perf import network_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "floors.json"

@@ -506,6 +506,25 @@ def _arrays(sizes, family, device, has_add):
             and not (has_add and device.ppu_interval(r, c) > 1)]
 
 
+def _network_quantities(qnet, device, groups, sources):
+    """What every design of the network shares (the same in each of its Programs), for
+    :func:`_design`: the feature-map slots by liveness as the compiler allocates them, where
+    the maps and weights can go, the parameter ROM's words, the add tables, the feature map's
+    read ports, whether a layer is depthwise, the image size."""
+    image_size = int(np.prod(groups[0][0].input_shape))
+    _, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
+                                   sources, image_size)
+    adds = [_add_tables(grp[0]) for grp in groups if grp[0].kind == "add"]
+    pooling = any(len(grp) > 1 and grp[1].kernel_size[0] > 1 for grp in groups)
+    return dict(n_slots=n_slots, image_size=image_size,
+                depthwise=any(grp[0].kind == "conv" and grp[0].groups > 1 for grp in groups),
+                placements=_placements(qnet, device, n_slots, region),
+                params=sum(1 if grp[0].kind == "add" else grp[0].output_shape[0]
+                           for grp in groups),
+                add_tables=np.concatenate(adds) if adds else np.zeros(0, np.int64),
+                fm_read_ports=2 if adds or pooling else 1)
+
+
 def _placements(qnet, device, n_slots, region):
     """``(spram_feature_maps, spram_weights, feature-map depth)`` in the order
     :func:`~cnnforge.hw.compiler.memory.fit_memories` tries them: block RAM only, then (on a
@@ -577,20 +596,7 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
             f"{family.pe_dsps(r * r)} for the PEs, {need - family.pe_dsps(r * r)} for the "
             f"post-processor and address arithmetic), budget {device.dsps}")
 
-    # network-wide constants (the same in every Program of this network): the feature-map
-    # slots by liveness as the compiler allocates them, where the maps and weights can go
-    image_size = int(np.prod(groups[0][0].input_shape))
-    _, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
-                                   sources, image_size)
-    adds = [_add_tables(grp[0]) for grp in groups if grp[0].kind == "add"]
-    shared = dict(n_slots=n_slots, image_size=image_size,
-                  depthwise=any(grp[0].kind == "conv" and grp[0].groups > 1 for grp in groups),
-                  placements=_placements(qnet, device, n_slots, region),
-                  params=sum(1 if grp[0].kind == "add" else grp[0].output_shape[0]
-                             for grp in groups),
-                  add_tables=np.concatenate(adds) if adds else np.zeros(0, np.int64),
-                  fm_read_ports=2 if has_add or any(len(grp) > 1 and grp[1].kernel_size[0] > 1
-                                                    for grp in groups) else 1)
+    shared = _network_quantities(qnet, device, groups, sources)
 
     designs = []
     budgets_seen = set()
