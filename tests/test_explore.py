@@ -17,7 +17,7 @@ from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError
                                           _layers_from_ops, compile_network, load_plan)
 from cnnforge.hw.tools.explore import (FAMILIES, WINOGRAD, Design, DoesNotFit, _confirm,
                                        _layer_options, _pick, blocks, explore, memories,
-                                       pareto_front)
+                                       pareto_front, plot_roofline)
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.models.perf import buffer_bits, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
@@ -355,7 +355,7 @@ def test_big_network_does_not_fit(tmp_path):
 
 
 
-def test_depthwise_and_add_layers():
+def test_depthwise_and_add_layers(tmp_path):
     """A MobileNetV2 block (expand, depthwise, project, residual add, global average pool):
     every design runs the depthwise and pooling layers OR and the add ADD, the dense layers any
     dataflow; the fastest design and the fastest with a stationary dataflow, compiled from
@@ -373,6 +373,11 @@ def test_depthwise_and_add_layers():
     assert stationary
     for design in [ex.best] + stationary[:1]:
         check_plan_in_rtl(qnet, design, random_images(qnet, 1, 5))
+    # the roofline plots the layers that make MACs (not the add)
+    points, _ = plot_roofline(program, tmp_path / "roofline.png")
+    assert [p["layer"] for p in points] == [layer.name for layer in program.layers
+                                            if layer.type != "Add"]
+    assert (tmp_path / "roofline.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_time_shared_requantizer_designs(qnet, explorations):

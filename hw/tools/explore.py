@@ -777,7 +777,8 @@ def peak_bytes_per_cycle(program):
 
 
 def plot_roofline(program, path, *, title=""):
-    """Draw the roofline of ``program`` (its layers as points) to a PNG at ``path``.
+    """Draw the roofline of ``program`` (its layers as points; an element-wise add, which makes
+    no MACs, has none) to a PNG at ``path``.
 
     x: operational intensity, MACs per byte of on-chip buffer traffic (:func:`traffic_bytes`);
     y: attained MACs per cycle (model cycles). Roofs: the PE count (compute) and
@@ -793,6 +794,8 @@ def plot_roofline(program, path, *, title=""):
     bw = peak_bytes_per_cycle(program)
     points = []
     for layer, model in zip(program.layers, models):
+        if not model.macs:
+            continue
         oi = model.macs / traffic_bytes(model, cfg.lanes, program.acc_width)
         points.append((layer, oi, model.macs / model.cycles))
     xs = [p[1] for p in points]
