@@ -246,6 +246,7 @@ class FrameParser(wiring.Component):
             len_lo=Signal(8),              # LEN's low byte, checked with the high byte
             left=Signal(16), count=Signal(16),     # payload bytes still to come / received
             kind=Signal(MessageType),      # TYPE of the frame
+            is_image=Signal(), is_status=Signal(),     # its compares, registered with it
             is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
             crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
             fail=Signal(),                 # this cycle: reject the frame with fail_code
@@ -258,7 +259,7 @@ class FrameParser(wiring.Component):
             c.got.eq(self.i.valid), c.framing.eq(self.framing_error), c.hold.eq(self.hold),
             c.is_sync0.eq(c.byte == SYNC[0]), c.is_sync1.eq(c.byte == SYNC[1]),
             c.type_ok.eq(Cat(c.byte == t for t in types).any()),
-            c.len_ok.eq(Mux(c.kind == MessageType.IMAGE, c.value == self._image_size,
+            c.len_ok.eq(Mux(c.is_image, c.value == self._image_size,
                             Mux(c.kind == MessageType.WEIGHTS,
                                 (c.value >= 2) & (c.value <= WEIGHT_CHUNK + 1),
                                 c.value == 0))),
@@ -294,7 +295,8 @@ class FrameParser(wiring.Component):
             with m.State("TYPE"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += kind.eq(byte)
+                    m.d.sync += [kind.eq(byte), c.is_image.eq(byte == MessageType.IMAGE),
+                                 c.is_status.eq(byte == MessageType.STATUS)]
                     with m.If(c.type_ok):
                         m.next = "LEN0"
                     with m.Else():
@@ -312,14 +314,14 @@ class FrameParser(wiring.Component):
                     m.d.sync += [c.count.eq(0), c.left.eq(c.value)]
                     with m.If(~c.len_ok):
                         reject(ErrorCode.BAD_LENGTH)
-                    with m.Elif(kind == MessageType.STATUS):
+                    with m.Elif(c.is_status):
                         m.next = "CRC"
                     with m.Else():
                         m.next = "PAYLOAD"
                 abort_on_fail()
             with m.State("PAYLOAD"):
                 with m.If(got):
-                    is_image = kind == MessageType.IMAGE
+                    is_image = c.is_image
                     first = c.first_byte
                     m.d.comb += [crc.valid.eq(1), self.image.en.eq(is_image),
                                  self.o_weights.valid.eq(~is_image & ~first),
@@ -332,7 +334,7 @@ class FrameParser(wiring.Component):
                 with m.If(got):
                     with m.If(~c.crc_ok):
                         reject(ErrorCode.BAD_CRC)
-                    with m.Elif(kind != MessageType.IMAGE):
+                    with m.Elif(~c.is_image):
                         m.d.comb += [self.request.valid.eq(1),
                                      self.request.payload.status.eq(1)]
                         m.next = "SYNC0"
