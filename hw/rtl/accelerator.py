@@ -325,13 +325,13 @@ class Accelerator(wiring.Component):
         columns' input values (Winograd replaces them with V words)."""
         R, C, NB = array.rows, array.cols, len(ibuf.rdata)
         is_ir, is_wr = d.df == Dataflow.IR, d.df == Dataflow.WR
-        bank_data = Array(ibuf.rdata)
+        bank_data = Array(ibuf.rdata[b] for b in range(C))    # (x-banked: the first C)
         rotated = []
         for c in range(C):
             sel = Signal(range(2 * C), name=f"x_sel{c}")
             m.d.comb += sel.eq(rd.beat_q1 + c)
             value = Signal(signed(8), name=f"rotated{c}")
-            m.d.comb += value.eq(bank_data[Mux(sel >= C, sel - C, sel)])
+            m.d.comb += value.eq(bank_data[Mux(sel >= C, sel - C, sel).as_unsigned()])
             rotated.append(value)
         if array.stationary:
             m.d.comb += [array.preload_en.eq(rd.preload_en),

@@ -212,6 +212,10 @@ class Controller(wiring.Component):
         # the strobes are pulses: 0 unless a state sets them
         m.d.sync += [self.beat[f].eq(0) for f in beat_fields(prog.stationary)]
         m.d.sync += [self.patch.valid.eq(0), self.lane_only.eq(0)]
+        if s.any_dw_rows:
+            # (a pulse too: an IR or WR layer after a depthwise layer's last beat past kw must
+            # not find its weights zeroed)
+            m.d.sync += self.w_zero.eq(0)
         if prog.stationary:
             m.d.sync += self.preload_en.eq(0)
         # the states of the modes the network uses (OR always; without IR/WR layers the array

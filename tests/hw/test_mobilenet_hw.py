@@ -66,20 +66,33 @@ def depthwise_network(draw):
     return make_network((n, h, w), layers, draw(st.integers(0, 2**32 - 1)))
 
 
+def random_program(net, array, tight, lutram, interval, dataflow):
+    """``net`` compiled for ``array`` as the random depthwise tests draw it (the dense layers'
+    ``dataflow`` network-wide: output reuse only with ``interval`` 2)."""
+    qnet = quantize(net)
+    dataflow = "or" if interval > 1 else dataflow
+    if tight:
+        return compile_tight(qnet, *array, dataflow=dataflow, lutram_buffers=lutram,
+                             ppu_interval=interval)
+    return compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
+                                                   lutram_buffers=lutram,
+                                                   ppu_interval=interval))
+
+
+DRAWS = (depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
+         st.sampled_from([1, 2]), st.sampled_from(["or", "auto", "ir", "wr"]),
+         st.integers(0, 2**32 - 1))
+
+
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
-       st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
-def test_random_depthwise_networks(net, array, tight, lutram, interval, seed):
+@given(*DRAWS)
+def test_random_depthwise_networks(net, array, tight, lutram, interval, dataflow, seed):
     """Random depthwise layers (with max-pool / average pool after them), on every array size,
     with the default buffer or the smallest one the compiler accepts (several tiles), the tile
     buffers in block or distributed RAM (``lutram_buffers``), the post-processor taking a
-    result every cycle or every other (``ppu_interval``)."""
-    qnet = quantize(net)
-    program = (compile_tight(qnet, *array, lutram_buffers=lutram, ppu_interval=interval)
-               if tight else
-               compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram,
-                                                       ppu_interval=interval)))
+    result every cycle or every other (``ppu_interval``), the dense layers in any dataflow."""
+    program = random_program(net, array, tight, lutram, interval, dataflow)
     assert "depthwise" in [layer.algorithm for layer in program.layers]
     run_checked(program, seed=seed)
 
@@ -87,16 +100,25 @@ def test_random_depthwise_networks(net, array, tight, lutram, interval, seed):
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
-       st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
-def test_random_depthwise_networks_many(net, array, tight, lutram, interval, seed):
+@given(*DRAWS)
+def test_random_depthwise_networks_many(net, array, tight, lutram, interval, dataflow, seed):
     """As :func:`test_random_depthwise_networks`, many more cases."""
+    run_checked(random_program(net, array, tight, lutram, interval, dataflow), seed=seed)
+
+
+@pytest.mark.parametrize("dataflow", ["ir", "wr"])
+def test_stationary_after_depthwise_rows(dataflow):
+    """An input- or weight-stationary layer right after a depthwise layer in the row mapping
+    (whose last beats are past kw, with their weights zeroed): the zeroing does not outlive the
+    layer (it once zeroed every weight of the next IR/WR layer)."""
+    net = make_network((2, 4, 5), [Conv2d(2, 8, 3, padding=1), ReLU(),
+                                    Conv2d(8, 8, (4, 5), groups=8), ReLU(), Flatten(),
+                                    Linear(8, 12)], seed=3)
     qnet = quantize(net)
-    program = (compile_tight(qnet, *array, lutram_buffers=lutram, ppu_interval=interval)
-               if tight else
-               compile_network(qnet, AcceleratorConfig(*array, lutram_buffers=lutram,
-                                                       ppu_interval=interval)))
-    run_checked(program, seed=seed)
+    program = compile_network(qnet, AcceleratorConfig(4, 4),
+                              dataflows={"5": dataflow})
+    assert program.depthwise_rows and program.layers[-1].dataflow == dataflow
+    run_checked(program)
 
 
 @pytest.mark.parametrize("array", [(2, 3), (4, 4)])
