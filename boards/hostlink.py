@@ -511,26 +511,14 @@ class Responder(wiring.Component):
                      self.busy.eq(busy | pending),
                      self.error.eq(pending & request.error)]
 
-        # o.valid from two registered flags (a byte of the frame's own is offered; the engine's
-        # logits are passed through), not a decode of the FSM's many states (timing: the TX
-        # FIFO's level is behind it)
-        sending, passing = Signal(), Signal()
-        m.d.comb += self.o.valid.eq(sending | (passing & self.logits.valid))
-
-        def goto(next_state):
-            m.d.sync += [sending.eq(next_state not in ("IDLE", "LOGITS", "ARGMAX", "SETTLE",
-                                                       "DRAIN")),
-                         passing.eq(next_state == "LOGITS")]
-            m.next = next_state
-
         def send(value, next_state, *, checked=True):
             m.d.comb += self.o.payload.eq(value)
             with m.If(self.o.ready):          # (valid in this state)
                 if checked:
                     m.d.sync += crc_valid.eq(1)
-                goto(next_state)
+                m.next = next_state
 
-        with m.FSM(name="responder"):
+        with m.FSM(name="responder") as fsm:
             with m.State("IDLE"):
                 with m.If(pending):
                     m.d.sync += [busy.eq(1), kind_error.eq(request.error), code.eq(request.code),
@@ -538,7 +526,7 @@ class Responder(wiring.Component):
                                  self.computing.eq(~request.error & ~request.status),
                                  out_idx.eq(0), out_last.eq(n_out == 1)]
                     m.d.comb += crc.clear.eq(1)
-                    goto("SYNC0")
+                    m.next = "SYNC0"
             with m.State("SYNC0"):
                 send(SYNC[0], "SYNC1", checked=False)
             with m.State("SYNC1"):
@@ -569,16 +557,16 @@ class Responder(wiring.Component):
                                  logit_idx.eq(out_idx), logit_first.eq(out_idx == 0)]
                     with m.If(out_last):
                         m.d.sync += self.computing.eq(0)
-                        goto("ARGMAX")
+                        m.next = "ARGMAX"
             with m.State("ARGMAX"):
-                goto("CLASS")
+                m.next = "CLASS"
             with m.State("CLASS"):
                 send(best_idx, "CYC0")
             for k in range(4):
                 with m.State(f"CYC{k}"):
                     send(self.cycles.word_select(k, 8), f"CYC{k + 1}" if k < 3 else "SETTLE")
             with m.State("SETTLE"):
-                goto("CRC")
+                m.next = "CRC"
             with m.State("CRC"):
                 send(crc.crc, "DRAIN", checked=False)
             with m.State("DRAIN"):
@@ -587,6 +575,12 @@ class Responder(wiring.Component):
                     m.d.sync += busy.eq(0)
                     m.d.comb += self.answered.eq(~kind_error & ~kind_status)
                     m.next = "IDLE"
+        # o.valid from the five states that send none of the frame's own bytes (the one-hot
+        # state's five bits, not an OR over the twenty that send: timing, the TX FIFO's level is
+        # behind it); the engine's logits pass through in LOGITS
+        quiet = [fsm.ongoing(name) for name in ("IDLE", "ARGMAX", "SETTLE", "DRAIN")]
+        m.d.comb += self.o.valid.eq(Mux(fsm.ongoing("LOGITS"), self.logits.valid,
+                                        ~Cat(*quiet).any()))
         return m
 
 

@@ -169,12 +169,7 @@ class Controller(wiring.Component):
         s.tap_before_last, s.one_tap = end_ahead(m, d.last_w_taps, "tap")
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
-        # the walker's column offset of group g (its word in the x-banked layout; in the
-        # depthwise row mapping its first column, g·C) and of group g + 1, kept with g (no
-        # incrementer and multiplier in front of the walker's reset, timing)
-        s.goff = Signal(range(max(2, (most("groups_full", "groups_last") + 1) * C)), name="goff")
-        s.goff_next = Signal.like(s.goff, name="goff_next")
-        s.goff_step = Mux(d.dw_rows, C, 1) if s.any_dw_rows else 1
+        self._group_offsets(s)
         s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
@@ -243,6 +238,16 @@ class Controller(wiring.Component):
         group, or 0)."""
         m.d.comb += [s.walker.reset.eq(1), s.walker.reset_rowterm.eq(rowterm),
                      s.walker.reset_off.eq(s.slot_base + off)]
+
+    def _group_offsets(self, s):
+        """The walker's column offset of group g (its word in the x-banked layout; in the
+        depthwise row mapping its first column, g·C) and of group g + 1, kept with g by
+        :meth:`_group` (no incrementer and multiplier in front of the walker's reset, timing)."""
+        C = self._cols
+        groups = self._most("groups_full", "groups_last") + 1
+        s.goff = Signal(range(max(2, groups * C)), name="goff")
+        s.goff_next = Signal.like(s.goff, name="goff_next")
+        s.goff_step = Mux(self.desc.dw_rows, C, 1) if s.any_dw_rows else 1
 
     def _group(self, m, s, first):
         """Column group g: the first (``first``) or the next; its walker offsets with it."""
