@@ -59,7 +59,7 @@ from cnnforge.hw.models.perf import network_model
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
-           "design_memories", "fm_read_ports",
+           "design_memories", "fm_read_ports", "feature_map_read_ports",
            "fit_memories", "device_config",
            "EBR", "LUTRAM", "SPRAM", "LOGIC", "PARAM_BITS"]
 
@@ -248,20 +248,23 @@ def _quantities(program):
         fm_depth=program.fm_depth, fm_slots=program.fm_slots,
         fm_read_ports=fm_read_ports(program), weight_words=len(program.weights),
         w_width=program.w_width, params=len(program.params), banks=program.input_banks,
-        slot_words=program.slot_words,
-        meta_bits=sum(w for name, w in program.meta_widths().items()
-                      if program.stationary or name not in ("rows", "cols")),
+        slot_words=program.slot_words, meta_widths=program.meta_widths(),
         stationary=program.stationary, psum_depth=program.psum_depth,
         acc_width=program.acc_width, add_tables=program.add_tables,
         image_size=program.image_size)
 
 
 def fm_read_ports(program):
-    """Read ports of ``program``'s feature map: the tile loader's, and a second for the fused
-    max-pool's read-modify-write or the add unit's second input (yosys removes it when neither
-    exists)."""
-    modes = {Dataflow(layer.values["df"]) for layer in program.layers}
-    return 2 if program.pooling or Dataflow.ADD in modes else 1
+    """Read ports of ``program``'s feature map (:func:`feature_map_read_ports`)."""
+    return feature_map_read_ports(
+        program.pooling, any(layer.values["df"] == Dataflow.ADD for layer in program.layers))
+
+
+def feature_map_read_ports(pooling, add):
+    """Read ports of the feature map: the tile loader's, and a second for a fused max-pool's
+    read-modify-write (``pooling``) or an element-wise ``add``'s second input (yosys removes
+    it when neither exists)."""
+    return 2 if pooling or add else 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -438,13 +441,14 @@ def memory_specs(program):
 
 
 def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_width, params,
-                  banks, slot_words, meta_bits, stationary, psum_depth, acc_width, add_tables,
+                  banks, slot_words, meta_widths, stationary, psum_depth, acc_width, add_tables,
                   image_size):
     """The memories of a design with configuration ``cfg`` but its descriptor ROM and Winograd
     buffers, as :class:`MemorySpec` in the RTL's order: ``fm_depth`` int8 values in
     ``fm_slots`` slots read by ``fm_read_ports``; ``weight_words`` weight words of ``w_width``
     bits a lane; ``params`` output channels; ``banks`` input tile banks of two halves of
-    ``slot_words``; the metadata FIFO's ``meta_bits``; the partial-sum banks (``stationary``)
+    ``slot_words``; the metadata FIFO's fields (``meta_widths``: ``Program.meta_widths``);
+    the partial-sum banks (``stationary``)
     of two halves of ``psum_depth`` ``acc_width``-bit words; the add layers' ``add_tables``;
     the host link's image buffer of ``image_size`` values."""
     weight_depth, weight_width = max(2, weight_words), cfg.lanes * w_width
@@ -467,7 +471,9 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         # only the partial-sum drain reads the group's rows and cols (yosys drops the bits no
         # one reads)
         MemorySpec("pass metadata FIFO", "amaranth.lib.fifo (hw/rtl/accelerator.py meta)", 1, 3,
-                   meta_bits, block_without_lutram=True),
+                   sum(w for name, w in meta_widths.items()
+                       if stationary or name not in ("rows", "cols")),
+                   block_without_lutram=True),
         MemorySpec("post-processor address delay line",
                    "hw/rtl/common.py (delay_line: hw/rtl/ppu.py addr_delay)", 1, 16,
                    addr_width(fm_depth), block_without_lutram=True),

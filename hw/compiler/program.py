@@ -536,6 +536,22 @@ def _spram_region(region):
     return 1 << max(region - 1, 1).bit_length()
 
 
+def _spram_slots(groups, sources, slots, region):
+    """The feature-map slot size with the maps in SPRAM (:func:`_spram_region`), after checking
+    every engine layer's accesses (:func:`_check_spram_layer`); ``groups``, ``sources`` as
+    :func:`_engine_layers` gives them, ``slots`` and ``region`` as :func:`_allocate`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first layer (or the map) that single-port SPRAM slots cannot serve.
+    """
+    slot_of = {**dict(enumerate(slots)), -1: 0}
+    for grp, srcs in zip(groups, sources):
+        _check_spram_layer("+".join(o.name for o in grp), grp, srcs, slot_of)
+    return _spram_region(region)
+
+
 def _check_spram_layer(name, grp, sources, slot_of):
     """A layer's feature-map accesses on single-port SPRAM slots: never two in one cycle on a
     slot."""
@@ -902,7 +918,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
     slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
                                  sources, image_size)
     if cfg.spram_feature_maps:
-        region = _spram_region(region)
+        region = _spram_slots(groups, sources, slots, region)
     slot_of = dict(enumerate(slots))
     slot_of[-1] = 0
     layers, weight_words, params = [], [], []
@@ -916,8 +932,6 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
-        if cfg.spram_feature_maps:
-            _check_spram_layer(name, grp, sources[index], slot_of)
         if op.kind == "add":
             if cfg.ppu_interval > 1:
                 raise ConfigError(f"layer {name} ({type_}): an element-wise add feeds the "

@@ -91,10 +91,10 @@ from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, blocks,
-                                         design_memories, memories)
+                                         design_memories, feature_map_read_ports, memories)
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
                                           _add_values, _allocate, _banks, _engine_layers,
-                                          _geometry, _spram_region, _tiling, _weight_words,
+                                          _geometry, _spram_slots, _tiling, _weight_words,
                                           addr_width, compile_network, meta_widths)
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
@@ -512,36 +512,35 @@ def _network_quantities(qnet, device, groups, sources):
     the maps and weights can go, the parameter ROM's words, the add tables, the feature map's
     read ports, whether a layer is depthwise, the image size."""
     image_size = int(np.prod(groups[0][0].input_shape))
-    _, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
-                                   sources, image_size)
+    slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
+                                       sources, image_size)
     adds = [_add_tables(grp[0]) for grp in groups if grp[0].kind == "add"]
     pooling = any(len(grp) > 1 and grp[1].kernel_size[0] > 1 for grp in groups)
+    try:                            # the slot size with the maps in SPRAM, where they can go
+        spram_region = _spram_slots(groups, sources, slots, region)
+    except ConfigError:
+        spram_region = None
     return dict(n_slots=n_slots, image_size=image_size,
                 depthwise=any(grp[0].kind == "conv" and grp[0].groups > 1 for grp in groups),
-                placements=_placements(qnet, device, n_slots, region),
+                placements=_placements(device, n_slots, region, spram_region),
                 params=sum(1 if grp[0].kind == "add" else grp[0].output_shape[0]
                            for grp in groups),
                 add_tables=np.concatenate(adds) if adds else np.zeros(0, np.int64),
-                fm_read_ports=2 if adds or pooling else 1)
+                fm_read_ports=feature_map_read_ports(pooling, bool(adds)))
 
 
-def _placements(qnet, device, n_slots, region):
+def _placements(device, n_slots, region, spram_region):
     """``(spram_feature_maps, spram_weights, feature-map depth)`` in the order
     :func:`~cnnforge.hw.compiler.memory.fit_memories` tries them: block RAM only, then (on a
     device with SPRAM) the feature maps, the weights, both in SPRAM; the feature maps only
-    where the network allows them there (no fused max-pool, one SPRAM block a slot)."""
+    where the network allows them there (``spram_region``, their slot size there, not None:
+    no fused max-pool, one SPRAM block a slot)."""
     out = [(False, False, n_slots * region)]
     if not device.spram:
         return out
-    try:
-        compile_network(qnet, AcceleratorConfig(1, 1, input_buffer_bytes=1 << 20,
-                                                algorithm="direct", spram_feature_maps=True))
-        maps = n_slots * _spram_region(region)
-    except ConfigError:
-        maps = None
     for fm, weights in ((True, False), (False, True), (True, True)):
-        if maps or not fm:
-            out.append((fm, weights, maps if fm else n_slots * region))
+        if spram_region or not fm:
+            out.append((fm, weights, n_slots * (spram_region if fm else region)))
     return out
 
 
@@ -666,13 +665,11 @@ def _design(family, device, cfg, budget, combo, picked, seq, acc_width, *, n_slo
     values = [opt.values for opt, _ in picked]
     for fm, weights, fm_depth in placements:
         base = replace(cfg, spram_feature_maps=fm, spram_weights=weights)
-        meta = meta_widths(values, cfg, addr_width(fm_depth))
         mems = design_memories(
             family, base, fm_depth=fm_depth, fm_slots=n_slots, w_width=8,
             weight_words=sum(words for _, words in picked), banks=max(cols, rows if wr else 1),
             slot_words=max(v["slot_words"] for v in values),
-            meta_bits=sum(w for name, w in meta.items()
-                          if stationary or name not in ("rows", "cols")),
+            meta_widths=meta_widths(values, cfg, addr_width(fm_depth)),
             stationary=stationary, psum_depth=max(psum), acc_width=acc_width, **quantities)
         if sum(m.blocks for m in mems) <= device.bram and \
                 sum(m.sprams for m in mems) <= device.spram:
