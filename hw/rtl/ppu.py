@@ -201,22 +201,28 @@ class PostProcessor(wiring.Component):
         the write, its data registered as it comes out of the block RAM (``rd_q``: nothing
         between the RAM and that register, which the ECP5's DP16KD can hold as its output
         register); a cycle later the window's value so far is the newest of: this cycle's write
-        to it, the writes of the two cycles before, the read data. The write is
-        ``max(old, y)`` unless the beat is its window's first."""
+        to it, the writes of the two cycles before, the read data. Which of them hit the window
+        is decided a cycle ahead (``hit0..2``, registered, from the address stages one step
+        earlier), so only the newest hit's multiplexer stands between the write and ``old``.
+        The write is ``max(old, y)`` unless the beat is its window's first."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
         old = stage("old", signed(8))
-        history = [(self.wr_en, self.wr_addr, self.wr_data)]
-        for k in (1, 2):
-            en, a, data = history[-1]
-            later = (Signal(name=f"wr{k}_en"), stage(f"wr{k}_addr", addr[-1].shape()),
-                     stage(f"wr{k}_data", signed(8)))
-            m.d.sync += [later[0].eq(en), later[1].eq(a), later[2].eq(data)]
-            history.append(later)
+        wr1_en, wr1_addr = Signal(name="wr1_en"), stage("wr1_addr", addr[-1].shape())
+        wr1_data, wr2_data = stage("wr1_data", signed(8)), stage("wr2_data", signed(8))
+        m.d.sync += [wr1_en.eq(self.wr_en), wr1_addr.eq(self.wr_addr),
+                     wr1_data.eq(self.wr_data), wr2_data.eq(wr1_data)]
+        # hit k, computed two cycles before a write (whose address is addr[-3] then): the write
+        # k + 1 cycles before it goes to the same window (k = 0: the write of the next cycle,
+        # whose address is addr[-2] now)
+        hits = [Signal(name=f"hit{k}") for k in range(3)]
+        m.d.sync += [hits[0].eq(valid[-2] & (addr[-2] == addr[-3])),
+                     hits[1].eq(self.wr_en & (self.wr_addr == addr[-3])),
+                     hits[2].eq(wr1_en & (wr1_addr == addr[-3]))]
         m.d.sync += old.eq(rd_q)
-        for en, a, data in reversed(history):              # the newest write wins
-            with m.If(en & (a == addr[-2])):
+        for hit, data in reversed(list(zip(hits, (self.wr_data, wr1_data, wr2_data)))):
+            with m.If(hit):                                  # the newest write wins
                 m.d.sync += old.eq(data)
         m.d.comb += [self.wr_data.eq(Mux(first[-1] | (y11 > old), y11, old)),
                      self.rd_en.eq(valid[-4] & ~first[-4])]
