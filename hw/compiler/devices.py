@@ -75,8 +75,8 @@ class Device:
     def config(self, rows=None, cols=None, **kwargs):
         """The :class:`~cnnforge.hw.compiler.program.AcceleratorConfig` ``cnnforge synth``
         builds for this device: its default array unless ``rows`` / ``cols`` are given, its
-        algorithm, input tile buffer kind and post-processor interval; ``kwargs`` (any
-        other field) passed on (the array a network gets:
+        algorithm, input tile buffer kind, post-processor interval and loader lanes;
+        ``kwargs`` (any other field) passed on (the array a network gets:
         :func:`~cnnforge.hw.compiler.memory.device_config`).
 
         Raises
@@ -88,7 +88,15 @@ class Device:
         cols = self.cols if cols is None else cols
         return AcceleratorConfig(rows, cols, **{
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
-            "ppu_interval": self.ppu_interval(rows, cols), **kwargs})
+            "ppu_interval": self.ppu_interval(rows, cols), "loader_lanes": self.loader_lanes,
+            **kwargs})
+
+    @property
+    def loader_lanes(self):
+        """``AcceleratorConfig.loader_lanes`` for this device: two on ECP5 (the feature map's
+        second read port feeds the loader's second lane); one on the iCE40, whose feature
+        maps may go to single-port SPRAM and whose LUTs the UP5K's array needs."""
+        return 2 if self.family == "ecp5" else 1
 
     @property
     def lutram_buffers(self):

@@ -94,6 +94,13 @@ class AcceleratorConfig:
         With 2 the output-reuse drain hands over a result every other cycle and a pass is at
         least 2·R·C + 1 beats; every layer must run output reuse (direct): the other drains
         and the element-wise add feed the post-processor every cycle.
+    loader_lanes : int
+        Values the tile loader moves from the feature map into the input tile buffer per
+        cycle: 1, or 2 through the feature map's second read port (which only a fused max-pool
+        uses: such layers, and arrays whose tile of a layer has a single bank, load one). Two
+        lanes take x and x + stride of a tile row (x-banked) or channels n and n + 1
+        (channel-banked, on an even number of rows): two different banks
+        (:func:`loader_pairing`). Not with ``spram_feature_maps`` (single-port blocks).
 
     Raises
     ------
@@ -110,6 +117,7 @@ class AcceleratorConfig:
     spram_feature_maps: bool = False
     spram_weights: bool = False
     ppu_interval: int = 1
+    loader_lanes: int = 1
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -123,6 +131,12 @@ class AcceleratorConfig:
         if self.ppu_interval not in (1, 2):
             raise ConfigError(f"ppu_interval={self.ppu_interval}: the post-processor takes a "
                               "beat every 1 or 2 cycles")
+        if self.loader_lanes not in (1, 2):
+            raise ConfigError(f"loader_lanes={self.loader_lanes}: the tile loader moves 1 or 2 "
+                              "values a cycle")
+        if self.loader_lanes > 1 and self.spram_feature_maps:
+            raise ConfigError("loader_lanes=2 reads the feature map on two ports at once: not "
+                              "with spram_feature_maps (one single-port block per slot)")
         if self.input_buffer_bytes < self.cols:
             raise ConfigError(f"input_buffer_bytes={self.input_buffer_bytes} is smaller than one "
                               f"word per bank ({self.cols} banks)")
@@ -156,9 +170,9 @@ class AcceleratorConfig:
 #: descriptor field sits in front of a comparison (clamped at 0 where a layer type does not use
 #: the bound). Not to be confused with ``rows_last`` / ``cols_last`` / ``groups_last``: the
 #: sizes of the last tile.
-LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "Tc_in", "kh", "kw", "sw", "KB",
-               "nblk", "out_size", "ld_blocks", "ld_chans", "ld_chans_tail", "w_taps",
-               "walk_kw")
+LAST_FIELDS = ("K", "L", "MB", "ntr", "ntc", "N", "Tr_in", "kh", "kw", "sw", "KB", "nblk",
+               "out_size", "ld_blocks", "w_taps", "walk_kw", "ld_xits", "ld_nits",
+               "ld_nits_tail")
 
 # Descriptor fields, in the order of the hardware struct. Each value is an int per layer.
 DESCRIPTOR_FIELDS = (
@@ -181,6 +195,12 @@ DESCRIPTOR_FIELDS = (
     "ld_start", "ld_row_step", "ld_chan_step", "ld_tile_col_step", "ld_tile_row_step",
     "ld_blocks", "ld_chans", "ld_chans_tail", "ld_blk_step",
     "y_start", "x_start", "tile_y_step", "tile_x_step",
+    # the loader's two lanes (loader_pairing): whether the layer uses them, lane 1's feature-map
+    # offset, the loop's iterations per tile row and per load (ld_nits_tail: the last block's),
+    # whether the last channel pair has lane 1 idle, where lane 1 leaves the tile row and the
+    # map, the feature-map step at the end of an x pair
+    "ld_pair", "ld_pair_step", "ld_xits", "ld_nits", "ld_nits_tail", "ld_odd", "ld_odd_tail",
+    "ld_x1_lim", "ld_x1_lo", "ld_x1_hi", "ld_x_jump",
     # input tile buffer layout
     "Wq", "row_words", "slot_words",
     # feeder address steps
@@ -694,6 +714,7 @@ def _tiling(g, Tr, Tc, cfg, df):
         # a depthwise pass walks the R channels of its block, the only ones its load holds (the
         # last block's load may hold fewer: the words past them are stale, their weights 0)
         v["slot_words"] = v["ld_chans"] * v["Tr_in"] * v["row_words"]
+    _loader_lanes(v, loader_pairing(v, g, cfg))
     return v
 
 
@@ -839,7 +860,7 @@ def addr_width(depth):
 #: Configuration fields a plan records besides the array and the buffer budget (their
 #: defaults when a plan does not give them).
 PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
-               "spram_weights": False}
+               "spram_weights": False, "loader_lanes": 1}
 
 
 def load_plan(plan, source="plan"):
@@ -1102,6 +1123,49 @@ def _best_plan(g, cfg, name, type_, candidates, override=None):
     return v
 
 
+def loader_pairing(v, g, cfg):
+    """What the tile loader's two lanes take in a layer (``AcceleratorConfig.loader_lanes``):
+    ``"x"`` (x and x + stride of a tile row: x-banked banks b and b + 1 mod C), ``"channels"``
+    (channels n and n + 1, n even: channel-banked banks n mod R and n mod R + 1, R even) or
+    None (one lane: one lane configured, a fused max-pool, whose read-modify-write has the
+    second read port, an element-wise add, or a single bank to write).
+
+    Parameters
+    ----------
+    v, g : dict
+        The layer's values (tiling, ``banks_on_rows``) and geometry (``pk``).
+    cfg : AcceleratorConfig
+
+    Returns
+    -------
+    str or None
+    """
+    if cfg.loader_lanes < 2 or g.get("pk", 1) > 1 or Dataflow(v["df"]) is Dataflow.ADD:
+        return None
+    if v["banks_on_rows"]:
+        return "channels" if cfg.rows % 2 == 0 else None
+    return "x" if cfg.cols > 1 else None
+
+
+def _loader_lanes(v, pairing):
+    """The descriptor fields of the loader's lanes (:data:`DESCRIPTOR_FIELDS`) for ``pairing``
+    (:func:`loader_pairing`), and ``ld_xlast``, the last tile-row position lane 0 takes.
+    x pairs: lane 0 takes the tile columns xi with (xi // sw) even, lane 1 xi + sw while
+    xi + sw < Tc_in; channel pairs: every (y, x) of channels n (lane 0) and n + 1."""
+    Tc_in, sw = v["Tc_in"], v["sw"]
+    lane0 = [xi for xi in range(Tc_in) if pairing != "x" or (xi // sw) % 2 == 0]
+    halve = (lambda n: _ceil_div(n, 2)) if pairing == "channels" else (lambda n: n)
+    v.update(ld_pair=int(pairing is not None), ld_xits=len(lane0), ld_xlast=lane0[-1],
+             ld_nits=halve(v["ld_chans"]), ld_nits_tail=halve(v["ld_chans_tail"]),
+             ld_odd=int(pairing == "channels" and v["ld_chans"] % 2),
+             ld_odd_tail=int(pairing == "channels" and v["ld_chans_tail"] % 2),
+             ld_x_jump=sw + 1 if pairing == "x" else 1)
+    if pairing == "x":
+        v.update(ld_pair_step=sw, ld_x1_lim=Tc_in - sw, ld_x1_lo=-sw, ld_x1_hi=v["W"] - sw)
+    else:          # (lane 1 at lane 0's x; unused without pairs)
+        v.update(ld_pair_step=v["H"] * v["W"], ld_x1_lim=Tc_in, ld_x1_lo=0, ld_x1_hi=v["W"])
+
+
 def _address_steps(v, g, cfg):
     """Add a GEMM layer's address fields to its values ``v`` (which hold its ``src``): the
     loader's walk over the feature map, the feeder's over the input tile buffer and the output
@@ -1120,8 +1184,10 @@ def _address_steps(v, g, cfg):
     H, W, sh, sw = v["H"], v["W"], v["sh"], v["sw"]
     v["y_start"], v["x_start"] = -v["ph"], -v["pw"]
     v["ld_start"] = v["src"] - v["ph"] * W - v["pw"]
-    v["ld_row_step"] = W - v["Tc_in"] + 1            # after the last x of a row
-    v["ld_chan_step"] = H * W - v["Tr_in"] * W + W - v["Tc_in"] + 1
+    # after the last element (lane 0's) of a row / of a channel (channel pairs: of two)
+    pairs = v["ld_pair"] and v["banks_on_rows"]
+    v["ld_row_step"] = W - v["ld_xlast"]
+    v["ld_chan_step"] = H * W * (2 if pairs else 1) - (v["Tr_in"] - 1) * W - v["ld_xlast"]
     v["ld_tile_col_step"] = v["Tc"] * sw
     v["ld_tile_row_step"] = v["Tr"] * sh * W
     v["ld_blk_step"] = cfg.rows * H * W if v["ld_blocks"] > 1 else 0

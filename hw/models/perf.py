@@ -6,10 +6,12 @@ values), :func:`layer_model` predicts what the RTL's per-layer counters measure
 buffer, the weight ROM, the output / partial-sum buffer and the feature-map memory.
 
 The model walks the tile loop nest at tile and group granularity (never per cycle) with the
-hardware's exact timing rules: the loader streams one value per cycle into a ping-pong half of
-the input tile buffer and starts the next tile three cycles after the last value, or two cycles
-after the controller releases the half (a value is written two cycles after its read: the block
-RAM, then a register); the controller starts a tile two cycles after the last write lands; OR
+hardware's exact timing rules: the loader streams one value per cycle (two with
+``loader_lanes``: :func:`load_cycles`) into a ping-pong half of the input tile buffer and
+starts the next tile three cycles after the last value, or two cycles after the controller
+releases the half (a value is written two cycles after its read: the block RAM, then a
+register; three with ``lutram_buffers``: :func:`~.timing.fm_read_latency`); the controller
+starts a tile two cycles after the last write lands; OR
 passes last ``L = max(K, I·R·C + 1)`` beats back to back, drained one result every ``I`` cycles
 (``ppu_interval``); an IR / WR group is a
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
@@ -28,10 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits", "tile_order",
-           "load_order"]
+           "load_order", "load_cycles"]
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import array_latency, ppu_latency, tile_read_latency
+from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_latency,
+                                       tile_read_latency)
 
 
 def _ceil_div(a, b):
@@ -79,6 +82,14 @@ def tile_order(v):
         for tc in range(v["ntc"]):
             cols = v["cols_last"] if tc == v["ntc"] - 1 else v["Tc"]
             yield tr * v["Tr"], tc * v["Tc"], rows, cols
+
+
+def load_cycles(v, chans):
+    """Cycles the ``TileLoader`` takes for one load of ``chans`` channels of a tile: one per
+    iteration of its loop, ``ld_xits`` per tile row (Tc_in, or with x pairs the columns its
+    lane 0 takes), every channel's Tr_in rows (channel pairs: two channels an iteration)."""
+    its = _ceil_div(chans, 2) if v["ld_pair"] and v["banks_on_rows"] else chans
+    return its * v["Tr_in"] * v["ld_xits"]
 
 
 def load_order(v):
@@ -152,8 +163,10 @@ def layer_model(v, cfg):
         first = 2 if t == 0 else l_last[t - 1] + 3
         if t >= 2:
             first = max(first, free[t - 2] + 2)
-        l_last[t] = first + chans * v["Tr_in"] * v["Tc_in"] - 1
-        start = max(wait, l_last[t] + 3) + 1       # first working cycle of the load
+        l_last[t] = first + load_cycles(v, chans) - 1
+        # first working cycle of the load: its last value written (fm_read_latency + 1 cycles
+        # after its read), then the half's full flag registered
+        start = max(wait, l_last[t] + 2 + fm_read_latency(cfg.lutram_buffers)) + 1
         if df is Dataflow.OR:
             f_end, end = _or_tile(v, cfg, start, (tr0, tc0, rows, cols), blocks, end, acc)
         elif df is Dataflow.WINOGRAD:

@@ -7,7 +7,7 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "ppu_latency", "tile_read_latency"]
+__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "tile_read_latency"]
 
 def ppu_latency(interval=1):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
@@ -15,9 +15,10 @@ def ppu_latency(interval=1):
     The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
     bias, four registered 16×16 partial products, two adder levels to the 64-bit product, four
     for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
-    clamp: 12. A post-processor taking a beat every other cycle (``interval`` 2: its partial
-    products time-shared over two DSP blocks) has one more stage (the first products kept in
-    registers): 13.
+    clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
+    of the feature map's port): 13. A post-processor taking a beat every other cycle
+    (``interval`` 2: its partial products time-shared over two DSP blocks) has one more stage
+    (the first products kept in registers): 14.
 
     Parameters
     ----------
@@ -28,7 +29,24 @@ def ppu_latency(interval=1):
     -------
     int
     """
-    return 12 + (interval - 1)
+    return 13 + (interval - 1)
+
+
+def fm_read_latency(lutram):
+    """Cycles from the tile loader's feature-map read address to its data registered for the
+    tile-buffer write's padding multiplexer: 1, or 2 in the designs with LUT-RAM tile buffers
+    (ECP5, ``lutram_buffers``), whose block RAM holds the data in its output register first
+    (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer).
+
+    Parameters
+    ----------
+    lutram : bool
+
+    Returns
+    -------
+    int
+    """
+    return 2 if lutram else 1
 
 
 def tile_read_latency(lutram):

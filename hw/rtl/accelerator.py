@@ -56,6 +56,7 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.timing import fm_read_latency
 from cnnforge.hw.rtl.add import AddUnit
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
                                     connect_desc, delay, descriptor_layout, most_of)
@@ -143,8 +144,7 @@ class Accelerator(wiring.Component):
         modes = {Dataflow(layer.values["df"]) for layer in prog.layers}
         has_add, wino = Dataflow.ADD in modes, Dataflow.WINOGRAD in modes
         desc = self.descriptor_layout()
-        fm_aw = prog.fm_addr_width
-        bank_aw = bits(2 * prog.slot_words - 1) + 1
+        fm_aw, bank_aw = prog.fm_addr_width, bits(2 * prog.slot_words - 1) + 1
         w_aw = bits(len(prog.weights)) + 1
         meta = meta_layout(prog)
         ppu_width = max(prog.acc_width, prog.y4_width - 2)
@@ -164,7 +164,7 @@ class Accelerator(wiring.Component):
                      fm_wr.en.eq(seq.fm_wr_en)]
         w_port = self._weights(m, seq)
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
-                                              cfg.lutram_buffers)
+                                              cfg.lutram_buffers, lanes=cfg.loader_lanes)
         family = self.primitives or None
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width, family=family,
@@ -180,7 +180,8 @@ class Accelerator(wiring.Component):
 
         # ---- units -------------------------------------------------------------------------
         m.submodules.loader = loader = TileLoader(NB, R, C, prog.slot_words, bank_aw, fm_aw,
-                                                  desc, most)
+                                                  desc, most, lanes=cfg.loader_lanes,
+                                                  fm_latency=fm_read_latency(cfg.lutram_buffers))
         m.submodules.controller = ctl = Controller(prog, bank_aw, w_aw, meta, desc)
         m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
                                                         interval=cfg.ppu_interval)
@@ -241,6 +242,8 @@ class Accelerator(wiring.Component):
             busy |= add.busy
         m.d.comb += [fm_rd_a.addr.eq(Mux(loader.fm_en, loader.fm_addr, seq.fm_rd_addr)),
                      fm_rd_b.addr.eq(ppu.rd_addr)]
+        if cfg.loader_lanes > 1:
+            self._loader_lane1(m, loader, ibuf, fm_rd_b, d)
         if has_add:
             with m.If(add.fm_en):
                 m.d.comb += [fm_rd_a.addr.eq(add.fm_addr_a), fm_rd_b.addr.eq(add.fm_addr_b)]
@@ -253,6 +256,17 @@ class Accelerator(wiring.Component):
             self._counters(m, seq, units + ([wt] if wino else []), ppu_events)
         m.d.comb += seq.busy.eq(busy)
         return m
+
+    @staticmethod
+    def _loader_lane1(m, loader, ibuf, fm_rd_b, d):
+        """The loader's second lane: the feature map's port B in layers that pair (never with a
+        fused max-pool, whose read-modify-write it serves otherwise), the tile buffer's second
+        write."""
+        m.d.comb += [loader.fm_data1.eq(fm_rd_b.data),
+                     ibuf.wr1_en.eq(loader.wr1_en), ibuf.wr1_bank.eq(loader.wr1_bank),
+                     ibuf.wr1_addr.eq(loader.wr1_addr), ibuf.wr1_data.eq(loader.wr1_data)]
+        with m.If(d.ld_pair):
+            m.d.comb += fm_rd_b.addr.eq(loader.fm_addr1)
 
     def _feature_map(self, m, fm_aw):
         """The feature-map memory: block RAM (a write port, read ports A and B) or one SPRAM

@@ -24,9 +24,18 @@ class TileLoader(wiring.Component):
     ``(n // R)·Tr_in·Tc_in + yi·Tc_in + xi``). Positions outside the map (padding) get the input
     zero point ``z_in``. An element-wise add loads nothing (``done`` at once).
 
+    With ``lanes`` = 2 a layer with ``ld_pair`` moves two values a cycle: lane 1 reads the
+    feature map's port B at ``fm_addr + ld_pair_step`` and writes another bank
+    (:func:`~cnnforge.hw.compiler.program.loader_pairing`): x pairs (lane 0 takes the tile
+    columns xi with ``(xi // S)`` even, lane 1 ``xi + S``: bank + 1 mod C, the next word past
+    bank C − 1) or channel pairs (channels n, n + 1: bank + 1, the same word). The loop's row
+    and channel bounds are then its iterations (``ld_xits``, ``ld_nits``).
+
     Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value (or the
     padding) is registered once more before the buffer write, so the block RAM's clock-to-out is
-    not in front of the write. A tile's half is marked full (``slot_set``) with its last write.
+    not in front of the write (``fm_latency`` 2: the data registered twice, the first in the
+    block RAM's output register, so that neither its clock-to-out nor the padding multiplexer
+    shares a cycle with routing across the chip). A tile's half is marked full (``slot_set``) with its last write.
 
     Parameters
     ----------
@@ -41,6 +50,11 @@ class TileLoader(wiring.Component):
     most : callable
         ``most(*fields)``: the largest value of descriptor fields over the network (counter
         widths).
+    lanes : int
+        1, or 2 (``AcceleratorConfig.loader_lanes``): the lane-1 ports below exist.
+    fm_latency : int
+        1, or 2 to register the feature map's read data before the padding multiplexer (in the
+        ECP5 block RAM's output register: :func:`~cnnforge.hw.models.timing.fm_read_latency`).
 
     Members
     -------
@@ -56,6 +70,8 @@ class TileLoader(wiring.Component):
         Port A's data, one cycle after ``fm_addr``.
     wr_en, wr_bank, wr_addr, wr_data : Out
         The tile-buffer write of this cycle.
+    fm_addr1, fm_data1, wr1_en, wr1_bank, wr1_addr, wr1_data
+        Lane 1's feature-map read (port B) and tile-buffer write (``lanes`` = 2 only).
     done : Out(1)
         The layer's last tile has been read.
     events : Out
@@ -64,18 +80,29 @@ class TileLoader(wiring.Component):
 
     FIELDS = ("df", "banks_on_rows", "H", "W", "z_in", "ld_start", "y_start", "x_start",
               "ld_row_step", "ld_chan_step", "ld_tile_row_step", "ld_tile_col_step", "ld_blk_step",
-              "tile_y_step", "tile_x_step", "Wq", "row_words", "chan_words", "last_Tc_in",
-              "last_Tr_in", "last_ld_chans", "last_ld_chans_tail", "last_ld_blocks",
+              "tile_y_step", "tile_x_step", "Wq", "row_words", "chan_words", "last_ld_xits",
+              "last_Tr_in", "last_ld_nits", "last_ld_nits_tail", "last_ld_blocks",
               "last_ntr", "last_ntc", "last_sw")
-    EVENTS = {"fm_reads": 1, "ibuf_writes": 1}
+    PAIR_FIELDS = ("ld_pair", "ld_pair_step", "ld_odd", "ld_odd_tail", "ld_x1_lim", "ld_x1_lo",
+                   "ld_x1_hi", "ld_x_jump")
 
-    def __init__(self, banks, rows, cols, slot_words, addr_width, fm_addr_width, desc, most):
+    def __init__(self, banks, rows, cols, slot_words, addr_width, fm_addr_width, desc, most,
+                 lanes=1, fm_latency=1):
         self._banks, self._rows, self._cols = banks, rows, cols
         self._slot_words = slot_words
-        self._most = {k: most(k) for k in ("ntr", "ntc", "ld_chans", "ld_blocks", "Tr_in",
-                                           "Tc_in")}
+        self._lanes, self._fm_latency = lanes, fm_latency
+        self._most = {k: most(k) for k in ("ntr", "ntc", "ld_nits", "ld_blocks", "Tr_in",
+                                           "ld_xits")}
+        self.EVENTS = {"fm_reads": lanes, "ibuf_writes": lanes}
+        fields = self.FIELDS + (self.PAIR_FIELDS if lanes > 1 else ())
+        lane1 = {}
+        if lanes > 1:
+            lane1 = {"fm_addr1": Out(fm_addr_width), "fm_data1": In(signed(8)),
+                     "wr1_en": Out(1), "wr1_bank": Out(range(max(2, banks))),
+                     "wr1_addr": Out(addr_width), "wr1_data": Out(signed(8))}
         super().__init__({
-            "desc": In(desc_layout(desc, self.FIELDS)),
+            **lane1,
+            "desc": In(desc_layout(desc, fields)),
             "start": In(1), "slot_full": In(2), "slot_set": Out(2),
             "fm_en": Out(1), "fm_addr": Out(fm_addr_width), "fm_data": In(signed(8)),
             "wr_en": Out(1), "wr_bank": Out(range(max(2, banks))), "wr_addr": Out(addr_width),
@@ -99,8 +126,8 @@ class TileLoader(wiring.Component):
         row_fm, tile_fm, blk_fm, fm = (Signal(signed(fm_aw + 2), name=f"{n}fm")
                                        for n in ("row_", "tile_", "blk_", ""))
         y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
-        n, yi, xi = (counter(most["ld_chans"], "n"), counter(most["Tr_in"], "yi"),
-                     counter(most["Tc_in"], "xi"))
+        n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
+                     counter(most["ld_xits"], "xi"))
         phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
         phase_off, rowterm = Signal(aw), Signal(aw)
         # first write stage: address and control, with the feature map's read in flight
@@ -122,14 +149,15 @@ class TileLoader(wiring.Component):
         # is held from the layer's start), so that the element loop's decisions are one LUT
         last_x, last_y, last_n = Signal(), Signal(), Signal()
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
-                 for k in ("Tc_in", "Tr_in", "ld_chans", "ld_chans_tail")}
+                 for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
         single = {k: v[1] for k, v in ahead.items()}
-        n_single = Mux(last_blk, single["ld_chans_tail"], single["ld_chans"])
-        n_bound = Mux(last_blk, bound["ld_chans_tail"], bound["ld_chans"])
+        n_single = Mux(last_blk, single["ld_nits_tail"], single["ld_nits"])
+        n_bound = Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"])
         last_elem = last_x & last_y & last_n
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
+        lane1 = _Lane1(self, m, events, is_wr, x0) if self._lanes > 1 else None
         with m.If(self.start):
             m.d.sync += [active.eq(~is_add), loading.eq(0), slot.eq(0), tr.eq(0), tc.eq(0),
                          blk.eq(0), row_fm.eq(d.ld_start), tile_fm.eq(d.ld_start),
@@ -141,7 +169,7 @@ class TileLoader(wiring.Component):
             # starts), so the buffer's flag is in front of `loading` alone (timing)
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
                          phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
-                         last_x.eq(single["Tc_in"]), last_y.eq(single["Tr_in"]),
+                         last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
                 m.d.sync += loading.eq(1)
@@ -152,12 +180,16 @@ class TileLoader(wiring.Component):
             m.d.sync += [lw_en.eq(1), lw_bank.eq(bank), lw_inb.eq(inb), lw_slot.eq(slot),
                          lw_addr.eq(Mux(slot, self._slot_words, 0) + rowterm + phase_off + word),
                          lw_last.eq(last_elem)]
+            if self._lanes > 1:
+                lane1.load(fm, y, x, bank, last_n & Mux(last_blk, d.ld_odd_tail, d.ld_odd))
             with m.If(~last_x):
-                m.d.sync += [xi.eq(xi + 1), x.eq(x + 1), fm.eq(fm + 1),
-                             last_x.eq(xi == bound["Tc_in"])]
+                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
+                # (x pairs: past lane 1's columns at the end of lane 0's block of S)
+                step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
+                m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
                 self._next_column(m, is_wr, phase, phase_off, bank, word)
             with m.Else():
-                m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["Tc_in"])]
+                m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["ld_xits"])]
                 with m.If(~last_y):
                     m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step),
                                  last_y.eq(yi == bound["Tr_in"])]
@@ -188,17 +220,31 @@ class TileLoader(wiring.Component):
         with m.If(loading & is_wr):
             m.d.sync += lw_addr.eq(addr_wr)
 
-        # second write stage: the feature map's data (or the padding value) registered
-        lw2_last, lw2_slot = Signal(), Signal()
-        m.d.sync += [self.wr_en.eq(lw_en), self.wr_bank.eq(lw_bank), self.wr_addr.eq(lw_addr),
-                     lw2_last.eq(lw_last), lw2_slot.eq(lw_slot),
-                     self.wr_data.eq(Mux(lw_inb, self.fm_data, d.z_in))]
-        with m.If(self.wr_en):
-            events.count("ibuf_writes")
-        with m.If(lw2_last):
-            m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
+        self._write(m, events, lane1, {"en": lw_en, "bank": lw_bank, "addr": lw_addr,
+                                       "inb": lw_inb, "last": lw_last, "slot": lw_slot})
         events.drive(self.events)
         return m
+
+    def _write(self, m, events, lane1, first):
+        """The write stages after the first (``first``: its registers): with an ``fm_latency``
+        of 2 the feature map's data are registered as they leave the block RAM (its output
+        register) and the write's control waits a stage with them; the last stage registers
+        the data (or the padding value) with the write."""
+        d = self.desc
+        stage, fm_data = _delayed(m, first, self._fm_latency - 1, "lwm"), self.fm_data
+        if self._fm_latency > 1:
+            fm_data = _delayed(m, {"fm_q": self.fm_data}, 1, "")["fm_q"]
+        lw2_last, lw2_slot = Signal(), Signal()
+        m.d.sync += [self.wr_en.eq(stage["en"]), self.wr_bank.eq(stage["bank"]),
+                     self.wr_addr.eq(stage["addr"]), lw2_last.eq(stage["last"]),
+                     lw2_slot.eq(stage["slot"]),
+                     self.wr_data.eq(Mux(stage["inb"], fm_data, d.z_in))]
+        with m.If(self.wr_en):
+            events.count("ibuf_writes")
+        if lane1 is not None:
+            lane1.write(stage["addr"], self._fm_latency)
+        with m.If(lw2_last):
+            m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
 
     def _next_column(self, m, is_wr, phase, phase_off, bank, word):
         """Next xi of a row: WR continues the word; x-banked: next phase, else next bank."""
@@ -207,10 +253,19 @@ class TileLoader(wiring.Component):
             m.d.sync += word.eq(word + 1)
         with m.Elif(phase == d.last_sw):
             m.d.sync += [phase.eq(0), phase_off.eq(0)]
-            with m.If(bank == self._cols - 1):
-                m.d.sync += [bank.eq(0), word.eq(word + 1)]
-            with m.Else():
-                m.d.sync += bank.eq(bank + 1)
+            C = self._cols
+            if self._lanes > 1:      # x pairs: lane 0 skips lane 1's bank
+                nb = Signal(range(C + 2), name="pair_bank")
+                m.d.comb += nb.eq(bank + 1 + d.ld_pair)
+                with m.If(nb >= C):
+                    m.d.sync += [bank.eq(nb - C), word.eq(word + 1)]
+                with m.Else():
+                    m.d.sync += bank.eq(nb)
+            else:
+                with m.If(bank == C - 1):
+                    m.d.sync += [bank.eq(0), word.eq(word + 1)]
+                with m.Else():
+                    m.d.sync += bank.eq(bank + 1)
         with m.Else():
             m.d.sync += [phase.eq(phase + 1), phase_off.eq(phase_off + d.Wq)]
 
@@ -219,13 +274,72 @@ class TileLoader(wiring.Component):
         d = self.desc
         with m.If(is_wr):
             # channel-banked: next row continues the word; next channel: next bank
+            # (channel pairs: the next pair, two banks on; R is even)
+            pair = d.ld_pair if self._lanes > 1 else 0
             with m.If(~last_y):
                 m.d.sync += word.eq(word + 1)
-            with m.Elif(bank == self._rows - 1):
+            with m.Elif(bank == self._rows - 1 - pair):
                 m.d.sync += [bank.eq(0), rowterm.eq(rowterm + d.chan_words),
                              word.eq(rowterm + d.chan_words)]
             with m.Else():
-                m.d.sync += [bank.eq(bank + 1), word.eq(rowterm)]
+                m.d.sync += [bank.eq(bank + 1 + pair), word.eq(rowterm)]
         with m.Else():
             m.d.sync += [phase.eq(0), phase_off.eq(0), bank.eq(0), word.eq(0),
                          rowterm.eq(rowterm + d.row_words)]
+
+
+class _Lane1:
+    """The loader's second lane (``lanes`` = 2): where lane 0 reads (fm, y, x) of bank ``bank``,
+    lane 1 reads ``fm + ld_pair_step`` on port B and writes bank + 1 (x-banked past bank C − 1:
+    bank 0, the next word), one write stage behind lane 0's registers, like lane 0's."""
+
+    def __init__(self, loader, m, events, is_wr, x0):
+        self._l, self._m, self._events, self._is_wr = loader, m, events, is_wr
+        d = loader.desc
+        # the tile row's end for lane 1 (x pairs: xi + S < Tc_in), set while a tile waits
+        self.x1_lim = Signal(signed(17), name="x1_lim")
+        m.d.sync += self.x1_lim.eq(x0 + d.ld_x1_lim)
+        self.en, self.inb, self.carry = (Signal(name=f"lw1_{n}") for n in ("en", "inb", "carry"))
+        self.bank = Signal.like(loader.wr1_bank, name="lw1_bank")
+        m.d.sync += self.en.eq(0)
+
+    def load(self, fm, y, x, bank, odd_last):
+        """The lane's read and first write stage in a loading cycle of lane 0 at (fm, y, x),
+        bank ``bank``; ``odd_last``: the last channel pair of an odd count (lane 1 idle)."""
+        m, lo, d = self._m, self._l, self._l.desc
+        valid = Signal(name="lane1_valid")
+        inb = Signal(name="lane1_inb")
+        m.d.comb += [valid.eq(d.ld_pair & (x < self.x1_lim) & ~odd_last),
+                     inb.eq((y >= 0) & (y < d.H) & (x >= d.ld_x1_lo) & (x < d.ld_x1_hi)),
+                     lo.fm_addr1.eq(fm + d.ld_pair_step)]
+        with m.If(valid & inb):
+            self._events.count("fm_reads")
+        wrap = ~self._is_wr & (bank == lo._cols - 1)
+        m.d.sync += [self.en.eq(valid), self.inb.eq(inb), self.carry.eq(wrap),
+                     self.bank.eq(Mux(wrap, 0, bank + 1))]
+
+    def write(self, addr, fm_latency):
+        """The last write stage: lane 0's word ``addr`` (+ 1 past bank C − 1), the data or
+        padding (``fm_latency`` 2: the data and the first stage registered once more)."""
+        m, lo, d = self._m, self._l, self._l.desc
+        first = {"en": self.en, "inb": self.inb, "carry": self.carry, "bank": self.bank}
+        stage, fm_data = _delayed(m, first, fm_latency - 1, "lw1m"), lo.fm_data1
+        if fm_latency > 1:
+            fm_data = _delayed(m, {"fm1_q": lo.fm_data1}, 1, "")["fm1_q"]
+        m.d.sync += [lo.wr1_en.eq(stage["en"]), lo.wr1_bank.eq(stage["bank"]),
+                     lo.wr1_addr.eq(addr + stage["carry"]),
+                     lo.wr1_data.eq(Mux(stage["inb"], fm_data, d.z_in))]
+        with m.If(lo.wr1_en):
+            self._events.count("ibuf_writes")
+
+
+def _delayed(m, signals, depth, prefix):
+    """``{name: signal}`` through ``depth`` registers (0: the signals themselves), named
+    ``<prefix>_<name>`` (``<name>`` without a prefix)."""
+    for _ in range(depth):
+        regs = {}
+        for name, value in signals.items():
+            regs[name] = Signal.like(value, name=f"{prefix}_{name}" if prefix else name)
+            m.d.sync += regs[name].eq(value)
+        signals = regs
+    return signals

@@ -11,10 +11,10 @@ n[m]), lo, hi)`` (``"nearest-even"``, imported ONNX QDQ models).
 Max-pooling (kernel = stride, a power of two) is fused as a read-modify-write on the destination
 feature map: the first contribution to a window (its top-left pixel, which the controllers always
 produce first for each channel) is written, later ones write ``max(old, y)``. The old value is
-read three cycles before the write and registered twice (straight out of the block RAM, then
-after the forwarding), so that the block RAM's clock-to-out is not in front of any logic; the
-unit forwards its own writes of the three cycles in between (the read port need not be
-transparent), so back-to-back updates of one window see each other.
+read four cycles before the (registered) write and registered twice (straight out of the block
+RAM, then after the forwarding), so that the block RAM's clock-to-out is not in front of any
+logic; the unit forwards its own writes of the four cycles in between (the read port need not
+be transparent), so back-to-back updates of one window see each other.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -84,11 +84,12 @@ class PostProcessor(wiring.Component):
         A beat is still in the pipeline.
     latency : int
         Cycles from a beat at the input to its write (``ppu_latency(interval)``, from
-        :mod:`cnnforge.hw.models.timing`; 12 at an interval of 1: the input beat is registered
+        :mod:`cnnforge.hw.models.timing`; 13 at an interval of 1: the input beat is registered
         while the parameter ROM reads, then the parameters registered, bias, four registered 16×16
         partial products, two adder levels to the 64-bit product, four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
-        in two steps), one for the zero point's add beside the range test, one for the clamp).
+        in two steps), one for the zero point's add beside the range test, one for the clamp
+        (and the fused max-pool's compare), one for the write).
         Every input goes straight into a register (the channel into the parameter ROM's address
         register), so the engine may compute the beat combinationally; one adder or one DSP
         multiply per stage keeps the unit off the critical path (docs/boards.md).
@@ -139,12 +140,14 @@ class PostProcessor(wiring.Component):
                 value = reg
             return out
 
-        n_stages = self.latency
+        # the stages up to the write's value; the write itself is registered once more (the
+        # last stage), so that no compare or multiplexer is in front of the feature map's port
+        n_stages = self.latency - 1
         valid = delayed(self.valid, "v", n_stages, reset_less=False)   # a reset empties it
-        # the destination address: a RAM delay line for the first latency − 4 cycles (16 bits a
-        # word: one iCE40 block RAM for an address of up to 16 bits), registers for the last four
-        # (the pooling read, three cycles before the write, is issued from a register); without
-        # pooling, latency − 1 cycles and one register
+        # the destination address: a RAM delay line for the first n_stages − 4 cycles (16 bits
+        # a word: one iCE40 block RAM for an address of up to 16 bits), registers for the last
+        # four (the pooling read, three cycles before the write's value, is issued from a
+        # register); without pooling, n_stages − 1 cycles and one register
         tail = 4 if self.pooling else 1
         addr = delayed(delay_line(m, self.addr, n_stages - tail, "addr_delay", self.family),
                        "addr", tail)
@@ -188,44 +191,49 @@ class PostProcessor(wiring.Component):
         else:
             self._nearest_even(m, stage, ab5, n5, sh9)
         y11 = self._clamp(m, stage, sh9)
-        m.d.comb += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
-                     self.busy.eq(self.valid | Cat(*valid).any())]
-        if self.pooling:
-            self._pool(m, stage, valid, addr, first, y11)
-        else:
-            m.d.comb += self.wr_data.eq(y11)
+        w_data = self._pool(m, stage, valid, addr, first, y11) if self.pooling else y11
+        m.d.sync += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
+                     self.wr_data.eq(w_data)]
+        m.d.comb += self.busy.eq(self.valid | Cat(*valid).any() | self.wr_en)
         return m
 
     def _pool(self, m, stage, valid, addr, first, y11):
         """The fused max-pool's read-modify-write: the pooling read issued three cycles before
-        the write, its data registered as it comes out of the block RAM (``rd_q``: nothing
-        between the RAM and that register, which the ECP5's DP16KD can hold as its output
-        register); a cycle later the window's value so far is the newest of: this cycle's write
-        to it, the writes of the two cycles before, the read data. Which of them hit the window
-        is decided a cycle ahead (``hit0..2``, registered, from the address stages one step
-        earlier), so only the newest hit's multiplexer stands between the write and ``old``.
-        The write is ``max(old, y)`` unless the beat is its window's first."""
+        the value of the write is formed (four before the registered write reaches the feature
+        map), its data registered as it comes out of the block RAM (``rd_q``: nothing between
+        the RAM and that register, which the ECP5's DP16KD can hold as its output register); a
+        cycle later the window's value so far is the newest of: the write formed this cycle and
+        the three before it (the last three still on their way to the memory), the read data.
+        Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
+        the address stages one step earlier), so only the newest hit's multiplexer stands in
+        front of ``old``. The write's value is ``max(old, y)`` unless the beat is its window's
+        first; returns it."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
         old = stage("old", signed(8))
-        wr1_en, wr1_addr = Signal(name="wr1_en"), stage("wr1_addr", addr[-1].shape())
-        wr1_data, wr2_data = stage("wr1_data", signed(8)), stage("wr2_data", signed(8))
-        m.d.sync += [wr1_en.eq(self.wr_en), wr1_addr.eq(self.wr_addr),
-                     wr1_data.eq(self.wr_data), wr2_data.eq(wr1_data)]
-        # hit k, computed two cycles before a write (whose address is addr[-3] then): the write
-        # k + 1 cycles before it goes to the same window (k = 0: the write of the next cycle,
-        # whose address is addr[-2] now)
-        hits = [Signal(name=f"hit{k}") for k in range(3)]
+        w_data = Signal(signed(8), name="pool_data")
+        m.d.comb += w_data.eq(Mux(first[-1] | (y11 > old), y11, old))
+        # the writes formed 1 (the registered outputs), 2 and 3 cycles ago
+        wr2_en, wr2_addr = Signal(name="wr2_en"), stage("wr2_addr", addr[-1].shape())
+        wr2_data, wr3_data = stage("wr2_data", signed(8)), stage("wr3_data", signed(8))
+        m.d.sync += [wr2_en.eq(self.wr_en), wr2_addr.eq(self.wr_addr),
+                     wr2_data.eq(self.wr_data), wr3_data.eq(wr2_data)]
+        # hit k, computed two cycles before a write's value is formed (its address is addr[-3]
+        # then): the write formed k + 1 cycles before it goes to the same window (k = 0: the
+        # one formed next cycle, whose address is addr[-2] now)
+        hits = [Signal(name=f"hit{k}") for k in range(4)]
         m.d.sync += [hits[0].eq(valid[-2] & (addr[-2] == addr[-3])),
-                     hits[1].eq(self.wr_en & (self.wr_addr == addr[-3])),
-                     hits[2].eq(wr1_en & (wr1_addr == addr[-3]))]
+                     hits[1].eq(valid[-1] & (addr[-1] == addr[-3])),
+                     hits[2].eq(self.wr_en & (self.wr_addr == addr[-3])),
+                     hits[3].eq(wr2_en & (wr2_addr == addr[-3]))]
         m.d.sync += old.eq(rd_q)
-        for hit, data in reversed(list(zip(hits, (self.wr_data, wr1_data, wr2_data)))):
+        newest_first = (w_data, self.wr_data, wr2_data, wr3_data)
+        for hit, value in reversed(list(zip(hits, newest_first))):
             with m.If(hit):                                  # the newest write wins
-                m.d.sync += old.eq(data)
-        m.d.comb += [self.wr_data.eq(Mux(first[-1] | (y11 > old), y11, old)),
-                     self.rd_en.eq(valid[-4] & ~first[-4])]
+                m.d.sync += old.eq(value)
+        m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
+        return w_data
 
     def _products(self, m, stage, x2, m02, n2, valid):
         """Stage 3 (two stages with an interval of two): the partial products

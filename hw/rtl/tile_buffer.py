@@ -21,19 +21,31 @@ class TileBuffer(wiring.Component):
     address arithmetic nor the bank rotation after the buffer is in the read's cycle). The
     loader never writes the half being read, so both read the same values.
 
+    With ``lanes`` = 2 a second write (``wr1_*``, the tile loader's lane 1) goes to another
+    bank in the same cycle (each bank keeps one write port, its address and data taken from
+    the lane that writes it).
+
     Members
     -------
     wr_en, wr_bank, wr_addr, wr_data : In
         One write per cycle, to bank ``wr_bank``.
+    wr1_en, wr1_bank, wr1_addr, wr1_data : In
+        Lane 1's write (``lanes`` = 2 only), never to ``wr_bank`` in the same cycle.
     raddr : In(addr_width).array(banks)
     rdata : Out(signed(8)).array(banks)
     """
 
-    def __init__(self, banks, depth, addr_width, lutram):
+    def __init__(self, banks, depth, addr_width, lutram, lanes=1):
         self._banks, self._depth, self._lutram = banks, depth, lutram
+        self._lanes = lanes
         self.latency = tile_read_latency(lutram)
         aw = addr_width
+        lane1 = {}
+        if lanes > 1:
+            lane1 = {"wr1_en": In(1), "wr1_bank": In(range(max(2, banks))), "wr1_addr": In(aw),
+                     "wr1_data": In(signed(8))}
         super().__init__({
+            **lane1,
             "wr_en": In(1), "wr_bank": In(range(max(2, banks))), "wr_addr": In(aw),
             "wr_data": In(signed(8)),
             "raddr": In(aw).array(banks), "rdata": Out(signed(8)).array(banks),
@@ -48,6 +60,10 @@ class TileBuffer(wiring.Component):
             wr = bank.write_port()
             m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data),
                          wr.en.eq(self.wr_en & (self.wr_bank == b))]
+            if self._lanes > 1:
+                with m.If(self.wr1_en & (self.wr1_bank == b)):
+                    m.d.comb += [wr.addr.eq(self.wr1_addr), wr.data.eq(self.wr1_data),
+                                 wr.en.eq(1)]
             if self._lutram:
                 rd = bank.read_port(domain="comb")
                 raddr_q = Signal.like(self.raddr[b], name=f"ibuf{b}_raddr_q")

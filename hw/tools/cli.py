@@ -46,7 +46,8 @@ def _compile(args):
     over --rows/--cols/--buffer-bytes/--dataflow; its configuration fields hold unless
     ``--device`` gives its own). With ``--device`` (run, sim) the design is
     the one ``cnnforge synth`` builds for that FPGA: its array and algorithm unless given, its
-    input tile buffer kind and post-processor interval (``Device.config``), SPRAM where block
+    input tile buffer kind, post-processor interval and loader lanes (``Device.config``; the
+    lanes unless ``--loader-lanes`` is given), SPRAM where block
     RAM is too small
     (:func:`~cnnforge.hw.compiler.memory.fit_memories`)."""
     network = load_calibrated(args.net, getattr(args, "calibration", None))
@@ -55,13 +56,16 @@ def _compile(args):
     if getattr(args, "plan", None):
         plan = load_plan(args.plan)
         cfg = plan["config"]
-        if device:                  # the device's tile buffer kind and requantizer interval
-            plan["config"] = dataclasses.replace(
+        if device:                  # the device's tile buffer kind, requantizer interval and
+            plan["config"] = dataclasses.replace(               # loader lanes
                 cfg, lutram_buffers=device.lutram_buffers,
-                ppu_interval=device.ppu_interval(cfg.rows, cfg.cols))
+                ppu_interval=device.ppu_interval(cfg.rows, cfg.cols),
+                loader_lanes=device.loader_lanes)
         program = compile_network(qnet, **plan)
     else:
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)
+        if getattr(args, "loader_lanes", None):
+            extra["loader_lanes"] = args.loader_lanes
         if device:                  # (the array device_config chooses unless given)
             config = device_config(qnet, device, args.rows, args.cols,
                                    algorithm=args.algorithm or device.algorithm, **extra)
@@ -89,6 +93,9 @@ def add_design_options(p):
     p.add_argument("--dataflow", choices=("or", "ir", "wr", "auto"), default="or",
                    help="dataflow of every layer: output, input or weight reuse, or the "
                    "fastest per layer by the performance model (default or)")
+    p.add_argument("--loader-lanes", type=int, choices=(1, 2),
+                   help="values the tile loader moves per cycle (default 1, or the --device's: "
+                   "2 on ECP5)")
     p.add_argument("--plan", help="a plan JSON (from `cnnforge explore`): array, buffer, and "
                    "per-layer dataflow and tiles; overrides the options above")
     p.add_argument("--force", action="store_true", help="go on with a design whose Verilog "

@@ -241,16 +241,18 @@ def test_mixed_dataflows(mix):
 RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (2, 3), (3, 2),
                                                                        (4, 4)]),
               dataflow=st.sampled_from(DATAFLOWS), tight=st.booleans(),
-              seed=st.integers(0, 2**32 - 1))
+              lanes=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
 
 
-def check_random(net, array, dataflow, tight, seed, max_cycles):
+def check_random(net, array, dataflow, tight, lanes, seed, max_cycles):
     qnet = quantize(net)
     if tight:
-        program = compile_tight(qnet, *array, dataflow=dataflow, algorithms=direct(qnet))
+        program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
+                                algorithms=direct(qnet))
     else:
-        program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow),
-                              algorithms=direct(qnet))
+        program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
+                                                          loader_lanes=lanes),
+                                  algorithms=direct(qnet))
     assume(network_model(program)[1] <= max_cycles)      # keep the Python simulation short
     check_dataflow(program, random_images(qnet, 1, seed))
 
@@ -259,10 +261,11 @@ def check_random(net, array, dataflow, tight, seed, max_cycles):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(**RANDOM)
-def test_random_shapes(net, array, dataflow, tight, seed):
+def test_random_shapes(net, array, dataflow, tight, lanes, seed):
     """Random conv (kernel 1-3, stride 1-2, padding 0-1, channels 1-7, maps 3-9, optional
-    activation and pool) + Linear, each dataflow, default or smallest buffer."""
-    check_random(net, array, dataflow, tight, seed, max_cycles=3000)
+    activation and pool) + Linear, each dataflow, default or smallest buffer, one or two
+    loader lanes."""
+    check_random(net, array, dataflow, tight, lanes, seed, max_cycles=3000)
 
 
 @pytest.mark.slow
@@ -270,9 +273,9 @@ def test_random_shapes(net, array, dataflow, tight, seed):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(**RANDOM)
-def test_random_shapes_many(net, array, dataflow, tight, seed):
+def test_random_shapes_many(net, array, dataflow, tight, lanes, seed):
     """As :func:`test_random_shapes`, many more and longer cases."""
-    check_random(net, array, dataflow, tight, seed, max_cycles=12000)
+    check_random(net, array, dataflow, tight, lanes, seed, max_cycles=12000)
 
 
 @pytest.mark.parametrize("dataflow", DATAFLOWS)
@@ -302,3 +305,20 @@ def test_time_shared_post_processor(shape, array):
                               algorithms=direct(qnet))
     assert all(layer.values["L"] >= 2 * array[0] * array[1] + 1 for layer in program.layers)
     check_dataflow(program, random_images(qnet, 2, 7))
+
+
+@pytest.mark.parametrize("shape, dataflow, array, lutram", [
+    ("s2p1", "or", (2, 3), True), ("s2p0", "wr", (4, 2), False), ("1x1", "ir", (3, 2), True),
+    ("3x3-pool", "or", (2, 2), False), ("conv-pool-linear", "wr", (2, 3), True)])
+def test_two_loader_lanes(shape, dataflow, array, lutram):
+    """``loader_lanes=2``: x pairs (x-banked layouts: stride 1 and 2, padding 0 and 1, ragged
+    rows), channel pairs (WR's channel-banked tile on an even number of rows; odd channel
+    counts leave lane 1 idle on the last pair), one lane in layers with a fused max-pool; with
+    ``lutram_buffers`` as the ECP5 designs (the feature map's data registered twice); maps ==
+    golden, counters and cycles == model."""
+    qnet = quantize(SHAPES[shape]())
+    program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=2,
+                            lutram_buffers=lutram, algorithms=direct(qnet))
+    pairs = [layer.values["ld_pair"] for layer in program.layers]
+    assert not pairs[0] if shape == "3x3-pool" else any(pairs)
+    check_dataflow(program, random_images(qnet, 1, 11))

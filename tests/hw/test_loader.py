@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from cnnforge.hw.frontend.network import Add, Conv2d, Flatten, Linear, ReLU
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import tile_read_latency
+from cnnforge.hw.models.perf import load_cycles, load_order
+from cnnforge.hw.models.timing import fm_read_latency, tile_read_latency
 from cnnforge.hw.rtl.common import bits, descriptor_layout, most_of
 from cnnforge.hw.rtl.loader import TileLoader
 from cnnforge.hw.rtl.tile_buffer import TileBuffer
@@ -96,8 +97,15 @@ def rtl_load(program, fm, holds=None, seed=0):
     bank_aw = bits(2 * slot_words - 1) + 1
     fm_aw = bits(program.fm_depth - 1)
     desc = descriptor_layout(program)
+    lanes = cfg.loader_lanes
     dut = TileLoader(NB, R, C, slot_words, bank_aw, fm_aw, desc,
-                     lambda *names: most_of(program, *names))
+                     lambda *names: most_of(program, *names), lanes=lanes,
+                     fm_latency=fm_read_latency(cfg.lutram_buffers))
+    fields = TileLoader.FIELDS + (TileLoader.PAIR_FIELDS if lanes > 1 else ())
+    ports = [(dut.fm_addr, dut.fm_data, dut.wr_en, dut.wr_bank, dut.wr_addr, dut.wr_data)]
+    if lanes > 1:
+        ports.append((dut.fm_addr1, dut.fm_data1, dut.wr1_en, dut.wr1_bank, dut.wr1_addr,
+                      dut.wr1_data))
     rng = np.random.default_rng(seed)
     results = []
 
@@ -106,29 +114,34 @@ def rtl_load(program, fm, holds=None, seed=0):
         release = [None, None]                 # cycle at which the controller frees a half
         cycle = 0
         for layer in program.layers:
-            for name in TileLoader.FIELDS:
+            for name in fields:
                 ctx.set(dut.desc[name], int(layer.values[name]))
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
             cycle += 1
-            pending = None                     # the feature map's read in flight
+            pending = [None] * lanes           # the feature map's reads in flight
             open_halves = [{}, {}]
-            tiles, events = [], {"fm_reads": 0, "ibuf_writes": 0}
+            tiles, events = [], {"fm_reads": 0, "ibuf_writes": 0, "cycles": 0}
             idle = 0
             while idle < 4:                    # until done and the write pipeline is empty
-                ctx.set(dut.fm_data, pending if pending is not None else 0x55 - 256)
                 clr = [release[h] is not None and cycle >= release[h] for h in range(2)]
                 ctx.set(dut.slot_full, sum(int(full[h]) << h for h in range(2)))
-                if ctx.get(dut.wr_en):
-                    addr, bank = ctx.get(dut.wr_addr), ctx.get(dut.wr_bank)
+                banks = set()
+                for lane, (fm_addr, fm_data, en, bank, addr, data) in enumerate(ports):
+                    ctx.set(fm_data, pending[lane] if pending[lane] is not None else 0x55 - 256)
+                    if not ctx.get(en):
+                        continue
+                    addr, bank = ctx.get(addr), ctx.get(bank)
                     half = int(addr >= slot_words)
                     assert not full[half], f"write into full half {half} (cycle {cycle})"
                     word = addr - half * slot_words
                     assert bank < NB and word < slot_words, (bank, addr)
+                    assert bank not in banks, f"two writes to bank {bank} (cycle {cycle})"
+                    banks.add(bank)
                     assert (bank, word) not in open_halves[half], (
                         f"layer {layer.name}: (bank, word) {(bank, word)} written twice")
-                    open_halves[half][(bank, word)] = ctx.get(dut.wr_data)
+                    open_halves[half][(bank, word)] = ctx.get(data)
                 slot_set = ctx.get(dut.slot_set)
                 for half in range(2):
                     if slot_set >> half & 1:
@@ -136,12 +149,14 @@ def rtl_load(program, fm, holds=None, seed=0):
                         open_halves[half] = {}
                         if holds is not None:
                             release[half] = cycle + 1 + int(rng.integers(*holds))
-                for name in events:
+                for name in ("fm_reads", "ibuf_writes"):
                     events[name] += ctx.get(dut.events[name])
-                pending = None
+                pending = [None] * lanes
                 if ctx.get(dut.fm_en):
-                    addr = ctx.get(dut.fm_addr)
-                    pending = int(fm[addr]) if addr < len(fm) else 0x55 - 256
+                    events["cycles"] += 1
+                    for lane, (fm_addr, *_) in enumerate(ports):
+                        addr = ctx.get(fm_addr)
+                        pending[lane] = int(fm[addr]) if addr < len(fm) else 0x55 - 256
                 busy = ctx.get(dut.fm_en) or ctx.get(dut.wr_en) or not ctx.get(dut.done)
                 idle = 0 if busy else idle + 1
                 # the ping-pong flags: registered (full | set) & ~clr
@@ -186,6 +201,9 @@ def check_program(program, holds=None, seed=0):
         assert events["ibuf_writes"] == sum(len(t) for t in expected), where
         assert events["fm_reads"] == sum(inside for t in expected for _, inside in t.values()), \
             where
+        # the loading cycles, as the cycle model has them
+        loads = load_order(v) if Dataflow(v["df"]) is not Dataflow.ADD else []
+        assert events["cycles"] == sum(load_cycles(v, load[-1]) for load in loads), where
     return results
 
 
@@ -193,12 +211,15 @@ def check_program(program, holds=None, seed=0):
 # Real layers
 
 
-def conv_program(shape, conv, array, dataflow, algorithm="direct", seed=0, slack=1.0):
-    """Conv2d + ReLU + Flatten + Linear, compiled for the smallest buffer (times ``slack``)."""
+def conv_program(shape, conv, array, dataflow, algorithm="direct", seed=0, slack=1.0, lanes=1,
+                 lutram=False):
+    """Conv2d + ReLU + Flatten + Linear, compiled for the smallest buffer (times ``slack``),
+    with ``lanes`` loader lanes (``lutram``: as the ECP5 designs, the feature map's data
+    registered twice)."""
     out = conv.output_shape(shape)
     net = make_network(shape, [conv, ReLU(), Flatten(), Linear(int(np.prod(out)), 3)], seed)
     program = compile_tight(quantize(net), *array, slack=slack, dataflow=dataflow,
-                            algorithm=algorithm)
+                            algorithm=algorithm, loader_lanes=lanes, lutram_buffers=lutram)
     assert Dataflow(program.layers[0].values["df"]).name.lower() == (
         "winograd" if algorithm == "winograd" else dataflow)
     return program
@@ -220,28 +241,36 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_real_layers(case):
+def test_real_layers(case, lanes):
     """Every layer (the conv and the Linear after it) of a network compiled for the smallest
-    input buffer, with ``slot_full`` held at 0."""
+    input buffer, with ``slot_full`` held at 0; one loader lane or two (x pairs on the
+    x-banked layouts, channel pairs on the channel-banked one where R is even; one lane on a
+    single bank, as on the 2×1 array)."""
     shape, conv, array, dataflow = CASES[case]
-    program = conv_program(shape, conv, array, dataflow, seed=len(case))
+    program = conv_program(shape, conv, array, dataflow, seed=len(case), lanes=lanes)
     assert program.layers[0].values["ntr"] * program.layers[0].values["ntc"] > 1
     check_program(program)
 
 
-@pytest.mark.parametrize("case", ["or-s2p1", "wr-s2p1", "ir-k2s2p0"])
-def test_controller_holds_halves(case):
+@pytest.mark.parametrize("case, lanes, lutram", [("or-s2p1", 1, False), ("wr-s2p1", 1, True),
+                                                 ("ir-k2s2p0", 1, False), ("or-s2p1", 2, True),
+                                                 ("wr-s1p0", 2, False)])
+def test_controller_holds_halves(case, lanes, lutram):
     """A controller that keeps each filled half for 0..60 cycles: the loader waits for a free
-    half and never writes one that is full."""
+    half and never writes one that is full (one or two lanes, the feature map's data
+    registered once or twice)."""
     shape, conv, array, dataflow = CASES[case]
-    program = conv_program(shape, conv, array, dataflow, seed=3)
+    program = conv_program(shape, conv, array, dataflow, seed=3, lanes=lanes, lutram=lutram)
     check_program(program, holds=(0, 60), seed=5)
 
 
-def test_winograd_layer():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_winograd_layer(lanes):
     """A Winograd layer's 4×4 patches at stride 2 (x-banked), padding 1, odd sizes."""
-    program = conv_program((3, 7, 5), Conv2d(3, 2, 3, padding=1), (2, 3), "or", "winograd")
+    program = conv_program((3, 7, 5), Conv2d(3, 2, 3, padding=1), (2, 3), "or", "winograd",
+                           lanes=lanes)
     check_program(program, holds=(0, 20), seed=2)
 
 
@@ -255,7 +284,7 @@ def test_add_layer_loads_nothing():
     results = check_program(program)
     for layer, (tiles, events) in zip(program.layers, results):
         if layer.values["df"] == Dataflow.ADD:
-            assert tiles == [] and events == {"fm_reads": 0, "ibuf_writes": 0}
+            assert tiles == [] and events == {"fm_reads": 0, "ibuf_writes": 0, "cycles": 0}
 
 
 @st.composite
@@ -267,17 +296,20 @@ def conv_layers(draw):
     array = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     dataflow = draw(st.sampled_from(["or", "ir", "wr"]))
     slack = draw(st.sampled_from([1.0, 1.0, 1.7]))
-    return (n, h, w), Conv2d(n, m, k, stride=s, padding=p), array, dataflow, slack
+    lanes, lutram = draw(st.sampled_from([1, 2])), draw(st.booleans())
+    return (n, h, w), Conv2d(n, m, k, stride=s, padding=p), array, dataflow, slack, lanes, lutram
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_layers(), st.integers(0, 2**16), st.booleans())
 def test_random_layers(case, seed, hold):
     """Random Conv2d geometry (kernel 1..3, stride 1..2, padding 0..1, sizes 2..8, 1..5
-    channels), array 1..4 × 1..4, OR / IR / WR, tight or slack buffer, with or without a
-    controller holding the halves."""
-    shape, conv, array, dataflow, slack = case
-    program = conv_program(shape, conv, array, dataflow, seed=seed, slack=slack)
+    channels), array 1..4 × 1..4, OR / IR / WR, tight or slack buffer, one or two loader lanes,
+    the feature map's data registered once or twice, with or without a controller holding the
+    halves."""
+    shape, conv, array, dataflow, slack, lanes, lutram = case
+    program = conv_program(shape, conv, array, dataflow, seed=seed, slack=slack, lanes=lanes,
+                           lutram=lutram)
     check_program(program, holds=(0, 30) if hold else None, seed=seed)
 
 
@@ -285,24 +317,29 @@ def test_random_layers(case, seed, hold):
 # The tile buffer
 
 
-def rtl_tile_buffer(banks, depth, lutram, writes, reads):
-    """Apply ``writes`` [(bank, addr, value)] one per cycle, then issue ``reads``
-    [[addr per bank]] one set per cycle; returns the data of each read set, taken
-    ``tile_read_latency(lutram)`` cycles after its addresses."""
+def rtl_tile_buffer(banks, depth, lutram, writes, reads, lanes=1):
+    """Apply ``writes`` [(bank, addr, value)] one per cycle (``lanes`` = 2: per cycle a pair,
+    lane 0's and lane 1's, either None for an idle lane), then issue ``reads`` [[addr per bank]]
+    one set per cycle; returns the data of each read set, taken ``tile_read_latency(lutram)``
+    cycles after its addresses."""
     aw = bits(depth - 1)
-    dut = TileBuffer(banks, depth, aw, lutram)
+    dut = TileBuffer(banks, depth, aw, lutram, lanes=lanes)
     latency = tile_read_latency(lutram)
     assert dut.latency == latency
+    ports = [(dut.wr_en, dut.wr_bank, dut.wr_addr, dut.wr_data)]
+    if lanes > 1:
+        ports.append((dut.wr1_en, dut.wr1_bank, dut.wr1_addr, dut.wr1_data))
     out = []
 
     async def tb(ctx):
-        for bank, addr, value in writes:
-            ctx.set(dut.wr_en, 1)
-            ctx.set(dut.wr_bank, bank)
-            ctx.set(dut.wr_addr, addr)
-            ctx.set(dut.wr_data, value)
+        for cycle in writes:
+            for port, write in zip(ports, cycle if lanes > 1 else [cycle]):
+                if write is not None:
+                    for signal, value in zip(port, (1, *write)):
+                        ctx.set(signal, value)
             await ctx.tick()
-        ctx.set(dut.wr_en, 0)
+            for port in ports:
+                ctx.set(port[0], 0)
         for i, addrs in enumerate(reads + [None] * latency):
             if i >= latency:
                 out.append([ctx.get(dut.rdata[b]) for b in range(banks)])
@@ -332,5 +369,28 @@ def test_tile_buffer(banks, depth, lutram):
         model[bank, addr] = value
     reads = [[int(rng.integers(depth)) for _ in range(banks)] for _ in range(4 * depth)]
     got = rtl_tile_buffer(banks, depth, lutram, writes, reads)
+    for addrs, words in zip(reads, got):
+        assert words == [model.get((b, a), 0) for b, a in enumerate(addrs)], (addrs, words)
+
+
+@pytest.mark.parametrize("lutram", [False, True])
+def test_tile_buffer_two_lanes(lutram):
+    """Two writes a cycle (the loader's two lanes) to two different banks, or one on either
+    lane: both land, nothing else changes."""
+    banks, depth = 4, 12
+    rng = np.random.default_rng(7)
+    writes, model = [], {}
+    for _ in range(3 * banks * depth):
+        cycle = [(int(b), int(rng.integers(depth)), int(rng.integers(-128, 128)))
+                 for b in rng.choice(banks, 2, replace=False)]
+        idle = int(rng.integers(4))            # 0, 1: that lane idle; else both write
+        if idle < 2:
+            cycle[idle] = None
+        writes.append(cycle)
+        for write in cycle:
+            if write is not None:
+                model[write[0], write[1]] = write[2]
+    reads = [[int(rng.integers(depth)) for _ in range(banks)] for _ in range(2 * depth)]
+    got = rtl_tile_buffer(banks, depth, lutram, writes, reads, lanes=2)
     for addrs, words in zip(reads, got):
         assert words == [model.get((b, a), 0) for b, a in enumerate(addrs)], (addrs, words)

@@ -66,33 +66,35 @@ def depthwise_network(draw):
     return make_network((n, h, w), layers, draw(st.integers(0, 2**32 - 1)))
 
 
-def random_program(net, array, tight, lutram, interval, dataflow):
+def random_program(net, array, tight, lutram, interval, dataflow, lanes):
     """``net`` compiled for ``array`` as the random depthwise tests draw it (the dense layers'
-    ``dataflow`` network-wide: output reuse only with ``interval`` 2)."""
+    ``dataflow`` network-wide: output reuse only with ``interval`` 2; ``lanes`` loader
+    lanes)."""
     qnet = quantize(net)
     dataflow = "or" if interval > 1 else dataflow
     if tight:
         return compile_tight(qnet, *array, dataflow=dataflow, lutram_buffers=lutram,
-                             ppu_interval=interval)
+                             ppu_interval=interval, loader_lanes=lanes)
     return compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
                                                    lutram_buffers=lutram,
-                                                   ppu_interval=interval))
+                                                   ppu_interval=interval, loader_lanes=lanes))
 
 
 DRAWS = (depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),
          st.sampled_from([1, 2]), st.sampled_from(["or", "auto", "ir", "wr"]),
-         st.integers(0, 2**32 - 1))
+         st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(*DRAWS)
-def test_random_depthwise_networks(net, array, tight, lutram, interval, dataflow, seed):
+def test_random_depthwise_networks(net, array, tight, lutram, interval, dataflow, lanes, seed):
     """Random depthwise layers (with max-pool / average pool after them), on every array size,
     with the default buffer or the smallest one the compiler accepts (several tiles), the tile
     buffers in block or distributed RAM (``lutram_buffers``), the post-processor taking a
-    result every cycle or every other (``ppu_interval``), the dense layers in any dataflow."""
-    program = random_program(net, array, tight, lutram, interval, dataflow)
+    result every cycle or every other (``ppu_interval``), the dense layers in any dataflow,
+    one or two loader lanes."""
+    program = random_program(net, array, tight, lutram, interval, dataflow, lanes)
     assert "depthwise" in [layer.algorithm for layer in program.layers]
     run_checked(program, seed=seed)
 
@@ -101,9 +103,10 @@ def test_random_depthwise_networks(net, array, tight, lutram, interval, dataflow
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(*DRAWS)
-def test_random_depthwise_networks_many(net, array, tight, lutram, interval, dataflow, seed):
+def test_random_depthwise_networks_many(net, array, tight, lutram, interval, dataflow, lanes,
+                                       seed):
     """As :func:`test_random_depthwise_networks`, many more cases."""
-    run_checked(random_program(net, array, tight, lutram, interval, dataflow), seed=seed)
+    run_checked(random_program(net, array, tight, lutram, interval, dataflow, lanes), seed=seed)
 
 
 @pytest.mark.parametrize("dataflow", ["ir", "wr"])
@@ -121,13 +124,14 @@ def test_stationary_after_depthwise_rows(dataflow):
     run_checked(program)
 
 
-@pytest.mark.parametrize("array", [(2, 3), (4, 4)])
+@pytest.mark.parametrize("array, lanes", [((2, 3), 1), ((4, 4), 1), ((4, 4), 2)])
 @pytest.mark.parametrize("residual, stride", [(True, 1), (False, 1), (False, 2)])
-def test_inverted_residual_block(residual, stride, array):
+def test_inverted_residual_block(residual, stride, array, lanes):
     """MobileNetV2's inverted residual (with the skip for stride 1, without it for stride 2
-    and as a plain block): every layer bit-exact, counters == model."""
+    and as a plain block): every layer bit-exact, counters == model; with one loader lane or
+    two (the depthwise row mapping's channel pairs, x pairs elsewhere)."""
     qnet = quantize(inverted_residual(residual=residual, stride=stride))
-    program = compile_network(qnet, AcceleratorConfig(*array))
+    program = compile_network(qnet, AcceleratorConfig(*array, loader_lanes=lanes))
     kinds = [layer.algorithm for layer in program.layers]
     assert kinds == (["direct", "direct", "depthwise", "direct"]
                      + (["eltwise"] if residual else []) + ["depthwise", "direct"])

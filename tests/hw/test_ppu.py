@@ -214,8 +214,8 @@ def test_random(case, rounding):
 @pytest.mark.parametrize("interval", [1, 2])
 def test_pooling_max_and_read_enable(interval):
     """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
-    other cycle, too: the unit forwards its last three writes over the read-before-write port),
-    and ``rd_en`` is high exactly once per such beat, ``latency − 3`` cycles after it entered
+    other cycle, too: the unit forwards its last four writes over the read-before-write port),
+    and ``rd_en`` is high exactly once per such beat, ``latency − 4`` cycles after it entered
     (the engine counts its feature-map reads from it). With an ``interval`` of 2 the beats come
     every other cycle."""
     from amaranth.sim import Simulator
@@ -224,10 +224,12 @@ def test_pooling_max_and_read_enable(interval):
 
     params = [param()]                       # y = round(acc / 2)
     #            (acc, addr, first): back to back on one window, then two windows interleaved,
-    #            then three (a window's updates three cycles apart)
+    #            then three (a window's updates three cycles apart), then four
     beats = [(10, 0, 1), (30, 0, 0), (-50, 0, 0), (4, 1, 1), (8, 1, 0), (2, 1, 0), (6, 2, 1),
              (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0),
-             (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0)]
+             (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0),
+             (6, 7, 1), (4, 8, 1), (2, 9, 1), (8, 10, 1), (10, 7, 0), (-4, 8, 0), (6, 9, 0),
+             (2, 10, 0), (4, 7, 0)]
     dut = PostProcessor(16, params, 4, interval=interval)
     fm, reads, read_cycles = {}, [], []
 
@@ -261,7 +263,7 @@ def test_pooling_max_and_read_enable(interval):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1}
+    assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1, 7: 5, 8: 2, 9: 3, 10: 4}
     not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
-    assert read_cycles == [interval * t + dut.latency - 3 for t in not_first]
+    assert read_cycles == [interval * t + dut.latency - 4 for t in not_first]
     assert reads == [beats[t][1] for t in not_first]

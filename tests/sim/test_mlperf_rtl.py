@@ -10,6 +10,7 @@ import pytest
 
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
+from cnnforge.hw.models.perf import network_model
 from cnnforge.sim.accel import AcceleratorSim
 from tests.helpers import build_dir, check_sim
 from tests.tflite_models import run_tflm
@@ -17,22 +18,25 @@ from tests.tflite_models import run_tflm
 MODELS = Path(__file__).resolve().parents[2] / "examples" / "mlperf_tiny"
 
 
-MLPERF_RTL = [  # model file, array, input buffer bytes, inputs
-    ("kws_ref_model.tflite", (4, 4), 4096, 3),
-    ("pretrainedResnet_quant.tflite", (4, 4), 4096, 1),
-    ("vww_96_int8.tflite", (8, 8), 4096, 1),
+MLPERF_RTL = [  # model file, array, input buffer bytes, loader lanes, inputs
+    ("kws_ref_model.tflite", (4, 4), 4096, 1, 3),
+    ("pretrainedResnet_quant.tflite", (4, 4), 4096, 2, 1),
+    ("vww_96_int8.tflite", (8, 8), 4096, 2, 1),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, array, buffer, count", MLPERF_RTL,
+@pytest.mark.parametrize("name, array, buffer, lanes, count", MLPERF_RTL,
                          ids=[m[0].split(".")[0] for m in MLPERF_RTL])
-def test_mlperf_tiny_verilator(name, array, buffer, count):
-    """The unmodified MLPerf Tiny models on Verilator: every layer map bit-exact, the outputs
-    identical to TensorFlow Lite Micro's, the KWS sample classified as class 5."""
+def test_mlperf_tiny_verilator(name, array, buffer, lanes, count):
+    """The unmodified MLPerf Tiny models on Verilator: every layer map bit-exact, every layer's
+    counters and the cycles per inference equal to the cycle model's, the outputs identical to
+    TensorFlow Lite Micro's, the KWS sample classified as class 5. ResNet-8 and VWW with the
+    loader's two lanes (as the ECP5 designs have them)."""
     path = MODELS / name
     qnet = load_network(path).quantized
-    program = compile_network(qnet, AcceleratorConfig(*array, input_buffer_bytes=buffer))
+    program = compile_network(qnet, AcceleratorConfig(*array, input_buffer_bytes=buffer,
+                                                      loader_lanes=lanes))
     rng = np.random.default_rng(18)
     xs = rng.integers(-128, 128, (count,) + qnet.model_input_shape).astype(np.int8)
     if name.startswith("kws"):
@@ -41,6 +45,10 @@ def test_mlperf_tiny_verilator(name, array, buffer, count):
     sim = AcceleratorSim(program, build_dir(f"mlperf-{name.split('.')[0]}")).build()
     result = sim.run(images)
     check_sim(program, images, result)
+    models, total = network_model(program)
+    for per_image in result.layers:
+        assert [counters for counters, _ in per_image] == [lm.counters() for lm in models]
+    assert [int(c) for c in result.cycles] == [total] * count
     outputs = qnet.model_output(result.logits)
     expected = np.concatenate([run_tflm(path.read_bytes(), x[None]) for x in xs])
     assert np.array_equal(outputs, expected)
