@@ -253,7 +253,7 @@ def test_pooling_max_and_read_enable(interval):
                 reads.append(rd)
             if ctx.get(dut.wr_en):
                 write = (ctx.get(dut.wr_addr), ctx.get(dut.wr_data))
-            old = fm.get(rd, 0)
+            old = fm.get(rd, 120)             # (stale: never a window's value)
             await ctx.tick()
             if write is not None:
                 fm[write[0]] = write[1]
