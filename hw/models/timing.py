@@ -35,8 +35,10 @@ def ppu_latency(interval=1):
 def fm_read_latency(lutram):
     """Cycles from the tile loader's feature-map read address to its data registered for the
     tile-buffer write's padding multiplexer: 1, or 2 in the designs with LUT-RAM tile buffers
-    (ECP5, ``lutram_buffers``), whose block RAM holds the data in its output register first
-    (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer).
+    (ECP5, ``lutram_buffers``), which register the data straight out of the block RAM first
+    (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer; yosys'
+    ECP5 mapping leaves the DP16KD's own output register unused, so this one is in the
+    fabric).
 
     Parameters
     ----------

@@ -33,9 +33,9 @@ class TileLoader(wiring.Component):
 
     Timing: the feature map's read data arrive one cycle after ``fm_addr``; the value (or the
     padding) is registered once more before the buffer write, so the block RAM's clock-to-out is
-    not in front of the write (``fm_latency`` 2: the data registered twice, the first in the
-    block RAM's output register, so that neither its clock-to-out nor the padding multiplexer
-    shares a cycle with routing across the chip). A tile's half is marked full (``slot_set``) with its last write.
+    not in front of the write (``fm_latency`` 2: the data registered twice, the first straight
+    out of the block RAM, so that its clock-to-out and the padding multiplexer do not share a
+    cycle). A tile's half is marked full (``slot_set``) with its last write.
 
     Parameters
     ----------
@@ -53,8 +53,8 @@ class TileLoader(wiring.Component):
     lanes : int
         1, or 2 (``AcceleratorConfig.loader_lanes``): the lane-1 ports below exist.
     fm_latency : int
-        1, or 2 to register the feature map's read data before the padding multiplexer (in the
-        ECP5 block RAM's output register: :func:`~cnnforge.hw.models.timing.fm_read_latency`).
+        1, or 2 to register the feature map's read data before the padding multiplexer
+        (:func:`~cnnforge.hw.models.timing.fm_read_latency`).
 
     Members
     -------
@@ -227,9 +227,9 @@ class TileLoader(wiring.Component):
 
     def _write(self, m, events, lane1, first):
         """The write stages after the first (``first``: its registers): with an ``fm_latency``
-        of 2 the feature map's data are registered as they leave the block RAM (its output
-        register) and the write's control waits a stage with them; the last stage registers
-        the data (or the padding value) with the write."""
+        of 2 the feature map's data are registered as they leave the block RAM and the
+        write's control waits a stage with them; the last stage registers the data (or the
+        padding value) with the write."""
         d = self.desc
         stage, fm_data = _delayed(m, first, self._fm_latency - 1, "lwm"), self.fm_data
         if self._fm_latency > 1:
