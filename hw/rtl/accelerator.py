@@ -138,15 +138,13 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prog = self.program
-        cfg = prog.config
+        prog, cfg = self.program, self.program.config
         R, C, NB = cfg.rows, cfg.cols, prog.input_banks
         modes = {Dataflow(layer.values["df"]) for layer in prog.layers}
         has_add, wino = Dataflow.ADD in modes, Dataflow.WINOGRAD in modes
         desc = self.descriptor_layout()
         fm_aw, bank_aw = prog.fm_addr_width, bits(2 * prog.slot_words - 1) + 1
-        w_aw = bits(len(prog.weights)) + 1
-        meta = meta_layout(prog)
+        w_aw, meta = bits(len(prog.weights)) + 1, meta_layout(prog)
         ppu_width = max(prog.acc_width, prog.y4_width - 2)
 
         def most(*names):
@@ -216,7 +214,8 @@ class Accelerator(wiring.Component):
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
         rd = self._read_stage(m, ctl, ibuf.latency, prog.stationary)
-        x_edge = self._array_edge(m, array, ibuf, w_port, rd, d)
+        early = ibuf.latency > 1 and not wino     # (the Winograd unit reads the ROM itself)
+        x_edge = self._array_edge(m, array, ibuf, self._weight_data(m, w_port, early), rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
             busy |= psum.active
@@ -229,7 +228,8 @@ class Accelerator(wiring.Component):
                      | ctl.patch.valid | rd.patch.valid)
             m.d.comb += w_port.addr.eq(rd.w_addr | wc.w_addr)    # 0 when idle
         else:
-            m.d.comb += [array.ctl_edge.eq(rd.beat), w_port.addr.eq(rd.w_addr),
+            m.d.comb += [array.ctl_edge.eq(rd.beat),
+                         w_port.addr.eq(ctl.w_addr if early else rd.w_addr),
                          [array.x_edge[c].eq(x_edge[c]) for c in range(C)]]
         if groups_drained is not None:
             busy |= ctl.groups_issued != groups_drained
@@ -332,7 +332,19 @@ class Accelerator(wiring.Component):
         return aligned
 
     @staticmethod
-    def _array_edge(m, array, ibuf, w_port, rd, d):
+    def _weight_data(m, w_port, early):
+        """The weight words the array's edge takes: the ROM's read data, or with ``early`` (a
+        two-cycle tile-buffer read, ECP5) the data of a read issued a cycle earlier, registered
+        straight out of the block RAM, so that its clock-to-out is not in front of the lane
+        multiplexer and the weight skew (the same cycle as the bank data either way)."""
+        if not early:
+            return w_port.data
+        w_data = Signal.like(w_port.data, name="w_data_q")
+        m.d.sync += w_data.eq(w_port.data)
+        return w_data
+
+    @staticmethod
+    def _array_edge(m, array, ibuf, w_data, rd, d):
         """The array's edges: bank data (with ``rd``, the controller's read-aligned outputs)
         rotated onto the columns, weights onto the rows (WR: the channel-banked inputs),
         stationary preloads; the depthwise row mapping's bank data onto the rows. Returns the
@@ -351,12 +363,12 @@ class Accelerator(wiring.Component):
             m.d.comb += [array.preload_en.eq(rd.preload_en),
                          array.preload_row.eq(rd.preload_row), array.mode.eq(is_ir | is_wr),
                          [array.preload_data[c].eq(Mux(is_ir, Mux(rd.preload_zero, 0, rotated[c]),
-                                                       w_port.data[c])) for c in range(C)]]
+                                                       w_data[c])) for c in range(C)]]
         for r in range(R):
             streamed_input = ibuf.rdata[r] if r < NB else 0     # WR layers have NB >= R
             # depthwise: the word holds one tap of R channels, row r's counts on its channel only
             # (the lane mapping) or on the taps of the row mapping's segment (not w_zero)
-            weight = Mux((rd.lane_only & (rd.lane != r)) | rd.w_zero, 0, w_port.data[r])
+            weight = Mux((rd.lane_only & (rd.lane != r)) | rd.w_zero, 0, w_data[r])
             m.d.comb += array.w_edge[r].eq(Mux(is_wr, streamed_input, weight))
         if array.row_inputs:
             # the depthwise row mapping: bank r holds channel r of the block, row r's inputs
