@@ -1162,8 +1162,10 @@ def _loader_lanes(v, pairing):
              ld_x_jump=sw + 1 if pairing == "x" else 1)
     if pairing == "x":
         v.update(ld_pair_step=sw, ld_x1_lim=Tc_in - sw, ld_x1_lo=-sw, ld_x1_hi=v["W"] - sw)
-    else:          # (lane 1 at lane 0's x; unused without pairs)
+    elif pairing == "channels":        # (lane 1 at lane 0's x, a plane further on)
         v.update(ld_pair_step=v["H"] * v["W"], ld_x1_lim=Tc_in, ld_x1_lo=0, ld_x1_hi=v["W"])
+    else:                              # (unused: 0, no descriptor bits in one-lane designs)
+        v.update(ld_pair_step=0, ld_x1_lim=0, ld_x1_lo=0, ld_x1_hi=0)
 
 
 def _address_steps(v, g, cfg):
