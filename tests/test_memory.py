@@ -11,7 +11,8 @@ import pytest
 
 from cnnforge.hw.compiler.devices import DEVICES
 from cnnforge.hw.compiler.memory import (EBR, LOGIC, LUTRAM, MEMORY_FAMILIES, SPRAM, check_fits,
-                                         device_config, fit_memories, memories, plan_memory)
+                                         device_config, fit_memories, fm_read_ports, memories,
+                                         plan_memory)
 from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
                                           weight_image)
 from cnnforge.hw.frontend.loader import load_network
@@ -249,6 +250,23 @@ def test_vww_on_lfe5u_85f(vww):
     assert not small.fits and small.reason.startswith(
         f"weight ROM: {rom.spec.bytes:,} bytes need {rom.blocks} EBR of 18 Kbit; lfe5u-25f has "
         "56 (126 KB), ")
+
+
+def test_loader_lanes_read_the_feature_map_twice():
+    """A network without a fused max-pool or an add reads its feature map on one port, with
+    the loader's second lane on two: the ECP5 block RAM (one read and one write port a block)
+    is built twice, as yosys builds it (VWW on the 85F: 163 -> 199 DP16KD measured); a
+    max-pool network has the second port either way."""
+    qnet = quantize(_conv_net(pool=False))
+    fm = {}
+    for lanes in (1, 2):
+        program = compile_network(qnet, AcceleratorConfig(2, 2, loader_lanes=lanes))
+        assert fm_read_ports(program) == lanes
+        fm[lanes] = {m.spec.name: m for m in plan_memory(program, "lfe5u-25f").memories}[
+            "feature map"]
+    assert fm[2].blocks == 2 * fm[1].blocks
+    pooled = quantize(_conv_net(pool=True))
+    assert fm_read_ports(compile_network(pooled, AcceleratorConfig(2, 2))) == 2
 
 
 def test_resnet_too_big_for_lfe5u_25f(resnet):

@@ -257,14 +257,17 @@ def _quantities(program):
 def fm_read_ports(program):
     """Read ports of ``program``'s feature map (:func:`feature_map_read_ports`)."""
     return feature_map_read_ports(
-        program.pooling, any(layer.values["df"] == Dataflow.ADD for layer in program.layers))
+        program.pooling, any(layer.values["df"] == Dataflow.ADD for layer in program.layers),
+        any(layer.values["ld_pair"] for layer in program.layers))
 
 
-def feature_map_read_ports(pooling, add):
+def feature_map_read_ports(pooling, add, paired):
     """Read ports of the feature map: the tile loader's, and a second for a fused max-pool's
-    read-modify-write (``pooling``) or an element-wise ``add``'s second input (yosys removes
-    it when neither exists)."""
-    return 2 if pooling or add else 1
+    read-modify-write (``pooling``), an element-wise ``add``'s second input or the loader's
+    second lane (``paired``: a layer loads two values a cycle); yosys removes it when none
+    exists. With two, block RAM that has one read and one write port a block is built
+    twice."""
+    return 2 if pooling or add or paired else 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -510,8 +510,9 @@ def _arrays(sizes, family, device, has_add):
 def _network_quantities(qnet, device, groups, sources):
     """What every design of the network shares (the same in each of its Programs), for
     :func:`_design`: the feature-map slots by liveness as the compiler allocates them, where
-    the maps and weights can go, the parameter ROM's words, the add tables, the feature map's
-    read ports, whether a layer is depthwise, the image size."""
+    the maps and weights can go, the parameter ROM's words, the add tables, whether a layer
+    has a fused max-pool or is an add (the feature map's second read port), whether a layer is
+    depthwise, the image size."""
     image_size = int(np.prod(groups[0][0].input_shape))
     slots, n_slots, region = _allocate([int(np.prod(grp[-1].output_shape)) for grp in groups],
                                        sources, image_size)
@@ -527,7 +528,7 @@ def _network_quantities(qnet, device, groups, sources):
                 params=sum(1 if grp[0].kind == "add" else grp[0].output_shape[0]
                            for grp in groups),
                 add_tables=np.concatenate(adds) if adds else np.zeros(0, np.int64),
-                fm_read_ports=feature_map_read_ports(pooling, bool(adds)))
+                fm_uses=(pooling, bool(adds)))
 
 
 def _placements(device, n_slots, region, spram_region):
@@ -649,11 +650,13 @@ def explore(qnet, device, *, sizes=range(1, 17), mixes=None):
 
 
 def _design(family, device, cfg, budget, combo, picked, seq, acc_width, *, n_slots,
-            placements, depthwise, **quantities):
+            placements, depthwise, fm_uses, **quantities):
     """A :class:`Design` from the options ``picked`` per layer: its memories in the first
     placement of ``placements`` (:func:`_placements`) whose block RAM fits ``device``, else in
-    the last; ``depthwise``: whether a layer is; ``quantities`` the network's for
-    :func:`design_memories` (``fm_read_ports``, ``params``, ``add_tables``, ``image_size``)."""
+    the last; ``depthwise``: whether a layer is; ``fm_uses``: (fused max-pool, add) for the
+    feature map's read ports, with the loader's second lane where a picked layer pairs;
+    ``quantities`` the network's for :func:`design_memories` (``params``, ``add_tables``,
+    ``image_size``)."""
     rows, cols = cfg.rows, cfg.cols
     stationary = any(df.stationary for df in combo)
     wr = any(opt.values["banks_on_rows"] for opt, _ in picked)
@@ -671,6 +674,7 @@ def _design(family, device, cfg, budget, combo, picked, seq, acc_width, *, n_slo
             weight_words=sum(words for _, words in picked), banks=max(cols, rows if wr else 1),
             slot_words=max(v["slot_words"] for v in values),
             meta_widths=meta_widths(values, cfg, addr_width(fm_depth)),
+            fm_read_ports=feature_map_read_ports(*fm_uses, any(v["ld_pair"] for v in values)),
             stationary=stationary, psum_depth=max(psum), acc_width=acc_width, **quantities)
         if sum(m.blocks for m in mems) <= device.bram and \
                 sum(m.sprams for m in mems) <= device.spram:
