@@ -85,10 +85,12 @@ def tile_order(v):
 
 
 def load_cycles(v, chans):
-    """Cycles the ``TileLoader`` takes for one load of ``chans`` channels of a tile: one per
-    iteration of its loop, ``ld_xits`` per tile row (Tc_in, or with x pairs the columns its
-    lane 0 takes), every channel's Tr_in rows (channel pairs: two channels an iteration)."""
-    its = _ceil_div(chans, 2) if v["ld_pair"] and v["banks_on_rows"] else chans
+    """Cycles the ``TileLoader`` takes for one load of ``chans`` channels of a tile (``ld_chans``
+    or the last block's ``ld_chans_tail``: :func:`load_order`): one per iteration of its loop,
+    ``ld_xits`` per tile row (Tc_in, or with x pairs the columns its lane 0 takes) for
+    ``Tr_in`` rows of ``ld_nits`` (``ld_nits_tail``) channel iterations (with channel pairs,
+    two channels an iteration)."""
+    its = v["ld_nits"] if chans == v["ld_chans"] else v["ld_nits_tail"]
     return its * v["Tr_in"] * v["ld_xits"]
 
 

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, counter, desc_layout, end_ahead, one_hot
+from cnnforge.hw.rtl.common import Events, counter, delay, desc_layout, end_ahead, one_hot
 
 __all__ = ["TileLoader"]
 
@@ -231,9 +231,9 @@ class TileLoader(wiring.Component):
         write's control waits a stage with them; the last stage registers the data (or the
         padding value) with the write."""
         d = self.desc
-        stage, fm_data = _delayed(m, first, self._fm_latency - 1, "lwm"), self.fm_data
-        if self._fm_latency > 1:
-            fm_data = _delayed(m, {"fm_q": self.fm_data}, 1, "")["fm_q"]
+        extra = self._fm_latency - 1
+        stage = {k: delay(m, v, extra, f"lw_{k}") for k, v in first.items()}
+        fm_data = delay(m, self.fm_data, extra, "fm_q")
         lw2_last, lw2_slot = Signal(), Signal()
         m.d.sync += [self.wr_en.eq(stage["en"]), self.wr_bank.eq(stage["bank"]),
                      self.wr_addr.eq(stage["addr"]), lw2_last.eq(stage["last"]),
@@ -323,23 +323,11 @@ class _Lane1:
         padding (``fm_latency`` 2: the data and the first stage registered once more)."""
         m, lo, d = self._m, self._l, self._l.desc
         first = {"en": self.en, "inb": self.inb, "carry": self.carry, "bank": self.bank}
-        stage, fm_data = _delayed(m, first, fm_latency - 1, "lw1m"), lo.fm_data1
-        if fm_latency > 1:
-            fm_data = _delayed(m, {"fm1_q": lo.fm_data1}, 1, "")["fm1_q"]
+        stage = {k: delay(m, v, fm_latency - 1, f"lw1_{k}") for k, v in first.items()}
+        fm_data = delay(m, lo.fm_data1, fm_latency - 1, "fm1_q")
         m.d.sync += [lo.wr1_en.eq(stage["en"]), lo.wr1_bank.eq(stage["bank"]),
                      lo.wr1_addr.eq(addr + stage["carry"]),
                      lo.wr1_data.eq(Mux(stage["inb"], fm_data, d.z_in))]
         with m.If(lo.wr1_en):
             self._events.count("ibuf_writes")
 
-
-def _delayed(m, signals, depth, prefix):
-    """``{name: signal}`` through ``depth`` registers (0: the signals themselves), named
-    ``<prefix>_<name>`` (``<name>`` without a prefix)."""
-    for _ in range(depth):
-        regs = {}
-        for name, value in signals.items():
-            regs[name] = Signal.like(value, name=f"{prefix}_{name}" if prefix else name)
-            m.d.sync += regs[name].eq(value)
-        signals = regs
-    return signals

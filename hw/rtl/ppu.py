@@ -201,7 +201,7 @@ class PostProcessor(wiring.Component):
         """The fused max-pool's read-modify-write: the pooling read issued three cycles before
         the value of the write is formed (four before the registered write reaches the feature
         map), its data registered as it comes out of the block RAM (``rd_q``: nothing between
-        the RAM and that register, which the ECP5's DP16KD can hold as its output register); a
+        the RAM and that register); a
         cycle later the window's value so far is the newest of: the write formed this cycle and
         the three before it (the last three still on their way to the memory), the read data.
         Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
