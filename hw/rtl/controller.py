@@ -170,7 +170,11 @@ class Controller(wiring.Component):
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         self._group_offsets(s)
-        s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
+        # the tile's end column, registered: tc0 changes as a tile ends, and the tile's first
+        # pass or group waits at least a cycle in WAIT_TILE for the loader (timing: the add,
+        # compare and multiplexer are not in front of the meta FIFO's block RAM)
+        s.x_end = Signal.like(d.OW, name="x_end")
+        m.d.sync += s.x_end.eq(Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW))
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
         # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at

@@ -119,7 +119,7 @@ class TileLoader(wiring.Component):
         # channel-banked (WR, the depthwise row mapping) or x-banked
         is_wr, is_add = d.banks_on_rows, d.df == Dataflow.ADD
 
-        active, slot, loading = Signal(), Signal(), Signal()
+        active, slot, loading = (Signal(name=n) for n in ("active", "slot", "loading"))
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
         blk = counter(most["ld_blocks"], "blk")
         # (named: a generator's signals get none, and the timing reports show them)
@@ -128,26 +128,34 @@ class TileLoader(wiring.Component):
         y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
         n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["ld_xits"], "xi"))
-        phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
-        phase_off, rowterm = Signal(aw), Signal(aw)
+        phase, bank = Signal(8, name="phase"), Signal(range(max(2, self._banks)), name="bank")
+        word, phase_off, rowterm = (Signal(aw, name=n) for n in ("word", "phase_off", "rowterm"))
         # first write stage: address and control, with the feature map's read in flight
-        lw_en, lw_bank, lw_addr = Signal(), Signal.like(self.wr_bank), Signal(aw)
-        lw_inb, lw_last, lw_slot = Signal(), Signal(), Signal()
+        lw_en, lw_inb, lw_last, lw_slot = (Signal(name=f"lw_{n}")
+                                           for n in ("en", "inb", "last", "slot"))
+        lw_bank, lw_addr = Signal.like(self.wr_bank, name="lw_bank"), Signal(aw, name="lw_addr")
 
-        inb = Signal()
-        m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
+        # in the map (not padding): compared with copies of H and W registered beside the
+        # compare (the descriptor, held from the layer's start, fans out to every unit: its
+        # route was in front of the compare's carry chain, the UP5K's critical path)
+        inb, h_lim, w_lim = Signal(), delay(m, d.H, 1, "H"), delay(m, d.W, 1, "W")
+        m.d.comb += inb.eq((y >= 0) & (y < h_lim) & (x >= 0) & (x < w_lim))
         # The tile's place among the layer's tiles, compared once and registered: tr, tc and
         # blk change only with a tile's last element, and a cycle waiting for a free half
         # always follows it, so the flags are current before the next tile's first element
         # (off the path from the descriptor to the counters' next values: timing).
-        last_blk, last_tc, last_tile = Signal(), Signal(), Signal()
-        m.d.sync += [last_blk.eq(blk == d.last_ld_blocks), last_tc.eq(tc == d.last_ntc),
-                     last_tile.eq((tr == d.last_ntr) & (tc == d.last_ntc)
-                                  & (blk == d.last_ld_blocks))]
+        # The flags include which tile counter the tile's last element advances, so that the
+        # counters' enables are the last element and one flag each.
+        last_blk, last_tile = Signal(name="last_blk"), Signal(name="last_tile")
+        next_blk, next_tc, next_tr = (Signal(name=f"next_{k}") for k in ("blk", "tc", "tr"))
+        at_blk, at_tc, at_tr = blk == d.last_ld_blocks, tc == d.last_ntc, tr == d.last_ntr
+        m.d.sync += [last_blk.eq(at_blk), last_tile.eq(at_tr & at_tc & at_blk),
+                     next_blk.eq(~at_blk), next_tc.eq(at_blk & ~at_tc),
+                     next_tr.eq(at_blk & at_tc & ~at_tr)]
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
-        last_x, last_y, last_n = Signal(), Signal(), Signal()
+        last_x, last_y, last_n = (Signal(name=f"last_{k}") for k in "xyn")
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
@@ -201,15 +209,15 @@ class TileLoader(wiring.Component):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
-                with m.Elif(~last_blk):
+                with m.If(next_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.Elif(last_tc):
+                with m.If(next_tr):
                     m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
                                  row_fm.eq(row_fm + d.ld_tile_row_step),
                                  tile_fm.eq(row_fm + d.ld_tile_row_step),
                                  blk_fm.eq(row_fm + d.ld_tile_row_step),
                                  x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
-                with m.Else():
+                with m.If(next_tc):
                     m.d.sync += [blk.eq(0), tc.eq(tc + 1),
                                  tile_fm.eq(tile_fm + d.ld_tile_col_step),
                                  blk_fm.eq(tile_fm + d.ld_tile_col_step),
@@ -299,6 +307,8 @@ class _Lane1:
         # the tile row's end for lane 1 (x pairs: xi + S < Tc_in), set while a tile waits
         self.x1_lim = Signal(signed(17), name="x1_lim")
         m.d.sync += self.x1_lim.eq(x0 + d.ld_x1_lim)
+        # the map's bounds for lane 1's reads, registered beside its compares (as lane 0's)
+        self.bounds = [delay(m, d[f], 1, f"lane1_{f}") for f in ("H", "ld_x1_lo", "ld_x1_hi")]
         self.en, self.inb, self.carry = (Signal(name=f"lw1_{n}") for n in ("en", "inb", "carry"))
         self.bank = Signal.like(loader.wr1_bank, name="lw1_bank")
         m.d.sync += self.en.eq(0)
@@ -307,10 +317,10 @@ class _Lane1:
         """The lane's read and first write stage in a loading cycle of lane 0 at (fm, y, x),
         bank ``bank``; ``odd_last``: the last channel pair of an odd count (lane 1 idle)."""
         m, lo, d = self._m, self._l, self._l.desc
-        valid = Signal(name="lane1_valid")
-        inb = Signal(name="lane1_inb")
+        valid, inb = Signal(name="lane1_valid"), Signal(name="lane1_inb")
+        h_lim, x_lo, x_hi = self.bounds
         m.d.comb += [valid.eq(d.ld_pair & (x < self.x1_lim) & ~odd_last),
-                     inb.eq((y >= 0) & (y < d.H) & (x >= d.ld_x1_lo) & (x < d.ld_x1_hi)),
+                     inb.eq((y >= 0) & (y < h_lim) & (x >= x_lo) & (x < x_hi)),
                      lo.fm_addr1.eq(fm + d.ld_pair_step)]
         with m.If(valid & inb):
             self._events.count("fm_reads")
