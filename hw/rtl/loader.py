@@ -140,18 +140,7 @@ class TileLoader(wiring.Component):
         # route was in front of the compare's carry chain, the UP5K's critical path)
         inb, h_lim, w_lim = Signal(), delay(m, d.H, 1, "H"), delay(m, d.W, 1, "W")
         m.d.comb += inb.eq((y >= 0) & (y < h_lim) & (x >= 0) & (x < w_lim))
-        # The tile's place among the layer's tiles, compared once and registered: tr, tc and
-        # blk change only with a tile's last element, and a cycle waiting for a free half
-        # always follows it, so the flags are current before the next tile's first element
-        # (off the path from the descriptor to the counters' next values: timing).
-        # The flags include which tile counter the tile's last element advances, so that the
-        # counters' enables are the last element and one flag each.
-        last_blk, last_tile = Signal(name="last_blk"), Signal(name="last_tile")
-        next_blk, next_tc, next_tr = (Signal(name=f"next_{k}") for k in ("blk", "tc", "tr"))
-        at_blk, at_tc, at_tr = blk == d.last_ld_blocks, tc == d.last_ntc, tr == d.last_ntr
-        m.d.sync += [last_blk.eq(at_blk), last_tile.eq(at_tr & at_tc & at_blk),
-                     next_blk.eq(~at_blk), next_tc.eq(at_blk & ~at_tc),
-                     next_tr.eq(at_blk & at_tc & ~at_tr)]
+        last_blk, last_tile, next_blk, next_tc, next_tr = self._tile_flags(m, tr, tc, blk)
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
@@ -232,6 +221,21 @@ class TileLoader(wiring.Component):
                                        "inb": lw_inb, "last": lw_last, "slot": lw_slot})
         events.drive(self.events)
         return m
+
+    def _tile_flags(self, m, tr, tc, blk):
+        """The tile's place among the layer's tiles, compared once and registered: tr, tc and
+        blk change only with a tile's last element, and a cycle waiting for a free half always
+        follows it, so the flags are current before the next tile's first element (off the
+        path from the descriptor to the counters' next values: timing). Returns ``last_blk``,
+        ``last_tile`` and which tile counter the tile's last element advances (``next_blk``,
+        ``next_tc``, ``next_tr``: each counter's enable is the last element and one flag)."""
+        d = self.desc
+        flags = [Signal(name=n) for n in ("last_blk", "last_tile", "next_blk", "next_tc",
+                                          "next_tr")]
+        at_blk, at_tc, at_tr = blk == d.last_ld_blocks, tc == d.last_ntc, tr == d.last_ntr
+        m.d.sync += [flag.eq(value) for flag, value in zip(flags, (
+            at_blk, at_tr & at_tc & at_blk, ~at_blk, at_blk & ~at_tc, at_blk & at_tc & ~at_tr))]
+        return flags
 
     def _write(self, m, events, lane1, first):
         """The write stages after the first (``first``: its registers): with an ``fm_latency``
