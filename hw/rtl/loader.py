@@ -128,7 +128,7 @@ class TileLoader(wiring.Component):
         y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
         n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["ld_xits"], "xi"))
-        phase, bank = Signal(8, name="phase"), Signal(range(max(2, self._banks)), name="bank")
+        phase, bank = _Phase(m, d.last_sw), Signal(range(max(2, self._banks)), name="bank")
         word, phase_off, rowterm = (Signal(aw, name=n) for n in ("word", "phase_off", "rowterm"))
         # first write stage: address and control, with the feature map's read in flight
         lw_en, lw_inb, lw_last, lw_slot = (Signal(name=f"lw_{n}")
@@ -165,7 +165,8 @@ class TileLoader(wiring.Component):
             # registers are set in every waiting cycle (nothing reads them before the tile
             # starts), so the buffer's flag is in front of `loading` alone (timing)
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
-                         phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
+                         *phase.restart(), bank.eq(0), word.eq(0), phase_off.eq(0),
+                         rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
@@ -182,7 +183,7 @@ class TileLoader(wiring.Component):
             with m.If(~last_x):
                 m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
-                step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
+                step = Mux(phase.last, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
                 self._next_column(m, is_wr, phase, phase_off, bank, word)
             with m.Else():
@@ -263,8 +264,8 @@ class TileLoader(wiring.Component):
         d = self.desc
         with m.If(is_wr):
             m.d.sync += word.eq(word + 1)
-        with m.Elif(phase == d.last_sw):
-            m.d.sync += [phase.eq(0), phase_off.eq(0)]
+        with m.Elif(phase.last):
+            m.d.sync += [*phase.restart(), phase_off.eq(0)]
             C = self._cols
             if self._lanes > 1:      # x pairs: lane 0 skips lane 1's bank
                 nb = Signal(range(C + 2), name="pair_bank")
@@ -279,7 +280,7 @@ class TileLoader(wiring.Component):
                 with m.Else():
                     m.d.sync += bank.eq(bank + 1)
         with m.Else():
-            m.d.sync += [phase.eq(phase + 1), phase_off.eq(phase_off + d.Wq)]
+            m.d.sync += [*phase.advance(), phase_off.eq(phase_off + d.Wq)]
 
     def _next_row(self, m, is_wr, last_y, phase, phase_off, bank, word, rowterm):
         """Next row (or channel) of the tile."""
@@ -296,8 +297,25 @@ class TileLoader(wiring.Component):
             with m.Else():
                 m.d.sync += [bank.eq(bank + 1 + pair), word.eq(rowterm)]
         with m.Else():
-            m.d.sync += [phase.eq(0), phase_off.eq(0), bank.eq(0), word.eq(0),
+            m.d.sync += [*phase.restart(), phase_off.eq(0), bank.eq(0), word.eq(0),
                          rowterm.eq(rowterm + d.row_words)]
+
+
+class _Phase:
+    """The x-banked layout's phase ``xi mod S`` (8 bits) and whether it is at its last value
+    ``last_sw``, kept a step ahead in a register (no compare with the descriptor in front of
+    the column's decisions: timing); ``restart()`` and ``advance()`` are the statements that
+    set it to 0 or add one."""
+
+    def __init__(self, m, last_sw):
+        self.value, self.last = Signal(8, name="phase"), Signal(name="phase_last")
+        self._before_last, self._single = end_ahead(m, last_sw, "sw")
+
+    def restart(self):
+        return [self.value.eq(0), self.last.eq(self._single)]
+
+    def advance(self):
+        return [self.value.eq(self.value + 1), self.last.eq(self.value == self._before_last)]
 
 
 class _Lane1:
