@@ -93,31 +93,28 @@ class UARTRx(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         m.d.sync += self.framing_error.eq(0)
 
-        # timer == 0 kept in a register, as the transmitter's: the states' decisions are not
-        # behind the timer's compare (timing)
-        tick = Signal(init=1)
-        with m.If(~tick):
-            m.d.sync += [timer.eq(timer - 1), tick.eq(timer == 1)]
+        with m.If(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += [timer.eq(self._divisor // 2 - 1), tick.eq(0)]
+                    m.d.sync += timer.eq(self._divisor // 2 - 1)
                     m.next = "START"
             with m.State("START"):
-                with m.If(tick):
+                with m.If(timer == 0):
                     with m.If(~rx):
-                        m.d.sync += [timer.eq(self._divisor - 1), tick.eq(0), bits.eq(0)]
+                        m.d.sync += [timer.eq(self._divisor - 1), bits.eq(0)]
                         m.next = "DATA"
                     with m.Else():
                         m.next = "IDLE"               # a glitch, not a start bit
             with m.State("DATA"):
-                with m.If(tick):
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.eq(self._divisor - 1),
-                                 tick.eq(0), bits.eq(bits + 1)]
+                with m.If(timer == 0):
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)),
+                                 timer.eq(self._divisor - 1), bits.eq(bits + 1)]
                     with m.If(bits == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(tick):
+                with m.If(timer == 0):
                     with m.If(rx):
                         m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
                         m.d.comb += self.overrun.eq(self.o.valid & ~self.o.ready)

@@ -13,13 +13,12 @@ def ppu_latency(interval=1):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
 
     The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
-    bias, four registered 16×16 partial products, three adder levels to the 64-bit product
-    (no carry chain over 32 bits, none over 16 right after the DSP blocks), four for the
-    rounding, one for the zero point's add (beside the 10-bit range test), one for the clamp,
-    and the write registered (the fused max-pool's compare and multiplexers not in front of the
-    feature map's port): 14. A post-processor taking a beat every other cycle (``interval`` 2:
-    its partial products time-shared over two DSP blocks) has one more stage (the first
-    products kept in registers): 15.
+    bias, four registered 16×16 partial products, two adder levels to the 64-bit product, four
+    for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
+    clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
+    of the feature map's port): 13. A post-processor taking a beat every other cycle
+    (``interval`` 2: its partial products time-shared over two DSP blocks) has one more stage
+    (the first products kept in registers): 14.
 
     Parameters
     ----------
@@ -30,7 +29,7 @@ def ppu_latency(interval=1):
     -------
     int
     """
-    return 14 + (interval - 1)
+    return 13 + (interval - 1)
 
 
 def fm_read_latency(lutram):

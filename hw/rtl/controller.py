@@ -10,7 +10,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import (Events, connect_desc, counter, delay, desc_layout, end_ahead,
+from cnnforge.hw.rtl.common import (Events, connect_desc, counter, desc_layout, end_ahead,
                                     most_of, one_hot)
 from cnnforge.hw.rtl.pe_array import BeatControl, beat_fields
 from cnnforge.hw.rtl.walker import Im2colWalker
@@ -170,9 +170,7 @@ class Controller(wiring.Component):
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         self._group_offsets(s)
-        # the tile's end column, registered (tc0 changes as a tile ends, and its first pass
-        # waits a cycle or more in WAIT_TILE): no add and compare in front of the meta FIFO
-        s.x_end = delay(m, Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW), 1, "x_end")
+        s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
         # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at

@@ -119,7 +119,7 @@ class TileLoader(wiring.Component):
         # channel-banked (WR, the depthwise row mapping) or x-banked
         is_wr, is_add = d.banks_on_rows, d.df == Dataflow.ADD
 
-        active, slot, loading = (Signal(name=n) for n in ("active", "slot", "loading"))
+        active, slot, loading = Signal(), Signal(), Signal()
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
         blk = counter(most["ld_blocks"], "blk")
         # (named: a generator's signals get none, and the timing reports show them)
@@ -128,23 +128,26 @@ class TileLoader(wiring.Component):
         y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
         n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["ld_xits"], "xi"))
-        phase, bank = _Phase(m, d.last_sw), Signal(range(max(2, self._banks)), name="bank")
-        word, phase_off, rowterm = (Signal(aw, name=n) for n in ("word", "phase_off", "rowterm"))
+        phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
+        phase_off, rowterm = Signal(aw), Signal(aw)
         # first write stage: address and control, with the feature map's read in flight
-        lw_en, lw_inb, lw_last, lw_slot = (Signal(name=f"lw_{n}")
-                                           for n in ("en", "inb", "last", "slot"))
-        lw_bank, lw_addr = Signal.like(self.wr_bank, name="lw_bank"), Signal(aw, name="lw_addr")
+        lw_en, lw_bank, lw_addr = Signal(), Signal.like(self.wr_bank), Signal(aw)
+        lw_inb, lw_last, lw_slot = Signal(), Signal(), Signal()
 
-        # in the map (not padding): compared with copies of H and W registered beside the
-        # compare (the descriptor, held from the layer's start, fans out to every unit: its
-        # route was in front of the compare's carry chain, the UP5K's critical path)
-        inb, h_lim, w_lim = Signal(), delay(m, d.H, 1, "H"), delay(m, d.W, 1, "W")
-        m.d.comb += inb.eq((y >= 0) & (y < h_lim) & (x >= 0) & (x < w_lim))
-        last_blk, last_tile, next_blk, next_tc, next_tr = self._tile_flags(m, tr, tc, blk)
+        inb = Signal()
+        m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
+        # The tile's place among the layer's tiles, compared once and registered: tr, tc and
+        # blk change only with a tile's last element, and a cycle waiting for a free half
+        # always follows it, so the flags are current before the next tile's first element
+        # (off the path from the descriptor to the counters' next values: timing).
+        last_blk, last_tc, last_tile = Signal(), Signal(), Signal()
+        m.d.sync += [last_blk.eq(blk == d.last_ld_blocks), last_tc.eq(tc == d.last_ntc),
+                     last_tile.eq((tr == d.last_ntr) & (tc == d.last_ntc)
+                                  & (blk == d.last_ld_blocks))]
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
-        last_x, last_y, last_n = (Signal(name=f"last_{k}") for k in "xyn")
+        last_x, last_y, last_n = Signal(), Signal(), Signal()
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
@@ -165,8 +168,7 @@ class TileLoader(wiring.Component):
             # registers are set in every waiting cycle (nothing reads them before the tile
             # starts), so the buffer's flag is in front of `loading` alone (timing)
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
-                         *phase.restart(), bank.eq(0), word.eq(0), phase_off.eq(0),
-                         rowterm.eq(0),
+                         phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
@@ -183,7 +185,7 @@ class TileLoader(wiring.Component):
             with m.If(~last_x):
                 m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
-                step = Mux(phase.last, d.ld_x_jump, 1) if self._lanes > 1 else 1
+                step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
                 self._next_column(m, is_wr, phase, phase_off, bank, word)
             with m.Else():
@@ -199,15 +201,15 @@ class TileLoader(wiring.Component):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
-                with m.If(next_blk):
+                with m.Elif(~last_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.If(next_tr):
+                with m.Elif(last_tc):
                     m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
                                  row_fm.eq(row_fm + d.ld_tile_row_step),
                                  tile_fm.eq(row_fm + d.ld_tile_row_step),
                                  blk_fm.eq(row_fm + d.ld_tile_row_step),
                                  x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
-                with m.If(next_tc):
+                with m.Else():
                     m.d.sync += [blk.eq(0), tc.eq(tc + 1),
                                  tile_fm.eq(tile_fm + d.ld_tile_col_step),
                                  blk_fm.eq(tile_fm + d.ld_tile_col_step),
@@ -222,21 +224,6 @@ class TileLoader(wiring.Component):
                                        "inb": lw_inb, "last": lw_last, "slot": lw_slot})
         events.drive(self.events)
         return m
-
-    def _tile_flags(self, m, tr, tc, blk):
-        """The tile's place among the layer's tiles, compared once and registered: tr, tc and
-        blk change only with a tile's last element, and a cycle waiting for a free half always
-        follows it, so the flags are current before the next tile's first element (off the
-        path from the descriptor to the counters' next values: timing). Returns ``last_blk``,
-        ``last_tile`` and which tile counter the tile's last element advances (``next_blk``,
-        ``next_tc``, ``next_tr``: each counter's enable is the last element and one flag)."""
-        d = self.desc
-        flags = [Signal(name=n) for n in ("last_blk", "last_tile", "next_blk", "next_tc",
-                                          "next_tr")]
-        at_blk, at_tc, at_tr = blk == d.last_ld_blocks, tc == d.last_ntc, tr == d.last_ntr
-        m.d.sync += [flag.eq(value) for flag, value in zip(flags, (
-            at_blk, at_tr & at_tc & at_blk, ~at_blk, at_blk & ~at_tc, at_blk & at_tc & ~at_tr))]
-        return flags
 
     def _write(self, m, events, lane1, first):
         """The write stages after the first (``first``: its registers): with an ``fm_latency``
@@ -264,8 +251,8 @@ class TileLoader(wiring.Component):
         d = self.desc
         with m.If(is_wr):
             m.d.sync += word.eq(word + 1)
-        with m.Elif(phase.last):
-            m.d.sync += [*phase.restart(), phase_off.eq(0)]
+        with m.Elif(phase == d.last_sw):
+            m.d.sync += [phase.eq(0), phase_off.eq(0)]
             C = self._cols
             if self._lanes > 1:      # x pairs: lane 0 skips lane 1's bank
                 nb = Signal(range(C + 2), name="pair_bank")
@@ -280,7 +267,7 @@ class TileLoader(wiring.Component):
                 with m.Else():
                     m.d.sync += bank.eq(bank + 1)
         with m.Else():
-            m.d.sync += [*phase.advance(), phase_off.eq(phase_off + d.Wq)]
+            m.d.sync += [phase.eq(phase + 1), phase_off.eq(phase_off + d.Wq)]
 
     def _next_row(self, m, is_wr, last_y, phase, phase_off, bank, word, rowterm):
         """Next row (or channel) of the tile."""
@@ -297,25 +284,8 @@ class TileLoader(wiring.Component):
             with m.Else():
                 m.d.sync += [bank.eq(bank + 1 + pair), word.eq(rowterm)]
         with m.Else():
-            m.d.sync += [*phase.restart(), phase_off.eq(0), bank.eq(0), word.eq(0),
+            m.d.sync += [phase.eq(0), phase_off.eq(0), bank.eq(0), word.eq(0),
                          rowterm.eq(rowterm + d.row_words)]
-
-
-class _Phase:
-    """The x-banked layout's phase ``xi mod S`` (8 bits) and whether it is at its last value
-    ``last_sw``, kept a step ahead in a register (no compare with the descriptor in front of
-    the column's decisions: timing); ``restart()`` and ``advance()`` are the statements that
-    set it to 0 or add one."""
-
-    def __init__(self, m, last_sw):
-        self.value, self.last = Signal(8, name="phase"), Signal(name="phase_last")
-        self._before_last, self._single = end_ahead(m, last_sw, "sw")
-
-    def restart(self):
-        return [self.value.eq(0), self.last.eq(self._single)]
-
-    def advance(self):
-        return [self.value.eq(self.value + 1), self.last.eq(self.value == self._before_last)]
 
 
 class _Lane1:
@@ -329,8 +299,6 @@ class _Lane1:
         # the tile row's end for lane 1 (x pairs: xi + S < Tc_in), set while a tile waits
         self.x1_lim = Signal(signed(17), name="x1_lim")
         m.d.sync += self.x1_lim.eq(x0 + d.ld_x1_lim)
-        # the map's bounds for lane 1's reads, registered beside its compares (as lane 0's)
-        self.bounds = [delay(m, d[f], 1, f"lane1_{f}") for f in ("H", "ld_x1_lo", "ld_x1_hi")]
         self.en, self.inb, self.carry = (Signal(name=f"lw1_{n}") for n in ("en", "inb", "carry"))
         self.bank = Signal.like(loader.wr1_bank, name="lw1_bank")
         m.d.sync += self.en.eq(0)
@@ -339,10 +307,10 @@ class _Lane1:
         """The lane's read and first write stage in a loading cycle of lane 0 at (fm, y, x),
         bank ``bank``; ``odd_last``: the last channel pair of an odd count (lane 1 idle)."""
         m, lo, d = self._m, self._l, self._l.desc
-        valid, inb = Signal(name="lane1_valid"), Signal(name="lane1_inb")
-        h_lim, x_lo, x_hi = self.bounds
+        valid = Signal(name="lane1_valid")
+        inb = Signal(name="lane1_inb")
         m.d.comb += [valid.eq(d.ld_pair & (x < self.x1_lim) & ~odd_last),
-                     inb.eq((y >= 0) & (y < h_lim) & (x >= x_lo) & (x < x_hi)),
+                     inb.eq((y >= 0) & (y < d.H) & (x >= d.ld_x1_lo) & (x < d.ld_x1_hi)),
                      lo.fm_addr1.eq(fm + d.ld_pair_step)]
         with m.If(valid & inb):
             self._events.count("fm_reads")

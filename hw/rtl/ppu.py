@@ -84,9 +84,9 @@ class PostProcessor(wiring.Component):
         A beat is still in the pipeline.
     latency : int
         Cycles from a beat at the input to its write (``ppu_latency(interval)``, from
-        :mod:`cnnforge.hw.models.timing`; 14 at an interval of 1: the input beat is registered
+        :mod:`cnnforge.hw.models.timing`; 13 at an interval of 1: the input beat is registered
         while the parameter ROM reads, then the parameters registered, bias, four registered 16×16
-        partial products, three adder levels to the 64-bit product, four for the rounding
+        partial products, two adder levels to the 64-bit product, four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
         in two steps), one for the zero point's add beside the range test, one for the clamp
         (and the fused max-pool's compare), one for the write).
@@ -175,20 +175,29 @@ class PostProcessor(wiring.Component):
         # block): x's high half signed, its low half and M0's halves unsigned (each block
         # multiplies its operands signed as their shapes)
         pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, valid)
-        ab6, n6 = self._product_sum(m, stage, pll3, plh3, phl3, phh3, n3)
-        sh10 = stage("sh10", signed(32))
+        # stages 4-5: the sum of the partial products. Each product register feeds one adder
+        # wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP mapper, when it
+        # maps these multiplies (a PostProcessor built for simulation and synthesized with
+        # -dsp), would otherwise absorb a 33-bit sum or a plain delay register after a product
+        # into an SB_MAC16 and tie that register's bits to constant 0 ("Driver-driver
+        # conflict" in its log). x·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16, |x·M0| < 2^62
+        lo4, hi4, n4 = stage("lo4", 48), stage("hi4", signed(48)), stage("n4", 5)
+        m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), n4.eq(n3)]
+        ab5, n5 = stage("ab5", signed(64)), stage("n5", 5)
+        m.d.sync += [ab5.eq(lo4 + (hi4 << 16)), n5.eq(n4)]
+        sh9 = stage("sh9", signed(32))
         if self.rounding == "gemmlowp":
-            self._gemmlowp(m, stage, ab6, n6, sh10)
+            self._gemmlowp(m, stage, ab5, n5, sh9)
         else:
-            self._nearest_even(m, stage, ab6, n6, sh10)
-        y12 = self._clamp(m, stage, sh10)
-        w_data = self._pool(m, stage, valid, addr, first, y12) if self.pooling else y12
+            self._nearest_even(m, stage, ab5, n5, sh9)
+        y11 = self._clamp(m, stage, sh9)
+        w_data = self._pool(m, stage, valid, addr, first, y11) if self.pooling else y11
         m.d.sync += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
                      self.wr_data.eq(w_data)]
         m.d.comb += self.busy.eq(self.valid | Cat(*valid).any() | self.wr_en)
         return m
 
-    def _pool(self, m, stage, valid, addr, first, y12):
+    def _pool(self, m, stage, valid, addr, first, y11):
         """The fused max-pool's read-modify-write: the pooling read issued three cycles before
         the value of the write is formed (four before the registered write reaches the feature
         map), its data registered as it comes out of the block RAM (``rd_q``: nothing between
@@ -204,7 +213,7 @@ class PostProcessor(wiring.Component):
         m.d.sync += rd_q.eq(self.rd_data)
         old, gt = stage("old", signed(8)), Signal(name="pool_gt")
         w_data = Signal(signed(8), name="pool_data")
-        m.d.comb += [gt.eq(y12 > old), w_data.eq(Mux(first[-1] | gt, y12, old))]
+        m.d.comb += [gt.eq(y11 > old), w_data.eq(Mux(first[-1] | gt, y11, old))]
         # the writes formed 1 (the registered outputs), 2 and 3 cycles ago
         wr2_en, wr2_addr = Signal(name="wr2_en"), stage("wr2_addr", addr[-1].shape())
         wr2_data, wr3_data = stage("wr2_data", signed(8)), stage("wr3_data", signed(8))
@@ -229,8 +238,8 @@ class PostProcessor(wiring.Component):
         for hit, value in reversed(list(zip(hits[1:], (self.wr_data, wr2_data, wr3_data)))):
             with m.If(hit):
                 m.d.comb += older.eq(value)
-        inner = Mux(hits[0], Mux(first[-1], y12, old), older)
-        m.d.sync += old.eq(Mux(keep & gt, y12, inner))
+        inner = Mux(hits[0], Mux(first[-1], y11, old), older)
+        m.d.sync += old.eq(Mux(keep & gt, y11, inner))
         m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
         return w_data
 
@@ -262,97 +271,74 @@ class PostProcessor(wiring.Component):
         m.d.sync += [pll4.eq(p_lo), phl4.eq(p_hi), n4.eq(n3)]
         return pll4, p_lo[:31], phl4, p_hi[:31].as_signed(), n4
 
-    @staticmethod
-    def _product_sum(m, stage, pll, plh, phl, phh, n3):
-        """Stages 4-6: ``ab6 = pll + (plh + phl)·2^16 + phh·2^32`` (= x·M0, |x·M0| < 2^62), in
-        16-bit digits with no carry chain longer than 32 bits and none longer than 16 right
-        after the DSP blocks, whose outputs are far from the fabric (on the UP5K they sit at its
-        left and right edges: the route out took 7 ns of the 48-bit sum's cycle). Stage 4: the
-        digit-1 sum of two products and the digit-2 one of the others' high halves; stage 5:
-        digit 1 completed (its carry, 0 to 2, kept apart) and the high part; stage 6: the carry
-        into the high part. Each product feeds a register or an add of its own slice only, so
-        that yosys' iCE40 DSP mapper (a simulation build synthesized with ``-dsp``) absorbs
-        nothing into an SB_MAC16 (``tests/test_synth.py``)."""
-        d0_4, d1_4 = stage("d0_4", 16), stage("d1_4", 17)
-        m1_4, h2_4, h3_4 = stage("m1_4", 16), stage("h2_4", signed(17)), stage("h3_4", signed(31))
-        n4 = stage("n4", 5)
-        m.d.sync += [d0_4.eq(pll[:16]), d1_4.eq(pll[16:32] + plh[:16]), m1_4.eq(phl[:16]),
-                     h2_4.eq(phl[16:32].as_signed() + plh[16:31]), h3_4.eq(phh), n4.eq(n3)]
-        d0_5, t5, u5 = stage("d0_5", 16), stage("t5", 18), stage("u5", signed(32))
-        n5 = stage("n5", 5)
-        m.d.sync += [d0_5.eq(d0_4), t5.eq(d1_4 + m1_4), u5.eq(h2_4 + h3_4), n5.eq(n4)]
-        ab6, n6 = stage("ab6", signed(64)), stage("n6", 5)
-        m.d.sync += [ab6.eq(Cat(d0_5, t5[:16], (u5 + t5[16:])[:32])), n6.eq(n5)]
-        return ab6, n6
-
-    def _clamp(self, m, stage, sh10):
-        """Stages 11-12: ``y12 = clamp(sh10 + zero_point, act_min, act_max)``, int8."""
-        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
+    def _clamp(self, m, stage, sh9):
+        """Stages 10-11: ``y11 = clamp(sh9 + zero_point, act_min, act_max)``, int8."""
+        # stage 10: the zero point added to the low 11 bits, beside the test whether the value
         # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
-        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
+        # clamps to lo or hi whatever z is); stage 11: the clamp of the sum, its compares and
         # multiplexer only (the add is not behind them)
-        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
-        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
-        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
-                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
-                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
-        y12 = stage("y12", signed(8))
-        with m.If(ovf11):
-            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
-        with m.Elif(y11 < lo11):
-            m.d.sync += y12.eq(lo11)
-        with m.Elif(y11 > hi11):
-            m.d.sync += y12.eq(hi11)
+        y10, ovf10, neg10 = stage("y10", signed(11)), Signal(name="ovf10"), Signal(name="neg10")
+        lo10, hi10 = stage("lo10", signed(9)), stage("hi10", signed(9))
+        m.d.sync += [y10.eq(sh9[:10].as_signed() + self.zero_point),
+                     ovf10.eq(~(sh9[9:].all() | ~sh9[9:].any())), neg10.eq(sh9[31]),
+                     lo10.eq(self.act_min), hi10.eq(self.act_max)]
+        y11 = stage("y11", signed(8))
+        with m.If(ovf10):
+            m.d.sync += y11.eq(Mux(neg10, lo10, hi10))
+        with m.Elif(y10 < lo10):
+            m.d.sync += y11.eq(lo10)
+        with m.Elif(y10 > hi10):
+            m.d.sync += y11.eq(hi10)
         with m.Else():
-            m.d.sync += y12.eq(y11)
-        return y12
+            m.d.sync += y11.eq(y10)
+        return y11
 
     @staticmethod
-    def _gemmlowp(m, stage, ab6, n6, sh10):
-        """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
-        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
+    def _gemmlowp(m, stage, ab5, n5, sh9):
+        """Stages 6-9, ``rounding="gemmlowp"``: ``sh9 = RoundingDivideByPOT(SRDHM)``."""
+        # stages 6-7: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur), with no 65-bit add:
         # nudge = 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) changes the high part ab >> 31 by the
         # carry out of the low 31 bits (c), minus one for ab < 0, and rounding toward zero adds
         # one for ab < 0 when the nudged low bits are not all zero (z). With lo = ab mod 2^31:
-        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 7);
-        # stage 8 adds the correction, -1 to 1, to ab >> 31.
-        neg, lo = ab6[63], ab6[:31]
+        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 6);
+        # stage 7 adds the correction, -1 to 1, to ab >> 31.
+        neg, lo = ab5[63], ab5[:31]
         carry = lo[30] | (neg & lo[:30].all())
         nonzero = Mux(neg, lo != (1 << 30) - 1, lo != 1 << 30)
-        hi7, inc7, n7 = stage("hi7", signed(33)), stage("inc7", signed(3)), stage("n7", 5)
-        m.d.sync += [hi7.eq(ab6[31:64].as_signed()), n7.eq(n6),
-                     inc7.eq(carry - neg + (neg & nonzero))]
+        hi6, inc6, n6 = stage("hi6", signed(33)), stage("inc6", signed(3)), stage("n6", 5)
+        m.d.sync += [hi6.eq(ab5[31:64].as_signed()), n6.eq(n5),
+                     inc6.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
-        # without its wide comparison. Both values of t are prepared alongside stage 8.
-        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
-        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
-        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
-                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
-        # stage 9: x + t; stage 10: the shift
-        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
-        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
-        m.d.sync += sh10.eq(sum9 >> n9)
+        # without its wide comparison. Both values of t are prepared alongside stage 7.
+        high7, n7 = stage("high7", signed(32)), stage("n7", 5)
+        half7, halfm7 = stage("half7", 32), stage("halfm7", 32)
+        m.d.sync += [high7.eq(hi6 + inc6), n7.eq(n6), half7.eq((Const(1, 33) << n6) >> 1),
+                     halfm7.eq(((Const(1, 33) << n6) >> 1) - (n6 != 0))]
+        # stage 8: x + t; stage 9: the shift
+        sum8, n8 = stage("sum8", signed(33)), stage("n8", 5)
+        m.d.sync += [sum8.eq(high7 + Mux(high7 < 0, halfm7, half7)), n8.eq(n7)]
+        m.d.sync += sh9.eq(sum8 >> n8)
 
     @staticmethod
-    def _nearest_even(m, stage, ab6, n6, sh10):
-        """Stages 7-10, ``rounding="nearest-even"``: ``sh10 = round_shift_half_even(ab, 31 + n)``
+    def _nearest_even(m, stage, ab5, n5, sh9):
+        """Stages 6-9, ``rounding="nearest-even"``: ``sh9 = round_shift_half_even(ab, 31 + n)``
         (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
         ``b = bit 31+n of ab`` (the floor quotient's parity),
         ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``, ``c = (L ≠ 0) | b``:
         a 34-bit add and shift instead of 64-bit ones. ``|ab| < 2^62``, so its low 63 bits hold
         it."""
-        # stage 7: H, and the rounding term 2^n − 1 + c
-        h7, t7, n7 = stage("h7", signed(33)), stage("t7", 33), stage("n7", 5)
-        parity = ab6[31:63].bit_select(n6, 1)
-        pow_n = Const(1, 33) << n6
-        m.d.sync += [h7.eq(ab6[30:63].as_signed()), n7.eq(n6),
-                     t7.eq(Mux(ab6[:30].any() | parity, pow_n, pow_n - 1))]
-        # stage 8: the sum; stages 9-10: the shift by 1 + n, in two steps (n's high bits, then
+        # stage 6: H, and the rounding term 2^n − 1 + c
+        h6, t6, n6 = stage("h6", signed(33)), stage("t6", 33), stage("n6", 5)
+        parity = ab5[31:63].bit_select(n5, 1)
+        pow_n = Const(1, 33) << n5
+        m.d.sync += [h6.eq(ab5[30:63].as_signed()), n6.eq(n5),
+                     t6.eq(Mux(ab5[:30].any() | parity, pow_n, pow_n - 1))]
+        # stage 7: the sum; stages 8-9: the shift by 1 + n, in two steps (n's high bits, then
         # its low two)
-        sum8, n8 = stage("sum8", signed(34)), stage("n8", 5)
-        m.d.sync += [sum8.eq(h7 + t7), n8.eq(n7)]
-        sh9, n9 = stage("sh9", signed(33)), stage("n9", 2)
-        m.d.sync += [sh9.eq(sum8 >> Cat(Const(1, 1), Const(0, 1), n8[2:])), n9.eq(n8[:2])]
-        m.d.sync += sh10.eq(sh9 >> n9)
+        sum7, n7 = stage("sum7", signed(34)), stage("n7", 5)
+        m.d.sync += [sum7.eq(h6 + t6), n7.eq(n6)]
+        sh8, n8 = stage("sh8", signed(33)), stage("n8", 2)
+        m.d.sync += [sh8.eq(sum7 >> Cat(Const(1, 1), Const(0, 1), n7[2:])), n8.eq(n7[:2])]
+        m.d.sync += sh9.eq(sh8 >> n8)

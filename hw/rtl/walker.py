@@ -90,15 +90,12 @@ class Im2colWalker(wiring.Component):
         for b in range(C):
             m.d.comb += self.addr[b].eq(rowterm + col + (b < self.q1))
         # kx == last_walk_kw, ky == last_kh and phase == last_sw kept one step ahead in
-        # registers (and q1 == C − 1, the bank rotation's wrap): no comparison with the
-        # descriptor or q1 in front of the step's enables
-        kx_last, ky_last, phase_last, q1_last = (Signal(name=f"{k}_last")
-                                                 for k in ("kx", "ky", "phase", "q1"))
+        # registers: no comparison with the descriptor in front of the step's enables
+        kx_last, ky_last, phase_last = Signal(), Signal(), Signal()
 
         with m.If(self.reset):
             m.d.sync += [self.k.eq(0), self.ky.eq(0), self.kx.eq(0), phase.eq(0), q0.eq(0),
-                         self.q1.eq(0), q1_last.eq(C == 1), rowterm.eq(self.reset_rowterm),
-                         off.eq(self.reset_off),
+                         self.q1.eq(0), rowterm.eq(self.reset_rowterm), off.eq(self.reset_off),
                          col.eq(self.reset_off), kx_last.eq(d.last_walk_kw == 0), self.tap.eq(1),
                          ky_last.eq(d.last_kh == 0), phase_last.eq(d.last_sw == 0)]
         with m.Elif(self.step):
@@ -110,18 +107,15 @@ class Im2colWalker(wiring.Component):
                     m.d.sync += [phase.eq(0), phase_last.eq(d.last_sw == 0)]
                     with m.If(d.dw_rows if self._dw_rows else Const(0)):
                         m.d.sync += col.eq(col + 1)
-                    with m.Elif(q1_last):
-                        m.d.sync += [self.q1.eq(0), q1_last.eq(C == 1), q0.eq(q0 + 1),
-                                     col.eq(off + q0 + 1)]
+                    with m.Elif(self.q1 == C - 1):
+                        m.d.sync += [self.q1.eq(0), q0.eq(q0 + 1), col.eq(off + q0 + 1)]
                     with m.Else():
-                        m.d.sync += [self.q1.eq(self.q1 + 1), q1_last.eq(self.q1 == C - 2),
-                                     col.eq(off + q0)]
+                        m.d.sync += [self.q1.eq(self.q1 + 1), col.eq(off + q0)]
                 with m.Else():
                     m.d.sync += [phase.eq(phase + 1), col.eq(col + d.Wq),
                                  phase_last.eq(phase + 1 == d.last_sw)]
             with m.Else():
-                m.d.sync += [self.kx.eq(0), phase.eq(0), q0.eq(0), self.q1.eq(0),
-                             q1_last.eq(C == 1), col.eq(off),
+                m.d.sync += [self.kx.eq(0), phase.eq(0), q0.eq(0), self.q1.eq(0), col.eq(off),
                              self.tap.eq(1),
                              kx_last.eq(d.last_walk_kw == 0), phase_last.eq(d.last_sw == 0)]
                 with m.If(~ky_last):
