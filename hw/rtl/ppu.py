@@ -205,15 +205,15 @@ class PostProcessor(wiring.Component):
         cycle later the window's value so far is the newest of: the write formed this cycle and
         the three before it (the last three still on their way to the memory), the read data.
         Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
-        the address stages one step earlier), so that one multiplexer after the compare stands
-        in front of ``old``. The write's value is ``max(old, y)`` unless the beat is its window's
+        the address stages one step earlier), so only the newest hit's multiplexer stands in
+        front of ``old``. The write's value is ``max(old, y)`` unless the beat is its window's
         first; returns it."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
-        old, gt = stage("old", signed(8)), Signal(name="pool_gt")
+        old = stage("old", signed(8))
         w_data = Signal(signed(8), name="pool_data")
-        m.d.comb += [gt.eq(y11 > old), w_data.eq(Mux(first[-1] | gt, y11, old))]
+        m.d.comb += w_data.eq(Mux(first[-1] | (y11 > old), y11, old))
         # the writes formed 1 (the registered outputs), 2 and 3 cycles ago
         wr2_en, wr2_addr = Signal(name="wr2_en"), stage("wr2_addr", addr[-1].shape())
         wr2_data, wr3_data = stage("wr2_data", signed(8)), stage("wr3_data", signed(8))
@@ -221,25 +221,17 @@ class PostProcessor(wiring.Component):
                      wr2_data.eq(self.wr_data), wr3_data.eq(wr2_data)]
         # hit k, computed two cycles before a write's value is formed (its address is addr[-3]
         # then): the write formed k + 1 cycles before it goes to the same window (k = 0: the
-        # one formed next cycle, whose address is addr[-2] now); `keep`: hit 0 by a write
-        # that is not its window's first (whose value is then max(old, y))
+        # one formed next cycle, whose address is addr[-2] now)
         hits = [Signal(name=f"hit{k}") for k in range(4)]
-        keep = Signal(name="pool_keep")
-        hit0 = valid[-2] & (addr[-2] == addr[-3])
-        m.d.sync += [hits[0].eq(hit0), keep.eq(hit0 & ~first[-2]),
+        m.d.sync += [hits[0].eq(valid[-2] & (addr[-2] == addr[-3])),
                      hits[1].eq(valid[-1] & (addr[-1] == addr[-3])),
                      hits[2].eq(self.wr_en & (self.wr_addr == addr[-3])),
                      hits[3].eq(wr2_en & (wr2_addr == addr[-3]))]
-        # the newest write that hits wins: its value, or the read's; with hit 0 the compare
-        # is left for the last multiplexer, so that one LUT follows it in the loop old → old
-        # (old' = keep & y > old ? y : (hit0 ? (first ? y : old) : the older writes or read))
-        older = Signal(signed(8), name="pool_older")
-        m.d.comb += older.eq(rd_q)
-        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, wr2_data, wr3_data)))):
-            with m.If(hit):
-                m.d.comb += older.eq(value)
-        inner = Mux(hits[0], Mux(first[-1], y11, old), older)
-        m.d.sync += old.eq(Mux(keep & gt, y11, inner))
+        m.d.sync += old.eq(rd_q)
+        newest_first = (w_data, self.wr_data, wr2_data, wr3_data)
+        for hit, value in reversed(list(zip(hits, newest_first))):
+            with m.If(hit):                                  # the newest write wins
+                m.d.sync += old.eq(value)
         m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
         return w_data
 
