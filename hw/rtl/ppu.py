@@ -205,8 +205,8 @@ class PostProcessor(wiring.Component):
         cycle later the window's value so far is the newest of: the write formed this cycle and
         the three before it (the last three still on their way to the memory), the read data.
         Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
-        the address stages one step earlier), so only the newest hit's multiplexer stands in
-        front of ``old``. The write's value is ``max(old, y)`` unless the beat is its window's
+        the address stages one step earlier), and the compare only enables ``old``'s
+        register. The write's value is ``max(old, y)`` unless the beat is its window's
         first; returns it."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
@@ -223,15 +223,22 @@ class PostProcessor(wiring.Component):
         # then): the write formed k + 1 cycles before it goes to the same window (k = 0: the
         # one formed next cycle, whose address is addr[-2] now)
         hits = [Signal(name=f"hit{k}") for k in range(4)]
-        m.d.sync += [hits[0].eq(valid[-2] & (addr[-2] == addr[-3])),
+        keep, hit0 = Signal(name="pool_keep"), valid[-2] & (addr[-2] == addr[-3])
+        m.d.sync += [hits[0].eq(hit0), keep.eq(hit0 & ~first[-2]),
                      hits[1].eq(valid[-1] & (addr[-1] == addr[-3])),
                      hits[2].eq(self.wr_en & (self.wr_addr == addr[-3])),
                      hits[3].eq(wr2_en & (wr2_addr == addr[-3]))]
-        m.d.sync += old.eq(rd_q)
-        newest_first = (w_data, self.wr_data, wr2_data, wr3_data)
-        for hit, value in reversed(list(zip(hits, newest_first))):
-            with m.If(hit):                                  # the newest write wins
-                m.d.sync += old.eq(value)
+        # The newest write that hits wins. With hit 0 by a write that is not its window's first
+        # (`keep`) the value is max(old, y): `old` holds unless y > old. So the compare drives
+        # the register's enable alone (one LUT: the loop old → compare → old has nothing else
+        # in it) and its data never depend on it: y for hit 0, else the older writes or read.
+        older = Signal(signed(8), name="pool_older")
+        m.d.comb += older.eq(rd_q)
+        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, wr2_data, wr3_data)))):
+            with m.If(hit):
+                m.d.comb += older.eq(value)
+        with m.If(~keep | (y11 > old)):
+            m.d.sync += old.eq(Mux(hits[0], y11, older))
         m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
         return w_data
 
