@@ -58,6 +58,12 @@ class PostProcessor(wiring.Component):
     pooling : bool
         Whether a layer of the network has a fused max-pool: without, the unit never reads the
         feature map (no read-modify-write, ``rd_en`` stays low, ``first`` is ignored).
+    hold_by_enable : bool or None
+        How the max-pool's compare reaches its running value ``old``: as the register's enable
+        alone (True; one LUT after the compare's carry chain: the ECP5 25F digits core's loop,
+        8.5 ns before) or through the forwarding multiplexer into its data (False). None: True
+        except on iCE40, where the eight logic cells of a tile share one clock enable and the
+        enable form placed slower (UP5K digits 42.7 against 44.6 MHz median over six seeds).
 
     Raises
     ------
@@ -96,13 +102,14 @@ class PostProcessor(wiring.Component):
     """
 
     def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, family=None,
-                 interval=1, pooling=True):
+                 interval=1, pooling=True, hold_by_enable=None):
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         if interval not in (1, 2):
             raise ValueError(f"interval={interval!r}: a post-processor takes a beat every 1 or "
                              f"2 cycles")
         self.interval, self.pooling = interval, pooling
+        self.hold_by_enable = family != "ice40" if hold_by_enable is None else hold_by_enable
         self.latency = ppu_latency(interval)
         self.acc_width = acc_width
         self.params = params
@@ -205,9 +212,9 @@ class PostProcessor(wiring.Component):
         cycle later the window's value so far is the newest of: the write formed this cycle and
         the three before it (the last three still on their way to the memory), the read data.
         Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
-        the address stages one step earlier), and the compare only enables ``old``'s
-        register. The write's value is ``max(old, y)`` unless the beat is its window's
-        first; returns it."""
+        the address stages one step earlier), so only the newest hit's multiplexer (or with
+        ``hold_by_enable`` the register's enable) stands after the compare. The write's value
+        is ``max(old, y)`` unless the beat is its window's first; returns it."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
@@ -222,25 +229,38 @@ class PostProcessor(wiring.Component):
         # hit k, computed two cycles before a write's value is formed (its address is addr[-3]
         # then): the write formed k + 1 cycles before it goes to the same window (k = 0: the
         # one formed next cycle, whose address is addr[-2] now)
-        hits = [Signal(name=f"hit{k}") for k in range(4)]
-        keep, hit0 = Signal(name="pool_keep"), valid[-2] & (addr[-2] == addr[-3])
-        m.d.sync += [hits[0].eq(hit0), keep.eq(hit0 & ~first[-2]),
+        hits, hit0 = [Signal(name=f"hit{k}") for k in range(4)], valid[-2] & (addr[-2] == addr[-3])
+        m.d.sync += [hits[0].eq(hit0),
                      hits[1].eq(valid[-1] & (addr[-1] == addr[-3])),
                      hits[2].eq(self.wr_en & (self.wr_addr == addr[-3])),
                      hits[3].eq(wr2_en & (wr2_addr == addr[-3]))]
-        # The newest write that hits wins. With hit 0 by a write that is not its window's first
-        # (`keep`) the value is max(old, y): `old` holds unless y > old. So the compare drives
-        # the register's enable alone (one LUT: the loop old → compare → old has nothing else
-        # in it) and its data never depend on it: y for hit 0, else the older writes or read.
+        if self.hold_by_enable:
+            self._hold_by_enable(m, hits, hit0 & ~first[-2], old, y11, rd_q,
+                                 (wr2_data, wr3_data))
+        else:
+            m.d.sync += old.eq(rd_q)
+            newest_first = (w_data, self.wr_data, wr2_data, wr3_data)
+            for hit, value in reversed(list(zip(hits, newest_first))):
+                with m.If(hit):                              # the newest write wins
+                    m.d.sync += old.eq(value)
+        m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
+        return w_data
+
+    def _hold_by_enable(self, m, hits, keep_next, old, y11, rd_q, older_writes):
+        """``old``'s update with the compare on its enable alone (``hold_by_enable``): with hit
+        0 by a window's later write (``keep``, registered beside the hits) the value is
+        ``max(old, y)``, so ``old`` holds unless ``y > old``; otherwise it takes y (hit 0 by a
+        window's first write) or the newest older write that hits, else the read. One LUT
+        follows the compare's carry chain in the loop ``old → old``."""
+        keep = Signal(name="pool_keep")
+        m.d.sync += keep.eq(keep_next)
         older = Signal(signed(8), name="pool_older")
         m.d.comb += older.eq(rd_q)
-        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, wr2_data, wr3_data)))):
+        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, *older_writes)))):
             with m.If(hit):
                 m.d.comb += older.eq(value)
         with m.If(~keep | (y11 > old)):
             m.d.sync += old.eq(Mux(hits[0], y11, older))
-        m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
-        return w_data
 
     def _products(self, m, stage, x2, m02, n2, valid):
         """Stage 3 (two stages with an interval of two): the partial products

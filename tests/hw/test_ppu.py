@@ -211,13 +211,15 @@ def test_random(case, rounding):
 # Pooling read-modify-write and its read count
 
 
+@pytest.mark.parametrize("hold_by_enable", [True, False])
 @pytest.mark.parametrize("interval", [1, 2])
-def test_pooling_max_and_read_enable(interval):
+def test_pooling_max_and_read_enable(interval, hold_by_enable):
     """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
     other cycle, too: the unit forwards its last four writes over the read-before-write port),
     and ``rd_en`` is high exactly once per such beat, ``latency − 4`` cycles after it entered
     (the engine counts its feature-map reads from it). With an ``interval`` of 2 the beats come
-    every other cycle."""
+    every other cycle. Both forms of the running maximum's update (the compare on the
+    register's enable, or in its data: iCE40) give the same writes."""
     from amaranth.sim import Simulator
 
     from cnnforge.hw.rtl.ppu import PostProcessor
@@ -230,7 +232,7 @@ def test_pooling_max_and_read_enable(interval):
              (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0),
              (6, 7, 1), (4, 8, 1), (2, 9, 1), (8, 10, 1), (10, 7, 0), (-4, 8, 0), (6, 9, 0),
              (2, 10, 0), (4, 7, 0)]
-    dut = PostProcessor(16, params, 4, interval=interval)
+    dut = PostProcessor(16, params, 4, interval=interval, hold_by_enable=hold_by_enable)
     fm, reads, read_cycles = {}, [], []
 
     async def bench(ctx):
