@@ -208,19 +208,21 @@ class PostProcessor(wiring.Component):
         """The fused max-pool's read-modify-write: the pooling read issued three cycles before
         the value of the write is formed (four before the registered write reaches the feature
         map), its data registered as it comes out of the block RAM (``rd_q``: nothing between
-        the RAM and that register); a
-        cycle later the window's value so far is the newest of: the write formed this cycle and
-        the three before it (the last three still on their way to the memory), the read data.
-        Which of them hit the window is decided a cycle ahead (``hit0..3``, registered, from
-        the address stages one step earlier), so only the newest hit's multiplexer (or with
-        ``hold_by_enable`` the register's enable) stands after the compare. The write's value
-        is ``max(old, y)`` unless the beat is its window's first; returns it."""
+        the RAM and that register); a cycle later the window's value so far is the newest of:
+        the write formed this cycle and the three before it (the last three still on their way
+        to the memory), the read data. Which of them hit the window is decided a cycle ahead
+        (``hit0..3``, registered, from the address stages one step earlier), so only the
+        newest hit's multiplexer stands after the compare; with ``hold_by_enable`` only the
+        register's enable (hit 0 by a window's later write: ``old`` holds unless ``y > old``,
+        and otherwise takes a value that needs no compare: y or the older writes' and read's).
+        The write's value is ``max(old, y)`` unless the beat is its window's first; returns
+        it."""
         m.d.comb += self.rd_addr.eq(addr[-4])
         rd_q = stage("rd_q", signed(8))
         m.d.sync += rd_q.eq(self.rd_data)
-        old = stage("old", signed(8))
+        old, gt = stage("old", signed(8)), Signal(name="pool_gt")
         w_data = Signal(signed(8), name="pool_data")
-        m.d.comb += w_data.eq(Mux(first[-1] | (y11 > old), y11, old))
+        m.d.comb += [gt.eq(y11 > old), w_data.eq(Mux(first[-1] | gt, y11, old))]
         # the writes formed 1 (the registered outputs), 2 and 3 cycles ago
         wr2_en, wr2_addr = Signal(name="wr2_en"), stage("wr2_addr", addr[-1].shape())
         wr2_data, wr3_data = stage("wr2_data", signed(8)), stage("wr3_data", signed(8))
@@ -229,38 +231,24 @@ class PostProcessor(wiring.Component):
         # hit k, computed two cycles before a write's value is formed (its address is addr[-3]
         # then): the write formed k + 1 cycles before it goes to the same window (k = 0: the
         # one formed next cycle, whose address is addr[-2] now)
-        hits, hit0 = [Signal(name=f"hit{k}") for k in range(4)], valid[-2] & (addr[-2] == addr[-3])
-        m.d.sync += [hits[0].eq(hit0),
+        hits = [Signal(name=f"hit{k}") for k in range(4)]
+        m.d.sync += [hits[0].eq(valid[-2] & (addr[-2] == addr[-3])),
                      hits[1].eq(valid[-1] & (addr[-1] == addr[-3])),
                      hits[2].eq(self.wr_en & (self.wr_addr == addr[-3])),
                      hits[3].eq(wr2_en & (wr2_addr == addr[-3]))]
-        if self.hold_by_enable:
-            self._hold_by_enable(m, hits, hit0 & ~first[-2], old, y11, rd_q,
-                                 (wr2_data, wr3_data))
-        else:
-            m.d.sync += old.eq(rd_q)
-            newest_first = (w_data, self.wr_data, wr2_data, wr3_data)
-            for hit, value in reversed(list(zip(hits, newest_first))):
-                with m.If(hit):                              # the newest write wins
-                    m.d.sync += old.eq(value)
-        m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
-        return w_data
-
-    def _hold_by_enable(self, m, hits, keep_next, old, y11, rd_q, older_writes):
-        """``old``'s update with the compare on its enable alone (``hold_by_enable``): with hit
-        0 by a window's later write (``keep``, registered beside the hits) the value is
-        ``max(old, y)``, so ``old`` holds unless ``y > old``; otherwise it takes y (hit 0 by a
-        window's first write) or the newest older write that hits, else the read. One LUT
-        follows the compare's carry chain in the loop ``old → old``."""
-        keep = Signal(name="pool_keep")
-        m.d.sync += keep.eq(keep_next)
+        # the newest of the writes formed 1 to 3 cycles ago that hits, else the read
         older = Signal(signed(8), name="pool_older")
         m.d.comb += older.eq(rd_q)
-        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, *older_writes)))):
+        for hit, value in reversed(list(zip(hits[1:], (self.wr_data, wr2_data, wr3_data)))):
             with m.If(hit):
                 m.d.comb += older.eq(value)
-        with m.If(~keep | (y11 > old)):
-            m.d.sync += old.eq(Mux(hits[0], y11, older))
+        if self.hold_by_enable:
+            with m.If(~hits[0] | first[-1] | gt):
+                m.d.sync += old.eq(Mux(hits[0], y11, older))
+        else:
+            m.d.sync += old.eq(Mux(hits[0], w_data, older))
+        m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
+        return w_data
 
     def _products(self, m, stage, x2, m02, n2, valid):
         """Stage 3 (two stages with an interval of two): the partial products

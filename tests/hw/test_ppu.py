@@ -231,7 +231,10 @@ def test_pooling_max_and_read_enable(interval, hold_by_enable):
              (20, 3, 1), (2, 2, 0), (40, 3, 0), (12, 2, 0), (-2, 3, 0), (14, 2, 0),
              (8, 4, 1), (2, 5, 1), (-6, 6, 1), (12, 4, 0), (0, 5, 0), (-2, 6, 0), (4, 4, 0),
              (6, 7, 1), (4, 8, 1), (2, 9, 1), (8, 10, 1), (10, 7, 0), (-4, 8, 0), (6, 9, 0),
-             (2, 10, 0), (4, 7, 0)]
+             (2, 10, 0), (4, 7, 0),
+             # four back to back, the third below the maximum so far (it must hold for the
+             # fourth)
+             (2, 11, 1), (8, 11, 0), (-4, 11, 0), (6, 11, 0)]
     dut = PostProcessor(16, params, 4, interval=interval, hold_by_enable=hold_by_enable)
     fm, reads, read_cycles = {}, [], []
 
@@ -265,7 +268,7 @@ def test_pooling_max_and_read_enable(interval, hold_by_enable):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1, 7: 5, 8: 2, 9: 3, 10: 4}
+    assert fm == {0: 15, 1: 4, 2: 7, 3: 20, 4: 6, 5: 1, 6: -1, 7: 5, 8: 2, 9: 3, 10: 4, 11: 4}
     not_first = [t for t, (_, _, first) in enumerate(beats) if not first]
     assert read_cycles == [interval * t + dut.latency - 4 for t in not_first]
     assert reads == [beats[t][1] for t in not_first]
