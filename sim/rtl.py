@@ -21,7 +21,8 @@ __all__ = ["rtl_gemm", "rtl_requantize", "rtl_accelerator", "split_debug_stream"
            "debug_stream_size"]
 
 
-def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=None):
+def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=None,
+             product_registers=1):
     """``W @ X`` on a ``rows × cols`` :class:`SystolicArray`, passes back to back.
 
     Parameters
@@ -36,6 +37,8 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=No
         The row inputs of the depthwise row mapping (``x_from_rows`` high): ``row_stream[t, r]``
         at row r's edge in beat t of the run (passes back to back), so that PE (r, c) of pass
         p multiplies ``W[p, r, k]`` by ``row_stream[p·beats + k + c, r]``.
+    product_registers : int
+        The array's ``product_registers`` (1 or 2).
 
     Returns
     -------
@@ -45,7 +48,8 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=No
     inputs = np.asarray(inputs)
     passes, _, k = weights.shape
     beats = max(k + bubbles, rows * cols + 1)
-    dut = SystolicArray(rows, cols, acc_width, row_inputs=row_stream is not None)
+    dut = SystolicArray(rows, cols, acc_width, row_inputs=row_stream is not None,
+                        product_registers=product_registers)
     out = np.zeros((passes, rows, cols), np.int64)
 
     async def drive(ctx):

@@ -48,7 +48,8 @@ def random_images(qnet, count, seed):
 
 
 def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
-                  lutram_buffers=False, ppu_interval=1, loader_lanes=1, **kwargs):
+                  lutram_buffers=False, ppu_interval=1, loader_lanes=1, product_registers=1,
+                  **kwargs):
     """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
     from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
     has to cut layers into several tiles."""
@@ -57,7 +58,8 @@ def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct"
     def config(budget):
         return AcceleratorConfig(rows, cols, input_buffer_bytes=budget, dataflow=dataflow,
                                  algorithm=algorithm, lutram_buffers=lutram_buffers,
-                                 ppu_interval=ppu_interval, loader_lanes=loader_lanes)
+                                 ppu_interval=ppu_interval, loader_lanes=loader_lanes,
+                                 product_registers=product_registers)
     for _ in range(20):
         try:
             compile_network(qnet, config(budget), **kwargs)

@@ -89,13 +89,22 @@ class Device:
         return AcceleratorConfig(rows, cols, **{
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
             "ppu_interval": self.ppu_interval(rows, cols), "loader_lanes": self.loader_lanes,
-            **kwargs})
+            "product_registers": self.product_registers, **kwargs})
 
     @property
     def loader_lanes(self):
         """``AcceleratorConfig.loader_lanes`` for this device: two on ECP5 (the feature map's
         second read port feeds the loader's second lane); one on the iCE40, whose feature
         maps may go to single-port SPRAM and whose LUTs the UP5K's array needs."""
+        return 2 if self.family == "ecp5" else 1
+
+    @property
+    def product_registers(self):
+        """``AcceleratorConfig.product_registers`` for this device: two on ECP5, where the
+        route from a ``MULT18X18D``'s output register to the accumulator's carry chain was the
+        LFE5U-85F digits core's critical path (8.6 ns); one on the iCE40, whose ``SB_MAC16``
+        pairs sit beside the fabric and whose every flip-flop takes a logic cell the UP5K's
+        arrays need."""
         return 2 if self.family == "ecp5" else 1
 
     @property

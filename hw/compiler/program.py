@@ -101,6 +101,12 @@ class AcceleratorConfig:
         lanes take x and x + stride of a tile row (x-banked) or channels n and n + 1
         (channel-banked, on an even number of rows): two different banks
         (:func:`loader_pairing`). Not with ``spram_feature_maps`` (single-port blocks).
+    product_registers : int
+        Registers after each PE's multiply: 1, or 2 (the ECP5 designs: the product leaves the
+        ``MULT18X18D``'s output register into a fabric register, so the route out of the DSP
+        block and the accumulator's carry chain are in different cycles). The array's latency
+        is one cycle longer with 2 (:func:`~cnnforge.hw.models.timing.array_latency`); the
+        values are the same.
 
     Raises
     ------
@@ -118,6 +124,7 @@ class AcceleratorConfig:
     spram_weights: bool = False
     ppu_interval: int = 1
     loader_lanes: int = 1
+    product_registers: int = 1
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -134,6 +141,9 @@ class AcceleratorConfig:
         if self.loader_lanes not in (1, 2):
             raise ConfigError(f"loader_lanes={self.loader_lanes}: the tile loader moves 1 or 2 "
                               "values a cycle")
+        if self.product_registers not in (1, 2):
+            raise ConfigError(f"product_registers={self.product_registers}: a PE registers its "
+                              "product once or twice")
         if self.loader_lanes > 1 and self.spram_feature_maps:
             raise ConfigError("loader_lanes=2 reads the feature map on two ports at once: not "
                               "with spram_feature_maps (one single-port block per slot)")
@@ -860,7 +870,7 @@ def addr_width(depth):
 #: Configuration fields a plan records besides the array and the buffer budget (their
 #: defaults when a plan does not give them).
 PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
-               "spram_weights": False, "loader_lanes": 1}
+               "spram_weights": False, "loader_lanes": 1, "product_registers": 1}
 
 
 def load_plan(plan, source="plan"):

@@ -243,7 +243,7 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     R, C = cfg.rows, cfg.cols
     tr0, tc0, rows, cols = tile
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C)
+    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C, cfg.product_registers)
     K, M = v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -307,7 +307,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
     """
     R, C = cfg.rows, cfg.cols
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C)
+    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C, cfg.product_registers)
     df, K, M = Dataflow(v["df"]), v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -369,7 +369,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
     serializer (4·R·C outputs per set). Returns (cycle the tile's input half is released,
     updated end). ``st`` carries the handshake state across tiles."""
     R, C, N, MB, L = cfg.rows, cfg.cols, v["N"], v["MB"], v["L"]
-    A = 1 + array_latency(R, C)
+    A = 1 + array_latency(R, C, cfg.product_registers)
     groups_t = _ceil_div(cols, C)
     cycle = start
     for row in range(rows):

@@ -74,21 +74,24 @@ def tile_read_latency(lutram):
     return 2 if lutram else 1
 
 
-def array_latency(rows, cols):
+def array_latency(rows, cols, product_registers=1):
     """Cycles from a beat at the PE array's edge to its results.
 
     Cycles to ``done`` (its pass's results are in the PEs' result registers) or to its column
     sums on ``psums``: one edge register, R − 1 + C − 1 cycles of skew and travel, the product
-    register, one to the result or partial sum.
+    registers, one to the result or partial sum.
 
     Parameters
     ----------
     rows, cols : int
         Array size.
+    product_registers : int
+        Registers after each PE's multiply (``AcceleratorConfig.product_registers``): 1, or 2
+        (ECP5: the route out of the DSP block in a cycle of its own).
 
     Returns
     -------
     int
-        ``rows + cols + 1``.
+        ``rows + cols + product_registers``.
     """
-    return rows + cols + 1
+    return rows + cols + product_registers

@@ -167,7 +167,8 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width, family=family,
                                                    row_inputs=prog.depthwise_rows,
-                                                   stationary=prog.stationary)
+                                                   stationary=prog.stationary,
+                                                   product_registers=cfg.product_registers)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
                                                family=family, interval=cfg.ppu_interval,
                                                pooling=prog.pooling)

@@ -15,8 +15,10 @@ after ``done``) never loses one.
 
 Pipelining: the edge operands and control are registered once more before the skew (so the
 block RAMs feeding the edge have a cycle of their own), and every PE registers its product
-before accumulating (so a DSP multiply and an adder never share a cycle): the array's latency
-is R + C + 1 (:func:`cnnforge.hw.models.timing.array_latency`).
+before accumulating (so a DSP multiply and an adder never share a cycle), once or twice
+(``product_registers``: the second keeps the route out of the DSP block apart from the carry
+chain): the array's latency is R + C + ``product_registers``
+(:func:`cnnforge.hw.models.timing.array_latency`).
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed
@@ -96,6 +98,10 @@ class ProcessingElement(wiring.Component):
         Only with ``shared_multiplier``: the multiply's operands of this cycle, and their
         product registered (the cycle after), from a multiplier the array shares between two
         PEs (:func:`~cnnforge.hw.rtl.common.ice40_product_pair`).
+    product_registers : int
+        1, or 2: the product (in the DSP block's register) registered once more in the fabric
+        before the sums use it; ``result`` and ``psum_out`` then come a cycle later (the PE
+        below is a cycle later as well, so the partial sums still meet).
 
     With ``stationary=False`` the PE is output stationary only: ``mode``, ``preload`` and
     ``psum_in`` are ignored, ``psum_out`` stays 0 (no stationary registers for a network
@@ -103,8 +109,9 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, acc_width, w_width=8, x_width=8, *, family=None,
-                 shared_multiplier=False, stationary=True):
+                 shared_multiplier=False, stationary=True, product_registers=1):
         self.acc_width = acc_width
+        self.product_registers = product_registers
         self.w_width, self.x_width = w_width, x_width
         self.family = family
         self.shared_multiplier = shared_multiplier
@@ -132,7 +139,7 @@ class ProcessingElement(wiring.Component):
         stat, stat_next = Signal(signed(stat_width)), Signal(signed(stat_width))
         operand = Signal(signed(stat_width))
         # the product is registered (the multiplier alone in its cycle), with the control bits
-        # of its beat; the sums use it one cycle after the operands arrived
+        # of its beat; the sums use it product_registers cycles after the operands arrived
         product = Signal(signed(self.w_width + stat_width))
         ctl = Signal(BeatControl)
         swapping = self.ctl_in.valid & self.ctl_in.swap
@@ -146,15 +153,18 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
+        dsp_product = Signal.like(product, name="dsp_product")
         if self.shared_multiplier:
             m.d.comb += [self.mul_a.eq(self.w_in), self.mul_b.eq(operand),
-                         product.eq(self.mul_p)]
+                         dsp_product.eq(self.mul_p)]
         else:
-            product_register(m, self.family, "mult", self.w_in, operand, product)
+            product_register(m, self.family, "mult", self.w_in, operand, dsp_product)
+        m.d.comb += product.eq(delay(m, dsp_product, self.product_registers - 1, "product_q"))
         # (output stationary only: the stationary bits are not registered, see delay_beat)
+        m.d.comb += ctl.eq(delay_beat(m, self.ctl_in, self.product_registers, "ctl",
+                                      self.stationary))
         for field in beat_fields(self.stationary):
-            m.d.sync += [ctl[field].eq(self.ctl_in[field]),
-                         self.ctl_out[field].eq(self.ctl_in[field])]
+            m.d.sync += self.ctl_out[field].eq(self.ctl_in[field])
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in)]
         if self.stationary:
             m.d.sync += self.psum_out.eq(self.psum_in + product)
@@ -194,6 +204,8 @@ class SystolicArray(wiring.Component):
     stationary : bool
         Build the stationary-operand mode (IR/WR); without it the array is output stationary
         only (``mode``, the preloads and ``psums`` unused).
+    product_registers : int
+        Registers after each PE's multiply (see :class:`ProcessingElement`).
 
     Members
     -------
@@ -226,13 +238,14 @@ class SystolicArray(wiring.Component):
         control bits, ``latency`` cycles after the beat entered the edge.
     latency : int
         Cycles from a beat at the edge to ``done`` / ``psums`` (:func:`array_latency`,
-        R + C + 1).
+        R + C + ``product_registers``).
     """
 
     def __init__(self, rows, cols, acc_width, w_width=8, x_width=8, *, family=None,
-                 row_inputs=False, stationary=True):
+                 row_inputs=False, stationary=True, product_registers=1):
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
+        self.product_registers = product_registers
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
         self.w_width, self.x_width = w_width, x_width
         self.family = family
@@ -257,7 +270,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self):
-        return array_latency(self.rows, self.cols)
+        return array_latency(self.rows, self.cols, self.product_registers)
 
     @property
     def paired(self):
@@ -293,7 +306,8 @@ class SystolicArray(wiring.Component):
             m.d.sync += [preload_data[c].eq(self.preload_data[c]) for c in range(C)]
         pes = [[ProcessingElement(self.acc_width, self.w_width, self.x_width,
                                   family=self.family, shared_multiplier=self.paired,
-                                  stationary=self.stationary)
+                                  stationary=self.stationary,
+                                  product_registers=self.product_registers)
                 for _ in range(C)]
                for _ in range(R)]
         if self.paired:
@@ -337,8 +351,9 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 m.d.comb += self.results[r][c].eq(pes[r][c].result)
-        # the corner's control bits, aligned with its result / partial sum (product register)
-        corner = delay_beat(m, pes[R - 1][C - 1].ctl_out, 1, "corner", self.stationary)
+        # the corner's control bits, aligned with its result / partial sum (product registers)
+        corner = delay_beat(m, pes[R - 1][C - 1].ctl_out, self.product_registers, "corner",
+                            self.stationary)
         m.d.comb += [self.done.eq(corner.valid & corner.last & (self.mode == 0)),
                      self.psum_ctl.eq(corner)]
         return m

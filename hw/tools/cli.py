@@ -56,11 +56,11 @@ def _compile(args):
     if getattr(args, "plan", None):
         plan = load_plan(args.plan)
         cfg = plan["config"]
-        if device:                  # the device's tile buffer kind, requantizer interval and
-            plan["config"] = dataclasses.replace(               # loader lanes
+        if device:                  # the device's tile buffer kind, requantizer interval,
+            plan["config"] = dataclasses.replace(      # loader lanes and product registers
                 cfg, lutram_buffers=device.lutram_buffers,
                 ppu_interval=device.ppu_interval(cfg.rows, cfg.cols),
-                loader_lanes=device.loader_lanes)
+                loader_lanes=device.loader_lanes, product_registers=device.product_registers)
         program = compile_network(qnet, **plan)
     else:
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)

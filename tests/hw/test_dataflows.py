@@ -241,17 +241,19 @@ def test_mixed_dataflows(mix):
 RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (2, 3), (3, 2),
                                                                        (4, 4)]),
               dataflow=st.sampled_from(DATAFLOWS), tight=st.booleans(),
-              lanes=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+              lanes=st.sampled_from([1, 2]), products=st.sampled_from([1, 2]),
+              seed=st.integers(0, 2**32 - 1))
 
 
-def check_random(net, array, dataflow, tight, lanes, seed, max_cycles):
+def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles):
     qnet = quantize(net)
     if tight:
         program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
-                                algorithms=direct(qnet))
+                                product_registers=products, algorithms=direct(qnet))
     else:
         program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
-                                                          loader_lanes=lanes),
+                                                          loader_lanes=lanes,
+                                                          product_registers=products),
                                   algorithms=direct(qnet))
     assume(network_model(program)[1] <= max_cycles)      # keep the Python simulation short
     check_dataflow(program, random_images(qnet, 1, seed))
@@ -261,11 +263,11 @@ def check_random(net, array, dataflow, tight, lanes, seed, max_cycles):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(**RANDOM)
-def test_random_shapes(net, array, dataflow, tight, lanes, seed):
+def test_random_shapes(net, array, dataflow, tight, lanes, products, seed):
     """Random conv (kernel 1-3, stride 1-2, padding 0-1, channels 1-7, maps 3-9, optional
     activation and pool) + Linear, each dataflow, default or smallest buffer, one or two
-    loader lanes."""
-    check_random(net, array, dataflow, tight, lanes, seed, max_cycles=3000)
+    loader lanes, one or two product registers in the PEs."""
+    check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles=3000)
 
 
 @pytest.mark.slow
@@ -273,9 +275,9 @@ def test_random_shapes(net, array, dataflow, tight, lanes, seed):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(**RANDOM)
-def test_random_shapes_many(net, array, dataflow, tight, lanes, seed):
+def test_random_shapes_many(net, array, dataflow, tight, lanes, products, seed):
     """As :func:`test_random_shapes`, many more and longer cases."""
-    check_random(net, array, dataflow, tight, lanes, seed, max_cycles=12000)
+    check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles=12000)
 
 
 @pytest.mark.parametrize("dataflow", DATAFLOWS)
@@ -314,11 +316,12 @@ def test_two_loader_lanes(shape, dataflow, array, lutram):
     """``loader_lanes=2``: x pairs (x-banked layouts: stride 1 and 2, padding 0 and 1, ragged
     rows), channel pairs (WR's channel-banked tile on an even number of rows; odd channel
     counts leave lane 1 idle on the last pair), one lane in layers with a fused max-pool; with
-    ``lutram_buffers`` as the ECP5 designs (the feature map's data registered twice); maps ==
-    golden, counters and cycles == model."""
+    ``lutram_buffers`` and two product registers as the ECP5 designs (the feature map's data
+    registered twice); maps == golden, counters and cycles == model."""
     qnet = quantize(SHAPES[shape]())
     program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=2,
-                            lutram_buffers=lutram, algorithms=direct(qnet))
+                            lutram_buffers=lutram, product_registers=1 + lutram,
+                            algorithms=direct(qnet))
     pairs = [layer.values["ld_pair"] for layer in program.layers]
     assert not pairs[0] if shape == "3x3-pool" else any(pairs)
     check_dataflow(program, random_images(qnet, 1, 11))

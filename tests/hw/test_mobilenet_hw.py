@@ -69,15 +69,17 @@ def depthwise_network(draw):
 def random_program(net, array, tight, lutram, interval, dataflow, lanes):
     """``net`` compiled for ``array`` as the random depthwise tests draw it (the dense layers'
     ``dataflow`` network-wide: output reuse only with ``interval`` 2; ``lanes`` loader
-    lanes)."""
+    lanes; with ``lutram`` two product registers in the PEs, as the ECP5 designs)."""
     qnet = quantize(net)
     dataflow = "or" if interval > 1 else dataflow
     if tight:
         return compile_tight(qnet, *array, dataflow=dataflow, lutram_buffers=lutram,
-                             ppu_interval=interval, loader_lanes=lanes)
+                             ppu_interval=interval, loader_lanes=lanes,
+                             product_registers=1 + lutram)
     return compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
                                                    lutram_buffers=lutram,
-                                                   ppu_interval=interval, loader_lanes=lanes))
+                                                   ppu_interval=interval, loader_lanes=lanes,
+                                                   product_registers=1 + lutram))
 
 
 DRAWS = (depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),

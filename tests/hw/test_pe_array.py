@@ -37,10 +37,11 @@ def random_operands(rng, passes, rows, cols, k):
     return w, x
 
 
-def check(weights, inputs, rows, cols, bubbles=0, acc_width=None):
+def check(weights, inputs, rows, cols, bubbles=0, acc_width=None, product_registers=1):
     k = weights.shape[2]
     acc_width = acc_width_for(k) if acc_width is None else acc_width
-    got = rtl_gemm(weights, inputs, rows, cols, acc_width=acc_width, bubbles=bubbles)
+    got = rtl_gemm(weights, inputs, rows, cols, acc_width=acc_width, bubbles=bubbles,
+                   product_registers=product_registers)
     expected = golden_gemm(weights, inputs)
     assert got.shape == expected.shape
     bad = np.argwhere(got != expected)
@@ -131,10 +132,11 @@ def test_many_passes_back_to_back():
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 8), cols=st.integers(1, 8), k=st.integers(1, 40),
        passes=st.integers(1, 4), bubbles=st.sampled_from([0, 0, 1, 2, 5]),
-       seed=st.integers(0, 2**32 - 1))
-def test_random_shapes(rows, cols, k, passes, bubbles, seed):
+       products=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_random_shapes(rows, cols, k, passes, bubbles, products, seed):
+    """Random sizes, reductions and bubbles, one or two product registers per PE."""
     w, x = random_operands(np.random.default_rng(seed), passes, rows, cols, k)
-    check(w, x, rows, cols, bubbles=bubbles)
+    check(w, x, rows, cols, bubbles=bubbles, product_registers=products)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,11 +154,22 @@ def test_constructor_refuses_empty_array(rows, cols):
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (2, 5), (8, 8)])
-def test_parameters_and_latency(rows, cols):
-    array = SystolicArray(rows, cols, 20)
+@pytest.mark.parametrize("products", [1, 2])
+def test_parameters_and_latency(rows, cols, products):
+    array = SystolicArray(rows, cols, 20, product_registers=products)
     assert (array.rows, array.cols, array.acc_width) == (rows, cols, 20)
-    assert array.latency == rows + cols + 1
+    assert array.latency == rows + cols + products
     Fragment.get(array, None)                # elaborates (and marks the component used)
+
+
+@pytest.mark.parametrize("rows, cols, k", [(1, 1, 1), (3, 2, 7), (8, 8, 65)])
+def test_two_product_registers(rows, cols, k):
+    """``product_registers=2`` (ECP5): the same sums a cycle later, passes back to back at the
+    shortest pass (R·C + 1 beats) with the int8 extremes."""
+    rng = np.random.default_rng(rows * 100 + cols + k)
+    w, x = random_operands(rng, 3, rows, cols, k)
+    w[0], x[0] = -127, -128
+    check(w, x, rows, cols, product_registers=2)
 
 
 @pytest.mark.parametrize("rows, cols, k", [(1, 1, 9), (2, 2, 12), (4, 2, 12), (3, 5, 7),
@@ -165,7 +178,8 @@ def test_parameters_and_latency(rows, cols):
 def test_row_inputs(rows, cols, k, bubbles):
     """The depthwise row mapping's inputs (``x_rows``, ``x_from_rows``): PE (r, c) multiplies
     the weight of beat k by row r's value of beat k + c (broadcast along the row, skewed by
-    the row only), passes back to back, all-extreme operands included."""
+    the row only), passes back to back, all-extreme operands included (with bubbles, two
+    product registers per PE)."""
     rng = np.random.default_rng(rows * 100 + cols * 10 + k + bubbles)
     passes = 4
     beats = max(k + bubbles, rows * cols + 1)
@@ -175,7 +189,7 @@ def test_row_inputs(rows, cols, k, bubbles):
     stream[:beats] = -128
     x = np.zeros((passes, k, cols), np.int8)
     got = rtl_gemm(w, x, rows, cols, acc_width=acc_width_for(k), bubbles=bubbles,
-                   row_stream=stream)
+                   row_stream=stream, product_registers=1 + bubbles % 2)
     expected = np.zeros((passes, rows, cols), np.int64)
     for p in range(passes):
         for c in range(cols):
