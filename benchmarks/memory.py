@@ -1,10 +1,11 @@
 """Memory plans of the bundled and MLPerf Tiny models on the three target FPGAs: block RAM (EBR),
 LUT RAM and SPRAM used against each device's budget, and whether the design fits.
 
-Each model is compiled for the design ``cnnforge synth --device`` builds on that device (its
-default array: up5k 2x2 direct, lfe5u-25f 4x4, lfe5u-85f 8x8; ECP5 input tile buffers in LUT
-RAM; on the UP5K the feature maps and weights moved into SPRAM where block RAM is too small,
-:func:`cnnforge.hw.compiler.memory.fit_memories`) and placed by
+Each model is compiled for the design ``cnnforge synth --device`` builds on that device (the
+array :func:`cnnforge.hw.compiler.memory.device_config` gives the network: up5k 4x3 direct, or
+4x2 where the 4x3's time-shared requantizer cannot run it, lfe5u-25f 4x4, lfe5u-85f 8x8; ECP5
+input tile buffers in LUT RAM; on the UP5K the feature maps and weights moved into SPRAM where
+block RAM is too small, :func:`cnnforge.hw.compiler.memory.fit_memories`) and placed by
 :func:`cnnforge.hw.compiler.memory.plan_memory` (where the RTL puts every memory). Nothing is
 synthesized: the planner reproduces the block RAM
 counts of the digits network's synthesis runs (``tests/test_memory.py``); the other rows are
@@ -27,7 +28,8 @@ from pathlib import Path
 from common import machine_info
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import EBR, LUTRAM, SPRAM, fit_memories, plan_memory
+from cnnforge.hw.compiler.memory import (EBR, LUTRAM, SPRAM, device_config, fit_memories,
+                                         plan_memory)
 from cnnforge.hw.compiler.program import compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.frontend.quantize import quantize
@@ -89,7 +91,7 @@ def main():
     for name, path in MODELS.items():
         qnets[name] = qnet = load(path)
         for key, dev in DEVICES.items():
-            program, plan = fit_memories(qnet, dev.config(), dev)
+            program, plan = fit_memories(qnet, device_config(qnet, dev), dev)
             rows.append(row(name, program, key, plan))
     dev = DEVICES["lfe5u-85f"]
     vww = "VWW (MobileNetV1-0.25)"
@@ -99,9 +101,9 @@ def main():
     print_table(rows, "memory plans, each device's default design (cnnforge synth --device)")
     print_table(vww_rows, "VWW on lfe5u-85f at smaller arrays")
     result = {"machine": machine_info("amaranth"), "seconds": round(time.perf_counter() - t0, 1),
-              "designs": "each device's default (cnnforge synth --device): up5k 2x2 direct "
-                         "(SPRAM where block RAM is too small), lfe5u-25f 4x4, lfe5u-85f 8x8, "
-                         "ECP5 tile buffers in LUT RAM",
+              "designs": "each device's design for the network (cnnforge synth --device): "
+                         "up5k 4x3 or 4x2 direct (SPRAM where block RAM is too small), "
+                         "lfe5u-25f 4x4, lfe5u-85f 8x8, ECP5 tile buffers in LUT RAM",
               "results": rows, "vww_on_lfe5u_85f": vww_rows}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

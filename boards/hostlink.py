@@ -32,14 +32,15 @@ runs as fast as the engine's clock). The parser and the responder each keep a ru
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import crc, data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 from cnnforge.hw.compiler.program import weight_image
 from cnnforge.hw.rtl.accelerator import Accelerator
-from cnnforge.hw.rtl.common import NO_RW_CHECK
+from cnnforge.hw.rtl.common import NO_RW_CHECK, delay
 
 from cnnforge.boards.protocol import (SYNC, WEIGHT_CHUNK, ErrorCode, MessageType, crc8,
                                      weights_hash)
@@ -351,16 +352,29 @@ class ImageBuffer(wiring.Component):
     """One image in a memory (block RAM on iCE40), written byte by byte through ``w`` and
     streamed out once per ``start``.
 
-    ``busy`` rises the cycle after ``start``; ``o`` offers byte 0 one cycle later and then byte
-    ``k + 1`` in the cycle after byte ``k`` was taken (the read address runs ahead on a transfer,
-    so back-pressure costs no bubble). After the last byte has been taken ``busy`` and
-    ``o.valid`` fall and the next ``start`` streams the image again from byte 0. The buffer does
-    not keep the writer and the stream apart: writes while ``busy`` change the image being sent.
+    ``busy`` rises the cycle after ``start``; ``o`` offers byte 0 one cycle later (with
+    ``bank_words``: :attr:`first_byte_cycles` later) and then a byte in every cycle in which
+    the one before was taken. After the last byte has been taken ``busy`` and ``o.valid`` fall
+    and the next ``start`` streams the image again from byte 0. The buffer does not keep the
+    writer and the stream apart: writes while ``busy`` change the image being sent.
+
+    Without ``bank_words`` the read address runs ahead on a transfer (``o.ready`` chooses it),
+    so back-pressure costs no bubble. With ``bank_words`` (ECP5: 2048, a ``DP16KD`` block of
+    bytes) nothing combinational is in front of the memory or behind it: the memory is cut
+    into banks of ``bank_words`` bytes, the read address is a register, each bank's read data
+    and the bank multiplexer's output (with more than one bank) are registered, and the bytes
+    queue in a FIFO of :attr:`fifo_depth` entries that the reads never overfill (a read is
+    issued only while a credit is left: one per free entry, returned when ``o`` takes a byte);
+    the depth keeps a byte a cycle. Before, a large image's read was the block RAM's
+    clock-to-out, the banks' multiplexer and the FIFO's write in one cycle.
 
     Parameters
     ----------
     image_size : int
         Bytes in an image, at least 1 (the memory has at least two words).
+    bank_words : int or None
+        Bytes per bank of the registered, banked read; None: the read address chosen by the
+        transfer, the read data straight to ``o``.
 
     Members
     -------
@@ -374,11 +388,12 @@ class ImageBuffer(wiring.Component):
         The image is being streamed.
     """
 
-    def __init__(self, image_size):
+    def __init__(self, image_size, bank_words=None):
         if image_size < 1:
             self._MustUse__silence = True
             raise ValueError(f"an image has at least one byte, got {image_size}")
         self._image_size = image_size
+        self._bank_words = bank_words
         super().__init__({
             "w": Out(_image_write_signature(image_size)),
             "start": In(1),
@@ -391,8 +406,46 @@ class ImageBuffer(wiring.Component):
         """Bytes in an image."""
         return self._image_size
 
+    @property
+    def bank_words(self):
+        """Bytes per bank of the banked form, or None (the direct form)."""
+        return self._bank_words
+
+    @property
+    def banks(self):
+        """Memories the image is cut into (1 without ``bank_words``)."""
+        if self._bank_words is None:
+            return 1
+        return -(-max(2, self._image_size) // self._bank_words)
+
+    @property
+    def read_latency(self):
+        """Cycles from a read's address to its byte written into the FIFO (``bank_words``): the
+        memory's read, its data register, the bank multiplexer's register (several banks)."""
+        return 2 + (self.banks > 1)
+
+    @property
+    def fifo_depth(self):
+        """Entries of the output FIFO (``bank_words``; its output registered:
+        ``SyncFIFOBuffered``): a credit spends :attr:`read_latency` + 3 cycles from its read to
+        the cycle after its byte was taken, so as many keep a byte a cycle."""
+        return self.read_latency + 3
+
+    @property
+    def first_byte_cycles(self):
+        """Cycles from ``start`` to byte 0 on ``o``."""
+        return 2 if self._bank_words is None else self.read_latency + 3
+
     def elaborate(self, platform):
         m = Module()
+        if self._bank_words is None:
+            self._direct(m)
+        else:
+            self._banked(m)
+        return m
+
+    def _direct(self, m):
+        """The read address chosen by the transfer, the memory's read data on ``o``."""
         n_in = self._image_size
         # the parser writes an image only while no image is streamed (the responder is busy)
         m.submodules.image = image = memory.Memory(shape=8, depth=max(2, n_in), init=[],
@@ -410,7 +463,57 @@ class ImageBuffer(wiring.Component):
             m.d.sync += rd_idx.eq(rd_idx + 1)
             with m.If(rd_idx == n_in - 1):
                 m.d.sync += [self.busy.eq(0), self.o.valid.eq(0), rd_idx.eq(0)]
-        return m
+
+    def _banked(self, m):
+        """Banks read from a registered address, their data and multiplexer registered, the
+        bytes queued in a FIFO the reads take credits of."""
+        n_in, words, banks = self._image_size, self._bank_words, self.banks
+        depth = max(2, n_in)
+        bank_aw = ceil_log2(words) if banks > 1 else ceil_log2(depth)
+        rd_addr = Signal(range(depth))
+        issuing = Signal()                          # bytes left to read
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        issue = issuing & (credits != 0)
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=8, depth=self.fifo_depth)
+        take = out.r_rdy & self.o.ready
+        bank_q = []
+        for b in range(banks):
+            mem = memory.Memory(shape=8, depth=min(words, depth - b * words), init=[],
+                                attrs=NO_RW_CHECK)
+            m.submodules[f"image{b}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            hit = self.w.addr[bank_aw:] == b if banks > 1 else 1
+            m.d.comb += [wr.addr.eq(self.w.addr), wr.data.eq(self.w.data),
+                         wr.en.eq(self.w.en & hit), rd.addr.eq(rd_addr)]
+            q = Signal(8, name=f"bank{b}_q")
+            m.d.sync += q.eq(rd.data)
+            bank_q.append(q)
+        in_flight = []                              # the reads on their way to the FIFO
+        for i in range(self.read_latency):
+            in_flight.append(Signal(name=f"read_valid{i}"))
+            m.d.sync += in_flight[-1].eq(in_flight[-2] if i else issue)
+        valid = in_flight[-1]
+        # what a proof states its invariant over (credits + queued + in flight = FIFO depth)
+        self.reads = SimpleNamespace(credits=credits, issuing=issuing, next_addr=rd_addr,
+                                     in_flight=in_flight, fifo=out)
+        data_q = bank_q[0]
+        if banks > 1:
+            bank = delay(m, rd_addr[bank_aw:], 2, "read_bank")
+            data_q = Signal(8, name="data_q")
+            m.d.sync += data_q.eq(Array(bank_q)[bank])
+        m.d.comb += [out.w_data.eq(data_q), out.w_en.eq(valid),
+                     self.o.payload.eq(out.r_data), self.o.valid.eq(out.r_rdy),
+                     out.r_en.eq(self.o.ready)]
+        m.d.sync += credits.eq(credits - issue + take)
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(1), issuing.eq(1)]
+        with m.If(issue):
+            m.d.sync += rd_addr.eq(rd_addr + 1)
+            with m.If(rd_addr == n_in - 1):
+                m.d.sync += [issuing.eq(0), rd_addr.eq(0)]
+        # every byte read and taken: all credits back
+        with m.If(self.busy & ~issuing & (credits + take == self.fifo_depth)):
+            m.d.sync += self.busy.eq(0)
 
 
 class Responder(wiring.Component):
@@ -711,7 +814,11 @@ class HostLink(wiring.Component):
         m.submodules.uart_rx = urx = UARTRx(self._divisor)
         m.submodules.parser = parser = FrameParser(prog.image_size, self._timeout,
                                                    weights=prog.config.spram_weights)
-        m.submodules.image_buffer = image = ImageBuffer(prog.image_size)
+        # ECP5: the banked, registered read (a large image spans many DP16KD blocks, a small
+        # one's LUT RAM read is no longer behind the transfer's address multiplexer)
+        bank_words = (MEMORY_FAMILIES["ecp5"].block_bytes if self._primitives == "ecp5"
+                      else None)
+        m.submodules.image_buffer = image = ImageBuffer(prog.image_size, bank_words)
         # no debug records on a board: no performance counters
         m.submodules.accel = accel = Accelerator(prog, primitives=self._primitives,
                                                  perf_counters=False)

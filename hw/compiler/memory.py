@@ -105,6 +105,12 @@ class MemoryFamily:
     luts_per_lutram: int = 0
     spram_shape: tuple | None = None
 
+    @property
+    def block_bytes(self):
+        """Bytes one block RAM holds, one a word (its deepest shape at least 8 bits wide: 512
+        iCE40, 2048 ECP5)."""
+        return max(depth for depth, width in self.bram_shapes if width >= 8)
+
     def lutram_cells(self, device):
         """LUT RAM cells (16×4) of ``device``: 0 on iCE40."""
         return device.luts // self.luts_per_lutram if self.lutram_cost is not None else 0
@@ -489,7 +495,8 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         out.append(MemorySpec("add rescale tables", "hw/rtl/add.py (add_tables)", 1,
                               len(add_tables), width, read_ports=2, write_ports=0, rom=True,
                               initialized=True))
-    out.append(MemorySpec("host link image buffer", "boards/hostlink.py (image)", 1,
+    # (on ECP5 cut into banks of a block RAM's bytes, image<b>: the same blocks, one a bank)
+    out.append(MemorySpec("host link image buffer", "boards/hostlink.py (image, image<b>)", 1,
                           max(2, image_size), 8))
     return out
 

@@ -153,18 +153,18 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
-        dsp_product = Signal.like(product, name="dsp_product")
         if self.shared_multiplier:
             m.d.comb += [self.mul_a.eq(self.w_in), self.mul_b.eq(operand),
-                         dsp_product.eq(self.mul_p)]
+                         product.eq(self.mul_p)]
         else:
-            product_register(m, self.family, "mult", self.w_in, operand, dsp_product)
-        m.d.comb += product.eq(delay(m, dsp_product, self.product_registers - 1, "product_q"))
+            product_register(m, self.family, "mult", self.w_in, operand, product)
         # (output stationary only: the stationary bits are not registered, see delay_beat)
-        m.d.comb += ctl.eq(delay_beat(m, self.ctl_in, self.product_registers, "ctl",
-                                      self.stationary))
         for field in beat_fields(self.stationary):
-            m.d.sync += self.ctl_out[field].eq(self.ctl_in[field])
+            m.d.sync += [ctl[field].eq(self.ctl_in[field]),
+                         self.ctl_out[field].eq(self.ctl_in[field])]
+        if self.product_registers > 1:          # the DSP block's product, once more
+            product = delay(m, product, self.product_registers - 1, "product_q")
+            ctl = delay_beat(m, ctl, self.product_registers - 1, "ctl_q", self.stationary)
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in)]
         if self.stationary:
             m.d.sync += self.psum_out.eq(self.psum_in + product)

@@ -378,12 +378,12 @@ def test_parser_checks_parameters():
 # ImageBuffer
 
 
-def rtl_image_buffer(image, *, starts=2, ready_seed=None):
-    """Write ``image`` into an ImageBuffer, then stream it ``starts`` times (``o.ready`` always
-    high, or random from ``ready_seed``); return the bytes taken and, per stream, a per-cycle
-    trace ``(start, busy, valid, transfer)`` from ``start`` to the cycle after the last
-    transfer."""
-    dut = ImageBuffer(len(image))
+def rtl_image_buffer(image, *, starts=2, ready_seed=None, bank_words=None):
+    """Write ``image`` into an ImageBuffer (``bank_words``: its banked form), then stream it
+    ``starts`` times (``o.ready`` always high, or random from ``ready_seed``); return the bytes
+    taken, per stream a per-cycle trace ``(start, busy, valid, transfer)`` from ``start`` to
+    the cycle after the last transfer, and the buffer's ``first_byte_cycles``."""
+    dut = ImageBuffer(len(image), bank_words)
     rng = random.Random(ready_seed)
     got, traces = [], []
 
@@ -411,27 +411,34 @@ def rtl_image_buffer(image, *, starts=2, ready_seed=None):
             traces.append(trace)
 
     _run(dut, bench)
-    return bytes(got), traces
+    return bytes(got), traces, dut.first_byte_cycles
 
 
-def test_image_buffer_streams_with_no_bubble():
-    image = bytes([0x00, 0xA5, 0xFF, 0x80, 0x7F, 0x01])
-    got, traces = rtl_image_buffer(image, starts=2)
+#: (image bytes, bank_words): the direct form; the banked form with one bank, with banks of
+#: 4 bytes (the last one short), and with banks of 2 bytes
+IMAGE_FORMS = [(6, None), (6, 2048), (7, 4), (9, 2)]
+
+
+@pytest.mark.parametrize("size, bank_words", IMAGE_FORMS)
+def test_image_buffer_streams_with_no_bubble(size, bank_words):
+    image = bytes([0x00, 0xA5, 0xFF, 0x80, 0x7F, 0x01, 0x55, 0xC3, 0x3C][:size])
+    got, traces, lead = rtl_image_buffer(image, starts=2, bank_words=bank_words)
     assert got == image * 2
     for trace in traces:
         start, busy, valid, transfer = (list(col) for col in zip(*trace))
-        # busy the cycle after start, byte 0 offered one cycle later, then one byte per cycle;
-        # busy and valid fall after the last transfer
-        assert start == [1] + [0] * (len(image) + 2)
-        assert busy == [0] + [1] * (len(image) + 1) + [0]
-        assert valid == [0, 0] + [1] * len(image) + [0]
+        # busy the cycle after start, byte 0 offered first_byte_cycles after start (2 in the
+        # direct form), then one byte per cycle; busy and valid fall after the last transfer
+        assert start == [1] + [0] * (len(image) + lead)
+        assert busy == [0] + [1] * (len(image) + lead - 1) + [0]
+        assert valid == [0] * lead + [1] * len(image) + [0]
         assert transfer == valid
 
 
 @pytest.mark.parametrize("size,seed", [(1, 1), (2, 2), (7, 3), (64, 4)])
-def test_image_buffer_under_backpressure(size, seed):
+@pytest.mark.parametrize("bank_words", [None, 2048, 4, 2])
+def test_image_buffer_under_backpressure(size, seed, bank_words):
     image = bytes(random.Random(seed).randrange(256) for _ in range(size))
-    got, traces = rtl_image_buffer(image, starts=3, ready_seed=seed)
+    got, traces, _ = rtl_image_buffer(image, starts=3, ready_seed=seed, bank_words=bank_words)
     assert got == image * 3
     for trace in traces:
         assert all(busy for _, busy, valid, _ in trace if valid)

@@ -26,6 +26,8 @@ from cnnforge.sim.formal import run_formal
 from tests.formal.properties import count_beats, hold_until_ready, location
 
 IMAGE_SIZE = 3
+#: the banked form's image: more bytes than its FIFO holds (6 entries with several banks)
+BANKED_IMAGE_SIZE = 9
 
 
 class LeakyImageBuffer(ImageBuffer):
@@ -39,24 +41,45 @@ class LeakyImageBuffer(ImageBuffer):
 
 
 class ImageBufferSpec(Elaboratable):
-    """``ImageBuffer(IMAGE_SIZE)`` under its contract: ``start`` only while not ``busy``, no
-    write while ``busy``, any ``ready``."""
+    """``ImageBuffer(size, bank_words)`` under its contract: ``start`` only while not
+    ``busy``, no write while ``busy``, any ``ready``. The direct form: byte k read from
+    address k; the banked form: its FIFO never written while full (the credits)."""
 
-    def __init__(self, dut_class=ImageBuffer):
-        self.dut = dut_class(IMAGE_SIZE)
+    def __init__(self, dut_class=ImageBuffer, bank_words=None):
+        self.size = IMAGE_SIZE if bank_words is None else BANKED_IMAGE_SIZE
+        self.dut = dut_class(self.size, bank_words)
         self.handshake = ()
+
+    def _internal(self, m, inner):
+        """The form's own assertion: the direct form's read address, the banked form's FIFO."""
+        dut = self.dut
+        if dut.bank_words is None:
+            rd = inner.submodules.image.read_ports[0]
+            sent_next = self.sent + (dut.o.valid & dut.o.ready)
+            return Assert(rd.addr == Mux(dut.busy, sent_next, 0))
+        reads, size = dut.reads, self.size
+        queued = reads.fifo.level + sum(reads.in_flight)
+        issued = Mux(reads.issuing, reads.next_addr, size)
+        return [Assert(~reads.fifo.w_en | reads.fifo.w_rdy),
+                # the invariant that makes it inductive: every credit is free, or a byte on its
+                # way or queued; the bytes read are those sent, queued or on their way
+                Assert(reads.credits + queued == dut.fifo_depth),
+                Assert(~dut.busy | (self.sent + queued == issued)),
+                Assert(reads.issuing | (reads.next_addr == 0)), Assert(reads.next_addr < size),
+                Assert(dut.busy | ~reads.issuing & (queued == 0))]
 
     def elaborate(self, platform):
         m = Module()
         dut = self.dut
-        dut._MustUse__silence = True        # elaborated here, to reach its memory's read port
+        dut._MustUse__silence = True        # elaborated here, to reach its memory and FIFO
         m.submodules.dut = inner = dut.elaborate(platform)
-        rd = inner.submodules.image.read_ports[0]
-        m.d.comb += [dut.start.eq(AnySeq(1)), dut.w.en.eq(AnySeq(1)), dut.w.addr.eq(AnySeq(2)),
-                     dut.w.data.eq(AnySeq(8)), dut.o.ready.eq(AnySeq(1)),
+        m.d.comb += [dut.start.eq(AnySeq(1)), dut.w.en.eq(AnySeq(1)),
+                     dut.w.addr.eq(AnySeq(len(dut.w.addr))), dut.w.data.eq(AnySeq(8)),
+                     dut.o.ready.eq(AnySeq(1)),
                      Assume(~dut.start | ~dut.busy), Assume(~dut.w.en | ~dut.busy)]
         self.handshake = hold_until_ready(m, dut.o)
-        sent = Signal(range(IMAGE_SIZE + 1))           # beats sent since the last start
+        size = self.size
+        self.sent = sent = Signal(range(size + 1))     # beats sent since the last start
         was_busy = Signal()
         transfer = dut.o.valid & dut.o.ready
         m.d.sync += was_busy.eq(dut.busy)
@@ -65,21 +88,25 @@ class ImageBufferSpec(Elaboratable):
         with m.Elif(transfer):
             m.d.sync += sent.eq(sent + 1)
         m.d.comb += [
-            Assert(sent <= IMAGE_SIZE),                # never more beats than the image
-            Assert(~dut.busy | (sent < IMAGE_SIZE)),
-            Assert(~(was_busy & ~dut.busy) | (sent == IMAGE_SIZE)),   # nor fewer
+            Assert(sent <= size),                # never more beats than the image
+            Assert(~dut.busy | (sent < size)),
+            Assert(~(was_busy & ~dut.busy) | (sent == size)),   # nor fewer
             Assert(~dut.o.valid | dut.busy),
-            # byte k is read from address k (the read address runs one ahead on a transfer)
-            Assert(rd.addr == Mux(dut.busy, sent + transfer, 0)),
+            # direct: byte k is read from address k (the read address runs one ahead on a
+            # transfer); banked: no byte is lost to a full FIFO
+            self._internal(m, inner),
             Cover(was_busy & ~dut.busy),
         ]
         return m
 
 
 @pytest.mark.parametrize("mode", ["prove", "cover"])
-def test_image_buffer(mode):
-    result = run_formal(ImageBufferSpec(), mode=mode, depth=4 if mode == "prove" else 10,
-                        name=f"image_buffer_{mode}")
+@pytest.mark.parametrize("bank_words", [None, 2048, 4], ids=["direct", "one-bank", "three-banks"])
+def test_image_buffer(mode, bank_words):
+    spec = ImageBufferSpec(bank_words=bank_words)
+    # (a cover run sends a whole image: the banked form's 9 bytes come 6 cycles after start)
+    result = run_formal(spec, mode=mode, depth=4 if mode == "prove" else spec.size + 8,
+                        name=f"image_buffer_{bank_words}_{mode}")
     assert result.passed, result.summary()
 
 
