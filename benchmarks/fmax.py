@@ -87,7 +87,11 @@ def measure(model, device, seeds, workers, timeout, out_root):
         lines = (build / "synth.out").read_text(errors="replace").strip().splitlines()
         row["status"] = "error: " + (lines[-1] if lines else f"exit {rc}")
         return row
-    r = json.loads(report_json.read_text())
+    return report_row(row, json.loads(report_json.read_text()), device)
+
+
+def report_row(row, r, device):
+    """``row`` completed from ``cnnforge synth --json``'s report ``r`` for ``device``."""
     row.update({k: r.get(k) for k in (
         "array", "luts", "luts_total", "dsps", "dsps_total", "bram", "bram_total", "spram",
         "spram_total", "clock_mhz", "fits", "meets_clock", "seed", "fmax_mhz_by_seed",

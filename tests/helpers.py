@@ -49,7 +49,7 @@ def random_images(qnet, count, seed):
 
 def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
                   lutram_buffers=False, ppu_interval=1, loader_lanes=1, product_registers=1,
-                  **kwargs):
+                  weight_bank_words=0, **kwargs):
     """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
     from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
     has to cut layers into several tiles."""
@@ -59,7 +59,8 @@ def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct"
         return AcceleratorConfig(rows, cols, input_buffer_bytes=budget, dataflow=dataflow,
                                  algorithm=algorithm, lutram_buffers=lutram_buffers,
                                  ppu_interval=ppu_interval, loader_lanes=loader_lanes,
-                                 product_registers=product_registers)
+                                 product_registers=product_registers,
+                                 weight_bank_words=weight_bank_words)
     for _ in range(20):
         try:
             compile_network(qnet, config(budget), **kwargs)

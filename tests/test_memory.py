@@ -100,13 +100,14 @@ def test_bits_equal_buffer_bits(digits, rows, cols, dataflow):
 
 def test_plan_covers_every_rtl_memory(digits, resnet):
     """Every ``memory.Memory(`` of the RTL (hw/rtl, boards/hostlink.py) has a planned memory
-    naming its file; the union over a stationary program and one with Winograd and add layers
-    has them all."""
+    naming its file; the union over a stationary program, one with Winograd and add layers,
+    one in SPRAM and one with a banked weight ROM has them all."""
     _, qnet = digits
     stationary = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="wr", algorithm="direct"))
     spram = compile_network(quantize(_conv_net()), AcceleratorConfig(
         2, 2, spram_feature_maps=True, spram_weights=True))
-    sources = [m.spec.source for p in (stationary, resnet, spram)
+    banked = compile_network(qnet, AcceleratorConfig(2, 2, weight_bank_words=64))
+    sources = [m.spec.source for p in (stationary, resnet, spram, banked)
                for m in plan_memory(p, "lfe5u-85f").memories]
     files = sorted((REPO / "hw" / "rtl").glob("*.py")) + [REPO / "boards" / "hostlink.py"]
     for path in files:

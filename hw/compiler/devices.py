@@ -89,7 +89,8 @@ class Device:
         return AcceleratorConfig(rows, cols, **{
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
             "ppu_interval": self.ppu_interval(rows, cols), "loader_lanes": self.loader_lanes,
-            "product_registers": self.product_registers, **kwargs})
+            "product_registers": self.product_registers,
+            "weight_bank_words": self.weight_bank_words, **kwargs})
 
     @property
     def loader_lanes(self):
@@ -106,6 +107,14 @@ class Device:
         pairs sit beside the fabric and whose every flip-flop takes a logic cell the UP5K's
         arrays need."""
         return 2 if self.family == "ecp5" else 1
+
+    @property
+    def weight_bank_words(self):
+        """``AcceleratorConfig.weight_bank_words`` for this device: on ECP5 banks of 2048 words
+        (a ``DP16KD``'s depth at 9 bits a word, Lattice TN1264: each bank is its blocks side by
+        side, read without a multiplexer); 0 on the iCE40 (one block RAM ROM read in a cycle,
+        or SPRAM)."""
+        return 2048 if self.family == "ecp5" else 0
 
     @property
     def lutram_buffers(self):

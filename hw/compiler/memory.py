@@ -461,6 +461,7 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
     of two halves of ``psum_depth`` ``acc_width``-bit words; the add layers' ``add_tables``;
     the host link's image buffer of ``image_size`` values."""
     weight_depth, weight_width = max(2, weight_words), cfg.lanes * w_width
+    rom_banks = -(-weight_depth // cfg.weight_bank_words) if cfg.banked_weights else 1
     out = [
         MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", fm_slots,
                    fm_depth // fm_slots // 2, 16, spram=True)
@@ -470,6 +471,10 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         MemorySpec("weights", "hw/rtl/spram.py (weights)", 1, weight_depth, weight_width,
                    spram=True)
         if cfg.spram_weights else
+        MemorySpec("weight ROM", "hw/rtl/banked_rom.py (weights.bank<b>)", rom_banks,
+                   min(weight_depth, cfg.weight_bank_words), weight_width, write_ports=0,
+                   rom=True, initialized=True)
+        if cfg.banked_weights else
         MemorySpec("weight ROM", "hw/rtl/accelerator.py (weights)", 1, weight_depth,
                    weight_width, write_ports=0, rom=True, initialized=True),
         MemorySpec("parameter ROM", "hw/rtl/ppu.py (rom)", 1, max(2, params),

@@ -101,6 +101,13 @@ class AcceleratorConfig:
         lanes take x and x + stride of a tile row (x-banked) or channels n and n + 1
         (channel-banked, on an even number of rows): two different banks
         (:func:`loader_pairing`). Not with ``spram_feature_maps`` (single-port blocks).
+    weight_bank_words : int
+        0: the weight ROM is one memory, read synchronously. N (a power of two): the ROM is cut
+        into banks of N words, each bank's read data and the bank multiplexer registered
+        (:class:`~cnnforge.hw.rtl.banked_rom.BankedROM`: ECP5, where a ROM of many ``DP16KD``
+        blocks otherwise has their clock-to-out and its multiplexer in one cycle); the weight
+        read and the tile buffer's read then take three cycles
+        (:func:`~cnnforge.hw.models.timing.tile_read_latency`). Not with ``spram_weights``.
     product_registers : int
         Registers after each PE's multiply: 1, or 2 (the ECP5 designs: the product leaves the
         ``MULT18X18D``'s output register into a fabric register, so the route out of the DSP
@@ -125,6 +132,7 @@ class AcceleratorConfig:
     ppu_interval: int = 1
     loader_lanes: int = 1
     product_registers: int = 1
+    weight_bank_words: int = 0
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -144,6 +152,10 @@ class AcceleratorConfig:
         if self.product_registers not in (1, 2):
             raise ConfigError(f"product_registers={self.product_registers}: a PE registers its "
                               "product once or twice")
+        banks = self.weight_bank_words
+        if banks < 0 or banks & (banks - 1) or (banks and self.spram_weights):
+            raise ConfigError(f"weight_bank_words={banks}: banks of a weight ROM, a power of "
+                              "two words (0: one memory), not with spram_weights")
         if self.loader_lanes > 1 and self.spram_feature_maps:
             raise ConfigError("loader_lanes=2 reads the feature map on two ports at once: not "
                               "with spram_feature_maps (one single-port block per slot)")
@@ -154,6 +166,11 @@ class AcceleratorConfig:
     @property
     def pes(self):
         return self.rows * self.cols
+
+    @property
+    def banked_weights(self):
+        """The weight ROM is read in banks (``weight_bank_words``)."""
+        return self.weight_bank_words > 0
 
     @property
     def lanes(self):
@@ -870,7 +887,8 @@ def addr_width(depth):
 #: Configuration fields a plan records besides the array and the buffer budget (their
 #: defaults when a plan does not give them).
 PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
-               "spram_weights": False, "loader_lanes": 1, "product_registers": 1}
+               "spram_weights": False, "loader_lanes": 1, "product_registers": 1,
+               "weight_bank_words": 0}
 
 
 def load_plan(plan, source="plan"):

@@ -34,7 +34,7 @@ __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer
 
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_latency,
-                                       tile_read_latency)
+                                       tile_read_latency, weight_read_latency)
 
 
 def _ceil_div(a, b):
@@ -243,7 +243,7 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     R, C = cfg.rows, cfg.cols
     tr0, tc0, rows, cols = tile
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C, cfg.product_registers)
+    A = tile_read_latency(cfg.lutram_buffers, cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
     K, M = v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -307,7 +307,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
     """
     R, C = cfg.rows, cfg.cols
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers) + array_latency(R, C, cfg.product_registers)
+    A = tile_read_latency(cfg.lutram_buffers, cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
     df, K, M = Dataflow(v["df"]), v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -369,7 +369,8 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
     serializer (4·R·C outputs per set). Returns (cycle the tile's input half is released,
     updated end). ``st`` carries the handshake state across tiles."""
     R, C, N, MB, L = cfg.rows, cfg.cols, v["N"], v["MB"], v["L"]
-    A = 1 + array_latency(R, C, cfg.product_registers)
+    # (the weights a ROM read later than the issue; two more from a banked ROM)
+    A = weight_read_latency(cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
     groups_t = _ceil_div(cols, C)
     cycle = start
     for row in range(rows):
@@ -378,7 +379,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
             accept = max(cycle, st["v_free"][vh])         # v_full clear from v_free on
             last_read = accept + 16 * N
             # the last V write lands, its flag visible
-            v_full = last_read + 17 + tile_read_latency(cfg.lutram_buffers)
+            v_full = last_read + 17 + tile_read_latency(cfg.lutram_buffers, cfg.banked_weights)
             st["vh"] ^= 1
             cycle = last_read + 1
             # compute side

@@ -7,7 +7,8 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "tile_read_latency"]
+__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "tile_read_latency",
+           "weight_read_latency"]
 
 def ppu_latency(interval=1):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
@@ -51,27 +52,49 @@ def fm_read_latency(lutram):
     return 2 if lutram else 1
 
 
-def tile_read_latency(lutram):
+def tile_read_latency(lutram, banked_weights=False):
     """Cycles from a tile-buffer read address (and the controller's beat issued with it) to its
     data at the array's edge.
 
     Block RAM reads synchronously: one cycle. Distributed RAM (``lutram``, the ECP5 boards) reads
     behind a registered address and registers its data before the bank rotation: two cycles
     (the asynchronous read's multiplexer tree and the rotation were one path before, the ECP5
-    cores' critical one). The controller's beat, rotation, preload and patch outputs and the
-    weight address are delayed to match (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
+    cores' critical one). With ``banked_weights`` the weight ROM's read takes
+    :func:`weight_read_latency` (3) cycles and the tile buffer's data are registered until
+    then: three. The controller's beat, rotation, preload and patch outputs and the weight
+    address are delayed to match (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
 
     Parameters
     ----------
     lutram : bool
         ``AcceleratorConfig.lutram_buffers``.
+    banked_weights : bool
+        ``AcceleratorConfig.weight_bank_words`` is set.
 
     Returns
     -------
     int
-        1 or 2.
+        1, 2 or 3.
     """
+    if banked_weights:
+        return weight_read_latency(True)
     return 2 if lutram else 1
+
+
+def weight_read_latency(banked):
+    """Cycles from the weight ROM's address to its word: 1 (a synchronous read), or 3 for a ROM
+    cut into banks (:class:`cnnforge.hw.rtl.banked_rom.BankedROM`: the read, each bank's data
+    registered, the bank multiplexer registered).
+
+    Parameters
+    ----------
+    banked : bool
+
+    Returns
+    -------
+    int
+    """
+    return 3 if banked else 1
 
 
 def array_latency(rows, cols, product_registers=1):

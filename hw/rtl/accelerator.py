@@ -56,8 +56,9 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import fm_read_latency
+from cnnforge.hw.models.timing import fm_read_latency, weight_read_latency
 from cnnforge.hw.rtl.add import AddUnit
+from cnnforge.hw.rtl.banked_rom import BankedROM
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
                                     connect_desc, delay, descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
@@ -162,7 +163,8 @@ class Accelerator(wiring.Component):
                      fm_wr.en.eq(seq.fm_wr_en)]
         w_port = self._weights(m, seq)
         m.submodules.ibuf = ibuf = TileBuffer(NB, 2 * prog.slot_words, bank_aw,
-                                              cfg.lutram_buffers, lanes=cfg.loader_lanes)
+                                              cfg.lutram_buffers, lanes=cfg.loader_lanes,
+                                              banked_weights=cfg.banked_weights)
         family = self.primitives or None
         m.submodules.array = array = SystolicArray(R, C, prog.acc_width, prog.w_width,
                                                    prog.x_width, family=family,
@@ -203,34 +205,29 @@ class Accelerator(wiring.Component):
         passes_busy = ctl.passes_issued != drain.passes_drained
         groups_drained = None         # groups drained so far, from the unit that drains them
         if prog.stationary:
-            m.submodules.psum_halves = psum_pp = PingPong()
-            m.submodules.psum = psum = PartialSumBuffer(C, prog.acc_width, prog.psum_depth, meta,
-                                                        desc)
+            psum = self._partial_sums(m, array, ctl, meta_fifo, meta, desc)
             units.append(psum)
-            m.d.comb += [psum_pp.set.eq(ctl.psum_set), psum_pp.clr.eq(psum.released),
-                         ctl.psum_full.eq(psum_pp.full), psum.psum_ctl.eq(array.psum_ctl),
-                         [psum.psums[c].eq(array.psums[c]) for c in range(C)],
-                         psum.meta.eq(meta_fifo.r_data), psum.meta_ready.eq(meta_fifo.r_rdy)]
             meta_take = meta_take | psum.meta_take
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
         rd = self._read_stage(m, ctl, ibuf.latency, prog.stationary)
-        early = ibuf.latency > 1 and not wino     # (the Winograd unit reads the ROM itself)
-        x_edge = self._array_edge(m, array, ibuf, self._weight_data(m, w_port, early), rd, d)
+        w_addr, w_data = self._weight_read(m, w_port, weight_read_latency(cfg.banked_weights),
+                                           ctl, rd, ibuf.latency, wino)
+        x_edge = self._array_edge(m, array, ibuf, w_data, rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
             busy |= psum.active
         if wino:
-            wt, wc = self._winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, x_edge)
+            wt, wc = self._winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, x_edge,
+                                    weight_read_latency(cfg.banked_weights) - 1)
             units.append(wc)
             groups_drained = (wc.groups_drained if groups_drained is None else
                               Mux(d.df == Dataflow.WINOGRAD, wc.groups_drained, groups_drained))
             busy |= ((wc.passes_issued != wc.passes_drained) | wc.busy | wt.active
                      | ctl.patch.valid | rd.patch.valid)
-            m.d.comb += w_port.addr.eq(rd.w_addr | wc.w_addr)    # 0 when idle
+            m.d.comb += w_port.addr.eq(w_addr | wc.w_addr)    # 0 when idle
         else:
-            m.d.comb += [array.ctl_edge.eq(rd.beat),
-                         w_port.addr.eq(ctl.w_addr if early else rd.w_addr),
+            m.d.comb += [array.ctl_edge.eq(rd.beat), w_port.addr.eq(w_addr),
                          [array.x_edge[c].eq(x_edge[c]) for c in range(C)]]
         if groups_drained is not None:
             busy |= ctl.groups_issued != groups_drained
@@ -288,15 +285,20 @@ class Accelerator(wiring.Component):
                 SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
 
     def _weights(self, m, seq):
-        """The weight memory: a block-RAM ROM, or SPRAM written through ``i_weights`` while the
-        engine is idle (:class:`~cnnforge.hw.rtl.spram.WeightLoader`). Returns its read port
-        (``addr``; ``data``, an array of ``lanes`` weights)."""
+        """The weight memory: a block-RAM ROM (banked: :class:`BankedROM`), or SPRAM written
+        through ``i_weights`` while the engine is idle
+        (:class:`~cnnforge.hw.rtl.spram.WeightLoader`). Returns its read port (``addr``;
+        ``data``, an array of ``lanes`` weights; :func:`weight_read_latency` cycles apart)."""
         prog, cfg = self.program, self.program.config
         layout = data.ArrayLayout(signed(prog.w_width), cfg.lanes)
+        init = [[int(v) for v in word] for word in prog.weights]
+        if cfg.banked_weights:
+            m.submodules.weights = brom = BankedROM(layout, init, cfg.weight_bank_words)
+            return brom
         if not cfg.spram_weights:
-            m.submodules.weights = wrom = memory.Memory(
-                shape=layout, depth=max(2, len(prog.weights)),
-                init=[[int(v) for v in word] for word in prog.weights])
+            m.submodules.weights = wrom = memory.Memory(shape=layout,
+                                                        depth=max(2, len(prog.weights)),
+                                                        init=init)
             return wrom.read_port()
         lane_bytes = -(-prog.w_width // 8)
         m.submodules.weight_loader = loader = WeightLoader(len(prog.weights), cfg.lanes,
@@ -332,17 +334,36 @@ class Accelerator(wiring.Component):
             setattr(aligned, name, value)
         return aligned
 
+    def _partial_sums(self, m, array, ctl, meta_fifo, meta, desc):
+        """The partial-sum buffer of the IR / WR layers and its ping-pong halves."""
+        prog, C = self.program, self.program.config.cols
+        m.submodules.psum_halves = psum_pp = PingPong()
+        m.submodules.psum = psum = PartialSumBuffer(C, prog.acc_width, prog.psum_depth, meta,
+                                                    desc)
+        m.d.comb += [psum_pp.set.eq(ctl.psum_set), psum_pp.clr.eq(psum.released),
+                     ctl.psum_full.eq(psum_pp.full), psum.psum_ctl.eq(array.psum_ctl),
+                     [psum.psums[c].eq(array.psums[c]) for c in range(C)],
+                     psum.meta.eq(meta_fifo.r_data), psum.meta_ready.eq(meta_fifo.r_rdy)]
+        return psum
+
     @staticmethod
-    def _weight_data(m, w_port, early):
-        """The weight words the array's edge takes: the ROM's read data, or with ``early`` (a
-        two-cycle tile-buffer read, ECP5) the data of a read issued a cycle earlier, registered
-        straight out of the block RAM, so that its clock-to-out is not in front of the lane
-        multiplexer and the weight skew (the same cycle as the bank data either way)."""
+    def _weight_read(m, w_port, w_latency, ctl, rd, latency, wino):
+        """The weight address of the direct layers and the words the array's edge takes, in the
+        cycle of the tile buffer's data (its read ``latency``). Issued with the controller's
+        beat ("early") where the ROM's read is as long (a banked ROM) or with its data
+        registered once (a two-cycle tile-buffer read, ECP5: the block RAM's clock-to-out is
+        not in front of the lane multiplexer and the weight skew); else with the beat delayed
+        to the tile buffer's read (``rd``; the Winograd unit reads the ROM a cycle before its
+        beats). ``w_latency``: the ROM's read. Returns ``(address, words)``."""
+        early = w_latency > 1 or (latency > 1 and not wino)
         if not early:
-            return w_port.data
+            return rd.w_addr, w_port.data
+        extra = latency - w_latency
+        if not extra:
+            return ctl.w_addr, w_port.data
         w_data = Signal.like(w_port.data, name="w_data_q")
         m.d.sync += w_data.eq(w_port.data)
-        return w_data
+        return ctl.w_addr, delay(m, w_data, extra - 1, "w_data_q")
 
     @staticmethod
     def _array_edge(m, array, ibuf, w_data, rd, d):
@@ -378,9 +399,10 @@ class Accelerator(wiring.Component):
         return rotated
 
     @staticmethod
-    def _winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, rotated):
+    def _winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, rotated, w_delay):
         """The Winograd transform units between the controller's patch reads (``rd``: its
-        read-aligned outputs) and the array."""
+        read-aligned outputs) and the array; the compute unit's beats and inputs delayed
+        ``w_delay`` cycles more (a banked weight ROM's read: 3 cycles, not 1)."""
         R, C = array.rows, array.cols
         is_wino = d.df == Dataflow.WINOGRAD
         m.submodules.wino_in = wt = WinogradInputTransform(C, prog.x_width, prog.winograd_depth)
@@ -388,6 +410,10 @@ class Accelerator(wiring.Component):
                                                  prog.y4_width, ppu_width, prog.winograd_depth,
                                                  w_aw, desc)
         wiring.connect(m, ctl.wgroup, wc.group)
+        wino_beat, wino_x = wc.beat, list(wc.x_edge)
+        if w_delay:
+            wino_beat = delay_beat(m, wc.beat, w_delay, "wino_beat", prog.stationary)
+            wino_x = [delay(m, x, w_delay, f"wino_x{c}") for c, x in enumerate(wino_x)]
         m.d.comb += [wt.patch.eq(rd.patch), [wt.data[c].eq(rotated[c]) for c in range(C)],
                      wc.v_addr.eq(wt.v_addr), wc.v_en.eq(wt.v_en), wc.v_set.eq(wt.v_set),
                      [wc.v_data[c].eq(wt.v_data[c]) for c in range(C)],
@@ -396,8 +422,8 @@ class Accelerator(wiring.Component):
                      [wc.results[r][c].eq(array.results[r][c])
                       for r in range(R) for c in range(C)],
                      # the two issuers' beats and weight addresses are 0 when idle
-                     array.ctl_edge.eq(rd.beat.as_value() | wc.beat.as_value()),
-                     [array.x_edge[c].eq(Mux(is_wino, wc.x_edge[c], rotated[c]))
+                     array.ctl_edge.eq(rd.beat.as_value() | wino_beat.as_value()),
+                     [array.x_edge[c].eq(Mux(is_wino, wino_x[c], rotated[c]))
                       for c in range(C)]]
         return wt, wc
 

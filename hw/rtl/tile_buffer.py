@@ -5,7 +5,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import tile_read_latency
-from cnnforge.hw.rtl.common import NO_RW_CHECK
+from cnnforge.hw.rtl.common import NO_RW_CHECK, delay
 
 __all__ = ["TileBuffer"]
 
@@ -18,7 +18,8 @@ class TileBuffer(wiring.Component):
     (:func:`~cnnforge.hw.models.timing.tile_read_latency`): in the next cycle from a synchronous
     port (block RAM), or, with ``lutram``, two cycles later from an asynchronous read between a
     registered address and a registered output (distributed RAM: neither the controller's
-    address arithmetic nor the bank rotation after the buffer is in the read's cycle). The
+    address arithmetic nor the bank rotation after the buffer is in the read's cycle), and
+    with ``banked_weights`` registered until the banked weight ROM's word comes (three). The
     loader never writes the half being read, so both read the same values.
 
     With ``lanes`` = 2 a second write (``wr1_*``, the tile loader's lane 1) goes to another
@@ -35,10 +36,10 @@ class TileBuffer(wiring.Component):
     rdata : Out(signed(8)).array(banks)
     """
 
-    def __init__(self, banks, depth, addr_width, lutram, lanes=1):
+    def __init__(self, banks, depth, addr_width, lutram, lanes=1, banked_weights=False):
         self._banks, self._depth, self._lutram = banks, depth, lutram
         self._lanes = lanes
-        self.latency = tile_read_latency(lutram)
+        self.latency = tile_read_latency(lutram, banked_weights)
         aw = addr_width
         lane1 = {}
         if lanes > 1:
@@ -64,13 +65,18 @@ class TileBuffer(wiring.Component):
                 with m.If(self.wr1_en & (self.wr1_bank == b)):
                     m.d.comb += [wr.addr.eq(self.wr1_addr), wr.data.eq(self.wr1_data),
                                  wr.en.eq(1)]
+            # (with banked weights: the data registered until the weights come)
+            extra = self.latency - tile_read_latency(self._lutram)
+            out = Signal.like(self.rdata[b], name=f"ibuf{b}_rdata") if extra else self.rdata[b]
             if self._lutram:
                 rd = bank.read_port(domain="comb")
                 raddr_q = Signal.like(self.raddr[b], name=f"ibuf{b}_raddr_q")
                 m.d.sync += raddr_q.eq(self.raddr[b])
                 m.d.comb += rd.addr.eq(raddr_q)
-                m.d.sync += self.rdata[b].eq(rd.data)
+                m.d.sync += out.eq(rd.data)
             else:
                 rd = bank.read_port()
-                m.d.comb += [rd.addr.eq(self.raddr[b]), self.rdata[b].eq(rd.data)]
+                m.d.comb += [rd.addr.eq(self.raddr[b]), out.eq(rd.data)]
+            if extra:
+                m.d.comb += self.rdata[b].eq(delay(m, out, extra, f"ibuf{b}_rdata"))
         return m

@@ -57,10 +57,11 @@ def _compile(args):
         plan = load_plan(args.plan)
         cfg = plan["config"]
         if device:                  # the device's tile buffer kind, requantizer interval,
-            plan["config"] = dataclasses.replace(      # loader lanes and product registers
+            plan["config"] = dataclasses.replace(      # loader lanes, PEs and weight banks
                 cfg, lutram_buffers=device.lutram_buffers,
                 ppu_interval=device.ppu_interval(cfg.rows, cfg.cols),
-                loader_lanes=device.loader_lanes, product_registers=device.product_registers)
+                loader_lanes=device.loader_lanes, product_registers=device.product_registers,
+                weight_bank_words=device.weight_bank_words)
         program = compile_network(qnet, **plan)
     else:
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)

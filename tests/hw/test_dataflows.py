@@ -246,14 +246,15 @@ RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (
 
 
 def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles):
+    """``products`` 2: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words)."""
     qnet = quantize(net)
+    ecp5 = dict(product_registers=products, weight_bank_words=4 * (products - 1))
     if tight:
         program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
-                                product_registers=products, algorithms=direct(qnet))
+                                algorithms=direct(qnet), **ecp5)
     else:
         program = compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
-                                                          loader_lanes=lanes,
-                                                          product_registers=products),
+                                                          loader_lanes=lanes, **ecp5),
                                   algorithms=direct(qnet))
     assume(network_model(program)[1] <= max_cycles)      # keep the Python simulation short
     check_dataflow(program, random_images(qnet, 1, seed))
@@ -266,7 +267,7 @@ def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles)
 def test_random_shapes(net, array, dataflow, tight, lanes, products, seed):
     """Random conv (kernel 1-3, stride 1-2, padding 0-1, channels 1-7, maps 3-9, optional
     activation and pool) + Linear, each dataflow, default or smallest buffer, one or two
-    loader lanes, one or two product registers in the PEs."""
+    loader lanes, one or two product registers in the PEs (two: the weight ROM banked)."""
     check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles=3000)
 
 
@@ -316,12 +317,13 @@ def test_two_loader_lanes(shape, dataflow, array, lutram):
     """``loader_lanes=2``: x pairs (x-banked layouts: stride 1 and 2, padding 0 and 1, ragged
     rows), channel pairs (WR's channel-banked tile on an even number of rows; odd channel
     counts leave lane 1 idle on the last pair), one lane in layers with a fused max-pool; with
-    ``lutram_buffers`` and two product registers as the ECP5 designs (the feature map's data
-    registered twice); maps == golden, counters and cycles == model."""
+    ``lutram_buffers``, two product registers and the weight ROM in banks (of 4 words here) as
+    the ECP5 designs (the feature map's data registered twice); maps == golden, counters and
+    cycles == model."""
     qnet = quantize(SHAPES[shape]())
     program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=2,
                             lutram_buffers=lutram, product_registers=1 + lutram,
-                            algorithms=direct(qnet))
+                            weight_bank_words=4 * lutram, algorithms=direct(qnet))
     pairs = [layer.values["ld_pair"] for layer in program.layers]
     assert not pairs[0] if shape == "3x3-pool" else any(pairs)
     check_dataflow(program, random_images(qnet, 1, 11))

@@ -69,17 +69,18 @@ def depthwise_network(draw):
 def random_program(net, array, tight, lutram, interval, dataflow, lanes):
     """``net`` compiled for ``array`` as the random depthwise tests draw it (the dense layers'
     ``dataflow`` network-wide: output reuse only with ``interval`` 2; ``lanes`` loader
-    lanes; with ``lutram`` two product registers in the PEs, as the ECP5 designs)."""
+    lanes; with ``lutram`` two product registers in the PEs and the weight ROM in banks of 8
+    words, as the ECP5 designs)."""
     qnet = quantize(net)
     dataflow = "or" if interval > 1 else dataflow
+    ecp5 = dict(lutram_buffers=lutram, product_registers=1 + lutram,
+                weight_bank_words=8 * lutram)
     if tight:
-        return compile_tight(qnet, *array, dataflow=dataflow, lutram_buffers=lutram,
-                             ppu_interval=interval, loader_lanes=lanes,
-                             product_registers=1 + lutram)
+        return compile_tight(qnet, *array, dataflow=dataflow, ppu_interval=interval,
+                             loader_lanes=lanes, **ecp5)
     return compile_network(qnet, AcceleratorConfig(*array, dataflow=dataflow,
-                                                   lutram_buffers=lutram,
                                                    ppu_interval=interval, loader_lanes=lanes,
-                                                   product_registers=1 + lutram))
+                                                   **ecp5))
 
 
 DRAWS = (depthwise_network(), st.sampled_from(ARRAYS), st.booleans(), st.booleans(),

@@ -238,7 +238,8 @@ def test_mixed_with_ir_and_wr(lutram):
     WR (Linear): the input buffer switches between x-banked and channel-banked layouts, the
     partial-sum buffer and the V buffer between layers; with the tile buffers in block RAM (one
     cycle's read) and in distributed RAM (``lutram_buffers``: two, the controller's read-aligned
-    outputs delayed with them, and two product registers in the PEs: the ECP5 designs)."""
+    outputs delayed with them), there with two product registers in the PEs and the weight ROM
+    in banks of 2 words (three cycles a read, the tile buffer's as long): the ECP5 designs."""
     net = make_network((2, 5, 6), [Conv2d(2, 4, 3, padding=1), ReLU(), Conv2d(4, 3, 1),
                                    Conv2d(3, 5, 3, padding=1), ReLU6(), MaxPool2d(2), Flatten(),
                                    Linear(30, 5)], 51)
@@ -247,7 +248,8 @@ def test_mixed_with_ir_and_wr(lutram):
     algorithms = dict(zip(names, ["winograd", "direct", "winograd", "direct"]))
     dataflows = {names[1]: "ir", names[3]: "wr"}
     program = compile_network(qnet, AcceleratorConfig(3, 2, lutram_buffers=lutram,
-                                                      product_registers=1 + lutram),
+                                                      product_registers=1 + lutram,
+                                                      weight_bank_words=2 * lutram),
                               algorithms=algorithms, dataflows=dataflows)
     assert [(layer.algorithm, layer.dataflow) for layer in program.layers] == [
         ("winograd", "or"), ("direct", "ir"), ("winograd", "or"), ("direct", "wr")]

@@ -118,13 +118,11 @@ def digits():
     return net, qnet, qnet.quantize_input(x), y
 
 
-def run_digits(digits, rows, cols, count, lutram_buffers=False, product_registers=1):
+def run_digits(digits, rows, cols, count, **config):
     net, qnet, xq, y = digits
-    program = compile_network(qnet, AcceleratorConfig(rows, cols, lutram_buffers=lutram_buffers,
-                                                      product_registers=product_registers))
+    program = compile_network(qnet, AcceleratorConfig(rows, cols, **config))
     images, labels = xq[:count], y[:count]
-    name = (f"digits-{rows}x{cols}" + ("-lutram" if lutram_buffers else "")
-            + ("-products2" if product_registers > 1 else ""))
+    name = "-".join([f"digits-{rows}x{cols}"] + [f"{k}{int(v)}" for k, v in config.items()])
     sim = AcceleratorSim(program, build_dir(name)).build()
     result = sim.run(images)
     golden, _ = compare(program, images, result)
@@ -147,16 +145,17 @@ def test_digits(digits, rows, cols):
 @pytest.mark.slow
 def test_digits_lutram_buffers(digits):
     """The ECP5 boards' tile buffers (``lutram_buffers``: read between a registered address and
-    a registered output, the loader's feature-map data registered twice) and PEs (two product
-    registers) on the 25F's 4x4 array: 30 digits, 0 mismatches on every layer, and the
-    block-RAM design's cycles plus what the model adds for them (three per layer: the second
-    tile read cycle, each layer's first tile landing a cycle later, the array's latency; the
-    later tiles' loads hide under the compute)."""
+    a registered output, the loader's feature-map data registered twice), PEs (two product
+    registers) and weight ROM (banks of 64 words: the 4x4 digits ROM's 498 words in eight) on
+    the 25F's 4x4 array: 30 digits, 0 mismatches on every layer, and the block-RAM design's
+    cycles plus what the model adds for them (four per layer: the second and third tile read
+    cycles, each layer's first tile landing a cycle later, the array's latency; the later
+    tiles' loads hide under the compute)."""
     lut_program, result, _ = run_digits(digits, 4, 4, 30, lutram_buffers=True,
-                                        product_registers=2)
+                                        product_registers=2, weight_bank_words=64)
     sync_program, sync_result, _ = run_digits(digits, 4, 4, 30)
     extra = network_model(lut_program)[1] - network_model(sync_program)[1]
-    assert extra == 3 * len(lut_program.layers)
+    assert extra == 4 * len(lut_program.layers)
     assert np.all(result.cycles - sync_result.cycles == extra)
 
 
