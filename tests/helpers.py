@@ -47,9 +47,15 @@ def random_images(qnet, count, seed):
     return images
 
 
+def has_max_pool(qnet):
+    """Whether ``qnet`` has a MaxPool2d (fused into the layer before it: a banked feature map
+    cannot serve its read-modify-write)."""
+    return any(type(layer).__name__ == "MaxPool2d" for layer in qnet.network.layers)
+
+
 def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
                   lutram_buffers=False, ppu_interval=1, loader_lanes=1, product_registers=1,
-                  weight_bank_words=0, **kwargs):
+                  weight_bank_words=0, fm_bank_words=0, **kwargs):
     """Compile with the smallest input tile buffer the compiler accepts (times ``slack``), found
     from its own error message ("... needs N bytes of input tile buffer ..."), so the planner
     has to cut layers into several tiles."""
@@ -60,7 +66,8 @@ def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct"
                                  algorithm=algorithm, lutram_buffers=lutram_buffers,
                                  ppu_interval=ppu_interval, loader_lanes=loader_lanes,
                                  product_registers=product_registers,
-                                 weight_bank_words=weight_bank_words)
+                                 weight_bank_words=weight_bank_words,
+                                 fm_bank_words=fm_bank_words)
     for _ in range(20):
         try:
             compile_network(qnet, config(budget), **kwargs)

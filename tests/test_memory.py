@@ -101,12 +101,13 @@ def test_bits_equal_buffer_bits(digits, rows, cols, dataflow):
 def test_plan_covers_every_rtl_memory(digits, resnet):
     """Every ``memory.Memory(`` of the RTL (hw/rtl, boards/hostlink.py) has a planned memory
     naming its file; the union over a stationary program, one with Winograd and add layers,
-    one in SPRAM and one with a banked weight ROM has them all."""
+    one in SPRAM and one with a banked weight ROM and feature map has them all."""
     _, qnet = digits
     stationary = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="wr", algorithm="direct"))
     spram = compile_network(quantize(_conv_net()), AcceleratorConfig(
         2, 2, spram_feature_maps=True, spram_weights=True))
-    banked = compile_network(qnet, AcceleratorConfig(2, 2, weight_bank_words=64))
+    banked = compile_network(quantize(_conv_net(pool=False)), AcceleratorConfig(
+        2, 2, weight_bank_words=64, fm_bank_words=64))
     sources = [m.spec.source for p in (stationary, resnet, spram, banked)
                for m in plan_memory(p, "lfe5u-85f").memories]
     files = sorted((REPO / "hw" / "rtl").glob("*.py")) + [REPO / "boards" / "hostlink.py"]

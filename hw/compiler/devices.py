@@ -117,6 +117,13 @@ class Device:
         return 2048 if self.family == "ecp5" else 0
 
     @property
+    def fm_bank_words(self):
+        """``AcceleratorConfig.fm_bank_words`` a network without fused max-pools or adds gets
+        on this device (:func:`~cnnforge.hw.compiler.memory.device_config`): 2048 on ECP5, as
+        :attr:`weight_bank_words`; 0 on the iCE40."""
+        return self.weight_bank_words
+
+    @property
     def lutram_buffers(self):
         """``AcceleratorConfig.lutram_buffers`` for this device: on ECP5 the input tile buffers
         are distributed RAM (iCE40 keeps them in block RAM, read synchronously)."""

@@ -59,7 +59,7 @@ from cnnforge.hw.models.perf import network_model
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
-           "design_memories", "fm_read_ports", "feature_map_read_ports",
+           "with_banked_fm", "design_memories", "fm_read_ports", "feature_map_read_ports",
            "fit_memories", "device_config",
            "EBR", "LUTRAM", "SPRAM", "LOGIC", "PARAM_BITS"]
 
@@ -466,12 +466,16 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         MemorySpec("feature map", "hw/rtl/spram.py (fm slot<s>)", fm_slots,
                    fm_depth // fm_slots // 2, 16, spram=True)
         if cfg.spram_feature_maps else
+        MemorySpec("feature map", "hw/rtl/banked.py (fm.bank<b>)",
+                   -(-fm_depth // cfg.fm_bank_words), min(fm_depth, cfg.fm_bank_words), 8,
+                   read_ports=fm_read_ports)
+        if cfg.banked_fm else
         MemorySpec("feature map", "hw/rtl/accelerator.py (fm)", 1, fm_depth, 8,
                    read_ports=fm_read_ports),
         MemorySpec("weights", "hw/rtl/spram.py (weights)", 1, weight_depth, weight_width,
                    spram=True)
         if cfg.spram_weights else
-        MemorySpec("weight ROM", "hw/rtl/banked_rom.py (weights.bank<b>)", rom_banks,
+        MemorySpec("weight ROM", "hw/rtl/banked.py (weights.bank<b>)", rom_banks,
                    min(weight_depth, cfg.weight_bank_words), weight_width, write_ports=0,
                    rom=True, initialized=True)
         if cfg.banked_weights else
@@ -607,7 +611,8 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
     four DSP blocks (4×2) is taken instead when the network cannot be compiled on the wide one
     (an element-wise add cannot share the requantizer) or runs fewer cycles on the narrow one by
     the performance model (the digits network: its first layer's nine-beat passes wait for the
-    slower drain).
+    slower drain). The feature map in the device's banks where the network allows
+    (:func:`with_banked_fm`).
 
     Parameters
     ----------
@@ -623,7 +628,7 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
     """
     wide = device.config(rows, cols, **fields)
     if rows is not None or cols is not None or wide.ppu_interval == 1:
-        return wide
+        return with_banked_fm(qnet, device, wide)
     cols = wide.cols
     while cols > 1 and device.ppu_interval(wide.rows, cols) > 1:
         cols -= 1
@@ -631,8 +636,23 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
     try:
         wide_cycles = network_model(compile_network(qnet, wide))[1]
     except ConfigError:
-        return narrow
-    return wide if wide_cycles <= network_model(compile_network(qnet, narrow))[1] else narrow
+        return with_banked_fm(qnet, device, narrow)
+    best = wide if wide_cycles <= network_model(compile_network(qnet, narrow))[1] else narrow
+    return with_banked_fm(qnet, device, best)
+
+
+def with_banked_fm(qnet, device, config):
+    """``config`` with the feature map in ``device``'s banks (``Device.fm_bank_words``) where
+    ``qnet`` compiles so (no fused max-pool, no add: their reads take one cycle), else
+    ``config``; as given where ``config`` sets ``fm_bank_words`` already."""
+    if not device.fm_bank_words or config.fm_bank_words:
+        return config
+    banked = replace(config, fm_bank_words=device.fm_bank_words)
+    try:
+        compile_network(qnet, banked)
+    except ConfigError:
+        return config
+    return banked
 
 
 def fit_memories(qnet, config, device, **compile_options):

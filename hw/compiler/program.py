@@ -104,10 +104,17 @@ class AcceleratorConfig:
     weight_bank_words : int
         0: the weight ROM is one memory, read synchronously. N (a power of two): the ROM is cut
         into banks of N words, each bank's read data and the bank multiplexer registered
-        (:class:`~cnnforge.hw.rtl.banked_rom.BankedROM`: ECP5, where a ROM of many ``DP16KD``
+        (:class:`~cnnforge.hw.rtl.banked.BankedROM`: ECP5, where a ROM of many ``DP16KD``
         blocks otherwise has their clock-to-out and its multiplexer in one cycle); the weight
         read and the tile buffer's read then take three cycles
         (:func:`~cnnforge.hw.models.timing.tile_read_latency`). Not with ``spram_weights``.
+    fm_bank_words : int
+        0: the feature map is one memory. N (a power of two): banks of N values, each bank's
+        read data registered before the bank multiplexer (ECP5: a large map's many ``DP16KD``
+        blocks otherwise have their clock-to-out and the multiplexer in the read's cycle); the
+        tile loader's read then takes three cycles
+        (:func:`~cnnforge.hw.models.timing.fm_read_latency`). Not with a fused max-pool or an
+        element-wise add (their reads take one cycle), nor ``spram_feature_maps``.
     product_registers : int
         Registers after each PE's multiply: 1, or 2 (the ECP5 designs: the product leaves the
         ``MULT18X18D``'s output register into a fabric register, so the route out of the DSP
@@ -133,6 +140,7 @@ class AcceleratorConfig:
     loader_lanes: int = 1
     product_registers: int = 1
     weight_bank_words: int = 0
+    fm_bank_words: int = 0
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -156,6 +164,10 @@ class AcceleratorConfig:
         if banks < 0 or banks & (banks - 1) or (banks and self.spram_weights):
             raise ConfigError(f"weight_bank_words={banks}: banks of a weight ROM, a power of "
                               "two words (0: one memory), not with spram_weights")
+        fm_banks = self.fm_bank_words
+        if fm_banks < 0 or fm_banks & (fm_banks - 1) or (fm_banks and self.spram_feature_maps):
+            raise ConfigError(f"fm_bank_words={fm_banks}: banks of the feature map, a power of "
+                              "two values (0: one memory), not with spram_feature_maps")
         if self.loader_lanes > 1 and self.spram_feature_maps:
             raise ConfigError("loader_lanes=2 reads the feature map on two ports at once: not "
                               "with spram_feature_maps (one single-port block per slot)")
@@ -166,6 +178,11 @@ class AcceleratorConfig:
     @property
     def pes(self):
         return self.rows * self.cols
+
+    @property
+    def banked_fm(self):
+        """The feature map is read in banks (``fm_bank_words``)."""
+        return self.fm_bank_words > 0
 
     @property
     def banked_weights(self):
@@ -654,6 +671,14 @@ def _geometry(op, pool, cfg):
     return g
 
 
+def _check_banked_fm(cfg, name, type_, what):
+    """Refuse ``what`` (a unit reading the feature map a cycle after its address) in layer
+    ``name`` when ``cfg`` banks the feature map."""
+    if cfg.banked_fm:
+        raise ConfigError(f"layer {name} ({type_}): {what} reads the feature map in one cycle; "
+                          f"fm_bank_words={cfg.fm_bank_words} reads it in three")
+
+
 def _flattens(op, pool, oh):
     """Whether a convolution runs on its map flattened to one row: 1×1, stride 1, no padding,
     dense, no fused pooling (whose windows need the rows), more than one output row."""
@@ -888,7 +913,7 @@ def addr_width(depth):
 #: defaults when a plan does not give them).
 PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
                "spram_weights": False, "loader_lanes": 1, "product_registers": 1,
-               "weight_bank_words": 0}
+               "weight_bank_words": 0, "fm_bank_words": 0}
 
 
 def load_plan(plan, source="plan"):
@@ -982,6 +1007,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
         if op.kind == "add":
+            _check_banked_fm(cfg, name, type_, "an element-wise add")
             if cfg.ppu_interval > 1:
                 raise ConfigError(f"layer {name} ({type_}): an element-wise add feeds the "
                                   f"post-processor every cycle; ppu_interval={cfg.ppu_interval} "
@@ -997,6 +1023,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
             layers.append(LayerPlan(name=name, ops=grp, values=v))
             continue
         g = _geometry(op, pool, cfg)
+        if g["pk"] > 1:
+            _check_banked_fm(cfg, name, type_, "a fused max-pool")
         candidates = _candidates(op, g, cfg, name, type_, dataflows or {}, algorithms or {})
         v = _best_plan(g, cfg, name, type_, candidates, (tiles or {}).get(name))
         v["z_in"] = op.input_zero_point

@@ -168,7 +168,7 @@ def layer_model(v, cfg):
         l_last[t] = first + load_cycles(v, chans) - 1
         # first working cycle of the load: its last value written (fm_read_latency + 1 cycles
         # after its read), then the half's full flag registered
-        start = max(wait, l_last[t] + 2 + fm_read_latency(cfg.lutram_buffers)) + 1
+        start = max(wait, l_last[t] + 2 + fm_read_latency(cfg.lutram_buffers, cfg.banked_fm)) + 1
         if df is Dataflow.OR:
             f_end, end = _or_tile(v, cfg, start, (tr0, tc0, rows, cols), blocks, end, acc)
         elif df is Dataflow.WINOGRAD:

@@ -7,8 +7,8 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "tile_read_latency",
-           "weight_read_latency"]
+__all__ = ["array_latency", "fm_port_latency", "fm_read_latency", "ppu_latency",
+           "tile_read_latency", "weight_read_latency"]
 
 def ppu_latency(interval=1):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
@@ -33,23 +33,43 @@ def ppu_latency(interval=1):
     return 13 + (interval - 1)
 
 
-def fm_read_latency(lutram):
+def fm_read_latency(lutram, banked=False):
     """Cycles from the tile loader's feature-map read address to its data registered for the
     tile-buffer write's padding multiplexer: 1, or 2 in the designs with LUT-RAM tile buffers
     (ECP5, ``lutram_buffers``), which register the data straight out of the block RAM first
     (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer; yosys'
     ECP5 mapping leaves the DP16KD's own output register unused, so this one is in the
-    fabric).
+    fabric), or 3 with a feature map in banks (``banked``,
+    ``AcceleratorConfig.fm_bank_words``: each bank's data registered, then the bank
+    multiplexer, then that register: :func:`fm_port_latency`).
 
     Parameters
     ----------
     lutram : bool
+    banked : bool
 
     Returns
     -------
     int
     """
+    if banked:
+        return fm_port_latency(True) + 1
     return 2 if lutram else 1
+
+
+def fm_port_latency(banked):
+    """Cycles from a feature-map read port's address to its data: 1 (a synchronous read), or
+    2 in banks (the read, each bank's data registered; the bank multiplexer after them).
+
+    Parameters
+    ----------
+    banked : bool
+
+    Returns
+    -------
+    int
+    """
+    return 2 if banked else 1
 
 
 def tile_read_latency(lutram, banked_weights=False):
@@ -83,7 +103,7 @@ def tile_read_latency(lutram, banked_weights=False):
 
 def weight_read_latency(banked):
     """Cycles from the weight ROM's address to its word: 1 (a synchronous read), or 3 for a ROM
-    cut into banks (:class:`cnnforge.hw.rtl.banked_rom.BankedROM`: the read, each bank's data
+    cut into banks (:class:`cnnforge.hw.rtl.banked.BankedROM`: the read, each bank's data
     registered, the bank multiplexer registered).
 
     Parameters

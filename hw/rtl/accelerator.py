@@ -56,9 +56,9 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import fm_read_latency, weight_read_latency
+from cnnforge.hw.models.timing import fm_port_latency, fm_read_latency, weight_read_latency
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.banked_rom import BankedROM
+from cnnforge.hw.rtl.banked import BankedRAM, BankedROM
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
                                     connect_desc, delay, descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
@@ -182,7 +182,9 @@ class Accelerator(wiring.Component):
         # ---- units -------------------------------------------------------------------------
         m.submodules.loader = loader = TileLoader(NB, R, C, prog.slot_words, bank_aw, fm_aw,
                                                   desc, most, lanes=cfg.loader_lanes,
-                                                  fm_latency=fm_read_latency(cfg.lutram_buffers))
+                                                  fm_latency=fm_read_latency(cfg.lutram_buffers,
+                                                                             cfg.banked_fm),
+                                                  fm_port_latency=fm_port_latency(cfg.banked_fm))
         m.submodules.controller = ctl = Controller(prog, bank_aw, w_aw, meta, desc)
         m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
                                                         interval=cfg.ppu_interval)
@@ -267,10 +269,15 @@ class Accelerator(wiring.Component):
             m.d.comb += fm_rd_b.addr.eq(loader.fm_addr1)
 
     def _feature_map(self, m, fm_aw):
-        """The feature-map memory: block RAM (a write port, read ports A and B) or one SPRAM
-        block per slot (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three
+        """The feature-map memory: block RAM (a write port, read ports A and B; in banks:
+        :class:`BankedRAM`) or one SPRAM block per slot (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three
         ports (``addr``, ``data``, and ``en`` on the write port)."""
         prog = self.program
+        if prog.config.banked_fm:
+            m.submodules.fm = fm = BankedRAM(prog.fm_depth, prog.config.fm_bank_words)
+            return (SimpleNamespace(addr=fm.w_addr, data=fm.w_data, en=fm.w_en),
+                    SimpleNamespace(addr=fm.r_addr[0], data=fm.r_data[0]),
+                    SimpleNamespace(addr=fm.r_addr[1], data=fm.r_data[1]))
         if not prog.config.spram_feature_maps:
             # a layer writes other slots than it reads; the fused pooling's read-modify-write
             # forwards its own writes (PostProcessor)

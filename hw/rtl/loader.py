@@ -53,8 +53,12 @@ class TileLoader(wiring.Component):
     lanes : int
         1, or 2 (``AcceleratorConfig.loader_lanes``): the lane-1 ports below exist.
     fm_latency : int
-        1, or 2 to register the feature map's read data before the padding multiplexer
-        (:func:`~cnnforge.hw.models.timing.fm_read_latency`).
+        Cycles from the feature-map read's address to its data registered for the padding
+        multiplexer (:func:`~cnnforge.hw.models.timing.fm_read_latency`): 1, 2, or 3.
+    fm_port_latency : int
+        Cycles from the address to the feature map's port data (1, or 2 in banks:
+        :func:`~cnnforge.hw.models.timing.fm_port_latency`); the loader registers the data
+        ``fm_latency − fm_port_latency`` times.
 
     Members
     -------
@@ -87,10 +91,11 @@ class TileLoader(wiring.Component):
                    "ld_x1_hi", "ld_x_jump")
 
     def __init__(self, banks, rows, cols, slot_words, addr_width, fm_addr_width, desc, most,
-                 lanes=1, fm_latency=1):
+                 lanes=1, fm_latency=1, fm_port_latency=1):
         self._banks, self._rows, self._cols = banks, rows, cols
         self._slot_words = slot_words
         self._lanes, self._fm_latency = lanes, fm_latency
+        self._fm_port_latency = fm_port_latency
         self._most = {k: most(k) for k in ("ntr", "ntc", "ld_nits", "ld_blocks", "Tr_in",
                                            "ld_xits")}
         self.EVENTS = {"fm_reads": lanes, "ibuf_writes": lanes}
@@ -233,7 +238,7 @@ class TileLoader(wiring.Component):
         d = self.desc
         extra = self._fm_latency - 1
         stage = {k: delay(m, v, extra, f"lw_{k}") for k, v in first.items()}
-        fm_data = delay(m, self.fm_data, extra, "fm_q")
+        fm_data = delay(m, self.fm_data, self._fm_latency - self._fm_port_latency, "fm_q")
         lw2_last, lw2_slot = Signal(), Signal()
         m.d.sync += [self.wr_en.eq(stage["en"]), self.wr_bank.eq(stage["bank"]),
                      self.wr_addr.eq(stage["addr"]), lw2_last.eq(stage["last"]),
@@ -242,7 +247,7 @@ class TileLoader(wiring.Component):
         with m.If(self.wr_en):
             events.count("ibuf_writes")
         if lane1 is not None:
-            lane1.write(stage["addr"], self._fm_latency)
+            lane1.write(stage["addr"], self._fm_latency, self._fm_port_latency)
         with m.If(lw2_last):
             m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
 
@@ -318,13 +323,13 @@ class _Lane1:
         m.d.sync += [self.en.eq(valid), self.inb.eq(inb), self.carry.eq(wrap),
                      self.bank.eq(Mux(wrap, 0, bank + 1))]
 
-    def write(self, addr, fm_latency):
+    def write(self, addr, fm_latency, fm_port_latency):
         """The last write stage: lane 0's word ``addr`` (+ 1 past bank C − 1), the data or
         padding (``fm_latency`` 2: the data and the first stage registered once more)."""
         m, lo, d = self._m, self._l, self._l.desc
         first = {"en": self.en, "inb": self.inb, "carry": self.carry, "bank": self.bank}
         stage = {k: delay(m, v, fm_latency - 1, f"lw1_{k}") for k, v in first.items()}
-        fm_data = delay(m, lo.fm_data1, fm_latency - 1, "fm1_q")
+        fm_data = delay(m, lo.fm_data1, fm_latency - fm_port_latency, "fm1_q")
         m.d.sync += [lo.wr1_en.eq(stage["en"]), lo.wr1_bank.eq(stage["bank"]),
                      lo.wr1_addr.eq(addr + stage["carry"]),
                      lo.wr1_data.eq(Mux(stage["inb"], fm_data, d.z_in))]

@@ -5,6 +5,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from cnnforge.hw.models.timing import fm_port_latency
 from cnnforge.hw.rtl.common import COUNTERS, Events
 
 __all__ = ["PerfCounters", "Sequencer"]
@@ -128,7 +129,8 @@ class Sequencer(wiring.Component):
         layer = Signal(range(max(2, nlayers)))
         total_cycles = Signal(32)
         img_count = Signal(range(max(2, prog.image_size + 1)))
-        out = _Readout(m, self, prog.fm_depth, len(self.fm_rd_addr))
+        out = _Readout(m, self, prog.fm_depth, len(self.fm_rd_addr),
+                       fm_port_latency(prog.config.banked_fm))
         m.d.comb += self.cycles.eq(total_cycles)
         header = Signal(32 * len(COUNTERS))
         hdr = Signal(range(4 * len(COUNTERS)))
@@ -202,14 +204,16 @@ class _Readout:
     """The sequencer's output side: ``total`` bytes of the feature map from ``base`` onto
     ``o_logits`` or ``o_debug`` (a read, then the byte held until the consumer takes it)."""
 
-    def __init__(self, m, seq, fm_depth, fm_aw):
+    def __init__(self, m, seq, fm_depth, fm_aw, latency=1):
         self._m, self._seq = m, seq
+        self._latency = latency
         self.idx = Signal(range(fm_depth + 1))
         self.total = Signal(range(fm_depth + 1))
         # base + idx, counted with idx (the read address a register, timing)
         self.addr = Signal(fm_aw + 1)
         m.d.comb += seq.fm_rd_addr.eq(self.addr)
-        self.valid, self.data, self.wait = Signal(), Signal(8), Signal()
+        # wait: the read's cycles, one bit each (the feature map's port latency)
+        self.valid, self.data, self.wait = Signal(), Signal(8), Signal(latency)
         self.to_logits = Signal()
         # idx == total - 1, registered: a byte is taken two or more cycles after idx changed
         # (the read, then the byte offered)
@@ -234,8 +238,11 @@ class _Readout:
                 with m.If(self.last):
                     m.d.sync += list(at_end)
                     m.next = next_state
-        with m.Elif(self.wait):
+        with m.Elif(self.wait[-1]):
             m.d.sync += [self.valid.eq(1), self.data.eq(self._seq.fm_rd_data), self.wait.eq(0)]
+        if self._latency > 1:
+            with m.Elif(self.wait.any()):
+                m.d.sync += self.wait.eq(self.wait << 1)
         with m.Else():
             m.d.comb += self._seq.fm_rd_en.eq(1)
             m.d.sync += self.wait.eq(1)

@@ -23,7 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from cnnforge.hw.compiler.devices import DEVICES
-from cnnforge.hw.compiler.memory import device_config, fit_memories, plan_memory
+from cnnforge.hw.compiler.memory import (device_config, fit_memories, plan_memory,
+                                         with_banked_fm)
 from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
                                           load_plan)
 from cnnforge.hw.frontend.network import NetworkError
@@ -62,6 +63,7 @@ def _compile(args):
                 ppu_interval=device.ppu_interval(cfg.rows, cfg.cols),
                 loader_lanes=device.loader_lanes, product_registers=device.product_registers,
                 weight_bank_words=device.weight_bank_words)
+            plan["config"] = with_banked_fm(qnet, device, plan["config"])
         program = compile_network(qnet, **plan)
     else:
         extra = dict(input_buffer_bytes=args.buffer_bytes, dataflow=args.dataflow)

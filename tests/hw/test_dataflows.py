@@ -23,8 +23,8 @@ from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReL
 from cnnforge.hw.models.perf import layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (compile_tight, golden_layers, make_network, random_images,
-                           random_network)
+from tests.helpers import (compile_tight, golden_layers, has_max_pool, make_network,
+                           random_images, random_network)
 
 DATAFLOWS = ("or", "ir", "wr")
 
@@ -246,9 +246,11 @@ RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (
 
 
 def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles):
-    """``products`` 2: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words)."""
+    """``products`` 2: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words) and
+    the feature map (of 16 values) where the network has no fused max-pool."""
     qnet = quantize(net)
-    ecp5 = dict(product_registers=products, weight_bank_words=4 * (products - 1))
+    ecp5 = dict(product_registers=products, weight_bank_words=4 * (products - 1),
+                fm_bank_words=16 * (products - 1) * (not has_max_pool(qnet)))
     if tight:
         program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
                                 algorithms=direct(qnet), **ecp5)
@@ -317,13 +319,17 @@ def test_two_loader_lanes(shape, dataflow, array, lutram):
     """``loader_lanes=2``: x pairs (x-banked layouts: stride 1 and 2, padding 0 and 1, ragged
     rows), channel pairs (WR's channel-banked tile on an even number of rows; odd channel
     counts leave lane 1 idle on the last pair), one lane in layers with a fused max-pool; with
-    ``lutram_buffers``, two product registers and the weight ROM in banks (of 4 words here) as
-    the ECP5 designs (the feature map's data registered twice); maps == golden, counters and
-    cycles == model."""
+    ``lutram_buffers``, two product registers, the weight ROM in banks (of 4 words here) and
+    the feature map (of 8 values, without a max-pool) as the ECP5 designs (the feature map's
+    data registered twice, or three times in banks); maps == golden, counters and cycles ==
+    model."""
     qnet = quantize(SHAPES[shape]())
+    fm_banks = 8 * lutram * (not has_max_pool(qnet))
     program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=2,
                             lutram_buffers=lutram, product_registers=1 + lutram,
-                            weight_bank_words=4 * lutram, algorithms=direct(qnet))
+                            weight_bank_words=4 * lutram, fm_bank_words=fm_banks,
+                            algorithms=direct(qnet))
+    assert program.config.fm_bank_words == fm_banks
     pairs = [layer.values["ld_pair"] for layer in program.layers]
     assert not pairs[0] if shape == "3x3-pool" else any(pairs)
     check_dataflow(program, random_images(qnet, 1, 11))

@@ -16,8 +16,8 @@ from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Con
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (check_result, compile_tight, inverted_residual, make_network,
-                           random_images)
+from tests.helpers import (check_result, compile_tight, has_max_pool, inverted_residual,
+                           make_network, random_images)
 
 ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
 
@@ -69,12 +69,14 @@ def depthwise_network(draw):
 def random_program(net, array, tight, lutram, interval, dataflow, lanes):
     """``net`` compiled for ``array`` as the random depthwise tests draw it (the dense layers'
     ``dataflow`` network-wide: output reuse only with ``interval`` 2; ``lanes`` loader
-    lanes; with ``lutram`` two product registers in the PEs and the weight ROM in banks of 8
-    words, as the ECP5 designs)."""
+    lanes; with ``lutram`` two product registers in the PEs, the weight ROM in banks of 8
+    words and, without a max-pool, the feature map in banks of 32 values, as the ECP5
+    designs)."""
     qnet = quantize(net)
     dataflow = "or" if interval > 1 else dataflow
     ecp5 = dict(lutram_buffers=lutram, product_registers=1 + lutram,
-                weight_bank_words=8 * lutram)
+                weight_bank_words=8 * lutram,
+                fm_bank_words=32 * lutram * (not has_max_pool(qnet)))
     if tight:
         return compile_tight(qnet, *array, dataflow=dataflow, ppu_interval=interval,
                              loader_lanes=lanes, **ecp5)
