@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnforge.hw.compiler.devices import DEVICES
+from cnnforge.hw.compiler.memory import device_config
 from cnnforge.hw.compiler.program import AcceleratorConfig, compile_network
 from cnnforge.hw.frontend.loader import load_network
 from cnnforge.hw.models.perf import network_model
@@ -18,25 +20,29 @@ from tests.tflite_models import run_tflm
 MODELS = Path(__file__).resolve().parents[2] / "examples" / "mlperf_tiny"
 
 
-MLPERF_RTL = [  # model file, array, input buffer bytes, loader lanes, inputs
-    ("kws_ref_model.tflite", (4, 4), 4096, 1, 3),
-    ("pretrainedResnet_quant.tflite", (4, 4), 4096, 2, 1),
-    ("vww_96_int8.tflite", (8, 8), 4096, 2, 1),
+MLPERF_RTL = [  # model file, array, ECP5 device's design (else the default one), inputs
+    ("kws_ref_model.tflite", (4, 4), None, 3),
+    ("pretrainedResnet_quant.tflite", (4, 4), "lfe5u-85f", 1),
+    ("vww_96_int8.tflite", (8, 8), "lfe5u-85f", 1),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, array, buffer, lanes, count", MLPERF_RTL,
+@pytest.mark.parametrize("name, array, device, count", MLPERF_RTL,
                          ids=[m[0].split(".")[0] for m in MLPERF_RTL])
-def test_mlperf_tiny_verilator(name, array, buffer, lanes, count):
+def test_mlperf_tiny_verilator(name, array, device, count):
     """The unmodified MLPerf Tiny models on Verilator: every layer map bit-exact, every layer's
     counters and the cycles per inference equal to the cycle model's, the outputs identical to
-    TensorFlow Lite Micro's, the KWS sample classified as class 5. ResNet-8 and VWW with the
-    loader's two lanes (as the ECP5 designs have them)."""
+    TensorFlow Lite Micro's, the KWS sample classified as class 5. ResNet-8 and VWW as the
+    LFE5U-85F's design builds them (``device_config``: the loader's two lanes, LUT-RAM tile
+    buffers, two product registers, the weight ROM in banks; VWW's feature map in banks too,
+    ResNet-8's adds keep it in one memory)."""
     path = MODELS / name
     qnet = load_network(path).quantized
-    program = compile_network(qnet, AcceleratorConfig(*array, input_buffer_bytes=buffer,
-                                                      loader_lanes=lanes))
+    config = (device_config(qnet, DEVICES[device], *array) if device else
+              AcceleratorConfig(*array))
+    assert config.fm_bank_words == (2048 if name.startswith("vww") else 0)
+    program = compile_network(qnet, config)
     rng = np.random.default_rng(18)
     xs = rng.integers(-128, 128, (count,) + qnet.model_input_shape).astype(np.int8)
     if name.startswith("kws"):
