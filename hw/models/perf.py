@@ -243,7 +243,8 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     R, C = cfg.rows, cfg.cols
     tr0, tc0, rows, cols = tile
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers, cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
+    A = (tile_read_latency(cfg.lutram_buffers, cfg.banked_weights)
+         + array_latency(R, C, cfg.product_registers))
     K, M = v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
@@ -307,7 +308,8 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
     """
     R, C = cfg.rows, cfg.cols
     # cycles from a beat's issue (its memory reads) to the array's done / column sums
-    A = tile_read_latency(cfg.lutram_buffers, cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
+    A = (tile_read_latency(cfg.lutram_buffers, cfg.banked_weights)
+         + array_latency(R, C, cfg.product_registers))
     df, K, M = Dataflow(v["df"]), v["K"], v["M"]
     groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])

@@ -213,15 +213,15 @@ class Accelerator(wiring.Component):
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
         rd = self._read_stage(m, ctl, ibuf.latency, prog.stationary)
-        w_addr, w_data = self._weight_read(m, w_port, weight_read_latency(cfg.banked_weights),
-                                           ctl, rd, ibuf.latency, wino)
+        w_latency = weight_read_latency(cfg.banked_weights)
+        w_addr, w_data = self._weight_read(m, w_port, w_latency, ctl, rd, ibuf.latency, wino)
         x_edge = self._array_edge(m, array, ibuf, w_data, rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
             busy |= psum.active
         if wino:
             wt, wc = self._winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, x_edge,
-                                    weight_read_latency(cfg.banked_weights) - 1)
+                                    w_latency - 1)
             units.append(wc)
             groups_drained = (wc.groups_drained if groups_drained is None else
                               Mux(d.df == Dataflow.WINOGRAD, wc.groups_drained, groups_drained))
@@ -270,8 +270,9 @@ class Accelerator(wiring.Component):
 
     def _feature_map(self, m, fm_aw):
         """The feature-map memory: block RAM (a write port, read ports A and B; in banks:
-        :class:`BankedRAM`) or one SPRAM block per slot (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three
-        ports (``addr``, ``data``, and ``en`` on the write port)."""
+        :class:`BankedRAM`) or one SPRAM block per slot
+        (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three ports (``addr``,
+        ``data``, and ``en`` on the write port)."""
         prog = self.program
         if prog.config.banked_fm:
             m.submodules.fm = fm = BankedRAM(prog.fm_depth, prog.config.fm_bank_words)
