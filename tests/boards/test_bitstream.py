@@ -10,6 +10,7 @@ longer one.
 """
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -68,9 +69,12 @@ def test_bitstream(builds, board):
     assert pe_blocks + ppu_blocks <= report["dsps"] <= report["dsps_total"] == dev.dsps
     # weights and feature maps in block RAM; the tile buffers and the image buffer too on
     # iCE40, in block or LUT RAM on ECP5; whatever is not in block RAM is named in a note
-    where = {m["memory"].split(".")[-1]: m["mapped"] for m in report["memories"]}
+    # (ECP5: the weight ROM, a large feature map and the image buffer in banks: weights.bank0,
+    # fm.bank0, image0, ...)
+    where = {re.sub(r"\.bank\d+$", "", m["memory"]).split(".")[-1]: m["mapped"]
+             for m in report["memories"]}
     assert where["weights"] == where["fm"] == "block RAM", report["memories"]
-    small = [v for k, v in where.items() if k == "image" or k.startswith("ibuf")]
+    small = [v for k, v in where.items() if k.startswith(("image", "ibuf"))]
     allowed = {"block RAM"} if dev.family == "ice40" else {"block RAM", "LUT RAM"}
     assert small and set(small) <= allowed, report["memories"]
     for mem in report["memories"]:
