@@ -32,15 +32,17 @@ runs as fast as the engine's clock). The parser and the responder each keep a ru
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import crc, data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from cnnforge.hw.compiler.memory import MEMORY_FAMILIES
 from cnnforge.hw.compiler.program import weight_image
+from cnnforge.hw.models.timing import read_port_latency
 from cnnforge.hw.rtl.accelerator import Accelerator
-from cnnforge.hw.rtl.common import NO_RW_CHECK, delay
+from cnnforge.hw.rtl.banked import BankedMemory
+from cnnforge.hw.rtl.common import NO_RW_CHECK
 
 from cnnforge.boards.protocol import (SYNC, WEIGHT_CHUNK, ErrorCode, MessageType, crc8,
                                      weights_hash)
@@ -361,8 +363,9 @@ class ImageBuffer(wiring.Component):
     Without ``bank_words`` the read address runs ahead on a transfer (``o.ready`` chooses it),
     so back-pressure costs no bubble. With ``bank_words`` (ECP5: 2048, a ``DP16KD`` block of
     bytes) nothing combinational is in front of the memory or behind it: the memory is cut
-    into banks of ``bank_words`` bytes, the read address is a register, each bank's read data
-    and the bank multiplexer's output (with more than one bank) are registered, and the bytes
+    into banks of ``bank_words`` bytes (:class:`~cnnforge.hw.rtl.banked.BankedMemory`), the
+    read address is a register, each bank's read data and the bank multiplexer's output are
+    registered, and the bytes
     queue in a FIFO of :attr:`fifo_depth` entries that the reads never overfill (a read is
     issued only while a credit is left: one per free entry, returned when ``o`` takes a byte);
     the depth keeps a byte a cycle. Before, a large image's read was the block RAM's
@@ -412,17 +415,11 @@ class ImageBuffer(wiring.Component):
         return self._bank_words
 
     @property
-    def banks(self):
-        """Memories the image is cut into (1 without ``bank_words``)."""
-        if self._bank_words is None:
-            return 1
-        return -(-max(2, self._image_size) // self._bank_words)
-
-    @property
     def read_latency(self):
         """Cycles from a read's address to its byte written into the FIFO (``bank_words``): the
-        memory's read, its data register, the bank multiplexer's register (several banks)."""
-        return 2 + (self.banks > 1)
+        banked memory's read (:class:`~cnnforge.hw.rtl.banked.BankedMemory`), then its bank
+        multiplexer's register."""
+        return read_port_latency(True) + 1
 
     @property
     def fifo_depth(self):
@@ -467,27 +464,19 @@ class ImageBuffer(wiring.Component):
     def _banked(self, m):
         """Banks read from a registered address, their data and multiplexer registered, the
         bytes queued in a FIFO the reads take credits of."""
-        n_in, words, banks = self._image_size, self._bank_words, self.banks
-        depth = max(2, n_in)
-        bank_aw = ceil_log2(words) if banks > 1 else ceil_log2(depth)
-        rd_addr = Signal(range(depth))
+        n_in = self._image_size
+        m.submodules.image = image = BankedMemory(8, n_in, self._bank_words)
+        m.d.comb += [image.w_addr.eq(self.w.addr), image.w_data.eq(self.w.data),
+                     image.w_en.eq(self.w.en)]
+        rd_addr = Signal(range(max(2, n_in)))
         issuing = Signal()                          # bytes left to read
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         issue = issuing & (credits != 0)
         m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=8, depth=self.fifo_depth)
         take = out.r_rdy & self.o.ready
-        bank_q = []
-        for b in range(banks):
-            mem = memory.Memory(shape=8, depth=min(words, depth - b * words), init=[],
-                                attrs=NO_RW_CHECK)
-            m.submodules[f"image{b}"] = mem
-            wr, rd = mem.write_port(), mem.read_port()
-            hit = self.w.addr[bank_aw:] == b if banks > 1 else 1
-            m.d.comb += [wr.addr.eq(self.w.addr), wr.data.eq(self.w.data),
-                         wr.en.eq(self.w.en & hit), rd.addr.eq(rd_addr)]
-            q = Signal(8, name=f"bank{b}_q")
-            m.d.sync += q.eq(rd.data)
-            bank_q.append(q)
+        data_q = Signal(8)
+        m.d.comb += image.r_addr[0].eq(rd_addr)
+        m.d.sync += data_q.eq(image.r_data[0])
         in_flight = []                              # the reads on their way to the FIFO
         for i in range(self.read_latency):
             in_flight.append(Signal(name=f"read_valid{i}"))
@@ -496,11 +485,6 @@ class ImageBuffer(wiring.Component):
         # what a proof states its invariant over (credits + queued + in flight = FIFO depth)
         self.reads = SimpleNamespace(credits=credits, issuing=issuing, next_addr=rd_addr,
                                      in_flight=in_flight, fifo=out)
-        data_q = bank_q[0]
-        if banks > 1:
-            bank = delay(m, rd_addr[bank_aw:], 2, "read_bank")
-            data_q = Signal(8, name="data_q")
-            m.d.sync += data_q.eq(Array(bank_q)[bank])
         m.d.comb += [out.w_data.eq(data_q), out.w_en.eq(valid),
                      self.o.payload.eq(out.r_data), self.o.valid.eq(out.r_rdy),
                      out.r_en.eq(self.o.ready)]

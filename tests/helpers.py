@@ -47,12 +47,6 @@ def random_images(qnet, count, seed):
     return images
 
 
-def has_max_pool(qnet):
-    """Whether ``qnet`` has a MaxPool2d (fused into the layer before it: a banked feature map
-    cannot serve its read-modify-write)."""
-    return any(type(layer).__name__ == "MaxPool2d" for layer in qnet.network.layers)
-
-
 def compile_tight(qnet, rows, cols, slack=1.0, dataflow="or", algorithm="direct",
                   lutram_buffers=False, ppu_interval=1, loader_lanes=1, product_registers=1,
                   weight_bank_words=0, fm_bank_words=0, **kwargs):

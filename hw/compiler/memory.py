@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cnnforge.hw.compiler.devices import DEVICES, Device
-from cnnforge.hw.compiler.program import ConfigError, addr_width, compile_network
+from cnnforge.hw.compiler.program import ConfigError, addr_width, compile_network, fm_bankable
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import network_model
 
@@ -504,9 +504,10 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         out.append(MemorySpec("add rescale tables", "hw/rtl/add.py (add_tables)", 1,
                               len(add_tables), width, read_ports=2, write_ports=0, rom=True,
                               initialized=True))
-    # (on ECP5 cut into banks of a block RAM's bytes, image<b>: the same blocks, one a bank)
-    out.append(MemorySpec("host link image buffer", "boards/hostlink.py (image, image<b>)", 1,
-                          max(2, image_size), 8))
+    # (on ECP5 cut into banks of a block RAM's bytes, image.bank<b>: the same blocks, one a
+    # bank)
+    out.append(MemorySpec("host link image buffer",
+                          "boards/hostlink.py (image, image.bank<b>)", 1, max(2, image_size), 8))
     return out
 
 
@@ -643,16 +644,12 @@ def device_config(qnet, device, rows=None, cols=None, **fields):
 
 def with_banked_fm(qnet, device, config):
     """``config`` with the feature map in ``device``'s banks (``Device.fm_bank_words``) where
-    ``qnet`` compiles so (no fused max-pool, no add: their reads take one cycle), else
-    ``config``; as given where ``config`` sets ``fm_bank_words`` already."""
-    if not device.fm_bank_words or config.fm_bank_words:
+    ``qnet`` allows it (:func:`~cnnforge.hw.compiler.program.fm_bankable`: no fused max-pool,
+    no add, whose reads take one cycle), else ``config``; as given where ``config`` sets
+    ``fm_bank_words`` already."""
+    if not device.fm_bank_words or config.fm_bank_words or not fm_bankable(qnet):
         return config
-    banked = replace(config, fm_bank_words=device.fm_bank_words)
-    try:
-        compile_network(qnet, banked)
-    except ConfigError:
-        return config
-    return banked
+    return replace(config, fm_bank_words=device.fm_bank_words)
 
 
 def fit_memories(qnet, config, device, **compile_options):

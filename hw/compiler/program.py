@@ -27,7 +27,7 @@ from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
-           "weight_image", "SPRAM_SLOT_VALUES",
+           "weight_image", "SPRAM_SLOT_VALUES", "fm_bankable",
            "load_plan", "DATAFLOWS"]
 
 
@@ -104,7 +104,7 @@ class AcceleratorConfig:
     weight_bank_words : int
         0: the weight ROM is one memory, read synchronously. N (a power of two): the ROM is cut
         into banks of N words, each bank's read data and the bank multiplexer registered
-        (:class:`~cnnforge.hw.rtl.banked.BankedROM`: ECP5, where a ROM of many ``DP16KD``
+        (:class:`~cnnforge.hw.rtl.banked.BankedMemory`: ECP5, where a ROM of many ``DP16KD``
         blocks otherwise has their clock-to-out and its multiplexer in one cycle); the weight
         read and the tile buffer's read then take three cycles
         (:func:`~cnnforge.hw.models.timing.tile_read_latency`). Not with ``spram_weights``.
@@ -671,12 +671,21 @@ def _geometry(op, pool, cfg):
     return g
 
 
-def _check_banked_fm(cfg, name, type_, what):
-    """Refuse ``what`` (a unit reading the feature map a cycle after its address) in layer
-    ``name`` when ``cfg`` banks the feature map."""
-    if cfg.banked_fm:
-        raise ConfigError(f"layer {name} ({type_}): {what} reads the feature map in one cycle; "
-                          f"fm_bank_words={cfg.fm_bank_words} reads it in three")
+def _one_cycle_fm_reader(grp):
+    """What in engine layer ``grp`` reads the feature map a cycle after the address (the add
+    unit's inputs, a fused max-pool's read-modify-write), or None: such a layer cannot run
+    with the feature map in banks (``AcceleratorConfig.fm_bank_words``)."""
+    if grp[0].kind == "add":
+        return "an element-wise add"
+    if len(grp) > 1 and grp[1].kernel_size[0] > 1:
+        return "a fused max-pool"
+    return None
+
+
+def fm_bankable(qnet):
+    """Whether ``qnet`` compiles with the feature map in banks: no engine layer reads it in one
+    cycle (no element-wise add, no fused max-pool)."""
+    return not any(_one_cycle_fm_reader(grp) for grp in _layers_from_ops(qnet))
 
 
 def _flattens(op, pool, oh):
@@ -1006,8 +1015,11 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         op = grp[0]
         pool = grp[1] if len(grp) > 1 else None
         type_ = "+".join(o.type for o in grp)
+        reader = _one_cycle_fm_reader(grp)
+        if cfg.banked_fm and reader:
+            raise ConfigError(f"layer {name} ({type_}): {reader} reads the feature map in one "
+                              f"cycle; fm_bank_words={cfg.fm_bank_words} reads it in three")
         if op.kind == "add":
-            _check_banked_fm(cfg, name, type_, "an element-wise add")
             if cfg.ppu_interval > 1:
                 raise ConfigError(f"layer {name} ({type_}): an element-wise add feeds the "
                                   f"post-processor every cycle; ppu_interval={cfg.ppu_interval} "
@@ -1023,8 +1035,6 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
             layers.append(LayerPlan(name=name, ops=grp, values=v))
             continue
         g = _geometry(op, pool, cfg)
-        if g["pk"] > 1:
-            _check_banked_fm(cfg, name, type_, "a fused max-pool")
         candidates = _candidates(op, g, cfg, name, type_, dataflows or {}, algorithms or {})
         v = _best_plan(g, cfg, name, type_, candidates, (tiles or {}).get(name))
         v["z_in"] = op.input_zero_point

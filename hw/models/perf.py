@@ -34,7 +34,7 @@ __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer
 
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_latency,
-                                       tile_read_latency, weight_read_latency)
+                                       tile_read_latency)
 
 
 def _ceil_div(a, b):
@@ -371,8 +371,10 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
     serializer (4·R·C outputs per set). Returns (cycle the tile's input half is released,
     updated end). ``st`` carries the handshake state across tiles."""
     R, C, N, MB, L = cfg.rows, cfg.cols, v["N"], v["MB"], v["L"]
-    # (the weights a ROM read later than the issue; two more from a banked ROM)
-    A = weight_read_latency(cfg.banked_weights) + array_latency(R, C, cfg.product_registers)
+    # (the weights a ROM read later than the issue; from a banked ROM as late as the tile
+    # buffer's data)
+    w_latency = tile_read_latency(cfg.lutram_buffers, True) if cfg.banked_weights else 1
+    A = w_latency + array_latency(R, C, cfg.product_registers)
     groups_t = _ceil_div(cols, C)
     cycle = start
     for row in range(rows):

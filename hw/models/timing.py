@@ -7,8 +7,8 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "fm_port_latency", "fm_read_latency", "ppu_latency",
-           "tile_read_latency", "weight_read_latency"]
+__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "read_port_latency",
+           "tile_read_latency"]
 
 def ppu_latency(interval=1):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
@@ -33,33 +33,10 @@ def ppu_latency(interval=1):
     return 13 + (interval - 1)
 
 
-def fm_read_latency(lutram, banked=False):
-    """Cycles from the tile loader's feature-map read address to its data registered for the
-    tile-buffer write's padding multiplexer: 1, or 2 in the designs with LUT-RAM tile buffers
-    (ECP5, ``lutram_buffers``), which register the data straight out of the block RAM first
-    (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer; yosys'
-    ECP5 mapping leaves the DP16KD's own output register unused, so this one is in the
-    fabric), or 3 with a feature map in banks (``banked``,
-    ``AcceleratorConfig.fm_bank_words``: each bank's data registered, then the bank
-    multiplexer, then that register: :func:`fm_port_latency`).
-
-    Parameters
-    ----------
-    lutram : bool
-    banked : bool
-
-    Returns
-    -------
-    int
-    """
-    if banked:
-        return fm_port_latency(True) + 1
-    return 2 if lutram else 1
-
-
-def fm_port_latency(banked):
-    """Cycles from a feature-map read port's address to its data: 1 (a synchronous read), or
-    2 in banks (the read, each bank's data registered; the bank multiplexer after them).
+def read_port_latency(banked):
+    """Cycles from a memory read port's address to its data: 1 (a synchronous read), or 2 from
+    a memory in banks (:class:`cnnforge.hw.rtl.banked.BankedMemory`: the read, each bank's
+    word registered; the bank multiplexer after them, registered by the port's user).
 
     Parameters
     ----------
@@ -72,6 +49,28 @@ def fm_port_latency(banked):
     return 2 if banked else 1
 
 
+def fm_read_latency(lutram, banked=False):
+    """Cycles from the tile loader's feature-map read address to its data registered for the
+    tile-buffer write's padding multiplexer: 1, or 2 in the designs with LUT-RAM tile buffers
+    (ECP5, ``lutram_buffers``), which register the data straight out of the block RAM first
+    (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer; yosys'
+    ECP5 mapping leaves the DP16KD's own output register unused, so this one is in the
+    fabric), or 3 with a feature map in banks (``banked``,
+    ``AcceleratorConfig.fm_bank_words``: the bank multiplexer in front of that register:
+    :func:`read_port_latency`).
+
+    Parameters
+    ----------
+    lutram : bool
+    banked : bool
+
+    Returns
+    -------
+    int
+    """
+    return read_port_latency(banked) + (1 if lutram or banked else 0)
+
+
 def tile_read_latency(lutram, banked_weights=False):
     """Cycles from a tile-buffer read address (and the controller's beat issued with it) to its
     data at the array's edge.
@@ -79,10 +78,11 @@ def tile_read_latency(lutram, banked_weights=False):
     Block RAM reads synchronously: one cycle. Distributed RAM (``lutram``, the ECP5 boards) reads
     behind a registered address and registers its data before the bank rotation: two cycles
     (the asynchronous read's multiplexer tree and the rotation were one path before, the ECP5
-    cores' critical one). With ``banked_weights`` the weight ROM's read takes
-    :func:`weight_read_latency` (3) cycles and the tile buffer's data are registered until
-    then: three. The controller's beat, rotation, preload and patch outputs and the weight
-    address are delayed to match (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
+    cores' critical one). With ``banked_weights`` the weight ROM's words come
+    :func:`read_port_latency` (2) cycles after the address and are registered after its bank
+    multiplexer, and the tile buffer's data are registered until then: three. The controller's
+    beat, rotation, preload and patch outputs and the weight address are delayed to match
+    (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
 
     Parameters
     ----------
@@ -97,24 +97,8 @@ def tile_read_latency(lutram, banked_weights=False):
         1, 2 or 3.
     """
     if banked_weights:
-        return weight_read_latency(True)
+        return read_port_latency(True) + 1
     return 2 if lutram else 1
-
-
-def weight_read_latency(banked):
-    """Cycles from the weight ROM's address to its word: 1 (a synchronous read), or 3 for a ROM
-    cut into banks (:class:`cnnforge.hw.rtl.banked.BankedROM`: the read, each bank's data
-    registered, the bank multiplexer registered).
-
-    Parameters
-    ----------
-    banked : bool
-
-    Returns
-    -------
-    int
-    """
-    return 3 if banked else 1
 
 
 def array_latency(rows, cols, product_registers=1):

@@ -56,9 +56,9 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import fm_port_latency, fm_read_latency, weight_read_latency
+from cnnforge.hw.models.timing import fm_read_latency, read_port_latency
 from cnnforge.hw.rtl.add import AddUnit
-from cnnforge.hw.rtl.banked import BankedRAM, BankedROM
+from cnnforge.hw.rtl.banked import BankedMemory
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
                                     connect_desc, delay, descriptor_layout, most_of)
 from cnnforge.hw.rtl.controller import Controller
@@ -184,7 +184,7 @@ class Accelerator(wiring.Component):
                                                   desc, most, lanes=cfg.loader_lanes,
                                                   fm_latency=fm_read_latency(cfg.lutram_buffers,
                                                                              cfg.banked_fm),
-                                                  fm_port_latency=fm_port_latency(cfg.banked_fm))
+                                                  fm_port_latency=read_port_latency(cfg.banked_fm))
         m.submodules.controller = ctl = Controller(prog, bank_aw, w_aw, meta, desc)
         m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
                                                         interval=cfg.ppu_interval)
@@ -213,15 +213,15 @@ class Accelerator(wiring.Component):
             groups_drained = psum.groups_drained
         m.d.comb += meta_fifo.r_en.eq(meta_take)
         rd = self._read_stage(m, ctl, ibuf.latency, prog.stationary)
-        w_latency = weight_read_latency(cfg.banked_weights)
-        w_addr, w_data = self._weight_read(m, w_port, w_latency, ctl, rd, ibuf.latency, wino)
+        w_addr, w_data, w_latency = self._weight_read(
+            m, w_port, read_port_latency(cfg.banked_weights), ctl, rd, ibuf.latency, wino)
         x_edge = self._array_edge(m, array, ibuf, w_data, rd, d)
         busy = (~loader.done | ~ctl.done | passes_busy | drain.active | ppu.busy | array.done)
         if prog.stationary:
             busy |= psum.active
         if wino:
             wt, wc = self._winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, x_edge,
-                                    w_latency - 1)
+                                    w_latency - 1)     # (its beats: aligned to a 1-cycle read)
             units.append(wc)
             groups_drained = (wc.groups_drained if groups_drained is None else
                               Mux(d.df == Dataflow.WINOGRAD, wc.groups_drained, groups_drained))
@@ -270,12 +270,13 @@ class Accelerator(wiring.Component):
 
     def _feature_map(self, m, fm_aw):
         """The feature-map memory: block RAM (a write port, read ports A and B; in banks:
-        :class:`BankedRAM`) or one SPRAM block per slot
+        :class:`BankedMemory`) or one SPRAM block per slot
         (:class:`~cnnforge.hw.rtl.spram.FeatureMapSlots`). Returns the three ports (``addr``,
         ``data``, and ``en`` on the write port)."""
         prog = self.program
         if prog.config.banked_fm:
-            m.submodules.fm = fm = BankedRAM(prog.fm_depth, prog.config.fm_bank_words)
+            m.submodules.fm = fm = BankedMemory(signed(8), prog.fm_depth,
+                                                prog.config.fm_bank_words, read_ports=2)
             return (SimpleNamespace(addr=fm.w_addr, data=fm.w_data, en=fm.w_en),
                     SimpleNamespace(addr=fm.r_addr[0], data=fm.r_data[0]),
                     SimpleNamespace(addr=fm.r_addr[1], data=fm.r_data[1]))
@@ -293,16 +294,17 @@ class Accelerator(wiring.Component):
                 SimpleNamespace(addr=fm.rd_b_addr, data=fm.rd_b_data))
 
     def _weights(self, m, seq):
-        """The weight memory: a block-RAM ROM (banked: :class:`BankedROM`), or SPRAM written
-        through ``i_weights`` while the engine is idle
+        """The weight memory: a block-RAM ROM (in banks: :class:`BankedMemory`), or SPRAM
+        written through ``i_weights`` while the engine is idle
         (:class:`~cnnforge.hw.rtl.spram.WeightLoader`). Returns its read port (``addr``;
-        ``data``, an array of ``lanes`` weights; :func:`weight_read_latency` cycles apart)."""
+        ``data``, an array of ``lanes`` weights; :func:`read_port_latency` cycles apart)."""
         prog, cfg = self.program, self.program.config
         layout = data.ArrayLayout(signed(prog.w_width), cfg.lanes)
         init = [[int(v) for v in word] for word in prog.weights]
         if cfg.banked_weights:
-            m.submodules.weights = brom = BankedROM(layout, init, cfg.weight_bank_words)
-            return brom
+            m.submodules.weights = brom = BankedMemory(layout, len(init), cfg.weight_bank_words,
+                                                       init=init)
+            return SimpleNamespace(addr=brom.r_addr[0], data=brom.r_data[0])
         if not cfg.spram_weights:
             m.submodules.weights = wrom = memory.Memory(shape=layout,
                                                         depth=max(2, len(prog.weights)),
@@ -355,23 +357,23 @@ class Accelerator(wiring.Component):
         return psum
 
     @staticmethod
-    def _weight_read(m, w_port, w_latency, ctl, rd, latency, wino):
+    def _weight_read(m, w_port, port_latency, ctl, rd, latency, wino):
         """The weight address of the direct layers and the words the array's edge takes, in the
-        cycle of the tile buffer's data (its read ``latency``). Issued with the controller's
-        beat ("early") where the ROM's read is as long (a banked ROM) or with its data
-        registered once (a two-cycle tile-buffer read, ECP5: the block RAM's clock-to-out is
-        not in front of the lane multiplexer and the weight skew); else with the beat delayed
-        to the tile buffer's read (``rd``; the Winograd unit reads the ROM a cycle before its
-        beats). ``w_latency``: the ROM's read. Returns ``(address, words)``."""
-        early = w_latency > 1 or (latency > 1 and not wino)
+        cycle of the tile buffer's data (its read ``latency``). With a read longer than the
+        ROM's (``port_latency``: a two-cycle tile-buffer read, ECP5, or three after a banked
+        ROM) the address is issued with the controller's beat ("early") and the words
+        registered once after the ROM's port (its block RAMs' clock-to-out, or its bank
+        multiplexer, is then not in front of the lane multiplexer and the weight skew); else
+        (and in the Winograd designs of one ROM, whose unit reads the ROM a cycle before its
+        beats) with the beat delayed to the tile buffer's read (``rd``). Returns ``(address,
+        words, cycles from the address to the words)``."""
+        early = port_latency > 1 or (latency > 1 and not wino)
         if not early:
-            return rd.w_addr, w_port.data
-        extra = latency - w_latency
-        if not extra:
-            return ctl.w_addr, w_port.data
+            return rd.w_addr, w_port.data, port_latency
+        assert latency == port_latency + 1
         w_data = Signal.like(w_port.data, name="w_data_q")
         m.d.sync += w_data.eq(w_port.data)
-        return ctl.w_addr, delay(m, w_data, extra - 1, "w_data_q")
+        return ctl.w_addr, w_data, latency
 
     @staticmethod
     def _array_edge(m, array, ibuf, w_data, rd, d):
@@ -410,7 +412,8 @@ class Accelerator(wiring.Component):
     def _winograd(m, prog, array, ctl, rd, ppu_width, w_aw, desc, d, rotated, w_delay):
         """The Winograd transform units between the controller's patch reads (``rd``: its
         read-aligned outputs) and the array; the compute unit's beats and inputs delayed
-        ``w_delay`` cycles more (a banked weight ROM's read: 3 cycles, not 1)."""
+        ``w_delay`` cycles more (the words of a banked weight ROM: 3 cycles after the address,
+        not 1)."""
         R, C = array.rows, array.cols
         is_wino = d.df == Dataflow.WINOGRAD
         m.submodules.wino_in = wt = WinogradInputTransform(C, prog.x_width, prog.winograd_depth)

@@ -5,7 +5,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from cnnforge.hw.models.timing import fm_port_latency
+from cnnforge.hw.models.timing import read_port_latency
 from cnnforge.hw.rtl.common import COUNTERS, Events
 
 __all__ = ["PerfCounters", "Sequencer"]
@@ -130,7 +130,7 @@ class Sequencer(wiring.Component):
         total_cycles = Signal(32)
         img_count = Signal(range(max(2, prog.image_size + 1)))
         out = _Readout(m, self, prog.fm_depth, len(self.fm_rd_addr),
-                       fm_port_latency(prog.config.banked_fm))
+                       read_port_latency(prog.config.banked_fm))
         m.d.comb += self.cycles.eq(total_cycles)
         header = Signal(32 * len(COUNTERS))
         hdr = Signal(range(4 * len(COUNTERS)))

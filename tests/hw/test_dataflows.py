@@ -18,13 +18,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, _layers_from_ops, compile_network
+from cnnforge.hw.compiler.program import (AcceleratorConfig, _layers_from_ops, compile_network,
+                                          fm_bankable)
 from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLU6
 from cnnforge.hw.models.perf import layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (compile_tight, golden_layers, has_max_pool, make_network,
-                           random_images, random_network)
+from tests.helpers import (compile_tight, golden_layers, make_network, random_images,
+                           random_network)
 
 DATAFLOWS = ("or", "ir", "wr")
 
@@ -247,10 +248,10 @@ RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (
 
 def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles):
     """``products`` 2: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words) and
-    the feature map (of 16 values) where the network has no fused max-pool."""
+    the feature map (of 16 values) where the network allows it (no fused max-pool)."""
     qnet = quantize(net)
     ecp5 = dict(product_registers=products, weight_bank_words=4 * (products - 1),
-                fm_bank_words=16 * (products - 1) * (not has_max_pool(qnet)))
+                fm_bank_words=16 * (products - 1) * fm_bankable(qnet))
     if tight:
         program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
                                 algorithms=direct(qnet), **ecp5)
@@ -324,7 +325,7 @@ def test_two_loader_lanes(shape, dataflow, array, lutram):
     data registered twice, or three times in banks); maps == golden, counters and cycles ==
     model."""
     qnet = quantize(SHAPES[shape]())
-    fm_banks = 8 * lutram * (not has_max_pool(qnet))
+    fm_banks = 8 * lutram * fm_bankable(qnet)
     program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=2,
                             lutram_buffers=lutram, product_registers=1 + lutram,
                             weight_bank_words=4 * lutram, fm_bank_words=fm_banks,

@@ -10,14 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
+                                          fm_bankable)
 from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Flatten,
                                           Linear, MaxPool2d, NetworkError, ReLU, ReLU6)
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (check_result, compile_tight, has_max_pool, inverted_residual,
-                           make_network, random_images)
+from tests.helpers import (check_result, compile_tight, inverted_residual, make_network,
+                           random_images)
 
 ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
 
@@ -76,7 +77,7 @@ def random_program(net, array, tight, lutram, interval, dataflow, lanes):
     dataflow = "or" if interval > 1 else dataflow
     ecp5 = dict(lutram_buffers=lutram, product_registers=1 + lutram,
                 weight_bank_words=8 * lutram,
-                fm_bank_words=32 * lutram * (not has_max_pool(qnet)))
+                fm_bank_words=32 * lutram * fm_bankable(qnet))
     if tight:
         return compile_tight(qnet, *array, dataflow=dataflow, ppu_interval=interval,
                              loader_lanes=lanes, **ecp5)
