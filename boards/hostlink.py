@@ -378,6 +378,8 @@ class ImageBuffer(wiring.Component):
     bank_words : int or None
         Bytes per bank of the registered, banked read; None: the read address chosen by the
         transfer, the read data straight to ``o``.
+    family : ``"ecp5"`` or None
+        The banks' primitives (:class:`~cnnforge.hw.rtl.banked.BankedMemory`'s ``family``).
 
     Members
     -------
@@ -391,12 +393,12 @@ class ImageBuffer(wiring.Component):
         The image is being streamed.
     """
 
-    def __init__(self, image_size, bank_words=None):
+    def __init__(self, image_size, bank_words=None, family=None):
         if image_size < 1:
             self._MustUse__silence = True
             raise ValueError(f"an image has at least one byte, got {image_size}")
         self._image_size = image_size
-        self._bank_words = bank_words
+        self._bank_words, self._family = bank_words, family
         super().__init__({
             "w": Out(_image_write_signature(image_size)),
             "start": In(1),
@@ -465,7 +467,8 @@ class ImageBuffer(wiring.Component):
         """Banks read from a registered address, their data and multiplexer registered, the
         bytes queued in a FIFO the reads take credits of."""
         n_in = self._image_size
-        m.submodules.image = image = BankedMemory(8, n_in, self._bank_words)
+        m.submodules.image = image = BankedMemory(8, n_in, self._bank_words,
+                                                  family=self._family)
         m.d.comb += [image.w_addr.eq(self.w.addr), image.w_data.eq(self.w.data),
                      image.w_en.eq(self.w.en)]
         rd_addr = Signal(range(max(2, n_in)))
@@ -802,7 +805,8 @@ class HostLink(wiring.Component):
         # one's LUT RAM read is no longer behind the transfer's address multiplexer)
         bank_words = (MEMORY_FAMILIES["ecp5"].block_bytes if self._primitives == "ecp5"
                       else None)
-        m.submodules.image_buffer = image = ImageBuffer(prog.image_size, bank_words)
+        m.submodules.image_buffer = image = ImageBuffer(prog.image_size, bank_words,
+                                                        family=self._primitives or None)
         # no debug records on a board: no performance counters
         m.submodules.accel = accel = Accelerator(prog, primitives=self._primitives,
                                                  perf_counters=False)

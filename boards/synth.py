@@ -432,6 +432,23 @@ def _rtlil_memories(il_text):
     return sizes
 
 
+def _instance_memories(il_text):
+    """The memories built of block-RAM instances (the ECP5 banked memories' ``DP16KD`` blocks,
+    :class:`~cnnforge.hw.rtl.banked.BankedMemory`): one entry per bank, named as yosys names
+    the memories it maps (``link.accel.weights.bank0``), with its blocks' count."""
+    blocks, module = {}, ""
+    for line in il_text.splitlines():
+        if line.startswith("module "):
+            module = line.split()[1].lstrip("\\").split(".", 1)[-1]
+        else:
+            m = re.match(r"\s*cell \\DP16KD \\(bank\d+)_", line)
+            if m:
+                name = f"{module}.{m.group(1)}"
+                blocks[name] = blocks.get(name, 0) + 1
+    return [{"memory": name, "depth": 0, "width": 0, "mapped": "block RAM", "reason": "",
+             "blocks": n} for name, n in blocks.items()]
+
+
 def _memories(sizes, log_text, device):
     """Where each memory went, from yosys' ``memory_libmap`` log lines; ``sizes`` is
     ``{name: (depth, width)}`` (:func:`_rtlil_memories`)."""
@@ -789,8 +806,9 @@ def analyze(mul_dump, rtlil, yosys_log, device, dsps_used=None):
     if isinstance(device, str):
         device = DEVICES[device]
     multipliers = _multipliers(_parse_dump(Path(mul_dump).read_text()), device)
-    memories = _memories(_rtlil_memories(Path(rtlil).read_text()),
-                         Path(yosys_log).read_text(errors="replace"), device)
+    il_text = Path(rtlil).read_text()
+    memories = (_memories(_rtlil_memories(il_text), Path(yosys_log).read_text(errors="replace"),
+                          device) + _instance_memories(il_text))
     notes = []
     logic_muls = [m for m in multipliers if m["mapped"] == "logic"]
     if logic_muls:

@@ -93,7 +93,7 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=No
 
 
 def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_width=32,
-                   rounding="gemmlowp", interval=1):
+                   rounding="gemmlowp", interval=1, param_bank_words=0):
     """Run accumulators through the :class:`PostProcessor` (no pooling).
 
     Parameters
@@ -106,6 +106,8 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     rounding : ``"gemmlowp"`` or ``"nearest-even"``
     interval : int
         The unit's ``interval``: one beat every 1 or 2 cycles (the cycles between held low).
+    param_bank_words : int
+        The unit's ``param_bank_words``: 0, or the parameter ROM in banks of that many words.
 
     Returns
     -------
@@ -114,7 +116,7 @@ def rtl_requantize(acc, channels, params, zero_point, act_min, act_max, acc_widt
     acc = np.asarray(acc)
     n = len(acc)
     dut = PostProcessor(acc_width, params, max(1, (n - 1).bit_length()), rounding,
-                        interval=interval)
+                        interval=interval, param_bank_words=param_bank_words)
     written = {}
 
     async def bench(ctx):

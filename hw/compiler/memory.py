@@ -481,6 +481,11 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
         if cfg.banked_weights else
         MemorySpec("weight ROM", "hw/rtl/accelerator.py (weights)", 1, weight_depth,
                    weight_width, write_ports=0, rom=True, initialized=True),
+        MemorySpec("parameter ROM", "hw/rtl/banked.py (ppu.rom.bank<b>)",
+                   -(-max(2, params) // cfg.weight_bank_words),
+                   min(max(2, params), cfg.weight_bank_words), PARAM_BITS, write_ports=0,
+                   rom=True, initialized=True, force_block=True)
+        if cfg.banked_weights else
         MemorySpec("parameter ROM", "hw/rtl/ppu.py (rom)", 1, max(2, params),
                    PARAM_BITS, write_ports=0, rom=True, initialized=True, force_block=True),
         MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", banks,

@@ -23,6 +23,7 @@ import numpy as np
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_cycles, tile_order
+from cnnforge.hw.models.timing import read_port_latency
 from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
@@ -103,16 +104,18 @@ class AcceleratorConfig:
         (:func:`loader_pairing`). Not with ``spram_feature_maps`` (single-port blocks).
     weight_bank_words : int
         0: the weight ROM is one memory, read synchronously. N (a power of two): the ROM is cut
-        into banks of N words, each bank's read data and the bank multiplexer registered
-        (:class:`~cnnforge.hw.rtl.banked.BankedMemory`: ECP5, where a ROM of many ``DP16KD``
-        blocks otherwise has their clock-to-out and its multiplexer in one cycle); the weight
-        read and the tile buffer's read then take three cycles
-        (:func:`~cnnforge.hw.models.timing.tile_read_latency`). Not with ``spram_weights``.
+        into banks of N words, the read address, each bank's read data and the bank multiplexer
+        registered (:class:`~cnnforge.hw.rtl.banked.BankedMemory`: ECP5, where a ROM of many
+        ``DP16KD`` blocks otherwise has their clock-to-out and its multiplexer in one cycle);
+        the weight read and the tile buffer's read then take five cycles
+        (:func:`~cnnforge.hw.models.timing.tile_read_latency`), and the post-processor's
+        parameter ROM is banked the same way (three cycles more,
+        :func:`~cnnforge.hw.models.timing.ppu_latency`). Not with ``spram_weights``.
     fm_bank_words : int
-        0: the feature map is one memory. N (a power of two): banks of N values, each bank's
-        read data registered before the bank multiplexer (ECP5: a large map's many ``DP16KD``
-        blocks otherwise have their clock-to-out and the multiplexer in the read's cycle); the
-        tile loader's read then takes three cycles
+        0: the feature map is one memory. N (a power of two): banks of N values, the read
+        address and each bank's read data registered before the bank multiplexer (ECP5: a
+        large map's many ``DP16KD`` blocks otherwise have their clock-to-out and the
+        multiplexer in the read's cycle); the tile loader's read then takes five cycles
         (:func:`~cnnforge.hw.models.timing.fm_read_latency`). Not with a fused max-pool or an
         element-wise add (their reads take one cycle), nor ``spram_feature_maps``.
     product_registers : int
@@ -1018,7 +1021,8 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
         reader = _one_cycle_fm_reader(grp)
         if cfg.banked_fm and reader:
             raise ConfigError(f"layer {name} ({type_}): {reader} reads the feature map in one "
-                              f"cycle; fm_bank_words={cfg.fm_bank_words} reads it in three")
+                              f"cycle; fm_bank_words={cfg.fm_bank_words} reads it in "
+                              f"{read_port_latency(True)}")
         if op.kind == "add":
             if cfg.ppu_interval > 1:
                 raise ConfigError(f"layer {name} ({type_}): an element-wise add feeds the "

@@ -17,9 +17,10 @@ passes last ``L = max(K, I·R·C + 1)`` beats back to back, drained one result e
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
 (the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers)
-and the post-processor writes ``ppu_latency(I)`` cycles after its input (:mod:`.timing`). Access
-counts are closed forms of the loop bounds. ``tests/hw/test_dataflows.py`` (and the Winograd,
-MobileNet and Verilator tests) check every figure against the RTL counters.
+and the post-processor writes ``ppu_latency(I, banked)`` cycles after its input
+(:mod:`.timing`). Access counts are closed forms of the loop bounds.
+``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and Verilator tests) check every
+figure against the RTL counters.
 
 The model follows Zhang et al., FPGA 2015 (tile loop nests, double buffering) and SCALE-Sim's
 os/ws/is timing for the array itself.
@@ -39,6 +40,12 @@ from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_laten
 
 def _ceil_div(a, b):
     return -(-a // b)
+
+
+def _ppu_latency(cfg):
+    """The post-processor's latency in ``cfg``'s design (its parameter ROM banked with the
+    weight ROM)."""
+    return ppu_latency(cfg.ppu_interval, cfg.banked_weights)
 
 
 @dataclass
@@ -210,7 +217,7 @@ def _add_model(v, cfg):
     LayerModel
     """
     n = v["out_size"]
-    return LayerModel(cycles=n + 5 + ppu_latency(cfg.ppu_interval), ibuf_reads=0,
+    return LayerModel(cycles=n + 5 + _ppu_latency(cfg), ibuf_reads=0,
                       ibuf_writes=0, weight_reads=2 * n, obuf_reads=0, obuf_writes=0,
                       fm_reads=2 * n, fm_writes=n, macs=0, ideal_cycles=0)
 
@@ -274,7 +281,7 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
                     and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
                    None)
         if hit is not None:
-            end = max(end, done_p + 1 + interval * hit + ppu_latency(interval) + 1)
+            end = max(end, done_p + 1 + interval * hit + _ppu_latency(cfg) + 1)
             break
     return f_end, end
 
@@ -357,7 +364,7 @@ def _stationary_tile(v, cfg, start, tr0, tc0, rows, cols, st, end, acc):
         for i in reversed(range(n_drain)):
             m, oy, ox = order(i)
             if ox < gx_end and _ppu_valid(v, m, oy, ox):
-                end = max(end, y + 2 + i + ppu_latency(cfg.ppu_interval) + 1)
+                end = max(end, y + 2 + i + _ppu_latency(cfg) + 1)
                 break
         cycle = s_end + 1
     f_end = cycle - 1
@@ -410,7 +417,7 @@ def _winograd_tile(v, cfg, start, tr0, tc0, rows, cols, st, end):
                     tx = tx0 + c
                     oy, ox = 2 * ty + (q >> 1), 2 * tx + (q & 1)
                     if tx < tx_end and _ppu_valid(v, mb * R + r, oy, ox):
-                        end = max(end, y + 2 + e + ppu_latency(cfg.ppu_interval) + 1)
+                        end = max(end, y + 2 + e + _ppu_latency(cfg) + 1)
                         break
                 block = last_pass_end + 1
             st["v_free"][vh] = last_pass_end + 1          # v_clr at the last pass cycle

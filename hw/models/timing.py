@@ -10,7 +10,7 @@ counters).
 __all__ = ["array_latency", "fm_read_latency", "ppu_latency", "read_port_latency",
            "tile_read_latency"]
 
-def ppu_latency(interval=1):
+def ppu_latency(interval=1, banked_params=False):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
 
     The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
@@ -19,24 +19,30 @@ def ppu_latency(interval=1):
     clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
     of the feature map's port): 13. A post-processor taking a beat every other cycle
     (``interval`` 2: its partial products time-shared over two DSP blocks) has one more stage
-    (the first products kept in registers): 14.
+    (the first products kept in registers): 14. A parameter ROM in banks (``banked_params``,
+    the ECP5 designs: :func:`read_port_latency`) reads three cycles longer.
 
     Parameters
     ----------
     interval : int
         1 or 2: cycles between the beats the post-processor can take.
+    banked_params : bool
+        The parameter ROM is a :class:`~cnnforge.hw.rtl.banked.BankedMemory`
+        (``AcceleratorConfig.banked_weights``).
 
     Returns
     -------
     int
     """
-    return 13 + (interval - 1)
+    return 13 + (interval - 1) + read_port_latency(banked_params) - 1
 
 
 def read_port_latency(banked):
-    """Cycles from a memory read port's address to its data: 1 (a synchronous read), or 2 from
-    a memory in banks (:class:`cnnforge.hw.rtl.banked.BankedMemory`: the read, each bank's
-    word registered; the bank multiplexer after them, registered by the port's user).
+    """Cycles from a memory read port's address to its data: 1 (a synchronous read), or 4 from
+    a memory in banks (:class:`cnnforge.hw.rtl.banked.BankedMemory`: the address registered
+    before it fans out to the banks, the read, each bank's word registered, a multiplexer over
+    a group of banks registered; the multiplexer over the groups after them, registered by the
+    port's user).
 
     Parameters
     ----------
@@ -46,7 +52,7 @@ def read_port_latency(banked):
     -------
     int
     """
-    return 2 if banked else 1
+    return 4 if banked else 1
 
 
 def fm_read_latency(lutram, banked=False):
@@ -55,7 +61,7 @@ def fm_read_latency(lutram, banked=False):
     (ECP5, ``lutram_buffers``), which register the data straight out of the block RAM first
     (its clock-to-out, 5.8 ns on the LFE5U, is then not in front of the multiplexer; yosys'
     ECP5 mapping leaves the DP16KD's own output register unused, so this one is in the
-    fabric), or 3 with a feature map in banks (``banked``,
+    fabric), or 5 with a feature map in banks (``banked``,
     ``AcceleratorConfig.fm_bank_words``: the bank multiplexer in front of that register:
     :func:`read_port_latency`).
 
@@ -79,8 +85,8 @@ def tile_read_latency(lutram, banked_weights=False):
     behind a registered address and registers its data before the bank rotation: two cycles
     (the asynchronous read's multiplexer tree and the rotation were one path before, the ECP5
     cores' critical one). With ``banked_weights`` the weight ROM's words come
-    :func:`read_port_latency` (2) cycles after the address and are registered after its bank
-    multiplexer, and the tile buffer's data are registered until then: three. The controller's
+    :func:`read_port_latency` (4) cycles after the address and are registered after its bank
+    multiplexer, and the tile buffer's data are registered until then: five. The controller's
     beat, rotation, preload and patch outputs and the weight address are delayed to match
     (:class:`cnnforge.hw.rtl.accelerator.Accelerator`).
 
@@ -94,7 +100,7 @@ def tile_read_latency(lutram, banked_weights=False):
     Returns
     -------
     int
-        1, 2 or 3.
+        1, 2 or 5.
     """
     if banked_weights:
         return read_port_latency(True) + 1

@@ -173,7 +173,8 @@ class Accelerator(wiring.Component):
                                                    product_registers=cfg.product_registers)
         m.submodules.ppu = ppu = PostProcessor(ppu_width, prog.params, fm_aw, prog.rounding,
                                                family=family, interval=cfg.ppu_interval,
-                                               pooling=prog.pooling)
+                                               pooling=prog.pooling,
+                                               param_bank_words=cfg.weight_bank_words)
         m.d.comb += [ppu.zero_point.eq(d.z_out), ppu.act_min.eq(d.act_min),
                      ppu.act_max.eq(d.act_max), ppu.rd_data.eq(fm_rd_b.data),
                      seq.ppu_wr_addr.eq(ppu.wr_addr), seq.ppu_wr_data.eq(ppu.wr_data),
@@ -276,7 +277,8 @@ class Accelerator(wiring.Component):
         prog = self.program
         if prog.config.banked_fm:
             m.submodules.fm = fm = BankedMemory(signed(8), prog.fm_depth,
-                                                prog.config.fm_bank_words, read_ports=2)
+                                                prog.config.fm_bank_words, read_ports=2,
+                                                family=self.primitives or None)
             return (SimpleNamespace(addr=fm.w_addr, data=fm.w_data, en=fm.w_en),
                     SimpleNamespace(addr=fm.r_addr[0], data=fm.r_data[0]),
                     SimpleNamespace(addr=fm.r_addr[1], data=fm.r_data[1]))
@@ -303,7 +305,7 @@ class Accelerator(wiring.Component):
         init = [[int(v) for v in word] for word in prog.weights]
         if cfg.banked_weights:
             m.submodules.weights = brom = BankedMemory(layout, len(init), cfg.weight_bank_words,
-                                                       init=init)
+                                                       init=init, family=self.primitives or None)
             return SimpleNamespace(addr=brom.r_addr[0], data=brom.r_data[0])
         if not cfg.spram_weights:
             m.submodules.weights = wrom = memory.Memory(shape=layout,

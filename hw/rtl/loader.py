@@ -54,7 +54,7 @@ class TileLoader(wiring.Component):
         1, or 2 (``AcceleratorConfig.loader_lanes``): the lane-1 ports below exist.
     fm_latency : int
         Cycles from the feature-map read's address to its data registered for the padding
-        multiplexer (:func:`~cnnforge.hw.models.timing.fm_read_latency`): 1, 2, or 3.
+        multiplexer (:func:`~cnnforge.hw.models.timing.fm_read_latency`): 1, 2, or 5.
     fm_port_latency : int
         Cycles from the address to the feature map's port data (1, or 2 in banks:
         :func:`~cnnforge.hw.models.timing.read_port_latency`); the loader registers the data

@@ -17,12 +17,15 @@ logic; the unit forwards its own writes of the four cycles in between (the read 
 be transparent), so back-to-back updates of one window see each other.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import ppu_latency
-from cnnforge.hw.rtl.common import delay_line, product_register
+from cnnforge.hw.rtl.banked import BankedMemory
+from cnnforge.hw.rtl.common import delay, delay_line, product_register
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor"]
@@ -58,6 +61,11 @@ class PostProcessor(wiring.Component):
     pooling : bool
         Whether a layer of the network has a fused max-pool: without, the unit never reads the
         feature map (no read-modify-write, ``rd_en`` stays low, ``first`` is ignored).
+    param_bank_words : int
+        0: the parameter ROM is one block-RAM memory read in a cycle. N (a power of two): a
+        :class:`~cnnforge.hw.rtl.banked.BankedMemory` of banks of N words (the ECP5 designs,
+        ``AcceleratorConfig.weight_bank_words``: the VWW core's 12-block ROM had 10.5-10.9 ns
+        from its blocks into the parameters' registers), three cycles more latency.
     hold_by_enable : bool or None
         How the max-pool's compare reaches its running value ``old``: as the register's enable
         alone (True; one LUT after the compare's carry chain: the ECP5 25F digits core's loop,
@@ -89,9 +97,10 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (``ppu_latency(interval)``, from
+        Cycles from a beat at the input to its write (``ppu_latency(interval, banked)``, from
         :mod:`cnnforge.hw.models.timing`; 13 at an interval of 1: the input beat is registered
-        while the parameter ROM reads, then the parameters registered, bias, four registered 16×16
+        while the parameter ROM reads (four cycles from a banked ROM), then the parameters
+        registered, bias, four registered 16×16
         partial products, two adder levels to the 64-bit product, four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
         in two steps), one for the zero point's add beside the range test, one for the clamp
@@ -102,7 +111,7 @@ class PostProcessor(wiring.Component):
     """
 
     def __init__(self, acc_width, params, addr_width, rounding="gemmlowp", *, family=None,
-                 interval=1, pooling=True, hold_by_enable=None):
+                 interval=1, pooling=True, param_bank_words=0, hold_by_enable=None):
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         if interval not in (1, 2):
@@ -110,7 +119,8 @@ class PostProcessor(wiring.Component):
                              f"2 cycles")
         self.interval, self.pooling = interval, pooling
         self.hold_by_enable = family != "ice40" if hold_by_enable is None else hold_by_enable
-        self.latency = ppu_latency(interval)
+        self.param_bank_words = param_bank_words
+        self.latency = ppu_latency(interval, param_bank_words > 0)
         self.acc_width = acc_width
         self.params = params
         self.rounding = rounding
@@ -128,9 +138,17 @@ class PostProcessor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # in block RAM even when small: in logic it would cost ~200 iCE40 cells
-        m.submodules.rom = rom = memory.Memory(shape=ChannelParams, depth=max(2, len(self.params)),
-                                               init=self.params, attrs={"rom_style": "block"})
-        port = rom.read_port()
+        block = {"rom_style": "block"}
+        if self.param_bank_words:
+            m.submodules.rom = rom = BankedMemory(ChannelParams, len(self.params),
+                                                  self.param_bank_words, init=self.params,
+                                                  attrs=block, family=self.family)
+            port, reads = SimpleNamespace(addr=rom.r_addr[0], data=rom.r_data[0]), rom.latency
+        else:
+            m.submodules.rom = rom = memory.Memory(shape=ChannelParams,
+                                                   depth=max(2, len(self.params)),
+                                                   init=self.params, attrs=block)
+            port, reads = rom.read_port(), 1
 
         # Every stage below is one register level; data registers are reset-less so that yosys
         # can pack the ones around the multiplies into the DSP blocks' own registers.
@@ -161,27 +179,29 @@ class PostProcessor(wiring.Component):
         first = delayed(self.first, "first", n_stages) if self.pooling else None
 
         # stage 0: the input beat is registered while the parameter ROM reads the beat's
-        # channel (its address register is the block RAM's own); stage 1: the parameters are
+        # channel (its address register is the block RAM's own; a banked ROM's read takes two
+        # stages more, the numbering below counts from its last); stage 1: the parameters are
         # registered (the block RAM's clock-to-out is not in front of the bias adder)
-        acc0 = stage("acc0", signed(self.acc_width))
+        acc0 = delay(m, self.acc, reads, "acc0")
         acc1 = stage("acc1", signed(self.acc_width))
         bias1, m01, n1 = stage("bias1", signed(32)), stage("m01", unsigned(31)), stage("n1", 5)
         m.d.comb += port.addr.eq(self.channel)
-        m.d.sync += [acc0.eq(self.acc), acc1.eq(acc0), bias1.eq(port.data.bias),
+        m.d.sync += [acc1.eq(acc0), bias1.eq(port.data.bias),
                      m01.eq(port.data.multiplier), n1.eq(port.data.shift)]
+        at = valid[reads - 1:]          # at[k]: the beat in stage k (k ≥ 1)
         # stage 2: x = acc + bias (the compiler guarantees int32 range); with an interval of
         # two registered on a beat only (held through its two cycles of multiplies)
         x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
         stage2 = [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
         if self.interval > 1:
-            with m.If(valid[1]):
+            with m.If(at[1]):
                 m.d.sync += stage2
         else:
             m.d.sync += stage2
         # stage 3: x·M0 as four 16×16 partial products between registers (each fits one DSP
         # block): x's high half signed, its low half and M0's halves unsigned (each block
         # multiplies its operands signed as their shapes)
-        pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, valid)
+        pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, at)
         # stages 4-5: the sum of the partial products. Each product register feeds one adder
         # wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP mapper, when it
         # maps these multiplies (a PostProcessor built for simulation and synthesized with
@@ -250,7 +270,7 @@ class PostProcessor(wiring.Component):
         m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
         return w_data
 
-    def _products(self, m, stage, x2, m02, n2, valid):
+    def _products(self, m, stage, x2, m02, n2, at):
         """Stage 3 (two stages with an interval of two): the partial products
         ``x_lo·M0_lo, x_lo·M0_hi, x_hi·M0_lo, x_hi·M0_hi`` and the shift ``n`` beside them.
         An interval of one multiplies in four DSP blocks at once; two time-shares two blocks
@@ -268,9 +288,9 @@ class PostProcessor(wiring.Component):
                                         ("phh", phh3, x_hi, m02[16:])):
                 product_register(m, self.family, f"mult_{name}", a, b, product)
             return pll3, plh3, phl3, phh3, n3
-        # valid[2]: the beat's first cycle in x2 (M0_lo), else its second (M0_hi)
+        # at[2]: the beat's first cycle in x2 (M0_lo), else its second (M0_hi)
         m0_half = Signal(16, name="m0_half")
-        m.d.comb += m0_half.eq(Mux(valid[2], m02[:16], m02[16:]))
+        m.d.comb += m0_half.eq(Mux(at[2], m02[:16], m02[16:]))
         p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(32))
         product_register(m, self.family, "mult_lo", x_lo, m0_half, p_lo)
         product_register(m, self.family, "mult_hi", x_hi, m0_half, p_hi)

@@ -19,7 +19,7 @@ class TileBuffer(wiring.Component):
     port (block RAM), or, with ``lutram``, two cycles later from an asynchronous read between a
     registered address and a registered output (distributed RAM: neither the controller's
     address arithmetic nor the bank rotation after the buffer is in the read's cycle), and
-    with ``banked_weights`` registered until the banked weight ROM's word comes (three). The
+    with ``banked_weights`` registered until the banked weight ROM's word comes (five). The
     loader never writes the half being read, so both read the same values.
 
     With ``lanes`` = 2 a second write (``wr1_*``, the tile loader's lane 1) goes to another

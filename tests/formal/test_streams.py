@@ -104,8 +104,9 @@ class ImageBufferSpec(Elaboratable):
 @pytest.mark.parametrize("bank_words", [None, 2048, 4], ids=["direct", "one-bank", "three-banks"])
 def test_image_buffer(mode, bank_words):
     spec = ImageBufferSpec(bank_words=bank_words)
-    # (a cover run sends a whole image: the banked form's 9 bytes come 6 cycles after start)
-    result = run_formal(spec, mode=mode, depth=4 if mode == "prove" else spec.size + 8,
+    # (a cover run sends a whole image: its bytes come first_byte_cycles after start)
+    cover_depth = spec.size + spec.dut.first_byte_cycles + 2
+    result = run_formal(spec, mode=mode, depth=4 if mode == "prove" else cover_depth,
                         name=f"image_buffer_{bank_words}_{mode}")
     assert result.passed, result.summary()
 

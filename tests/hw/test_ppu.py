@@ -38,11 +38,13 @@ def check(acc, channels, params, rounding, zero_point=0, lo=-128, hi=127, acc_wi
     acc = np.asarray(acc, np.int64)
     channels = np.asarray(channels, np.int64)
     expected = golden(acc, channels, params, zero_point, lo, hi, rounding)
-    for interval in (1, 2):            # a beat every cycle; every other (time-shared products)
+    # a beat every cycle; every other (time-shared products); the parameter ROM in banks of two
+    # words (the ECP5 designs' BankedMemory)
+    for interval, bank_words in ((1, 0), (2, 0), (1, 2)):
         got = rtl_requantize(acc, channels, params, zero_point, lo, hi, acc_width=acc_width,
-                             rounding=rounding, interval=interval)
+                             rounding=rounding, interval=interval, param_bank_words=bank_words)
         bad = np.flatnonzero(got != expected)
-        assert bad.size == 0, f"interval {interval}: " + "; ".join(
+        assert bad.size == 0, f"interval {interval}, banks {bank_words}: " + "; ".join(
             f"acc={acc[i]} ch={channels[i]} {params[channels[i]]}: got {got[i]}, expected "
             f"{expected[i]}" for i in bad[:5])
     return got
@@ -211,15 +213,17 @@ def test_random(case, rounding):
 # Pooling read-modify-write and its read count
 
 
+@pytest.mark.parametrize("param_bank_words", [0, 1])
 @pytest.mark.parametrize("hold_by_enable", [True, False])
 @pytest.mark.parametrize("interval", [1, 2])
-def test_pooling_max_and_read_enable(interval, hold_by_enable):
+def test_pooling_max_and_read_enable(interval, hold_by_enable, param_bank_words):
     """Beats with ``first`` low write ``max(old, y)`` (back to back on one address, and every
     other cycle, too: the unit forwards its last four writes over the read-before-write port),
     and ``rd_en`` is high exactly once per such beat, ``latency − 4`` cycles after it entered
     (the engine counts its feature-map reads from it). With an ``interval`` of 2 the beats come
     every other cycle. Both forms of the running maximum's update (the compare on the
-    register's enable, or in its data: iCE40) give the same writes."""
+    register's enable, or in its data: iCE40) give the same writes, and so does a parameter
+    ROM in banks (its longer read)."""
     from amaranth.sim import Simulator
 
     from cnnforge.hw.rtl.ppu import PostProcessor
@@ -235,7 +239,8 @@ def test_pooling_max_and_read_enable(interval, hold_by_enable):
              # four back to back, the third below the maximum so far (it must hold for the
              # fourth)
              (2, 11, 1), (8, 11, 0), (-4, 11, 0), (6, 11, 0)]
-    dut = PostProcessor(16, params, 4, interval=interval, hold_by_enable=hold_by_enable)
+    dut = PostProcessor(16, params, 4, interval=interval, hold_by_enable=hold_by_enable,
+                        param_bank_words=param_bank_words)
     fm, reads, read_cycles = {}, [], []
 
     async def bench(ctx):

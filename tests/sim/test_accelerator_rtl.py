@@ -146,16 +146,17 @@ def test_digits(digits, rows, cols):
 def test_digits_lutram_buffers(digits):
     """The ECP5 boards' tile buffers (``lutram_buffers``: read between a registered address and
     a registered output, the loader's feature-map data registered twice), PEs (two product
-    registers) and weight ROM (banks of 64 words: the 4x4 digits ROM's 498 words in eight) on
-    the 25F's 4x4 array: 30 digits, 0 mismatches on every layer, and the block-RAM design's
-    cycles plus what the model adds for them (four per layer: the second and third tile read
-    cycles, each layer's first tile landing a cycle later, the array's latency; the later
-    tiles' loads hide under the compute)."""
+    registers), weight ROM (banks of 64 words: the 4x4 digits ROM's 498 words in eight) and
+    parameter ROM (banked with it) on the 25F's 4x4 array: 30 digits, 0 mismatches on every
+    layer, and the block-RAM design's cycles plus what the model adds for them (nine per
+    layer: the second to fifth tile read cycles, each layer's first tile landing a cycle
+    later, the array's latency, the parameter ROM's three; the later tiles' loads hide under
+    the compute)."""
     lut_program, result, _ = run_digits(digits, 4, 4, 30, lutram_buffers=True,
                                         product_registers=2, weight_bank_words=64)
     sync_program, sync_result, _ = run_digits(digits, 4, 4, 30)
     extra = network_model(lut_program)[1] - network_model(sync_program)[1]
-    assert extra == 4 * len(lut_program.layers)
+    assert extra == 9 * len(lut_program.layers)
     assert np.all(result.cycles - sync_result.cycles == extra)
 
 
