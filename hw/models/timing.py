@@ -7,8 +7,8 @@ predictions follow it (``tests/hw/test_dataflows.py`` checks the model against t
 counters).
 """
 
-__all__ = ["array_latency", "fm_read_latency", "ppu_latency", "read_port_latency",
-           "tile_read_latency"]
+__all__ = ["array_latency", "fm_read_latency", "pass_fifo_depth", "ppu_latency",
+           "read_port_latency", "tile_read_latency"]
 
 def ppu_latency(interval=1, banked_params=False):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
@@ -128,3 +128,24 @@ def array_latency(rows, cols, product_registers=1):
         ``rows + cols + product_registers``.
     """
     return rows + cols + product_registers
+
+
+def pass_fifo_depth(min_pass_beats, tile_latency, array_latency):
+    """Entries of the pass metadata FIFO (``Accelerator``'s ``meta``): the controller writes a
+    pass's entry at its first beat and the drain takes it when the pass's results are done,
+    with no back-pressure between them, so the FIFO holds every pass that can be in flight:
+    passes start ``min_pass_beats`` apart at the fastest and finish ``tile_latency`` +
+    ``array_latency`` cycles after their last beat (two cycles' margin for the handshakes);
+    at least 4. A 1×1 array's two-beat passes behind a banked weight ROM (tile latency 5) have
+    up to six in flight.
+
+    Parameters
+    ----------
+    min_pass_beats, tile_latency, array_latency : int
+
+    Returns
+    -------
+    int
+    """
+    span = min_pass_beats + tile_latency + array_latency + 2
+    return max(4, -(-span // min_pass_beats) + 1)

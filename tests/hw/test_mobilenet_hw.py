@@ -115,6 +115,18 @@ def test_random_depthwise_networks_many(net, array, tight, lutram, interval, dat
     run_checked(random_program(net, array, tight, lutram, interval, dataflow, lanes), seed=seed)
 
 
+def test_short_passes_behind_a_banked_weight_rom():
+    """A 1×1 array's two-beat passes behind the banked weight ROM's five-cycle read: six passes
+    in flight between the controller and the drain, which the pass metadata FIFO holds
+    (``pass_fifo_depth``; at a fixed four entries the depthwise layer's results were lost)."""
+    net = make_network((3, 8, 5), [Conv2d(3, 6, 1), Conv2d(6, 6, 1, padding=1, groups=6),
+                                   Conv2d(6, 7, 1), AdaptiveAvgPool2d(1), Flatten(),
+                                   Linear(7, 3)], seed=5)
+    program = compile_network(quantize(net), AcceleratorConfig(
+        1, 1, lutram_buffers=True, product_registers=2, weight_bank_words=8, loader_lanes=2))
+    run_checked(program)
+
+
 @pytest.mark.parametrize("dataflow", ["ir", "wr"])
 def test_stationary_after_depthwise_rows(dataflow):
     """An input- or weight-stationary layer right after a depthwise layer in the row mapping
