@@ -4,7 +4,7 @@ otherwise put their 5.8 ns clock-to-out and the multiplexer over them in one cyc
 
 from math import ceil, sqrt
 
-from amaranth.hdl import Array, ClockSignal, Const, Instance, Module, Shape, Signal, Value
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Shape, Signal, Value
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -120,6 +120,7 @@ class BankedMemory(wiring.Component):
             w_en = [Signal(name=f"bank{b}_we") for b in range(banks)]
             m.d.sync += [we.eq(self.w_en & ((self.w_addr[bank_aw:] == b) if banks > 1 else 1))
                          for b, we in enumerate(w_en)]
+        varying = self._varying()
         bank_q = []                     # [bank][port]: each bank's registered read
         for b in range(banks):
             init, write = None, None
@@ -128,23 +129,43 @@ class BankedMemory(wiring.Component):
             else:
                 init = self._init[b * words:(b + 1) * words]
             size = min(words, self._depth - b * words)
-            bank_q.append(self._bank(m, b, size, init, write, [a[:bank_aw] for a in r_addr]))
+            bank_q.append(self._bank(m, b, size, init, write, [a[:bank_aw] for a in r_addr],
+                                     varying))
+        width = Shape.cast(self._shape).width
+        cols = list(range(width)) if varying is None else varying
         for p in range(ports):
-            m.d.comb += self.r_data[p].eq(self._select(m, [q[p] for q in bank_q],
-                                                       r_addr[p][bank_aw:], p))
+            # (only the bits the banks hold pass the multiplexers' registers; a ROM's bits that
+            # are the same in every word are constants after them)
+            word = self._select(m, [Cat(*(q[p][i] for i in cols)) for q in bank_q],
+                                r_addr[p][bank_aw:], p)
+            out = Value.cast(self.r_data[p])
+            m.d.comb += [out[i].eq(word[k]) for k, i in enumerate(cols)]
+            if varying is not None:
+                first = _word_bits(self._shape, self._init[0])
+                m.d.comb += [out[i].eq(first >> i & 1) for i in range(width) if i not in cols]
         return m
 
-    def _bank(self, m, b, size, init, write, r_addr):
+    def _varying(self):
+        """The bits the ``DP16KD`` banks of a ROM hold: those not the same in every word (as
+        yosys drops a ROM's constant bits); None: all."""
+        if self._family != "ecp5" or self._init is None:
+            return None
+        bits = [_word_bits(self._shape, w) for w in self._init]
+        width = Shape.cast(self._shape).width
+        return [i for i in range(width) if len({w >> i & 1 for w in bits}) > 1]
+
+    def _bank(self, m, b, size, init, write, r_addr, varying):
         """Bank ``b`` of ``size`` words: its words (``init``, a ROM) or its write port
         (``write``: address, data, enable), read on each port's registered address
         ``r_addr[p]``; returns each port's registered word (the ``DP16KD``'s output register
-        on ECP5)."""
+        on ECP5, holding the ``varying`` bits)."""
         out = []
         for p, addr in enumerate(r_addr):
             q = Signal(self._shape, name=f"bank{b}_q{p}", reset_less=True)
             out.append(Value.cast(q))
             if self._family == "ecp5":
-                dp16kd_bank(m, f"bank{b}_p{p}", self._shape, init, write, addr, q, size)
+                dp16kd_bank(m, f"bank{b}_p{p}", self._shape, init, write, addr, q, size,
+                            varying)
                 continue
             if p == 0:
                 mem = memory.Memory(shape=self._shape, depth=max(2, size), init=init or [],
@@ -226,22 +247,25 @@ def _dp16kd_port(pins, port, addr, width):
             pins[f"i_AD{port}{k}"] = int(width == 18 and k < 2)
 
 
-def dp16kd_bank(m, name, shape, init, write, r_addr, r_data, words):
+def dp16kd_bank(m, name, shape, init, write, r_addr, r_data, words, columns=None):
     """One bank of ``words`` words of a :class:`BankedMemory` as ``DP16KD`` blocks side by
     side (Lattice TN1264, *ECP5 and ECP5-5G Memory Usage Guide*: the 1024 × 18 or 2048 × 9
     configuration, :func:`dp16kd_width`; port A writing, port B reading into its output
     register, ``REGMODE_B = "OUTREG"``, clocked always: ``r_data`` is the word at ``r_addr``
-    two clock edges after it, as a synchronous read and a register after it; a ROM's bits that
-    are the same in every word are constants, not blocks, and hold that value before the first
-    read too). ``init`` the words of a ROM (None: a RAM), ``write`` None or
-    ``(addr, data, en)``."""
+    two clock edges after it, as a synchronous read and a register after it). ``init`` the
+    words of a ROM (None: a RAM), ``write`` None or ``(addr, data, en)``; ``columns`` the bits
+    of a word the bank provides (None: all; the others of ``r_data`` are left undriven), of
+    which a ROM bank's blocks hold those not the same in all its words (the others are
+    constants)."""
     width, bw = Shape.cast(shape).width, dp16kd_width(words)
     bits = None if init is None else [_word_bits(shape, w) for w in init]
     r_value = Value.cast(r_data)
-    columns = list(range(width))
-    if bits is not None:        # a ROM's constant bits need no block (as yosys drops them)
-        columns = [i for i in columns if len({w >> i & 1 for w in bits}) > 1]
-        m.d.comb += [r_value[i].eq(bits[0] >> i & 1) for i in range(width) if i not in columns]
+    if columns is None:
+        columns = list(range(width))
+    if bits is not None:        # the bank's own constant bits: constants, not block columns
+        same = [i for i in columns if len({w >> i & 1 for w in bits}) == 1]
+        m.d.comb += [r_value[i].eq(bits[0] >> i & 1) for i in same]
+        columns = [i for i in columns if i not in same]
     for j in range(-(-len(columns) // bw)):
         cols = columns[bw * j:bw * (j + 1)]
         pins = {"i_CLKA": ClockSignal(), "i_CEA": 1, "i_OCEA": 1, "i_RSTA": 0,
