@@ -56,7 +56,6 @@ from cnnforge.hw.compiler.devices import DEVICES, Device
 from cnnforge.hw.compiler.program import ConfigError, addr_width, compile_network, fm_bankable
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import network_model
-from cnnforge.hw.models.timing import array_latency, pass_fifo_depth, tile_read_latency
 
 __all__ = ["MemoryFamily", "MEMORY_FAMILIES", "MemoryUse", "blocks", "memories", "MemorySpec",
            "PlacedMemory", "KindUse", "MemoryPlan", "memory_specs", "plan_memory", "check_fits",
@@ -491,13 +490,11 @@ def _shared_specs(cfg, *, fm_depth, fm_slots, fm_read_ports, weight_words, w_wid
                    PARAM_BITS, write_ports=0, rom=True, initialized=True, force_block=True),
         MemorySpec("input tile buffer", "hw/rtl/tile_buffer.py (ibuf<b>)", banks,
                    2 * slot_words, 8, async_read=cfg.lutram_buffers),
-        # amaranth's SyncFIFOBuffered of pass_fifo_depth (4 on the board designs): a word less
+        # amaranth's SyncFIFOBuffered of cfg.pass_fifo_depth (4 on the board designs): a word less
         # of storage and its output register; only the partial-sum drain reads the group's
         # rows and cols (yosys drops the bits no one reads)
         MemorySpec("pass metadata FIFO", "amaranth.lib.fifo (hw/rtl/accelerator.py meta)", 1,
-                   pass_fifo_depth(cfg.min_pass_beats,
-                                   tile_read_latency(cfg.lutram_buffers, cfg.banked_weights),
-                                   array_latency(cfg.rows, cfg.cols, cfg.product_registers)) - 1,
+                   cfg.pass_fifo_depth - 1,
                    sum(w for name, w in meta_widths.items()
                        if stationary or name not in ("rows", "cols")),
                    block_without_lutram=True),

@@ -23,7 +23,8 @@ import numpy as np
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_cycles, tile_order
-from cnnforge.hw.models.timing import read_port_latency
+from cnnforge.hw.models.timing import (array_latency, pass_fifo_depth, read_port_latency,
+                                       tile_read_latency)
 from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
@@ -210,6 +211,14 @@ class AcceleratorConfig:
         :attr:`ppu_interval`), so the drain (one result every I cycles, starting the cycle after
         ``done``) reads every PE before it finishes the next pass (see ``SystolicArray``)."""
         return self.ppu_interval * self.rows * self.cols + 1
+
+    @property
+    def pass_fifo_depth(self):
+        """Entries of the pass metadata FIFO (:func:`~cnnforge.hw.models.timing.pass_fifo_depth`
+        for this design's shortest pass, tile read and array latency)."""
+        return pass_fifo_depth(self.min_pass_beats,
+                               tile_read_latency(self.lutram_buffers, self.banked_weights),
+                               array_latency(self.rows, self.cols, self.product_registers))
 
 
 #: Loop bounds the engine compares its counters against every cycle: the descriptor also holds

@@ -56,7 +56,7 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.compiler.program import Program, compile_network
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.timing import fm_read_latency, pass_fifo_depth, read_port_latency
+from cnnforge.hw.models.timing import fm_read_latency, read_port_latency
 from cnnforge.hw.rtl.add import AddUnit
 from cnnforge.hw.rtl.banked import BankedMemory
 from cnnforge.hw.rtl.common import (COUNTERS, NO_RW_CHECK, BlockRAMFIFO, PingPong, bits,
@@ -191,9 +191,7 @@ class Accelerator(wiring.Component):
                                                         interval=cfg.ppu_interval)
         m.submodules.slots = slots = PingPong()
         m.submodules.meta = meta_fifo = BlockRAMFIFO(width=meta.size,
-                                                      depth=pass_fifo_depth(
-                                                          cfg.min_pass_beats, ibuf.latency,
-                                                          array.latency),
+                                                      depth=cfg.pass_fifo_depth,
                                                       family=self.primitives or None)
         units = [loader, ctl, drain]
         m.d.comb += [slots.set.eq(loader.slot_set), slots.clr.eq(ctl.slot_clr),

@@ -120,14 +120,17 @@ class BankedMemory(wiring.Component):
             w_en = [Signal(name=f"bank{b}_we") for b in range(banks)]
             m.d.sync += [we.eq(self.w_en & ((self.w_addr[bank_aw:] == b) if banks > 1 else 1))
                          for b, we in enumerate(w_en)]
-        varying = self._varying()
+        # a ROM's words as bits, once (the DP16KD banks' INITVALs and constant bits)
+        bits = (None if self._family != "ecp5" or self._init is None else
+                [_word_bits(self._shape, w) for w in self._init])
+        varying = _varying(bits, Shape.cast(self._shape).width)
         bank_q = []                     # [bank][port]: each bank's registered read
         for b in range(banks):
             init, write = None, None
             if self._init is None:
                 write = (w_addr, w_data, w_en[b])
             else:
-                init = self._init[b * words:(b + 1) * words]
+                init = (self._init if bits is None else bits)[b * words:(b + 1) * words]
             size = min(words, self._depth - b * words)
             bank_q.append(self._bank(m, b, size, init, write, [a[:bank_aw] for a in r_addr],
                                      varying))
@@ -141,21 +144,12 @@ class BankedMemory(wiring.Component):
             out = Value.cast(self.r_data[p])
             m.d.comb += [out[i].eq(word[k]) for k, i in enumerate(cols)]
             if varying is not None:
-                first = _word_bits(self._shape, self._init[0])
-                m.d.comb += [out[i].eq(first >> i & 1) for i in range(width) if i not in cols]
+                m.d.comb += [out[i].eq(bits[0] >> i & 1) for i in range(width) if i not in cols]
         return m
 
-    def _varying(self):
-        """The bits the ``DP16KD`` banks of a ROM hold: those not the same in every word (as
-        yosys drops a ROM's constant bits); None: all."""
-        if self._family != "ecp5" or self._init is None:
-            return None
-        bits = [_word_bits(self._shape, w) for w in self._init]
-        width = Shape.cast(self._shape).width
-        return [i for i in range(width) if len({w >> i & 1 for w in bits}) > 1]
-
     def _bank(self, m, b, size, init, write, r_addr, varying):
-        """Bank ``b`` of ``size`` words: its words (``init``, a ROM) or its write port
+        """Bank ``b`` of ``size`` words: its words (``init``, a ROM; as bits on ECP5) or its
+        write port
         (``write``: address, data, enable), read on each port's registered address
         ``r_addr[p]``; returns each port's registered word (the ``DP16KD``'s output register
         on ECP5, holding the ``varying`` bits)."""
@@ -164,8 +158,8 @@ class BankedMemory(wiring.Component):
             q = Signal(self._shape, name=f"bank{b}_q{p}", reset_less=True)
             out.append(Value.cast(q))
             if self._family == "ecp5":
-                dp16kd_bank(m, f"bank{b}_p{p}", self._shape, init, write, addr, q, size,
-                            varying)
+                dp16kd_bank(m, f"bank{b}_p{p}", Shape.cast(self._shape).width, init, write,
+                            addr, q, size, varying)
                 continue
             if p == 0:
                 mem = memory.Memory(shape=self._shape, depth=max(2, size), init=init or [],
@@ -196,6 +190,14 @@ class BankedMemory(wiring.Component):
             groups.append(q)
         return Array(groups)[delay(m, bank[gb:], 3, f"group_sel{port}")] \
             if len(groups) > 1 else groups[0]
+
+
+def _varying(bits, width):
+    """The bits of a ROM's words (``bits``, ints) not the same in every word: what its
+    ``DP16KD`` banks hold (as yosys drops a ROM's constant bits); None (all) without words."""
+    if bits is None:
+        return None
+    return [i for i in range(width) if len({w >> i & 1 for w in bits}) > 1]
 
 
 def _word_bits(shape, word):
@@ -247,18 +249,18 @@ def _dp16kd_port(pins, port, addr, width):
             pins[f"i_AD{port}{k}"] = int(width == 18 and k < 2)
 
 
-def dp16kd_bank(m, name, shape, init, write, r_addr, r_data, words, columns=None):
+def dp16kd_bank(m, name, width, init, write, r_addr, r_data, words, columns=None):
     """One bank of ``words`` words of a :class:`BankedMemory` as ``DP16KD`` blocks side by
     side (Lattice TN1264, *ECP5 and ECP5-5G Memory Usage Guide*: the 1024 × 18 or 2048 × 9
     configuration, :func:`dp16kd_width`; port A writing, port B reading into its output
     register, ``REGMODE_B = "OUTREG"``, clocked always: ``r_data`` is the word at ``r_addr``
-    two clock edges after it, as a synchronous read and a register after it). ``init`` the
-    words of a ROM (None: a RAM), ``write`` None or ``(addr, data, en)``; ``columns`` the bits
+    two clock edges after it, as a synchronous read and a register after it). ``width`` the
+    word's bits, ``init`` a ROM's words as ints (None: a RAM), ``write`` None or
+    ``(addr, data, en)``; ``columns`` the bits
     of a word the bank provides (None: all; the others of ``r_data`` are left undriven), of
     which a ROM bank's blocks hold those not the same in all its words (the others are
     constants)."""
-    width, bw = Shape.cast(shape).width, dp16kd_width(words)
-    bits = None if init is None else [_word_bits(shape, w) for w in init]
+    bw, bits = dp16kd_width(words), init
     r_value = Value.cast(r_data)
     if columns is None:
         columns = list(range(width))

@@ -56,7 +56,7 @@ class TileLoader(wiring.Component):
         Cycles from the feature-map read's address to its data registered for the padding
         multiplexer (:func:`~cnnforge.hw.models.timing.fm_read_latency`): 1, 2, or 5.
     fm_port_latency : int
-        Cycles from the address to the feature map's port data (1, or 2 in banks:
+        Cycles from the address to the feature map's port data (1, or 4 in banks:
         :func:`~cnnforge.hw.models.timing.read_port_latency`); the loader registers the data
         ``fm_latency − fm_port_latency`` times.
 
