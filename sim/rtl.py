@@ -38,7 +38,7 @@ def rtl_gemm(weights, inputs, rows, cols, acc_width=32, bubbles=0, row_stream=No
         at row r's edge in beat t of the run (passes back to back), so that PE (r, c) of pass
         p multiplies ``W[p, r, k]`` by ``row_stream[p·beats + k + c, r]``.
     product_registers : int
-        The array's ``product_registers`` (1 or 2).
+        The array's ``product_registers`` (1, 2 or 3).
 
     Returns
     -------

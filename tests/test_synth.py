@@ -387,8 +387,9 @@ def test_undefined_collisions_skip_asynchronous_reads():
 def _mult18x18d_model():
     """A behavioral ``MULT18X18D`` for the options
     :func:`~cnnforge.hw.rtl.common.ecp5_product` uses (Lattice TN1267: ``P = A · B``, signed per
-    ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0, CE0, synchronous RST0); yosys has
-    the block only as a black box."""
+    ``SIGNEDA`` / ``SIGNEDB``, in the output register on CLK0, CE0, synchronous RST0, the
+    operands through the input registers on the same if ``REG_INPUTA_CLK`` / ``REG_INPUTB_CLK``
+    are CLK0); yosys has the block only as a black box."""
     def bits(name, n):
         return [f"{name}{i}" for i in range(n)]
     ins = bits("A", 18) + bits("B", 18) + bits("C", 18)
@@ -401,9 +402,17 @@ def _mult18x18d_model():
     return f"""module MULT18X18D({", ".join(ins + ctl + outs)});
   parameter REG_OUTPUT_CLK = "NONE"; parameter REG_OUTPUT_CE = "CE0";
   parameter REG_OUTPUT_RST = "RST0"; parameter RESETMODE = "SYNC"; parameter GSR = "ENABLED";
+  parameter REG_INPUTA_CLK = "NONE"; parameter REG_INPUTA_CE = "CE0";
+  parameter REG_INPUTA_RST = "RST0"; parameter REG_INPUTB_CLK = "NONE";
+  parameter REG_INPUTB_CE = "CE0"; parameter REG_INPUTB_RST = "RST0";
   input {", ".join(ins + ctl)};
   output {", ".join(outs)};
-  wire [17:0] a = {vec(bits("A", 18))}, b = {vec(bits("B", 18))};
+  wire [17:0] a_in = {vec(bits("A", 18))}, b_in = {vec(bits("B", 18))};
+  reg [17:0] a_q, b_q;
+  always @(posedge CLK0) if (RST0) begin a_q <= 0; b_q <= 0; end
+    else if (CE0) begin a_q <= a_in; b_q <= b_in; end
+  wire [17:0] a = REG_INPUTA_CLK == "CLK0" ? a_q : a_in;
+  wire [17:0] b = REG_INPUTB_CLK == "CLK0" ? b_q : b_in;
   wire [35:0] ae = SIGNEDA ? {{{{18{{a[17]}}}}, a}} : {{18'b0, a}};
   wire [35:0] be = SIGNEDB ? {{{{18{{b[17]}}}}, b}} : {{18'b0, b}};
   reg [35:0] p;
@@ -418,8 +427,9 @@ class _Product(wiring.Component):
     multiply, or a DSP block's register for ``family="ecp5"`` / ``"ice40"``
     (:func:`~cnnforge.hw.rtl.common.product_register`)."""
 
-    def __init__(self, width, signed_operands, reset, family, width_b=None):
-        self._reset, self._family = reset, family
+    def __init__(self, width, signed_operands, reset, family, width_b=None,
+                 input_registers=False):
+        self._reset, self._family, self._inputs = reset, family, input_registers
         shape = signed if signed_operands else unsigned
         width_b = width if width_b is None else width_b
         super().__init__({"a": In(shape(width)), "b": In(shape(width_b)),
@@ -428,7 +438,7 @@ class _Product(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = Signal.like(self.p, reset_less=not self._reset)
-        product_register(m, self._family, "mult", self.a, self.b, p)
+        product_register(m, self._family, "mult", self.a, self.b, p, self._inputs)
         m.d.comb += self.p.eq(p)
         return m
 
@@ -436,14 +446,20 @@ class _Product(wiring.Component):
 @pytest.mark.parametrize("make", [
     lambda family: _Product(10, True, True, family),    # signed (PE) products, 20 bits > 18
     lambda family: _Product(6, False, False, family),   # the requantizer's (unsigned) products
-], ids=["signed", "unsigned"])
+    lambda family: _Product(6, True, True, family, input_registers=True),
+    lambda family: _Product(6, False, False, family, input_registers=True),
+], ids=["signed", "unsigned", "signed-inputs", "unsigned-inputs"])
 def test_ecp5_registered_products_equal_the_generic_ones(tmp_path, make):
-    """The ECP5 instance (a ``MULT18X18D`` holding the product in its output register) equals
-    the registered multiply it replaces, outputs compared over four cycles of free inputs and
-    resets by yosys' SAT solver (``miter -equiv``; operands narrower than the units', which
-    the bit-by-bit wiring makes no different, so that the multiplier miter stays small)."""
+    """The ECP5 instance (a ``MULT18X18D`` holding the product in its output register, the
+    operands in its input registers too with ``input_registers``) equals the registered
+    multiply it replaces (with fabric registers before it), outputs compared over four cycles
+    of free inputs and resets by yosys' SAT solver (``miter -equiv``; operands narrower than
+    the units', which the bit-by-bit wiring makes no different, so that the multiplier miter
+    stays small)."""
+    # the block's parameters applied first (hierarchy derives it from the model), then the gold
     _prove_equivalent(tmp_path, make, "ecp5", _mult18x18d_model(),
-                      "read_verilog model.v\nread_rtlil gold.il\nread_rtlil gate.il")
+                      "read_verilog -defer model.v\nread_rtlil gate.il\nhierarchy -top gate\n"
+                      "read_rtlil gold.il")
 
 
 def _prove_equivalent(tmp_path, make, family, model, read, sat_opts=""):
@@ -503,9 +519,10 @@ def test_ice40_registered_products_equal_the_generic_ones(tmp_path, make):
 
 @pytest.mark.parametrize("unit, blocks", [
     (lambda family: ProcessingElement(20, 8, 8, family=family), 1),
+    (lambda family: ProcessingElement(20, 8, 8, family=family, product_registers=3), 1),
     (lambda family: PostProcessor(32, [{"bias": 0, "multiplier": 1 << 30, "shift": 0}] * 2, 4,
                                family=family), 4),
-], ids=["pe", "requantizer"])
+], ids=["pe", "pe-inputs", "requantizer"])
 def test_ecp5_units_instantiate_their_multiplies(unit, blocks):
     """With ``family="ecp5"`` a PE's product and the requantizer's partial products are
     ``MULT18X18D`` instances and no multiply is left for yosys to map."""

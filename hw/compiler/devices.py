@@ -101,12 +101,13 @@ class Device:
 
     @property
     def product_registers(self):
-        """``AcceleratorConfig.product_registers`` for this device: two on ECP5, where the
+        """``AcceleratorConfig.product_registers`` for this device: three on ECP5, where the
         route from a ``MULT18X18D``'s output register to the accumulator's carry chain was the
-        LFE5U-85F digits core's critical path (8.6 ns); one on the iCE40, whose ``SB_MAC16``
-        pairs sit beside the fabric and whose every flip-flop takes a logic cell the UP5K's
-        arrays need."""
-        return 2 if self.family == "ecp5" else 1
+        LFE5U-85F digits core's critical path (8.6 ns), and then the PE's operand multiplexer
+        into the block's B input, with its 3.49 ns setup without the input registers, VWW's
+        (9.6-10.2 ns); one on the iCE40, whose ``SB_MAC16`` pairs sit beside the fabric and
+        whose every flip-flop takes a logic cell the UP5K's arrays need."""
+        return 3 if self.family == "ecp5" else 1
 
     @property
     def weight_bank_words(self):

@@ -120,11 +120,13 @@ class AcceleratorConfig:
         (:func:`~cnnforge.hw.models.timing.fm_read_latency`). Not with a fused max-pool or an
         element-wise add (their reads take one cycle), nor ``spram_feature_maps``.
     product_registers : int
-        Registers after each PE's multiply: 1, or 2 (the ECP5 designs: the product leaves the
-        ``MULT18X18D``'s output register into a fabric register, so the route out of the DSP
-        block and the accumulator's carry chain are in different cycles). The array's latency
-        is one cycle longer with 2 (:func:`~cnnforge.hw.models.timing.array_latency`); the
-        values are the same.
+        Registers around each PE's multiply: 1; 2: the product leaves the DSP block's output
+        register into a fabric register, so the route out of the DSP block and the
+        accumulator's carry chain are in different cycles; 3 (the ECP5 designs): besides, the
+        operands pass the ``MULT18X18D``'s input registers, so the operand multiplexer and the
+        route into the block are in a cycle of their own. The array's latency is a cycle longer
+        for each past the first (:func:`~cnnforge.hw.models.timing.array_latency`); the values
+        are the same.
 
     Raises
     ------
@@ -161,9 +163,9 @@ class AcceleratorConfig:
         if self.loader_lanes not in (1, 2):
             raise ConfigError(f"loader_lanes={self.loader_lanes}: the tile loader moves 1 or 2 "
                               "values a cycle")
-        if self.product_registers not in (1, 2):
-            raise ConfigError(f"product_registers={self.product_registers}: a PE registers its "
-                              "product once or twice")
+        if self.product_registers not in (1, 2, 3):
+            raise ConfigError(f"product_registers={self.product_registers}: a PE's multiply is "
+                              "registered once, twice or three times")
         banks = self.weight_bank_words
         if banks < 0 or banks & (banks - 1) or (banks and self.spram_weights):
             raise ConfigError(f"weight_bank_words={banks}: banks of a weight ROM, a power of "

@@ -119,8 +119,9 @@ def array_latency(rows, cols, product_registers=1):
     rows, cols : int
         Array size.
     product_registers : int
-        Registers after each PE's multiply (``AcceleratorConfig.product_registers``): 1, or 2
-        (ECP5: the route out of the DSP block in a cycle of its own).
+        Registers around each PE's multiply (``AcceleratorConfig.product_registers``): 1, 2
+        (the route out of the DSP block in a cycle of its own) or 3 (ECP5: the route into it
+        as well).
 
     Returns
     -------

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["COUNTERS", "NO_RW_CHECK", "BlockRAMFIFO", "Events", "PingPong", "bits",
            "connect_desc", "counter", "delay", "delay_line", "desc_layout", "descriptor_layout",
            "end_ahead", "most_of", "one_hot", "ecp5_product", "ice40_product",
-           "ice40_product_pair", "product_register"]
+           "ice40_product_pair", "operand_register", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
@@ -119,7 +119,7 @@ def end_ahead(m, last, name):
     return before_last, single
 
 
-def ecp5_product(m, name, a, b, product):
+def ecp5_product(m, name, a, b, product, input_registers=False):
     """What ``m.d.sync += product.eq(a * b)`` is, in one ECP5 ``MULT18X18D`` (synthesis): the
     same register in the same cycle as the block's output register, operands at most 18 bits,
     each signed as its shape, the register cleared by the domain's reset unless ``product`` is
@@ -128,7 +128,10 @@ def ecp5_product(m, name, a, b, product):
     yosys' ECP5 flow maps a multiply to a ``MULT18X18D`` without any of its registers
     (``share/lattice/dsp_map_18x18.v``), so the register after it is a fabric flip-flop and
     the route out of the block is in the multiply's cycle (Lattice TN1267, *ECP5 and ECP5-5G
-    sysDSP Usage Guide*: MULT18X18D, the output register)."""
+    sysDSP Usage Guide*: MULT18X18D, the output register). With ``input_registers`` the operands
+    pass the block's input registers first (``REG_INPUTA``, ``REG_INPUTB``, same clock, enable and
+    reset): ``product`` is then ``a · b`` of two cycles before, and the route into the block has
+    a cycle of its own."""
     sign_a, sign_b = a.shape().signed, b.shape().signed
     a18, b18 = Signal(signed(18) if sign_a else 18), Signal(signed(18) if sign_b else 18)
     p36 = Signal(36)
@@ -140,9 +143,11 @@ def ecp5_product(m, name, a, b, product):
         pins.update({f"i_A{i}": a18[i], f"i_B{i}": b18[i], f"i_C{i}": 0})
     pins.update({f"o_P{i}": p36[i] for i in range(36)})
     pins.update({f"i_{k}{i}": 0 for k in ("CLK", "CE", "RST") for i in (1, 2, 3)})
-    m.submodules[name] = Instance("MULT18X18D", p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0",
-                                  p_REG_OUTPUT_RST="RST0", p_RESETMODE="SYNC", p_GSR="DISABLED",
-                                  **pins)
+    registers = ("OUTPUT", "INPUTA", "INPUTB") if input_registers else ("OUTPUT",)
+    for reg in registers:
+        pins.update({f"p_REG_{reg}_CLK": "CLK0", f"p_REG_{reg}_CE": "CE0",
+                     f"p_REG_{reg}_RST": "RST0"})
+    m.submodules[name] = Instance("MULT18X18D", p_RESETMODE="SYNC", p_GSR="DISABLED", **pins)
 
 
 #: SB_MAC16 inputs a multiply leaves unused (holds, resets, loads, carries): tied to 0.
@@ -196,13 +201,26 @@ def ice40_product_pair(m, name, a0, b0, p0, a1, b1, p1):
               BOT_8x8_MULT_REG=1, TOPOUTPUT_SELECT=2, BOTOUTPUT_SELECT=2)
 
 
-def product_register(m, family, name, a, b, product):
+def operand_register(m, value, name, reset_less=False):
+    """``value`` registered once in ``m``'s sync domain (``reset_less`` or cleared by the reset)."""
+    reg = Signal.like(value, name=name, reset_less=reset_less)
+    m.d.sync += reg.eq(value)
+    return reg
+
+
+def product_register(m, family, name, a, b, product, input_registers=False):
     """``m.d.sync += product.eq(a * b)``, in a DSP block's own register when synthesizing for
     ``family`` (:func:`ecp5_product`, :func:`ice40_product`; None: the plain multiply, for
-    simulation)."""
+    simulation). With ``input_registers`` the operands are registered first (the product a cycle
+    later): in the ``MULT18X18D``'s input registers on ECP5, fabric registers otherwise, reset as
+    ``product`` is."""
     if family == "ecp5":
-        ecp5_product(m, name, a, b, product)
-    elif family == "ice40":
+        ecp5_product(m, name, a, b, product, input_registers)
+        return
+    if input_registers:
+        a, b = (operand_register(m, v, f"{name}_{n}", product.reset_less)
+                for v, n in ((a, "a"), (b, "b")))
+    if family == "ice40":
         ice40_product(m, name, a, b, product)
     else:
         m.d.sync += product.eq(a * b)

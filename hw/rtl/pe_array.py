@@ -15,9 +15,10 @@ after ``done``) never loses one.
 
 Pipelining: the edge operands and control are registered once more before the skew (so the
 block RAMs feeding the edge have a cycle of their own), and every PE registers its product
-before accumulating (so a DSP multiply and an adder never share a cycle), once or twice
-(``product_registers``: the second keeps the route out of the DSP block apart from the carry
-chain): the array's latency is R + C + ``product_registers``
+before accumulating (so a DSP multiply and an adder never share a cycle), once, twice or
+three times (``product_registers``: the second keeps the route out of the DSP block apart from
+the carry chain, the third, the DSP block's input registers, the route into it apart from the
+operand multiplexer): the array's latency is R + C + ``product_registers``
 (:func:`cnnforge.hw.models.timing.array_latency`).
 """
 
@@ -26,7 +27,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
-from cnnforge.hw.rtl.common import delay, ice40_product, ice40_product_pair, product_register
+from cnnforge.hw.rtl.common import (delay, ice40_product, ice40_product_pair, operand_register,
+                                    product_register)
 
 __all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "beat_fields", "delay_beat"]
 
@@ -99,9 +101,11 @@ class ProcessingElement(wiring.Component):
         product registered (the cycle after), from a multiplier the array shares between two
         PEs (:func:`~cnnforge.hw.rtl.common.ice40_product_pair`).
     product_registers : int
-        1, or 2: the product (in the DSP block's register) registered once more in the fabric
-        before the sums use it; ``result`` and ``psum_out`` then come a cycle later (the PE
-        below is a cycle later as well, so the partial sums still meet).
+        1; 2: the product (in the DSP block's register) registered once more in the fabric
+        before the sums use it; 3: besides, the operands registered before the multiply (in
+        the ``MULT18X18D``'s input registers on ECP5). ``result`` and ``psum_out`` come a cycle
+        later for each register past the first (the PE below is as much later, so the partial
+        sums still meet).
 
     With ``stationary=False`` the PE is output stationary only: ``mode``, ``preload`` and
     ``psum_in`` are ignored, ``psum_out`` stays 0 (no stationary registers for a network
@@ -153,18 +157,24 @@ class ProcessingElement(wiring.Component):
             m.d.comb += operand.eq(stat_next)
         with m.Else():
             m.d.comb += operand.eq(stat)
+        # product_registers 3: the operands into the DSP block's input registers first
+        inputs = self.product_registers > 2
         if self.shared_multiplier:
-            m.d.comb += [self.mul_a.eq(self.w_in), self.mul_b.eq(operand),
-                         product.eq(self.mul_p)]
+            mul_a, mul_b = self.w_in, operand
+            if inputs:
+                mul_a, mul_b = operand_register(m, mul_a, "mul_a_q"), operand_register(
+                    m, mul_b, "mul_b_q")
+            m.d.comb += [self.mul_a.eq(mul_a), self.mul_b.eq(mul_b), product.eq(self.mul_p)]
         else:
-            product_register(m, self.family, "mult", self.w_in, operand, product)
+            product_register(m, self.family, "mult", self.w_in, operand, product, inputs)
         # (output stationary only: the stationary bits are not registered, see delay_beat)
         for field in beat_fields(self.stationary):
             m.d.sync += [ctl[field].eq(self.ctl_in[field]),
                          self.ctl_out[field].eq(self.ctl_in[field])]
-        if self.product_registers > 1:          # the DSP block's product, once more
-            product = delay(m, product, self.product_registers - 1, "product_q")
+        if self.product_registers > 1:          # the beat follows its product
             ctl = delay_beat(m, ctl, self.product_registers - 1, "ctl_q", self.stationary)
+        if self.product_registers > 1 + inputs:         # the DSP block's product, once more
+            product = delay(m, product, self.product_registers - 1 - inputs, "product_q")
         m.d.sync += [self.w_out.eq(self.w_in), self.x_out.eq(self.x_in)]
         if self.stationary:
             m.d.sync += self.psum_out.eq(self.psum_in + product)

@@ -242,16 +242,17 @@ def test_mixed_dataflows(mix):
 RANDOM = dict(net=random_network(max_linear=1), array=st.sampled_from([(2, 2), (2, 3), (3, 2),
                                                                        (4, 4)]),
               dataflow=st.sampled_from(DATAFLOWS), tight=st.booleans(),
-              lanes=st.sampled_from([1, 2]), products=st.sampled_from([1, 2]),
+              lanes=st.sampled_from([1, 2]), products=st.sampled_from([1, 2, 3]),
               seed=st.integers(0, 2**32 - 1))
 
 
 def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles):
-    """``products`` 2: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words) and
-    the feature map (of 16 values) where the network allows it (no fused max-pool)."""
+    """``products`` 2 or 3: the ECP5 PEs and, as there, the weight ROM in banks (of 4 words)
+    and the feature map (of 16 values) where the network allows it (no fused max-pool)."""
     qnet = quantize(net)
-    ecp5 = dict(product_registers=products, weight_bank_words=4 * (products - 1),
-                fm_bank_words=16 * (products - 1) * fm_bankable(qnet))
+    banked = products > 1
+    ecp5 = dict(product_registers=products, weight_bank_words=4 * banked,
+                fm_bank_words=16 * banked * fm_bankable(qnet))
     if tight:
         program = compile_tight(qnet, *array, dataflow=dataflow, loader_lanes=lanes,
                                 algorithms=direct(qnet), **ecp5)

@@ -132,9 +132,9 @@ def test_many_passes_back_to_back():
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 8), cols=st.integers(1, 8), k=st.integers(1, 40),
        passes=st.integers(1, 4), bubbles=st.sampled_from([0, 0, 1, 2, 5]),
-       products=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+       products=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**32 - 1))
 def test_random_shapes(rows, cols, k, passes, bubbles, products, seed):
-    """Random sizes, reductions and bubbles, one or two product registers per PE."""
+    """Random sizes, reductions and bubbles, one, two or three product registers per PE."""
     w, x = random_operands(np.random.default_rng(seed), passes, rows, cols, k)
     check(w, x, rows, cols, bubbles=bubbles, product_registers=products)
 
@@ -154,7 +154,7 @@ def test_constructor_refuses_empty_array(rows, cols):
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (2, 5), (8, 8)])
-@pytest.mark.parametrize("products", [1, 2])
+@pytest.mark.parametrize("products", [1, 2, 3])
 def test_parameters_and_latency(rows, cols, products):
     array = SystolicArray(rows, cols, 20, product_registers=products)
     assert (array.rows, array.cols, array.acc_width) == (rows, cols, 20)
@@ -163,13 +163,15 @@ def test_parameters_and_latency(rows, cols, products):
 
 
 @pytest.mark.parametrize("rows, cols, k", [(1, 1, 1), (3, 2, 7), (8, 8, 65)])
-def test_two_product_registers(rows, cols, k):
-    """``product_registers=2`` (ECP5): the same sums a cycle later, passes back to back at the
-    shortest pass (R·C + 1 beats) with the int8 extremes."""
+@pytest.mark.parametrize("products", [2, 3])
+def test_more_product_registers(rows, cols, k, products):
+    """``product_registers`` 2 and 3 (ECP5: the DSP block's input registers as well): the same
+    sums a cycle or two later, passes back to back at the shortest pass (R·C + 1 beats) with
+    the int8 extremes."""
     rng = np.random.default_rng(rows * 100 + cols + k)
     w, x = random_operands(rng, 3, rows, cols, k)
     w[0], x[0] = -127, -128
-    check(w, x, rows, cols, product_registers=2)
+    check(w, x, rows, cols, product_registers=products)
 
 
 @pytest.mark.parametrize("rows, cols, k", [(1, 1, 9), (2, 2, 12), (4, 2, 12), (3, 5, 7),
