@@ -12,6 +12,7 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile
 from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
                                           MaxPool2d, ReLU, ReLU6, Sequential)
 from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.perf import network_model
 from cnnforge.sim import runner
 from cnnforge.sim.accel import compare
 from cnnforge.sim.golden import run_quantized
@@ -116,7 +117,15 @@ def check_result(program, images, logits, layers, cycles):
     return golden
 
 
+def cycle_limit(program, images):
+    """A bound on the simulated cycles of ``images`` (``rtl_accelerator``'s ``max_cycles``):
+    the model's cycles four times over and 10,000 more an image, so that a hang fails in
+    seconds rather than after the default two million cycles."""
+    return len(images) * (4 * network_model(program)[1] + 10_000)
+
+
 def run_and_check(program, images, **kwargs):
+    kwargs.setdefault("max_cycles", cycle_limit(program, images))
     logits, layers, cycles = rtl_accelerator(program, images, **kwargs)
     return check_result(program, images, logits, layers, cycles)
 

@@ -190,9 +190,8 @@ class Accelerator(wiring.Component):
         m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
                                                         interval=cfg.ppu_interval)
         m.submodules.slots = slots = PingPong()
-        m.submodules.meta = meta_fifo = BlockRAMFIFO(width=meta.size,
-                                                      depth=cfg.pass_fifo_depth,
-                                                      family=self.primitives or None)
+        m.submodules.meta = meta_fifo = BlockRAMFIFO(width=meta.size, depth=cfg.pass_fifo_depth,
+                                                      family=family)
         units = [loader, ctl, drain]
         m.d.comb += [slots.set.eq(loader.slot_set), slots.clr.eq(ctl.slot_clr),
                      loader.slot_full.eq(slots.full), ctl.slot_full.eq(slots.full),

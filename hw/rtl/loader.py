@@ -1,6 +1,6 @@
 """The tile loader: feature map → input tile buffer, one value per cycle, padding included."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -138,6 +138,8 @@ class TileLoader(wiring.Component):
         # first write stage: address and control, with the feature map's read in flight
         lw_en, lw_bank, lw_addr = Signal(), Signal.like(self.wr_bank), Signal(aw)
         lw_inb, lw_last, lw_slot = Signal(), Signal(), Signal()
+        # the half `slot` still to be flagged full: its tile's last write in the write stages
+        filling = Signal()
 
         inb = Signal()
         m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
@@ -176,7 +178,7 @@ class TileLoader(wiring.Component):
                          phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
-            with m.If(~self.slot_full.bit_select(slot, 1) & ~lw_en):
+            with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
                 m.d.sync += loading.eq(1)
         with m.Elif(loading):
             m.d.comb += [self.fm_en.eq(1), self.fm_addr.eq(fm)]
@@ -225,24 +227,32 @@ class TileLoader(wiring.Component):
         with m.If(loading & is_wr):
             m.d.sync += lw_addr.eq(addr_wr)
 
-        self._write(m, events, lane1, {"en": lw_en, "bank": lw_bank, "addr": lw_addr,
-                                       "inb": lw_inb, "last": lw_last, "slot": lw_slot})
+        m.d.comb += filling.eq(self._write(m, events, lane1, slot, {
+            "en": lw_en, "bank": lw_bank, "addr": lw_addr, "inb": lw_inb, "last": lw_last,
+            "slot": lw_slot}))
         events.drive(self.events)
         return m
 
-    def _write(self, m, events, lane1, first):
+    def _write(self, m, events, lane1, slot, first):
         """The write stages after the first (``first``: its registers): with an ``fm_latency``
-        of 2 the feature map's data are registered as they leave the block RAM and the
-        write's control waits a stage with them; the last stage registers the data (or the
-        padding value) with the write."""
+        above 1 the feature map's data are registered as they leave the memory and the write's
+        control waits as many stages with them; the last stage registers the data (or the
+        padding value) with the write. Returns whether a tile's last write to the half ``slot``
+        is in the stages (its flag not yet set: the half is not free, though its flag says so;
+        with the banked map's five stages a next tile of a few elements can come round to it)."""
         d = self.desc
         extra = self._fm_latency - 1
-        stage = {k: delay(m, v, extra, f"lw_{k}") for k, v in first.items()}
+        stage = {k: delay(m, v, extra, f"lw_{k}") for k, v in first.items()
+                 if k not in ("last", "slot")}
+        lasts, slots = [first["last"]], [first["slot"]]
+        for i in range(extra):
+            lasts.append(delay(m, lasts[-1], 1, f"lw_last{i}"))
+            slots.append(delay(m, slots[-1], 1, f"lw_slot{i}"))
         fm_data = delay(m, self.fm_data, self._fm_latency - self._fm_port_latency, "fm_q")
         lw2_last, lw2_slot = Signal(), Signal()
         m.d.sync += [self.wr_en.eq(stage["en"]), self.wr_bank.eq(stage["bank"]),
-                     self.wr_addr.eq(stage["addr"]), lw2_last.eq(stage["last"]),
-                     lw2_slot.eq(stage["slot"]),
+                     self.wr_addr.eq(stage["addr"]), lw2_last.eq(lasts[-1]),
+                     lw2_slot.eq(slots[-1]),
                      self.wr_data.eq(Mux(stage["inb"], fm_data, d.z_in))]
         with m.If(self.wr_en):
             events.count("ibuf_writes")
@@ -250,6 +260,8 @@ class TileLoader(wiring.Component):
             lane1.write(stage["addr"], self._fm_latency, self._fm_port_latency)
         with m.If(lw2_last):
             m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
+        return Cat(*(last & (s == slot) for last, s in
+                     zip(lasts + [lw2_last], slots + [lw2_slot]))).any()
 
     def _next_column(self, m, is_wr, phase, phase_off, bank, word):
         """Next xi of a row: WR continues the word; x-banked: next phase, else next bank."""

@@ -24,8 +24,8 @@ from cnnforge.hw.frontend.network import Conv2d, Flatten, Linear, MaxPool2d, ReL
 from cnnforge.hw.models.perf import layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (compile_tight, golden_layers, make_network, random_images,
-                           random_network)
+from tests.helpers import (compile_tight, cycle_limit, golden_layers, make_network,
+                           random_images, random_network)
 
 DATAFLOWS = ("or", "ir", "wr")
 
@@ -40,7 +40,8 @@ def check_dataflow(program, images):
     """Run ``images`` through the RTL; every layer's map must equal the golden model and its
     counters the model's, and the engine's cycles per image the network model's."""
     images = np.asarray(images, np.int8)
-    logits, layers, cycles = rtl_accelerator(program, images)
+    logits, layers, cycles = rtl_accelerator(program, images,
+                                             max_cycles=cycle_limit(program, images))
     expected, golden = golden_layers(program, images)
     cfg = program.config
     models, total = network_model(program)
@@ -283,6 +284,20 @@ def test_random_shapes(net, array, dataflow, tight, lanes, products, seed):
 def test_random_shapes_many(net, array, dataflow, tight, lanes, products, seed):
     """As :func:`test_random_shapes`, many more and longer cases."""
     check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles=12000)
+
+
+def test_short_tiles_behind_a_banked_feature_map():
+    """Input-reuse tiles loaded in two cycles (two lanes) behind the banked feature map's
+    five-cycle read: the loader came round to a half whose tile's last write was still in its
+    write stages (the half's flag not yet set), overwrote it, and the controller waited for a
+    tile that never came (found by :func:`test_random_shapes_many`)."""
+    net = make_network((1, 6, 3), [Conv2d(1, 6, 1, stride=2, padding=1), ReLU(), Flatten(),
+                                   Linear(72, 1)], seed=0)
+    qnet = quantize(net)
+    program = compile_network(qnet, AcceleratorConfig(2, 2, dataflow="ir", loader_lanes=2,
+                                                      fm_bank_words=16),
+                              algorithms=direct(qnet))
+    check_dataflow(program, random_images(qnet, 2, 0))
 
 
 @pytest.mark.parametrize("dataflow", DATAFLOWS)

@@ -17,8 +17,8 @@ from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, AvgPool2d, Con
 from cnnforge.hw.models.perf import network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import (check_result, compile_tight, inverted_residual, make_network,
-                           random_images)
+from tests.helpers import (check_result, compile_tight, cycle_limit, inverted_residual,
+                           make_network, random_images)
 
 ARRAYS = [(1, 1), (2, 3), (3, 2), (4, 4)]
 
@@ -27,7 +27,8 @@ def run_checked(program, images=None, seed=0):
     """RTL vs golden on every layer, and RTL counters == model counters on every layer."""
     if images is None:
         images = random_images(program.qnet, 2, seed)
-    logits, layers, cycles = rtl_accelerator(program, images)
+    logits, layers, cycles = rtl_accelerator(program, images,
+                                             max_cycles=cycle_limit(program, images))
     check_result(program, images, logits, layers, cycles)
     models, _ = network_model(program)
     for layer, (counters, _), model in zip(program.layers, layers[0], models):

@@ -33,7 +33,8 @@ from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_cycles, layer_model, network_model
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.sim.rtl import rtl_accelerator
-from tests.helpers import compile_tight, golden_layers, make_network, random_images
+from tests.helpers import (compile_tight, cycle_limit, golden_layers, make_network,
+                           random_images)
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "net.py"
 
@@ -49,7 +50,8 @@ def check_winograd(program, images):
     ``layer_model(layer.values, config).counters()``, cycles per image == ``network_model``,
     logits == golden. Returns the per-image ``[(counters, ofm), ...]``."""
     images = np.asarray(images, np.int8)
-    logits, layers, cycles = rtl_accelerator(program, images)
+    logits, layers, cycles = rtl_accelerator(program, images,
+                                             max_cycles=cycle_limit(program, images))
     expected, golden = golden_layers(program, images)
     cfg = program.config
     _, total = network_model(program)
