@@ -35,13 +35,14 @@ def test_mlperf_tiny_verilator(name, array, device, count):
     counters and the cycles per inference equal to the cycle model's, the outputs identical to
     TensorFlow Lite Micro's, the KWS sample classified as class 5. ResNet-8 and VWW as the
     LFE5U-85F's design builds them (``device_config``: the loader's two lanes, LUT-RAM tile
-    buffers, two product registers, the weight ROM in banks; VWW's feature map in banks too,
+    buffers, three product registers, the weight ROM in banks; VWW's feature map in banks too,
     ResNet-8's adds keep it in one memory)."""
     path = MODELS / name
     qnet = load_network(path).quantized
     config = (device_config(qnet, DEVICES[device], *array) if device else
               AcceleratorConfig(*array))
     assert config.fm_bank_words == (2048 if name.startswith("vww") else 0)
+    assert config.product_registers == (3 if device else 1)
     program = compile_network(qnet, config)
     rng = np.random.default_rng(18)
     xs = rng.integers(-128, 128, (count,) + qnet.model_input_shape).astype(np.int8)
