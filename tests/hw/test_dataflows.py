@@ -272,7 +272,8 @@ def check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles)
 def test_random_shapes(net, array, dataflow, tight, lanes, products, seed):
     """Random conv (kernel 1-3, stride 1-2, padding 0-1, channels 1-7, maps 3-9, optional
     activation and pool) + Linear, each dataflow, default or smallest buffer, one or two
-    loader lanes, one or two product registers in the PEs (two: the weight ROM banked)."""
+    loader lanes, one to three product registers in the PEs (more than one: the weight ROM
+    banked)."""
     check_random(net, array, dataflow, tight, lanes, products, seed, max_cycles=3000)
 
 
