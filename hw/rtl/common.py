@@ -6,23 +6,30 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "BlockRAMFIFO", "Events", "PingPong", "bits",
-           "connect_desc", "counter", "delay", "delay_line", "desc_layout", "descriptor_layout",
+           "connect_desc", "counter", "delay", "delay_line", "delay_taps", "desc_layout", "descriptor_layout",
            "end_ahead", "most_of", "one_hot", "ecp5_product", "ice40_product",
-           "ice40_product_pair", "operand_register", "product_register"]
+           "ice40_product_pair", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).
 COUNTERS = ("cycles", "ibuf_reads", "ibuf_writes", "weight_reads", "obuf_reads", "obuf_writes",
             "fm_reads", "fm_writes")
 
 
-def delay(m, value, depth, name):
+def delay_taps(m, value, depth, name, **like):
     """``value`` through a chain of ``depth`` registers in ``m``'s sync domain (named
-    ``<name>_d<i>``); ``value`` itself for depth 0."""
+    ``<name>_d<i>``, ``Signal.like(value, **like)``): ``[value, <name>_d0, …]``, every stage."""
+    taps = [value]
     for i in range(depth):
-        reg = Signal.like(value, name=f"{name}_d{i}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
+        reg = Signal.like(value, name=f"{name}_d{i}", **like)
+        m.d.sync += reg.eq(taps[-1])
+        taps.append(reg)
+    return taps
+
+
+def delay(m, value, depth, name, **like):
+    """The last of :func:`delay_taps`: ``value`` ``depth`` cycles later; ``value`` itself for
+    depth 0."""
+    return delay_taps(m, value, depth, name, **like)[-1]
 
 
 def delay_line(m, value, depth, name, family=None):
@@ -201,13 +208,6 @@ def ice40_product_pair(m, name, a0, b0, p0, a1, b1, p1):
               BOT_8x8_MULT_REG=1, TOPOUTPUT_SELECT=2, BOTOUTPUT_SELECT=2)
 
 
-def operand_register(m, value, name, reset_less=False):
-    """``value`` registered once in ``m``'s sync domain (``reset_less`` or cleared by the reset)."""
-    reg = Signal.like(value, name=name, reset_less=reset_less)
-    m.d.sync += reg.eq(value)
-    return reg
-
-
 def product_register(m, family, name, a, b, product, input_registers=False):
     """``m.d.sync += product.eq(a * b)``, in a DSP block's own register when synthesizing for
     ``family`` (:func:`ecp5_product`, :func:`ice40_product`; None: the plain multiply, for
@@ -218,7 +218,7 @@ def product_register(m, family, name, a, b, product, input_registers=False):
         ecp5_product(m, name, a, b, product, input_registers)
         return
     if input_registers:
-        a, b = (operand_register(m, v, f"{name}_{n}", product.reset_less)
+        a, b = (delay(m, v, 1, f"{name}_{n}", reset_less=product.reset_less)
                 for v, n in ((a, "a"), (b, "b")))
     if family == "ice40":
         ice40_product(m, name, a, b, product)

@@ -5,7 +5,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.rtl.common import Events, counter, delay, desc_layout, end_ahead, one_hot
+from cnnforge.hw.rtl.common import (Events, counter, delay, delay_taps, desc_layout, end_ahead,
+                                    one_hot)
 
 __all__ = ["TileLoader"]
 
@@ -242,17 +243,13 @@ class TileLoader(wiring.Component):
         with the banked map's five stages a next tile of a few elements can come round to it)."""
         d = self.desc
         extra = self._fm_latency - 1
-        stage = {k: delay(m, v, extra, f"lw_{k}") for k, v in first.items()
-                 if k not in ("last", "slot")}
-        lasts, slots = [first["last"]], [first["slot"]]
-        for i in range(extra):
-            lasts.append(delay(m, lasts[-1], 1, f"lw_last{i}"))
-            slots.append(delay(m, slots[-1], 1, f"lw_slot{i}"))
+        taps = {k: delay_taps(m, v, extra, f"lw_{k}") for k, v in first.items()}
+        stage = {k: t[-1] for k, t in taps.items()}
         fm_data = delay(m, self.fm_data, self._fm_latency - self._fm_port_latency, "fm_q")
         lw2_last, lw2_slot = Signal(), Signal()
         m.d.sync += [self.wr_en.eq(stage["en"]), self.wr_bank.eq(stage["bank"]),
-                     self.wr_addr.eq(stage["addr"]), lw2_last.eq(lasts[-1]),
-                     lw2_slot.eq(slots[-1]),
+                     self.wr_addr.eq(stage["addr"]), lw2_last.eq(stage["last"]),
+                     lw2_slot.eq(stage["slot"]),
                      self.wr_data.eq(Mux(stage["inb"], fm_data, d.z_in))]
         with m.If(self.wr_en):
             events.count("ibuf_writes")
@@ -261,7 +258,7 @@ class TileLoader(wiring.Component):
         with m.If(lw2_last):
             m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
         return Cat(*(last & (s == slot) for last, s in
-                     zip(lasts + [lw2_last], slots + [lw2_slot]))).any()
+                     zip(taps["last"] + [lw2_last], taps["slot"] + [lw2_slot]))).any()
 
     def _next_column(self, m, is_wr, phase, phase_off, bank, word):
         """Next xi of a row: WR continues the word; x-banked: next phase, else next bank."""

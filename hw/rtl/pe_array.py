@@ -27,8 +27,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import array_latency
-from cnnforge.hw.rtl.common import (delay, ice40_product, ice40_product_pair, operand_register,
-                                    product_register)
+from cnnforge.hw.rtl.common import delay, ice40_product, ice40_product_pair, product_register
 
 __all__ = ["BeatControl", "ProcessingElement", "SystolicArray", "beat_fields", "delay_beat"]
 
@@ -158,13 +157,11 @@ class ProcessingElement(wiring.Component):
         with m.Else():
             m.d.comb += operand.eq(stat)
         # product_registers 3: the operands into the DSP block's input registers first
-        inputs = self.product_registers > 2
+        inputs = int(self.product_registers > 2)
         if self.shared_multiplier:
-            mul_a, mul_b = self.w_in, operand
-            if inputs:
-                mul_a, mul_b = operand_register(m, mul_a, "mul_a_q"), operand_register(
-                    m, mul_b, "mul_b_q")
-            m.d.comb += [self.mul_a.eq(mul_a), self.mul_b.eq(mul_b), product.eq(self.mul_p)]
+            m.d.comb += [self.mul_a.eq(delay(m, self.w_in, inputs, "mul_a")),
+                         self.mul_b.eq(delay(m, operand, inputs, "mul_b")),
+                         product.eq(self.mul_p)]
         else:
             product_register(m, self.family, "mult", self.w_in, operand, product, inputs)
         # (output stationary only: the stationary bits are not registered, see delay_beat)
