@@ -332,6 +332,6 @@ def test_preflight_refuses_runaway_designs(tmp_path, capsys):
     assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "8000",
                  "--build-dir", str(tmp_path / "b"), "--workers", "1"]) == 2
     err = capsys.readouterr().err
-    assert "the simulation would take about 1.3 h: the model predicts 232,738 cycles" in err, err
+    assert "the simulation would take about 1.3 h: the model predicts 232,749 cycles" in err, err
     assert "x 8000 images" in err and "--force runs it anyway" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists()

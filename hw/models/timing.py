@@ -14,12 +14,13 @@ def ppu_latency(interval=1, banked_params=False):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
 
     The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
-    bias, four registered 16×16 partial products, two adder levels to the 64-bit product, four
-    for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
+    bias, four registered 16×16 partial products, three adder levels to the 64-bit product (no
+    carry chain longer than 32 bits: the UP5K's 48-bit sum was its digits core's critical
+    path), four for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
     clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
-    of the feature map's port): 13. A post-processor taking a beat every other cycle
+    of the feature map's port): 14. A post-processor taking a beat every other cycle
     (``interval`` 2: its partial products time-shared over two DSP blocks) has one more stage
-    (the first products kept in registers): 14. A parameter ROM in banks (``banked_params``,
+    (the first products kept in registers): 15. A parameter ROM in banks (``banked_params``,
     the ECP5 designs: :func:`read_port_latency`) reads three cycles longer.
 
     Parameters
@@ -34,7 +35,7 @@ def ppu_latency(interval=1, banked_params=False):
     -------
     int
     """
-    return 13 + (interval - 1) + read_port_latency(banked_params) - 1
+    return 14 + (interval - 1) + read_port_latency(banked_params) - 1
 
 
 def read_port_latency(banked):

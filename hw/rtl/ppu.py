@@ -98,10 +98,10 @@ class PostProcessor(wiring.Component):
         A beat is still in the pipeline.
     latency : int
         Cycles from a beat at the input to its write (``ppu_latency(interval, banked)``, from
-        :mod:`cnnforge.hw.models.timing`; 13 at an interval of 1: the input beat is registered
+        :mod:`cnnforge.hw.models.timing`; 14 at an interval of 1: the input beat is registered
         while the parameter ROM reads (four cycles from a banked ROM), then the parameters
-        registered, bias, four registered 16×16
-        partial products, two adder levels to the 64-bit product, four for the rounding
+        registered, bias, four registered 16×16 partial products, three adder levels to the
+        64-bit product (16-bit adds, then 32: ``_product_sum``), four for the rounding
         (gemmlowp: two for SRDHM, then add and shift; nearest-even: rounding term, add, shift
         in two steps), one for the zero point's add beside the range test, one for the clamp
         (and the fused max-pool's compare), one for the write).
@@ -202,29 +202,22 @@ class PostProcessor(wiring.Component):
         # block): x's high half signed, its low half and M0's halves unsigned (each block
         # multiplies its operands signed as their shapes)
         pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, at)
-        # stages 4-5: the sum of the partial products. Each product register feeds one adder
-        # wider than a DSP block's accumulator (34+ bits): yosys' iCE40 DSP mapper, when it
-        # maps these multiplies (a PostProcessor built for simulation and synthesized with
-        # -dsp), would otherwise absorb a 33-bit sum or a plain delay register after a product
-        # into an SB_MAC16 and tie that register's bits to constant 0 ("Driver-driver
-        # conflict" in its log). x·M0 = pll + plh·2^16 + (phh·2^16 + phl)·2^16, |x·M0| < 2^62
-        lo4, hi4, n4 = stage("lo4", 48), stage("hi4", signed(48)), stage("n4", 5)
-        m.d.sync += [lo4.eq(pll3 + (plh3 << 16)), hi4.eq((phh3 << 16) + phl3), n4.eq(n3)]
-        ab5, n5 = stage("ab5", signed(64)), stage("n5", 5)
-        m.d.sync += [ab5.eq(lo4 + (hi4 << 16)), n5.eq(n4)]
-        sh9 = stage("sh9", signed(32))
+        # stages 4-6: the sum of the partial products, no carry chain longer than 16 bits out
+        # of a DSP block or 32 bits between registers (docs/boards.md)
+        ab_hi6, any6, all6, n6 = self._product_sum(m, stage, pll3, plh3, phl3, phh3, n3)
+        sh10 = stage("sh10", signed(32))
         if self.rounding == "gemmlowp":
-            self._gemmlowp(m, stage, ab5, n5, sh9)
+            self._gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10)
         else:
-            self._nearest_even(m, stage, ab5, n5, sh9)
-        y11 = self._clamp(m, stage, sh9)
-        w_data = self._pool(m, stage, valid, addr, first, y11) if self.pooling else y11
+            self._nearest_even(m, stage, ab_hi6, any6, n6, sh10)
+        y12 = self._clamp(m, stage, sh10)
+        w_data = self._pool(m, stage, valid, addr, first, y12) if self.pooling else y12
         m.d.sync += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
                      self.wr_data.eq(w_data)]
         m.d.comb += self.busy.eq(self.valid | Cat(*valid).any() | self.wr_en)
         return m
 
-    def _pool(self, m, stage, valid, addr, first, y11):
+    def _pool(self, m, stage, valid, addr, first, y):
         """The fused max-pool's read-modify-write: the pooling read issued three cycles before
         the value of the write is formed (four before the registered write reaches the feature
         map), its data registered as it comes out of the block RAM (``rd_q``: nothing between
@@ -242,7 +235,7 @@ class PostProcessor(wiring.Component):
         m.d.sync += rd_q.eq(self.rd_data)
         old, gt = stage("old", signed(8)), Signal(name="pool_gt")
         w_data = Signal(signed(8), name="pool_data")
-        m.d.comb += [gt.eq(y11 > old), w_data.eq(Mux(first[-1] | gt, y11, old))]
+        m.d.comb += [gt.eq(y > old), w_data.eq(Mux(first[-1] | gt, y, old))]
         # the writes formed 1 (the registered outputs), 2 and 3 cycles ago
         wr2_en, wr2_addr = Signal(name="wr2_en"), stage("wr2_addr", addr[-1].shape())
         wr2_data, wr3_data = stage("wr2_data", signed(8)), stage("wr3_data", signed(8))
@@ -264,7 +257,7 @@ class PostProcessor(wiring.Component):
                 m.d.comb += older.eq(value)
         if self.hold_by_enable:
             with m.If(~hits[0] | first[-1] | gt):
-                m.d.sync += old.eq(Mux(hits[0], y11, older))
+                m.d.sync += old.eq(Mux(hits[0], y, older))
         else:
             m.d.sync += old.eq(Mux(hits[0], w_data, older))
         m.d.comb += self.rd_en.eq(valid[-4] & ~first[-4])
@@ -294,78 +287,111 @@ class PostProcessor(wiring.Component):
         p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(32))
         product_register(m, self.family, "mult_lo", x_lo, m0_half, p_lo)
         product_register(m, self.family, "mult_hi", x_hi, m0_half, p_hi)
-        pll4, phl4, n4 = stage("pll4", 32), stage("phl4", signed(32)), stage("n4x", 5)
-        m.d.sync += [pll4.eq(p_lo), phl4.eq(p_hi), n4.eq(n3)]
-        return pll4, p_lo[:31], phl4, p_hi[:31].as_signed(), n4
+        pll, phl, n = stage("pll_kept", 32), stage("phl_kept", signed(32)), stage("n_kept", 5)
+        m.d.sync += [pll.eq(p_lo), phl.eq(p_hi), n.eq(n3)]
+        return pll, p_lo[:31], phl, p_hi[:31].as_signed(), n
 
-    def _clamp(self, m, stage, sh9):
-        """Stages 10-11: ``y11 = clamp(sh9 + zero_point, act_min, act_max)``, int8."""
-        # stage 10: the zero point added to the low 11 bits, beside the test whether the value
+    def _product_sum(self, m, stage, pll, plh, phl, phh, n3):
+        """Stages 4-6: ``ab = x·M0 = pll + (plh + phl)·2^16 + phh·2^32`` (``|ab| < 2^62``) from
+        the partial products, as the rounding needs it: bits 30-63 (``ab_hi``, signed 34) and
+        whether bits 0-29 are any or all ones. No carry chain is longer than 16 bits out of
+        a DSP block (stage 4) or 32 between registers (stage 6): the UP5K's carry step costs
+        about 0.28 ns, and the 48-bit sum of two stages took 23.5 ns there. Each sum after a
+        product is of a slice of it, which yosys' iCE40 DSP mapper does not absorb into an
+        SB_MAC16 (``tests/test_synth.py``). Returns ``ab_hi, any_lo, all_lo, n`` of stage 6."""
+        # With phl = phl_lo + (phl[16:32] − s·2^16)·2^16 (s its sign) and phh = phh[:16] +
+        # phh_hi·2^16: ab = pll[:16] + (a[:16] + phl_lo)·2^16 + (a[16] + plh[16:] + b[:16])·
+        # 2^32 + (b[16] + phh_hi − s)·2^48, where a = pll[16:] + plh[:16], b = phl[16:] +
+        # phh[:16] (stage 4, 16-bit adds)
+        a4, b4, hs4 = stage("a4", 17), stage("b4", 17), stage("hs4", signed(16))
+        plh4, phl4 = stage("plh4", 15), stage("phl4", 16)
+        any4, all4, n4 = stage("any4", 1), stage("all4", 1), stage("n4", 5)
+        m.d.sync += [a4.eq(pll[16:32] + plh[:16]), b4.eq(phl[16:32] + phh[:16]),
+                     hs4.eq(phh[16:31].as_signed() - phl[31]), plh4.eq(plh[16:31]),
+                     phl4.eq(phl[:16]), any4.eq(pll[:16].any()), all4.eq(pll[:16].all()),
+                     n4.eq(n3)]
+        # stage 5: bits 16-32 (l5), and bits 32-63 as two summands (x5 + y5), 16-bit adds
+        l5, x5, y5 = stage("l5", 17), stage("x5", 16), stage("y5", signed(32))
+        any5, all5, n5 = stage("any5", 1), stage("all5", 1), stage("n5", 5)
+        m.d.sync += [l5.eq(a4[:16] + phl4), x5.eq(plh4 + a4[16]),
+                     y5.eq(Cat(b4[:16], hs4 + b4[16])), any5.eq(any4), all5.eq(all4),
+                     n5.eq(n4)]
+        # stage 6: bits 32-63, l5's carry in; bits 16-29 reduced beside
+        ab_hi6, n6 = stage("ab_hi6", signed(34)), stage("n6", 5)
+        any6, all6 = stage("any6", 1), stage("all6", 1)
+        m.d.sync += [ab_hi6.eq(Cat(l5[14:16], y5 + x5 + l5[16])), n6.eq(n5),
+                     any6.eq(any5 | l5[:14].any()), all6.eq(all5 & l5[:14].all())]
+        return ab_hi6, any6, all6, n6
+
+    def _clamp(self, m, stage, sh10):
+        """Stages 11-12: ``y12 = clamp(sh10 + zero_point, act_min, act_max)``, int8."""
+        # stage 11: the zero point added to the low 11 bits, beside the test whether the value
         # fits 10 bits (the clamp bounds are int8 and |z| < 2^8, so a value outside 10 bits
-        # clamps to lo or hi whatever z is); stage 11: the clamp of the sum, its compares and
+        # clamps to lo or hi whatever z is); stage 12: the clamp of the sum, its compares and
         # multiplexer only (the add is not behind them)
-        y10, ovf10, neg10 = stage("y10", signed(11)), Signal(name="ovf10"), Signal(name="neg10")
-        lo10, hi10 = stage("lo10", signed(9)), stage("hi10", signed(9))
-        m.d.sync += [y10.eq(sh9[:10].as_signed() + self.zero_point),
-                     ovf10.eq(~(sh9[9:].all() | ~sh9[9:].any())), neg10.eq(sh9[31]),
-                     lo10.eq(self.act_min), hi10.eq(self.act_max)]
-        y11 = stage("y11", signed(8))
-        with m.If(ovf10):
-            m.d.sync += y11.eq(Mux(neg10, lo10, hi10))
-        with m.Elif(y10 < lo10):
-            m.d.sync += y11.eq(lo10)
-        with m.Elif(y10 > hi10):
-            m.d.sync += y11.eq(hi10)
+        y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
+        lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
+        m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
+                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
+                     lo11.eq(self.act_min), hi11.eq(self.act_max)]
+        y12 = stage("y12", signed(8))
+        with m.If(ovf11):
+            m.d.sync += y12.eq(Mux(neg11, lo11, hi11))
+        with m.Elif(y11 < lo11):
+            m.d.sync += y12.eq(lo11)
+        with m.Elif(y11 > hi11):
+            m.d.sync += y12.eq(hi11)
         with m.Else():
-            m.d.sync += y11.eq(y10)
-        return y11
+            m.d.sync += y12.eq(y11)
+        return y12
 
     @staticmethod
-    def _gemmlowp(m, stage, ab5, n5, sh9):
-        """Stages 6-9, ``rounding="gemmlowp"``: ``sh9 = RoundingDivideByPOT(SRDHM)``."""
-        # stages 6-7: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
+    def _gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10):
+        """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
+        # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur), with no 65-bit add:
         # nudge = 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) changes the high part ab >> 31 by the
         # carry out of the low 31 bits (c), minus one for ab < 0, and rounding toward zero adds
         # one for ab < 0 when the nudged low bits are not all zero (z). With lo = ab mod 2^31:
-        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants (stage 6);
-        # stage 7 adds the correction, -1 to 1, to ab >> 31.
-        neg, lo = ab5[63], ab5[:31]
-        carry = lo[30] | (neg & lo[:30].all())
-        nonzero = Mux(neg, lo != (1 << 30) - 1, lo != 1 << 30)
-        hi6, inc6, n6 = stage("hi6", signed(33)), stage("inc6", signed(3)), stage("n6", 5)
-        m.d.sync += [hi6.eq(ab5[31:64].as_signed()), n6.eq(n5),
-                     inc6.eq(carry - neg + (neg & nonzero))]
+        # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants made of bit
+        # 30 and bits 0-29's all/any (stage 7); stage 8 adds the correction, -1 to 1, to
+        # ab >> 31.
+        neg, bit30 = ab_hi6[33], ab_hi6[0]
+        carry = bit30 | (neg & all6)
+        nonzero = Mux(neg, bit30 | ~all6, ~bit30 | any6)
+        hi7, inc7, n7 = stage("hi7", signed(33)), stage("inc7", signed(3)), stage("n7", 5)
+        m.d.sync += [hi7.eq(ab_hi6[1:34].as_signed()), n7.eq(n6),
+                     inc7.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
-        # without its wide comparison. Both values of t are prepared alongside stage 7.
-        high7, n7 = stage("high7", signed(32)), stage("n7", 5)
-        half7, halfm7 = stage("half7", 32), stage("halfm7", 32)
-        m.d.sync += [high7.eq(hi6 + inc6), n7.eq(n6), half7.eq((Const(1, 33) << n6) >> 1),
-                     halfm7.eq(((Const(1, 33) << n6) >> 1) - (n6 != 0))]
-        # stage 8: x + t; stage 9: the shift
-        sum8, n8 = stage("sum8", signed(33)), stage("n8", 5)
-        m.d.sync += [sum8.eq(high7 + Mux(high7 < 0, halfm7, half7)), n8.eq(n7)]
-        m.d.sync += sh9.eq(sum8 >> n8)
+        # without its wide comparison. Both values of t are prepared alongside stage 8.
+        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
+        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
+        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
+                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
+        # stage 9: x + t; stage 10: the shift
+        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
+        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
+        m.d.sync += sh10.eq(sum9 >> n9)
 
     @staticmethod
-    def _nearest_even(m, stage, ab5, n5, sh9):
-        """Stages 6-9, ``rounding="nearest-even"``: ``sh9 = round_shift_half_even(ab, 31 + n)``
-        (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
+    def _nearest_even(m, stage, ab_hi6, any6, n6, sh10):
+        """Stages 7-10, ``rounding="nearest-even"``: ``sh10 = round_shift_half_even(ab, 31 +
+        n)`` (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
         ``b = bit 31+n of ab`` (the floor quotient's parity),
         ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``, ``c = (L ≠ 0) | b``:
         a 34-bit add and shift instead of 64-bit ones. ``|ab| < 2^62``, so its low 63 bits hold
         it."""
-        # stage 6: H, and the rounding term 2^n − 1 + c
-        h6, t6, n6 = stage("h6", signed(33)), stage("t6", 33), stage("n6", 5)
-        parity = ab5[31:63].bit_select(n5, 1)
-        pow_n = Const(1, 33) << n5
-        m.d.sync += [h6.eq(ab5[30:63].as_signed()), n6.eq(n5),
-                     t6.eq(Mux(ab5[:30].any() | parity, pow_n, pow_n - 1))]
-        # stage 7: the sum; stages 8-9: the shift by 1 + n, in two steps (n's high bits, then
+        # stage 7: H, and the rounding term 2^n − 1 + c
+        h7, t7, n7 = stage("h7", signed(33)), stage("t7", 33), stage("n7", 5)
+        parity = ab_hi6[1:33].bit_select(n6, 1)
+        pow_n = Const(1, 33) << n6
+        m.d.sync += [h7.eq(ab_hi6[:33].as_signed()), n7.eq(n6),
+                     t7.eq(Mux(any6 | parity, pow_n, pow_n - 1))]
+        # stage 8: the sum; stages 9-10: the shift by 1 + n, in two steps (n's high bits, then
         # its low two)
-        sum7, n7 = stage("sum7", signed(34)), stage("n7", 5)
-        m.d.sync += [sum7.eq(h6 + t6), n7.eq(n6)]
-        sh8, n8 = stage("sh8", signed(33)), stage("n8", 2)
-        m.d.sync += [sh8.eq(sum7 >> Cat(Const(1, 1), Const(0, 1), n7[2:])), n8.eq(n7[:2])]
-        m.d.sync += sh9.eq(sh8 >> n8)
+        sum8, n8 = stage("sum8", signed(34)), stage("n8", 5)
+        m.d.sync += [sum8.eq(h7 + t7), n8.eq(n7)]
+        sh9, n9 = stage("sh9", signed(33)), stage("n9", 2)
+        m.d.sync += [sh9.eq(sum8 >> Cat(Const(1, 1), Const(0, 1), n8[2:])), n9.eq(n8[:2])]
+        m.d.sync += sh10.eq(sh9 >> n9)
