@@ -86,35 +86,39 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
         timer = Signal(range(self._divisor))
+        zero = Signal(init=1)                       # timer == 0, kept in a register
         bits = Signal(range(9))
         shreg = Signal(8)
+
+        def load(cycles):
+            return [timer.eq(cycles), zero.eq(cycles == 0)]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         m.d.sync += self.framing_error.eq(0)
 
-        with m.If(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
+        with m.If(~zero):
+            m.d.sync += [timer.eq(timer - 1), zero.eq(timer == 1)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(self._divisor // 2 - 1)
+                    m.d.sync += load(self._divisor // 2 - 1)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer == 0):
+                with m.If(zero):
                     with m.If(~rx):
-                        m.d.sync += [timer.eq(self._divisor - 1), bits.eq(0)]
+                        m.d.sync += [*load(self._divisor - 1), bits.eq(0)]
                         m.next = "DATA"
                     with m.Else():
                         m.next = "IDLE"               # a glitch, not a start bit
             with m.State("DATA"):
-                with m.If(timer == 0):
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)),
-                                 timer.eq(self._divisor - 1), bits.eq(bits + 1)]
+                with m.If(zero):
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), *load(self._divisor - 1),
+                                 bits.eq(bits + 1)]
                     with m.If(bits == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer == 0):
+                with m.If(zero):
                     with m.If(rx):
                         m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
                         m.d.comb += self.overrun.eq(self.o.valid & ~self.o.ready)
