@@ -147,22 +147,27 @@ class TileLoader(wiring.Component):
         # The tile's place among the layer's tiles, compared once and registered: tr, tc and
         # blk change only with a tile's last element, and a cycle waiting for a free half
         # always follows it, so the flags are current before the next tile's first element
-        # (off the path from the descriptor to the counters' next values: timing).
-        last_blk, last_tc, last_tile = Signal(), Signal(), Signal()
-        m.d.sync += [last_blk.eq(blk == d.last_ld_blocks), last_tc.eq(tc == d.last_ntc),
-                     last_tile.eq((tr == d.last_ntr) & (tc == d.last_ntc)
-                                  & (blk == d.last_ld_blocks))]
+        # (off the path from the descriptor to the counters' next values: timing); what follows
+        # the tile — the layer's end, the next block, the next row or column of tiles — as one
+        # flag each, so that a register's enable at the tile's end is one LUT (timing: UP5K)
+        last_blk, last_tile = Signal(), Signal()
+        next_blk, next_row, next_col = Signal(), Signal(), Signal()
+        blk_end, tc_end, tr_end = (blk == d.last_ld_blocks, tc == d.last_ntc,
+                                   tr == d.last_ntr)
+        m.d.sync += [last_blk.eq(blk_end), last_tile.eq(tr_end & tc_end & blk_end),
+                     next_blk.eq(~blk_end), next_row.eq(blk_end & tc_end & ~tr_end),
+                     next_col.eq(blk_end & ~tc_end)]
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
-        # is held from the layer's start), so that the element loop's decisions are one LUT
-        last_x, last_y, last_n = Signal(), Signal(), Signal()
+        # is held from the layer's start), so that the element loop's decisions are one LUT;
+        # and whether all three are (the tile's last element), kept as well
+        last_x, last_y, last_n, last_elem = Signal(), Signal(), Signal(), Signal()
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
         single = {k: v[1] for k, v in ahead.items()}
         n_single = Mux(last_blk, single["ld_nits_tail"], single["ld_nits"])
         n_bound = Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"])
-        last_elem = last_x & last_y & last_n
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         lane1 = _Lane1(self, m, events, is_wr, x0) if self._lanes > 1 else None
@@ -178,7 +183,8 @@ class TileLoader(wiring.Component):
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
                          phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
-                         last_n.eq(n_single)]
+                         last_n.eq(n_single),
+                         last_elem.eq(single["ld_xits"] & single["Tr_in"] & n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
                 m.d.sync += loading.eq(1)
         with m.Elif(loading):
@@ -191,7 +197,8 @@ class TileLoader(wiring.Component):
             if self._lanes > 1:
                 lane1.load(fm, y, x, bank, last_n & Mux(last_blk, d.ld_odd_tail, d.ld_odd))
             with m.If(~last_x):
-                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
+                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"]),
+                             last_elem.eq((xi == bound["ld_xits"]) & last_y & last_n)]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
                 step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
@@ -200,24 +207,28 @@ class TileLoader(wiring.Component):
                 m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["ld_xits"])]
                 with m.If(~last_y):
                     m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step),
-                                 last_y.eq(yi == bound["Tr_in"])]
+                                 last_y.eq(yi == bound["Tr_in"]),
+                                 last_elem.eq(single["ld_xits"] & (yi == bound["Tr_in"])
+                                              & last_n)]
                 with m.Else():
                     m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step),
-                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
+                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound),
+                                 last_elem.eq(single["ld_xits"] & single["Tr_in"]
+                                              & (n == n_bound))]
                 self._next_row(m, is_wr, last_y, phase, phase_off, bank, word, rowterm)
             with m.If(last_elem):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
-                with m.Elif(~last_blk):
+                with m.If(next_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.Elif(last_tc):
+                with m.If(next_row):
                     m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
                                  row_fm.eq(row_fm + d.ld_tile_row_step),
                                  tile_fm.eq(row_fm + d.ld_tile_row_step),
                                  blk_fm.eq(row_fm + d.ld_tile_row_step),
                                  x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
-                with m.Else():
+                with m.If(next_col):
                     m.d.sync += [blk.eq(0), tc.eq(tc + 1),
                                  tile_fm.eq(tile_fm + d.ld_tile_col_step),
                                  blk_fm.eq(tile_fm + d.ld_tile_col_step),
