@@ -143,7 +143,12 @@ class TileLoader(wiring.Component):
         filling = Signal()
 
         inb = Signal()
-        m.d.comb += inb.eq((y >= 0) & (y < d.H) & (x >= 0) & (x < d.W))
+        # the map's size registered here, a cycle behind the descriptor (held from the layer's
+        # start; the first element is two cycles later): the descriptor's route is not in
+        # front of the compares' carry chains (timing: 22.2 ns on the UP5K)
+        map_h, map_w = Signal.like(d.H, name="map_h"), Signal.like(d.W, name="map_w")
+        m.d.sync += [map_h.eq(d.H), map_w.eq(d.W)]
+        m.d.comb += inb.eq((y >= 0) & (y < map_h) & (x >= 0) & (x < map_w))
         # The tile's place among the layer's tiles, compared once and registered: tr, tc and
         # blk change only with a tile's last element, and a cycle waiting for a free half
         # always follows it, so the flags are current before the next tile's first element
@@ -159,15 +164,15 @@ class TileLoader(wiring.Component):
                      next_col.eq(blk_end & ~tc_end)]
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
-        # is held from the layer's start), so that the element loop's decisions are one LUT;
-        # and whether all three are (the tile's last element), kept as well
-        last_x, last_y, last_n, last_elem = Signal(), Signal(), Signal(), Signal()
+        # is held from the layer's start), so that the element loop's decisions are one LUT
+        last_x, last_y, last_n = Signal(), Signal(), Signal()
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
         single = {k: v[1] for k, v in ahead.items()}
         n_single = Mux(last_blk, single["ld_nits_tail"], single["ld_nits"])
         n_bound = Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"])
+        last_elem = last_x & last_y & last_n
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         lane1 = _Lane1(self, m, events, is_wr, x0) if self._lanes > 1 else None
@@ -183,8 +188,7 @@ class TileLoader(wiring.Component):
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
                          phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
-                         last_n.eq(n_single),
-                         last_elem.eq(single["ld_xits"] & single["Tr_in"] & n_single)]
+                         last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
                 m.d.sync += loading.eq(1)
         with m.Elif(loading):
@@ -197,8 +201,7 @@ class TileLoader(wiring.Component):
             if self._lanes > 1:
                 lane1.load(fm, y, x, bank, last_n & Mux(last_blk, d.ld_odd_tail, d.ld_odd))
             with m.If(~last_x):
-                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"]),
-                             last_elem.eq((xi == bound["ld_xits"]) & last_y & last_n)]
+                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
                 step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
@@ -207,14 +210,10 @@ class TileLoader(wiring.Component):
                 m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["ld_xits"])]
                 with m.If(~last_y):
                     m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step),
-                                 last_y.eq(yi == bound["Tr_in"]),
-                                 last_elem.eq(single["ld_xits"] & (yi == bound["Tr_in"])
-                                              & last_n)]
+                                 last_y.eq(yi == bound["Tr_in"])]
                 with m.Else():
                     m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step),
-                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound),
-                                 last_elem.eq(single["ld_xits"] & single["Tr_in"]
-                                              & (n == n_bound))]
+                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
                 self._next_row(m, is_wr, last_y, phase, phase_off, bank, word, rowterm)
             with m.If(last_elem):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
