@@ -5,7 +5,7 @@ and the Winograd transform's reads (``docs/dataflows.md``; Zhang et al., FPGA 20
 from contextlib import nullcontext
 from types import SimpleNamespace
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -170,7 +170,15 @@ class Controller(wiring.Component):
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         self._group_offsets(s)
-        s.x_end = Mux(s.tc0 + d.Tc < d.OW, s.tc0 + d.Tc, d.OW)
+        # the tile's end column, registered: a cycle behind tc0, which changes only as the
+        # controller enters WAIT_TILE, a cycle or more before a pass reads it (timing: the
+        # descriptor → adder → compare was in front of the pass metadata FIFO's write data)
+        # (tc0 + Tc < OW as tc0 < OW − Tc, that difference registered from the descriptor: the
+        # add and the compare side by side, not in series)
+        s.x_end = Signal.like(s.tc0, name="x_end")
+        ow_less_tc = Signal(signed(len(d.OW) + 1), name="ow_less_tc")
+        m.d.sync += [ow_less_tc.eq(d.OW - d.Tc),
+                     s.x_end.eq(Mux(s.tc0 < ow_less_tc, s.tc0 + d.Tc, d.OW))]
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
         # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at
@@ -226,6 +234,12 @@ class Controller(wiring.Component):
             del s.modes[1]
         if prog.stationary:
             self._preload(m, s)
+        if len(s.modes) == 1:
+            # output reuse only: the walker resets at a pass end (and in WAIT_TILE, WAIT_BLOCK)
+            # and steps on a valid beat whatever the state — elsewhere (IDLE, WAIT_BLOCK) a
+            # stale flag moves a walk that is restarted before it is read — so its registers'
+            # enables are not behind the state's decode (timing: six LUTs on the UP5K)
+            m.d.comb += [s.walker.reset.eq(s.pass_end), s.walker.step.eq(s.valid)]
         with m.FSM(name="controller"):
             self._start_tile(m, s)
             for _, _, states in s.modes:
