@@ -153,15 +153,16 @@ class TileLoader(wiring.Component):
         # blk change only with a tile's last element, and a cycle waiting for a free half
         # always follows it, so the flags are current before the next tile's first element
         # (off the path from the descriptor to the counters' next values: timing); what follows
-        # the tile — the layer's end, the next block, the next row or column of tiles — as one
-        # flag each, so that a register's enable at the tile's end is one LUT (timing: UP5K)
+        # the tile — the layer's end, the next block, the next tile (in the next row of tiles
+        # or the next column) — as flags, so that a register's enable at the tile's end is one
+        # LUT (timing: UP5K)
         last_blk, last_tile = Signal(), Signal()
-        next_blk, next_row, next_col = Signal(), Signal(), Signal()
+        next_blk, next_tile, next_row = Signal(), Signal(), Signal()
         blk_end, tc_end, tr_end = (blk == d.last_ld_blocks, tc == d.last_ntc,
                                    tr == d.last_ntr)
         m.d.sync += [last_blk.eq(blk_end), last_tile.eq(tr_end & tc_end & blk_end),
-                     next_blk.eq(~blk_end), next_row.eq(blk_end & tc_end & ~tr_end),
-                     next_col.eq(blk_end & ~tc_end)]
+                     next_blk.eq(~blk_end), next_tile.eq(blk_end & ~(tr_end & tc_end)),
+                     next_row.eq(tc_end)]
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
@@ -221,17 +222,19 @@ class TileLoader(wiring.Component):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
                 with m.If(next_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.If(next_row):
-                    m.d.sync += [blk.eq(0), tc.eq(0), tr.eq(tr + 1),
-                                 row_fm.eq(row_fm + d.ld_tile_row_step),
-                                 tile_fm.eq(row_fm + d.ld_tile_row_step),
-                                 blk_fm.eq(row_fm + d.ld_tile_row_step),
-                                 x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
-                with m.If(next_col):
-                    m.d.sync += [blk.eq(0), tc.eq(tc + 1),
-                                 tile_fm.eq(tile_fm + d.ld_tile_col_step),
-                                 blk_fm.eq(tile_fm + d.ld_tile_col_step),
-                                 x0.eq(x0 + d.tile_x_step)]
+                with m.If(next_tile):
+                    m.d.sync += blk.eq(0)
+                    with m.If(next_row):
+                        m.d.sync += [tc.eq(0), tr.eq(tr + 1),
+                                     row_fm.eq(row_fm + d.ld_tile_row_step),
+                                     tile_fm.eq(row_fm + d.ld_tile_row_step),
+                                     blk_fm.eq(row_fm + d.ld_tile_row_step),
+                                     x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
+                    with m.Else():
+                        m.d.sync += [tc.eq(tc + 1),
+                                     tile_fm.eq(tile_fm + d.ld_tile_col_step),
+                                     blk_fm.eq(tile_fm + d.ld_tile_col_step),
+                                     x0.eq(x0 + d.tile_x_step)]
         # in the WR layout the word is absolute (word), not an offset from rowterm
         addr_wr = Signal(aw)
         m.d.comb += addr_wr.eq(Mux(slot, self._slot_words, 0) + word)

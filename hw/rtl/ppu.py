@@ -364,14 +364,15 @@ class PostProcessor(wiring.Component):
                      inc7.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
-        # without its wide comparison. Both values of t are prepared alongside stage 8.
+        # without its wide comparison. t = (2^(n−1) − 1) + c with the carry-in c = 0 for
+        # x < 0 and n > 0, else 1 (n = 0: −1 + 1), so x's sign selects a carry, not 33 bits
         high8, n8 = stage("high8", signed(32)), stage("n8", 5)
-        half8, halfm8 = stage("half8", 32), stage("halfm8", 32)
-        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), half8.eq((Const(1, 33) << n7) >> 1),
-                     halfm8.eq(((Const(1, 33) << n7) >> 1) - (n7 != 0))]
+        halfm8, nz8 = stage("halfm8", signed(33)), stage("nz8", 1)
+        m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), nz8.eq(n7 != 0),
+                     halfm8.eq(((Const(1, 33) << n7) >> 1).as_signed() - 1)]
         # stage 9: x + t; stage 10: the shift
         sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
-        m.d.sync += [sum9.eq(high8 + Mux(high8 < 0, halfm8, half8)), n9.eq(n8)]
+        m.d.sync += [sum9.eq(high8 + halfm8 + ~(high8[31] & nz8)), n9.eq(n8)]
         m.d.sync += sh10.eq(sum9 >> n9)
 
     @staticmethod
