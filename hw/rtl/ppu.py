@@ -201,10 +201,10 @@ class PostProcessor(wiring.Component):
         # stage 3: x·M0 as four 16×16 partial products between registers (each fits one DSP
         # block): x's high half signed, its low half and M0's halves unsigned (each block
         # multiplies its operands signed as their shapes)
-        pll3, plh3, phl3, phh3, n3 = self._products(m, stage, x2, m02, n2, at)
+        products = self._products(m, stage, x2, m02, n2, at)
         # stages 4-6: the sum of the partial products, no carry chain longer than 16 bits out
         # of a DSP block or 32 bits between registers (docs/boards.md)
-        ab_hi6, any6, all6, n6 = self._product_sum(m, stage, pll3, plh3, phl3, phh3, n3)
+        ab_hi6, any6, all6, n6 = self._product_sum(m, stage, *products)
         sh10 = stage("sh10", signed(32))
         if self.rounding == "gemmlowp":
             self._gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10)
@@ -268,7 +268,9 @@ class PostProcessor(wiring.Component):
         ``x_lo·M0_lo, x_lo·M0_hi, x_hi·M0_lo, x_hi·M0_hi`` and the shift ``n`` beside them.
         An interval of one multiplies in four DSP blocks at once; two time-shares two blocks
         (``x_lo`` and ``x_hi``), ``M0_lo`` in the beat's first cycle and ``M0_hi`` in its
-        second, the first products kept in registers."""
+        second, the first products kept in registers. Returns ``pll``'s high half and whether
+        its low half is any or all ones (all the sum needs of it: with an interval of two they
+        are what is kept), ``plh, phl, phh`` and ``n``."""
         x_lo, x_hi = x2[:16], x2[16:].as_signed()
         n3 = stage("n3", 5)
         m.d.sync += n3.eq(n2)
@@ -280,20 +282,23 @@ class PostProcessor(wiring.Component):
                                         ("phl", phl3, x_hi, m02[:16]),
                                         ("phh", phh3, x_hi, m02[16:])):
                 product_register(m, self.family, f"mult_{name}", a, b, product)
-            return pll3, plh3, phl3, phh3, n3
+            return pll3[16:], pll3[:16].any(), pll3[:16].all(), plh3, phl3, phh3, n3
         # at[2]: the beat's first cycle in x2 (M0_lo), else its second (M0_hi)
         m0_half = Signal(16, name="m0_half")
         m.d.comb += m0_half.eq(Mux(at[2], m02[:16], m02[16:]))
         p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(32))
         product_register(m, self.family, "mult_lo", x_lo, m0_half, p_lo)
         product_register(m, self.family, "mult_hi", x_hi, m0_half, p_hi)
-        pll, phl, n = stage("pll_kept", 32), stage("phl_kept", signed(32)), stage("n_kept", 5)
-        m.d.sync += [pll.eq(p_lo), phl.eq(p_hi), n.eq(n3)]
-        return pll, p_lo[:31], phl, p_hi[:31].as_signed(), n
+        pll_hi, phl, n = stage("pll_kept", 16), stage("phl_kept", signed(32)), stage("n_kept", 5)
+        pll_any, pll_all = stage("pll_any_kept", 1), stage("pll_all_kept", 1)
+        m.d.sync += [pll_hi.eq(p_lo[16:]), pll_any.eq(p_lo[:16].any()),
+                     pll_all.eq(p_lo[:16].all()), phl.eq(p_hi), n.eq(n3)]
+        return pll_hi, pll_any, pll_all, p_lo[:31], phl, p_hi[:31].as_signed(), n
 
-    def _product_sum(self, m, stage, pll, plh, phl, phh, n3):
+    def _product_sum(self, m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n3):
         """Stages 4-6: ``ab = x·M0 = pll + (plh + phl)·2^16 + phh·2^32`` (``|ab| < 2^62``) from
-        the partial products, as the rounding needs it: bits 30-63 (``ab_hi``, signed 34) and
+        the partial products (``pll`` as its high half and whether its low half is any or all
+        ones), as the rounding needs it: bits 30-63 (``ab_hi``, signed 34) and
         whether bits 0-29 are any or all ones. No carry chain is longer than 16 bits out of
         a DSP block (stage 4) or 32 between registers (stage 6): the UP5K's carry step costs
         about 0.28 ns, and the 48-bit sum of two stages took 23.5 ns there. Each sum after a
@@ -306,9 +311,9 @@ class PostProcessor(wiring.Component):
         a4, b4, hs4 = stage("a4", 17), stage("b4", 17), stage("hs4", signed(16))
         plh4, phl4 = stage("plh4", 15), stage("phl4", 16)
         any4, all4, n4 = stage("any4", 1), stage("all4", 1), stage("n4", 5)
-        m.d.sync += [a4.eq(pll[16:32] + plh[:16]), b4.eq(phl[16:32] + phh[:16]),
+        m.d.sync += [a4.eq(pll_hi + plh[:16]), b4.eq(phl[16:32] + phh[:16]),
                      hs4.eq(phh[16:31].as_signed() - phl[31]), plh4.eq(plh[16:31]),
-                     phl4.eq(phl[:16]), any4.eq(pll[:16].any()), all4.eq(pll[:16].all()),
+                     phl4.eq(phl[:16]), any4.eq(pll_any), all4.eq(pll_all),
                      n4.eq(n3)]
         # stage 5: bits 16-32 (l5), and bits 32-63 as two summands (x5 + y5), 16-bit adds
         l5, x5, y5 = stage("l5", 17), stage("x5", 16), stage("y5", signed(32))
