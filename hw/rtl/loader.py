@@ -1,5 +1,7 @@
 """The tile loader: feature map → input tile buffer, one value per cycle, padding included."""
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -134,8 +136,9 @@ class TileLoader(wiring.Component):
         y0, x0, y, x = (Signal(signed(16), name=n) for n in ("y0", "x0", "y", "x"))
         n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["ld_xits"], "xi"))
-        phase, bank, word = Signal(8), Signal(range(max(2, self._banks))), Signal(aw)
-        phase_off, rowterm = Signal(aw), Signal(aw)
+        cs = self._column_state(m, aw)
+        phase, bank, word, phase_off = cs.phase, cs.bank, cs.word, cs.phase_off
+        rowterm = Signal(aw)
         # first write stage: address and control, with the feature map's read in flight
         lw_en, lw_bank, lw_addr = Signal(), Signal.like(self.wr_bank), Signal(aw)
         lw_inb, lw_last, lw_slot = Signal(), Signal(), Signal()
@@ -187,7 +190,7 @@ class TileLoader(wiring.Component):
             # registers are set in every waiting cycle (nothing reads them before the tile
             # starts), so the buffer's flag is in front of `loading` alone (timing)
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
-                         phase.eq(0), bank.eq(0), word.eq(0), phase_off.eq(0), rowterm.eq(0),
+                         *self._row_start(cs), word.eq(0), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
@@ -204,9 +207,9 @@ class TileLoader(wiring.Component):
             with m.If(~last_x):
                 m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
-                step = Mux(phase == d.last_sw, d.ld_x_jump, 1) if self._lanes > 1 else 1
+                step = Mux(cs.phase_last, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
-                self._next_column(m, is_wr, phase, phase_off, bank, word)
+                self._next_column(m, is_wr, cs)
             with m.Else():
                 m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["ld_xits"])]
                 with m.If(~last_y):
@@ -215,7 +218,7 @@ class TileLoader(wiring.Component):
                 with m.Else():
                     m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step),
                                  last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
-                self._next_row(m, is_wr, last_y, phase, phase_off, bank, word, rowterm)
+                self._next_row(m, is_wr, last_y, cs, rowterm)
             with m.If(last_elem):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
@@ -273,13 +276,32 @@ class TileLoader(wiring.Component):
         return Cat(*(last & (s == slot) for last, s in
                      zip(taps["last"] + [lw2_last], taps["slot"] + [lw2_slot]))).any()
 
-    def _next_column(self, m, is_wr, phase, phase_off, bank, word):
+    def _column_state(self, m, aw):
+        """The element loop's position in a row: ``phase`` (xi mod S) and its offset
+        ``phase_off``, the bank and the word, with ``phase == last_sw`` and (x-banked, one
+        lane) ``bank == C − 1`` kept a step ahead in ``phase_last`` and ``bank_last``, so that
+        no compare is in front of the word's enable (timing: the UP5K KWS core's worst path,
+        six LUTs from the phase)."""
+        cs = SimpleNamespace(
+            phase=Signal(8, name="phase"), phase_off=Signal(aw, name="phase_off"),
+            bank=Signal(range(max(2, self._banks)), name="bank"), word=Signal(aw, name="word"),
+            phase_last=Signal(name="phase_last"), bank_last=Signal(name="bank_last"))
+        cs.sw_before_last, cs.sw_single = end_ahead(m, self.desc.last_sw, "sw")
+        return cs
+
+    def _row_start(self, cs):
+        """The assignments that put the row position at its start (phase 0, bank 0)."""
+        return [cs.phase.eq(0), cs.phase_off.eq(0), cs.bank.eq(0),
+                cs.phase_last.eq(cs.sw_single), cs.bank_last.eq(self._cols == 1)]
+
+    def _next_column(self, m, is_wr, cs):
         """Next xi of a row: WR continues the word; x-banked: next phase, else next bank."""
         d = self.desc
+        phase, phase_off, bank, word = cs.phase, cs.phase_off, cs.bank, cs.word
         with m.If(is_wr):
             m.d.sync += word.eq(word + 1)
-        with m.Elif(phase == d.last_sw):
-            m.d.sync += [phase.eq(0), phase_off.eq(0)]
+        with m.Elif(cs.phase_last):
+            m.d.sync += [phase.eq(0), phase_off.eq(0), cs.phase_last.eq(cs.sw_single)]
             C = self._cols
             if self._lanes > 1:      # x pairs: lane 0 skips lane 1's bank
                 nb = Signal(range(C + 2), name="pair_bank")
@@ -289,16 +311,18 @@ class TileLoader(wiring.Component):
                 with m.Else():
                     m.d.sync += bank.eq(nb)
             else:
-                with m.If(bank == C - 1):
-                    m.d.sync += [bank.eq(0), word.eq(word + 1)]
+                with m.If(cs.bank_last):
+                    m.d.sync += [bank.eq(0), word.eq(word + 1), cs.bank_last.eq(C == 1)]
                 with m.Else():
-                    m.d.sync += bank.eq(bank + 1)
+                    m.d.sync += [bank.eq(bank + 1), cs.bank_last.eq(bank == C - 2)]
         with m.Else():
-            m.d.sync += [phase.eq(phase + 1), phase_off.eq(phase_off + d.Wq)]
+            m.d.sync += [phase.eq(phase + 1), phase_off.eq(phase_off + d.Wq),
+                         cs.phase_last.eq(phase == cs.sw_before_last)]
 
-    def _next_row(self, m, is_wr, last_y, phase, phase_off, bank, word, rowterm):
+    def _next_row(self, m, is_wr, last_y, cs, rowterm):
         """Next row (or channel) of the tile."""
         d = self.desc
+        bank, word = cs.bank, cs.word
         with m.If(is_wr):
             # channel-banked: next row continues the word; next channel: next bank
             # (channel pairs: the next pair, two banks on; R is even)
@@ -311,8 +335,7 @@ class TileLoader(wiring.Component):
             with m.Else():
                 m.d.sync += [bank.eq(bank + 1 + pair), word.eq(rowterm)]
         with m.Else():
-            m.d.sync += [phase.eq(0), phase_off.eq(0), bank.eq(0), word.eq(0),
-                         rowterm.eq(rowterm + d.row_words)]
+            m.d.sync += [*self._row_start(cs), word.eq(0), rowterm.eq(rowterm + d.row_words)]
 
 
 class _Lane1:
