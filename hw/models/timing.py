@@ -19,14 +19,14 @@ def ppu_latency(interval=1, banked_params=False):
     path), four for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
     clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
     of the feature map's port): 14. A post-processor taking a beat every other cycle
-    (``interval`` 2: its partial products time-shared over two DSP blocks) has one more stage
-    (the first products kept in registers): 15. A parameter ROM in banks (``banked_params``,
+    (``interval`` 2: its partial products time-shared over two DSP blocks) keeps the first
+    products a stage and sums them in two: 14 as well. A parameter ROM in banks (``banked_params``,
     the ECP5 designs: :func:`read_port_latency`) reads three cycles longer.
 
     Parameters
     ----------
     interval : int
-        1 or 2: cycles between the beats the post-processor can take.
+        1 or 2: cycles between the beats the post-processor can take (the same latency).
     banked_params : bool
         The parameter ROM is a :class:`~cnnforge.hw.rtl.banked.BankedMemory`
         (``AcceleratorConfig.banked_weights``).
@@ -35,7 +35,7 @@ def ppu_latency(interval=1, banked_params=False):
     -------
     int
     """
-    return 14 + (interval - 1) + read_port_latency(banked_params) - 1
+    return 14 + read_port_latency(banked_params) - 1
 
 
 def read_port_latency(banked):

@@ -203,8 +203,10 @@ class PostProcessor(wiring.Component):
         # multiplies its operands signed as their shapes)
         products = self._products(m, stage, x2, m02, n2, at)
         # stages 4-6: the sum of the partial products, no carry chain longer than 16 bits out
-        # of a DSP block or 32 bits between registers (docs/boards.md)
-        ab_hi6, any6, all6, n6 = self._product_sum(m, stage, *products)
+        # of a DSP block or 32 bits between registers (docs/boards.md); time-shared, stages 5-6
+        # after the products kept in stage 4
+        sum_stages = self._product_sum if self.interval == 1 else self._product_sum_shared
+        ab_hi6, any6, all6, n6 = sum_stages(m, stage, *products)
         sh10 = stage("sh10", signed(32))
         if self.rounding == "gemmlowp":
             self._gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10)
@@ -327,6 +329,24 @@ class PostProcessor(wiring.Component):
         m.d.sync += [ab_hi6.eq(Cat(l5[14:16], y5 + x5 + l5[16])), n6.eq(n5),
                      any6.eq(any5 | l5[:14].any()), all6.eq(all5 & l5[:14].all())]
         return ab_hi6, any6, all6, n6
+
+    @staticmethod
+    def _product_sum_shared(m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n4):
+        """Stages 5-6 of a time-shared unit: what :meth:`_product_sum` returns, in two stages
+        (``lo = pll + plh·2^16`` and ``hi = phl + phh·2^16``, then ``lo + hi·2^16``: 32- and
+        48-bit carry chains, all from registers). The time-shared unit is the UP5K KWS core's,
+        which fills the device: 55 logic cells fewer than three stages, and that core's clock
+        is not bound by these chains (docs/boards.md)."""
+        # bits 16-47 of lo (its low 16 are pll's low half: the any / all flags), hi
+        lo5, hi5, n5 = stage("lo5", 32), stage("hi5", signed(48)), stage("n5", 5)
+        any5, all5 = stage("any5", 1), stage("all5", 1)
+        m.d.sync += [lo5.eq(pll_hi + plh), hi5.eq(phl + (phh << 16)), n5.eq(n4),
+                     any5.eq(pll_any), all5.eq(pll_all)]
+        # bits 16-63 of ab; bits 16-29 reduced by the stage that reads them
+        ab6, n6 = stage("ab6", signed(48)), stage("n6", 5)
+        any6, all6 = stage("any6", 1), stage("all6", 1)
+        m.d.sync += [ab6.eq(lo5 + hi5), n6.eq(n5), any6.eq(any5), all6.eq(all5)]
+        return ab6[14:].as_signed(), any6 | ab6[:14].any(), all6 & ab6[:14].all(), n6
 
     def _clamp(self, m, stage, sh10):
         """Stages 11-12: ``y12 = clamp(sh10 + zero_point, act_min, act_max)``, int8."""
