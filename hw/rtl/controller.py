@@ -170,15 +170,7 @@ class Controller(wiring.Component):
         s.lane = Signal.like(self.lane, name="dw_lane")
         s.slot_base = Mux(s.slot, prog.slot_words, 0)
         self._group_offsets(s)
-        # the tile's end column, registered: a cycle behind tc0, which changes only as the
-        # controller enters WAIT_TILE, a cycle or more before a pass reads it (timing: the
-        # descriptor → adder → compare was in front of the pass metadata FIFO's write data)
-        # (tc0 + Tc < OW as tc0 < OW − Tc, that difference registered from the descriptor: the
-        # add and the compare side by side, not in series)
-        s.x_end = Signal.like(s.tc0, name="x_end")
-        ow_less_tc = Signal(signed(len(d.OW) + 1), name="ow_less_tc")
-        m.d.sync += [ow_less_tc.eq(d.OW - d.Tc),
-                     s.x_end.eq(Mux(s.tc0 < ow_less_tc, s.tc0 + d.Tc, d.OW))]
+        self._tile_end_column(m, s)
         s.oy = s.tr0 + s.row
         # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
         # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at
@@ -189,17 +181,7 @@ class Controller(wiring.Component):
         s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
         s.tr_ph_next = Signal(9)
         m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
-        # the loop ends (each counter at its bound), registered: a decision at a pass, block or
-        # group end reads flags set a cycle after the counters changed, and such ends are two
-        # or more cycles apart (a pass is R·C + 1 or more beats), so the compares are not in
-        # front of the decisions and the enables they drive
-        s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
-            Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
-        s.kb_end = Signal(name="kb_end")
-        m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
-                     s.kb_end.eq(s.kb == d.last_KB),
-                     s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
-                     s.tc_end.eq(s.tc == d.last_ntc), s.ph_end.eq(s.ph == d.pool_mask)]
+        self._loop_ends(m, s)
         # psum half, V half the transform writes next
         s.half, s.vh = Signal(name="half"), Signal(name="vh")
         s.wn = Signal(16)                       # channel whose 4×4 patches the transform reads
@@ -246,6 +228,34 @@ class Controller(wiring.Component):
                 states(m, s)
         s.events.drive(self.events)
         return m
+
+    def _tile_end_column(self, m, s):
+        """``s.x_end``: the tile's end column, min(tc0 + Tc, OW)."""
+        d = self.desc
+        # the tile's end column, registered: a cycle behind tc0, which changes only as the
+        # controller enters WAIT_TILE, a cycle or more before a pass reads it (timing: the
+        # descriptor → adder → compare was in front of the pass metadata FIFO's write data)
+        # (tc0 + Tc < OW as tc0 < OW − Tc, that difference registered from the descriptor: the
+        # add and the compare side by side, not in series)
+        s.x_end = Signal.like(s.tc0, name="x_end")
+        ow_less_tc = Signal(signed(len(d.OW) + 1), name="ow_less_tc")
+        m.d.sync += [ow_less_tc.eq(d.OW - d.Tc),
+                     s.x_end.eq(Mux(s.tc0 < ow_less_tc, s.tc0 + d.Tc, d.OW))]
+
+    def _loop_ends(self, m, s):
+        """The loop end flags ``s.g_end`` … ``s.kb_end``."""
+        d = self.desc
+        # the loop ends (each counter at its bound), registered: a decision at a pass, block or
+        # group end reads flags set a cycle after the counters changed, and such ends are two
+        # or more cycles apart (a pass is R·C + 1 or more beats), so the compares are not in
+        # front of the decisions and the enables they drive
+        s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
+            Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
+        s.kb_end = Signal(name="kb_end")
+        m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
+                     s.kb_end.eq(s.kb == d.last_KB),
+                     s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
+                     s.tc_end.eq(s.tc == d.last_ntc), s.ph_end.eq(s.ph == d.pool_mask)]
 
     def _walker_reset(self, m, s, rowterm, off):
         """Start a walk at row term ``rowterm`` at column offset ``off`` (``s.goff`` of a column

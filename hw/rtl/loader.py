@@ -137,7 +137,7 @@ class TileLoader(wiring.Component):
         n, yi, xi = (counter(most["ld_nits"], "n"), counter(most["Tr_in"], "yi"),
                      counter(most["ld_xits"], "xi"))
         cs = self._column_state(m, aw)
-        phase, bank, word, phase_off = cs.phase, cs.bank, cs.word, cs.phase_off
+        bank, word, phase_off = cs.bank, cs.word, cs.phase_off
         rowterm = Signal(aw)
         # first write stage: address and control, with the feature map's read in flight
         lw_en, lw_bank, lw_addr = Signal(), Signal.like(self.wr_bank), Signal(aw)
@@ -152,20 +152,7 @@ class TileLoader(wiring.Component):
         map_h, map_w = Signal.like(d.H, name="map_h"), Signal.like(d.W, name="map_w")
         m.d.sync += [map_h.eq(d.H), map_w.eq(d.W)]
         m.d.comb += inb.eq((y >= 0) & (y < map_h) & (x >= 0) & (x < map_w))
-        # The tile's place among the layer's tiles, compared once and registered: tr, tc and
-        # blk change only with a tile's last element, and a cycle waiting for a free half
-        # always follows it, so the flags are current before the next tile's first element
-        # (off the path from the descriptor to the counters' next values: timing); what follows
-        # the tile — the layer's end, the next block, the next tile (in the next row of tiles
-        # or the next column) — as flags, so that a register's enable at the tile's end is one
-        # LUT (timing: UP5K)
-        last_blk, last_tile = Signal(), Signal()
-        next_blk, next_tile, next_row = Signal(), Signal(), Signal()
-        blk_end, tc_end, tr_end = (blk == d.last_ld_blocks, tc == d.last_ntc,
-                                   tr == d.last_ntr)
-        m.d.sync += [last_blk.eq(blk_end), last_tile.eq(tr_end & tc_end & blk_end),
-                     next_blk.eq(~blk_end), next_tile.eq(blk_end & ~(tr_end & tc_end)),
-                     next_row.eq(tc_end)]
+        last_blk, last_tile, next_blk, next_tile, next_row = self._tile_flags(m, blk, tc, tr)
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
@@ -275,6 +262,26 @@ class TileLoader(wiring.Component):
             m.d.comb += self.slot_set.eq(one_hot(lw2_slot))
         return Cat(*(last & (s == slot) for last, s in
                      zip(taps["last"] + [lw2_last], taps["slot"] + [lw2_slot]))).any()
+
+    def _tile_flags(self, m, blk, tc, tr):
+        """Registered flags of the tile's place: ``last_blk, last_tile, next_blk, next_tile,
+        next_row``."""
+        d = self.desc
+        # The tile's place among the layer's tiles, compared once and registered: tr, tc and
+        # blk change only with a tile's last element, and a cycle waiting for a free half
+        # always follows it, so the flags are current before the next tile's first element
+        # (off the path from the descriptor to the counters' next values: timing); what follows
+        # the tile — the layer's end, the next block, the next tile (in the next row of tiles
+        # or the next column) — as flags, so that a register's enable at the tile's end is one
+        # LUT (timing: UP5K)
+        last_blk, last_tile = Signal(), Signal()
+        next_blk, next_tile, next_row = Signal(), Signal(), Signal()
+        blk_end, tc_end, tr_end = (blk == d.last_ld_blocks, tc == d.last_ntc,
+                                   tr == d.last_ntr)
+        m.d.sync += [last_blk.eq(blk_end), last_tile.eq(tr_end & tc_end & blk_end),
+                     next_blk.eq(~blk_end), next_tile.eq(blk_end & ~(tr_end & tc_end)),
+                     next_row.eq(tc_end)]
+        return last_blk, last_tile, next_blk, next_tile, next_row
 
     def _column_state(self, m, aw):
         """The element loop's position in a row: ``phase`` (xi mod S) and its offset
