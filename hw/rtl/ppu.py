@@ -57,7 +57,8 @@ class PostProcessor(wiring.Component):
         blocks' registers (:func:`~cnnforge.hw.rtl.common.product_register`).
     interval : int
         Cycles between input beats: 1 (four DSP blocks multiply at once) or 2 (two blocks,
-        time-shared; one more stage of latency).
+        time-shared: the first products kept a stage, the sum in two stages; the same
+        latency).
     pooling : bool
         Whether a layer of the network has a fused max-pool: without, the unit never reads the
         feature map (no read-modify-write, ``rd_en`` stays low, ``first`` is ignored).
