@@ -17,7 +17,7 @@ passes last ``L = max(K, I·R·C + 1)`` beats back to back, drained one result e
 1-cycle handshake, an R-row preload (R + 1 cycles) and ``KB`` blocks of ``max(J, Lmin)`` beats;
 results leave the array ``array_latency(R, C)`` cycles after their last beat reaches its edge
 (the beat is issued ``tile_read_latency`` cycles earlier: the memory and control registers)
-and the post-processor writes ``ppu_latency(I, banked)`` cycles after its input
+and the post-processor writes ``ppu_latency(banked)`` cycles after its input
 (:mod:`.timing`). Access counts are closed forms of the loop bounds.
 ``tests/hw/test_dataflows.py`` (and the Winograd, MobileNet and Verilator tests) check every
 figure against the RTL counters.
@@ -45,7 +45,7 @@ def _ceil_div(a, b):
 def _ppu_latency(cfg):
     """The post-processor's latency in ``cfg``'s design (its parameter ROM banked with the
     weight ROM)."""
-    return ppu_latency(cfg.ppu_interval, cfg.banked_weights)
+    return ppu_latency(cfg.banked_weights)
 
 
 @dataclass

@@ -10,23 +10,22 @@ counters).
 __all__ = ["array_latency", "fm_read_latency", "pass_fifo_depth", "ppu_latency",
            "read_port_latency", "tile_read_latency"]
 
-def ppu_latency(interval=1, banked_params=False):
+def ppu_latency(banked_params=False):
     """Cycles from a post-processor input beat to its write (``PostProcessor.latency``).
 
     The input beat is registered (the parameter ROM reads meanwhile), then the parameters,
     bias, four registered 16×16 partial products, three adder levels to the 64-bit product (no
     carry chain longer than 32 bits: the UP5K's 48-bit sum was its digits core's critical
-    path), four for the rounding, one for the zero point's add (beside the 10-bit range test), one for the
-    clamp, and the write registered (the fused max-pool's compare and multiplexers not in front
-    of the feature map's port): 14. A post-processor taking a beat every other cycle
-    (``interval`` 2: its partial products time-shared over two DSP blocks) keeps the first
-    products a stage and sums them in two: 14 as well. A parameter ROM in banks (``banked_params``,
-    the ECP5 designs: :func:`read_port_latency`) reads three cycles longer.
+    path), four for the rounding, one for the zero point's add (beside the 10-bit range test),
+    one for the clamp, and the write registered (the fused max-pool's compare and multiplexers
+    not in front of the feature map's port): 14. A post-processor taking a beat every other
+    cycle (``PostProcessor(interval=2)``: its partial products time-shared over two DSP
+    blocks) keeps the first products a stage and sums them in two: 14 as well. A parameter
+    ROM in banks (``banked_params``, the ECP5 designs: :func:`read_port_latency`) reads three
+    cycles longer.
 
     Parameters
     ----------
-    interval : int
-        1 or 2: cycles between the beats the post-processor can take (the same latency).
     banked_params : bool
         The parameter ROM is a :class:`~cnnforge.hw.rtl.banked.BankedMemory`
         (``AcceleratorConfig.banked_weights``).

@@ -6,8 +6,8 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["COUNTERS", "NO_RW_CHECK", "BlockRAMFIFO", "Events", "PingPong", "bits",
-           "connect_desc", "counter", "delay", "delay_line", "delay_taps", "desc_layout", "descriptor_layout",
-           "end_ahead", "most_of", "one_hot", "ecp5_product", "ice40_product",
+           "connect_desc", "counter", "delay", "delay_line", "delay_taps", "desc_layout",
+           "descriptor_layout", "end_ahead", "most_of", "one_hot", "ecp5_product", "ice40_product",
            "ice40_product_pair", "product_register"]
 
 #: Per-layer counters sent on the debug stream, in this order (32 bits each).

@@ -217,7 +217,7 @@ class Controller(wiring.Component):
         if prog.stationary:
             self._preload(m, s)
         if len(s.modes) == 1:
-            # output reuse only: the walker resets at a pass end (and in WAIT_TILE, WAIT_BLOCK)
+            # output reuse only (its mode is always the first): the walker resets at a pass end (and in WAIT_TILE, WAIT_BLOCK)
             # and steps on a valid beat whatever the state — elsewhere (IDLE, WAIT_BLOCK) a
             # stale flag moves a walk that is restarted before it is read — so its registers'
             # enables are not behind the state's decode (timing: six LUTs on the UP5K)
@@ -230,13 +230,12 @@ class Controller(wiring.Component):
         return m
 
     def _tile_end_column(self, m, s):
-        """``s.x_end``: the tile's end column, min(tc0 + Tc, OW)."""
+        """``s.x_end``: the tile's end column, min(tc0 + Tc, OW), registered: a cycle behind
+        tc0, which changes only as the controller enters WAIT_TILE, a cycle or more before a
+        pass reads it (the descriptor → adder → compare was in front of the pass metadata
+        FIFO's write data). ``tc0 + Tc < OW`` as ``tc0 < OW − Tc``, the difference registered
+        from the descriptor: the add and the compare side by side, not in series."""
         d = self.desc
-        # the tile's end column, registered: a cycle behind tc0, which changes only as the
-        # controller enters WAIT_TILE, a cycle or more before a pass reads it (timing: the
-        # descriptor → adder → compare was in front of the pass metadata FIFO's write data)
-        # (tc0 + Tc < OW as tc0 < OW − Tc, that difference registered from the descriptor: the
-        # add and the compare side by side, not in series)
         s.x_end = Signal.like(s.tc0, name="x_end")
         ow_less_tc = Signal(signed(len(d.OW) + 1), name="ow_less_tc")
         m.d.sync += [ow_less_tc.eq(d.OW - d.Tc),

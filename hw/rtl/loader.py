@@ -152,7 +152,7 @@ class TileLoader(wiring.Component):
         map_h, map_w = Signal.like(d.H, name="map_h"), Signal.like(d.W, name="map_w")
         m.d.sync += [map_h.eq(d.H), map_w.eq(d.W)]
         m.d.comb += inb.eq((y >= 0) & (y < map_h) & (x >= 0) & (x < map_w))
-        last_blk, last_tile, next_blk, next_tile, next_row = self._tile_flags(m, blk, tc, tr)
+        last_blk, last_tc, last_tile, next_tile = self._tile_flags(m, blk, tc, tr)
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
@@ -177,7 +177,7 @@ class TileLoader(wiring.Component):
             # registers are set in every waiting cycle (nothing reads them before the tile
             # starts), so the buffer's flag is in front of `loading` alone (timing)
             m.d.sync += [fm.eq(blk_fm), y.eq(y0), x.eq(x0), n.eq(0), yi.eq(0), xi.eq(0),
-                         *self._row_start(cs), word.eq(0), rowterm.eq(0),
+                         *self._row_start(cs), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single)]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
@@ -210,11 +210,11 @@ class TileLoader(wiring.Component):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
-                with m.If(next_blk):
+                with m.If(~last_blk):
                     m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
                 with m.If(next_tile):
                     m.d.sync += blk.eq(0)
-                    with m.If(next_row):
+                    with m.If(last_tc):
                         m.d.sync += [tc.eq(0), tr.eq(tr + 1),
                                      row_fm.eq(row_fm + d.ld_tile_row_step),
                                      tile_fm.eq(row_fm + d.ld_tile_row_step),
@@ -264,24 +264,24 @@ class TileLoader(wiring.Component):
                      zip(taps["last"] + [lw2_last], taps["slot"] + [lw2_slot]))).any()
 
     def _tile_flags(self, m, blk, tc, tr):
-        """Registered flags of the tile's place: ``last_blk, last_tile, next_blk, next_tile,
-        next_row``."""
+        """Registered flags of the tile's place: ``last_blk, last_tc, last_tile`` and
+        ``next_tile`` (the next tile follows: in the next column, or the next row of tiles
+        where ``last_tc``)."""
         d = self.desc
         # The tile's place among the layer's tiles, compared once and registered: tr, tc and
         # blk change only with a tile's last element, and a cycle waiting for a free half
         # always follows it, so the flags are current before the next tile's first element
         # (off the path from the descriptor to the counters' next values: timing); what follows
-        # the tile — the layer's end, the next block, the next tile (in the next row of tiles
-        # or the next column) — as flags, so that a register's enable at the tile's end is one
-        # LUT (timing: UP5K)
-        last_blk, last_tile = Signal(), Signal()
-        next_blk, next_tile, next_row = Signal(), Signal(), Signal()
+        # the tile — the layer's end, the next block, the next tile — one flag each, so that a
+        # register's enable at the tile's end is one LUT (timing: UP5K)
+        last_blk, last_tc, last_tile, next_tile = (
+            Signal(name=n) for n in ("last_blk", "last_tc", "last_tile", "next_tile"))
         blk_end, tc_end, tr_end = (blk == d.last_ld_blocks, tc == d.last_ntc,
                                    tr == d.last_ntr)
-        m.d.sync += [last_blk.eq(blk_end), last_tile.eq(tr_end & tc_end & blk_end),
-                     next_blk.eq(~blk_end), next_tile.eq(blk_end & ~(tr_end & tc_end)),
-                     next_row.eq(tc_end)]
-        return last_blk, last_tile, next_blk, next_tile, next_row
+        m.d.sync += [last_blk.eq(blk_end), last_tc.eq(tc_end),
+                     last_tile.eq(tr_end & tc_end & blk_end),
+                     next_tile.eq(blk_end & ~(tr_end & tc_end))]
+        return last_blk, last_tc, last_tile, next_tile
 
     def _column_state(self, m, aw):
         """The element loop's position in a row: ``phase`` (xi mod S) and its offset
@@ -297,8 +297,8 @@ class TileLoader(wiring.Component):
         return cs
 
     def _row_start(self, cs):
-        """The assignments that put the row position at its start (phase 0, bank 0)."""
-        return [cs.phase.eq(0), cs.phase_off.eq(0), cs.bank.eq(0),
+        """The assignments that put the row position at its start (phase, bank, word 0)."""
+        return [cs.phase.eq(0), cs.phase_off.eq(0), cs.bank.eq(0), cs.word.eq(0),
                 cs.phase_last.eq(cs.sw_single), cs.bank_last.eq(self._cols == 1)]
 
     def _next_column(self, m, is_wr, cs):
@@ -342,7 +342,7 @@ class TileLoader(wiring.Component):
             with m.Else():
                 m.d.sync += [bank.eq(bank + 1 + pair), word.eq(rowterm)]
         with m.Else():
-            m.d.sync += [*self._row_start(cs), word.eq(0), rowterm.eq(rowterm + d.row_words)]
+            m.d.sync += [*self._row_start(cs), rowterm.eq(rowterm + d.row_words)]
 
 
 class _Lane1:

@@ -98,7 +98,7 @@ class PostProcessor(wiring.Component):
     busy : Out(1)
         A beat is still in the pipeline.
     latency : int
-        Cycles from a beat at the input to its write (``ppu_latency(interval, banked)``, from
+        Cycles from a beat at the input to its write (``ppu_latency(banked)``, from
         :mod:`cnnforge.hw.models.timing`; 14 at an interval of 1: the input beat is registered
         while the parameter ROM reads (four cycles from a banked ROM), then the parameters
         registered, bias, four registered 16×16 partial products, three adder levels to the
@@ -121,7 +121,7 @@ class PostProcessor(wiring.Component):
         self.interval, self.pooling = interval, pooling
         self.hold_by_enable = family != "ice40" if hold_by_enable is None else hold_by_enable
         self.param_bank_words = param_bank_words
-        self.latency = ppu_latency(interval, param_bank_words > 0)
+        self.latency = ppu_latency(param_bank_words > 0)
         self.acc_width = acc_width
         self.params = params
         self.rounding = rounding
