@@ -226,19 +226,32 @@ class FrameParser(wiring.Component):
                      self.request.valid.eq(c.fail | self.done),
                      self.request.payload.error.eq(c.fail),
                      self.request.payload.code.eq(c.fail_code)]
-        idle = Signal(range(self._timeout + 1))
-        expired = Signal()             # idle == timeout, as a register
-        with m.If(c.got | ~self.in_frame):
-            m.d.sync += [idle.eq(0), expired.eq(0)]
-        with m.Elif(idle != self._timeout):
-            m.d.sync += [idle.eq(idle + 1), expired.eq(idle == self._timeout - 1)]
-        with m.If(self.in_frame & ~c.got):
-            with m.If(c.framing):
-                m.d.comb += [c.fail.eq(1), c.fail_code.eq(ErrorCode.FRAMING)]
-            with m.Elif(expired):
-                m.d.comb += [c.fail.eq(1), c.fail_code.eq(ErrorCode.TIMEOUT)]
+        self._quiet_end(m, c)
         self._frame_fsm(m, crc, c)
         return m
+
+    def _quiet_end(self, m, c):
+        """A frame's end in a cycle without a byte: the framing error or the timeout. Whether
+        the cycle has neither a byte nor a reason to go on (``quiet_fail``) is registered a
+        cycle ahead from the same inputs as ``got``, ``framing`` and the timeout's ``expired``,
+        so the state machine's abort sees one register and the state, not the idle counter's
+        compare chain."""
+        idle = Signal(range(self._timeout + 1))
+        expired = Signal()             # idle == timeout, as a register
+        expired_next = Signal()
+        quiet_fail = Signal()          # ~got & (framing | expired), as a register
+        m.d.comb += expired_next.eq(expired)
+        with m.If(c.got | ~self.in_frame):
+            m.d.sync += idle.eq(0)
+            m.d.comb += expired_next.eq(0)
+        with m.Elif(idle != self._timeout):
+            m.d.sync += idle.eq(idle + 1)
+            m.d.comb += expired_next.eq(idle == self._timeout - 1)
+        m.d.sync += [expired.eq(expired_next),
+                     quiet_fail.eq(~self.i.valid & (self.framing_error | expired_next))]
+        with m.If(self.in_frame & quiet_fail):
+            m.d.comb += [c.fail.eq(1),
+                         c.fail_code.eq(Mux(c.framing, ErrorCode.FRAMING, ErrorCode.TIMEOUT))]
 
     def _checks(self, m, crc):
         """Stage 1: the byte's checks, registered with its valid (``got``), the framing error
