@@ -124,6 +124,13 @@ class Sequencer(wiring.Component):
         # the port reads only in FETCH and holds its data while the layer runs
         port = rom.read_port()
         m.d.comb += [port.en.eq(0), self.desc.eq(port.data)]
+        # a field with one value in every layer is that constant, so the units' logic for the
+        # values it never takes (a layout, a dataflow, a lane the network does not use) folds
+        # away in synthesis (the ROM's bits cannot: a block RAM's data are not constants)
+        for name in fields:
+            values = {layer.values[name] for layer in prog.layers}
+            if len(values) == 1:
+                m.d.comb += self.desc[name].eq(values.pop())
         d = self.desc
 
         layer = Signal(range(max(2, nlayers)))
