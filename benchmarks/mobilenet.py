@@ -216,15 +216,16 @@ def shape_of(layer, kind):
     return f"{kernel} {v['N']}->{v['M']} {maps}"
 
 
-def bounds(layer, model):
+def bounds(layer, model, cfg):
     """What the layer's time is made of (OR layers): ``array`` cycles the array is busy
-    (passes x L beats), ``load`` cycles the tile loader needs (one value a cycle, all tiles),
+    (its passes' beats), ``load`` cycles the tile loader needs (one value a cycle, all tiles),
     and the utilization each alone would allow."""
+    from cnnforge.hw.models.perf import or_beats
     v = layer.values
     if layer.algorithm == "eltwise":
         return {"array_cycles": None, "load_cycles": None, "bound": "1 element/cycle",
                 "array_bound_util": None, "load_bound_util": None}
-    array = layer.passes * v["L"]
+    array = or_beats(v, cfg)
     load = model.ibuf_writes
     return {"array_cycles": array, "load_cycles": load,
             "bound": "array" if array >= load else "loader",
@@ -412,7 +413,7 @@ def run(args):
                 "limits": why(layer, kind, cfg),
                 "auto_dataflow": alayer.dataflow, "auto_model_cycles": amodel.cycles,
             }
-            entry.update(bounds(layer, model))
+            entry.update(bounds(layer, model, cfg))
             layers.append(entry)
         run_entry = {
             "array": [rows, cols], "pes": rows * cols, "dataflow": "or",

@@ -118,25 +118,25 @@ def cycle_model(layer, cfg):
     R, C = cfg.rows, cfg.cols
     K, L = v["K"], v["L"]
     load = v["N"] * v["Tr_in"] * v["Tc_in"]        # the loader writes one value per cycle
-    tiles = []                                      # passes per tile, in loader/feeder order
-    for tr in range(v["ntr"]):
-        rows = v["rows_last"] if tr == v["ntr"] - 1 else v["Tr"]
-        for tc in range(v["ntc"]):
-            groups = v["groups_last"] if tc == v["ntc"] - 1 else v["groups_full"]
-            tiles.append(v["MB"] * rows * groups)
+    from cnnforge.hw.models.perf import or_pass_beats, or_passes, tile_order
+    tiles, beats = [], []        # passes and their beats per tile, in loader/feeder order
+    for tile in tile_order(v):
+        order = or_passes(v, cfg, tile, range(v["MB"]))
+        tiles.append(len(order))
+        beats.append(sum(or_pass_beats(K, cfg, cols) for *_, cols in order))
     passes = sum(tiles)
     assert passes == layer.passes, (passes, layer.passes)
     # double buffering: tile i loads into half i%2 once tile i-2 (same half) is computed and
     # the loader has finished tile i-1; the feeder starts tile i when it is loaded and tile i-1
     # is computed
     load_end, feed_end, stall = [], [], 0
-    for i, p in enumerate(tiles):
+    for i in range(len(tiles)):
         start = 0 if i == 0 else max(load_end[i - 1], feed_end[i - 2] if i >= 2 else 0)
         load_end.append(start + load)
         begin = load_end[i] if i == 0 else max(load_end[i], feed_end[i - 1])
         if i:
             stall += begin - feed_end[i - 1]
-        feed_end.append(begin + p * L)
+        feed_end.append(begin + beats[i])
     ideal = math.ceil(layer.macs / cfg.pes)
     compute = passes * K
     # the last pass (last tile, last channel block, last row, last column group): index of the
@@ -156,7 +156,7 @@ def cycle_model(layer, cfg):
     return {
         "passes": passes, "tiles": len(tiles), "K": K, "L": L, "tile_load": load,
         "ideal": ideal, "compute": compute, "edge": compute - ideal,
-        "bubbles": passes * (L - K), "first_load": load, "load_stall": stall,
+        "bubbles": sum(beats) - compute, "first_load": load, "load_stall": stall,
         "fill_drain": (R + C - 1) + R * C + ppu_tail - (L - K), "ppu_tail": ppu_tail,
     }
 

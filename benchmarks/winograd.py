@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnforge.hw.models.dataflow import Dataflow
+from cnnforge.hw.models.perf import or_beats
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits" / "net.py"
@@ -190,8 +191,8 @@ def breakdown(layer, cfg):
         passes = layer.passes
         out.update({
             "passes": passes, "pass_beats_L": v["L"], "useful_beats_K": v["K"],
-            "compute": passes * v["L"], "compute_useful": passes * v["K"],
-            "pass_bubbles": passes * (v["L"] - v["K"]),
+            "compute": or_beats(v, cfg), "compute_useful": passes * v["K"],
+            "pass_bubbles": or_beats(v, cfg) - passes * v["K"],
             "column_use": M * v["OH"] * v["OW"] / (passes * R * C) if passes else 0.0,
         })
         phases = {"load": load, "compute": out["compute"]}

@@ -12,7 +12,7 @@ from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile
 from cnnforge.hw.frontend.network import (Add, AdaptiveAvgPool2d, Conv2d, Flatten, Linear,
                                           MaxPool2d, ReLU, ReLU6, Sequential)
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.perf import network_model
+from cnnforge.hw.models.perf import network_model, or_beats
 from cnnforge.sim import runner
 from cnnforge.sim.accel import compare
 from cnnforge.sim.golden import run_quantized
@@ -108,8 +108,8 @@ def check_result(program, images, logits, layers, cycles):
                     f" (tiles {layer.values['Tr']}x{layer.values['Tc']}, "
                     f"{layer.values['ntr']}x{layer.values['ntc']})")
             if layer.values.get("df", Dataflow.OR) == Dataflow.OR:
-                # OR issues one beat per cycle: a layer takes at least passes·L cycles
-                assert layer_cycles(counters) >= layer.passes * layer.values["L"], (
+                # OR issues one beat per cycle: a layer takes at least its passes' beats
+                assert layer_cycles(counters) >= or_beats(layer.values, program.config), (
                     layer.name, counters)
         # the engine's image counter covers every layer (and the sequencing between them)
         assert cycles[b] >= sum(layer_cycles(c) for c, _ in per_image), (b, cycles[b])

@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.perf import layer_cycles, tile_order
+from cnnforge.hw.models.perf import layer_cycles, or_pass_beats, tile_order
 from cnnforge.hw.models.timing import (array_latency, pass_fifo_depth, read_port_latency,
                                        tile_read_latency)
 from cnnforge.sim.golden import add_rescale
@@ -209,16 +209,22 @@ class AcceleratorConfig:
 
     @property
     def min_pass_beats(self):
-        """Shortest pass (beats between two ``first`` flags): I·R·C + 1 (I =
-        :attr:`ppu_interval`), so the drain (one result every I cycles, starting the cycle after
-        ``done``) reads every PE before it finishes the next pass (see ``SystolicArray``)."""
-        return self.ppu_interval * self.rows * self.cols + 1
+        """The shortest a pass of C valid columns lasts: I·R·C + 1 (I = :attr:`ppu_interval`),
+        so the drain (one result every I cycles, starting the cycle after ``done``) reads every
+        PE before the next pass finishes (see ``SystolicArray``); a row's last column group of
+        fewer columns drains and lasts less (:func:`~cnnforge.hw.models.perf.or_pass_beats`)."""
+        return self.drain_cycles(self.cols) + 1
+
+    def drain_cycles(self, cols):
+        """Cycles the OR drain takes for a pass of ``cols`` valid columns: I·R·cols (one
+        result every I cycles, the R rows of its valid columns)."""
+        return self.ppu_interval * self.rows * cols
 
     @property
     def pass_fifo_depth(self):
         """Entries of the pass metadata FIFO (:func:`~cnnforge.hw.models.timing.pass_fifo_depth`
         for this design's shortest pass, tile read and array latency)."""
-        return pass_fifo_depth(self.min_pass_beats,
+        return pass_fifo_depth(self.drain_cycles(1) + 1,     # the shortest pass
                                tile_read_latency(self.lutram_buffers, self.banked_weights),
                                array_latency(self.rows, self.cols, self.product_registers))
 
@@ -245,6 +251,9 @@ DESCRIPTOR_FIELDS = (
     # tiling
     "Tr", "Tc", "Tr_in", "Tc_in", "ntr", "ntc", "rows_last", "cols_last", "groups_full",
     "groups_last", "MB", "K", "L", "KB", "Lmin",
+    # OR: a row's last column group of a full / the last tile column: its columns − 1 and its
+    # pass's length − 1 (the drain reads only its columns: or_pass_beats)
+    "ctail_full", "ctail_last", "ltail_full", "ltail_last",
     # weight words an OR pass reads before it starts over (K; depthwise: kh·kw, once per channel)
     "w_taps",
     # loader address steps; the loads of a tile: ld_blocks of ld_chans channels (the last
@@ -752,6 +761,10 @@ def _tiling(g, Tr, Tc, cfg, df):
     # the depthwise lane mapping: each beat's weight word counts in one row only
     v["dw_lanes"] = int(bool(g.get("dw")) and not v["dw_rows"])
     v["L"] = max(v["K"], cfg.min_pass_beats)
+    for k, cols in (("full", Tc), ("last", v["cols_last"])):
+        tail = cols - (_ceil_div(cols, C) - 1) * C
+        v[f"ctail_{k}"] = tail - 1
+        v[f"ltail_{k}"] = or_pass_beats(v["K"], cfg, tail) - 1
     v["Lmin"] = cfg.min_block_beats
     if df is Dataflow.OR:          # R output channels per pass
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 1
@@ -914,8 +927,9 @@ def meta_widths(values, cfg, fm_addr_width):
     """Bits per field of a pass's (OR) or group's (IR, WR) output coordinates over the layers'
     plan ``values``, the entries of the engine's metadata FIFO (``hw/rtl/drain.py:
     meta_layout``): first channel ``m0 < M + R``, output row ``oy < OH + Tr``, first column
-    ``ox0 < OW + Tc + C``, ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; ``out_base``: an OR
-    pass's first output address (``fm_addr_width`` + 1 bits)."""
+    ``ox0 < OW + Tc + C``, ``x_end <= OW``, ``rows <= Tr``, ``cols <= Tc``; an OR pass's valid
+    columns − 1 ``c_last < C``; ``out_base``: an OR pass's first output address
+    (``fm_addr_width`` + 1 bits)."""
     def most(name):
         return max(v[name] for v in values)
 
@@ -924,7 +938,8 @@ def meta_widths(values, cfg, fm_addr_width):
     R, C = cfg.rows, cfg.cols
     return {"m0": bits(most("M") + max(R, C)), "oy": bits(most("OH") + most("Tr")),
             "ox0": bits(most("OW") + most("Tc") + C), "x_end": bits(most("OW")),
-            "rows": bits(most("Tr")), "cols": bits(most("Tc")), "out_base": fm_addr_width + 1}
+            "rows": bits(most("Tr")), "cols": bits(most("Tc")), "c_last": bits(C - 1),
+            "out_base": fm_addr_width + 1}
 
 
 def addr_width(depth):

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits", "tile_order",
-           "load_order", "load_cycles"]
+__all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits",
+           "tile_order", "load_order", "load_cycles", "or_beats", "or_pass_beats", "or_passes"]
 
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_latency,
@@ -120,6 +120,70 @@ def load_order(v):
         else:
             for mb in range(blocks):
                 yield (*tile, range(mb, mb + 1), tail if mb == blocks - 1 else chans)
+
+
+def or_pass_beats(K, cfg, cols):
+    """Beats of an OR pass of ``cols`` valid columns (``SystolicArray``, ``OutputDrainer``).
+
+    Besides its K beats, the next pass's results must not reach a PE before the drain has read
+    it. The drain reads only the valid columns, one result every I cycles from the cycle after
+    ``done``: result (r, c) I·(r·cols + c) + 1 cycles after it, while the next pass overwrites
+    PE (r, c) L + r + c − (R + C − 1) cycles after ``done`` (``done`` leaves the array's far
+    corner, R + C − 2 cycles after PE (0, 0) finished). The last row's last valid column is the
+    tightest: L ≥ I·R·cols + C − cols + 2 − I; and the drain must be free for the next pass's
+    ``done``: L ≥ I·R·cols + 1. With cols = C both give I·R·C + 1 (``min_pass_beats``); a row's
+    last column group of fewer than C pixels makes a shorter pass.
+
+    Parameters
+    ----------
+    K : int
+        The pass's reduction beats.
+    cfg : AcceleratorConfig
+    cols : int
+        The pass's valid columns (1 to C).
+
+    Returns
+    -------
+    int
+    """
+    skew = max(1, cfg.cols - cols + 2 - cfg.ppu_interval)
+    return max(K, cfg.drain_cycles(cols) + skew)
+
+
+def or_passes(v, cfg, tile, blocks):
+    """The valid columns of each OR pass of a load, in issue order: for each block of R
+    channels, each output row of the tile, each group of C columns (the row's last group
+    ragged).
+
+    Parameters
+    ----------
+    v : dict
+        The layer's values.
+    cfg : AcceleratorConfig
+    tile : (int, int, int, int)
+        The tile's first output row and column and its size (:func:`tile_order`).
+    blocks : range
+        The blocks of R output channels the load feeds (:func:`load_order`).
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        ``(mb, row, g, cols)`` per pass.
+    """
+    C = cfg.cols
+    rows, cols = tile[2], tile[3]
+    groups = _ceil_div(cols, C)
+    tail = cols - (groups - 1) * C
+    return [(mb, row, g, tail if g == groups - 1 else C)
+            for mb in blocks for row in range(rows) for g in range(groups)]
+
+
+def or_beats(v, cfg):
+    """Beats of an OR layer's passes, summed over its loads (:func:`or_passes`, each pass
+    :func:`or_pass_beats` long): the time the array is busy."""
+    return sum(or_pass_beats(v["K"], cfg, cols)
+               for tr0, tc0, rows, tcols, blocks, _ in load_order(v)
+               for *_, cols in or_passes(v, cfg, (tr0, tc0, rows, tcols), blocks))
 
 
 def _span(start, length, limit):
@@ -223,8 +287,8 @@ def _add_model(v, cfg):
 
 
 def _or_tile(v, cfg, start, tile, blocks, end, acc):
-    """Timing and accesses of one load of an output-reuse (OR) layer: its passes of ``L``
-    beats back to back, then the drain of the last pass.
+    """Timing and accesses of one load of an output-reuse (OR) layer: its passes back to back
+    (:func:`or_pass_beats` each), then the drain of the last pass.
 
     Parameters
     ----------
@@ -253,32 +317,33 @@ def _or_tile(v, cfg, start, tile, blocks, end, acc):
     A = (tile_read_latency(cfg.lutram_buffers, cfg.banked_weights)
          + array_latency(R, C, cfg.product_registers))
     K, M = v["K"], v["M"]
-    groups_t = _ceil_div(cols, C)
     x_end = min(tc0 + v["Tc"], v["OW"])
-    passes = len(blocks) * rows * groups_t
-    L = v["L"]
-    f_end = start + passes * L - 1
+    order = or_passes(v, cfg, tile, blocks)
+    passes = len(order)
+    firsts = []                  # each pass's first beat
+    t = start
+    for *_, pcols in order:
+        firsts.append(t)
+        t += or_pass_beats(K, cfg, pcols)
+    f_end = t - 1
     # (the depthwise row mapping reads one bank per row, else one per column)
     acc["ibuf_reads"] += (R if v.get("dw_rows") else C) * K * passes
     # (the depthwise row mapping reads no weight on its segments' beats past kw)
     acc["weight_reads"] += (v["kh"] * v["kw"] if v.get("dw_rows") else K) * passes
-    acc["obuf_reads"] += R * C * passes
+    acc["obuf_reads"] += R * sum(pcols for *_, pcols in order)
     acc["obuf_writes"] += R * C * passes
     # the tile's last pass's drain, and the last valid post-processor input of the
     # tile (searched backwards over its passes: a pass whose pixels are all cut by the
-    # pooling floor writes nothing), decide when the layer can end
-    last_beat = f_end - (L - K)
-    done = last_beat + A
-    # the drain hands over one result every I cycles
+    # pooling floor writes nothing), decide when the layer can end; the drain hands over one
+    # result every I cycles, row-major over the pass's valid columns
     interval = cfg.ppu_interval
-    end = max(end, f_end + 1, done + interval * R * C + 1)
-    order = [(mb, row, g) for mb in blocks for row in range(rows) for g in range(groups_t)]
+    end = max(end, f_end + 1, firsts[-1] + K - 1 + A + cfg.drain_cycles(order[-1][3]) + 1)
     for p in reversed(range(passes)):
-        mb, row, g = order[p]
-        done_p = start + p * L + K - 1 + A
-        hit = next((i for i in reversed(range(R * C))
-                    if mb * R + i // C < M and tc0 + g * C + i % C < x_end
-                    and _ppu_valid(v, mb * R + i // C, tr0 + row, tc0 + g * C + i % C)),
+        mb, row, g, pcols = order[p]
+        done_p = firsts[p] + K - 1 + A
+        hit = next((i for i in reversed(range(R * pcols))
+                    if mb * R + i // pcols < M and tc0 + g * C + i % pcols < x_end
+                    and _ppu_valid(v, mb * R + i // pcols, tr0 + row, tc0 + g * C + i % pcols)),
                    None)
         if hit is not None:
             end = max(end, done_p + 1 + interval * hit + _ppu_latency(cfg) + 1)

@@ -84,6 +84,7 @@ class Controller(wiring.Component):
               "fd_row_step", "fd_ky_step", "chan_words", "out_mb_step", "out_tile_step",
               "last_ld_blocks", "pool_mask", "tr_phase_step", "last_K", "last_L", "last_MB",
               "last_ntr", "last_ntc", "last_N", "last_KB", "last_nblk", "last_kw", "w_taps",
+              "ctail_full", "ctail_last", "ltail_full", "ltail_last",
               "last_w_taps", *Im2colWalker.FIELDS)
 
     def __init__(self, program, addr_width, w_addr_width, meta, desc):
@@ -141,6 +142,7 @@ class Controller(wiring.Component):
         # OR: whether this beat ends the pass (s == L − 1), kept one beat ahead so that the
         # comparison is not in front of the end-of-pass conditions and the walker's reset
         s.pass_end = Signal()
+        self._pass_length(s)
         s.mb = counter(most("MB"), "mb")
         s.row, s.g = Signal.like(s.rlast, name="row"), Signal.like(s.glast, name="g")
         s.m0 = counter(most("M") + max(R, C), "m0")
@@ -217,7 +219,8 @@ class Controller(wiring.Component):
         if prog.stationary:
             self._preload(m, s)
         if len(s.modes) == 1:
-            # output reuse only (its mode is always the first): the walker resets at a pass end (and in WAIT_TILE, WAIT_BLOCK)
+            # output reuse only (its mode is always the first): the walker resets at a pass end
+            # (and in WAIT_TILE, WAIT_BLOCK)
             # and steps on a valid beat whatever the state — elsewhere (IDLE, WAIT_BLOCK) a
             # stale flag moves a walk that is restarted before it is read — so its registers'
             # enables are not behind the state's decode (timing: six LUTs on the UP5K)
@@ -228,6 +231,16 @@ class Controller(wiring.Component):
                 states(m, s)
         s.events.drive(self.events)
         return m
+
+    def _pass_length(self, s):
+        """OR: ``s.last_group``, whether the pass is its row's last column group, and
+        ``s.or_llast``, its last beat (L − 1 of its group: ``or_pass_beats``), both set with
+        the pass (at the pass end before it, or in WAIT_TILE); ``s.ctail`` and ``s.ltail``, the
+        row's last group's columns − 1 and last beat in this tile."""
+        s.last_group = Signal(name="last_group")
+        s.or_llast = counter(self._most("L"), "or_llast")
+        s.ctail = Signal(range(max(2, self._cols)), name="ctail")
+        s.ltail = Signal.like(s.or_llast, name="ltail")
 
     def _tile_end_column(self, m, s):
         """``s.x_end``: the tile's end column, min(tc0 + Tc, OW), registered: a cycle behind
@@ -251,6 +264,9 @@ class Controller(wiring.Component):
         s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
             Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
         s.kb_end = Signal(name="kb_end")
+        # (OR: whether the next group is the row's last, and whether the tile's rows have one)
+        s.g_next_end, s.one_group = Signal(name="g_next_end"), Signal(name="one_group")
+        m.d.sync += [s.g_next_end.eq(s.g + 1 == s.glast), s.one_group.eq(s.glast == 0)]
         m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
                      s.kb_end.eq(s.kb == d.last_KB),
                      s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
@@ -362,14 +378,20 @@ class Controller(wiring.Component):
             # tile starts), so that only the state change waits for the loader's flag: the
             # flag is not in front of these registers' enables (timing)
             rows = Mux(s.tr == d.last_ntr, d.rows_last, d.Tr)
-            cols = Mux(s.tc == d.last_ntc, d.cols_last, d.Tc)
+            last_tc = s.tc == d.last_ntc
+            cols = Mux(last_tc, d.cols_last, d.Tc)
+            ltail = Mux(last_tc, d.ltail_last, d.ltail_full)
+            one_group = Mux(last_tc, d.groups_last == 1, d.groups_full == 1)
             self._group(m, s, first=True)
             m.d.sync += [s.mb.eq(0), s.row.eq(0), s.m0.eq(0), s.s.eq(0),
                          s.row_base.eq(0), s.ox0.eq(s.tc0),
                          s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
                          s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
-                         s.valid.eq(1), s.pass_end.eq(d.last_L == 0),
+                         s.valid.eq(1), s.pass_end.eq(0),     # (a pass has 2 beats or more)
                          s.rows.eq(rows), s.cols.eq(cols),
+                         s.ctail.eq(Mux(last_tc, d.ctail_last, d.ctail_full)),
+                         s.ltail.eq(ltail), s.last_group.eq(one_group),
+                         s.or_llast.eq(Mux(one_group, ltail, d.last_L)),
                          s.rlast.eq(rows - 1),
                          s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
                                         d.groups_full) - 1)]
@@ -403,7 +425,8 @@ class Controller(wiring.Component):
                 m.d.sync += self.w_zero.eq(~live)
             meta = self.meta
             m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
-                         meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
+                         meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase),
+                         meta.c_last.eq(Mux(s.last_group, s.ctail, C - 1))]
             with m.If(s.valid & live):
                 self._next_weight(m, s)
                 s.events.count("weight_reads")
@@ -415,7 +438,11 @@ class Controller(wiring.Component):
                 m.d.comb += s.walker.step.eq(1)
             with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
-                             s.valid.eq(1), s.pass_end.eq(d.last_L == 0)]
+                             s.valid.eq(1), s.pass_end.eq(0)]
+                # the next pass: the next group of the row, or a row's first
+                next_last = Mux(s.g_end, s.one_group, s.g_next_end)
+                m.d.sync += [s.last_group.eq(next_last),
+                             s.or_llast.eq(Mux(next_last, s.ltail, d.last_L))]
                 if s.any_dw:
                     m.d.sync += s.lane.eq(0)
                     self._tap_restart(m, s)
@@ -452,7 +479,7 @@ class Controller(wiring.Component):
                     self._tile_next(m, s)
             with m.Else():
                 m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K)),
-                             s.pass_end.eq(s.s + 1 == d.last_L)]
+                             s.pass_end.eq(s.s + 1 == s.or_llast)]
         if s.block_loads:
             # as WAIT_TILE, keeping the loop position: the block's channels are loaded
             with m.State("WAIT_BLOCK"):

@@ -27,8 +27,9 @@ def meta_layout(program):
 
 
 class OutputDrainer(wiring.Component):
-    """OR: the R×C results of a finished pass, one every ``interval`` cycles (row-major), with
-    their coordinates from the pass's metadata.
+    """OR: the results of a finished pass, one every ``interval`` cycles, row-major over the
+    pass's valid columns (``meta.c_last`` + 1 of C: a row's last column group may have fewer),
+    with their coordinates from the pass's metadata.
 
     Parameters
     ----------
@@ -42,7 +43,8 @@ class OutputDrainer(wiring.Component):
     -------
     take : In(1)
         The array's ``done`` in an OR layer: the pass's results are in the PEs' result registers
-        (they stay there for interval·R·C cycles: the next pass cannot finish sooner).
+        (they stay there for interval·R·(c_last + 1) cycles: the next pass cannot finish
+        sooner, :func:`~cnnforge.hw.models.perf.or_pass_beats`).
     results : In(signed(acc_width)).array(rows).array(cols)
     meta, meta_take : In(meta_layout), Out(1)
         The head of the metadata FIFO and its read strobe.
@@ -76,12 +78,15 @@ class OutputDrainer(wiring.Component):
         # each row's result of the column read next, registered a cycle ahead (row_q, column
         # cn): a C-way multiplexer inside each row, then an R-way one, instead of an R·C-way
         # multiplexer across the array in front of the post-processor. cn is 0 between passes:
-        # the take and the R·C − 1 beats before the last advance it R·C times.
+        # the take and the R·cols − 1 beats before the last advance it R·cols times, wrapping
+        # after the pass's last valid column (c_last; at the take, the metadata's).
         cn = Signal(range(max(2, C)))
+        c_last = Signal.like(self.meta.c_last)
+        cn_last = Mux(self.take, self.meta.c_last, c_last)
         row_q = [Signal(signed(len(self.results[0][0])), name=f"row_q{i}") for i in range(R)]
         advance = Signal()
         last = Signal()
-        m.d.comb += last.eq((r == R - 1) & (c == C - 1))
+        m.d.comb += last.eq((r == R - 1) & (c == c_last))
         # with an interval of I > 1, each result is out in the first of its I cycles and the
         # position moves in the last (tick counts them)
         I = self._interval
@@ -92,7 +97,7 @@ class OutputDrainer(wiring.Component):
         with m.If(self.take):
             m.d.comb += [self.meta_take.eq(1), advance.eq(1)]
             m.d.sync += [self.active.eq(1), r.eq(0), c.eq(0), meta.eq(self.meta),
-                         self.row_addr.eq(self.meta.out_base)]
+                         c_last.eq(self.meta.c_last), self.row_addr.eq(self.meta.out_base)]
             if I > 1:
                 m.d.sync += tick.eq(0)
             events.count("obuf_writes", R * C)
@@ -107,7 +112,7 @@ class OutputDrainer(wiring.Component):
             else:
                 events.count("obuf_reads")
             m.d.comb += advance.eq(~last)
-            with m.If(c == C - 1):
+            with m.If(c == c_last):
                 m.d.sync += [c.eq(0), r.eq(r + 1), self.row_addr.eq(self.row_addr + d.PHW)]
                 with m.If(r == R - 1):
                     m.d.sync += [self.active.eq(0),
@@ -115,7 +120,7 @@ class OutputDrainer(wiring.Component):
             with m.Else():
                 m.d.sync += c.eq(c + 1)
         with m.If(advance):
-            m.d.sync += cn.eq(Mux(cn == C - 1, 0, cn + 1))
+            m.d.sync += cn.eq(Mux(cn == cn_last, 0, cn + 1))
             for i in range(R):
                 m.d.sync += row_q[i].eq(Array(self.results[i][j] for j in range(C))[cn])
         with m.If(self.start):

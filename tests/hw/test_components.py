@@ -5,9 +5,10 @@
   after the start cycle and counts the running cycles; every other counter adds the events of a
   cycle one cycle late, the start cycle's dropped; ``clear`` zeroes all), on random control and
   event sequences, and the sequencer's START / KICK / RUN pattern summing every event.
-* ``OutputDrainer`` (``hw/rtl/drain.py``): R·C results per pass, row-major, one every 1 or 2
-  cycles from the cycle after ``take``, with ``ch = m0 + r``, ``ox = ox0 + c``, ``oy``, ``row_addr =
-  out_base + r·PHW``, ``valid`` cropped by ``M`` and ``x_end``, and ``passes_drained``.
+* ``OutputDrainer`` (``hw/rtl/drain.py``): R × (c_last + 1) results per pass (its valid
+  columns), row-major, one every 1 or 2 cycles from the cycle after ``take``, with
+  ``ch = m0 + r``, ``ox = ox0 + c``, ``oy``, ``row_addr = out_base + r·PHW``, ``valid``
+  cropped by ``M`` and ``x_end``, and ``passes_drained``.
 * ``PartialSumBuffer`` (``hw/rtl/drain.py``): the column sums of a group's blocks, summed per
   (bank, word) (the first block writes), drained one per cycle in its documented order (IR:
   channel o outer, pixel i inner, from bank i word o; WR: channel m0 + o outer, pixel (row, col)
@@ -193,7 +194,7 @@ def test_perf_counters_layer(length):
 # OutputDrainer
 
 META = data.StructLayout({"m0": 8, "oy": 8, "ox0": 8, "x_end": 8, "rows": 4, "cols": 4,
-                          "out_base": 12})
+                          "c_last": 2, "out_base": 12})
 DRAIN_DESC = data.StructLayout({"M": 8, "PHW": 10})
 ACC_WIDTH = 20
 
@@ -248,10 +249,10 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
             ctx.set(dut.start, 0)
             garbage(ctx)
             ctx.set(dut.meta, {name: 0 for name, _ in META})
-            for r in range(R):                 # the PEs hold the results for I·R·C cycles
+            for r in range(R):                 # the PEs hold the results for I·R·cols cycles
                 for c in range(C):
                     ctx.set(dut.results[r][c], int(results[r, c]))
-            for _ in range(interval * R * C):
+            for _ in range(interval * R * (meta["c_last"] + 1)):
                 sample(ctx)
                 await ctx.tick()
             garbage(ctx)
@@ -274,8 +275,9 @@ def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
                        None if p == restart_at else drained, (R * C, 0), 1)
         if p == restart_at:
             drained = 0
-        for i in range(R * C):
-            r, c = divmod(i, C)
+        cols = meta["c_last"] + 1              # the pass's valid columns: the others skipped
+        for i in range(R * cols):
+            r, c = divmod(i, cols)
             ch, ox = meta["m0"] + r, meta["ox0"] + c
             valid = int(ch < M and ox < meta["x_end"])
             out = (valid, int(results[r, c]), ch, meta["oy"], ox)
@@ -284,7 +286,7 @@ def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
                 expected[t + 1 + I * i + j] = ((0, None, None, None, None), None, 1, drained,
                                                (0, 0), 0)
         drained += 1
-        end = t + I * R * C + 1
+        end = t + I * R * cols + 1
         if end < len(trace) and end not in takes:
             expected[end] = ((0, None, None, None, None), None, 0, drained, (0, 0), 0)
     names = ("out", "row_addr", "active", "passes_drained", "events", "meta_take")
@@ -308,7 +310,7 @@ def random_passes(rng, R, C, count, M, OW):
         meta = {"m0": int(rng.integers(0, M + R)), "oy": int(rng.integers(0, 200)),
                 "ox0": int(rng.integers(0, OW + C)), "x_end": int(rng.integers(0, OW + 1)),
                 "rows": int(rng.integers(0, 16)), "cols": int(rng.integers(0, 16)),
-                "out_base": int(rng.integers(0, 2000))}
+                "c_last": int(rng.integers(0, C)), "out_base": int(rng.integers(0, 2000))}
         results = rng.integers(-(1 << (ACC_WIDTH - 1)), 1 << (ACC_WIDTH - 1), (R, C))
         passes.append((meta, results))
     return passes
@@ -324,7 +326,7 @@ def test_output_drainer(R, C, interval):
     rng = np.random.default_rng(R * 7 + C)
     M, OW = 5, 7
     passes = random_passes(rng, R, C, 8, M, OW)
-    passes[0][0].update(m0=0, ox0=0, x_end=OW)             # a pass with every output valid
+    passes[0][0].update(m0=0, ox0=0, x_end=OW, c_last=C - 1)   # every output valid
     gaps = [1, 0, 0, 3, 0, 1, 0, 2]
     check_drain(R, C, passes, M, PHW=37, gaps=gaps, interval=interval)
 
