@@ -326,12 +326,12 @@ def test_preflight_refuses_runaway_designs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2,621,440 weights (layer 1 (Linear) holds the most) would take about 3 GB" in err
     assert "--force goes on anyway" in err and err.count("\n") == 1 and not out.exists()
-    # 8,000 inputs of the keyword-spotting model: 232,727 cycles each, over an hour
+    # 8,000 inputs of the keyword-spotting model: 232,653 cycles each, over an hour
     kws = DIGITS.parent.parent / "mlperf_tiny" / "kws_ref_model.tflite"
     np.save(tmp_path / "x.npy", np.zeros((8000, 49, 10, 1), np.int8))
     assert main(["run", str(kws), "--inputs", str(tmp_path / "x.npy"), "--images", "8000",
                  "--build-dir", str(tmp_path / "b"), "--workers", "1"]) == 2
     err = capsys.readouterr().err
-    assert "the simulation would take about 1.3 h: the model predicts 232,749 cycles" in err, err
+    assert "the simulation would take about 1.3 h: the model predicts 232,653 cycles" in err, err
     assert "x 8000 images" in err and "--force runs it anyway" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists()
