@@ -75,7 +75,8 @@ class Device:
     def config(self, rows=None, cols=None, **kwargs):
         """The :class:`~cnnforge.hw.compiler.program.AcceleratorConfig` ``cnnforge synth``
         builds for this device: its default array unless ``rows`` / ``cols`` are given, its
-        algorithm, input tile buffer kind, post-processor interval and loader lanes;
+        algorithm, input tile buffer kind, post-processor interval and loader lanes, and narrow
+        passes except in the time-shared design (the UP5K's 4×3: 99 % of the device);
         ``kwargs`` (any other field) passed on (the array a network gets:
         :func:`~cnnforge.hw.compiler.memory.device_config`).
 
@@ -90,7 +91,8 @@ class Device:
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
             "ppu_interval": self.ppu_interval(rows, cols), "loader_lanes": self.loader_lanes,
             "product_registers": self.product_registers,
-            "weight_bank_words": self.weight_bank_words, **kwargs})
+            "weight_bank_words": self.weight_bank_words,
+            "narrow_passes": self.ppu_interval(rows, cols) == 1, **kwargs})
 
     @property
     def loader_lanes(self):

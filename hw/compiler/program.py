@@ -127,6 +127,11 @@ class AcceleratorConfig:
         route into the block are in a cycle of their own. The array's latency is a cycle longer
         for each past the first (:func:`~cnnforge.hw.models.timing.array_latency`); the values
         are the same.
+    narrow_passes : bool
+        True: an OR pass of a row's last column group with fewer than C pixels drains only
+        those and is shorter (:func:`~cnnforge.hw.models.perf.or_pass_beats`); False: every
+        pass drains R·C results (the UP5K's time-shared design, which fills the device: the
+        logic for it, two dozen cells, left nextpnr without a legal placement).
 
     Raises
     ------
@@ -147,6 +152,7 @@ class AcceleratorConfig:
     product_registers: int = 1
     weight_bank_words: int = 0
     fm_bank_words: int = 0
+    narrow_passes: bool = True
 
     def __post_init__(self):
         if not (1 <= self.rows <= 64 and 1 <= self.cols <= 64):
@@ -224,7 +230,8 @@ class AcceleratorConfig:
     def pass_fifo_depth(self):
         """Entries of the pass metadata FIFO (:func:`~cnnforge.hw.models.timing.pass_fifo_depth`
         for this design's shortest pass, tile read and array latency)."""
-        return pass_fifo_depth(self.drain_cycles(1) + 1,     # the shortest pass
+        shortest = self.drain_cycles(1) + 1 if self.narrow_passes else self.min_pass_beats
+        return pass_fifo_depth(shortest,
                                tile_read_latency(self.lutram_buffers, self.banked_weights),
                                array_latency(self.rows, self.cols, self.product_registers))
 
@@ -763,8 +770,9 @@ def _tiling(g, Tr, Tc, cfg, df):
     v["L"] = max(v["K"], cfg.min_pass_beats)
     for k, cols in (("full", Tc), ("last", v["cols_last"])):
         tail = cols - (_ceil_div(cols, C) - 1) * C
-        v[f"ctail_{k}"] = tail - 1
-        v[f"ltail_{k}"] = or_pass_beats(v["K"], cfg, tail) - 1
+        # (without narrow passes unused: 0, a constant the sequencer folds)
+        v[f"ctail_{k}"] = tail - 1 if cfg.narrow_passes else 0
+        v[f"ltail_{k}"] = or_pass_beats(v["K"], cfg, tail) - 1 if cfg.narrow_passes else 0
     v["Lmin"] = cfg.min_block_beats
     if df is Dataflow.OR:          # R output channels per pass
         v["MB"], v["KB"] = _ceil_div(g["M"], R), 1
@@ -938,7 +946,8 @@ def meta_widths(values, cfg, fm_addr_width):
     R, C = cfg.rows, cfg.cols
     return {"m0": bits(most("M") + max(R, C)), "oy": bits(most("OH") + most("Tr")),
             "ox0": bits(most("OW") + most("Tc") + C), "x_end": bits(most("OW")),
-            "rows": bits(most("Tr")), "cols": bits(most("Tc")), "c_last": bits(C - 1),
+            "rows": bits(most("Tr")), "cols": bits(most("Tc")),
+            **({"c_last": bits(C - 1)} if cfg.narrow_passes else {}),
             "out_base": fm_addr_width + 1}
 
 
@@ -951,7 +960,7 @@ def addr_width(depth):
 #: defaults when a plan does not give them).
 PLAN_FIELDS = {"ppu_interval": 1, "lutram_buffers": False, "spram_feature_maps": False,
                "spram_weights": False, "loader_lanes": 1, "product_registers": 1,
-               "weight_bank_words": 0, "fm_bank_words": 0}
+               "weight_bank_words": 0, "fm_bank_words": 0, "narrow_passes": True}
 
 
 def load_plan(plan, source="plan"):

@@ -146,14 +146,16 @@ def or_pass_beats(K, cfg, cols):
     -------
     int
     """
+    if not cfg.narrow_passes:
+        cols = cfg.cols
     skew = max(1, cfg.cols - cols + 2 - cfg.ppu_interval)
     return max(K, cfg.drain_cycles(cols) + skew)
 
 
 def or_passes(v, cfg, tile, blocks):
-    """The valid columns of each OR pass of a load, in issue order: for each block of R
-    channels, each output row of the tile, each group of C columns (the row's last group
-    ragged).
+    """The columns each OR pass of a load drains, in issue order: for each block of R channels,
+    each output row of the tile, each group of C columns (the row's last group ragged: its
+    valid columns, or C without ``narrow_passes``).
 
     Parameters
     ----------
@@ -173,7 +175,7 @@ def or_passes(v, cfg, tile, blocks):
     C = cfg.cols
     rows, cols = tile[2], tile[3]
     groups = _ceil_div(cols, C)
-    tail = cols - (groups - 1) * C
+    tail = cols - (groups - 1) * C if cfg.narrow_passes else C
     return [(mb, row, g, tail if g == groups - 1 else C)
             for mb in blocks for row in range(rows) for g in range(groups)]
 

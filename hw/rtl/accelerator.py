@@ -181,14 +181,14 @@ class Accelerator(wiring.Component):
                      seq.ppu_wr_en.eq(ppu.wr_en)]
 
         # ---- units -------------------------------------------------------------------------
-        m.submodules.loader = loader = TileLoader(NB, R, C, prog.slot_words, bank_aw, fm_aw,
-                                                  desc, most, lanes=cfg.loader_lanes,
-                                                  fm_latency=fm_read_latency(cfg.lutram_buffers,
-                                                                             cfg.banked_fm),
-                                                  fm_port_latency=read_port_latency(cfg.banked_fm))
+        m.submodules.loader = loader = TileLoader(
+            NB, R, C, prog.slot_words, bank_aw, fm_aw, desc, most, lanes=cfg.loader_lanes,
+            fm_latency=fm_read_latency(cfg.lutram_buffers, cfg.banked_fm),
+            fm_port_latency=read_port_latency(cfg.banked_fm))
         m.submodules.controller = ctl = Controller(prog, bank_aw, w_aw, meta, desc)
-        m.submodules.or_drain = drain = OutputDrainer(R, C, prog.acc_width, meta, desc, fm_aw,
-                                                        interval=cfg.ppu_interval)
+        m.submodules.or_drain = drain = OutputDrainer(
+            R, C, prog.acc_width, meta, desc, fm_aw, interval=cfg.ppu_interval,
+            narrow=cfg.narrow_passes)
         m.submodules.slots = slots = PingPong()
         m.submodules.meta = meta_fifo = BlockRAMFIFO(width=meta.size, depth=cfg.pass_fifo_depth,
                                                       family=family)

@@ -233,10 +233,15 @@ class Controller(wiring.Component):
         return m
 
     def _pass_length(self, s):
-        """OR: ``s.last_group``, whether the pass is its row's last column group, and
-        ``s.or_llast``, its last beat (L − 1 of its group: ``or_pass_beats``), both set with
-        the pass (at the pass end before it, or in WAIT_TILE); ``s.ctail`` and ``s.ltail``, the
-        row's last group's columns − 1 and last beat in this tile."""
+        """OR with ``narrow_passes``: ``s.last_group``, whether the pass is its row's last
+        column group, and ``s.or_llast``, its last beat (L − 1 of its group: ``or_pass_beats``),
+        both set with the pass (at the pass end before it, or in WAIT_TILE); ``s.ctail`` and
+        ``s.ltail``, the row's last group's columns − 1 and last beat in this tile. Without,
+        every pass lasts L (``s.or_llast`` is the descriptor's ``last_L``)."""
+        s.narrow = self._program.config.narrow_passes
+        if not s.narrow:
+            s.or_llast = self.desc.last_L
+            return
         s.last_group = Signal(name="last_group")
         s.or_llast = counter(self._most("L"), "or_llast")
         s.ctail = Signal(range(max(2, self._cols)), name="ctail")
@@ -264,9 +269,10 @@ class Controller(wiring.Component):
         s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
             Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
         s.kb_end = Signal(name="kb_end")
-        # (OR: whether the next group is the row's last, and whether the tile's rows have one)
-        s.g_next_end, s.one_group = Signal(name="g_next_end"), Signal(name="one_group")
-        m.d.sync += [s.g_next_end.eq(s.g + 1 == s.glast), s.one_group.eq(s.glast == 0)]
+        if s.narrow:
+            # (whether the next group is the row's last, and whether the tile's rows have one)
+            s.g_next_end, s.one_group = Signal(name="g_next_end"), Signal(name="one_group")
+            m.d.sync += [s.g_next_end.eq(s.g + 1 == s.glast), s.one_group.eq(s.glast == 0)]
         m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
                      s.kb_end.eq(s.kb == d.last_KB),
                      s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
@@ -389,12 +395,13 @@ class Controller(wiring.Component):
                          s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
                          s.valid.eq(1), s.pass_end.eq(0),     # (a pass has 2 beats or more)
                          s.rows.eq(rows), s.cols.eq(cols),
-                         s.ctail.eq(Mux(last_tc, d.ctail_last, d.ctail_full)),
-                         s.ltail.eq(ltail), s.last_group.eq(one_group),
-                         s.or_llast.eq(Mux(one_group, ltail, d.last_L)),
                          s.rlast.eq(rows - 1),
                          s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
                                         d.groups_full) - 1)]
+            if s.narrow:
+                m.d.sync += [s.ctail.eq(Mux(last_tc, d.ctail_last, d.ctail_full)),
+                             s.ltail.eq(ltail), s.last_group.eq(one_group),
+                             s.or_llast.eq(Mux(one_group, ltail, d.last_L))]
             self._walker_reset(m, s, 0, 0)
             if s.any_dw:
                 self._tap_restart(m, s)       # (the layer's last_w_taps)
@@ -425,8 +432,9 @@ class Controller(wiring.Component):
                 m.d.sync += self.w_zero.eq(~live)
             meta = self.meta
             m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
-                         meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase),
-                         meta.c_last.eq(Mux(s.last_group, s.ctail, C - 1))]
+                         meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
+            if s.narrow:
+                m.d.comb += meta.c_last.eq(Mux(s.last_group, s.ctail, C - 1))
             with m.If(s.valid & live):
                 self._next_weight(m, s)
                 s.events.count("weight_reads")
@@ -439,10 +447,11 @@ class Controller(wiring.Component):
             with m.If(s.pass_end):
                 m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
                              s.valid.eq(1), s.pass_end.eq(0)]
-                # the next pass: the next group of the row, or a row's first
-                next_last = Mux(s.g_end, s.one_group, s.g_next_end)
-                m.d.sync += [s.last_group.eq(next_last),
-                             s.or_llast.eq(Mux(next_last, s.ltail, d.last_L))]
+                if s.narrow:
+                    # the next pass: the next group of the row, or a row's first
+                    next_last = Mux(s.g_end, s.one_group, s.g_next_end)
+                    m.d.sync += [s.last_group.eq(next_last),
+                                 s.or_llast.eq(Mux(next_last, s.ltail, d.last_L))]
                 if s.any_dw:
                     m.d.sync += s.lane.eq(0)
                     self._tap_restart(m, s)

@@ -38,6 +38,8 @@ class OutputDrainer(wiring.Component):
     fm_addr_width : int
     interval : int
         Cycles per result (the post-processor's ``interval``, 1 or 2).
+    narrow : bool
+        Read only the pass's valid columns (``meta.c_last``: ``narrow_passes``); else all C.
 
     Members
     -------
@@ -56,8 +58,9 @@ class OutputDrainer(wiring.Component):
 
     FIELDS = ("M", "PHW")
 
-    def __init__(self, rows, cols, acc_width, meta, desc, fm_addr_width, *, interval=1):
-        self._rows, self._cols, self._interval = rows, cols, interval
+    def __init__(self, rows, cols, acc_width, meta, desc, fm_addr_width, *, interval=1,
+                 narrow=True):
+        self._rows, self._cols, self._interval, self._narrow = rows, cols, interval, narrow
         self.EVENTS = {"obuf_writes": rows * cols, "obuf_reads": 1}
         super().__init__({
             "desc": In(desc_layout(desc, self.FIELDS)),
@@ -81,8 +84,12 @@ class OutputDrainer(wiring.Component):
         # the take and the R·cols − 1 beats before the last advance it R·cols times, wrapping
         # after the pass's last valid column (c_last; at the take, the metadata's).
         cn = Signal(range(max(2, C)))
-        c_last = Signal.like(self.meta.c_last)
-        cn_last = Mux(self.take, self.meta.c_last, c_last)
+        if self._narrow:
+            c_last = Signal.like(self.meta.c_last)
+            cn_last = Mux(self.take, self.meta.c_last, c_last)
+            m.d.sync += c_last.eq(Mux(self.take, self.meta.c_last, c_last))
+        else:
+            c_last = cn_last = Const(C - 1)
         row_q = [Signal(signed(len(self.results[0][0])), name=f"row_q{i}") for i in range(R)]
         advance = Signal()
         last = Signal()
@@ -97,7 +104,7 @@ class OutputDrainer(wiring.Component):
         with m.If(self.take):
             m.d.comb += [self.meta_take.eq(1), advance.eq(1)]
             m.d.sync += [self.active.eq(1), r.eq(0), c.eq(0), meta.eq(self.meta),
-                         c_last.eq(self.meta.c_last), self.row_addr.eq(self.meta.out_base)]
+                         self.row_addr.eq(self.meta.out_base)]
             if I > 1:
                 m.d.sync += tick.eq(0)
             events.count("obuf_writes", R * C)

@@ -199,12 +199,12 @@ DRAIN_DESC = data.StructLayout({"M": 8, "PHW": 10})
 ACC_WIDTH = 20
 
 
-def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
+def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1, narrow=True):
     """Drive ``take`` for each pass (meta, results) with ``gaps`` idle cycles after each drain,
     holding the pass's results only from ``take`` to its drain's end (garbage otherwise) and the
     meta only in the ``take`` cycle. Returns per cycle ``(out, row_addr, active, drained,
     events)`` and the cycles of the ``take`` pulses."""
-    dut = OutputDrainer(R, C, ACC_WIDTH, META, DRAIN_DESC, 11, interval=interval)
+    dut = OutputDrainer(R, C, ACC_WIDTH, META, DRAIN_DESC, 11, interval=interval, narrow=narrow)
     rng = np.random.default_rng(R * 10 + C)
     trace, takes = [], []
     lo, hi = -(1 << (ACC_WIDTH - 1)), 1 << (ACC_WIDTH - 1)
@@ -252,7 +252,7 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
             for r in range(R):                 # the PEs hold the results for I·R·cols cycles
                 for c in range(C):
                     ctx.set(dut.results[r][c], int(results[r, c]))
-            for _ in range(interval * R * (meta["c_last"] + 1)):
+            for _ in range(interval * R * (meta["c_last"] + 1 if narrow else C)):
                 sample(ctx)
                 await ctx.tick()
             garbage(ctx)
@@ -264,8 +264,8 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
     return trace, takes
 
 
-def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
-    trace, takes = rtl_drain(R, C, passes, M, PHW, gaps, restart_at, interval)
+def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1, narrow=True):
+    trace, takes = rtl_drain(R, C, passes, M, PHW, gaps, restart_at, interval, narrow)
     I = interval
     drained = 0
     expected = {}         # cycle -> (out, row_addr, active, passes_drained, events, meta_take)
@@ -275,7 +275,8 @@ def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1):
                        None if p == restart_at else drained, (R * C, 0), 1)
         if p == restart_at:
             drained = 0
-        cols = meta["c_last"] + 1              # the pass's valid columns: the others skipped
+        # the pass's valid columns, the others skipped (without narrow passes: all C)
+        cols = meta["c_last"] + 1 if narrow else C
         for i in range(R * cols):
             r, c = divmod(i, cols)
             ch, ox = meta["m0"] + r, meta["ox0"] + c
@@ -316,9 +317,10 @@ def random_passes(rng, R, C, count, M, OW):
     return passes
 
 
+@pytest.mark.parametrize("narrow", [True, False])
 @pytest.mark.parametrize("interval", [1, 2])
 @pytest.mark.parametrize("R, C", [(1, 1), (2, 3), (3, 2), (4, 4)])
-def test_output_drainer(R, C, interval):
+def test_output_drainer(R, C, interval, narrow):
     """Passes back to back (the next ``take`` in the cycle after a drain ends) and with gaps;
     channels past M and columns past ``x_end`` are not valid; the acc, coordinates and row
     address of every cycle match. With an ``interval`` of 2 a result every other cycle (the
@@ -328,7 +330,7 @@ def test_output_drainer(R, C, interval):
     passes = random_passes(rng, R, C, 8, M, OW)
     passes[0][0].update(m0=0, ox0=0, x_end=OW, c_last=C - 1)   # every output valid
     gaps = [1, 0, 0, 3, 0, 1, 0, 2]
-    check_drain(R, C, passes, M, PHW=37, gaps=gaps, interval=interval)
+    check_drain(R, C, passes, M, PHW=37, gaps=gaps, interval=interval, narrow=narrow)
 
 
 def test_output_drainer_restart():
