@@ -220,10 +220,10 @@ class Controller(wiring.Component):
             self._preload(m, s)
         if len(s.modes) == 1:
             # output reuse only (its mode is always the first): the walker resets at a pass end
-            # (and in WAIT_TILE, WAIT_BLOCK)
-            # and steps on a valid beat whatever the state — elsewhere (IDLE, WAIT_BLOCK) a
-            # stale flag moves a walk that is restarted before it is read — so its registers'
-            # enables are not behind the state's decode (timing: six LUTs on the UP5K)
+            # (and in WAIT_TILE, WAIT_BLOCK) and steps on a valid beat whatever the state —
+            # elsewhere (IDLE, WAIT_BLOCK) a stale flag moves a walk that is restarted before it
+            # is read — so its registers' enables are not behind the state's decode (timing: six
+            # LUTs on the UP5K)
             m.d.comb += [s.walker.reset.eq(s.pass_end), s.walker.step.eq(s.valid)]
         with m.FSM(name="controller"):
             self._start_tile(m, s)
@@ -396,8 +396,7 @@ class Controller(wiring.Component):
                          s.valid.eq(1), s.pass_end.eq(0),     # (a pass has 2 beats or more)
                          s.rows.eq(rows), s.cols.eq(cols),
                          s.rlast.eq(rows - 1),
-                         s.glast.eq(Mux(s.tc == d.last_ntc, d.groups_last,
-                                        d.groups_full) - 1)]
+                         s.glast.eq(Mux(last_tc, d.groups_last, d.groups_full) - 1)]
             if s.narrow:
                 m.d.sync += [s.ctail.eq(Mux(last_tc, d.ctail_last, d.ctail_full)),
                              s.ltail.eq(ltail), s.last_group.eq(one_group),

@@ -87,7 +87,7 @@ class OutputDrainer(wiring.Component):
         if self._narrow:
             c_last = Signal.like(self.meta.c_last)
             cn_last = Mux(self.take, self.meta.c_last, c_last)
-            m.d.sync += c_last.eq(Mux(self.take, self.meta.c_last, c_last))
+            m.d.sync += c_last.eq(cn_last)
         else:
             c_last = cn_last = Const(C - 1)
         row_q = [Signal(signed(len(self.results[0][0])), name=f"row_q{i}") for i in range(R)]
