@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnforge.hw.frontend.network import NetworkError
 from cnnforge.hw.models.dataflow import Dataflow
-from cnnforge.hw.models.perf import layer_cycles, or_pass_beats, tile_order
+from cnnforge.hw.models.perf import drained_columns, layer_cycles, or_pass_beats, tile_order
 from cnnforge.hw.models.timing import (array_latency, pass_fifo_depth, read_port_latency,
                                        tile_read_latency)
 from cnnforge.sim.golden import add_rescale
@@ -230,8 +230,8 @@ class AcceleratorConfig:
     def pass_fifo_depth(self):
         """Entries of the pass metadata FIFO (:func:`~cnnforge.hw.models.timing.pass_fifo_depth`
         for this design's shortest pass, tile read and array latency)."""
-        shortest = self.drain_cycles(1) + 1 if self.narrow_passes else self.min_pass_beats
-        return pass_fifo_depth(shortest,
+        # the shortest pass: one beat, a row's last group of one pixel
+        return pass_fifo_depth(or_pass_beats(1, self, drained_columns(1, self)),
                                tile_read_latency(self.lutram_buffers, self.banked_weights),
                                array_latency(self.rows, self.cols, self.product_registers))
 
@@ -769,7 +769,7 @@ def _tiling(g, Tr, Tc, cfg, df):
     v["dw_lanes"] = int(bool(g.get("dw")) and not v["dw_rows"])
     v["L"] = max(v["K"], cfg.min_pass_beats)
     for k, cols in (("full", Tc), ("last", v["cols_last"])):
-        tail = cols - (_ceil_div(cols, C) - 1) * C
+        tail = drained_columns(cols, cfg)
         # (without narrow passes unused: 0, a constant the sequencer folds)
         v[f"ctail_{k}"] = tail - 1 if cfg.narrow_passes else 0
         v[f"ltail_{k}"] = or_pass_beats(v["K"], cfg, tail) - 1 if cfg.narrow_passes else 0

@@ -31,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["layer_model", "layer_cycles", "network_model", "LayerModel", "buffer_bits",
-           "tile_order", "load_order", "load_cycles", "or_beats", "or_pass_beats", "or_passes"]
+           "tile_order", "load_order", "load_cycles", "drained_columns", "or_beats", "or_pass_beats",
+           "or_passes"]
 
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.timing import (array_latency, fm_read_latency, ppu_latency,
@@ -140,16 +141,20 @@ def or_pass_beats(K, cfg, cols):
         The pass's reduction beats.
     cfg : AcceleratorConfig
     cols : int
-        The pass's valid columns (1 to C).
+        The columns the pass drains (1 to C: :func:`drained_columns`).
 
     Returns
     -------
     int
     """
-    if not cfg.narrow_passes:
-        cols = cfg.cols
     skew = max(1, cfg.cols - cols + 2 - cfg.ppu_interval)
     return max(K, cfg.drain_cycles(cols) + skew)
+
+
+def drained_columns(cols, cfg):
+    """The columns the drain reads from the last column group of a row of ``cols`` pixels: its
+    valid ones, (cols − 1) mod C + 1, or C without ``narrow_passes``."""
+    return (cols - 1) % cfg.cols + 1 if cfg.narrow_passes else cfg.cols
 
 
 def or_passes(v, cfg, tile, blocks):
@@ -175,7 +180,7 @@ def or_passes(v, cfg, tile, blocks):
     C = cfg.cols
     rows, cols = tile[2], tile[3]
     groups = _ceil_div(cols, C)
-    tail = cols - (groups - 1) * C if cfg.narrow_passes else C
+    tail = drained_columns(cols, cfg)
     return [(mb, row, g, tail if g == groups - 1 else C)
             for mb in blocks for row in range(rows) for g in range(groups)]
 
