@@ -92,8 +92,9 @@ class OutputDrainer(wiring.Component):
             c_last = cn_last = Const(C - 1)
         row_q = [Signal(signed(len(self.results[0][0])), name=f"row_q{i}") for i in range(R)]
         advance = Signal()
+        # the pass's last result (r = R − 1, c = c_last) this cycle, kept with r and c: the
+        # compares are not in front of the row registers' enable (timing: UP5K)
         last = Signal()
-        m.d.comb += last.eq((r == R - 1) & (c == c_last))
         # with an interval of I > 1, each result is out in the first of its I cycles and the
         # position moves in the last (tick counts them)
         I = self._interval
@@ -104,7 +105,8 @@ class OutputDrainer(wiring.Component):
         with m.If(self.take):
             m.d.comb += [self.meta_take.eq(1), advance.eq(1)]
             m.d.sync += [self.active.eq(1), r.eq(0), c.eq(0), meta.eq(self.meta),
-                         self.row_addr.eq(self.meta.out_base)]
+                         self.row_addr.eq(self.meta.out_base),
+                         last.eq((R == 1) & (cn_last == 0))]
             if I > 1:
                 m.d.sync += tick.eq(0)
             events.count("obuf_writes", R * C)
@@ -120,12 +122,13 @@ class OutputDrainer(wiring.Component):
                 events.count("obuf_reads")
             m.d.comb += advance.eq(~last)
             with m.If(c == c_last):
-                m.d.sync += [c.eq(0), r.eq(r + 1), self.row_addr.eq(self.row_addr + d.PHW)]
-                with m.If(r == R - 1):
+                m.d.sync += [c.eq(0), r.eq(r + 1), self.row_addr.eq(self.row_addr + d.PHW),
+                             last.eq((r == R - 2) & (c_last == 0))]
+                with m.If(last):
                     m.d.sync += [self.active.eq(0),
                                  self.passes_drained.eq(self.passes_drained + 1)]
             with m.Else():
-                m.d.sync += c.eq(c + 1)
+                m.d.sync += [c.eq(c + 1), last.eq((r == R - 1) & (c + 1 == c_last))]
         with m.If(advance):
             m.d.sync += cn.eq(Mux(cn == cn_last, 0, cn + 1))
             for i in range(R):
