@@ -261,8 +261,10 @@ class FrameParser(wiring.Component):
             byte=self.i.payload, got=Signal(), framing=Signal(), hold=Signal(),
             len_lo=Signal(8),              # LEN's low byte, checked with the high byte
             left=Signal(16), count=Signal(16),     # payload bytes still to come / received
-            kind=Signal(MessageType),      # TYPE of the frame
-            is_image=Signal(), is_status=Signal(),     # its compares, registered with it
+            is_image=Signal(), is_status=Signal(), is_weights=Signal(),  # its compares
+            # LEN's low byte's compares, registered with it (LEN's check then compares the
+            # high byte alone)
+            lo_image=Signal(), lo_zero=Signal(), lo_ge2=Signal(), lo_le_top=Signal(),
             is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
             crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
             fail=Signal(),                 # this cycle: reject the frame with fail_code
@@ -271,14 +273,16 @@ class FrameParser(wiring.Component):
         if self._weights:
             types.append(MessageType.WEIGHTS)
         c.value = Cat(c.len_lo, c.byte)
+        # a weights frame's LEN: 2 to WEIGHT_CHUNK + 1, on the registered low byte's compares
+        top = WEIGHT_CHUNK + 1
+        weights_ok = (((c.byte != 0) | c.lo_ge2)
+                      & ((c.byte < top >> 8) | ((c.byte == top >> 8) & c.lo_le_top)))
         m.d.sync += [
             c.got.eq(self.i.valid), c.framing.eq(self.framing_error), c.hold.eq(self.hold),
             c.is_sync0.eq(c.byte == SYNC[0]), c.is_sync1.eq(c.byte == SYNC[1]),
             c.type_ok.eq(Cat(c.byte == t for t in types).any()),
-            c.len_ok.eq(Mux(c.is_image, c.value == self._image_size,
-                            Mux(c.kind == MessageType.WEIGHTS,
-                                (c.value >= 2) & (c.value <= WEIGHT_CHUNK + 1),
-                                c.value == 0))),
+            c.len_ok.eq(Mux(c.is_image, c.lo_image & (c.byte == self._image_size >> 8),
+                            Mux(c.is_weights, weights_ok, c.lo_zero & (c.byte == 0)))),
             c.crc_ok.eq(c.byte == crc.crc),
             c.first_byte.eq(c.count == 0),
             c.last_byte.eq(c.left == 1),      # (a down-counter: no subtract-and-compare chain)
@@ -287,7 +291,7 @@ class FrameParser(wiring.Component):
 
     def _frame_fsm(self, m, crc, c):
         """Stage 2: the frame's states, a cycle after the byte, on its checks ``c``."""
-        byte, kind, fail, got = c.byte, c.kind, c.fail, c.got
+        byte, fail, got = c.byte, c.fail, c.got
 
         def reject(reason):
             m.d.comb += [fail.eq(1), c.fail_code.eq(reason)]
@@ -311,8 +315,9 @@ class FrameParser(wiring.Component):
             with m.State("TYPE"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += [kind.eq(byte), c.is_image.eq(byte == MessageType.IMAGE),
-                                 c.is_status.eq(byte == MessageType.STATUS)]
+                    m.d.sync += [c.is_image.eq(byte == MessageType.IMAGE),
+                                 c.is_status.eq(byte == MessageType.STATUS),
+                                 c.is_weights.eq(byte == MessageType.WEIGHTS)]
                     with m.If(c.type_ok):
                         m.next = "LEN0"
                     with m.Else():
@@ -321,7 +326,10 @@ class FrameParser(wiring.Component):
             with m.State("LEN0"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += c.len_lo.eq(byte)
+                    m.d.sync += [c.len_lo.eq(byte),
+                                 c.lo_image.eq(byte == self._image_size & 0xFF),
+                                 c.lo_zero.eq(byte == 0), c.lo_ge2.eq(byte >= 2),
+                                 c.lo_le_top.eq(byte <= (WEIGHT_CHUNK + 1) & 0xFF)]
                     m.next = "LEN1"
                 abort_on_fail()
             with m.State("LEN1"):

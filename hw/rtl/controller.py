@@ -150,6 +150,9 @@ class Controller(wiring.Component):
         beats = max(most("L", "K", "M", "Lmin"),
                     max(layer.values["Tr"] * layer.values["Tc"] for layer in prog.layers))
         s.s, s.beats = counter(beats, "s"), counter(beats, "beats")
+        # s == 0, kept with s (the pass's metadata write and the first / swap beat bits are
+        # not behind its compare: timing, UP5K)
+        s.s_first = Signal(init=1, name="s_first")
         # IR / WR streams: the last valid beat (beats − 1), the block's last beat (length − 1)
         s.blast, s.llast = counter(beats, "blast"), counter(beats, "llast")
         # IR / WR streams: s == llast kept one beat ahead (s_end), from llast − 1 registered
@@ -183,6 +186,11 @@ class Controller(wiring.Component):
         s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
         s.tr_ph_next = Signal(9)
         m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
+        # the next tile row's trbase, registered (it changes at a row of tiles' end, long before
+        # the next): no adder behind the tile end's enables (timing, UP5K)
+        s.trbase_next = Signal(fm_w, name="fd_tbase_next")
+        m.d.sync += s.trbase_next.eq(s.trbase + d.out_tile_step
+                                     + Mux(s.tr_ph_next > d.pool_mask, d.PW, 0))
         self._loop_ends(m, s)
         # psum half, V half the transform writes next
         s.half, s.vh = Signal(name="half"), Signal(name="vh")
@@ -266,17 +274,28 @@ class Controller(wiring.Component):
         # group end reads flags set a cycle after the counters changed, and such ends are two
         # or more cycles apart (a pass is R·C + 1 or more beats), so the compares are not in
         # front of the decisions and the enables they drive
-        s.g_end, s.row_end, s.mb_end, s.tr_end, s.tc_end, s.ph_end = (
-            Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tr", "tc", "ph"))
+        s.g_end, s.row_end, s.mb_end, s.tc_end, s.ph_end = (
+            Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tc", "ph"))
         s.kb_end = Signal(name="kb_end")
+        # OR: what follows the pass — the next column group, the next output row, the next
+        # block of R channels or the next tile — one exclusive flag each, and whether the tile
+        # is the layer's last, so that a pass end's enables are one LUT from the state
+        s.next_group, s.next_row, s.next_block, s.tile_pass_end, s.last_tile = (
+            Signal(name=n) for n in ("next_group", "next_row", "next_block", "tile_pass_end",
+                                     "last_tile"))
         if s.narrow:
             # (whether the next group is the row's last, and whether the tile's rows have one)
             s.g_next_end, s.one_group = Signal(name="g_next_end"), Signal(name="one_group")
             m.d.sync += [s.g_next_end.eq(s.g + 1 == s.glast), s.one_group.eq(s.glast == 0)]
-        m.d.sync += [s.g_end.eq(s.g == s.glast), s.row_end.eq(s.row == s.rlast),
-                     s.kb_end.eq(s.kb == d.last_KB),
-                     s.mb_end.eq(s.mb == d.last_MB), s.tr_end.eq(s.tr == d.last_ntr),
-                     s.tc_end.eq(s.tc == d.last_ntc), s.ph_end.eq(s.ph == d.pool_mask)]
+        g_end, row_end, mb_end = s.g == s.glast, s.row == s.rlast, s.mb == d.last_MB
+        tc_end = s.tc == d.last_ntc
+        m.d.sync += [s.g_end.eq(g_end), s.row_end.eq(row_end), s.mb_end.eq(mb_end),
+                     s.kb_end.eq(s.kb == d.last_KB), s.tc_end.eq(tc_end),
+                     s.ph_end.eq(s.ph == d.pool_mask),
+                     s.next_group.eq(~g_end), s.next_row.eq(g_end & ~row_end),
+                     s.next_block.eq(g_end & row_end & ~mb_end),
+                     s.tile_pass_end.eq(g_end & row_end & mb_end),
+                     s.last_tile.eq((s.tr == d.last_ntr) & tc_end)]
 
     def _walker_reset(self, m, s, rowterm, off):
         """Start a walk at row term ``rowterm`` at column offset ``off`` (``s.goff`` of a column
@@ -338,7 +357,7 @@ class Controller(wiring.Component):
         d = self.desc
         m.d.comb += self.slot_clr.eq(one_hot(s.slot))
         m.d.sync += s.slot.eq(~s.slot)
-        with m.If(s.tr_end & s.tc_end):
+        with m.If(s.last_tile):
             m.d.sync += self.done.eq(1)
             m.next = "IDLE"
         with m.Else():
@@ -346,8 +365,7 @@ class Controller(wiring.Component):
             with m.If(s.tc_end):
                 m.d.sync += [s.tc.eq(0), s.tc0.eq(0), s.tr.eq(s.tr + 1),
                              s.tr0.eq(s.tr0 + d.Tr), s.tr_ph.eq(s.tr_ph_next & d.pool_mask),
-                             s.trbase.eq(s.trbase + d.out_tile_step
-                                         + Mux(s.tr_ph_next > d.pool_mask, d.PW, 0))]
+                             s.trbase.eq(s.trbase_next)]
             with m.Else():
                 m.d.sync += [s.tc.eq(s.tc + 1), s.tc0.eq(s.tc0 + d.Tc)]
 
@@ -389,7 +407,7 @@ class Controller(wiring.Component):
             ltail = Mux(last_tc, d.ltail_last, d.ltail_full)
             one_group = Mux(last_tc, d.groups_last == 1, d.groups_full == 1)
             self._group(m, s, first=True)
-            m.d.sync += [s.mb.eq(0), s.row.eq(0), s.m0.eq(0), s.s.eq(0),
+            m.d.sync += [s.mb.eq(0), s.row.eq(0), s.m0.eq(0), s.s.eq(0), s.s_first.eq(1),
                          s.row_base.eq(0), s.ox0.eq(s.tc0),
                          s.mbase.eq(s.trbase), s.obase.eq(s.trbase), s.ph.eq(s.tr_ph),
                          s.w.eq(d.w_base), s.w_pass.eq(d.w_base), s.w_mb.eq(d.w_base + d.w_taps),
@@ -421,7 +439,7 @@ class Controller(wiring.Component):
         with m.State("OR_PASS"):
             self._walker_read(m, s)
             m.d.comb += self.w_addr.eq(s.w)
-            m.d.sync += [self.beat.valid.eq(s.valid), self.beat.first.eq(s.s == 0),
+            m.d.sync += [self.beat.valid.eq(s.valid), self.beat.first.eq(s.s_first),
                          self.beat.last.eq(s.s == d.last_K), self.beat_q1.eq(s.walker.q1)]
             if s.any_dw:
                 m.d.sync += [self.lane_only.eq(d.dw_lanes), self.lane.eq(s.lane)]
@@ -430,7 +448,7 @@ class Controller(wiring.Component):
             if s.any_dw_rows:
                 m.d.sync += self.w_zero.eq(~live)
             meta = self.meta
-            m.d.comb += [self.meta_en.eq(s.s == 0), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
+            m.d.comb += [self.meta_en.eq(s.s_first), meta.m0.eq(s.m0), meta.oy.eq(s.oy),
                          meta.ox0.eq(s.ox0), meta.x_end.eq(s.x_end), meta.out_base.eq(s.obase)]
             if s.narrow:
                 m.d.comb += meta.c_last.eq(Mux(s.last_group, s.ctail, C - 1))
@@ -444,7 +462,8 @@ class Controller(wiring.Component):
                     s.events.count("ibuf_reads", C)
                 m.d.comb += s.walker.step.eq(1)
             with m.If(s.pass_end):
-                m.d.sync += [s.s.eq(0), self.passes_issued.eq(self.passes_issued + 1),
+                m.d.sync += [s.s.eq(0), s.s_first.eq(1),
+                             self.passes_issued.eq(self.passes_issued + 1),
                              s.valid.eq(1), s.pass_end.eq(0)]
                 if s.narrow:
                     # the next pass: the next group of the row, or a row's first
@@ -457,10 +476,13 @@ class Controller(wiring.Component):
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
                 self._walker_reset(m, s, s.row_base, s.goff_next)
-                with m.If(~s.g_end):
+                # (the four flags are exclusive)
+                with m.If(s.tile_pass_end):
+                    self._tile_next(m, s)
+                with m.If(s.next_group):
                     self._group(m, s, first=False)
                     m.d.sync += [s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
-                with m.Elif(~s.row_end):
+                with m.If(s.next_row):
                     self._group(m, s, first=True)
                     m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                                  s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
@@ -469,7 +491,7 @@ class Controller(wiring.Component):
                     with m.Else():
                         m.d.sync += s.ph.eq(s.ph + 1)
                     self._walker_reset(m, s, s.row_base + d.fd_row_step, 0)
-                with m.Elif(~s.mb_end):
+                with m.If(s.next_block):
                     self._group(m, s, first=True)
                     m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
@@ -483,10 +505,9 @@ class Controller(wiring.Component):
                             m.d.comb += self.slot_clr.eq(one_hot(s.slot))
                             m.d.sync += s.slot.eq(~s.slot)
                             m.next = "WAIT_BLOCK"
-                with m.Else():
-                    self._tile_next(m, s)
             with m.Else():
-                m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != d.last_K)),
+                m.d.sync += [s.s.eq(s.s + 1), s.s_first.eq(0),
+                             s.valid.eq(s.valid & (s.s != d.last_K)),
                              s.pass_end.eq(s.s + 1 == s.or_llast)]
         if s.block_loads:
             # as WAIT_TILE, keeping the loop position: the block's channels are loaded
@@ -541,7 +562,8 @@ class Controller(wiring.Component):
                              meta.oy.eq(Mux(s.is_ir, s.oy, s.tr0)), meta.ox0.eq(s.ox0),
                              meta.x_end.eq(s.x_end), meta.rows.eq(s.rows),
                              meta.cols.eq(s.cols)]
-                m.d.sync += [s.kb.eq(0), s.s.eq(0), self.groups_issued.eq(self.groups_issued + 1),
+                m.d.sync += [s.kb.eq(0), s.s.eq(0), s.s_first.eq(1),
+                             self.groups_issued.eq(self.groups_issued + 1),
                              s.half.eq(~s.half), ws.nb.eq(0), ws.ky.eq(0), ws.kx.eq(0),
                              ws.blk.eq(s.slot_base), ws.kyxoff.eq(0), ws.row.eq(0),
                              ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0), s.pl_w.eq(s.w_pass)]
@@ -570,7 +592,7 @@ class Controller(wiring.Component):
         """IR: M weight words past the preloaded inputs; WR: the tile's pixels (R channels a
         beat) past the preloaded weights; then the next block, group or tile."""
         R, C, d = self._rows, self._cols, self.desc
-        m.d.sync += [self.beat.valid.eq(s.valid), self.beat.swap.eq(s.s == 0),
+        m.d.sync += [self.beat.valid.eq(s.valid), self.beat.swap.eq(s.s_first),
                      self.beat.tail.eq(s.s == s.blast),
                      self.beat.first.eq(s.kb == 0), self.beat.last.eq(s.kb == d.last_KB)]
         with m.If(s.is_ir):
@@ -594,7 +616,7 @@ class Controller(wiring.Component):
         with m.If((s.s == C - 1) & (s.kb != d.last_KB)):
             m.d.comb += s.pl_start.eq(1)
         with m.If(s.s_end):
-            m.d.sync += [s.s.eq(0), s.valid.eq(1), s.s_end.eq(s.llast == 0)]
+            m.d.sync += [s.s.eq(0), s.s_first.eq(1), s.valid.eq(1), s.s_end.eq(s.llast == 0)]
             with m.If(~s.kb_end):
                 m.d.sync += [s.kb.eq(s.kb + 1), s.w.eq(s.w_pass + s.kb + 1), ws.row.eq(0),
                              ws.col.eq(0), ws.rowoff.eq(0), ws.pix.eq(0)]
@@ -621,7 +643,8 @@ class Controller(wiring.Component):
                 with m.Else():
                     self._tile_next(m, s)
         with m.Else():
-            m.d.sync += [s.s.eq(s.s + 1), s.valid.eq(s.valid & (s.s != s.blast)),
+            m.d.sync += [s.s.eq(s.s + 1), s.s_first.eq(0),
+                         s.valid.eq(s.valid & (s.s != s.blast)),
                          s.s_end.eq(s.s == s.llast_m1)]
 
     def _winograd_reads(self, m, s):

@@ -155,16 +155,16 @@ class TileLoader(wiring.Component):
         last_blk, last_tc, last_tile, next_tile = self._tile_flags(m, blk, tc, tr)
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
-        # is held from the layer's start), so that the element loop's decisions are one LUT;
-        # the tile's last element (all three) likewise, in front of the tile-end enables
+        # is held from the layer's start), so that the element loop's decisions are one LUT
         last_x, last_y, last_n = Signal(), Signal(), Signal()
-        last_elem = Signal(name="last_elem")
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
         single = {k: v[1] for k, v in ahead.items()}
         n_single = Mux(last_blk, single["ld_nits_tail"], single["ld_nits"])
-        n_bound = Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"])
+        # (the block's n bound, set while the tile waits: no multiplexer in front of the compare)
+        n_bound = Signal(max(len(bound["ld_nits"]), len(bound["ld_nits_tail"])), name="n_bound")
+        last_elem = last_x & last_y & last_n
 
         m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
         lane1 = _Lane1(self, m, events, is_wr, x0) if self._lanes > 1 else None
@@ -181,7 +181,7 @@ class TileLoader(wiring.Component):
                          *self._row_start(cs), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single),
-                         last_elem.eq(single["ld_xits"] & single["Tr_in"] & n_single)]
+                         n_bound.eq(Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"]))]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
                 m.d.sync += loading.eq(1)
         with m.Elif(loading):
@@ -194,9 +194,7 @@ class TileLoader(wiring.Component):
             if self._lanes > 1:
                 lane1.load(fm, y, x, bank, last_n & Mux(last_blk, d.ld_odd_tail, d.ld_odd))
             with m.If(~last_x):
-                x_end = xi == bound["ld_xits"]
-                m.d.sync += [xi.eq(xi + 1), last_x.eq(x_end),
-                             last_elem.eq(x_end & last_y & last_n)]
+                m.d.sync += [xi.eq(xi + 1), last_x.eq(xi == bound["ld_xits"])]
                 # (x pairs: past lane 1's columns at the end of lane 0's block of S)
                 step = Mux(cs.phase_last, d.ld_x_jump, 1) if self._lanes > 1 else 1
                 m.d.sync += [x.eq(x + step), fm.eq(fm + step)]
@@ -204,15 +202,11 @@ class TileLoader(wiring.Component):
             with m.Else():
                 m.d.sync += [xi.eq(0), x.eq(x0), last_x.eq(single["ld_xits"])]
                 with m.If(~last_y):
-                    y_end = yi == bound["Tr_in"]
                     m.d.sync += [yi.eq(yi + 1), y.eq(y + 1), fm.eq(fm + d.ld_row_step),
-                                 last_y.eq(y_end),
-                                 last_elem.eq(single["ld_xits"] & y_end & last_n)]
+                                 last_y.eq(yi == bound["Tr_in"])]
                 with m.Else():
-                    n_end = n == n_bound
                     m.d.sync += [yi.eq(0), y.eq(y0), n.eq(n + 1), fm.eq(fm + d.ld_chan_step),
-                                 last_y.eq(single["Tr_in"]), last_n.eq(n_end),
-                                 last_elem.eq(single["ld_xits"] & single["Tr_in"] & n_end)]
+                                 last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
                 self._next_row(m, is_wr, last_y, cs, rowterm)
             with m.If(last_elem):
                 m.d.sync += [loading.eq(0), slot.eq(~slot)]
