@@ -177,20 +177,7 @@ class Controller(wiring.Component):
         self._group_offsets(s)
         self._tile_end_column(m, s)
         s.oy = s.tr0 + s.row
-        # OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
-        # (no multiplier): trbase at the tile row, mbase at the block of R channels, obase at
-        # the output row; tr_ph and ph are oy mod the pooling window at the tile row and at the
-        # output row (a tile need not start on a window boundary)
-        fm_w = len(self.meta.out_base)
-        s.trbase, s.mbase, s.obase = (Signal(fm_w, name=f"fd_{n}base") for n in "tmo")
-        s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
-        s.tr_ph_next = Signal(9)
-        m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
-        # the next tile row's trbase, registered (it changes at a row of tiles' end, long before
-        # the next): no adder behind the tile end's enables (timing, UP5K)
-        s.trbase_next = Signal(fm_w, name="fd_tbase_next")
-        m.d.sync += s.trbase_next.eq(s.trbase + d.out_tile_step
-                                     + Mux(s.tr_ph_next > d.pool_mask, d.PW, 0))
+        self._output_bases(m, s)
         self._loop_ends(m, s)
         # psum half, V half the transform writes next
         s.half, s.vh = Signal(name="half"), Signal(name="vh")
@@ -239,6 +226,23 @@ class Controller(wiring.Component):
                 states(m, s)
         s.events.drive(self.events)
         return m
+
+    def _output_bases(self, m, s):
+        """OR passes' destination address dst + m0·PHW + (oy >> pshift)·PW, kept incrementally
+        (no multiplier): ``s.trbase`` at the tile row, ``s.mbase`` at the block of R channels,
+        ``s.obase`` at the output row; ``s.tr_ph`` and ``s.ph`` are oy mod the pooling window
+        at the tile row and at the output row (a tile need not start on a window boundary)."""
+        d = self.desc
+        fm_w = len(self.meta.out_base)
+        s.trbase, s.mbase, s.obase = (Signal(fm_w, name=f"fd_{n}base") for n in "tmo")
+        s.tr_ph, s.ph = Signal(8, name="tr_ph"), Signal(8, name="ph")
+        s.tr_ph_next = Signal(9)
+        m.d.comb += s.tr_ph_next.eq(s.tr_ph + d.tr_phase_step)
+        # the next tile row's trbase, registered (it changes at a row of tiles' end, long before
+        # the next): no adder behind the tile end's enables (timing, UP5K)
+        s.trbase_next = Signal(fm_w, name="fd_tbase_next")
+        m.d.sync += s.trbase_next.eq(s.trbase + d.out_tile_step
+                                     + Mux(s.tr_ph_next > d.pool_mask, d.PW, 0))
 
     def _pass_length(self, s):
         """OR with ``narrow_passes``: ``s.last_group``, whether the pass is its row's last
