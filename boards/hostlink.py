@@ -265,6 +265,7 @@ class FrameParser(wiring.Component):
             # LEN's low byte's compares, registered with it (LEN's check then compares the
             # high byte alone)
             lo_image=Signal(), lo_zero=Signal(), lo_ge2=Signal(), lo_le_top=Signal(),
+            len_top=WEIGHT_CHUNK + 1,      # a weights frame's largest LEN
             is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
             crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
             fail=Signal(),                 # this cycle: reject the frame with fail_code
@@ -273,10 +274,10 @@ class FrameParser(wiring.Component):
         if self._weights:
             types.append(MessageType.WEIGHTS)
         c.value = Cat(c.len_lo, c.byte)
-        # a weights frame's LEN: 2 to WEIGHT_CHUNK + 1, on the registered low byte's compares
-        top = WEIGHT_CHUNK + 1
+        # a weights frame's LEN: 2 to len_top, on the registered low byte's compares
         weights_ok = (((c.byte != 0) | c.lo_ge2)
-                      & ((c.byte < top >> 8) | ((c.byte == top >> 8) & c.lo_le_top)))
+                      & ((c.byte < c.len_top >> 8)
+                         | ((c.byte == c.len_top >> 8) & c.lo_le_top)))
         m.d.sync += [
             c.got.eq(self.i.valid), c.framing.eq(self.framing_error), c.hold.eq(self.hold),
             c.is_sync0.eq(c.byte == SYNC[0]), c.is_sync1.eq(c.byte == SYNC[1]),
@@ -329,7 +330,7 @@ class FrameParser(wiring.Component):
                     m.d.sync += [c.len_lo.eq(byte),
                                  c.lo_image.eq(byte == self._image_size & 0xFF),
                                  c.lo_zero.eq(byte == 0), c.lo_ge2.eq(byte >= 2),
-                                 c.lo_le_top.eq(byte <= (WEIGHT_CHUNK + 1) & 0xFF)]
+                                 c.lo_le_top.eq(byte <= c.len_top & 0xFF)]
                     m.next = "LEN1"
                 abort_on_fail()
             with m.State("LEN1"):

@@ -87,12 +87,13 @@ class Device:
         """
         rows = self.rows if rows is None else rows
         cols = self.cols if cols is None else cols
+        interval = self.ppu_interval(rows, cols)
         return AcceleratorConfig(rows, cols, **{
             "algorithm": self.algorithm, "lutram_buffers": self.lutram_buffers,
-            "ppu_interval": self.ppu_interval(rows, cols), "loader_lanes": self.loader_lanes,
+            "ppu_interval": interval, "loader_lanes": self.loader_lanes,
             "product_registers": self.product_registers,
             "weight_bank_words": self.weight_bank_words,
-            "narrow_passes": self.ppu_interval(rows, cols) == 1, **kwargs})
+            "narrow_passes": interval == 1, **kwargs})
 
     @property
     def loader_lanes(self):

@@ -199,6 +199,11 @@ DRAIN_DESC = data.StructLayout({"M": 8, "PHW": 10})
 ACC_WIDTH = 20
 
 
+def drained_cols(meta, C, narrow):
+    """The columns a pass drains: its valid ones (without narrow passes: all C)."""
+    return meta["c_last"] + 1 if narrow else C
+
+
 def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1, narrow=True):
     """Drive ``take`` for each pass (meta, results) with ``gaps`` idle cycles after each drain,
     holding the pass's results only from ``take`` to its drain's end (garbage otherwise) and the
@@ -252,7 +257,7 @@ def rtl_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1, narrow=Tr
             for r in range(R):                 # the PEs hold the results for I·R·cols cycles
                 for c in range(C):
                     ctx.set(dut.results[r][c], int(results[r, c]))
-            for _ in range(interval * R * (meta["c_last"] + 1 if narrow else C)):
+            for _ in range(interval * R * drained_cols(meta, C, narrow)):
                 sample(ctx)
                 await ctx.tick()
             garbage(ctx)
@@ -275,8 +280,7 @@ def check_drain(R, C, passes, M, PHW, gaps, restart_at=None, interval=1, narrow=
                        None if p == restart_at else drained, (R * C, 0), 1)
         if p == restart_at:
             drained = 0
-        # the pass's valid columns, the others skipped (without narrow passes: all C)
-        cols = meta["c_last"] + 1 if narrow else C
+        cols = drained_cols(meta, C, narrow)     # the others skipped
         for i in range(R * cols):
             r, c = divmod(i, cols)
             ch, ox = meta["m0"] + r, meta["ox0"] + c
