@@ -281,11 +281,15 @@ class Controller(wiring.Component):
         s.g_end, s.row_end, s.mb_end, s.tc_end, s.ph_end = (
             Signal(name=f"{n}_end") for n in ("g", "row", "mb", "tc", "ph"))
         s.kb_end = Signal(name="kb_end")
-        # OR: what follows the pass — the next column group (~g_end), the next output row,
-        # the next block of R channels or the next tile — one exclusive flag each, and whether
-        # the tile is the layer's last, so that a pass end's enables are one LUT from the state
-        s.next_row, s.next_block, s.tile_pass_end, s.last_tile = (
-            Signal(name=n) for n in ("next_row", "next_block", "tile_pass_end", "last_tile"))
+        # OR: what follows the pass — the next column group, the next output row, the next
+        # block of R channels or the next tile — one exclusive flag each, and whether the tile
+        # is the layer's last, so that a pass end's enables are one LUT from the state.
+        # (next_group is ~g_end, registered on its own all the same: read as ~g_end, the UP5K
+        # KWS core packed into 5,222 cells, not 5,217, and found no legal placement on seeds 1
+        # and 2 — at 99 % of the device the packing decides)
+        s.next_group, s.next_row, s.next_block, s.tile_pass_end, s.last_tile = (
+            Signal(name=n) for n in ("next_group", "next_row", "next_block", "tile_pass_end",
+                                     "last_tile"))
         if s.narrow:
             # (whether the next group is the row's last, and whether the tile's rows have one)
             s.g_next_end, s.one_group = Signal(name="g_next_end"), Signal(name="one_group")
@@ -295,7 +299,7 @@ class Controller(wiring.Component):
         m.d.sync += [s.g_end.eq(g_end), s.row_end.eq(row_end), s.mb_end.eq(mb_end),
                      s.kb_end.eq(s.kb == d.last_KB), s.tc_end.eq(tc_end),
                      s.ph_end.eq(s.ph == d.pool_mask),
-                     s.next_row.eq(g_end & ~row_end),
+                     s.next_group.eq(~g_end), s.next_row.eq(g_end & ~row_end),
                      s.next_block.eq(g_end & row_end & ~mb_end),
                      s.tile_pass_end.eq(g_end & row_end & mb_end),
                      s.last_tile.eq((s.tr == d.last_ntr) & tc_end)]
@@ -482,7 +486,7 @@ class Controller(wiring.Component):
                 # (the four flags are exclusive)
                 with m.If(s.tile_pass_end):
                     self._tile_next(m, s)
-                with m.If(~s.g_end):
+                with m.If(s.next_group):
                     self._group(m, s, first=False)
                     m.d.sync += [s.ox0.eq(s.ox0 + C), s.w.eq(s.w_pass)]
                 with m.If(s.next_row):
