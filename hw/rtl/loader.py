@@ -127,7 +127,7 @@ class TileLoader(wiring.Component):
         # channel-banked (WR, the depthwise row mapping) or x-banked
         is_wr, is_add = d.banks_on_rows, d.df == Dataflow.ADD
 
-        active, slot, loading = Signal(), Signal(), Signal()
+        active, slot, loading = (Signal(name=n) for n in ("active", "slot", "loading"))
         tr, tc = counter(most["ntr"], "tr"), counter(most["ntc"], "tc")
         blk = counter(most["ld_blocks"], "blk")
         # (named: a generator's signals get none, and the timing reports show them)
@@ -152,21 +152,28 @@ class TileLoader(wiring.Component):
         map_h, map_w = Signal.like(d.H, name="map_h"), Signal.like(d.W, name="map_w")
         m.d.sync += [map_h.eq(d.H), map_w.eq(d.W)]
         m.d.comb += inb.eq((y >= 0) & (y < map_h) & (x >= 0) & (x < map_w))
-        last_blk, last_tc, last_tile, next_tile = self._tile_flags(m, blk, tc, tr)
+        last_blk, last_tc, last_tile, next_tile, blk_end = self._tile_flags(m, blk, tc, tr)
+        tile = SimpleNamespace(tr=tr, tc=tc, blk=blk, row_fm=row_fm, tile_fm=tile_fm,
+                               blk_fm=blk_fm, y0=y0, x0=x0)
+        # the tile's last element registered: the next block's or tile's place is set in the
+        # waiting cycle after it (the last write's cycle, in which no tile can start), so the
+        # element loop's end is not in front of the tile registers' enable (timing: UP5K)
+        advance = Signal()
         # whether xi, yi and n are at their last value, kept with the counters (each set from
         # the counter's next value: compares with bounds registered from the descriptor, which
         # is held from the layer's start), so that the element loop's decisions are one LUT
-        last_x, last_y, last_n = Signal(), Signal(), Signal()
+        last_x, last_y, last_n = (Signal(name=n) for n in ("last_x", "last_y", "last_n"))
         ahead = {k: end_ahead(m, d[f"last_{k}"], k)
                  for k in ("ld_xits", "Tr_in", "ld_nits", "ld_nits_tail")}
         bound = {k: v[0] for k, v in ahead.items()}
         single = {k: v[1] for k, v in ahead.items()}
-        n_single = Mux(last_blk, single["ld_nits_tail"], single["ld_nits"])
+        # (the compare, not the flag: in the cycle after the advance the flag is a block late)
+        n_single = Mux(blk_end, single["ld_nits_tail"], single["ld_nits"])
         # (the block's n bound, set while the tile waits: no multiplexer in front of the compare)
         n_bound = Signal(max(len(bound["ld_nits"]), len(bound["ld_nits_tail"])), name="n_bound")
         last_elem = last_x & last_y & last_n
 
-        m.d.sync += [lw_en.eq(0), lw_last.eq(0)]
+        m.d.sync += [lw_en.eq(0), lw_last.eq(0), advance.eq(0)]
         lane1 = _Lane1(self, m, events, is_wr, x0) if self._lanes > 1 else None
         with m.If(self.start):
             m.d.sync += [active.eq(~is_add), loading.eq(0), slot.eq(0), tr.eq(0), tc.eq(0),
@@ -181,9 +188,11 @@ class TileLoader(wiring.Component):
                          *self._row_start(cs), rowterm.eq(0),
                          last_x.eq(single["ld_xits"]), last_y.eq(single["Tr_in"]),
                          last_n.eq(n_single),
-                         n_bound.eq(Mux(last_blk, bound["ld_nits_tail"], bound["ld_nits"]))]
+                         n_bound.eq(Mux(blk_end, bound["ld_nits_tail"], bound["ld_nits"]))]
             with m.If(~self.slot_full.bit_select(slot, 1) & ~filling & ~lw_en):
                 m.d.sync += loading.eq(1)
+            with m.If(advance):
+                self._advance(m, tile, last_blk, next_tile, last_tc)
         with m.Elif(loading):
             m.d.comb += [self.fm_en.eq(1), self.fm_addr.eq(fm)]
             with m.If(inb):
@@ -209,24 +218,9 @@ class TileLoader(wiring.Component):
                                  last_y.eq(single["Tr_in"]), last_n.eq(n == n_bound)]
                 self._next_row(m, is_wr, last_y, cs, rowterm)
             with m.If(last_elem):
-                m.d.sync += [loading.eq(0), slot.eq(~slot)]
+                m.d.sync += [loading.eq(0), slot.eq(~slot), advance.eq(~last_tile)]
                 with m.If(last_tile):
                     m.d.sync += [active.eq(0), self.done.eq(1)]
-                with m.If(~last_blk):
-                    m.d.sync += [blk.eq(blk + 1), blk_fm.eq(blk_fm + d.ld_blk_step)]
-                with m.If(next_tile):
-                    m.d.sync += blk.eq(0)
-                    with m.If(last_tc):
-                        m.d.sync += [tc.eq(0), tr.eq(tr + 1),
-                                     row_fm.eq(row_fm + d.ld_tile_row_step),
-                                     tile_fm.eq(row_fm + d.ld_tile_row_step),
-                                     blk_fm.eq(row_fm + d.ld_tile_row_step),
-                                     x0.eq(d.x_start), y0.eq(y0 + d.tile_y_step)]
-                    with m.Else():
-                        m.d.sync += [tc.eq(tc + 1),
-                                     tile_fm.eq(tile_fm + d.ld_tile_col_step),
-                                     blk_fm.eq(tile_fm + d.ld_tile_col_step),
-                                     x0.eq(x0 + d.tile_x_step)]
         # in the WR layout the word is absolute (word), not an offset from rowterm
         addr_wr = Signal(aw)
         m.d.comb += addr_wr.eq(Mux(slot, self._slot_words, 0) + word)
@@ -265,15 +259,36 @@ class TileLoader(wiring.Component):
         return Cat(*(last & (s == slot) for last, s in
                      zip(taps["last"] + [lw2_last], taps["slot"] + [lw2_slot]))).any()
 
+    def _advance(self, m, t, last_blk, next_tile, last_tc):
+        """The next block's or the next tile's place (``t``: the tile registers), after a
+        tile's last element that was not the layer's."""
+        d = self.desc
+        with m.If(~last_blk):
+            m.d.sync += [t.blk.eq(t.blk + 1), t.blk_fm.eq(t.blk_fm + d.ld_blk_step)]
+        with m.If(next_tile):
+            m.d.sync += t.blk.eq(0)
+            with m.If(last_tc):
+                m.d.sync += [t.tc.eq(0), t.tr.eq(t.tr + 1),
+                             t.row_fm.eq(t.row_fm + d.ld_tile_row_step),
+                             t.tile_fm.eq(t.row_fm + d.ld_tile_row_step),
+                             t.blk_fm.eq(t.row_fm + d.ld_tile_row_step),
+                             t.x0.eq(d.x_start), t.y0.eq(t.y0 + d.tile_y_step)]
+            with m.Else():
+                m.d.sync += [t.tc.eq(t.tc + 1),
+                             t.tile_fm.eq(t.tile_fm + d.ld_tile_col_step),
+                             t.blk_fm.eq(t.tile_fm + d.ld_tile_col_step),
+                             t.x0.eq(t.x0 + d.tile_x_step)]
+
     def _tile_flags(self, m, blk, tc, tr):
         """Registered flags of the tile's place: ``last_blk, last_tc, last_tile`` and
         ``next_tile`` (the next tile follows: in the next column, or the next row of tiles
-        where ``last_tc``)."""
+        where ``last_tc``), and the compare ``blk_end`` (``last_blk`` unregistered)."""
         d = self.desc
         # The tile's place among the layer's tiles, compared once and registered: tr, tc and
-        # blk change only with a tile's last element, and a cycle waiting for a free half
-        # always follows it, so the flags are current before the next tile's first element
-        # (off the path from the descriptor to the counters' next values: timing); what follows
+        # blk change only in the cycle after a tile's last element (its last write's, which
+        # no tile starts in), and a second cycle waiting for a free half always follows, so
+        # the flags are current before the next tile's first element (off the path from the
+        # descriptor to the counters' next values: timing); what follows
         # the tile — the layer's end, the next block, the next tile — one flag each, so that a
         # register's enable at the tile's end is one LUT (timing: UP5K)
         last_blk, last_tc, last_tile, next_tile = (
@@ -283,7 +298,7 @@ class TileLoader(wiring.Component):
         m.d.sync += [last_blk.eq(blk_end), last_tc.eq(tc_end),
                      last_tile.eq(tr_end & tc_end & blk_end),
                      next_tile.eq(blk_end & ~(tr_end & tc_end))]
-        return last_blk, last_tc, last_tile, next_tile
+        return last_blk, last_tc, last_tile, next_tile, blk_end
 
     def _column_state(self, m, aw):
         """The element loop's position in a row: ``phase`` (xi mod S) and its offset
