@@ -236,19 +236,21 @@ class FrameParser(wiring.Component):
         cycle ahead from the same inputs as ``got``, ``framing`` and the timeout's ``expired``,
         so the state machine's abort sees one register and the state, not the idle counter's
         compare chain."""
-        idle = Signal(range(self._timeout + 1))
-        expired = Signal()             # idle == timeout, as a register
+        # the idle cycles counted from 2**k − timeout: the count's top bit is idle == timeout
+        # (`expired`), and the next count's top bit the carry chain's end, no compare
+        top = ceil_log2(self._timeout + 1)
+        idle = Signal(top + 1, init=2 ** top - self._timeout)
+        expired, idle_inc = idle[top], Signal(top + 1)
         expired_next = Signal()
-        quiet_fail = Signal()          # ~got & (framing | expired), as a register
-        m.d.comb += expired_next.eq(expired)
+        quiet_fail = c.quiet_fail      # ~got & (framing | expired), as a register
+        m.d.comb += [idle_inc.eq(idle + 1), expired_next.eq(expired)]
         with m.If(c.got | ~self.in_frame):
-            m.d.sync += idle.eq(0)
+            m.d.sync += idle.eq(idle.init)
             m.d.comb += expired_next.eq(0)
-        with m.Elif(idle != self._timeout):
-            m.d.sync += idle.eq(idle + 1)
-            m.d.comb += expired_next.eq(idle == self._timeout - 1)
-        m.d.sync += [expired.eq(expired_next),
-                     quiet_fail.eq(~self.i.valid & (self.framing_error | expired_next))]
+        with m.Elif(~expired):
+            m.d.sync += idle.eq(idle_inc)
+            m.d.comb += expired_next.eq(idle_inc[top])
+        m.d.sync += quiet_fail.eq(~self.i.valid & (self.framing_error | expired_next))
         with m.If(self.in_frame & quiet_fail):
             m.d.comb += [c.fail.eq(1),
                          c.fail_code.eq(Mux(c.framing, ErrorCode.FRAMING, ErrorCode.TIMEOUT))]
@@ -268,22 +270,27 @@ class FrameParser(wiring.Component):
             len_top=WEIGHT_CHUNK + 1,      # a weights frame's largest LEN
             is_sync0=Signal(), is_sync1=Signal(), type_ok=Signal(), len_ok=Signal(),
             crc_ok=Signal(), first_byte=Signal(), last_byte=Signal(),
+            quiet_fail=Signal(name="quiet_fail"),
             fail=Signal(),                 # this cycle: reject the frame with fail_code
             fail_code=Signal(8))
         types = [MessageType.IMAGE, MessageType.STATUS]
         if self._weights:
             types.append(MessageType.WEIGHTS)
         c.value = Cat(c.len_lo, c.byte)
-        # a weights frame's LEN: 2 to len_top, on the registered low byte's compares
-        weights_ok = (((c.byte != 0) | c.lo_ge2)
-                      & ((c.byte < c.len_top >> 8)
-                         | ((c.byte == c.len_top >> 8) & c.lo_le_top)))
+        # a status frame's LEN (without weights frames every other type's: TYPE is checked
+        # first); a weights frame's: 2 to len_top, on the registered low byte's compares
+        other_ok = c.lo_zero & (c.byte == 0)
+        if self._weights:
+            weights_ok = (((c.byte != 0) | c.lo_ge2)
+                          & ((c.byte < c.len_top >> 8)
+                             | ((c.byte == c.len_top >> 8) & c.lo_le_top)))
+            other_ok = Mux(c.is_weights, weights_ok, other_ok)
         m.d.sync += [
             c.got.eq(self.i.valid), c.framing.eq(self.framing_error), c.hold.eq(self.hold),
             c.is_sync0.eq(c.byte == SYNC[0]), c.is_sync1.eq(c.byte == SYNC[1]),
             c.type_ok.eq(Cat(c.byte == t for t in types).any()),
             c.len_ok.eq(Mux(c.is_image, c.lo_image & (c.byte == self._image_size >> 8),
-                            Mux(c.is_weights, weights_ok, c.lo_zero & (c.byte == 0)))),
+                            other_ok)),
             c.crc_ok.eq(c.byte == crc.crc),
             c.first_byte.eq(c.count == 0),
             c.last_byte.eq(c.left == 1),      # (a down-counter: no subtract-and-compare chain)
@@ -296,9 +303,13 @@ class FrameParser(wiring.Component):
 
         def reject(reason):
             m.d.comb += [fail.eq(1), c.fail_code.eq(reason)]
+            m.next = "SYNC0"
 
         def abort_on_fail():
-            with m.If(fail):
+            # (the quiet end's register alone: a byte's rejection goes to SYNC0 in its own
+            # branch, and the two never share a cycle, so `fail`'s OR of every rejection is not
+            # in front of the next state: timing, the UP5K's seven-LUT path)
+            with m.If(c.quiet_fail):
                 m.next = "SYNC0"
 
         with m.FSM(name="parser") as fsm:

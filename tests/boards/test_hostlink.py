@@ -292,6 +292,14 @@ def test_parser_times_out():
     assert trace.requests == [(TIMEOUT * (len(image_frame()) - 1) + 1, None)]
 
 
+@pytest.mark.parametrize("timeout", [1, 2, 3, 7, 8, 9])
+def test_parser_timeout_counts(timeout):
+    """The idle count's end is its top bit (counted from 2**k − timeout): short timeouts and
+    those next to a power of two end the frame ``timeout + 2`` cycles after its SYNC0."""
+    trace = rtl_parse([SYNC[0]] + [None] * (2 * timeout + 4), len(IMAGE), timeout=timeout)
+    assert trace.requests == [(timeout + 2, ErrorCode.TIMEOUT)]
+
+
 def test_parser_framing_error():
     """A framing error in a frame rejects it the cycle after; while hunting it is ignored."""
     frame = image_frame()
