@@ -85,13 +85,14 @@ class Im2colWalker(wiring.Component):
         m = Module()
         C, d = self._cols, self.desc
         aw = len(self.reset_off)
-        phase, q0 = Signal(8), Signal(8)
-        rowterm, col, off = Signal(aw), Signal(aw), Signal(aw)
+        phase, q0 = Signal(8, name="phase"), Signal(8, name="q0")
+        rowterm, col, off = (Signal(aw, name=n) for n in ("rowterm", "col", "off"))
         for b in range(C):
             m.d.comb += self.addr[b].eq(rowterm + col + (b < self.q1))
         # kx == last_walk_kw, ky == last_kh and phase == last_sw kept one step ahead in
         # registers: no comparison with the descriptor in front of the step's enables
-        kx_last, ky_last, phase_last = Signal(), Signal(), Signal()
+        kx_last, ky_last, phase_last = (Signal(name=n) for n in ("kx_last", "ky_last",
+                                                                 "phase_last"))
 
         with m.If(self.reset):
             m.d.sync += [self.k.eq(0), self.ky.eq(0), self.kx.eq(0), phase.eq(0), q0.eq(0),
