@@ -305,10 +305,10 @@ class FrameParser(wiring.Component):
             m.d.comb += [fail.eq(1), c.fail_code.eq(reason)]
             m.next = "SYNC0"
 
-        def abort_on_fail():
-            # (the quiet end's register alone: a byte's rejection goes to SYNC0 in its own
-            # branch, and the two never share a cycle, so `fail`'s OR of every rejection is not
-            # in front of the next state: timing, the UP5K's seven-LUT path)
+        def abort_on_quiet_end():
+            # (a byte's rejection goes to SYNC0 in its own branch, `reject`, and never shares a
+            # cycle with the quiet end, so `fail`'s OR of every rejection is not in front of the
+            # next state: timing, the UP5K's seven-LUT path)
             with m.If(c.quiet_fail):
                 m.next = "SYNC0"
 
@@ -323,7 +323,7 @@ class FrameParser(wiring.Component):
                         m.next = "TYPE"
                     with m.Elif(~c.is_sync0):
                         m.next = "SYNC0"
-                abort_on_fail()
+                abort_on_quiet_end()
             with m.State("TYPE"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
@@ -334,7 +334,7 @@ class FrameParser(wiring.Component):
                         m.next = "LEN0"
                     with m.Else():
                         reject(ErrorCode.BAD_TYPE)
-                abort_on_fail()
+                abort_on_quiet_end()
             with m.State("LEN0"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
@@ -343,7 +343,7 @@ class FrameParser(wiring.Component):
                                  c.lo_zero.eq(byte == 0), c.lo_ge2.eq(byte >= 2),
                                  c.lo_le_top.eq(byte <= c.len_top & 0xFF)]
                     m.next = "LEN1"
-                abort_on_fail()
+                abort_on_quiet_end()
             with m.State("LEN1"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
@@ -354,7 +354,7 @@ class FrameParser(wiring.Component):
                         m.next = "CRC"
                     with m.Else():
                         m.next = "PAYLOAD"
-                abort_on_fail()
+                abort_on_quiet_end()
             with m.State("PAYLOAD"):
                 with m.If(got):
                     is_image = c.is_image
@@ -365,7 +365,7 @@ class FrameParser(wiring.Component):
                     m.d.sync += [c.count.eq(c.count + 1), c.left.eq(c.left - 1)]
                     with m.If(c.last_byte):
                         m.next = "CRC"
-                abort_on_fail()
+                abort_on_quiet_end()
             with m.State("CRC"):
                 with m.If(got):
                     with m.If(~c.crc_ok):
@@ -379,7 +379,7 @@ class FrameParser(wiring.Component):
                     with m.Else():
                         m.d.comb += self.done.eq(1)
                         m.next = "SYNC0"
-                abort_on_fail()
+                abort_on_quiet_end()
         m.d.comb += self.in_frame.eq(~fsm.ongoing("SYNC0"))
 
 
