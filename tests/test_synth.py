@@ -316,15 +316,17 @@ def test_mismapped_netlist_is_refused(tmp_path):
     assert "\n" not in message and "33 driven bit(s)" in message and "mid [32]" in message
 
 
+@pytest.mark.parametrize("acc_width", [32, 20])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("family", [None, "ice40"])
-def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding, family):
+def test_post_processor_maps_cleanly_on_ice40(tmp_path, rounding, family, acc_width):
     """The requantizer's four partial products each take an SB_MAC16: instantiated (the
     board flow, without -dsp, the blocks kept as built), or a simulation build's multiplies
     mapped by ``synth_ice40 -dsp`` with nothing tied to a constant (every sum after a product
-    is wider than a DSP accumulator)."""
+    is wider than a DSP accumulator); with int32's datapath and a network's narrower one (a
+    20-bit accumulator: ``x`` 21 bits, its high half 5)."""
     params = [{"bias": 5, "multiplier": (1 << 30) + 12345, "shift": 3}] * 4
-    ppu = PostProcessor(32, params, 10, rounding, family=family)
+    ppu = PostProcessor(acc_width, params, 10, rounding, family=family)
     (tmp_path / "ppu.il").write_text(rtlil.convert(ppu, name="top"))
     opts = "" if family else "-dsp"
     check_yosys_log(_synth_ice40(tmp_path, "read_rtlil ppu.il", opts))

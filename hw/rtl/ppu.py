@@ -19,7 +19,7 @@ be transparent), so back-to-back updates of one window see each other.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,7 +28,7 @@ from cnnforge.hw.rtl.banked import BankedMemory
 from cnnforge.hw.rtl.common import delay, delay_line, product_register
 from cnnforge.sim.golden import ROUNDINGS
 
-__all__ = ["ChannelParams", "PostProcessor"]
+__all__ = ["ChannelParams", "PostProcessor", "datapath_widths"]
 
 
 class ChannelParams(data.Struct):
@@ -36,6 +36,31 @@ class ChannelParams(data.Struct):
     bias: signed(32)        # int32 bias, input zero point folded in
     multiplier: unsigned(31)  # M0 in [2^30, 2^31), or 0
     shift: unsigned(5)      # right shift n in [0, 31]
+
+
+def datapath_widths(acc_width, params):
+    """How wide the requantizer's datapath must be for these parameters: ``(x_width,
+    shift_max)``, ``x_width`` the signed width of ``acc + bias`` over every ``acc_width``-bit
+    accumulator and every channel's bias (at least 17, so that ``x`` has a high half beside its
+    low 16 bits, and at most 32: the contract ``|acc + bias| < 2^31``), ``shift_max`` the
+    largest right shift ``n``. The unit's registers after the bias are sized from them (the
+    product ``x·M0`` has ``x_width + 31`` bits, SRDHM's result ``x_width``, the rounding term
+    ``shift_max + 1``), so that a network's requantizer is as wide as its values (the MLPerf
+    Tiny KWS model: ``x`` 24 bits, shifts up to 9) and not int32 throughout."""
+    biases = [int(p["bias"]) for p in params] or [0]
+    lo = -(1 << (acc_width - 1)) + min(biases)
+    hi = (1 << (acc_width - 1)) - 1 + max(biases)
+    x_width = min(32, max(17, Shape.cast(range(min(lo, -1), hi + 1)).width))     # signed
+    return x_width, max((int(p["shift"]) for p in params), default=0)
+
+
+def _resized(m, value, shape, name):
+    """``value`` as a ``shape`` signal of ``m`` (truncated, or extended as its own signedness
+    says): a narrower product sign-extended to the int32 limbs the sums slice, a wide sum cut to
+    the bits its value can have."""
+    sig = Signal(shape, name=name)
+    m.d.comb += sig.eq(value)
+    return sig
 
 
 class PostProcessor(wiring.Component):
@@ -124,6 +149,8 @@ class PostProcessor(wiring.Component):
         self.latency = ppu_latency(param_bank_words > 0)
         self.acc_width = acc_width
         self.params = params
+        self.x_width, self.shift_max = datapath_widths(acc_width, params)
+        self.n_width = max(1, self.shift_max.bit_length())
         self.rounding = rounding
         self.family = family
         super().__init__({
@@ -185,14 +212,15 @@ class PostProcessor(wiring.Component):
         # registered (the block RAM's clock-to-out is not in front of the bias adder)
         acc0 = delay(m, self.acc, reads, "acc0")
         acc1 = stage("acc1", signed(self.acc_width))
-        bias1, m01, n1 = stage("bias1", signed(32)), stage("m01", unsigned(31)), stage("n1", 5)
+        xw, nw = signed(self.x_width), self.n_width
+        bias1, m01, n1 = stage("bias1", xw), stage("m01", unsigned(31)), stage("n1", nw)
         m.d.comb += port.addr.eq(self.channel)
         m.d.sync += [acc1.eq(acc0), bias1.eq(port.data.bias),
                      m01.eq(port.data.multiplier), n1.eq(port.data.shift)]
         at = valid[reads - 1:]          # at[k]: the beat in stage k (k ≥ 1)
         # stage 2: x = acc + bias (the compiler guarantees int32 range); with an interval of
         # two registered on a beat only (held through its two cycles of multiplies)
-        x2, m02, n2 = stage("x2", signed(32)), stage("m02", unsigned(31)), stage("n2", 5)
+        x2, m02, n2 = stage("x2", xw), stage("m02", unsigned(31)), stage("n2", nw)
         stage2 = [x2.eq(acc1 + bias1), m02.eq(m01), n2.eq(n1)]
         if self.interval > 1:
             with m.If(at[1]):
@@ -208,11 +236,10 @@ class PostProcessor(wiring.Component):
         # after the products kept in stage 4
         sum_stages = self._product_sum if self.interval == 1 else self._product_sum_shared
         ab_hi6, any6, all6, n6 = sum_stages(m, stage, *products)
-        sh10 = stage("sh10", signed(32))
         if self.rounding == "gemmlowp":
-            self._gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10)
+            sh10 = self._gemmlowp(m, stage, ab_hi6, any6, all6, n6)
         else:
-            self._nearest_even(m, stage, ab_hi6, any6, n6, sh10)
+            sh10 = self._nearest_even(m, stage, ab_hi6, any6, n6)
         y12 = self._clamp(m, stage, sh10)
         w_data = self._pool(m, stage, valid, addr, first, y12) if self.pooling else y12
         m.d.sync += [self.wr_en.eq(valid[-1]), self.wr_addr.eq(addr[-1]),
@@ -273,13 +300,15 @@ class PostProcessor(wiring.Component):
         (``x_lo`` and ``x_hi``), ``M0_lo`` in the beat's first cycle and ``M0_hi`` in its
         second, the first products kept in registers. Returns ``pll``'s high half and whether
         its low half is any or all ones (all the sum needs of it: with an interval of two they
-        are what is kept), ``plh, phl, phh`` and ``n``."""
+        are what is kept), ``plh, phl, phh`` and ``n``. ``x_hi`` has ``x_width − 16`` bits, so
+        ``phl`` has ``x_width`` and ``phh`` ``x_width − 1``."""
         x_lo, x_hi = x2[:16], x2[16:].as_signed()
-        n3 = stage("n3", 5)
+        xw, nw = self.x_width, self.n_width
+        n3 = stage("n3", nw)
         m.d.sync += n3.eq(n2)
         if self.interval == 1:
             pll3, plh3 = stage("pll3", 32), stage("plh3", 31)
-            phl3, phh3 = stage("phl3", signed(32)), stage("phh3", signed(31))
+            phl3, phh3 = stage("phl3", signed(xw)), stage("phh3", signed(xw - 1))
             for name, product, a, b in (("pll", pll3, x_lo, m02[:16]),
                                         ("plh", plh3, x_lo, m02[16:]),
                                         ("phl", phl3, x_hi, m02[:16]),
@@ -289,14 +318,14 @@ class PostProcessor(wiring.Component):
         # at[2]: the beat's first cycle in x2 (M0_lo), else its second (M0_hi)
         m0_half = Signal(16, name="m0_half")
         m.d.comb += m0_half.eq(Mux(at[2], m02[:16], m02[16:]))
-        p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(32))
+        p_lo, p_hi = stage("p_lo3", 32), stage("p_hi3", signed(xw))
         product_register(m, self.family, "mult_lo", x_lo, m0_half, p_lo)
         product_register(m, self.family, "mult_hi", x_hi, m0_half, p_hi)
-        pll_hi, phl, n = stage("pll_kept", 16), stage("phl_kept", signed(32)), stage("n_kept", 5)
+        pll_hi, phl, n = stage("pll_kept", 16), stage("phl_kept", signed(xw)), stage("n_kept", nw)
         pll_any, pll_all = stage("pll_any_kept", 1), stage("pll_all_kept", 1)
         m.d.sync += [pll_hi.eq(p_lo[16:]), pll_any.eq(p_lo[:16].any()),
                      pll_all.eq(p_lo[:16].all()), phl.eq(p_hi), n.eq(n3)]
-        return pll_hi, pll_any, pll_all, p_lo[:31], phl, p_hi[:31].as_signed(), n
+        return pll_hi, pll_any, pll_all, p_lo[:31], phl, p_hi[:xw - 1].as_signed(), n
 
     def _product_sum(self, m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n3):
         """Stages 4-6: ``ab = x·M0 = pll + (plh + phl)·2^16 + phh·2^32`` (``|ab| < 2^62``) from
@@ -310,41 +339,45 @@ class PostProcessor(wiring.Component):
         # With phl = phl_lo + (phl[16:32] − s·2^16)·2^16 (s its sign) and phh = phh[:16] +
         # phh_hi·2^16: ab = pll[:16] + (a[:16] + phl_lo)·2^16 + (a[16] + plh[16:] + b[:16])·
         # 2^32 + (b[16] + phh_hi − s)·2^48, where a = pll[16:] + plh[:16], b = phl[16:] +
-        # phh[:16] (stage 4, 16-bit adds)
+        # phh[:16] (stage 4, 16-bit adds); the products sign-extended to int32's (a narrower x's
+        # high bits are copies of its sign)
+        nw = self.n_width
+        phl, phh = _resized(m, phl, signed(32), "phl_x"), _resized(m, phh, signed(31), "phh_x")
         a4, b4, hs4 = stage("a4", 17), stage("b4", 17), stage("hs4", signed(16))
         plh4, phl4 = stage("plh4", 15), stage("phl4", 16)
-        any4, all4, n4 = stage("any4", 1), stage("all4", 1), stage("n4", 5)
+        any4, all4, n4 = stage("any4", 1), stage("all4", 1), stage("n4", nw)
         m.d.sync += [a4.eq(pll_hi + plh[:16]), b4.eq(phl[16:32] + phh[:16]),
                      hs4.eq(phh[16:31].as_signed() - phl[31]), plh4.eq(plh[16:31]),
                      phl4.eq(phl[:16]), any4.eq(pll_any), all4.eq(pll_all),
                      n4.eq(n3)]
         # stage 5: bits 16-32 (l5), and bits 32-63 as two summands (x5 + y5), 16-bit adds
         l5, x5, y5 = stage("l5", 17), stage("x5", 16), stage("y5", signed(32))
-        any5, all5, n5 = stage("any5", 1), stage("all5", 1), stage("n5", 5)
+        any5, all5, n5 = stage("any5", 1), stage("all5", 1), stage("n5", nw)
         m.d.sync += [l5.eq(a4[:16] + phl4), x5.eq(plh4 + a4[16]),
                      y5.eq(Cat(b4[:16], hs4 + b4[16])), any5.eq(any4), all5.eq(all4),
                      n5.eq(n4)]
         # stage 6: bits 32-63, l5's carry in; bits 16-29 reduced beside
-        ab_hi6, n6 = stage("ab_hi6", signed(34)), stage("n6", 5)
+        ab_hi6, n6 = stage("ab_hi6", signed(34)), stage("n6", nw)
         any6, all6 = stage("any6", 1), stage("all6", 1)
         m.d.sync += [ab_hi6.eq(Cat(l5[14:16], y5 + x5 + l5[16])), n6.eq(n5),
                      any6.eq(any5 | l5[:14].any()), all6.eq(all5 & l5[:14].all())]
         return ab_hi6, any6, all6, n6
 
-    @staticmethod
-    def _product_sum_shared(m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n4):
+    def _product_sum_shared(self, m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n4):
         """Stages 5-6 of a time-shared unit: what :meth:`_product_sum` returns, in two stages
         (``lo = pll + plh·2^16`` and ``hi = phl + phh·2^16``, then ``lo + hi·2^16``: 32- and
         48-bit carry chains, all from registers). The time-shared unit is the UP5K KWS core's,
         which fills the device: 55 logic cells fewer than three stages, and that core's clock
-        is not bound by these chains (docs/boards.md)."""
+        is not bound by these chains (docs/boards.md). ``hi`` and ``ab >> 16`` have
+        ``x_width + 15`` bits (``|ab| < 2^(x_width + 30)``)."""
+        xw, nw = self.x_width, self.n_width
         # bits 16-47 of lo (its low 16 are pll's low half: the any / all flags), hi
-        lo5, hi5, n5 = stage("lo5", 32), stage("hi5", signed(48)), stage("n5", 5)
+        lo5, hi5, n5 = stage("lo5", 32), stage("hi5", signed(xw + 15)), stage("n5", nw)
         any5, all5 = stage("any5", 1), stage("all5", 1)
         m.d.sync += [lo5.eq(pll_hi + plh), hi5.eq(phl + (phh << 16)), n5.eq(n4),
                      any5.eq(pll_any), all5.eq(pll_all)]
-        # bits 16-63 of ab; bits 16-29 reduced by the stage that reads them
-        ab6, n6 = stage("ab6", signed(48)), stage("n6", 5)
+        # bits 16 and up of ab; bits 16-29 reduced by the stage that reads them
+        ab6, n6 = stage("ab6", signed(xw + 15)), stage("n6", nw)
         any6, all6 = stage("any6", 1), stage("all6", 1)
         m.d.sync += [ab6.eq(lo5 + hi5), n6.eq(n5), any6.eq(any5), all6.eq(all5)]
         return ab6[14:].as_signed(), any6 | ab6[:14].any(), all6 & ab6[:14].all(), n6
@@ -358,7 +391,7 @@ class PostProcessor(wiring.Component):
         y11, ovf11, neg11 = stage("y11", signed(11)), Signal(name="ovf11"), Signal(name="neg11")
         lo11, hi11 = stage("lo11", signed(9)), stage("hi11", signed(9))
         m.d.sync += [y11.eq(sh10[:10].as_signed() + self.zero_point),
-                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[31]),
+                     ovf11.eq(~(sh10[9:].all() | ~sh10[9:].any())), neg11.eq(sh10[-1]),
                      lo11.eq(self.act_min), hi11.eq(self.act_max)]
         y12 = stage("y12", signed(8))
         with m.If(ovf11):
@@ -371,9 +404,12 @@ class PostProcessor(wiring.Component):
             m.d.sync += y12.eq(y11)
         return y12
 
-    @staticmethod
-    def _gemmlowp(m, stage, ab_hi6, any6, all6, n6, sh10):
-        """Stages 7-10, ``rounding="gemmlowp"``: ``sh10 = RoundingDivideByPOT(SRDHM)``."""
+    def _gemmlowp(self, m, stage, ab_hi6, any6, all6, n6):
+        """Stages 7-10, ``rounding="gemmlowp"``: returns ``sh10 = RoundingDivideByPOT(SRDHM)``.
+        SRDHM's result is no wider than ``x`` (``M0 < 2^31``), the rounding term no wider than
+        ``2^(shift_max − 1)``."""
+        xw, nw, sw = self.x_width, self.n_width, self.shift_max
+        ab_hi6 = _resized(m, ab_hi6, signed(xw + 1), "ab_hi")    # ab >> 30
         # stages 7-8: SRDHM: (ab + nudge) / 2^31 truncating toward zero (M0 >= 0, so the
         # INT32_MIN·INT32_MIN saturation case of gemmlowp cannot occur), with no 65-bit add:
         # nudge = 2^30 (ab >= 0) or 1 - 2^30 (ab < 0) changes the high part ab >> 31 by the
@@ -382,43 +418,49 @@ class PostProcessor(wiring.Component):
         # c = lo >= 2^30 - neg and z = lo != 2^30 - neg, compares with constants made of bit
         # 30 and bits 0-29's all/any (stage 7); stage 8 adds the correction, -1 to 1, to
         # ab >> 31.
-        neg, bit30 = ab_hi6[33], ab_hi6[0]
+        neg, bit30 = ab_hi6[xw], ab_hi6[0]
         carry = bit30 | (neg & all6)
         nonzero = Mux(neg, bit30 | ~all6, ~bit30 | any6)
-        hi7, inc7, n7 = stage("hi7", signed(33)), stage("inc7", signed(3)), stage("n7", 5)
-        m.d.sync += [hi7.eq(ab_hi6[1:34].as_signed()), n7.eq(n6),
+        hi7, inc7, n7 = stage("hi7", signed(xw)), stage("inc7", signed(3)), stage("n7", nw)
+        m.d.sync += [hi7.eq(ab_hi6[1:].as_signed()), n7.eq(n6),
                      inc7.eq(carry - neg + (neg & nonzero))]
         # RoundingDivideByPOT(x, n) = (x + t) >> n (arithmetic), t = 2^(n−1) for x ≥ 0 and
         # 2^(n−1) − 1 for x < 0 (t = 0 when n = 0): gemmlowp's remainder > threshold test
         # without its wide comparison. t = (2^(n−1) − 1) + c with the carry-in c = 0 for
-        # x < 0 and n > 0, else 1 (n = 0: −1 + 1), so x's sign selects a carry, not 33 bits
-        high8, n8 = stage("high8", signed(32)), stage("n8", 5)
-        halfm8, nz8 = stage("halfm8", signed(33)), stage("nz8", 1)
+        # x < 0 and n > 0, else 1 (n = 0: −1 + 1), so x's sign selects a carry, not a compare
+        high8, n8 = stage("high8", signed(xw)), stage("n8", nw)
+        halfm8, nz8 = stage("halfm8", signed(sw + 1)), stage("nz8", 1)
         m.d.sync += [high8.eq(hi7 + inc7), n8.eq(n7), nz8.eq(n7 != 0),
-                     halfm8.eq(((Const(1, 33) << n7) >> 1).as_signed() - 1)]
+                     halfm8.eq(((Const(1, sw + 1) << n7) >> 1).as_signed() - 1)]
         # stage 9: x + t; stage 10: the shift
-        sum9, n9 = stage("sum9", signed(33)), stage("n9", 5)
-        m.d.sync += [sum9.eq(high8 + halfm8 + ~(high8[31] & nz8)), n9.eq(n8)]
+        sum9, n9 = stage("sum9", signed(max(xw, sw + 1) + 1)), stage("n9", nw)
+        m.d.sync += [sum9.eq(high8 + halfm8 + ~(high8[-1] & nz8)), n9.eq(n8)]
+        sh10 = stage("sh10", sum9.shape())
         m.d.sync += sh10.eq(sum9 >> n9)
+        return sh10
 
-    @staticmethod
-    def _nearest_even(m, stage, ab_hi6, any6, n6, sh10):
+    def _nearest_even(self, m, stage, ab_hi6, any6, n6):
         """Stages 7-10, ``rounding="nearest-even"``: ``sh10 = round_shift_half_even(ab, 31 +
         n)`` (``sim/golden.py``). With ``ab = H·2^30 + L`` (``L`` the low 30 bits) and
         ``b = bit 31+n of ab`` (the floor quotient's parity),
-        ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``, ``c = (L ≠ 0) | b``:
-        a 34-bit add and shift instead of 64-bit ones. ``|ab| < 2^62``, so its low 63 bits hold
-        it."""
+        ``(ab + 2^(30+n) − 1 + b) >> (31+n) = (H + 2^n − 1 + c) >> (1+n)``,
+        ``c = (L ≠ 0) | b``: an add and shift of ``max(x_width + 1, shift_max + 2) + 1`` bits
+        (34 at most) instead of 64-bit ones (``|ab| < 2^(x_width + 30)``). Returns ``sh10``."""
+        xw, nw, sw = self.x_width, self.n_width, self.shift_max
+        hw = max(xw + 1, sw + 2)                 # H, and bits 31 + n of ab for every n
+        ab_hi6 = _resized(m, ab_hi6, signed(hw), "ab_hi")
         # stage 7: H, and the rounding term 2^n − 1 + c
-        h7, t7, n7 = stage("h7", signed(33)), stage("t7", 33), stage("n7", 5)
-        parity = ab_hi6[1:33].bit_select(n6, 1)
-        pow_n = Const(1, 33) << n6
-        m.d.sync += [h7.eq(ab_hi6[:33].as_signed()), n7.eq(n6),
+        h7, t7, n7 = stage("h7", signed(hw)), stage("t7", sw + 1), stage("n7", nw)
+        parity = ab_hi6[1:].bit_select(n6, 1)
+        pow_n = Const(1, sw + 1) << n6
+        m.d.sync += [h7.eq(ab_hi6), n7.eq(n6),
                      t7.eq(Mux(any6 | parity, pow_n, pow_n - 1))]
         # stage 8: the sum; stages 9-10: the shift by 1 + n, in two steps (n's high bits, then
         # its low two)
-        sum8, n8 = stage("sum8", signed(34)), stage("n8", 5)
+        sum8, n8 = stage("sum8", signed(hw + 1)), stage("n8", nw)
         m.d.sync += [sum8.eq(h7 + t7), n8.eq(n7)]
-        sh9, n9 = stage("sh9", signed(33)), stage("n9", 2)
+        sh9, n9 = stage("sh9", signed(hw + 1)), stage("n9", 2)
         m.d.sync += [sh9.eq(sum8 >> Cat(Const(1, 1), Const(0, 1), n8[2:])), n9.eq(n8[:2])]
+        sh10 = stage("sh10", signed(hw + 1))
         m.d.sync += sh10.eq(sh9 >> n9)
+        return sh10

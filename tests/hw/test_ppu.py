@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cnnforge.hw.rtl.ppu import datapath_widths
 from cnnforge.sim.golden import ROUNDINGS, requantize
 from cnnforge.sim.rtl import rtl_requantize
 
@@ -207,6 +208,60 @@ def requant_case(draw):
 def test_random(case, rounding):
     acc, channels, params, zero_point, lo, hi = case
     check(acc, channels, params, rounding, zero_point, lo, hi)
+
+
+# ------------------------------------------------------------------------------------------------
+# A network's datapath: as wide as its accumulators, biases and shifts
+
+
+def test_datapath_widths():
+    """``x = acc + bias`` over the accumulator's whole range and the biases' range (the MLPerf
+    Tiny KWS model's figures: 23-bit accumulators, biases −239,531 … 157,975, shifts up to 9),
+    at least 17 bits and at most int32's."""
+    kws = [param(bias=-239531, shift=9), param(bias=157975, shift=3)]
+    assert datapath_widths(23, kws) == (24, 9)
+    assert datapath_widths(23, [param(bias=-(1 << 22))]) == (24, 0)
+    assert datapath_widths(23, [param(bias=-(1 << 22) - 1)]) == (25, 0)
+    assert datapath_widths(8, [param(bias=3)]) == (17, 0)
+    assert datapath_widths(32, [param(bias=1)]) == (32, 0)
+    assert datapath_widths(22, [param(bias=1 << 24, shift=20)]) == (26, 20)
+
+
+@st.composite
+def narrow_case(draw):
+    """Accumulators of ``acc_width`` bits (their extremes among them) and channels whose biases
+    and shifts span less than int32's: the unit's datapath narrower than 32 bits."""
+    acc_width = draw(st.integers(2, 30))
+    bias_bits = draw(st.integers(0, 29))
+    # biases near a centre: often all of one sign, or all beyond the accumulators' range
+    centre = draw(st.integers(-(1 << bias_bits), 1 << bias_bits))
+    spread = 1 << draw(st.integers(0, bias_bits))
+    shift_max = draw(st.one_of(st.sampled_from([0, 1, 9, 24, 31]), st.integers(0, 31)))
+    nch = draw(st.integers(1, 4))
+    params = [param(bias=centre + draw(st.integers(-spread, spread)),
+                    multiplier=draw(st.one_of(st.just(0), st.just((1 << 31) - 1),
+                                              st.integers(1 << 30, (1 << 31) - 1))),
+                    shift=draw(st.integers(0, shift_max)))
+              for _ in range(nch)]
+    params[0]["shift"] = shift_max
+    lim = 1 << (acc_width - 1)
+    n = draw(st.integers(1, 24))
+    acc = draw(st.lists(st.one_of(st.sampled_from([-lim, lim - 1, 0, -1, 1]),
+                                  st.integers(-lim, lim - 1)), min_size=n, max_size=n))
+    channels = draw(st.lists(st.integers(0, nch - 1), min_size=n, max_size=n))
+    return acc_width, acc, channels, params, draw(st.integers(-128, 127))
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@settings(max_examples=40, deadline=None)
+@given(case=narrow_case())
+@example(case=(22, [(1 << 21) - 1, -(1 << 21), 0], [0] * 3,
+                [param(bias=1 << 24, multiplier=(1 << 31) - 1, shift=24)], 0))
+def test_random_narrow_datapath(case, rounding):
+    """The golden requantization, bit for bit, with the datapath :func:`datapath_widths` gives
+    (``x`` from 17 to 32 bits, shifts from 0 to 31)."""
+    acc_width, acc, channels, params, zero_point = case
+    check(acc, channels, params, rounding, zero_point, acc_width=acc_width)
 
 
 # ------------------------------------------------------------------------------------------------
