@@ -3,13 +3,15 @@ what is wrong and where, the values it derives, and the tiles it plans or is tol
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnforge.hw.compiler.program import AcceleratorConfig, ConfigError, compile_network
+from cnnforge.hw.compiler.program import (AcceleratorConfig, ConfigError, compile_network,
+                                          reduction_width)
 from cnnforge.hw.frontend.network import (
     AdaptiveAvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, NetworkError, ReLU, Sequential,
 )
@@ -240,14 +242,16 @@ def test_digits_on_4x4(digits):
       8×8 conv output, 2×2 pool -> 8×4×4 = 128 outputs;
     * layer 3+4+5: N=8, M=16, K=72, MB=4 -> 288 weight words; 16×2×2 = 64 outputs;
     * layer 7: Linear 64 -> 10, K=64, MB=3 -> 192 weight words;
-    * weight ROM 18 + 288 + 192 = 498 words of 4 lanes; acc for K=72: 72·128·127 = 1 170 432
-      < 2^21, plus the sign: 22 bits; feature map: two regions of max(64, 128, 64, 10) = 128.
+    * weight ROM 18 + 288 + 192 = 498 words of 4 lanes; acc: layer 3+4+5's largest Σ|w| of
+      an output channel, 3,335, times 128 = 426,880 < 2^19, plus the sign: 20 bits (K = 72
+      alone would allow 72·128·127 = 1,170,432: 22); feature map: two regions of
+      max(64, 128, 64, 10) = 128.
     """
     program = compile_network(digits, AcceleratorConfig(4, 4, algorithm="direct"))
     assert [layer.name for layer in program.layers] == ["0+1+2", "3+4+5", "7"]
     assert [layer.type for layer in program.layers] == [
         "Conv2d+ReLU+MaxPool2d", "Conv2d+ReLU+MaxPool2d", "Linear"]
-    assert program.acc_width == 22
+    assert program.acc_width == 20
     assert program.weights.shape == (498, 4)
     assert program.fm_depth == 256
     assert (program.image_size, program.output_size) == (64, 10)
@@ -301,14 +305,29 @@ def test_weight_and_parameter_roms(digits, rows, cols):
                                        for layer in program.layers)
 
 
-def test_acc_width_follows_longest_reduction():
-    """acc_width = bit_length(K_max·128·127) + 1, K of a conv = N·kh·kw, of a Linear = F."""
+def test_acc_width_holds_the_largest_sums():
+    """acc_width is the signed width of the largest sum a layer can form: an input of
+    −128·sign(w) against an output channel's weights gives 128·Σ|w| (of the channel with the
+    largest Σ|w|), at least one product's width."""
     for n, k, features in [(1, 1, 1), (7, 3, 5), (3, 2, 200)]:
         qnet = quantized(Conv2d(n, 2, k), Flatten(), Linear(2 * (5 - k + 1) ** 2, features),
                          Linear(features, 2), input_shape=(n, 5, 5))
         program = compile_network(qnet)
-        k_max = max(n * k * k, 2 * (5 - k + 1) ** 2, features)
-        assert program.acc_width == (k_max * 128 * 127).bit_length() + 1
+        largest = max(128 * int(np.abs(op.weight.astype(np.int64)).reshape(
+            len(op.weight), -1).sum(axis=1).max()) for op in qnet.ops if op.weight is not None)
+        assert program.acc_width == max(largest, 128 * 127).bit_length() + 1
+
+
+def test_reduction_width_bounds():
+    """From the weights where they are known, capped by K products of 128·127 (a plan's K
+    that holds fewer taps than the weights: no layer has one, the cap is the K-only rule)."""
+    ones = SimpleNamespace(weight=np.ones((3, 175), np.int8))           # an average pool
+    assert reduction_width(ones, 175) == (128 * 175).bit_length() + 1 == 16
+    full = SimpleNamespace(weight=np.full((2, 72), -127, np.int8))
+    assert reduction_width(full, 72) == (72 * 128 * 127).bit_length() + 1 == 22
+    assert reduction_width(full, 9) == (9 * 128 * 127).bit_length() + 1
+    assert reduction_width(SimpleNamespace(weight=None), 64) == (64 * 128 * 127).bit_length() + 1
+    assert reduction_width(SimpleNamespace(weight=np.zeros((4, 9), np.int8)), 9) == 15
 
 
 def test_tiles_override_honoured(digits):

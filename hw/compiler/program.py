@@ -29,6 +29,7 @@ from cnnforge.sim.golden import add_rescale
 from cnnforge.sim.winograd import weight_transform, widths as winograd_widths
 
 __all__ = ["AcceleratorConfig", "LayerPlan", "Program", "compile_network", "ConfigError",
+           "reduction_width",
            "weight_image", "SPRAM_SLOT_VALUES", "fm_bankable",
            "load_plan", "DATAFLOWS"]
 
@@ -48,6 +49,20 @@ class ConfigError(ValueError):
 #: int8 values one SPRAM block (``SB_SPRAM256KA``, 16K × 16 bits) holds: a feature-map slot's
 #: largest size with SPRAM feature maps.
 SPRAM_SLOT_VALUES = 32768
+
+
+def reduction_width(op, K):
+    """The signed accumulator width a direct layer needs: its largest ``|Σ x·w|`` over int8
+    inputs (``|x| ≤ 128``) is at most 128 times the largest ``Σ|w|`` of one output channel's
+    weights (the ROM's padding entries are zeros, and a partial sum of IR/WR passes is a sum
+    over some of the same products), and at most ``K·128·127`` (``K`` the plan's reduction
+    length); never less than one product's. From the weights, the KWS model's accumulators
+    take 20 bits where ``K`` alone gives 23 (its average pool's 175-tap window of ones)."""
+    bound = K * 128 * 127
+    if op.weight is not None and op.weight.size:
+        per_channel = np.abs(op.weight.astype(np.int64)).reshape(len(op.weight), -1).sum(axis=1)
+        bound = min(bound, 128 * int(per_channel.max()))
+    return max(bound, 128 * 127).bit_length() + 1
 
 
 def _ceil_div(a, b):
@@ -401,8 +416,8 @@ class Program:
     slot_words : int
         Depth of one half of each input tile buffer bank.
     acc_width : int
-        Accumulator width: enough for the longest reduction (|w·x| ≤ 127·128; for Winograd
-        layers the transformed products, see ``sim/winograd.py``).
+        Accumulator width: enough for every layer's largest sum (:func:`reduction_width`; for
+        Winograd layers the transformed products, see ``sim/winograd.py``).
     w_width, x_width : int
         PE operand widths: 8, or 12 and 11 with Winograd layers (U and V).
     y4_width : int
@@ -1095,7 +1110,7 @@ def compile_network(qnet, config=None, *, tiles=None, dataflows=None, algorithms
             acc_bits = max(acc_bits, wide["M"])
             y4_bits = max(y4_bits, wide["Y4"])
         else:
-            acc_bits = max(acc_bits, (v["K"] * 128 * 127).bit_length() + 1)
+            acc_bits = max(acc_bits, reduction_width(op, v["K"]))
         layers.append(LayerPlan(name=name, ops=grp, values=v))
     for layer in layers:
         _derived_fields(layer.values)

@@ -96,7 +96,8 @@ from cnnforge.hw.compiler.memory import (MEMORY_FAMILIES, MemoryFamily, blocks,
 from cnnforge.hw.compiler.program import (DIRECT, AcceleratorConfig, ConfigError, _add_tables,
                                           _add_values, _allocate, _banks, _engine_layers,
                                           _geometry, _spram_slots, _tiling, _weight_words,
-                                          addr_width, compile_network, meta_widths)
+                                          addr_width, compile_network, meta_widths,
+                                          reduction_width)
 from cnnforge.hw.frontend.quantize import quantize
 from cnnforge.hw.models.dataflow import Dataflow
 from cnnforge.hw.models.perf import layer_model, network_model
@@ -453,14 +454,15 @@ def _layer_options(groups, cfg):
 
 
 def _acc_width(groups, picked):
-    """The accumulator width the compiler gives a design's program: the longest reduction of
-    the layers' chosen plans (their ``K``), or an add layer's table values' if wider."""
+    """The accumulator width the compiler gives a design's program: the widest of the layers'
+    sums (:func:`~cnnforge.hw.compiler.program.reduction_width` of their chosen plans' ``K``),
+    or an add layer's table values' if wider."""
     bits = 1
     for grp, (opt, _) in zip(groups, picked):
         if grp[0].kind == "add":
             bits = max(bits, int(np.abs(_add_tables(grp[0])).max()).bit_length() + 2)
         else:
-            bits = max(bits, (opt.values["K"] * 128 * 127).bit_length() + 1)
+            bits = max(bits, reduction_width(grp[0], opt.values["K"]))
     return bits
 
 
