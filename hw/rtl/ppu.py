@@ -46,7 +46,8 @@ def datapath_widths(acc_width, params):
     largest right shift ``n``. The unit's registers after the bias are sized from them (the
     product ``x·M0`` has ``x_width + 31`` bits, SRDHM's result ``x_width``, the rounding term
     ``shift_max + 1``), so that a network's requantizer is as wide as its values (the MLPerf
-    Tiny KWS model: ``x`` 24 bits, shifts up to 9) and not int32 throughout."""
+    Tiny KWS model: 20-bit accumulators, biases −239,531 … 157,975, so ``x`` 21 bits; shifts up
+    to 9) and not int32 throughout."""
     biases = [int(p["bias"]) for p in params] or [0]
     lo = -(1 << (acc_width - 1)) + min(biases)
     hi = (1 << (acc_width - 1)) - 1 + max(biases)

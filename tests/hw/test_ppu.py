@@ -216,9 +216,10 @@ def test_random(case, rounding):
 
 def test_datapath_widths():
     """``x = acc + bias`` over the accumulator's whole range and the biases' range (the MLPerf
-    Tiny KWS model's figures: 23-bit accumulators, biases −239,531 … 157,975, shifts up to 9),
+    Tiny KWS model's figures: 20-bit accumulators, biases −239,531 … 157,975, shifts up to 9),
     at least 17 bits and at most int32's."""
     kws = [param(bias=-239531, shift=9), param(bias=157975, shift=3)]
+    assert datapath_widths(20, kws) == (21, 9)
     assert datapath_widths(23, kws) == (24, 9)
     assert datapath_widths(23, [param(bias=-(1 << 22))]) == (24, 0)
     assert datapath_widths(23, [param(bias=-(1 << 22) - 1)]) == (25, 0)
