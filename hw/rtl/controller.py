@@ -296,7 +296,6 @@ class Controller(wiring.Component):
             m.d.sync += [s.g_next_end.eq(s.g + 1 == s.glast), s.one_group.eq(s.glast == 0)]
         g_end, row_end, mb_end = s.g == s.glast, s.row == s.rlast, s.mb == d.last_MB
         tc_end = s.tc == d.last_ntc
-        self._pass_end_values(m, s, g_end, row_end)
         m.d.sync += [s.g_end.eq(g_end), s.row_end.eq(row_end), s.mb_end.eq(mb_end),
                      s.kb_end.eq(s.kb == d.last_KB), s.tc_end.eq(tc_end),
                      s.ph_end.eq(s.ph == d.pool_mask),
@@ -304,26 +303,6 @@ class Controller(wiring.Component):
                      s.next_block.eq(g_end & row_end & ~mb_end),
                      s.tile_pass_end.eq(g_end & row_end & mb_end),
                      s.last_tile.eq((s.tr == d.last_ntr) & tc_end)]
-
-    def _pass_end_values(self, m, s, g_end, row_end):
-        """OR: what the next pass end loads, registered from the loop counters' compares
-        (``g_end``, ``row_end``) in every cycle: the output row's base ``s.obase_next`` and the
-        walker's restart ``s.or_rowterm``, ``s.or_off`` (the next group's column offset, or the
-        next row's or block's first). The counters change only at a pass end and a pass has
-        two or more beats, so the values are current at the next; a pass end's multiplexers
-        then select between these registers and WAIT_TILE's values alone, with no state and
-        flag decode in front (timing: the UP5K's worst paths, five LUTs from the state)."""
-        d = self.desc
-        s.obase_next = Signal.like(s.obase, name="fd_obase_next")
-        s.or_rowterm = Signal.like(s.row_base, name="or_rowterm")
-        s.or_off = Signal.like(s.or_rowterm, name="or_off")
-        next_row = Mux(s.ph == d.pool_mask, s.obase + d.PW, s.obase)
-        m.d.sync += [
-            s.obase_next.eq(Mux(g_end, Mux(row_end, s.mbase + d.out_mb_step, next_row),
-                                s.obase)),
-            s.or_rowterm.eq(Mux(g_end, Mux(row_end, 0, s.row_base + d.fd_row_step),
-                                s.row_base)),
-            s.or_off.eq(s.slot_base + Mux(g_end, 0, s.goff_next))]
 
     def _walker_reset(self, m, s, rowterm, off):
         """Start a walk at row term ``rowterm`` at column offset ``off`` (``s.goff`` of a column
@@ -503,9 +482,7 @@ class Controller(wiring.Component):
                     self._tap_restart(m, s)
                 # the walker restarts at every pass end (after the tile's last pass too: WAIT_TILE
                 # restarts it again), only where it restarts depends on the loop position
-                m.d.comb += [s.walker.reset.eq(1), s.walker.reset_rowterm.eq(s.or_rowterm),
-                             s.walker.reset_off.eq(s.or_off)]
-                m.d.sync += s.obase.eq(s.obase_next)
+                self._walker_reset(m, s, s.row_base, s.goff_next)
                 # (the four flags are exclusive)
                 with m.If(s.tile_pass_end):
                     self._tile_next(m, s)
@@ -517,15 +494,18 @@ class Controller(wiring.Component):
                     m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(s.row + 1),
                                  s.row_base.eq(s.row_base + d.fd_row_step), s.w.eq(s.w_pass)]
                     with m.If(s.ph_end):
-                        m.d.sync += s.ph.eq(0)
+                        m.d.sync += [s.obase.eq(s.obase + d.PW), s.ph.eq(0)]
                     with m.Else():
                         m.d.sync += s.ph.eq(s.ph + 1)
+                    self._walker_reset(m, s, s.row_base + d.fd_row_step, 0)
                 with m.If(s.next_block):
                     self._group(m, s, first=True)
                     m.d.sync += [s.ox0.eq(s.tc0), s.row.eq(0), s.row_base.eq(0),
                                  s.mb.eq(s.mb + 1), s.m0.eq(s.m0 + R), s.w.eq(s.w_mb),
                                  s.w_pass.eq(s.w_mb), s.w_mb.eq(s.w_mb + d.w_taps),
-                                 s.mbase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph)]
+                                 s.mbase.eq(s.mbase + d.out_mb_step),
+                                 s.obase.eq(s.mbase + d.out_mb_step), s.ph.eq(s.tr_ph)]
+                    self._walker_reset(m, s, 0, 0)
                     if s.block_loads:
                         # depthwise: the next block of R channels is the loader's next load
                         with m.If(d.last_ld_blocks != 0):

@@ -203,11 +203,7 @@ class PostProcessor(wiring.Component):
         # four (the pooling read, three cycles before the write's value, is issued from a
         # register); without pooling, n_stages − 1 cycles and one register
         tail = 4 if self.pooling else 1
-        # (the address registered as it comes in, a cycle of the RAM's less: the drainer's
-        # column → its output column → the pooling shift → the row's address is not in front
-        # of the RAM's write data, timing: UP5K)
-        addr_in = delayed(self.addr, "addr_in", 1)[0]
-        addr = delayed(delay_line(m, addr_in, n_stages - tail - 1, "addr_delay", self.family),
+        addr = delayed(delay_line(m, self.addr, n_stages - tail, "addr_delay", self.family),
                        "addr", tail)
         first = delayed(self.first, "first", n_stages) if self.pooling else None
 

@@ -136,9 +136,6 @@ class Sequencer(wiring.Component):
         layer = Signal(range(max(2, nlayers)))
         total_cycles = Signal(32)
         img_count = Signal(range(max(2, prog.image_size + 1)))
-        # img_count == image_size − 1, kept with it (the FIFO's valid → the count's enable is
-        # not behind the compare: timing, UP5K)
-        img_last = Signal(init=prog.image_size == 1)
         out = _Readout(m, self, prog.fm_depth, len(self.fm_rd_addr),
                        read_port_latency(prog.config.banked_fm))
         m.d.comb += self.cycles.eq(total_cycles)
@@ -160,11 +157,10 @@ class Sequencer(wiring.Component):
             with m.State("LOAD_IMAGE"):
                 m.d.comb += [self.idle.eq(img_count == 0), self.i_image.ready.eq(1)]
                 with m.If(self.i_image.valid):
-                    m.d.sync += [img_count.eq(img_count + 1),
-                                 img_last.eq(img_count == prog.image_size - 2)]
-                    with m.If(img_last):
-                        m.d.sync += [img_count.eq(0), img_last.eq(prog.image_size == 1),
-                                     layer.eq(0), total_cycles.eq(0), loading_image.eq(0)]
+                    m.d.sync += img_count.eq(img_count + 1)
+                    with m.If(img_count == prog.image_size - 1):
+                        m.d.sync += [img_count.eq(0), layer.eq(0), total_cycles.eq(0),
+                                     loading_image.eq(0)]
                         m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [port.addr.eq(layer), port.en.eq(1)]
