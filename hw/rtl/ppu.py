@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from cnnforge.hw.models.timing import ppu_latency
 from cnnforge.hw.rtl.banked import BankedMemory
-from cnnforge.hw.rtl.common import delay, delay_line, product_register
+from cnnforge.hw.rtl.common import bits, delay, delay_line, product_register
 from cnnforge.sim.golden import ROUNDINGS
 
 __all__ = ["ChannelParams", "PostProcessor", "datapath_widths"]
@@ -70,7 +70,8 @@ class PostProcessor(wiring.Component):
     Parameters
     ----------
     acc_width : int
-        Width of the incoming accumulators (signed).
+        Width of the incoming accumulators (signed). With ``params`` it sets the datapath after
+        the bias (:func:`datapath_widths`).
     params : list of dict
         Parameter ROM contents, one ``{"bias", "multiplier", "shift"}`` per output channel of
         the whole network (a layer addresses its channels from its ``ch_base``).
@@ -151,7 +152,7 @@ class PostProcessor(wiring.Component):
         self.acc_width = acc_width
         self.params = params
         self.x_width, self.shift_max = datapath_widths(acc_width, params)
-        self.n_width = max(1, self.shift_max.bit_length())
+        self.n_width = bits(self.shift_max)
         self.rounding = rounding
         self.family = family
         super().__init__({
@@ -366,11 +367,11 @@ class PostProcessor(wiring.Component):
 
     def _product_sum_shared(self, m, stage, pll_hi, pll_any, pll_all, plh, phl, phh, n4):
         """Stages 5-6 of a time-shared unit: what :meth:`_product_sum` returns, in two stages
-        (``lo = pll + plh·2^16`` and ``hi = phl + phh·2^16``, then ``lo + hi·2^16``: 32- and
-        48-bit carry chains, all from registers). The time-shared unit is the UP5K KWS core's,
-        which fills the device: 55 logic cells fewer than three stages, and that core's clock
-        is not bound by these chains (docs/boards.md). ``hi`` and ``ab >> 16`` have
-        ``x_width + 15`` bits (``|ab| < 2^(x_width + 30)``)."""
+        (``lo = pll + plh·2^16`` and ``hi = phl + phh·2^16``, then ``lo + hi·2^16``: 32-bit and
+        ``x_width + 15``-bit carry chains, all from registers; ``|ab| < 2^(x_width + 30)``). The
+        time-shared unit is the UP5K KWS core's, which fills the device: 55 logic cells fewer
+        than three stages, and that core's clock is not bound by these chains
+        (docs/boards.md)."""
         xw, nw = self.x_width, self.n_width
         # bits 16-47 of lo (its low 16 are pll's low half: the any / all flags), hi
         lo5, hi5, n5 = stage("lo5", 32), stage("hi5", signed(xw + 15)), stage("n5", nw)
